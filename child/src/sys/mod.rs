@@ -1,0 +1,418 @@
+//! Raw syscalls that rustix does not expose: signal masks, signalfd, fork-like clone3 and execve.
+//!
+//! # Safety
+//!
+//! This is the only module of the `child` crate allowed to contain `unsafe`.
+//! Each wrapper is safe to call on its own: it passes pointers the kernel only reads
+//! or writes within the bounds of values we own for the duration of the call.
+//! The exception is [`clone3_fork`], which is `unsafe` because the new process shares the
+//! parent's address-space *copy*, with other threads' locks frozen in whatever state they had:
+//! its caller must only make raw syscalls until `execve` or `exit_group`.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString, OsStr, c_char};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+use linux_raw_sys::general as g;
+
+#[cfg(target_arch = "x86_64")]
+unsafe fn syscall6(n: u32, a: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the x86_64 syscall ABI: number in rax, arguments in rdi, rsi, rdx, r10, r8, r9;
+    // the kernel clobbers rcx and r11 and touches no stack. The caller vouches for the arguments.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") n as isize => ret,
+            in("rdi") a[0], in("rsi") a[1], in("rdx") a[2],
+            in("r10") a[3], in("r8") a[4], in("r9") a[5],
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack)
+        );
+    }
+    ret
+}
+
+#[cfg(target_arch = "aarch64")]
+unsafe fn syscall6(n: u32, a: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the aarch64 syscall ABI: number in x8, arguments in x0..x5, result in x0.
+    // The caller vouches for the arguments.
+    unsafe {
+        core::arch::asm!(
+            "svc 0",
+            in("x8") n as usize,
+            inlateout("x0") a[0] as isize => ret,
+            in("x1") a[1], in("x2") a[2], in("x3") a[3], in("x4") a[4], in("x5") a[5],
+            options(nostack)
+        );
+    }
+    ret
+}
+
+fn check(ret: isize) -> io::Result<usize> {
+    if (-4095..0).contains(&ret) {
+        Err(io::Error::from_raw_os_error(-ret as i32))
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// A set of signals as the kernel's 64-bit mask (bit `n-1` is signal `n`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigSet(pub u64);
+
+impl SigSet {
+    /// Every signal that can be blocked and that no libc reserves for itself:
+    /// 1..=64 minus SIGKILL, SIGSTOP and 32, 33, 34 (glibc's and musl's internal RT signals).
+    pub const fn forwardable() -> SigSet {
+        let mut m = u64::MAX;
+        m &= !(1 << (g::SIGKILL - 1));
+        m &= !(1 << (g::SIGSTOP - 1));
+        m &= !(1 << 31) & !(1 << 32) & !(1 << 33);
+        SigSet(m)
+    }
+
+    /// Whether `sig` is in the set.
+    pub const fn contains(self, sig: u32) -> bool {
+        sig >= 1 && sig <= 64 && self.0 & (1 << (sig - 1)) != 0
+    }
+}
+
+/// `rt_sigprocmask(SIG_BLOCK, set)`—adds `set` to the calling thread's blocked signals.
+///
+/// # References
+/// - [`rt_sigprocmask(2)`](https://man7.org/linux/man-pages/man2/sigprocmask.2.html)
+pub fn block_signals(set: SigSet) -> io::Result<()> {
+    sigprocmask(g::SIG_BLOCK, set)
+}
+
+/// `rt_sigprocmask(SIG_SETMASK, empty)`—unblocks every signal. Async-signal-safe, so it may run
+/// between fork and exec.
+pub fn unblock_all_signals() -> io::Result<()> {
+    sigprocmask(g::SIG_SETMASK, SigSet(0))
+}
+
+/// `rt_sigprocmask(SIG_UNBLOCK, set)`.
+pub fn unblock_signals(set: SigSet) -> io::Result<()> {
+    sigprocmask(g::SIG_UNBLOCK, set)
+}
+
+fn sigprocmask(how: u32, set: SigSet) -> io::Result<()> {
+    let mask = set.0;
+    // SAFETY: `mask` lives on our stack for the call; the kernel reads 8 bytes from it and
+    // writes nothing (oldset is NULL).
+    let r = unsafe {
+        syscall6(
+            g::__NR_rt_sigprocmask,
+            [how as usize, &mask as *const u64 as usize, 0, 8, 0, 0],
+        )
+    };
+    check(r).map(drop)
+}
+
+/// `signalfd4(-1, set, SFD_CLOEXEC)`—a descriptor that reads the pending signals of `set`,
+/// which must already be blocked.
+///
+/// # References
+/// - [`signalfd(2)`](https://man7.org/linux/man-pages/man2/signalfd.2.html)
+pub fn signalfd(set: SigSet) -> io::Result<OwnedFd> {
+    let mask = set.0;
+    // SAFETY: the kernel reads 8 bytes of `mask`; on success it returns a new descriptor that
+    // nothing else owns, so wrapping it in an OwnedFd is sound.
+    unsafe {
+        let r = syscall6(
+            g::__NR_signalfd4,
+            [
+                usize::MAX, // -1: a new descriptor
+                &mask as *const u64 as usize,
+                8,
+                g::O_CLOEXEC as usize,
+                0,
+                0,
+            ],
+        );
+        check(r).map(|fd| OwnedFd::from_raw_fd(fd as RawFd))
+    }
+}
+
+/// One record read from a signalfd (`struct signalfd_siginfo`, 128 bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct SignalInfo {
+    /// The signal number.
+    pub signo: u32,
+    /// The pid of the sender, when a process sent it.
+    pub pid: u32,
+}
+
+/// Reads one pending signal from a signalfd made by [`signalfd`]. Blocks unless the descriptor
+/// is readable.
+pub fn read_signal(fd: &OwnedFd) -> io::Result<SignalInfo> {
+    let mut buf = [0u8; 128];
+    let n = rustix::io::read(fd, &mut buf)?;
+    if n != buf.len() {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short signalfd read"));
+    }
+    Ok(SignalInfo {
+        signo: u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]),
+        pid: u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]),
+    })
+}
+
+/// Sends any signal number, including real-time ones that `rustix::process::Signal` cannot name.
+pub fn kill(pid: i32, sig: u32) -> io::Result<()> {
+    // SAFETY: kill takes two integers and touches no memory of ours.
+    check(unsafe { syscall6(g::__NR_kill, [pid as usize, sig as usize, 0, 0, 0, 0]) }).map(drop)
+}
+
+/// `pidfd_send_signal(pidfd, sig, NULL, 0)` for any signal number.
+pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: integers only; a NULL siginfo asks the kernel to fill it in.
+    check(unsafe {
+        syscall6(
+            g::__NR_pidfd_send_signal,
+            [pidfd.as_raw_fd() as usize, sig as usize, 0, 0, 0, 0],
+        )
+    })
+    .map(drop)
+}
+
+/// The result of [`clone3_fork`] in each process.
+pub enum Forked {
+    /// We are the new process.
+    Child,
+    /// We are the caller; the new process has this pid and pidfd.
+    Parent {
+        /// Pid of the new process in our pid namespace.
+        pid: i32,
+        /// A pidfd referring to it.
+        pidfd: OwnedFd,
+    },
+}
+
+/// `clone3` without `CLONE_VM`: a `fork` that can also create namespaces (`flags` holds
+/// `CLONE_NEW*` bits) and always returns a pidfd. The child gets `SIGCHLD` as exit signal.
+///
+/// # Safety
+/// In [`Forked::Child`] the process is a copy of a possibly multi-threaded one: it must not
+/// allocate, lock, or print; only raw syscalls (rustix calls without paths are fine, and so are
+/// the functions of this module) until it calls [`execve`] or [`exit`].
+///
+/// # References
+/// - [`clone3(2)`](https://man7.org/linux/man-pages/man2/clone.2.html)
+pub unsafe fn clone3_fork(flags: u64) -> io::Result<Forked> {
+    let mut pidfd: i32 = -1;
+    let mut args = g::clone_args {
+        flags: flags | g::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut i32 as u64,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: g::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: 0,
+    };
+    // SAFETY: `args` and `pidfd` outlive the call; without CLONE_VM and with a zero stack the
+    // kernel duplicates the address space like fork, so both processes return here on their
+    // own stack copy.
+    let r = unsafe {
+        syscall6(
+            g::__NR_clone3,
+            [
+                &mut args as *mut g::clone_args as usize,
+                core::mem::size_of::<g::clone_args>(),
+                0,
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+    match check(r)? {
+        0 => Ok(Forked::Child),
+        // SAFETY: on success the kernel stored a fresh descriptor in `pidfd` that only we own.
+        pid => Ok(Forked::Parent {
+            pid: pid as i32,
+            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+        }),
+    }
+}
+
+/// `exit_group(code)`—ends the process at once, without running destructors or flushing.
+pub fn exit(code: i32) -> ! {
+    // SAFETY: exit_group never returns.
+    unsafe {
+        syscall6(g::__NR_exit_group, [code as usize, 0, 0, 0, 0, 0]);
+    }
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
+
+/// `dup3(old, new, 0)`, then leaves `new` without `FD_CLOEXEC`. When `old == new`, just clears
+/// `FD_CLOEXEC`. Async-signal-safe.
+pub fn dup_to(old: RawFd, new: RawFd) -> io::Result<()> {
+    // SAFETY: integers only.
+    unsafe {
+        if old == new {
+            check(syscall6(
+                g::__NR_fcntl,
+                [old as usize, g::F_SETFD as usize, 0, 0, 0, 0],
+            ))?;
+        } else {
+            check(syscall6(
+                g::__NR_dup3,
+                [old as usize, new as usize, 0, 0, 0, 0],
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Raw `read` on a descriptor number, for use after [`clone3_fork`].
+pub fn read_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+        let r = unsafe {
+            syscall6(
+                g::__NR_read,
+                [fd as usize, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0],
+            )
+        };
+        match check(r) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Raw `write` on a descriptor number, for use after [`clone3_fork`].
+pub fn write_raw(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: the kernel reads at most `buf.len()` bytes from `buf`.
+    check(unsafe {
+        syscall6(
+            g::__NR_write,
+            [fd as usize, buf.as_ptr() as usize, buf.len(), 0, 0, 0],
+        )
+    })
+}
+
+/// `setsid()`.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: no arguments.
+    check(unsafe { syscall6(g::__NR_setsid, [0; 6]) }).map(drop)
+}
+
+/// An argv or envp array built before forking: owned C strings plus the NULL-terminated
+/// pointer array `execve` wants, so nothing needs allocating after the fork.
+pub struct CStrVec {
+    strings: Vec<CString>,
+    ptrs: Vec<*const c_char>,
+}
+
+impl CStrVec {
+    /// Builds the array. Fails on an embedded NUL byte.
+    pub fn new<I, S>(items: I) -> io::Result<CStrVec>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let strings = items
+            .into_iter()
+            .map(|s| CString::new(s.as_ref().as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte"))?;
+        let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        Ok(CStrVec { strings, ptrs })
+    }
+
+    /// The strings, in order.
+    pub fn strings(&self) -> &[CString] {
+        &self.strings
+    }
+
+    /// Overwrites entry `index` in place with `bytes` followed by a NUL, for values only known
+    /// after the fork (`LISTEN_PID=`): reserve the room with padding when building the array.
+    /// `bytes` that do not fit are cut. Async-signal-safe: no allocation.
+    pub fn patch(&mut self, index: usize, bytes: &[u8]) {
+        let Some(s) = self.strings.get(index) else {
+            return;
+        };
+        let room = s.as_bytes().len();
+        let len = room.min(bytes.len());
+        let p = self.ptrs[index] as *mut u8;
+        // SAFETY: `p` points at the heap buffer of `strings[index]`, which we own and which
+        // holds `room` bytes plus its NUL; we write at most `room + 1` bytes and nothing else
+        // references the buffer now.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, len);
+            *p.add(len) = 0;
+        }
+    }
+
+    /// The entry `index` as the kernel will read it: up to its first NUL.
+    pub fn get(&self, index: usize) -> Option<&CStr> {
+        let p = *self.ptrs.get(index)?;
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: non-null entries point into our CStrings, which are NUL-terminated.
+        Some(unsafe { CStr::from_ptr(p) })
+    }
+}
+
+/// `execve(path, argv, envp)`—returns only on failure.
+pub fn execve(path: &CStr, argv: &CStrVec, envp: &CStrVec) -> io::Error {
+    // SAFETY: all three pointers reference NUL-terminated data owned by the caller, and both
+    // arrays end with a NULL pointer.
+    let r = unsafe {
+        syscall6(
+            g::__NR_execve,
+            [
+                path.as_ptr() as usize,
+                argv.ptrs.as_ptr() as usize,
+                envp.ptrs.as_ptr() as usize,
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+    match check(r) {
+        Err(e) => e,
+        Ok(_) => io::Error::other("execve returned"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwardable_set_excludes_the_unblockable_and_libc_signals() {
+        let s = SigSet::forwardable();
+        for sig in [9, 19, 32, 33, 34] {
+            assert!(!s.contains(sig), "{sig}");
+        }
+        for sig in [1, 2, 10, 15, 17, 35, 64] {
+            assert!(s.contains(sig), "{sig}");
+        }
+        assert!(!s.contains(0) && !s.contains(65));
+    }
+
+    #[test]
+    fn cstrvec_patch_keeps_length() {
+        let mut v = CStrVec::new(["LISTEN_PID=          ", "A=b"]).unwrap();
+        v.patch(0, b"LISTEN_PID=1234");
+        assert_eq!(v.get(0).unwrap().to_bytes(), b"LISTEN_PID=1234");
+        assert_eq!(v.get(1).unwrap().to_bytes(), b"A=b");
+        assert!(v.get(2).is_none());
+        assert!(CStrVec::new(["a\0b"]).is_err());
+    }
+}

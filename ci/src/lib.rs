@@ -1,0 +1,1 @@
+//! Helpers for the integration tests: run the built binaries as an unprivileged user.

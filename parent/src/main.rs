@@ -1,0 +1,5 @@
+//! `rootlesskit`: entry point of the parent process.
+
+fn main() {
+    std::process::exit(1);
+}

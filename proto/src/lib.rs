@@ -1,0 +1,680 @@
+//! Fixed-size little-endian frames spoken on the pipes between `rootlesskit`, `rootlesskit-child`
+//! and the helpers.
+//!
+//! A frame is an 8-byte header `{magic u16, version u8, tag u8, len u32}` followed by exactly
+//! `len` body bytes, where `len` must equal the fixed body size of `tag`.
+//! Nothing here does I/O beyond the generic [`read_frame`]/[`write_frame`] over `Read`/`Write`,
+//! and nothing allocates: bodies are fixed arrays.
+//!
+//! **Architecture Invariant:** `proto` performs no syscalls of its own and knows nothing about
+//! namespaces; it only turns bytes into typed messages and back, rejecting anything malformed.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+/// The first two bytes of every frame: `RK` in little-endian order.
+pub const MAGIC: u16 = u16::from_le_bytes(*b"RK");
+/// Protocol version; both ends are always built from the same tree, so any other value is a bug
+/// or a stray writer.
+pub const VERSION: u8 = 1;
+/// Size of the frame header in bytes.
+pub const HEADER_LEN: usize = 8;
+/// Largest body of any message.
+pub const MAX_BODY: usize = 512;
+/// Largest frame on the wire.
+pub const MAX_FRAME: usize = HEADER_LEN + MAX_BODY;
+/// Capacity of the text carried by [`Msg::ChildError`].
+pub const ERROR_TEXT_MAX: usize = MAX_BODY - 2;
+/// Capacity of an interface name, including the kernel's terminating NUL (`IFNAMSIZ`).
+pub const IFNAMSIZ: usize = 16;
+
+/// Why a frame was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// The stream ended cleanly before a frame started (the peer closed its end).
+    Eof,
+    /// The stream ended in the middle of a frame.
+    Truncated,
+    /// The first two bytes were not [`MAGIC`].
+    BadMagic(u16),
+    /// The version byte was not [`VERSION`].
+    BadVersion(u8),
+    /// The tag names no message.
+    BadTag(u8),
+    /// The length field does not match the fixed body size of the tag.
+    BadLength {
+        /// The tag of the frame.
+        tag: u8,
+        /// The length the header claimed.
+        len: u32,
+    },
+    /// A field inside the body holds a value outside its domain.
+    BadField(&'static str),
+    /// The underlying read or write failed.
+    Io(io::ErrorKind),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Eof => write!(f, "peer closed the pipe"),
+            Error::Truncated => write!(f, "truncated frame"),
+            Error::BadMagic(m) => write!(f, "bad frame magic {m:#06x}"),
+            Error::BadVersion(v) => write!(f, "unsupported frame version {v}"),
+            Error::BadTag(t) => write!(f, "unknown frame tag {t}"),
+            Error::BadLength { tag, len } => write!(f, "bad length {len} for frame tag {tag}"),
+            Error::BadField(name) => write!(f, "bad value in frame field {name}"),
+            Error::Io(kind) => write!(f, "pipe i/o failed: {kind}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// How the child must set up networking inside its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetMode {
+    /// Stay in the host network namespace: nothing to do.
+    Host = 0,
+    /// A new network namespace with only loopback.
+    Loopback = 1,
+    /// A new network namespace where the child brings up `ifname` with the address, MTU and
+    /// route given in the message.
+    Configure = 2,
+    /// A new network namespace whose interface the driver already configured (pasta).
+    Preconfigured = 3,
+}
+
+impl NetMode {
+    fn from_u8(v: u8) -> Result<Self, Error> {
+        Ok(match v {
+            0 => NetMode::Host,
+            1 => NetMode::Loopback,
+            2 => NetMode::Configure,
+            3 => NetMode::Preconfigured,
+            _ => return Err(Error::BadField("net.mode")),
+        })
+    }
+}
+
+/// The network the parent's driver prepared, for the child to finish configuring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetConfig {
+    /// What the child has to do.
+    pub mode: NetMode,
+    /// Interface name, NUL-padded (no NUL needed when all 15 bytes are used; byte 15 is always 0).
+    pub ifname: [u8; IFNAMSIZ],
+    /// IPv4 address of the child on `ifname`.
+    pub addr: [u8; 4],
+    /// Prefix length of `addr` (0..=32).
+    pub prefix: u8,
+    /// IPv4 default gateway.
+    pub gateway: [u8; 4],
+    /// IPv4 DNS server written to resolv.conf; all zero means none.
+    pub dns: [u8; 4],
+    /// IPv6 DNS server written to resolv.conf; all zero means none.
+    pub dns6: [u8; 16],
+    /// Interface MTU; 0 leaves the kernel default.
+    pub mtu: u32,
+}
+
+impl NetConfig {
+    /// A configuration that asks for nothing but `mode`.
+    pub const fn empty(mode: NetMode) -> Self {
+        NetConfig {
+            mode,
+            ifname: [0; IFNAMSIZ],
+            addr: [0; 4],
+            prefix: 0,
+            gateway: [0; 4],
+            dns: [0; 4],
+            dns6: [0; 16],
+            mtu: 0,
+        }
+    }
+
+    /// The interface name as text, without padding.
+    pub fn ifname_str(&self) -> &str {
+        let end = self.ifname.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
+        // Validated as UTF-8 on decode and on construction.
+        std::str::from_utf8(&self.ifname[..end]).unwrap_or("")
+    }
+
+    /// Stores `name` as the interface name, refusing names the kernel would refuse.
+    pub fn set_ifname(&mut self, name: &str) -> Result<(), Error> {
+        if name.is_empty() || name.len() >= IFNAMSIZ || name.bytes().any(|b| b == 0 || b == b'/') {
+            return Err(Error::BadField("net.ifname"));
+        }
+        self.ifname = [0; IFNAMSIZ];
+        self.ifname[..name.len()].copy_from_slice(name.as_bytes());
+        Ok(())
+    }
+}
+
+/// Which port driver runs, so the child knows whether to serve the builtin driver's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortMode {
+    /// No port driver, or one that needs nothing from the child (implicit, slirp4netns).
+    None = 0,
+    /// The builtin driver: the child dials inside the namespace and hands sockets back.
+    Builtin = 1,
+}
+
+/// A short UTF-8 error text of at most [`ERROR_TEXT_MAX`] bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ErrorText {
+    len: u16,
+    buf: [u8; ERROR_TEXT_MAX],
+}
+
+impl ErrorText {
+    /// Copies `text`, cutting it at a character boundary if it is too long.
+    pub fn new(text: &str) -> Self {
+        let mut end = text.len().min(ERROR_TEXT_MAX);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut buf = [0; ERROR_TEXT_MAX];
+        buf[..end].copy_from_slice(&text.as_bytes()[..end]);
+        ErrorText {
+            len: end as u16,
+            buf,
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for ErrorText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// Every message of the startup handshake.
+///
+/// The order on the wire is: child `ChildInitUserNsCompleted` → parent `NetworkDriverCompleted`
+/// → parent `PortDriverCompleted` → child `ChildReady` (or `ChildError` at any point) → parent
+/// `ParentGo`, after which the child starts the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Msg {
+    /// Child → parent: the child runs with its maps and capabilities, namespaces are in place.
+    ChildInitUserNsCompleted,
+    /// Parent → child: the network driver is up; how to configure the namespace side.
+    NetworkDriverCompleted(NetConfig),
+    /// Parent → child: the port driver is initialised.
+    PortDriverCompleted(PortMode),
+    /// Child → parent: mounts, network and ports are set up; waiting for `ParentGo`.
+    ChildReady,
+    /// Parent → child: `child_pid` and the API socket exist; start the target.
+    ParentGo,
+    /// Child → parent: setup failed; the child exits after sending this.
+    ChildError(ErrorText),
+}
+
+const TAG_CHILD_INIT: u8 = 1;
+const TAG_NET: u8 = 2;
+const TAG_PORT: u8 = 3;
+const TAG_CHILD_READY: u8 = 4;
+const TAG_PARENT_GO: u8 = 5;
+const TAG_CHILD_ERROR: u8 = 6;
+
+const NET_BODY: usize = 1 + IFNAMSIZ + 4 + 1 + 4 + 4 + 16 + 4;
+const PORT_BODY: usize = 1;
+const ERROR_BODY: usize = MAX_BODY;
+
+fn body_len(tag: u8) -> Result<usize, Error> {
+    Ok(match tag {
+        TAG_CHILD_INIT | TAG_CHILD_READY | TAG_PARENT_GO => 0,
+        TAG_NET => NET_BODY,
+        TAG_PORT => PORT_BODY,
+        TAG_CHILD_ERROR => ERROR_BODY,
+        other => return Err(Error::BadTag(other)),
+    })
+}
+
+impl Msg {
+    fn tag(&self) -> u8 {
+        match self {
+            Msg::ChildInitUserNsCompleted => TAG_CHILD_INIT,
+            Msg::NetworkDriverCompleted(_) => TAG_NET,
+            Msg::PortDriverCompleted(_) => TAG_PORT,
+            Msg::ChildReady => TAG_CHILD_READY,
+            Msg::ParentGo => TAG_PARENT_GO,
+            Msg::ChildError(_) => TAG_CHILD_ERROR,
+        }
+    }
+
+    /// The name used in error messages ("expected X, got Y").
+    pub fn name(&self) -> &'static str {
+        match self {
+            Msg::ChildInitUserNsCompleted => "ChildInitUserNSCompleted",
+            Msg::NetworkDriverCompleted(_) => "ParentInitNetworkDriverCompleted",
+            Msg::PortDriverCompleted(_) => "ParentInitPortDriverCompleted",
+            Msg::ChildReady => "ChildReady",
+            Msg::ParentGo => "ParentGo",
+            Msg::ChildError(_) => "ChildError",
+        }
+    }
+
+    /// Encodes the message into `out`, returning the number of bytes used.
+    pub fn encode(&self, out: &mut [u8; MAX_FRAME]) -> usize {
+        let tag = self.tag();
+        // `body_len` cannot fail for a tag we produce ourselves.
+        let len = body_len(tag).unwrap_or(0);
+        out[0..2].copy_from_slice(&MAGIC.to_le_bytes());
+        out[2] = VERSION;
+        out[3] = tag;
+        out[4..8].copy_from_slice(&(len as u32).to_le_bytes());
+        let body = &mut out[HEADER_LEN..HEADER_LEN + len];
+        body.fill(0);
+        match self {
+            Msg::NetworkDriverCompleted(n) => {
+                let mut w = Cursor { buf: body, at: 0 };
+                w.put(&[n.mode as u8]);
+                w.put(&n.ifname);
+                w.put(&n.addr);
+                w.put(&[n.prefix]);
+                w.put(&n.gateway);
+                w.put(&n.dns);
+                w.put(&n.dns6);
+                w.put(&n.mtu.to_le_bytes());
+            }
+            Msg::PortDriverCompleted(p) => body[0] = *p as u8,
+            Msg::ChildError(t) => {
+                body[0..2].copy_from_slice(&t.len.to_le_bytes());
+                body[2..].copy_from_slice(&t.buf);
+            }
+            Msg::ChildInitUserNsCompleted | Msg::ChildReady | Msg::ParentGo => {}
+        }
+        HEADER_LEN + len
+    }
+
+    /// Decodes one complete frame. `frame` must hold exactly the header and the body.
+    pub fn decode(frame: &[u8]) -> Result<Msg, Error> {
+        let header: &[u8; HEADER_LEN] = frame
+            .get(..HEADER_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(Error::Truncated)?;
+        let len = check_header(header)?;
+        let body = frame.get(HEADER_LEN..).ok_or(Error::Truncated)?;
+        if body.len() != len {
+            return Err(Error::BadLength {
+                tag: header[3],
+                len: body.len() as u32,
+            });
+        }
+        decode_body(header[3], body)
+    }
+}
+
+/// Checks a header and returns the body length it announces.
+pub fn check_header(h: &[u8; HEADER_LEN]) -> Result<usize, Error> {
+    let magic = u16::from_le_bytes([h[0], h[1]]);
+    if magic != MAGIC {
+        return Err(Error::BadMagic(magic));
+    }
+    if h[2] != VERSION {
+        return Err(Error::BadVersion(h[2]));
+    }
+    let want = body_len(h[3])?;
+    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    if len as usize != want {
+        return Err(Error::BadLength { tag: h[3], len });
+    }
+    Ok(want)
+}
+
+fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
+    Ok(match tag {
+        TAG_CHILD_INIT => Msg::ChildInitUserNsCompleted,
+        TAG_CHILD_READY => Msg::ChildReady,
+        TAG_PARENT_GO => Msg::ParentGo,
+        TAG_NET => {
+            let mut r = Reader { buf: body, at: 0 };
+            let mode = NetMode::from_u8(r.get::<1>()[0])?;
+            let ifname = r.get::<IFNAMSIZ>();
+            let end = ifname.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
+            if end == IFNAMSIZ
+                || ifname[end..].iter().any(|&b| b != 0)
+                || std::str::from_utf8(&ifname[..end]).is_err()
+                || ifname[..end].contains(&b'/')
+            {
+                return Err(Error::BadField("net.ifname"));
+            }
+            let addr = r.get::<4>();
+            let prefix = r.get::<1>()[0];
+            if prefix > 32 {
+                return Err(Error::BadField("net.prefix"));
+            }
+            let gateway = r.get::<4>();
+            let dns = r.get::<4>();
+            let dns6 = r.get::<16>();
+            let mtu = u32::from_le_bytes(r.get::<4>());
+            if mtu > 65535 {
+                return Err(Error::BadField("net.mtu"));
+            }
+            Msg::NetworkDriverCompleted(NetConfig {
+                mode,
+                ifname,
+                addr,
+                prefix,
+                gateway,
+                dns,
+                dns6,
+                mtu,
+            })
+        }
+        TAG_PORT => Msg::PortDriverCompleted(match body[0] {
+            0 => PortMode::None,
+            1 => PortMode::Builtin,
+            _ => return Err(Error::BadField("port.mode")),
+        }),
+        TAG_CHILD_ERROR => {
+            let len = u16::from_le_bytes([body[0], body[1]]) as usize;
+            if len > ERROR_TEXT_MAX || body[2 + len..].iter().any(|&b| b != 0) {
+                return Err(Error::BadField("error.len"));
+            }
+            let text =
+                std::str::from_utf8(&body[2..2 + len]).map_err(|_| Error::BadField("error.text"))?;
+            Msg::ChildError(ErrorText::new(text))
+        }
+        other => return Err(Error::BadTag(other)),
+    })
+}
+
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    // Callers only ask for fields inside a body whose exact length was checked against the tag.
+    fn get<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0; N];
+        out.copy_from_slice(&self.buf[self.at..self.at + N]);
+        self.at += N;
+        out
+    }
+}
+
+/// Reads exactly one frame: the header first, then exactly the announced body.
+///
+/// # Errors
+/// [`Error::Eof`] if the stream ends before the first byte, [`Error::Truncated`] if it ends
+/// inside the frame, and the header/body checks of [`Msg::decode`].
+pub fn read_frame<R: Read>(r: &mut R) -> Result<Msg, Error> {
+    let mut buf = [0u8; MAX_FRAME];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match r.read(&mut buf[got..HEADER_LEN]) {
+            Ok(0) if got == 0 => return Err(Error::Eof),
+            Ok(0) => return Err(Error::Truncated),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Io(e.kind())),
+        }
+    }
+    let header: [u8; HEADER_LEN] = [
+        buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7],
+    ];
+    let len = check_header(&header)?;
+    r.read_exact(&mut buf[HEADER_LEN..HEADER_LEN + len])
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => Error::Truncated,
+            k => Error::Io(k),
+        })?;
+    decode_body(header[3], &buf[HEADER_LEN..HEADER_LEN + len])
+}
+
+/// Writes one frame with a single `write_all`.
+pub fn write_frame<W: Write>(w: &mut W, msg: &Msg) -> Result<(), Error> {
+    let mut buf = [0u8; MAX_FRAME];
+    let n = msg.encode(&mut buf);
+    w.write_all(&buf[..n]).map_err(|e| Error::Io(e.kind()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net() -> NetConfig {
+        let mut n = NetConfig::empty(NetMode::Configure);
+        n.set_ifname("tap0").unwrap();
+        n.addr = [10, 0, 2, 100];
+        n.prefix = 24;
+        n.gateway = [10, 0, 2, 2];
+        n.dns = [10, 0, 2, 3];
+        n.dns6[15] = 3;
+        n.mtu = 65520;
+        n
+    }
+
+    fn all() -> Vec<Msg> {
+        vec![
+            Msg::ChildInitUserNsCompleted,
+            Msg::NetworkDriverCompleted(NetConfig::empty(NetMode::Host)),
+            Msg::NetworkDriverCompleted(net()),
+            Msg::PortDriverCompleted(PortMode::None),
+            Msg::PortDriverCompleted(PortMode::Builtin),
+            Msg::ChildReady,
+            Msg::ParentGo,
+            Msg::ChildError(ErrorText::new("failed to mount proc: permission denied")),
+        ]
+    }
+
+    #[test]
+    fn round_trip_every_message() {
+        for msg in all() {
+            let mut buf = [0u8; MAX_FRAME];
+            let n = msg.encode(&mut buf);
+            assert_eq!(Msg::decode(&buf[..n]), Ok(msg), "{msg:?}");
+            let mut stream = &buf[..n];
+            assert_eq!(read_frame(&mut stream), Ok(msg));
+            assert!(stream.is_empty(), "read_frame must consume exactly one frame");
+        }
+    }
+
+    #[test]
+    fn frames_follow_each_other_on_a_stream() {
+        let mut wire = Vec::new();
+        for msg in all() {
+            write_frame(&mut wire, &msg).unwrap();
+        }
+        let mut r = &wire[..];
+        for msg in all() {
+            assert_eq!(read_frame(&mut r), Ok(msg));
+        }
+        assert_eq!(read_frame(&mut r), Err(Error::Eof));
+    }
+
+    #[test]
+    fn header_layout_is_little_endian() {
+        let mut buf = [0u8; MAX_FRAME];
+        let n = Msg::PortDriverCompleted(PortMode::Builtin).encode(&mut buf);
+        assert_eq!(&buf[..n], &[b'R', b'K', 1, 3, 1, 0, 0, 0, 1]);
+    }
+
+    /// A reader that hands out one byte per call, like a pipe under pressure.
+    struct Dribble<'a>(&'a [u8]);
+    impl Read for Dribble<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() || out.is_empty() {
+                return Ok(0);
+            }
+            out[0] = self.0[0];
+            self.0 = &self.0[1..];
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn short_reads_are_reassembled() {
+        let mut buf = [0u8; MAX_FRAME];
+        let n = Msg::NetworkDriverCompleted(net()).encode(&mut buf);
+        assert_eq!(
+            read_frame(&mut Dribble(&buf[..n])),
+            Ok(Msg::NetworkDriverCompleted(net()))
+        );
+    }
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = MAGIC.to_le_bytes().to_vec();
+        v.push(VERSION);
+        v.push(tag);
+        v.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn rejects_malformed_frames() {
+        let good_net = {
+            let mut b = [0u8; MAX_FRAME];
+            let n = Msg::NetworkDriverCompleted(net()).encode(&mut b);
+            b[HEADER_LEN..n].to_vec()
+        };
+        let cases: Vec<(Vec<u8>, Error)> = vec![
+            (vec![], Error::Eof),
+            (vec![b'R', b'K', 1], Error::Truncated),
+            (b"XXXXXXXX".to_vec(), Error::BadMagic(u16::from_le_bytes(*b"XX"))),
+            (
+                {
+                    let mut f = frame(TAG_CHILD_READY, &[]);
+                    f[2] = 9;
+                    f
+                },
+                Error::BadVersion(9),
+            ),
+            (frame(0, &[]), Error::BadTag(0)),
+            (frame(200, &[]), Error::BadTag(200)),
+            (
+                frame(TAG_CHILD_READY, &[0]),
+                Error::BadLength {
+                    tag: TAG_CHILD_READY,
+                    len: 1,
+                },
+            ),
+            (
+                {
+                    let mut f = frame(TAG_CHILD_ERROR, &[]);
+                    f[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+                    f
+                },
+                Error::BadLength {
+                    tag: TAG_CHILD_ERROR,
+                    len: u32::MAX,
+                },
+            ),
+            (frame(TAG_PORT, &[7]), Error::BadField("port.mode")),
+            (
+                {
+                    let mut b = good_net.clone();
+                    b[0] = 9;
+                    frame(TAG_NET, &b)
+                },
+                Error::BadField("net.mode"),
+            ),
+            (
+                {
+                    let mut b = good_net.clone();
+                    b[1..17].fill(b'a');
+                    frame(TAG_NET, &b)
+                },
+                Error::BadField("net.ifname"),
+            ),
+            (
+                {
+                    let mut b = good_net.clone();
+                    b[1] = 0;
+                    b[2] = b'x';
+                    frame(TAG_NET, &b)
+                },
+                Error::BadField("net.ifname"),
+            ),
+            (
+                {
+                    let mut b = good_net.clone();
+                    b[21] = 33;
+                    frame(TAG_NET, &b)
+                },
+                Error::BadField("net.prefix"),
+            ),
+            (
+                {
+                    let mut b = vec![0u8; ERROR_BODY];
+                    b[0..2].copy_from_slice(&(ERROR_TEXT_MAX as u16 + 1).to_le_bytes());
+                    frame(TAG_CHILD_ERROR, &b)
+                },
+                Error::BadField("error.len"),
+            ),
+            (
+                {
+                    let mut b = vec![0u8; ERROR_BODY];
+                    b[0..2].copy_from_slice(&2u16.to_le_bytes());
+                    b[2] = 0xff;
+                    b[3] = 0xfe;
+                    frame(TAG_CHILD_ERROR, &b)
+                },
+                Error::BadField("error.text"),
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(read_frame(&mut &bytes[..]), Err(want), "{bytes:?}");
+        }
+        // A body cut short is truncation, not a valid shorter message.
+        let mut f = frame(TAG_NET, &good_net);
+        f.truncate(f.len() - 1);
+        assert_eq!(read_frame(&mut &f[..]), Err(Error::Truncated));
+    }
+
+    #[test]
+    fn error_text_is_cut_at_a_char_boundary() {
+        let long = "é".repeat(ERROR_TEXT_MAX);
+        let t = ErrorText::new(&long);
+        assert!(t.as_str().len() <= ERROR_TEXT_MAX);
+        assert!(t.as_str().chars().all(|c| c == 'é'));
+        assert_eq!(ErrorText::new("short").as_str(), "short");
+    }
+
+    #[test]
+    fn ifname_rules() {
+        let mut n = NetConfig::empty(NetMode::Configure);
+        assert!(n.set_ifname("").is_err());
+        assert!(n.set_ifname("a/b").is_err());
+        assert!(n.set_ifname("0123456789abcdef").is_err());
+        n.set_ifname("0123456789abcde").unwrap();
+        assert_eq!(n.ifname_str(), "0123456789abcde");
+    }
+
+    /// Replays every committed fuzz corpus entry: decoding must never panic.
+    #[test]
+    fn fuzz_corpus_replays() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/proto_frame");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let data = std::fs::read(e.path()).unwrap();
+            let _ = Msg::decode(&data);
+            let _ = read_frame(&mut &data[..]);
+        }
+    }
+}
