@@ -1,5 +1,12 @@
 //! Library half of the `child` crate: what `rootlesskit-child` does inside the namespaces, plus
-//! the low-level process code (`sys`, `spawn`) that the parent shares.
+//! the low-level process code (`sys`, `sys::spawn`) that the parent shares.
 #![deny(unsafe_code)]
 
+pub mod cgroup;
+pub mod errno;
+pub mod mount;
+pub mod netlink;
+pub mod signals;
 pub mod sys;
+
+pub use sys::spawn;

@@ -1,1 +1,426 @@
-//! Helpers for the integration tests: run the built binaries as an unprivileged user.
+//! Helpers for the integration tests: find the built binaries, stage them where an unprivileged
+//! user can run them, and run them as that user with a timeout.
+//!
+//! When the tests run as root (as CI does), every binary runs through
+//! `setpriv --reuid=U --regid=G --clear-groups` as the test user `$RKRS_TEST_USER`
+//! (default `rkrs-test`), which must have /etc/subuid and /etc/subgid lines.
+//! When they run as an ordinary user, they run as that user directly.
+//! A test that cannot run here calls [`skip!`], which fails instead under `RKRS_MUST_WORK=1`.
+// Tests run programs: that is their job.
+#![allow(clippy::disallowed_methods)]
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Skips the current test with a reason, or fails it when `RKRS_MUST_WORK=1`.
+#[macro_export]
+macro_rules! skip {
+    ($($fmt:tt)*) => {{
+        let reason = format!($($fmt)*);
+        if $crate::must_work() {
+            panic!("test could not run, but RKRS_MUST_WORK=1: {reason}");
+        }
+        eprintln!("SKIP: {reason}");
+        return;
+    }};
+}
+
+/// Whether skips are failures (CI sets it).
+pub fn must_work() -> bool {
+    std::env::var("RKRS_MUST_WORK").is_ok_and(|v| v == "1")
+}
+
+/// The user the binaries run as.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Name, if the passwd file has one.
+    pub name: String,
+    /// uid.
+    pub uid: u32,
+    /// Primary gid.
+    pub gid: u32,
+    /// Whether we switch to it with setpriv (we are root) or are it already.
+    pub switch: bool,
+}
+
+fn current_uid() -> u32 {
+    // /proc/self/status: "Uid:\treal\teffective\t...".
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+fn current_gid() -> u32 {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Gid:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// Looks a user up in /etc/passwd by name.
+pub fn passwd_user(name: &str) -> Option<(u32, u32)> {
+    let text = fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}
+
+/// The unprivileged user of this run, or `None` when root has no test user configured.
+pub fn test_user() -> Option<User> {
+    static USER: OnceLock<Option<User>> = OnceLock::new();
+    USER.get_or_init(|| {
+        let uid = current_uid();
+        if uid != 0 {
+            return Some(User {
+                name: std::env::var("USER").unwrap_or_default(),
+                uid,
+                gid: current_gid(),
+                switch: false,
+            });
+        }
+        let name = std::env::var("RKRS_TEST_USER").unwrap_or_else(|_| "rkrs-test".into());
+        let (uid, gid) = passwd_user(&name)?;
+        Some(User {
+            name,
+            uid,
+            gid,
+            switch: true,
+        })
+    })
+    .clone()
+}
+
+/// Where the shipped binaries are: `$RKRS_BIN_DIR`, else the cargo profile dir of this test.
+fn source_bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RKRS_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/<profile>/deps/<test-exe>  →  target/<profile>
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("test executable has no grandparent dir")
+}
+
+/// The shipped binaries, copied into a world-readable directory so the test user can run
+/// them even when the checkout lives under a private home directory.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let src = source_bin_dir();
+        let dst = std::env::temp_dir().join(format!("rkrs-ci-bin-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dst);
+        fs::create_dir_all(&dst).unwrap();
+        fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
+        for name in [
+            "rootlesskit",
+            "rootlessctl",
+            "rootlesskit-child",
+            "rootlesskit-unshare",
+        ] {
+            let from = src.join(name);
+            if !from.exists() {
+                panic!(
+                    "{} is missing: build first (`cargo xtask test` does) or set RKRS_BIN_DIR",
+                    from.display()
+                );
+            }
+            fs::copy(&from, dst.join(name)).unwrap();
+            fs::set_permissions(dst.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        dst
+    })
+}
+
+/// A scratch directory the test user owns; removed on drop (as root, so whatever the run left
+/// there goes too).
+pub struct Scratch {
+    /// Its path.
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    /// Creates `/tmp/rkrs-ci-<pid>-<name>`, owned by the test user.
+    pub fn new(name: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!("rkrs-ci-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        if let Some(u) = test_user() {
+            if u.switch {
+                std::os::unix::fs::chown(&path, Some(u.uid), Some(u.gid)).unwrap();
+            }
+        }
+        Scratch { path }
+    }
+
+    /// A path inside.
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// What a finished run gave.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit code, or `128 + signal` when killed.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// A command line to run as the test user.
+pub struct Run {
+    program: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(String, String)>,
+    env_remove: Vec<String>,
+    timeout: Duration,
+    cwd: Option<PathBuf>,
+    as_user: Option<(u32, u32)>,
+}
+
+/// `rootlesskit ARGS...` as the test user.
+pub fn rootlesskit<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    Run::bin("rootlesskit").args(args)
+}
+
+impl Run {
+    /// One of the shipped binaries.
+    pub fn bin(name: &str) -> Run {
+        Run::program(bin_dir().join(name))
+    }
+
+    /// Any program.
+    pub fn program(p: impl Into<PathBuf>) -> Run {
+        Run {
+            program: p.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            env_remove: Vec::new(),
+            timeout: Duration::from_secs(60),
+            cwd: None,
+            as_user: None,
+        }
+    }
+
+    /// Appends arguments.
+    pub fn args<I, S>(mut self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, k: &str, v: &str) -> Run {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Removes an environment variable.
+    pub fn env_remove(mut self, k: &str) -> Run {
+        self.env_remove.push(k.into());
+        self
+    }
+
+    /// Overrides the timeout (default 60 s).
+    pub fn timeout(mut self, t: Duration) -> Run {
+        self.timeout = t;
+        self
+    }
+
+    /// Runs in `dir`.
+    pub fn cwd(mut self, dir: &Path) -> Run {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Runs as this uid/gid instead of the test user (root only).
+    pub fn as_ids(mut self, uid: u32, gid: u32) -> Run {
+        self.as_user = Some((uid, gid));
+        self
+    }
+
+    fn command(&self) -> Command {
+        let user = test_user().expect("no test user: create one or set RKRS_TEST_USER");
+        let ids = self.as_user.or(user.switch.then_some((user.uid, user.gid)));
+        let mut c = match ids {
+            Some((uid, gid)) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(&self.program);
+                c
+            }
+            None => Command::new(&self.program),
+        };
+        c.args(&self.args);
+        c.current_dir(self.cwd.clone().unwrap_or_else(|| PathBuf::from("/")));
+        // A predictable environment: the runner's, minus anything from an outer rootlesskit.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ROOTLESSKIT_") || k.starts_with("LISTEN_") || k == "NOTIFY_SOCKET" {
+                c.env_remove(k);
+            }
+        }
+        if ids.is_some() {
+            c.env("HOME", "/");
+        }
+        for k in &self.env_remove {
+            c.env_remove(k);
+        }
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Starts in the background with piped stdout and stderr.
+    pub fn spawn(&self) -> Child {
+        self.command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program.display()))
+    }
+
+    /// Runs to completion (killing it at the timeout, which fails the test).
+    pub fn output(&self) -> Output {
+        let child = self.spawn();
+        wait_output(child, self.timeout)
+    }
+}
+
+/// Waits for a spawned run, collecting its output; panics at the timeout after killing it.
+pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "timed out after {timeout:?}; stderr so far: {}",
+                t_err.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Output {
+        code,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    }
+}
+
+/// Polls until `f` holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            // The state follows the last ')' of the comm field.
+            let state = s
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X"))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Pids of all processes whose parent is `ppid`.
+pub fn children_of(ppid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(s) = fs::read_to_string(format!("/proc/{pid}/stat")) {
+            let rest: Vec<&str> = s
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            if rest.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(ppid) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Sends a signal with the `kill` program (keeps this crate free of libc bindings).
+pub fn send_signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -{sig} {pid} failed");
+}

@@ -2,5 +2,24 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod entry;
 pub mod exec;
 pub mod idmap;
+pub mod run;
+pub mod statedir;
+
+use std::io::Write;
+
+/// The version of upstream RootlessKit whose behaviour we match, which is what scripts and
+/// clients compare against.
+pub const UPSTREAM_VERSION: &str = "2.3.4";
+
+/// Prints a warning line the way every parent warning is printed.
+pub fn warn(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "[rootlesskit:parent] warning: {msg}");
+}
+
+/// Prints an error line with upstream's prefix.
+pub fn error(who: &str, msg: &str) {
+    let _ = writeln!(std::io::stderr(), "[rootlesskit:{who}] error: {msg}");
+}

@@ -1,5 +1,5 @@
 //! `rootlesskit`: entry point of the parent process.
 
 fn main() {
-    std::process::exit(1);
+    std::process::exit(parent::entry::main());
 }

@@ -201,6 +201,9 @@ impl fmt::Debug for ErrorText {
 /// The order on the wire is: child `ChildInitUserNsCompleted` → parent `NetworkDriverCompleted`
 /// → parent `PortDriverCompleted` → child `ChildReady` (or `ChildError` at any point) → parent
 /// `ParentGo`, after which the child starts the target.
+// Frames are fixed-size by design and live on the stack; boxing the error text would put the
+// allocator on the pipe path for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Msg {
     /// Child → parent: the child runs with its maps and capabilities, namespaces are in place.
@@ -380,8 +383,8 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
             if len > ERROR_TEXT_MAX || body[2 + len..].iter().any(|&b| b != 0) {
                 return Err(Error::BadField("error.len"));
             }
-            let text =
-                std::str::from_utf8(&body[2..2 + len]).map_err(|_| Error::BadField("error.text"))?;
+            let text = std::str::from_utf8(&body[2..2 + len])
+                .map_err(|_| Error::BadField("error.text"))?;
             Msg::ChildError(ErrorText::new(text))
         }
         other => return Err(Error::BadTag(other)),
@@ -488,7 +491,10 @@ mod tests {
             assert_eq!(Msg::decode(&buf[..n]), Ok(msg), "{msg:?}");
             let mut stream = &buf[..n];
             assert_eq!(read_frame(&mut stream), Ok(msg));
-            assert!(stream.is_empty(), "read_frame must consume exactly one frame");
+            assert!(
+                stream.is_empty(),
+                "read_frame must consume exactly one frame"
+            );
         }
     }
 
@@ -554,7 +560,10 @@ mod tests {
         let cases: Vec<(Vec<u8>, Error)> = vec![
             (vec![], Error::Eof),
             (vec![b'R', b'K', 1], Error::Truncated),
-            (b"XXXXXXXX".to_vec(), Error::BadMagic(u16::from_le_bytes(*b"XX"))),
+            (
+                b"XXXXXXXX".to_vec(),
+                Error::BadMagic(u16::from_le_bytes(*b"XX")),
+            ),
             (
                 {
                     let mut f = frame(TAG_CHILD_READY, &[]);

@@ -10,6 +10,8 @@
 //! its caller must only make raw syscalls until `execve` or `exit_group`.
 #![allow(unsafe_code)]
 
+pub mod spawn;
+
 use std::ffi::{CStr, CString, OsStr, c_char};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -153,7 +155,10 @@ pub fn read_signal(fd: &OwnedFd) -> io::Result<SignalInfo> {
     let mut buf = [0u8; 128];
     let n = rustix::io::read(fd, &mut buf)?;
     if n != buf.len() {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short signalfd read"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "short signalfd read",
+        ));
     }
     Ok(SignalInfo {
         signo: u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]),
@@ -302,6 +307,61 @@ pub fn write_raw(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     })
 }
 
+/// `unshare(flags)` for namespace flags only.
+///
+/// `UnshareFlags::FILES` is refused: it is what makes rustix's `unshare_unsafe` unsafe (other
+/// threads could see descriptors from a table they no longer share), and we never need it.
+pub fn unshare(flags: rustix::thread::UnshareFlags) -> io::Result<()> {
+    if flags.contains(rustix::thread::UnshareFlags::FILES) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: without CLONE_FILES no descriptor table is split, which is the only hazard
+    // `unshare_unsafe` documents.
+    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(Into::into)
+}
+
+/// Raw `close`, for use after [`clone3_fork`] on descriptors the process does not own as
+/// `OwnedFd` values (their owner's destructor never runs there).
+pub fn close_raw(fd: RawFd) {
+    // SAFETY: integers only; closing a descriptor number that no live OwnedFd of this process
+    // will use again.
+    unsafe {
+        syscall6(g::__NR_close, [fd as usize, 0, 0, 0, 0, 0]);
+    }
+}
+
+/// Takes ownership of descriptor `fd`, inherited from the process that exec'd us and named on
+/// our command line, and marks it close-on-exec so it goes no further.
+///
+/// Call it at most once per number, before anything else could own that number: it checks
+/// that the descriptor is open (`F_GETFD`) but cannot know about another owner.
+pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: integers only.
+    unsafe {
+        check(syscall6(
+            g::__NR_fcntl,
+            [fd as usize, g::F_GETFD as usize, 0, 0, 0, 0],
+        ))?;
+        check(syscall6(
+            g::__NR_fcntl,
+            [
+                fd as usize,
+                g::F_SETFD as usize,
+                g::FD_CLOEXEC as usize,
+                0,
+                0,
+                0,
+            ],
+        ))?;
+    }
+    // SAFETY: the descriptor is open (checked above) and, per this function's contract, no
+    // other value in this process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// `setsid()`.
 pub fn setsid() -> io::Result<()> {
     // SAFETY: no arguments.
@@ -326,7 +386,9 @@ impl CStrVec {
             .into_iter()
             .map(|s| CString::new(s.as_ref().as_bytes()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte"))?;
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte")
+            })?;
         let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
         ptrs.push(std::ptr::null());
         Ok(CStrVec { strings, ptrs })

@@ -1,0 +1,291 @@
+//! `rootlesskit-child`: runs inside the new namespaces as mapped root, finishes the setup the
+//! parent describes over the proto socket, then starts the target and forwards signals to it.
+//!
+//! It is started only by `rootlesskit`, with every input on its command line:
+//! `rootlesskit-child --fd N --state-dir DIR [--pidns] [--reaper] [--propagation P]
+//! [--copy-up DIR]... [--evacuate-cgroup2] [--listen-fds N [--rewrite-listen-pid]] [--debug] -- CMD...`
+
+use std::ffi::OsString;
+use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use child::errno::io_text;
+use child::signals::{self, Ended};
+use child::spawn::{self, Command, Stage};
+use child::sys;
+use proto::{Msg, NetMode};
+use rustix::process::{Pid, Signal, WaitOptions, set_parent_process_death_signal, waitpid};
+
+const WHO: &str = "[rootlesskit:child ]";
+
+#[derive(Default)]
+struct Args {
+    fd: RawFd,
+    state_dir: PathBuf,
+    pidns: bool,
+    reaper: bool,
+    propagation: String,
+    copy_up: Vec<PathBuf>,
+    evacuate_cgroup2: bool,
+    listen_fds: i32,
+    rewrite_listen_pid: bool,
+    command: Vec<OsString>,
+}
+
+fn parse_args() -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut a = Args {
+        fd: -1,
+        propagation: "rprivate".into(),
+        ..Args::default()
+    };
+    let mut p = lexopt::Parser::from_env();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("fd") => a.fd = p.value()?.parse()?,
+            Long("state-dir") => a.state_dir = p.value()?.into(),
+            Long("pidns") => a.pidns = true,
+            Long("reaper") => a.reaper = true,
+            Long("propagation") => a.propagation = p.value()?.string()?,
+            Long("copy-up") => a.copy_up.push(p.value()?.into()),
+            Long("evacuate-cgroup2") => a.evacuate_cgroup2 = true,
+            Long("listen-fds") => a.listen_fds = p.value()?.parse()?,
+            Long("rewrite-listen-pid") => a.rewrite_listen_pid = true,
+            Long("debug") => {}
+            Long("version") => {
+                println!("rootlesskit-child version {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            Value(v) => {
+                a.command.push(v);
+                a.command.extend(p.raw_args()?);
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(a)
+}
+
+fn main() {
+    // Signals first, before anything can arrive: they are read through a signalfd, which
+    // also makes them deliverable to us as PID 1 of a new pid namespace.
+    let sigfd = match sys::block_signals(signals::handled())
+        .and_then(|()| sys::signalfd(signals::handled()))
+    {
+        Ok(fd) => fd,
+        Err(e) => die(&format!(
+            "failed to set up signal handling: {}",
+            io_text(&e)
+        )),
+    };
+    let args = match parse_args() {
+        Ok(a) if a.fd >= 3 && !a.command.is_empty() => a,
+        Ok(_) => {
+            die("this program is started by rootlesskit, not by hand (missing --fd or command)")
+        }
+        Err(e) => die(&e.to_string()),
+    };
+    let sock = match sys::adopt_inherited_fd(args.fd) {
+        Ok(fd) => UnixStream::from(fd),
+        Err(e) => die(&format!("bad --fd {}: {}", args.fd, io_text(&e))),
+    };
+    // Re-armed after exec; if the parent died before this line, the socket says so below.
+    let _ = set_parent_process_death_signal(Some(Signal::KILL));
+    let mut child = Child { args, sock };
+    if let Err(text) = child.setup() {
+        let _ = proto::write_frame(
+            &mut child.sock,
+            &Msg::ChildError(proto::ErrorText::new(&text)),
+        );
+        std::process::exit(1);
+    }
+    let code = child.run_target(&sigfd);
+    std::process::exit(code);
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("{WHO} error: {msg}");
+    std::process::exit(1)
+}
+
+fn warn(msg: &str) {
+    eprintln!("{WHO} warning: {msg}");
+}
+
+struct Child {
+    args: Args,
+    sock: UnixStream,
+}
+
+impl Child {
+    fn recv(&mut self) -> Result<Msg, String> {
+        match proto::read_frame(&mut self.sock) {
+            Ok(m) => Ok(m),
+            // The parent is gone (and pdeathsig is on its way): leave quietly.
+            Err(proto::Error::Eof) => std::process::exit(1),
+            Err(e) => Err(format!("reading from the parent: {e}")),
+        }
+    }
+
+    fn send(&mut self, m: &Msg) -> Result<(), String> {
+        proto::write_frame(&mut self.sock, m).map_err(|e| format!("writing to the parent: {e}"))
+    }
+
+    /// Everything between exec and "ready": any error goes up the socket as one line.
+    fn setup(&mut self) -> Result<(), String> {
+        if self.args.pidns {
+            // Upstream's fallbacks, kept: read-only, then carry on with a warning.
+            if let Err(e) = child::mount::mount_proc() {
+                warn(&format!(
+                    "failed to mount procfs, falling back to read-only mount: {e}"
+                ));
+                if let Err(e) = child::mount::mount_proc_read_only() {
+                    warn(&format!("failed to mount procfs: {e}"));
+                }
+            }
+        }
+        self.send(&Msg::ChildInitUserNsCompleted)?;
+        let net = match self.recv()? {
+            Msg::NetworkDriverCompleted(n) => n,
+            m => {
+                return Err(format!(
+                    "expected \"ParentInitNetworkDriverCompleted\", got \"{}\"",
+                    m.name()
+                ));
+            }
+        };
+        match self.recv()? {
+            Msg::PortDriverCompleted(_) => {}
+            m => {
+                return Err(format!(
+                    "expected \"ParentInitPortDriverCompleted\", got \"{}\"",
+                    m.name()
+                ));
+            }
+        }
+        if let Some(p) = child::mount::Propagation::from_str(&self.args.propagation) {
+            child::mount::set_propagation(p).map_err(|e| e.to_string())?;
+        }
+        child::mount::copy_up(&self.args.copy_up).map_err(|e| e.to_string())?;
+        if net.mode != NetMode::Host {
+            for w in child::mount::remount_sysfs(self.args.evacuate_cgroup2)
+                .map_err(|e| e.to_string())?
+            {
+                warn(&w);
+            }
+        } else if self.args.evacuate_cgroup2 {
+            child::mount::mount_cgroup2_for_evacuation().map_err(|e| e.to_string())?;
+        }
+        if net.mode == NetMode::Loopback {
+            child::netlink::loopback_up().map_err(|e| e.to_string())?;
+        }
+        self.send(&Msg::ChildReady)?;
+        match self.recv()? {
+            Msg::ParentGo => Ok(()),
+            m => Err(format!("expected \"ParentGo\", got \"{}\"", m.name())),
+        }
+    }
+
+    /// Starts the target and forwards signals to it until it is reaped; returns our exit code.
+    fn run_target(&mut self, sigfd: &OwnedFd) -> i32 {
+        let argv = &self.args.command;
+        let shown = format!(
+            "[{}]",
+            argv.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let fail = |text: String| -> i32 {
+            eprintln!("{WHO} error: command {shown} exited: {text}");
+            1
+        };
+        let path = match spawn::look_path(&argv[0], std::env::var_os("PATH").as_deref()) {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
+        let env: Vec<OsString> = std::env::vars_os()
+            .map(|(k, v)| {
+                let mut e = k;
+                e.push("=");
+                e.push(v);
+                e
+            })
+            .collect();
+        let cmd = if self.args.rewrite_listen_pid {
+            Command::new_with_listen_pid(&path, argv, env)
+        } else {
+            Command::new(&path, argv, env)
+        };
+        let mut cmd = match cmd {
+            Ok(c) => c,
+            Err(e) => return fail(io_text(&e)),
+        };
+        cmd.setsid(self.args.reaper);
+        for fd in 3..3 + self.args.listen_fds {
+            cmd.keep_fd(fd);
+        }
+        let mut started = match cmd.spawn() {
+            Ok(s) => s,
+            Err(e) => return fail(format!("fork/exec {}: {}", path.display(), io_text(&e))),
+        };
+        if let Err(e) = started.wait_exec() {
+            let _ = waitpid(Pid::from_raw(started.pid), WaitOptions::empty());
+            let what = match e.stage {
+                Stage::Exec => format!("fork/exec {}: {}", path.display(), io_text(&e.error)),
+                _ => io_text(&e.error),
+            };
+            return fail(what);
+        }
+        let target = started.pid;
+        // The socket is done; the target must not keep the parent waiting on it.
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        loop {
+            let info = match sys::read_signal(sigfd) {
+                Ok(i) => i,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return fail(format!("reading signals: {}", io_text(&e))),
+            };
+            if info.signo == 17 {
+                if let Some(ended) = self.reap(target) {
+                    return match ended {
+                        Ended::Exited(0) => 0,
+                        e => {
+                            eprintln!("{WHO} error: command {shown} exited: {}", e.describe());
+                            e.exit_code()
+                        }
+                    };
+                }
+            } else if signals::is_forwarded(info.signo) {
+                let _ = sys::pidfd_send_signal(&started.pidfd, info.signo);
+            }
+        }
+    }
+
+    /// Reaps what has exited (everything, as a reaper; only the target otherwise) and returns
+    /// the target's end if it is among them.
+    fn reap(&self, target: i32) -> Option<Ended> {
+        let who = if self.args.reaper {
+            None
+        } else {
+            Some(Pid::from_raw(target)?)
+        };
+        let mut found = None;
+        loop {
+            match waitpid(who, WaitOptions::NOHANG) {
+                Ok(Some((pid, st))) => {
+                    if pid.as_raw_nonzero().get() == target {
+                        if let Some(e) = Ended::from_wait(st) {
+                            found = Some(e);
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => break,
+            }
+        }
+        found
+    }
+}

@@ -1,0 +1,491 @@
+//! The core of rootlesskit as a user sees it, run as the unprivileged test user: identity and
+//! maps inside, exit codes, the state dir, the environment, namespaces, mounts and signals.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use ci::{Output, Run, Scratch, rootlesskit, skip, test_user};
+
+fn ok(o: &Output) {
+    assert_eq!(o.code, 0, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
+}
+
+fn lines(s: &str) -> Vec<Vec<String>> {
+    s.lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+/// The subuid ranges of the test user, from /etc/subuid (name or uid lines).
+fn subuid_ranges(file: &str) -> Vec<(u32, u32)> {
+    let u = test_user().unwrap();
+    fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.trim().split(':').collect();
+            (f.len() == 3 && (f[0] == u.name || f[0] == u.uid.to_string()))
+                .then(|| Some((f[1].parse().ok()?, f[2].parse().ok()?)))?
+        })
+        .collect()
+}
+
+#[test]
+fn version_and_help() {
+    let o = rootlesskit(["--version"]).output();
+    ok(&o);
+    assert_eq!(o.stdout, "rootlesskit version 2.3.4\n");
+    let o = rootlesskit(["--help"]).output();
+    ok(&o);
+    // containerd-rootless.sh probes exactly this.
+    assert!(
+        o.stdout.split_whitespace().any(|w| w == "--detach-netns"),
+        "{}",
+        o.stdout
+    );
+    let o = rootlesskit(["--print-semver=minor"]).output();
+    ok(&o);
+    assert_eq!(o.stdout.trim(), "3");
+}
+
+#[test]
+fn fake_root_with_subordinate_maps() {
+    let u = test_user().unwrap();
+    let ranges = subuid_ranges("/etc/subuid");
+    if ranges.is_empty() {
+        skip!("user {} has no /etc/subuid lines", u.name);
+    }
+    let o = rootlesskit([
+        "sh",
+        "-c",
+        "id -u; id -g; cat /proc/self/uid_map; echo --; cat /proc/self/gid_map; echo --; grep CapEff /proc/self/status",
+    ])
+    .output();
+    ok(&o);
+    let parts: Vec<&str> = o.stdout.split("--\n").collect();
+    let head = lines(parts[0]);
+    assert_eq!(head[0], ["0"]);
+    assert_eq!(head[1], ["0"]);
+    assert_eq!(head[2], ["0", &u.uid.to_string(), "1"]);
+    let mut next = 1u32;
+    for (i, (start, len)) in ranges.iter().enumerate() {
+        assert_eq!(
+            head[3 + i],
+            [next.to_string(), start.to_string(), len.to_string()]
+        );
+        next += len;
+    }
+    let gid_map = lines(parts[1]);
+    assert_eq!(gid_map[0], ["0", &u.gid.to_string(), "1"]);
+    assert!(
+        gid_map.len() > 1,
+        "subgid ranges should be mapped: {gid_map:?}"
+    );
+    // Full capabilities in the new user namespace.
+    let caps = parts[2].split_whitespace().nth(1).unwrap();
+    assert_ne!(u64::from_str_radix(caps, 16).unwrap(), 0, "{}", parts[2]);
+    // No warning on the happy path.
+    assert!(!o.stderr.contains("warning"), "{}", o.stderr);
+}
+
+#[test]
+fn exit_codes_follow_the_target() {
+    for flags in [
+        &[][..],
+        &["--pidns", "--reaper=auto"][..],
+        &["--pidns", "--reaper=true"][..],
+        &["--pidns", "--reaper=false"][..],
+    ] {
+        for (script, want) in [("exit 0", 0), ("exit 42", 42)] {
+            let o = rootlesskit(flags.iter().copied().chain(["sh", "-c", script])).output();
+            assert_eq!(o.code, want, "{flags:?} {script}: {}", o.stderr);
+        }
+        // Death by a signal gives 255, and the message names it the way Go does.
+        let o = rootlesskit(
+            flags
+                .iter()
+                .copied()
+                .chain(["sh", "-c", "kill -USR1 $$; sleep 5"]),
+        )
+        .output();
+        assert_eq!(o.code, 255, "{flags:?}: {}", o.stderr);
+        assert!(
+            o.stderr.contains("user defined signal 1"),
+            "{flags:?}: {}",
+            o.stderr
+        );
+        // A target that cannot be executed gives 1 with upstream's message.
+        let o = rootlesskit(flags.iter().copied().chain(["no-such-command-rkrs"])).output();
+        assert_eq!(o.code, 1, "{flags:?}");
+        assert!(
+            o.stderr
+                .contains("exec: \"no-such-command-rkrs\": executable file not found in $PATH"),
+            "{}",
+            o.stderr
+        );
+    }
+}
+
+#[test]
+fn signal_to_child_pid_reaches_the_target() {
+    // upstream hack/integration-exit-code.sh: SIGUSR1 to child_pid → 255.
+    for flags in [
+        &[][..],
+        &["--pidns"][..],
+        &["--pidns", "--reaper=false"][..],
+    ] {
+        let d = Scratch::new(&format!("usr1-{}", flags.len()));
+        let state = d.join("state");
+        let child = rootlesskit(
+            [format!("--state-dir={}", state.display())]
+                .into_iter()
+                .chain(flags.iter().map(|s| s.to_string()))
+                .chain(["sleep".into(), "infinity".into()]),
+        )
+        .spawn();
+        assert!(
+            ci::wait_until(Duration::from_secs(10), || state.join("child_pid").exists()),
+            "child_pid never appeared"
+        );
+        let pid: u32 = fs::read_to_string(state.join("child_pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        ci::send_signal(pid, "USR1");
+        let o = ci::wait_output(child, Duration::from_secs(10));
+        assert_eq!(o.code, 255, "{flags:?}: {}", o.stderr);
+        assert!(o.stderr.contains("user defined signal 1"), "{}", o.stderr);
+        assert!(!state.exists(), "state dir left behind");
+    }
+}
+
+#[test]
+fn sigterm_to_rootlesskit_is_forwarded_and_state_removed() {
+    let d = Scratch::new("sigterm");
+    let state = d.join("state");
+    let child = rootlesskit([
+        format!("--state-dir={}", state.display()).as_str(),
+        "sh",
+        "-c",
+        "trap 'exit 3' TERM; while :; do sleep 0.1; done",
+    ])
+    .spawn();
+    let rk = child.id();
+    assert!(ci::wait_until(Duration::from_secs(10), || state
+        .join("child_pid")
+        .exists()));
+    std::thread::sleep(Duration::from_millis(200));
+    // The runner's child is setpriv, which exec'd rootlesskit: same pid.
+    ci::send_signal(rk, "TERM");
+    let o = ci::wait_output(child, Duration::from_secs(10));
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(!state.exists());
+}
+
+#[test]
+fn state_dir_files_and_environment() {
+    let d = Scratch::new("statedir");
+    let state = d.join("state");
+    let o = rootlesskit([
+        format!("--state-dir={}", state.display()).as_str(),
+        "sh",
+        "-c",
+        "echo $ROOTLESSKIT_STATE_DIR; echo $ROOTLESSKIT_PARENT_EUID $ROOTLESSKIT_PARENT_EGID; \
+         ls $ROOTLESSKIT_STATE_DIR; stat -c %a $ROOTLESSKIT_STATE_DIR/child_pid; \
+         cat $ROOTLESSKIT_STATE_DIR/child_pid; echo; env | grep -c '^_ROOTLESSKIT' || true; echo $MY_VAR",
+    ])
+    .env("MY_VAR", "kept as is")
+    .output();
+    ok(&o);
+    let u = test_user().unwrap();
+    let l: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(l[0], state.to_str().unwrap());
+    assert_eq!(l[1], format!("{} {}", u.uid, u.gid));
+    assert_eq!(l[2..4], ["child_pid", "lock"]);
+    assert_eq!(l[4], "444");
+    assert!(l[5].parse::<u32>().is_ok(), "{}", l[5]);
+    assert_eq!(l[6], "0", "internal variables leaked");
+    assert_eq!(l[7], "kept as is");
+    assert!(
+        !state.exists(),
+        "explicit state dir must be removed on exit"
+    );
+}
+
+#[test]
+fn default_state_dir_is_temporary_and_removed() {
+    let d = Scratch::new("tmpdir");
+    let o = rootlesskit(["sh", "-c", "echo $ROOTLESSKIT_STATE_DIR"])
+        .env("TMPDIR", d.path.to_str().unwrap())
+        .output();
+    ok(&o);
+    let sd = o.stdout.trim();
+    assert!(
+        sd.starts_with(&format!("{}/rootlesskit", d.path.display())),
+        "{sd}"
+    );
+    assert!(!Path::new(sd).exists());
+    assert_eq!(fs::read_dir(&d.path).unwrap().count(), 0);
+}
+
+#[test]
+fn bad_flags_fail_cleanly_and_leave_nothing() {
+    let d = Scratch::new("badflags");
+    for (args, want) in [
+        (
+            &["--nope", "true"][..],
+            "flag provided but not defined: -nope",
+        ),
+        (
+            &["--mtu=70000", "true"][..],
+            "mtu must be <= 65521, got 70000",
+        ),
+        (&["--net=bogus", "true"][..], "unknown network mode: bogus"),
+        (&["--reaper=true", "true"][..], "reaper requires --pidns"),
+        (&[][..], "no command specified"),
+        (
+            &["--evacuate-cgroup2=x", "true"][..],
+            "evacuate-cgroup2 requires --cgroupns",
+        ),
+        (
+            &["--port-driver=none", "-p", "127.0.0.1:8080:80/tcp", "true"][..],
+            "port driver \"none\" does not support publishing ports",
+        ),
+    ] {
+        let o = rootlesskit(args.iter().copied())
+            .env("TMPDIR", d.path.to_str().unwrap())
+            .output();
+        assert_eq!(o.code, 1, "{args:?}: {}", o.stderr);
+        let last = o.stderr.lines().last().unwrap_or("");
+        assert_eq!(
+            last,
+            format!("[rootlesskit:parent] error: {want}"),
+            "{args:?}"
+        );
+        assert_eq!(
+            fs::read_dir(&d.path).unwrap().count(),
+            0,
+            "{args:?} left a state dir"
+        );
+    }
+}
+
+#[test]
+fn second_instance_on_the_same_state_dir_is_refused() {
+    let d = Scratch::new("twice");
+    let state = d.join("state");
+    let sd = format!("--state-dir={}", state.display());
+    let first = rootlesskit([sd.as_str(), "sleep", "infinity"]).spawn();
+    assert!(ci::wait_until(Duration::from_secs(10), || state
+        .join("child_pid")
+        .exists()));
+    let o = rootlesskit([sd.as_str(), "true"]).output();
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr
+            .contains("another RootlessKit is running with the same state directory"),
+        "{}",
+        o.stderr
+    );
+    // The refused run must not have wiped the live one.
+    assert!(state.join("child_pid").exists());
+    ci::send_signal(first.id(), "TERM");
+    let o = ci::wait_output(first, Duration::from_secs(10));
+    assert_eq!(o.code, 255, "{}", o.stderr);
+}
+
+#[test]
+fn sigkill_of_rootlesskit_kills_everything_and_state_dir_recovers() {
+    for flags in [
+        &[][..],
+        &["--pidns"][..],
+        &["--pidns", "--reaper=false"][..],
+    ] {
+        let d = Scratch::new(&format!("sigkill-{}", flags.len()));
+        let state = d.join("state");
+        let marker = d.join("target_pid");
+        let sd = format!("--state-dir={}", state.display());
+        let script = format!(
+            "echo $$ > {m}.tmp; mv {m}.tmp {m}; sleep 1000",
+            m = marker.display()
+        );
+        let child = rootlesskit(
+            [sd.clone()]
+                .into_iter()
+                .chain(flags.iter().map(|s| s.to_string()))
+                .chain(["sh".into(), "-c".into(), script]),
+        )
+        .spawn();
+        let rk = child.id();
+        assert!(ci::wait_until(Duration::from_secs(10), || marker.exists()));
+        let child_pid: u32 = fs::read_to_string(state.join("child_pid"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        // The target's host pid: the only child of the rootlesskit child.
+        let targets = ci::children_of(child_pid);
+        assert_eq!(targets.len(), 1, "{targets:?}");
+        ci::send_signal(rk, "KILL");
+        let _ = ci::wait_output(child, Duration::from_secs(10));
+        assert!(
+            ci::wait_until(Duration::from_secs(5), || !ci::pid_alive(child_pid)
+                && !ci::pid_alive(targets[0])),
+            "{flags:?}: child or target survived SIGKILL of rootlesskit"
+        );
+        // The next run on the same state dir works.
+        let o = rootlesskit([sd.as_str(), "true"]).output();
+        ok(&o);
+    }
+}
+
+#[test]
+fn pid_namespace_has_a_fresh_proc() {
+    let o = rootlesskit([
+        "--pidns",
+        "sh",
+        "-c",
+        "echo $$; ls /proc | grep -c '^[0-9]'",
+    ])
+    .output();
+    ok(&o);
+    let l: Vec<&str> = o.stdout.lines().collect();
+    // The child is PID 1; the target shell comes next.
+    assert_eq!(l[0], "2");
+    assert!(l[1].parse::<u32>().unwrap() <= 4, "{}", l[1]);
+}
+
+#[test]
+fn uts_ipc_cgroup_namespaces() {
+    let host_uts = fs::read_link("/proc/self/ns/uts").unwrap();
+    let host_ipc = fs::read_link("/proc/self/ns/ipc").unwrap();
+    let host_cg = fs::read_link("/proc/self/ns/cgroup").unwrap();
+    let o = rootlesskit([
+        "--utsns",
+        "--ipcns",
+        "--cgroupns",
+        "sh",
+        "-c",
+        "readlink /proc/self/ns/uts /proc/self/ns/ipc /proc/self/ns/cgroup; hostname rkrs-test-host && hostname; grep '^0::' /proc/self/cgroup",
+    ])
+    .output();
+    ok(&o);
+    let l: Vec<&str> = o.stdout.lines().collect();
+    assert_ne!(l[0], host_uts.to_str().unwrap());
+    assert_ne!(l[1], host_ipc.to_str().unwrap());
+    assert_ne!(l[2], host_cg.to_str().unwrap());
+    assert_eq!(l[3], "rkrs-test-host");
+    assert_eq!(l[4], "0::/");
+    // Without the flags, the namespaces are the host's.
+    let o = rootlesskit(["readlink", "/proc/self/ns/uts"]).output();
+    ok(&o);
+    assert_eq!(o.stdout.trim(), host_uts.to_str().unwrap());
+}
+
+#[test]
+fn copy_up_is_tmpfs_with_symlinks() {
+    let o = rootlesskit([
+        "--copy-up=/etc",
+        "sh",
+        "-c",
+        "stat -f -c %T /etc; readlink /etc/passwd; head -c 5 /etc/passwd; echo; \
+         rm /etc/hostname && echo new > /etc/hostname && cat /etc/hostname",
+    ])
+    .output();
+    ok(&o);
+    let l: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(l[0], "tmpfs");
+    assert!(
+        l[1].starts_with(".ro") && l[1].ends_with("/passwd"),
+        "{}",
+        l[1]
+    );
+    assert_eq!(l[2], "root:");
+    assert_eq!(l[3], "new");
+    // The host is untouched.
+    assert_ne!(
+        fs::read_to_string("/etc/hostname").unwrap_or_default(),
+        "new\n"
+    );
+    // A directory that does not exist is an error.
+    let o = rootlesskit(["--copy-up=/nonexistent-rkrs", "true"]).output();
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("no such file or directory"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn net_none_has_only_loopback_up() {
+    let o = rootlesskit([
+        "--net=none",
+        "sh",
+        "-c",
+        "ls /sys/class/net; cat /sys/class/net/lo/flags; cat /proc/net/if_inet6 | wc -l",
+    ])
+    .output();
+    ok(&o);
+    let l: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(l[0], "lo", "sysfs must show the new namespace: {:?}", l);
+    // IFF_UP | IFF_LOOPBACK | IFF_RUNNING.
+    let flags = u32::from_str_radix(l[1].trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 0x9, 0x9, "{}", l[1]);
+    // Host network: the host's interfaces.
+    let host: Vec<String> = fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let o = rootlesskit(["ls", "/sys/class/net"]).output();
+    ok(&o);
+    assert_eq!(o.stdout.lines().count(), host.len());
+}
+
+#[test]
+fn socket_activation_fds_and_listen_pid() {
+    // systemd-socket-activate does exactly this: LISTEN_PID is the pid that execs rootlesskit.
+    let d = Scratch::new("activation");
+    let script = format!(
+        "exec 3<{f}; exec 4<{f}; export LISTEN_FDS=2 LISTEN_PID=$$ LISTEN_FDNAMES=a:b; \
+         exec {rk} --pidns sh -c 'echo $LISTEN_PID $$ $LISTEN_FDS $LISTEN_FDNAMES; ls /proc/self/fd'",
+        f = "/etc/hostname",
+        rk = ci::bin_dir().join("rootlesskit").display()
+    );
+    let o = Run::program("/bin/sh")
+        .args(["-c", &script])
+        .cwd(&d.path)
+        .output();
+    ok(&o);
+    let l: Vec<&str> = o.stdout.lines().collect();
+    let f: Vec<&str> = l[0].split_whitespace().collect();
+    assert_eq!(f[0], f[1], "LISTEN_PID must be the target's own pid");
+    assert_eq!(f[2..], ["2", "a:b"]);
+    let fds: Vec<&str> = l[1..].to_vec();
+    assert!(fds.contains(&"3") && fds.contains(&"4"), "{fds:?}");
+    // Nothing of ours leaks: only stdio, the two sockets and ls's own directory fd.
+    assert!(fds.len() <= 6, "{fds:?}");
+}
+
+#[test]
+fn no_subordinate_ids_falls_back_to_a_single_map() {
+    // A uid with no passwd entry and no subuid lines.
+    if test_user().is_some_and(|u| !u.switch) {
+        skip!("needs root to run as a second unprivileged uid");
+    }
+    let o = rootlesskit([
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map /proc/self/setgroups",
+    ])
+    .as_ids(54321, 54321)
+    .output();
+    ok(&o);
+    let l = lines(&o.stdout);
+    assert_eq!(l[0], ["0"]);
+    assert_eq!(l[1], ["0", "54321", "1"]);
+    assert_eq!(l[2], ["deny"]);
+    let warnings: Vec<&str> = o.stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{}", o.stderr);
+}

@@ -1,0 +1,64 @@
+//! `rootlesskit`'s main sequence: signals, command line, validation, run, exit code.
+
+use std::io::Write;
+
+use crate::{UPSTREAM_VERSION, cli, error, run, warn};
+
+/// `rootlesskit`'s whole life; returns the exit code.
+pub fn main() -> i32 {
+    use child::{signals, sys};
+    // Block the signals we handle before anything else, so none is lost or acts by default
+    // while we set up; they are read through the signalfd.
+    let sigfd = match sys::block_signals(signals::handled())
+        .and_then(|()| sys::signalfd(signals::handled()))
+    {
+        Ok(fd) => fd,
+        Err(e) => {
+            error("parent", &format!("failed to set up signal handling: {e}"));
+            return 1;
+        }
+    };
+    let action = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            if let Some(usage) = e.usage_text(&cli::help_text(&cli::lxc_user_nic_default())) {
+                print!("{usage}");
+            }
+            error("parent", &e.to_string());
+            return 1;
+        }
+    };
+    let cfg = match action {
+        cli::Action::Help => {
+            print!("{}", cli::help_text(&cli::lxc_user_nic_default()));
+            return 0;
+        }
+        cli::Action::Version => {
+            println!("rootlesskit version {UPSTREAM_VERSION}");
+            return 0;
+        }
+        cli::Action::PrintSemver(n) => {
+            println!("{n}");
+            return 0;
+        }
+        cli::Action::Run(cfg) => cfg,
+    };
+    match cli::validate(&cfg) {
+        Ok(warnings) => warnings.iter().for_each(|w| warn(w)),
+        Err(e) => {
+            error("parent", &e);
+            return 1;
+        }
+    }
+    let outcome = run::run(&cfg, &sigfd);
+    if let Some((who, text)) = &outcome.error {
+        error(who, text);
+    }
+    if let Some(sig) = outcome.raise {
+        // Die by the signal that interrupted setup, now that the state dir is gone.
+        let _ = std::io::stdout().flush();
+        let _ = sys::unblock_signals(sys::SigSet(1 << (sig - 1)));
+        let _ = sys::kill(std::process::id() as i32, sig);
+    }
+    outcome.code
+}

@@ -1,0 +1,526 @@
+//! The one place that runs external programs: newuidmap, newgidmap, getsubids and, later, the network drivers.
+//!
+//! Every program is started through [`command`], which gives it `/dev/null` as stdin and clears the
+//! signal mask that the parent keeps blocked (std's `Command` would pass the mask on unchanged).
+//! Messages imitate Go's `os/exec` so that error lines read like upstream's.
+
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+
+// ---------------------------------------------------------------------------------------------
+// Shared plumbing.
+
+/// A `Command` for `program` with stdin from `/dev/null` and an empty signal mask in the child.
+///
+/// The parent blocks every signal and reads them through a signalfd; a helper started with that
+/// mask would ignore SIGTERM and friends, so the mask is reset between fork and exec.
+#[allow(unsafe_code, clippy::disallowed_methods)]
+fn command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.stdin(Stdio::null());
+    // SAFETY: the hook runs in the forked child before exec and only calls
+    // `unblock_all_signals`, which is one rt_sigprocmask syscall: async-signal-safe, no
+    // allocation and no locks, so it is sound even if another thread held a lock at fork time.
+    unsafe {
+        cmd.pre_exec(child::sys::unblock_all_signals);
+    }
+    cmd
+}
+
+/// Go's `os.ProcessState.String()` for a finished helper: `exit status 1`, `signal: killed`.
+pub fn exit_text(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit status {code}");
+    }
+    let mut text = match status.signal() {
+        Some(sig) => format!("signal: {}", go_signal_name(sig)),
+        None => format!("wait status {}", status.into_raw()),
+    };
+    if status.core_dumped() {
+        text.push_str(" (core dumped)");
+    }
+    text
+}
+
+/// Go's lowercase signal descriptions (`syscall.Signal.String()` on Linux).
+fn go_signal_name(sig: i32) -> String {
+    const NAMES: [&str; 31] = [
+        "hangup",
+        "interrupt",
+        "quit",
+        "illegal instruction",
+        "trace/breakpoint trap",
+        "aborted",
+        "bus error",
+        "floating point exception",
+        "killed",
+        "user defined signal 1",
+        "segmentation fault",
+        "user defined signal 2",
+        "broken pipe",
+        "alarm clock",
+        "terminated",
+        "stack fault",
+        "child exited",
+        "continued",
+        "stopped (signal)",
+        "stopped",
+        "stopped (tty input)",
+        "stopped (tty output)",
+        "urgent I/O condition",
+        "CPU time limit exceeded",
+        "file size limit exceeded",
+        "virtual timer expired",
+        "profiling timer expired",
+        "window changed",
+        "I/O possible",
+        "power failure",
+        "bad system call",
+    ];
+    match usize::try_from(sig)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| NAMES.get(i))
+    {
+        Some(name) => (*name).to_string(),
+        None => format!("signal {sig}"),
+    }
+}
+
+/// An OS error as Go prints it: glibc's text with a lowercase first letter and no `(os error N)`.
+pub fn errno_text(err: &io::Error) -> String {
+    let text = err.to_string();
+    let text = match (err.raw_os_error(), text.rfind(" (os error ")) {
+        (Some(_), Some(at)) => &text[..at],
+        _ => &text[..],
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Go's `strconv.Quote` (what `%q` prints) for the strings that appear in our messages.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0c' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x0b' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() || (c.is_whitespace() && c != ' ') => {
+                if (c as u32) < 0x1_0000 {
+                    out.push_str(&format!("\\u{:04x}", c as u32));
+                } else {
+                    out.push_str(&format!("\\U{:08x}", c as u32));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `exec.LookPath(name)` against the current `$PATH`.
+///
+/// # Errors
+/// Go's texts: `exec: "newuidmap": executable file not found in $PATH`,
+/// `exec: "/x/getsubids": stat /x/getsubids: no such file or directory`.
+pub fn look_path(name: &OsStr) -> Result<PathBuf, String> {
+    look_path_in(name, std::env::var_os("PATH").as_deref())
+}
+
+/// [`look_path`] with an explicit `$PATH` value (`None` = unset), so tests need no global state.
+///
+/// A name containing `/` is checked as it is; otherwise each `$PATH` entry is tried in order,
+/// an empty entry meaning the current directory. Like Go ≥ 1.19, a hit in a relative directory
+/// is refused rather than silently run.
+pub fn look_path_in(name: &OsStr, path_env: Option<&OsStr>) -> Result<PathBuf, String> {
+    let shown = quote(&name.to_string_lossy());
+    if name.as_bytes().contains(&b'/') {
+        let file = Path::new(name);
+        return match find_executable(file) {
+            Ok(()) => Ok(file.to_path_buf()),
+            Err(e) => Err(format!("exec: {shown}: {e}")),
+        };
+    }
+    let path_env = path_env.unwrap_or_default();
+    if !path_env.is_empty() {
+        for dir in path_env.as_bytes().split(|&b| b == b':') {
+            let dir = if dir.is_empty() {
+                OsStr::new(".")
+            } else {
+                OsStr::from_bytes(dir)
+            };
+            let candidate = Path::new(dir).join(name);
+            if find_executable(&candidate).is_ok() {
+                if !candidate.is_absolute() {
+                    return Err(format!(
+                        "exec: {shown}: cannot run executable found relative to current directory"
+                    ));
+                }
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(format!("exec: {shown}: executable file not found in $PATH"))
+}
+
+/// Go's `findExecutable`: a non-directory that the effective ids may execute.
+fn find_executable(file: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(file)
+        .map_err(|e| format!("stat {}: {}", file.display(), errno_text(&e)))?;
+    if meta.is_dir() {
+        return Err(errno_text(&io::Error::from_raw_os_error(
+            rustix::io::Errno::ISDIR.raw_os_error(),
+        )));
+    }
+    match rustix::fs::accessat(
+        rustix::fs::CWD,
+        file,
+        rustix::fs::Access::EXEC_OK,
+        rustix::fs::AtFlags::EACCESS,
+    ) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::NOSYS || e == rustix::io::Errno::PERM => {
+            if meta.permissions().mode() & 0o111 != 0 {
+                Ok(())
+            } else {
+                Err("permission denied".to_string())
+            }
+        }
+        Err(e) => Err(errno_text(&io::Error::from(e))),
+    }
+}
+
+/// Go's message for a helper that could not be started: `fork/exec /usr/bin/x: permission denied`.
+fn spawn_error(program: &Path, err: &io::Error) -> String {
+    format!("fork/exec {}: {}", program.display(), errno_text(err))
+}
+
+// ---------------------------------------------------------------------------------------------
+// uid/gid maps: newuidmap, newgidmap, getsubids (used by `idmap`).
+
+/// What a helper wrote to stdout and stderr, and how it ended.
+#[derive(Debug)]
+pub struct Captured {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub status: ExitStatus,
+}
+
+/// `getsubids [-g] <who>`—list the subordinate uid (gid with `group`) ranges of a user.
+///
+/// `exe` is an already resolved path (see [`look_path`]). A non-zero exit is not an error here;
+/// the caller decides from [`Captured::status`].
+///
+/// # Errors
+/// Only when the program cannot be started: `fork/exec <exe>: <errno text>`.
+#[doc(alias = "getsubids")]
+pub fn run_getsubids(exe: &Path, group: bool, who: &str) -> Result<Captured, String> {
+    let mut cmd = command(exe);
+    if group {
+        cmd.arg("-g");
+    }
+    cmd.arg(who);
+    let out = cmd.output().map_err(|e| spawn_error(exe, &e))?;
+    Ok(Captured {
+        stdout: out.stdout,
+        stderr: out.stderr,
+        status: out.status,
+    })
+}
+
+/// `newuidmap <pid> <args...>` (or `newgidmap`, named by `tool`), found through `$PATH`.
+///
+/// # Errors
+/// Upstream's text, with stdout and stderr interleaved as Go's `CombinedOutput` gives them:
+/// `newuidmap 1234 [0 1000 1 1 100000 65536] failed: <output>: exit status 1`.
+#[doc(alias = "newuidmap")]
+#[doc(alias = "newgidmap")]
+pub fn run_newidmap(tool: &str, pid: i32, args: &[String]) -> Result<(), String> {
+    run_newidmap_in(tool, std::env::var_os("PATH").as_deref(), pid, args)
+}
+
+/// [`run_newidmap`] with an explicit `$PATH` value.
+pub fn run_newidmap_in(
+    tool: &str,
+    path_env: Option<&OsStr>,
+    pid: i32,
+    args: &[String],
+) -> Result<(), String> {
+    let fail = |output: &[u8], err: String| {
+        format!(
+            "{tool} {pid} [{}] failed: {}: {err}",
+            args.join(" "),
+            String::from_utf8_lossy(output)
+        )
+    };
+    let exe = look_path_in(OsStr::new(tool), path_env).map_err(|e| fail(b"", e))?;
+    let mut argv = Vec::with_capacity(args.len() + 1);
+    argv.push(pid.to_string());
+    argv.extend_from_slice(args);
+    let (status, output) = run_combined(&exe, &argv).map_err(|e| fail(b"", e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(fail(&output, exit_text(status)))
+    }
+}
+
+/// Runs `exe args...` with stdout and stderr sharing one pipe; returns the status and output.
+fn run_combined(exe: &Path, args: &[String]) -> Result<(ExitStatus, Vec<u8>), String> {
+    let io_err = |e: io::Error| errno_text(&e);
+    let (mut reader, writer) = io::pipe().map_err(io_err)?;
+    let mut cmd = command(exe);
+    cmd.args(args);
+    cmd.stdout(writer.try_clone().map_err(io_err)?)
+        .stderr(writer);
+    let spawned = cmd.spawn();
+    // The command still owns our copies of the write end; drop them so the read sees EOF.
+    drop(cmd);
+    let mut child = spawned.map_err(|e| spawn_error(exe, &e))?;
+    let mut output = Vec::new();
+    let read = reader.read_to_end(&mut output);
+    let status = child.wait().map_err(io_err)?;
+    read.map_err(io_err)?;
+    Ok((status, output))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let dir = std::env::temp_dir()
+                .join(format!("rootlesskit-rs-exec-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+        /// Makes `name` in the directory a symlink to an existing system program
+        /// (no freshly written executables, which could hit ETXTBSY under parallel tests).
+        fn link(&self, name: &str, target: &str) {
+            symlink(target, self.0.join(name)).unwrap();
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn sh() -> &'static str {
+        if Path::new("/bin/sh").exists() {
+            "/bin/sh"
+        } else {
+            "/usr/bin/sh"
+        }
+    }
+
+    #[test]
+    fn exit_texts() {
+        let check = |raw: i32, expect: &str| {
+            assert_eq!(exit_text(ExitStatus::from_raw(raw)), expect, "raw {raw:#x}");
+        };
+        check(0, "exit status 0");
+        check(1 << 8, "exit status 1");
+        check(42 << 8, "exit status 42");
+        check(9, "signal: killed");
+        check(15, "signal: terminated");
+        check(10, "signal: user defined signal 1");
+        check(11 | 0x80, "signal: segmentation fault (core dumped)");
+        check(40, "signal: signal 40");
+    }
+
+    #[test]
+    fn errno_texts() {
+        let check = |errno: i32, expect: &str| {
+            assert_eq!(errno_text(&io::Error::from_raw_os_error(errno)), expect);
+        };
+        check(1, "operation not permitted");
+        check(2, "no such file or directory");
+        check(13, "permission denied");
+        check(21, "is a directory");
+        assert_eq!(errno_text(&io::Error::other("Custom text")), "custom text");
+    }
+
+    #[test]
+    fn quotes_like_go() {
+        let check = |input: &str, expect: &str| assert_eq!(quote(input), expect, "{input:?}");
+        check("", r#""""#);
+        check("tester", r#""tester""#);
+        check("a\"b\\c", r#""a\"b\\c""#);
+        check("line\n\t\r", r#""line\n\t\r""#);
+        check("\x00\x1b\x7f", r#""\x00\x1b\x7f""#);
+        check("\u{a0}\u{85}", r#""\u00a0\u0085""#);
+        check("héllo ✓", "\"héllo ✓\"");
+    }
+
+    #[test]
+    fn look_path_cases() {
+        let dir = TempDir::new("look");
+        dir.link("prog", sh());
+        std::fs::write(dir.0.join("noexec"), "").unwrap();
+        std::fs::create_dir(dir.0.join("adir")).unwrap();
+        let d = dir.0.display().to_string();
+        let check = |name: &str, path: Option<&str>, expect: Result<String, String>| {
+            let got = look_path_in(OsStr::new(name), path.map(OsStr::new))
+                .map(|p| p.display().to_string());
+            assert_eq!(got, expect, "{name} in {path:?}");
+        };
+        let not_found = |name: &str| {
+            Err(format!(
+                "exec: \"{name}\": executable file not found in $PATH"
+            ))
+        };
+        check(
+            "prog",
+            Some(&format!("/nonexistent-dir:{d}")),
+            Ok(format!("{d}/prog")),
+        );
+        check("prog", Some(&format!("{d}:/bin")), Ok(format!("{d}/prog")));
+        check("missing", Some(&d), not_found("missing"));
+        check("prog", None, not_found("prog"));
+        check("prog", Some(""), not_found("prog"));
+        check("adir", Some(&d), not_found("adir"));
+        check("noexec", Some(&d), not_found("noexec"));
+        // A name with a slash skips $PATH.
+        check(&format!("{d}/prog"), None, Ok(format!("{d}/prog")));
+        check(
+            &format!("{d}/missing"),
+            Some("/bin"),
+            Err(format!(
+                r#"exec: "{d}/missing": stat {d}/missing: no such file or directory"#
+            )),
+        );
+        check(
+            &format!("{d}/adir"),
+            None,
+            Err(format!(r#"exec: "{d}/adir": is a directory"#)),
+        );
+        if !rustix::process::geteuid().is_root() {
+            check(
+                &format!("{d}/noexec"),
+                None,
+                Err(format!(r#"exec: "{d}/noexec": permission denied"#)),
+            );
+        }
+        // A hit in a relative $PATH entry is refused, like Go's ErrDot.
+        let cwd = std::env::current_dir().unwrap();
+        let up = "../".repeat(cwd.components().count());
+        let relative = format!("{up}{}", d.trim_start_matches('/'));
+        check(
+            "prog",
+            Some(&format!("/nonexistent-dir:{relative}")),
+            Err(
+                r#"exec: "prog": cannot run executable found relative to current directory"#.into(),
+            ),
+        );
+    }
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn newidmap_success_and_failures() {
+        let dir = TempDir::new("newidmap");
+        dir.link("newuidmap", "/bin/true");
+        dir.link("newgidmap", "/bin/false");
+        let path = dir.0.display().to_string();
+        let args = strings(&["0", "1000", "1", "1", "100000", "65536"]);
+        let run =
+            |tool: &str, path: &str| run_newidmap_in(tool, Some(OsStr::new(path)), 4321, &args);
+        assert_eq!(run("newuidmap", &path), Ok(()));
+        assert_eq!(
+            run("newgidmap", &path),
+            Err("newgidmap 4321 [0 1000 1 1 100000 65536] failed: : exit status 1".into())
+        );
+        assert_eq!(
+            run("newuidmap", "/nonexistent-dir"),
+            Err(r#"newuidmap 4321 [0 1000 1 1 100000 65536] failed: : exec: "newuidmap": executable file not found in $PATH"#.into())
+        );
+    }
+
+    #[test]
+    fn combined_output_keeps_the_order_of_both_streams() {
+        let script = "echo one; echo two >&2; echo three; exit 4";
+        let (status, output) = run_combined(Path::new(sh()), &strings(&["-c", script])).unwrap();
+        assert_eq!(String::from_utf8_lossy(&output), "one\ntwo\nthree\n");
+        assert_eq!(exit_text(status), "exit status 4");
+    }
+
+    #[test]
+    fn getsubids_captures_streams_and_status() {
+        // `sh <script>` runs a plain (non-executable) file, so the "who" slot can carry a script.
+        let dir = TempDir::new("getsubids");
+        let script = dir.0.join("script");
+        std::fs::write(
+            &script,
+            "echo \"out $(readlink /proc/self/fd/0)\"\necho err >&2\nexit 3\n",
+        )
+        .unwrap();
+        let out = run_getsubids(Path::new(sh()), false, script.to_str().unwrap()).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "out /dev/null\n");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+        assert_eq!(exit_text(out.status), "exit status 3");
+
+        let echo = if Path::new("/bin/echo").exists() {
+            "/bin/echo"
+        } else {
+            "/usr/bin/echo"
+        };
+        let out = run_getsubids(Path::new(echo), true, "tester").unwrap();
+        assert_eq!(out.stdout, b"-g tester\n");
+        assert!(out.status.success());
+
+        let err = run_getsubids(Path::new("/nonexistent/getsubids"), true, "tester").unwrap_err();
+        assert_eq!(
+            err,
+            "fork/exec /nonexistent/getsubids: no such file or directory"
+        );
+    }
+
+    #[test]
+    fn helpers_start_with_an_empty_signal_mask() {
+        // The mask is per thread and this test thread ends afterwards, so blocking is harmless.
+        let usr1_term = child::sys::SigSet((1 << (10 - 1)) | (1 << (15 - 1)));
+        child::sys::block_signals(usr1_term).unwrap();
+        // grep directly, not through sh: a shell may reset the mask itself.
+        let grep = if Path::new("/bin/grep").exists() {
+            "/bin/grep"
+        } else {
+            "/usr/bin/grep"
+        };
+        let out = run_combined(
+            Path::new(grep),
+            &strings(&["^SigBlk:", "/proc/self/status"]),
+        );
+        child::sys::unblock_signals(usr1_term).unwrap();
+        let (_, output) = out.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&output),
+            "SigBlk:\t0000000000000000\n"
+        );
+    }
+}

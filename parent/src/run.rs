@@ -1,0 +1,579 @@
+//! The parent's life: create the namespaces by starting `rootlesskit-child`, write its id maps,
+//! drive the startup handshake, then forward signals until the child exits.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use child::errno::io_text;
+use child::signals::{self, Ended};
+use child::spawn::{Command, Stage};
+use child::sys;
+use linux_raw_sys::general as g;
+use proto::{Msg, NetConfig, NetMode, PortMode};
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::thread::UnshareFlags;
+
+use crate::cli::{Config, Net, PortDriver, Reaper};
+use crate::statedir::StateDir;
+use crate::{idmap, warn};
+
+/// How a run ends: an exit code, and the error line to print first, if any.
+pub struct Outcome {
+    /// Exit code of `rootlesskit`.
+    pub code: i32,
+    /// `[rootlesskit:<who>] error: <text>` is printed when set.
+    pub error: Option<(&'static str, String)>,
+    /// A signal that interrupted setup: re-raised after cleanup so we die the way an
+    /// unprepared process would.
+    pub raise: Option<u32>,
+}
+
+impl Outcome {
+    fn parent_error(text: String) -> Outcome {
+        Outcome {
+            code: 1,
+            error: Some(("parent", text)),
+            raise: None,
+        }
+    }
+}
+
+/// The name of the child binary, found next to `rootlesskit`.
+pub const CHILD_BIN: &str = "rootlesskit-child";
+
+/// Finds a helper binary next to our own executable, then in `../libexec/rootlesskit/`.
+pub fn find_helper(name: &str) -> Result<PathBuf, String> {
+    let exe = std::fs::read_link("/proc/self/exe")
+        .map_err(|e| format!("cannot find our own executable: {}", io_text(&e)))?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let candidates = [
+        dir.join(name),
+        dir.join("../libexec/rootlesskit").join(name),
+    ];
+    for c in &candidates {
+        if c.is_file() {
+            return Ok(c.clone());
+        }
+    }
+    Err(format!(
+        "cannot find {name}: looked for {} and {}",
+        candidates[0].display(),
+        candidates[1].display()
+    ))
+}
+
+/// Everything after validation. Never returns without having removed the state directory.
+pub fn run(cfg: &Config, sigfd: &OwnedFd) -> Outcome {
+    let helper = match find_helper(CHILD_BIN) {
+        Ok(p) => p,
+        Err(e) => return Outcome::parent_error(e),
+    };
+    preflight_warnings(cfg);
+    // The id maps are computed before anything exists on disk, so that a user without
+    // subordinate ids gets the error (or the fallback warning) with nothing to clean up.
+    let user = match idmap::current_user() {
+        Ok(u) => u,
+        Err(e) => return Outcome::parent_error(e),
+    };
+    let maps = match idmap::compute(&user, cfg.subid_source, &mut |w| warn(&w)) {
+        Ok(m) => m,
+        Err(e) => {
+            return Outcome::parent_error(format!(
+                "failed to setup UID/GID map: failed to compute uid/gid map: {e}"
+            ));
+        }
+    };
+    let mut state = match StateDir::create(cfg.state_dir.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return Outcome::parent_error(e),
+    };
+    let outcome = Session::run(cfg, &helper, &maps, &state, sigfd);
+    if let Err(e) = state.remove() {
+        warn(&e);
+    }
+    outcome
+}
+
+/// Number of socket-activation descriptors to pass on (systemd's `LISTEN_FDS`), if any.
+fn listen_fds() -> Option<(i32, bool)> {
+    let pid: i32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+    let n: i32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    (n > 0).then_some((n, pid == std::process::id() as i32))
+}
+
+fn preflight_warnings(cfg: &Config) {
+    if rustix::process::geteuid().is_root() {
+        warn("Running RootlessKit as the root user is unsupported.");
+    }
+    if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone") {
+        if s.trim() == "0" {
+            warn("/proc/sys/kernel/unprivileged_userns_clone needs to be set to 1.");
+        }
+    }
+    if let Ok(s) = std::fs::read_to_string("/proc/sys/user/max_user_namespaces") {
+        match s.trim().parse::<u64>() {
+            Ok(0) => warn("/proc/sys/user/max_user_namespaces needs to be set to non-zero."),
+            Ok(n) if n < 1024 => warn(&format!(
+                "/proc/sys/user/max_user_namespaces={n} may be low. Consider setting to >= 1024."
+            )),
+            _ => {}
+        }
+    }
+    let _ = cfg;
+}
+
+struct Session<'a> {
+    cfg: &'a Config,
+    sigfd: &'a OwnedFd,
+    pid: i32,
+    pidfd: OwnedFd,
+    sock: UnixStream,
+    reaped: Option<Ended>,
+}
+
+/// Why the handshake stopped.
+enum Abort {
+    /// The child or the protocol failed; the text is for the user.
+    Error(&'static str, String),
+    /// A terminating signal arrived during setup.
+    Signal(u32),
+    /// The child is gone; its status was collected.
+    ChildGone,
+}
+
+impl<'a> Session<'a> {
+    fn run(
+        cfg: &'a Config,
+        helper: &Path,
+        maps: &idmap::IdMaps,
+        state: &StateDir,
+        sigfd: &'a OwnedFd,
+    ) -> Outcome {
+        let mut session = match Session::start(cfg, helper, maps, state, sigfd) {
+            Ok(s) => s,
+            Err(e) => return Outcome::parent_error(e),
+        };
+        match session.handshake(state) {
+            Ok(()) => session.supervise(),
+            Err(abort) => session.abort(abort),
+        }
+    }
+
+    fn start(
+        cfg: &'a Config,
+        helper: &Path,
+        maps: &idmap::IdMaps,
+        state: &StateDir,
+        sigfd: &'a OwnedFd,
+    ) -> Result<Session<'a>, String> {
+        let (sock, child_sock) = UnixStream::pair()
+            .map_err(|e| format!("failed to create a socket pair: {}", io_text(&e)))?;
+        let (go_r, go_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| format!("failed to create a pipe: {}", io_text(&e.into())))?;
+        let listen = listen_fds();
+        let nfds = listen.map(|(n, _)| n).unwrap_or(0);
+        let proto_fd: RawFd = 3 + nfds;
+
+        let argv = child_argv(cfg, state.path(), proto_fd, listen);
+        let env = child_env(state.path());
+        let mut cmd = Command::new(helper, &argv, env)
+            .map_err(|e| format!("failed to start the child: {}", io_text(&e)))?;
+        let mut clone_flags = (g::CLONE_NEWUSER | g::CLONE_NEWNS) as u64;
+        if cfg.pidns {
+            clone_flags |= g::CLONE_NEWPID as u64;
+        }
+        let mut unshare = UnshareFlags::empty();
+        if new_netns(cfg) {
+            unshare |= UnshareFlags::NEWNET;
+        }
+        if cfg.cgroupns {
+            unshare |= UnshareFlags::NEWCGROUP;
+        }
+        if cfg.utsns {
+            unshare |= UnshareFlags::NEWUTS;
+        }
+        if cfg.ipcns {
+            unshare |= UnshareFlags::NEWIPC;
+        }
+        cmd.clone_flags(clone_flags)
+            .unshare(unshare)
+            .fd(OwnedFd::from(child_sock), proto_fd)
+            .close_in_child(go_w.as_raw_fd())
+            .wait_for_go(go_r);
+        for fd in 3..3 + nfds {
+            cmd.keep_fd(fd);
+        }
+        let mut started = cmd.spawn().map_err(|e| start_error(helper, &e))?;
+        let pidfd = started.pidfd.try_clone().map_err(|e| io_text(&e))?;
+        let pid = started.pid;
+        let kill_and_reap = |msg: String| {
+            let _ = sys::pidfd_send_signal(&pidfd, g::SIGKILL);
+            let _ = rustix::process::waitpid(
+                rustix::process::Pid::from_raw(pid),
+                rustix::process::WaitOptions::empty(),
+            );
+            msg
+        };
+        if let Err(e) = idmap::apply(pid, maps) {
+            return Err(kill_and_reap(e));
+        }
+        // The maps are in place: let the child go on to exec with full capabilities.
+        if let Err(e) = rustix::io::write(&go_w, &[1]) {
+            return Err(kill_and_reap(format!(
+                "failed to start the child: {}",
+                io_text(&e.into())
+            )));
+        }
+        drop(go_w);
+        if let Err(e) = started.wait_exec() {
+            let what = match e.stage {
+                Stage::Exec | Stage::Go => {
+                    format!("fork/exec {}: {}", helper.display(), io_text(&e.error))
+                }
+                Stage::Unshare => format!("unshare: {}", io_text(&e.error)),
+                Stage::Setup => io_text(&e.error),
+            };
+            return Err(kill_and_reap(format!("failed to start the child: {what}")));
+        }
+        Ok(Session {
+            cfg,
+            sigfd,
+            pid,
+            pidfd,
+            sock,
+            reaped: None,
+        })
+    }
+
+    fn handshake(&mut self, state: &StateDir) -> Result<(), Abort> {
+        self.expect(
+            |m| matches!(m, Msg::ChildInitUserNsCompleted),
+            "ChildInitUserNSCompleted",
+        )?;
+        if let Some(group) = &self.cfg.evacuate_cgroup2 {
+            match child::cgroup::evacuate(self.pid, group) {
+                Ok(warnings) => warnings.iter().for_each(|w| warn(w)),
+                Err(e) => return Err(Abort::Error("parent", e)),
+            }
+        }
+        let net = match self.cfg.net {
+            Net::Host => NetConfig::empty(NetMode::Host),
+            Net::None => NetConfig::empty(NetMode::Loopback),
+            other => {
+                return Err(Abort::Error(
+                    "parent",
+                    format!("network driver {other:?} is not supported yet"),
+                ));
+            }
+        };
+        self.send(&Msg::NetworkDriverCompleted(net))?;
+        let port = match self.cfg.port_driver {
+            PortDriver::Builtin => PortMode::Builtin,
+            _ => PortMode::None,
+        };
+        self.send(&Msg::PortDriverCompleted(port))?;
+        self.expect(|m| matches!(m, Msg::ChildReady), "ChildReady")?;
+        state
+            .write_child_pid(self.pid)
+            .map_err(|e| Abort::Error("parent", e))?;
+        self.send(&Msg::ParentGo)?;
+        Ok(())
+    }
+
+    /// Waits for the next frame while watching signals and the child's death.
+    fn expect(&mut self, want: fn(&Msg) -> bool, name: &str) -> Result<(), Abort> {
+        loop {
+            let (sock_ready, sig_ready, child_ready) = {
+                let mut fds = [
+                    PollFd::new(&self.sock, PollFlags::IN),
+                    PollFd::new(self.sigfd, PollFlags::IN),
+                    PollFd::new(&self.pidfd, PollFlags::IN),
+                ];
+                match poll(&mut fds, None) {
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(Abort::Error("parent", format!("poll: {e}"))),
+                }
+                (
+                    !fds[0].revents().is_empty(),
+                    !fds[1].revents().is_empty(),
+                    !fds[2].revents().is_empty(),
+                )
+            };
+            if sig_ready {
+                if let Ok(info) = sys::read_signal(self.sigfd) {
+                    if terminates_setup(info.signo) {
+                        return Err(Abort::Signal(info.signo));
+                    }
+                }
+                continue;
+            }
+            if sock_ready {
+                return match proto::read_frame(&mut self.sock) {
+                    Ok(Msg::ChildError(text)) => {
+                        Err(Abort::Error("child ", text.as_str().to_string()))
+                    }
+                    Ok(m) if want(&m) => Ok(()),
+                    Ok(m) => Err(Abort::Error(
+                        "parent",
+                        format!("expected \"{name}\", got \"{}\"", m.name()),
+                    )),
+                    Err(proto::Error::Eof) => Err(self.child_gone()),
+                    Err(e) => Err(Abort::Error(
+                        "parent",
+                        format!("reading from the child: {e}"),
+                    )),
+                };
+            }
+            if child_ready {
+                return Err(self.child_gone());
+            }
+        }
+    }
+
+    fn send(&mut self, msg: &Msg) -> Result<(), Abort> {
+        match proto::write_frame(&mut self.sock, msg) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.child_gone()),
+        }
+    }
+
+    /// Collects the child's exit status after it vanished during setup.
+    fn child_gone(&mut self) -> Abort {
+        self.reap_blocking();
+        Abort::ChildGone
+    }
+
+    fn reap_blocking(&mut self) {
+        if self.reaped.is_some() {
+            return;
+        }
+        loop {
+            match rustix::process::waitpid(
+                rustix::process::Pid::from_raw(self.pid),
+                rustix::process::WaitOptions::empty(),
+            ) {
+                Ok(Some((_, st))) => {
+                    if let Some(e) = Ended::from_wait(st) {
+                        self.reaped = Some(e);
+                        return;
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                _ => {
+                    self.reaped = Some(Ended::Exited(1));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn abort(mut self, why: Abort) -> Outcome {
+        if self.reaped.is_none() {
+            let _ = sys::pidfd_send_signal(&self.pidfd, g::SIGKILL);
+            self.reap_blocking();
+        }
+        match why {
+            Abort::Error(who, text) => Outcome {
+                code: 1,
+                error: Some((who, text)),
+                raise: None,
+            },
+            Abort::Signal(sig) => Outcome {
+                code: 128 + sig as i32,
+                error: None,
+                raise: Some(sig),
+            },
+            Abort::ChildGone => {
+                let ended = self.reaped.unwrap_or(Ended::Exited(1));
+                Outcome {
+                    code: if ended.exit_code() == 0 {
+                        1
+                    } else {
+                        ended.exit_code()
+                    },
+                    error: Some((
+                        "parent",
+                        format!("child exited before setup completed: {}", ended.describe()),
+                    )),
+                    raise: None,
+                }
+            }
+        }
+    }
+
+    /// After the handshake: forward signals to the child until it exits.
+    fn supervise(mut self) -> Outcome {
+        loop {
+            let (sig_ready, child_ready) = {
+                let mut fds = [
+                    PollFd::new(self.sigfd, PollFlags::IN),
+                    PollFd::new(&self.pidfd, PollFlags::IN),
+                ];
+                match poll(&mut fds, None) {
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Outcome::parent_error(format!("poll: {e}")),
+                }
+                (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
+            };
+            if sig_ready {
+                if let Ok(info) = sys::read_signal(self.sigfd) {
+                    if signals::is_forwarded(info.signo) {
+                        let _ = sys::pidfd_send_signal(&self.pidfd, info.signo);
+                    }
+                }
+            }
+            if child_ready {
+                self.reap_blocking();
+                let ended = self.reaped.unwrap_or(Ended::Exited(1));
+                let code = ended.exit_code();
+                return Outcome {
+                    code,
+                    error: (code != 0)
+                        .then(|| ("parent", format!("child exited: {}", ended.describe()))),
+                    raise: None,
+                };
+            }
+        }
+    }
+}
+
+/// Signals whose default action would end an unprepared process: during setup they abort it.
+fn terminates_setup(sig: u32) -> bool {
+    !matches!(sig, 13 | 17 | 18 | 23 | 28)
+}
+
+/// Whether the child gets a network namespace of its own at clone time.
+fn new_netns(cfg: &Config) -> bool {
+    cfg.net != Net::Host && !cfg.detach_netns
+}
+
+fn start_error(helper: &Path, e: &std::io::Error) -> String {
+    let mut msg = format!("failed to start the child: {}", io_text(e));
+    if e.raw_os_error() == Some(linux_raw_sys::errno::EACCES as i32) {
+        if let Ok(s) =
+            std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+        {
+            if s.trim() == "1" {
+                apparmor_hint(helper);
+            }
+        }
+        msg = format!(
+            "failed to start the child: fork/exec /proc/self/exe: {}",
+            io_text(e)
+        );
+    }
+    msg
+}
+
+fn apparmor_hint(_helper: &Path) {
+    let exe = std::fs::read_link("/proc/self/exe")
+        .unwrap_or_else(|_| PathBuf::from("/usr/bin/rootlesskit"));
+    let exe_s = exe.display().to_string();
+    let profile = exe_s.trim_start_matches('/').replace('/', ".");
+    warn(
+        "This error might have happened because /proc/sys/kernel/apparmor_restrict_unprivileged_userns is set to 1",
+    );
+    warn(&format!(
+        "Hint: try running the following commands:\n\n\
+         cat <<EOT | sudo tee \"/etc/apparmor.d/{profile}\"\n\
+         abi <abi/4.0>,\n\
+         include <tunables/global>\n\n\
+         \"{exe_s}\" flags=(unconfined) {{\n  userns,\n\n  include if exists <local/{profile}>\n}}\n\
+         EOT\n\
+         sudo systemctl restart apparmor.service\n"
+    ));
+}
+
+/// argv of `rootlesskit-child`: everything it needs to know, explicitly (no hidden variables).
+fn child_argv(cfg: &Config, state: &Path, fd: RawFd, listen: Option<(i32, bool)>) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec![CHILD_BIN.into(), "--fd".into(), fd.to_string().into()];
+    v.push("--state-dir".into());
+    v.push(state.as_os_str().to_owned());
+    if cfg.pidns {
+        v.push("--pidns".into());
+    }
+    let reaper = match cfg.reaper {
+        Reaper::Auto => cfg.pidns,
+        Reaper::True => true,
+        Reaper::False => false,
+    };
+    if reaper {
+        v.push("--reaper".into());
+    }
+    v.push("--propagation".into());
+    v.push(propagation_name(&cfg.propagation).into());
+    for d in &cfg.copy_up {
+        v.push("--copy-up".into());
+        v.push(d.as_os_str().to_owned());
+    }
+    if cfg.evacuate_cgroup2.is_some() {
+        v.push("--evacuate-cgroup2".into());
+    }
+    if let Some((n, rewrite)) = listen {
+        v.push("--listen-fds".into());
+        v.push(n.to_string().into());
+        if rewrite {
+            v.push("--rewrite-listen-pid".into());
+        }
+    }
+    if cfg.debug {
+        v.push("--debug".into());
+    }
+    v.push("--".into());
+    v.extend(cfg.command.iter().cloned());
+    v
+}
+
+fn propagation_name(p: &crate::cli::Propagation) -> String {
+    use crate::cli::Propagation::*;
+    match p {
+        Private => "private".into(),
+        Rprivate => "rprivate".into(),
+        Shared => "shared".into(),
+        Rshared => "rshared".into(),
+        Slave => "slave".into(),
+        Rslave => "rslave".into(),
+        Other(s) => s.clone(),
+    }
+}
+
+/// The child's environment: ours, plus the three documented variables (replacing any values
+/// an outer rootlesskit set).
+fn child_env(state: &Path) -> Vec<OsString> {
+    const OURS: [&str; 3] = [
+        "ROOTLESSKIT_STATE_DIR",
+        "ROOTLESSKIT_PARENT_EUID",
+        "ROOTLESSKIT_PARENT_EGID",
+    ];
+    let mut env: Vec<OsString> = std::env::vars_os()
+        .filter(|(k, _)| !OURS.iter().any(|o| OsStr::new(o) == k))
+        .map(|(k, v)| {
+            let mut e = k;
+            e.push("=");
+            e.push(v);
+            e
+        })
+        .collect();
+    let mut sd = OsString::from("ROOTLESSKIT_STATE_DIR=");
+    sd.push(state.as_os_str());
+    env.push(sd);
+    env.push(
+        format!(
+            "ROOTLESSKIT_PARENT_EUID={}",
+            rustix::process::geteuid().as_raw()
+        )
+        .into(),
+    );
+    env.push(
+        format!(
+            "ROOTLESSKIT_PARENT_EGID={}",
+            rustix::process::getegid().as_raw()
+        )
+        .into(),
+    );
+    env
+}
