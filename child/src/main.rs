@@ -15,7 +15,7 @@ use child::signals::{self, Ended};
 use child::spawn::{self, Command, Stage};
 use child::sys;
 use proto::{Msg, NetMode};
-use rustix::process::{Pid, Signal, WaitOptions, set_parent_process_death_signal, waitpid};
+use rustix::process::{Pid, Signal, WaitOptions, set_parent_process_death_signal, wait, waitpid};
 
 const WHO: &str = "[rootlesskit:child ]";
 
@@ -54,7 +54,12 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("rewrite-listen-pid") => a.rewrite_listen_pid = true,
             Long("debug") => {}
             Long("version") => {
-                println!("rootlesskit-child version {}", env!("CARGO_PKG_VERSION"));
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "rootlesskit-child version {}",
+                    env!("CARGO_PKG_VERSION")
+                );
                 std::process::exit(0);
             }
             Value(v) => {
@@ -104,13 +109,20 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Writes one line to stderr, ignoring failure: a closed stderr must not turn an error
+/// report into a panic.
+fn say(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn die(msg: &str) -> ! {
-    eprintln!("{WHO} error: {msg}");
+    say(format_args!("{WHO} error: {msg}"));
     std::process::exit(1)
 }
 
 fn warn(msg: &str) {
-    eprintln!("{WHO} warning: {msg}");
+    say(format_args!("{WHO} warning: {msg}"));
 }
 
 struct Child {
@@ -198,7 +210,7 @@ impl Child {
                 .join(" ")
         );
         let fail = |text: String| -> i32 {
-            eprintln!("{WHO} error: command {shown} exited: {text}");
+            say(format_args!("{WHO} error: command {shown} exited: {text}"));
             1
         };
         let path = match spawn::look_path(&argv[0], std::env::var_os("PATH").as_deref()) {
@@ -252,7 +264,10 @@ impl Child {
                     return match ended {
                         Ended::Exited(0) => 0,
                         e => {
-                            eprintln!("{WHO} error: command {shown} exited: {}", e.describe());
+                            say(format_args!(
+                                "{WHO} error: command {shown} exited: {}",
+                                e.describe()
+                            ));
                             e.exit_code()
                         }
                     };
@@ -266,14 +281,16 @@ impl Child {
     /// Reaps what has exited (everything, as a reaper; only the target otherwise) and returns
     /// the target's end if it is among them.
     fn reap(&self, target: i32) -> Option<Ended> {
-        let who = if self.args.reaper {
-            None
-        } else {
-            Some(Pid::from_raw(target)?)
-        };
+        let target_pid = Pid::from_raw(target)?;
         let mut found = None;
         loop {
-            match waitpid(who, WaitOptions::NOHANG) {
+            // `waitpid(None)` would mean our process group only; the reaper wants every child.
+            let r = if self.args.reaper {
+                wait(WaitOptions::NOHANG)
+            } else {
+                waitpid(Some(target_pid), WaitOptions::NOHANG)
+            };
+            match r {
                 Ok(Some((pid, st))) => {
                     if pid.as_raw_nonzero().get() == target {
                         if let Some(e) = Ended::from_wait(st) {

@@ -448,8 +448,9 @@ fn socket_activation_fds_and_listen_pid() {
     // systemd-socket-activate does exactly this: LISTEN_PID is the pid that execs rootlesskit.
     let d = Scratch::new("activation");
     let script = format!(
-        "exec 3<{f}; exec 4<{f}; export LISTEN_FDS=2 LISTEN_PID=$$ LISTEN_FDNAMES=a:b; \
-         exec {rk} --pidns sh -c 'echo $LISTEN_PID $$ $LISTEN_FDS $LISTEN_FDNAMES; ls /proc/self/fd'",
+        "ls -l /proc/self/fd | grep -v /proc/; exec 3<{f}; exec 4<{f}; \
+         export LISTEN_FDS=2 LISTEN_PID=$$ LISTEN_FDNAMES=a:b; \
+         exec {rk} --pidns sh -c 'echo $LISTEN_PID $$ $LISTEN_FDS $LISTEN_FDNAMES; ls -l /proc/self/fd | grep -v /proc/'",
         f = "/etc/hostname",
         rk = ci::bin_dir().join("rootlesskit").display()
     );
@@ -458,14 +459,32 @@ fn socket_activation_fds_and_listen_pid() {
         .cwd(&d.path)
         .output();
     ok(&o);
-    let l: Vec<&str> = o.stdout.lines().collect();
-    let f: Vec<&str> = l[0].split_whitespace().collect();
+    // Descriptor numbers in `ls -l` lines ("... 3 -> /etc/hostname"), minus ls's own.
+    let fds = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| {
+                let (left, _) = l.split_once(" -> ")?;
+                left.split_whitespace().last().map(str::to_string)
+            })
+            .collect()
+    };
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    let id_line = lines
+        .iter()
+        .position(|l| l.split_whitespace().count() == 4 && !l.contains("->"))
+        .unwrap();
+    let before = fds(&lines[..id_line].join("\n"));
+    let after = fds(&lines[id_line + 1..].join("\n"));
+    let f: Vec<&str> = lines[id_line].split_whitespace().collect();
     assert_eq!(f[0], f[1], "LISTEN_PID must be the target's own pid");
     assert_eq!(f[2..], ["2", "a:b"]);
-    let fds: Vec<&str> = l[1..].to_vec();
-    assert!(fds.contains(&"3") && fds.contains(&"4"), "{fds:?}");
-    // Nothing of ours leaks: only stdio, the two sockets and ls's own directory fd.
-    assert!(fds.len() <= 6, "{fds:?}");
+    let mut want = before.clone();
+    want.extend(["3".to_string(), "4".to_string()]);
+    want.sort();
+    let mut got = after.clone();
+    got.sort();
+    // Exactly the descriptors the caller had, plus the two sockets: nothing of ours leaks.
+    assert_eq!(got, want, "{}", o.stdout);
 }
 
 #[test]

@@ -22,7 +22,7 @@ pub fn main() -> i32 {
         Ok(a) => a,
         Err(e) => {
             if let Some(usage) = e.usage_text(&cli::help_text(&cli::lxc_user_nic_default())) {
-                print!("{usage}");
+                let _ = write!(std::io::stdout(), "{usage}");
             }
             error("parent", &e.to_string());
             return 1;
@@ -30,25 +30,29 @@ pub fn main() -> i32 {
     };
     let cfg = match action {
         cli::Action::Help => {
-            print!("{}", cli::help_text(&cli::lxc_user_nic_default()));
+            let _ = write!(
+                std::io::stdout(),
+                "{}",
+                cli::help_text(&cli::lxc_user_nic_default())
+            );
             return 0;
         }
         cli::Action::Version => {
-            println!("rootlesskit version {UPSTREAM_VERSION}");
+            let _ = writeln!(std::io::stdout(), "rootlesskit version {UPSTREAM_VERSION}");
             return 0;
         }
         cli::Action::PrintSemver(n) => {
-            println!("{n}");
+            let _ = writeln!(std::io::stdout(), "{n}");
             return 0;
         }
         cli::Action::Run(cfg) => cfg,
     };
-    match cli::validate(&cfg) {
-        Ok(warnings) => warnings.iter().for_each(|w| warn(w)),
-        Err(e) => {
-            error("parent", &e);
-            return 1;
-        }
+    // Warnings are printed even when a later check fails, as upstream logs them as it goes.
+    let (warnings, verdict) = cli::check(&cfg);
+    warnings.iter().for_each(|w| warn(w));
+    if let Err(e) = verdict {
+        error("parent", &e);
+        return 1;
     }
     let outcome = run::run(&cfg, &sigfd);
     if let Some((who, text)) = &outcome.error {

@@ -302,6 +302,75 @@ fn run_combined(exe: &Path, args: &[String]) -> Result<(ExitStatus, Vec<u8>), St
     Ok((status, output))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Network drivers: slirp4netns and pasta (used by `net`).
+
+/// `exe args...` run to completion with stdout and stderr on one pipe, like Go's `CombinedOutput`:
+/// the `--help` and `--version` probes, and pasta, which daemonizes and returns.
+///
+/// # Errors
+/// Only when the program cannot be started: `fork/exec <exe>: <errno text>`.
+pub fn run_with_output(
+    exe: &Path,
+    args: &[std::ffi::OsString],
+) -> Result<(ExitStatus, Vec<u8>), String> {
+    let io_err = |e: io::Error| errno_text(&e);
+    let (mut reader, writer) = io::pipe().map_err(io_err)?;
+    let mut cmd = command(exe);
+    cmd.args(args);
+    cmd.stdout(writer.try_clone().map_err(io_err)?)
+        .stderr(writer);
+    let spawned = cmd.spawn();
+    // The command still owns our copies of the write end; drop them so the read sees EOF.
+    drop(cmd);
+    let mut child = spawned.map_err(|e| spawn_error(exe, &e))?;
+    let mut output = Vec::new();
+    let read = reader.read_to_end(&mut output);
+    let status = child.wait().map_err(io_err)?;
+    read.map_err(io_err)?;
+    Ok((status, output))
+}
+
+/// Starts a long-running helper (slirp4netns): `exe args...` with the parent's environment, in a
+/// session of its own, with `SIGKILL` as its parent-death signal, and each `(fd, number)` of `fds`
+/// placed at that number (the rest of our descriptors are close-on-exec).
+///
+/// The new session keeps a Ctrl-C typed at the terminal from killing the helper while the target,
+/// which may survive SIGINT (a shell, a REPL), still needs the network.
+/// Returns the pid and a pidfd once the program has been exec'd.
+///
+/// # Errors
+/// `fork/exec <exe>: <errno text>` when the fork or the exec fails (the failed process is reaped).
+pub fn start_helper(
+    exe: &Path,
+    args: &[std::ffi::OsString],
+    fds: Vec<(std::os::fd::OwnedFd, std::os::fd::RawFd)>,
+) -> Result<(i32, std::os::fd::OwnedFd), String> {
+    let mut argv = Vec::with_capacity(args.len() + 1);
+    argv.push(exe.as_os_str().to_os_string());
+    argv.extend(args.iter().cloned());
+    let env = std::env::vars_os().map(|(k, v)| {
+        let mut kv = k;
+        kv.push("=");
+        kv.push(v);
+        kv
+    });
+    let mut cmd = child::spawn::Command::new(exe, &argv, env).map_err(|e| spawn_error(exe, &e))?;
+    cmd.setsid(true).pdeathsig(true);
+    for (fd, target) in fds {
+        cmd.fd(fd, target);
+    }
+    let mut started = cmd.spawn().map_err(|e| spawn_error(exe, &e))?;
+    if let Err(e) = started.wait_exec() {
+        let _ = rustix::process::waitpid(
+            rustix::process::Pid::from_raw(started.pid),
+            rustix::process::WaitOptions::empty(),
+        );
+        return Err(spawn_error(exe, &e.error));
+    }
+    Ok((started.pid, started.pidfd))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,14 +40,20 @@ impl StateDir {
                 p
             }
         };
+        // Not armed until we hold the lock: a refused second instance must not remove the
+        // directory of the running one.
         let mut dir = StateDir {
             path,
             _dir: None,
             _lock: None,
-            removed: false,
+            removed: true,
         };
-        if explicit.is_some() {
+        if explicit.is_none() {
+            // Our own fresh directory: ours to remove from now on.
+            dir.removed = false;
+        } else {
             let lock = dir.take_lock()?;
+            dir.removed = false;
             dir.wipe_except_lock()?;
             drop(lock);
         }

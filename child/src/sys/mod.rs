@@ -97,6 +97,22 @@ pub fn unblock_all_signals() -> io::Result<()> {
     sigprocmask(g::SIG_SETMASK, SigSet(0))
 }
 
+/// `rt_sigaction(sig, SIG_DFL)`—restores the default action of `sig`. Rust's runtime ignores
+/// SIGPIPE in every program; a process we start must not inherit that. Async-signal-safe.
+pub fn default_action(sig: u32) -> io::Result<()> {
+    // An all-zero `struct sigaction` is SIG_DFL with no flags and an empty mask on every
+    // architecture; 32 bytes cover the largest layout the kernel reads.
+    let act = [0u64; 4];
+    // SAFETY: the kernel reads `act` (ours, 32 bytes) and writes nothing (oldact is NULL).
+    check(unsafe {
+        syscall6(
+            g::__NR_rt_sigaction,
+            [sig as usize, act.as_ptr() as usize, 0, 8, 0, 0],
+        )
+    })
+    .map(drop)
+}
+
 /// `rt_sigprocmask(SIG_UNBLOCK, set)`.
 pub fn unblock_signals(set: SigSet) -> io::Result<()> {
     sigprocmask(g::SIG_UNBLOCK, set)

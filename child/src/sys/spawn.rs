@@ -19,6 +19,7 @@ use rustix::process::{Signal, getpid, getppid, set_parent_process_death_signal};
 use rustix::thread::UnshareFlags;
 
 use crate::sys::{self, CStrVec, Forked};
+use linux_raw_sys::general as g;
 
 /// Descriptors of the spawner are moved at least this high before forking, so that placing
 /// descriptors at their target numbers in the new process never overwrites one still needed.
@@ -251,6 +252,9 @@ fn child_after_fork(
         let mut buf = [0u8; 32];
         let n = format_listen_pid(&mut buf, getpid().as_raw_nonzero().get() as u32);
         cmd.envp.patch(i, &buf[..n]);
+    }
+    if let Err(e) = sys::default_action(g::SIGPIPE) {
+        return (Stage::Setup, e);
     }
     if let Err(e) = sys::unblock_all_signals() {
         return (Stage::Setup, e);

@@ -1,0 +1,449 @@
+//! Parent-side network drivers: the options they read, the common start/stop interface, and the
+//! address arithmetic shared by slirp4netns and pasta.
+//!
+//! A driver is made in two steps. `probe` runs before any state exists: it finds the binary,
+//! asks it which flags it knows and turns every option combination it cannot serve into
+//! upstream's error line. `start` runs once the child's namespaces exist: it launches the
+//! program, waits until the network is there and returns what the child must configure.
+
+pub mod pasta;
+pub mod resolv;
+pub mod slirp4netns;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
+
+use proto::{NetConfig, NetMode};
+
+use crate::cli::{Config, Net, PortDriver};
+
+/// MTU of slirp4netns and pasta when `--mtu` is 0.
+pub const DEFAULT_MTU: u32 = 65520;
+/// Interface name of slirp4netns and pasta when `--ifname` is empty.
+pub const DEFAULT_IFNAME: &str = "tap0";
+/// `--cidr` when none is given.
+pub const DEFAULT_CIDR: ([u8; 4], u8) = ([10, 0, 2, 0], 24);
+
+/// What a network driver needs to know from the command line and the state dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetOptions {
+    /// `--mtu`; 0 picks the driver's default.
+    pub mtu: u32,
+    /// `--cidr` as network address and prefix length (validated by the CLI).
+    pub cidr: Option<([u8; 4], u8)>,
+    /// `--ifname`; `None` picks the driver's default.
+    pub ifname: Option<String>,
+    /// `--disable-host-loopback`.
+    pub disable_host_loopback: bool,
+    /// `--ipv6`.
+    pub ipv6: bool,
+    /// `--slirp4netns-sandbox` as typed (`auto`, `true`, `false` or empty).
+    pub sandbox: String,
+    /// `--slirp4netns-seccomp` as typed.
+    pub seccomp: String,
+    /// The driver program (`--slirp4netns-binary`, `--pasta-binary`), looked up in `$PATH`.
+    pub binary: String,
+    /// The driver also forwards ports: `--port-driver=slirp4netns` (its API socket) or
+    /// `--port-driver=implicit` (pasta's automatic forwarding).
+    pub driver_ports: bool,
+    /// The state directory (it need not exist yet when probing).
+    pub state_dir: PathBuf,
+    /// `--detach-netns`.
+    pub detach_netns: bool,
+}
+
+impl NetOptions {
+    /// The options of `cfg` for its `--net` driver, with the state dir at `state_dir`.
+    ///
+    /// # Errors
+    /// The CLI's own messages for an MTU or CIDR it would have refused already.
+    pub fn from_config(cfg: &Config, state_dir: &Path) -> Result<NetOptions, String> {
+        let mtu = u32::try_from(cfg.mtu)
+            .ok()
+            .filter(|m| *m <= 65521)
+            .ok_or_else(|| format!("mtu must be <= 65521, got {}", cfg.mtu))?;
+        let cidr = match cfg.cidr.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) => Some(crate::cli::parse_cidr(c)?),
+            None => None,
+        };
+        let binary = match cfg.net {
+            Net::Pasta => &cfg.pasta_binary,
+            Net::Slirp4netns => &cfg.slirp4netns_binary,
+            Net::Vpnkit => &cfg.vpnkit_binary,
+            Net::LxcUserNic => &cfg.lxc_user_nic_binary,
+            Net::Host | Net::None | Net::GvisorTapVsock => "",
+        };
+        Ok(NetOptions {
+            mtu,
+            cidr,
+            ifname: cfg.ifname.clone().filter(|i| !i.is_empty()),
+            disable_host_loopback: cfg.disable_host_loopback,
+            ipv6: cfg.ipv6,
+            sandbox: cfg.slirp4netns_sandbox.clone(),
+            seccomp: cfg.slirp4netns_seccomp.clone(),
+            binary: binary.to_string(),
+            driver_ports: matches!(
+                cfg.port_driver,
+                PortDriver::Slirp4netns | PortDriver::Implicit
+            ),
+            state_dir: state_dir.to_path_buf(),
+            detach_netns: cfg.detach_netns,
+        })
+    }
+}
+
+/// What a started driver hands on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The body of the `NetworkDriverCompleted` frame for the child.
+    pub net: NetConfig,
+    /// slirp4netns's API socket, when the slirp4netns port driver will talk to it.
+    pub api_socket: Option<PathBuf>,
+    /// The DNS servers, in resolv.conf order, for `resolv.conf` and the API's info.
+    pub dns: Vec<String>,
+}
+
+/// Why [`Driver::start`] gave up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartError {
+    /// The driver could not be started or died: upstream's message, with its last output.
+    Failed(String),
+    /// One of the watched descriptors became readable first (a signal arrived, the child
+    /// died); the driver has been stopped and the caller decides what happens next.
+    Interrupted,
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Failed(text) => f.write_str(text),
+            StartError::Interrupted => f.write_str("interrupted while starting the network driver"),
+        }
+    }
+}
+
+/// A network driver that runs a program outside the namespaces.
+pub trait Driver {
+    /// The `--net` value it implements.
+    fn name(&self) -> &'static str;
+
+    /// Launches the program for the child `child_pid` (its network namespace, or the detached one
+    /// at `netns`), and waits until the network is ready, watching `watch` meanwhile.
+    ///
+    /// # Errors
+    /// [`StartError::Failed`] with upstream's text, or [`StartError::Interrupted`].
+    fn start(
+        &mut self,
+        child_pid: i32,
+        netns: Option<&Path>,
+        watch: &[BorrowedFd<'_>],
+    ) -> Result<Prepared, StartError>;
+
+    /// Ends the program if it is still running and waits for it. Idempotent; also run on drop.
+    fn stop(&mut self);
+}
+
+/// The driver of `net`, probed against `opts`; `None` for `host` and `none`, which need no program.
+///
+/// # Errors
+/// The driver's probe errors, or `network driver <x> is not supported yet`.
+pub fn probe(net: Net, opts: &NetOptions) -> Result<Option<Box<dyn Driver>>, String> {
+    match net {
+        Net::Host | Net::None => Ok(None),
+        Net::Slirp4netns => Ok(Some(Box::new(slirp4netns::Slirp4netns::probe(opts)?))),
+        Net::Pasta => Ok(Some(Box::new(pasta::Pasta::probe(opts)?))),
+        other => Err(format!(
+            "network driver {} is not supported yet",
+            other.as_str()
+        )),
+    }
+}
+
+/// The addresses a slirp4netns or pasta network gives the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addrs {
+    /// The child's address, net+100.
+    pub addr: [u8; 4],
+    /// The prefix length of the network.
+    pub prefix: u8,
+    /// The gateway, net+2 (the host's loopback unless `--disable-host-loopback`).
+    pub gateway: [u8; 4],
+    /// The DNS forwarder, net+3.
+    pub dns: [u8; 4],
+}
+
+impl Addrs {
+    /// The addresses for `cidr` ([`DEFAULT_CIDR`] when `None`).
+    ///
+    /// # Errors
+    /// `<ip> + <k> overflows` when an address would pass 255.255.255.255.
+    pub fn of(cidr: Option<([u8; 4], u8)>) -> Result<Addrs, String> {
+        let (net, prefix) = cidr.unwrap_or(DEFAULT_CIDR);
+        Ok(Addrs {
+            addr: add_ipv4(net, 100)?,
+            prefix,
+            gateway: add_ipv4(net, 2)?,
+            dns: add_ipv4(net, 3)?,
+        })
+    }
+}
+
+/// `ip + k` as one 32-bit integer, like upstream's `iputils.AddIPInt`. There is deliberately no
+/// check that the result stays inside the prefix.
+///
+/// # Errors
+/// `<ip> + <k> overflows`.
+pub fn add_ipv4(ip: [u8; 4], k: u32) -> Result<[u8; 4], String> {
+    u32::from_be_bytes(ip)
+        .checked_add(k)
+        .map(u32::to_be_bytes)
+        .ok_or_else(|| format!("{} + {k} overflows", ipv4_text(ip)))
+}
+
+/// Dotted-quad text of an IPv4 address.
+pub fn ipv4_text(ip: [u8; 4]) -> String {
+    Ipv4Addr::from(ip).to_string()
+}
+
+/// `a.b.c.d/n`, as Go prints an `IPNet`.
+pub fn cidr_text((net, prefix): ([u8; 4], u8)) -> String {
+    format!("{}/{prefix}", ipv4_text(net))
+}
+
+/// The interface name to use: `ifname` or [`DEFAULT_IFNAME`].
+///
+/// # Errors
+/// `ifname "<x>" is longer than 15 bytes` (the kernel's limit; upstream only fails later, in `ip`).
+fn interface_name(ifname: Option<&str>) -> Result<String, String> {
+    let name = ifname.unwrap_or(DEFAULT_IFNAME);
+    let mut probe = NetConfig::empty(NetMode::Configure);
+    match probe.set_ifname(name) {
+        Ok(()) => Ok(name.to_string()),
+        Err(_) if name.len() >= proto::IFNAMSIZ => Err(format!(
+            "ifname {} is longer than {} bytes",
+            crate::exec::quote(name),
+            proto::IFNAMSIZ - 1
+        )),
+        Err(_) => Err(format!(
+            "ifname {} is not a valid interface name",
+            crate::exec::quote(name)
+        )),
+    }
+}
+
+/// The frame body for a driver's network.
+fn net_config(mode: NetMode, ifname: &str, addrs: &Addrs, mtu: u32, dns6: Option<[u8; 16]>) -> NetConfig {
+    let mut net = NetConfig::empty(mode);
+    // Validated by `interface_name` during the probe.
+    let _ = net.set_ifname(ifname);
+    net.addr = addrs.addr;
+    net.prefix = addrs.prefix;
+    net.gateway = addrs.gateway;
+    net.dns = addrs.dns;
+    net.dns6 = dns6.unwrap_or([0; 16]);
+    net.mtu = mtu;
+    net
+}
+
+/// The last `max_lines` lines of a program's output, at most `max_bytes` long, trailing blank
+/// lines dropped, invalid UTF-8 replaced.
+pub fn last_lines(output: &[u8], max_lines: usize, max_bytes: usize) -> String {
+    let text = String::from_utf8_lossy(output);
+    let lines: Vec<&str> = text
+        .trim_end()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let start = lines.len().saturating_sub(max_lines);
+    let mut out = lines[start..].join("\n");
+    if out.len() > max_bytes {
+        let mut cut = out.len() - max_bytes;
+        while !out.is_char_boundary(cut) {
+            cut += 1;
+        }
+        out = format!("...{}", &out[cut..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_follow_the_cidr() {
+        let check = |cidr: Option<([u8; 4], u8)>, expect: Result<([u8; 4], u8, [u8; 4], [u8; 4]), &str>| {
+            let got = Addrs::of(cidr).map(|a| (a.addr, a.prefix, a.gateway, a.dns));
+            assert_eq!(got, expect.map_err(String::from), "{cidr:?}");
+        };
+        check(None, Ok(([10, 0, 2, 100], 24, [10, 0, 2, 2], [10, 0, 2, 3])));
+        check(
+            Some(([10, 0, 2, 0], 24)),
+            Ok(([10, 0, 2, 100], 24, [10, 0, 2, 2], [10, 0, 2, 3])),
+        );
+        check(
+            Some(([192, 168, 5, 0], 16)),
+            Ok(([192, 168, 5, 100], 16, [192, 168, 5, 2], [192, 168, 5, 3])),
+        );
+        // Carries into the next octet; a tiny prefix is not checked, as upstream.
+        check(
+            Some(([10, 0, 2, 200], 30)),
+            Ok(([10, 0, 3, 44], 30, [10, 0, 2, 202], [10, 0, 2, 203])),
+        );
+        check(
+            Some(([255, 255, 255, 0], 24)),
+            Ok(([255, 255, 255, 100], 24, [255, 255, 255, 2], [255, 255, 255, 3])),
+        );
+        check(Some(([255, 255, 255, 200], 29)), Err("255.255.255.200 + 100 overflows"));
+        check(Some(([255, 255, 255, 254], 31)), Err("255.255.255.254 + 100 overflows"));
+    }
+
+    #[test]
+    fn ipv4_addition() {
+        let check = |ip: [u8; 4], k: u32, expect: Result<[u8; 4], &str>| {
+            assert_eq!(add_ipv4(ip, k), expect.map_err(String::from), "{ip:?} + {k}");
+        };
+        check([10, 0, 2, 0], 3, Ok([10, 0, 2, 3]));
+        check([0, 0, 0, 255], 1, Ok([0, 0, 1, 0]));
+        check([255, 255, 255, 253], 2, Ok([255, 255, 255, 255]));
+        check([255, 255, 255, 255], 2, Err("255.255.255.255 + 2 overflows"));
+        check([255, 255, 255, 254], 3, Err("255.255.255.254 + 3 overflows"));
+    }
+
+    #[test]
+    fn texts() {
+        assert_eq!(ipv4_text([10, 0, 2, 100]), "10.0.2.100");
+        assert_eq!(cidr_text(([172, 16, 0, 0], 12)), "172.16.0.0/12");
+        assert_eq!(cidr_text(([0, 0, 0, 0], 0)), "0.0.0.0/0");
+    }
+
+    #[test]
+    fn interface_names() {
+        let check = |name: Option<&str>, expect: Result<&str, &str>| {
+            assert_eq!(
+                interface_name(name),
+                expect.map(String::from).map_err(String::from),
+                "{name:?}"
+            );
+        };
+        check(None, Ok("tap0"));
+        check(Some("eth7"), Ok("eth7"));
+        check(Some("fifteen-chars-x"), Ok("fifteen-chars-x"));
+        check(
+            Some("sixteen-chars-xy"),
+            Err(r#"ifname "sixteen-chars-xy" is longer than 15 bytes"#),
+        );
+        check(Some("a\0b"), Err(r#"ifname "a\x00b" is not a valid interface name"#));
+    }
+
+    #[test]
+    fn frame_bodies() {
+        let addrs = Addrs::of(None).unwrap();
+        let mut v6 = [0u8; 16];
+        v6[0] = 0xfd;
+        v6[15] = 3;
+        let net = net_config(NetMode::Configure, "tap0", &addrs, 65520, Some(v6));
+        assert_eq!(net.mode, NetMode::Configure);
+        assert_eq!(net.ifname_str(), "tap0");
+        assert_eq!(net.addr, [10, 0, 2, 100]);
+        assert_eq!(net.prefix, 24);
+        assert_eq!(net.gateway, [10, 0, 2, 2]);
+        assert_eq!(net.dns, [10, 0, 2, 3]);
+        assert_eq!(net.dns6, v6);
+        assert_eq!(net.mtu, 65520);
+        let net = net_config(NetMode::Preconfigured, "eth9", &addrs, 1500, None);
+        assert_eq!((net.mode, net.ifname_str(), net.dns6, net.mtu), (NetMode::Preconfigured, "eth9", [0; 16], 1500));
+    }
+
+    #[test]
+    fn output_tails() {
+        let check = |out: &[u8], lines: usize, bytes: usize, expect: &str| {
+            assert_eq!(last_lines(out, lines, bytes), expect, "{:?}", String::from_utf8_lossy(out));
+        };
+        check(b"", 3, 100, "");
+        check(b"one\ntwo\nthree\nfour\n\n\n", 3, 100, "two\nthree\nfour");
+        check(b"one\n\n  \ntwo", 5, 100, "one\ntwo");
+        check(b"abcdefghij", 3, 4, "...ghij");
+        check("x\u{e9}\u{e9}".as_bytes(), 3, 3, "...\u{e9}");
+        check(b"bad \xff byte", 1, 100, "bad \u{fffd} byte");
+    }
+
+    fn config(args: &[&str]) -> Config {
+        let mut argv = args.to_vec();
+        argv.push("true");
+        match crate::cli::parse_with_lxc_default(argv.iter().map(std::ffi::OsString::from), "") {
+            Ok(crate::cli::Action::Run(cfg)) => cfg,
+            _ => panic!("{args:?} does not parse"),
+        }
+    }
+
+    #[test]
+    fn options_from_the_command_line() {
+        let state = Path::new("/run/user/1000/rk");
+        let opts = NetOptions::from_config(&config(&["--net=slirp4netns"]), state).unwrap();
+        assert_eq!(
+            opts,
+            NetOptions {
+                mtu: 0,
+                cidr: None,
+                ifname: None,
+                disable_host_loopback: false,
+                ipv6: false,
+                sandbox: "false".into(),
+                seccomp: "false".into(),
+                binary: "slirp4netns".into(),
+                driver_ports: false,
+                state_dir: state.into(),
+                detach_netns: false,
+            }
+        );
+        let opts = NetOptions::from_config(
+            &config(&[
+                "--net=slirp4netns",
+                "--mtu=1500",
+                "--cidr=10.8.0.0/16",
+                "--ifname=eth0",
+                "--disable-host-loopback",
+                "--ipv6",
+                "--slirp4netns-sandbox=auto",
+                "--slirp4netns-seccomp=true",
+                "--slirp4netns-binary=/opt/s4nn",
+                "--port-driver=slirp4netns",
+            ]),
+            state,
+        )
+        .unwrap();
+        assert_eq!(
+            (opts.mtu, opts.cidr, opts.ifname.as_deref(), opts.disable_host_loopback, opts.ipv6),
+            (1500, Some(([10, 8, 0, 0], 16)), Some("eth0"), true, true)
+        );
+        assert_eq!(
+            (opts.sandbox.as_str(), opts.seccomp.as_str(), opts.binary.as_str(), opts.driver_ports),
+            ("auto", "true", "/opt/s4nn", true)
+        );
+        let opts = NetOptions::from_config(
+            &config(&["--net=pasta", "--pasta-binary=/x/pasta", "--port-driver=implicit"]),
+            state,
+        )
+        .unwrap();
+        assert_eq!((opts.binary.as_str(), opts.driver_ports), ("/x/pasta", true));
+        let opts = NetOptions::from_config(&config(&["--net=pasta", "--port-driver=none"]), state).unwrap();
+        assert_eq!((opts.binary.as_str(), opts.driver_ports), ("pasta", false));
+        let opts =
+            NetOptions::from_config(&config(&["--net=slirp4netns", "--port-driver=builtin"]), state).unwrap();
+        assert!(!opts.driver_ports);
+    }
+
+    #[test]
+    fn drivers_by_name() {
+        let opts = NetOptions::from_config(&config(&[]), Path::new("/tmp/rk")).unwrap();
+        assert!(probe(Net::Host, &opts).unwrap().is_none());
+        assert!(probe(Net::None, &opts).unwrap().is_none());
+        assert_eq!(
+            probe(Net::Vpnkit, &opts).err().as_deref(),
+            Some("network driver vpnkit is not supported yet")
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! The `resolv.conf` and `hosts` files a non-host network gets in the state dir, which the child
+//! bind-mounts over `/etc/resolv.conf` and `/etc/hosts`.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::exec::errno_text;
+
+/// `resolv.conf` for `dns`: one `nameserver <ip>` line per server, in order.
+pub fn resolv_conf(dns: &[String]) -> String {
+    dns.iter().map(|ip| format!("nameserver {ip}\n")).collect()
+}
+
+/// `hosts`: the host's `/etc/hosts` followed by `127.0.0.1` and `::1` lines for `hostname`.
+///
+/// Like upstream, the lines are appended even when the host file already names the host, after
+/// an extra newline.
+pub fn hosts(host_etc_hosts: &str, hostname: &str) -> String {
+    String::from_utf8_lossy(&hosts_bytes(host_etc_hosts.as_bytes(), hostname)).into_owned()
+}
+
+fn hosts_bytes(host_etc_hosts: &[u8], hostname: &str) -> Vec<u8> {
+    let mut out = host_etc_hosts.to_vec();
+    out.extend_from_slice(format!("\n127.0.0.1 {hostname}\n::1 {hostname}\n").as_bytes());
+    out
+}
+
+/// Writes `<state_dir>/resolv.conf` for `dns` and `<state_dir>/hosts` from this host's
+/// `/etc/hosts` and host name, both mode 0644 (less the umask).
+///
+/// # Errors
+/// `open /etc/hosts: <errno>` or `writing <path>: <errno>`.
+pub fn write_files(state_dir: &Path, dns: &[String]) -> Result<(), String> {
+    let etc_hosts = std::fs::read("/etc/hosts")
+        .map_err(|e| format!("open /etc/hosts: {}", errno_text(&e)))?;
+    let uname = rustix::system::uname();
+    let hostname = uname.nodename().to_string_lossy();
+    write_0644(&state_dir.join("resolv.conf"), resolv_conf(dns).as_bytes())?;
+    write_0644(&state_dir.join("hosts"), &hosts_bytes(&etc_hosts, &hostname))
+}
+
+fn write_0644(path: &Path, data: &[u8]) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("writing {}: {}", path.display(), errno_text(&e));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(fail)?;
+    file.write_all(data).map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_lists_every_server() {
+        let check = |dns: &[&str], expect: &str| {
+            let dns: Vec<String> = dns.iter().map(|s| s.to_string()).collect();
+            assert_eq!(resolv_conf(&dns), expect, "{dns:?}");
+        };
+        check(&[], "");
+        check(&["10.0.2.3"], "nameserver 10.0.2.3\n");
+        check(
+            &["10.0.2.3", "fd00::3"],
+            "nameserver 10.0.2.3\nnameserver fd00::3\n",
+        );
+    }
+
+    #[test]
+    fn hosts_appends_the_host_name() {
+        let check = |etc: &str, name: &str, expect: &str| {
+            assert_eq!(hosts(etc, name), expect, "{etc:?} {name:?}");
+        };
+        check(
+            "127.0.0.1\tlocalhost\n",
+            "box",
+            "127.0.0.1\tlocalhost\n\n127.0.0.1 box\n::1 box\n",
+        );
+        // Appended even when already present, and without a final newline in the host file.
+        check(
+            "127.0.0.1 localhost\n127.0.1.1 box",
+            "box",
+            "127.0.0.1 localhost\n127.0.1.1 box\n127.0.0.1 box\n::1 box\n",
+        );
+        check("", "h", "\n127.0.0.1 h\n::1 h\n");
+    }
+
+    #[test]
+    fn writes_both_files() {
+        let dir = std::env::temp_dir().join(format!("rkrs-net-resolv-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        write_files(&dir, &["10.0.2.3".to_string()]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("resolv.conf")).unwrap(),
+            "nameserver 10.0.2.3\n"
+        );
+        let hosts = std::fs::read(dir.join("hosts")).unwrap();
+        let etc = std::fs::read("/etc/hosts").unwrap();
+        let uname = rustix::system::uname();
+        let name = uname.nodename().to_string_lossy();
+        assert_eq!(hosts, hosts_bytes(&etc, &name));
+        assert!(hosts.starts_with(&etc));
+        let missing = dir.join("no/such/dir");
+        assert_eq!(
+            write_files(&missing, &[]),
+            Err(format!(
+                "writing {}: no such file or directory",
+                missing.join("resolv.conf").display()
+            ))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
