@@ -308,7 +308,7 @@ fn sigkill_of_rootlesskit_kills_everything_and_state_dir_recovers() {
         let marker = d.join("target_pid");
         let sd = format!("--state-dir={}", state.display());
         let script = format!(
-            "echo $$ > {m}.tmp; mv {m}.tmp {m}; sleep 1000",
+            "echo $$ > {m}.tmp; mv {m}.tmp {m}; exec sleep 1000",
             m = marker.display()
         );
         let child = rootlesskit(
