@@ -33,27 +33,42 @@ struct Args {
     command: Vec<OsString>,
 }
 
-fn parse_args() -> Result<Args, lexopt::Error> {
-    use lexopt::prelude::*;
+/// Reads our own command line, written by the parent in exactly this shape. Hand-rolled
+/// rather than lexopt: the grammar is ours and fixed, and every byte of a static binary counts.
+fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         fd: -1,
         propagation: "rprivate".into(),
         ..Args::default()
     };
-    let mut p = lexopt::Parser::from_env();
-    while let Some(arg) = p.next()? {
-        match arg {
-            Long("fd") => a.fd = p.value()?.parse()?,
-            Long("state-dir") => a.state_dir = p.value()?.into(),
-            Long("pidns") => a.pidns = true,
-            Long("reaper") => a.reaper = true,
-            Long("propagation") => a.propagation = p.value()?.string()?,
-            Long("copy-up") => a.copy_up.push(p.value()?.into()),
-            Long("evacuate-cgroup2") => a.evacuate_cgroup2 = true,
-            Long("listen-fds") => a.listen_fds = p.value()?.parse()?,
-            Long("rewrite-listen-pid") => a.rewrite_listen_pid = true,
-            Long("debug") => {}
-            Long("version") => {
+    let mut it = std::env::args_os().skip(1);
+    while let Some(arg) = it.next() {
+        let Some(flag) = arg.to_str() else {
+            return Err(format!("unexpected argument {arg:?}"));
+        };
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("missing value for {name}"));
+        match flag {
+            "--fd" => {
+                a.fd = value(flag)?
+                    .to_str()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("bad value for --fd")?
+            }
+            "--state-dir" => a.state_dir = value(flag)?.into(),
+            "--pidns" => a.pidns = true,
+            "--reaper" => a.reaper = true,
+            "--propagation" => a.propagation = value(flag)?.to_string_lossy().into_owned(),
+            "--copy-up" => a.copy_up.push(value(flag)?.into()),
+            "--evacuate-cgroup2" => a.evacuate_cgroup2 = true,
+            "--listen-fds" => {
+                a.listen_fds = value(flag)?
+                    .to_str()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("bad value for --listen-fds")?
+            }
+            "--rewrite-listen-pid" => a.rewrite_listen_pid = true,
+            "--debug" => {}
+            "--version" => {
                 use std::io::Write;
                 let _ = writeln!(
                     std::io::stdout(),
@@ -62,11 +77,11 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 );
                 std::process::exit(0);
             }
-            Value(v) => {
-                a.command.push(v);
-                a.command.extend(p.raw_args()?);
+            "--" => {
+                a.command.extend(it);
+                break;
             }
-            _ => return Err(arg.unexpected()),
+            other => return Err(format!("unexpected argument {other:?}")),
         }
     }
     Ok(a)
@@ -89,7 +104,7 @@ fn main() {
         Ok(_) => {
             die("this program is started by rootlesskit, not by hand (missing --fd or command)")
         }
-        Err(e) => die(&e.to_string()),
+        Err(e) => die(&e),
     };
     let sock = match sys::adopt_inherited_fd(args.fd) {
         Ok(fd) => UnixStream::from(fd),
@@ -292,10 +307,10 @@ impl Child {
             };
             match r {
                 Ok(Some((pid, st))) => {
-                    if pid.as_raw_nonzero().get() == target {
-                        if let Some(e) = Ended::from_wait(st) {
-                            found = Some(e);
-                        }
+                    if pid.as_raw_nonzero().get() == target
+                        && let Some(e) = Ended::from_wait(st)
+                    {
+                        found = Some(e);
                     }
                 }
                 Ok(None) => break,

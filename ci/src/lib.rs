@@ -161,10 +161,10 @@ impl Scratch {
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-        if let Some(u) = test_user() {
-            if u.switch {
-                std::os::unix::fs::chown(&path, Some(u.uid), Some(u.gid)).unwrap();
-            }
+        if let Some(u) = test_user()
+            && u.switch
+        {
+            std::os::unix::fs::chown(&path, Some(u.uid), Some(u.gid)).unwrap();
         }
         Scratch { path }
     }

@@ -107,10 +107,10 @@ fn preflight_warnings(cfg: &Config) {
     if rustix::process::geteuid().is_root() {
         warn("Running RootlessKit as the root user is unsupported.");
     }
-    if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone") {
-        if s.trim() == "0" {
-            warn("/proc/sys/kernel/unprivileged_userns_clone needs to be set to 1.");
-        }
+    if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone")
+        && s.trim() == "0"
+    {
+        warn("/proc/sys/kernel/unprivileged_userns_clone needs to be set to 1.");
     }
     if let Ok(s) = std::fs::read_to_string("/proc/sys/user/max_user_namespaces") {
         match s.trim().parse::<u64>() {
@@ -303,10 +303,10 @@ impl<'a> Session<'a> {
                 )
             };
             if sig_ready {
-                if let Ok(info) = sys::read_signal(self.sigfd) {
-                    if terminates_setup(info.signo) {
-                        return Err(Abort::Signal(info.signo));
-                    }
+                if let Ok(info) = sys::read_signal(self.sigfd)
+                    && terminates_setup(info.signo)
+                {
+                    return Err(Abort::Signal(info.signo));
                 }
                 continue;
             }
@@ -419,12 +419,11 @@ impl<'a> Session<'a> {
                 }
                 (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
             };
-            if sig_ready {
-                if let Ok(info) = sys::read_signal(self.sigfd) {
-                    if signals::is_forwarded(info.signo) {
-                        let _ = sys::pidfd_send_signal(&self.pidfd, info.signo);
-                    }
-                }
+            if sig_ready
+                && let Ok(info) = sys::read_signal(self.sigfd)
+                && signals::is_forwarded(info.signo)
+            {
+                let _ = sys::pidfd_send_signal(&self.pidfd, info.signo);
             }
             if child_ready {
                 self.reap_blocking();
@@ -456,10 +455,9 @@ fn start_error(helper: &Path, e: &std::io::Error) -> String {
     if e.raw_os_error() == Some(linux_raw_sys::errno::EACCES as i32) {
         if let Ok(s) =
             std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+            && s.trim() == "1"
         {
-            if s.trim() == "1" {
-                apparmor_hint(helper);
-            }
+            apparmor_hint(helper);
         }
         msg = format!(
             "failed to start the child: fork/exec /proc/self/exe: {}",

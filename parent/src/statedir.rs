@@ -207,7 +207,7 @@ fn make_temp_dir() -> Result<PathBuf, String> {
             .wrapping_add(1442695040888963407);
         let p = base.join(format!("rootlesskit{}", (seed >> 33) % 10_000_000_000));
         match fs::DirBuilder::new().mode(0o700).create(&p) {
-            Ok(()) => return Ok(absolute(&p)?),
+            Ok(()) => return absolute(&p),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => {
                 return Err(format!(

@@ -228,15 +228,15 @@ fn child_after_fork(
             _ => sys::exit(1),
         }
     }
-    if !cmd.unshare.is_empty() {
-        if let Err(e) = sys::unshare(cmd.unshare) {
-            return (Stage::Unshare, e);
-        }
+    if !cmd.unshare.is_empty()
+        && let Err(e) = sys::unshare(cmd.unshare)
+    {
+        return (Stage::Unshare, e);
     }
-    if cmd.setsid {
-        if let Err(e) = sys::setsid() {
-            return (Stage::Setup, e);
-        }
+    if cmd.setsid
+        && let Err(e) = sys::setsid()
+    {
+        return (Stage::Setup, e);
     }
     for (fd, target) in fds {
         if let Err(e) = sys::dup_to(fd.as_raw_fd(), *target) {
