@@ -316,6 +316,16 @@ impl Run {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program.display()))
     }
 
+    /// Like [`Run::spawn`], with a pipe on stdin for the test to write to.
+    pub fn spawn_with_stdin(&self) -> Child {
+        self.command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program.display()))
+    }
+
     /// Runs to completion (killing it at the timeout, which fails the test).
     pub fn output(&self) -> Output {
         let child = self.spawn();

@@ -1,5 +1,7 @@
 //! The core of rootlesskit as a user sees it, run as the unprivileged test user: identity and
 //! maps inside, exit codes, the state dir, the environment, namespaces, mounts and signals.
+// Tests run programs (mount, kill) on the host side: that is their job.
+#![allow(clippy::disallowed_methods)]
 
 use std::fs;
 use std::path::Path;
@@ -507,4 +509,134 @@ fn no_subordinate_ids_falls_back_to_a_single_map() {
     assert_eq!(l[2], ["deny"]);
     let warnings: Vec<&str> = o.stderr.lines().filter(|l| l.contains("warning")).collect();
     assert_eq!(warnings.len(), 1, "{}", o.stderr);
+}
+
+/// Whether this test process is root, so it can make host-side mounts and cgroups.
+fn am_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|r| r.split_whitespace().next().map(|u| u == "0"))
+        .unwrap_or(false)
+}
+
+fn sh(script: &str) {
+    let st = std::process::Command::new("sh")
+        .args(["-ec", script])
+        .status()
+        .unwrap();
+    assert!(st.success(), "{script}");
+}
+
+/// Whether `path` is a mount point in the mount namespace of `pid`.
+fn mounted_in(pid: u32, path: &Path) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(path.to_str().unwrap()))
+}
+
+#[test]
+fn propagation_follows_the_flag() {
+    // upstream hack/integration-propagation.sh, on a shared mount of our own so that it does
+    // not depend on how the host's / is mounted.
+    if !am_root() {
+        skip!("needs root for the host-side mounts");
+    }
+    // A new mount namespace owned by a new user namespace receives every mount as a slave.
+    // The recursive flags reach our submount; the plain ones change only `/`, so the submount
+    // stays a slave and keeps receiving.
+    for (prop, propagates) in [
+        ("rprivate", false),
+        ("private", true),
+        ("rslave", true),
+        ("slave", true),
+    ] {
+        let d = Scratch::new(&format!("prop-{prop}"));
+        let a = d.join("a");
+        fs::create_dir_all(&a).unwrap();
+        sh(&format!(
+            "mount -t tmpfs rkrs-prop {a}; mount --make-shared {a}; mkdir {a}/sub",
+            a = a.display()
+        ));
+        let state = d.join("state");
+        let child = rootlesskit([
+            format!("--state-dir={}", state.display()).as_str(),
+            &format!("--propagation={prop}"),
+            "sleep",
+            "infinity",
+        ])
+        .spawn();
+        assert!(ci::wait_until(Duration::from_secs(10), || state
+            .join("child_pid")
+            .exists()));
+        let pid: u32 = fs::read_to_string(state.join("child_pid"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let sub = a.join("sub");
+        sh(&format!("mount -t tmpfs rkrs-prop-sub {}", sub.display()));
+        let seen = mounted_in(pid, &sub);
+        ci::send_signal(child.id(), "TERM");
+        let _ = ci::wait_output(child, Duration::from_secs(10));
+        sh(&format!(
+            "umount {s}; umount {a}",
+            s = sub.display(),
+            a = a.display()
+        ));
+        assert_eq!(seen, propagates, "--propagation={prop}");
+    }
+}
+
+#[test]
+fn evacuate_cgroup2_moves_into_the_group() {
+    // upstream hack/integration-evacuate-cgroup2.sh: the target sees 0::/evac.
+    if !am_root() {
+        skip!("needs root to delegate a cgroup2 subtree to the test user");
+    }
+    let Some(mnt) = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|r| r.starts_with("cgroup2 "))
+        })
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
+    else {
+        skip!("no cgroup2 hierarchy is mounted");
+    };
+    let u = test_user().unwrap();
+    let group = Path::new(&mnt).join(format!("rkrs-ci-{}", std::process::id()));
+    if fs::create_dir(&group).is_err() {
+        skip!("cannot create a cgroup under {mnt}");
+    }
+    for f in ["", "cgroup.procs", "cgroup.subtree_control"] {
+        let _ = std::os::unix::fs::chown(group.join(f), Some(u.uid), Some(u.gid));
+    }
+    // Start a shell as the test user that waits until we moved it into the delegated group.
+    let script = format!(
+        "read go; exec {} --pidns --cgroupns --evacuate-cgroup2=evac cat /proc/self/cgroup",
+        ci::bin_dir().join("rootlesskit").display()
+    );
+    let mut child = Run::program("/bin/sh")
+        .args(["-c", &script])
+        .spawn_with_stdin();
+    fs::write(group.join("cgroup.procs"), child.id().to_string()).unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    }
+    let o = ci::wait_output(child, Duration::from_secs(20));
+    // Clean up the groups (the processes are gone).
+    let _ = fs::remove_dir(group.join("evac"));
+    let _ = fs::remove_dir(&group);
+    ok(&o);
+    assert!(
+        o.stdout.lines().any(|l| l == "0::/evac"),
+        "{}\n{}",
+        o.stdout,
+        o.stderr
+    );
 }
