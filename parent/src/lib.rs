@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod entry;
 pub mod exec;
+pub mod fuzzing;
 pub mod idmap;
 pub mod run;
 pub mod statedir;

@@ -1,0 +1,118 @@
+//! The bodies of the fuzz targets that take outside input in the parent (the command line and
+//! the id-map parsers), shared by `fuzz/` and by the unit tests that replay the committed corpus.
+//! Each must end in a value or an error for any input, never in a panic, and checks what it can.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+use crate::cli::{Action, check, parse_with_lxc_default};
+use crate::idmap::{User, parse_getsubids, parse_passwd, parse_subid_file};
+
+/// The `rootlesskit` command line: the input, split on NUL bytes, is the argv.
+pub fn cli(data: &[u8]) {
+    let args: Vec<OsString> = data
+        .split(|&b| b == 0)
+        .map(|arg| OsString::from_vec(arg.to_vec()))
+        .collect();
+    match parse_with_lxc_default(args, "/usr/lib/lxc/lxc-user-nic") {
+        Ok(Action::Run(cfg)) => {
+            assert!(!cfg.command.is_empty(), "a run always has a command");
+            let (_warnings, result) = check(&cfg);
+            if let Err(msg) = result {
+                assert!(!msg.is_empty());
+            }
+        }
+        Ok(Action::Help | Action::Version | Action::PrintSemver(_)) => {}
+        Err(e) => {
+            assert!(!e.message().is_empty());
+            assert_eq!(e.usage_text("").is_some(), e.shows_usage());
+        }
+    }
+}
+
+/// /etc/subuid and /etc/subgid, getsubids output and /etc/passwd. The first four bytes pick
+/// the uid, so uid matches happen as often as name matches.
+pub fn subid(data: &[u8]) {
+    let (uid, text) = match data {
+        [a, b, c, d, rest @ ..] => (u32::from_le_bytes([*a, *b, *c, *d]) % 2048, rest),
+        _ => (1000, data),
+    };
+    let text = String::from_utf8_lossy(text);
+    let users = [
+        User {
+            uid,
+            gid: uid,
+            name: Some("tester".to_string()),
+        },
+        User {
+            uid,
+            gid: uid,
+            name: None,
+        },
+        User {
+            uid,
+            gid: uid,
+            name: Some(String::new()),
+        },
+    ];
+    for user in &users {
+        if let Ok(ranges) = parse_subid_file(&text, "/etc/subuid", user) {
+            for (start, count) in ranges {
+                assert!(count > 0 && start.checked_add(count).is_some());
+            }
+        }
+    }
+    if let Ok(ranges) = parse_getsubids(&text) {
+        for (start, count) in ranges {
+            assert!(count > 0 && start.checked_add(count).is_some());
+        }
+    }
+    if let Some((name, _gid)) = parse_passwd(&text, uid) {
+        assert!(!name.is_empty() && !name.contains(':'));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every input the fuzzers kept (and every crash they found, once fixed) runs here on
+    /// each `cargo test`.
+    fn replay(target: &str, f: fn(&[u8])) -> usize {
+        let dir = format!("{}/../fuzz/corpus/{target}", env!("CARGO_MANIFEST_DIR"));
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in entries.flatten() {
+            f(&std::fs::read(e.path()).unwrap());
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn cli_corpus_replays() {
+        replay("cli", super::cli);
+        // A few hand-picked inputs, so the test means something before any corpus exists.
+        for input in [
+            &b"--net=host\0true"[..],
+            b"-p\0",
+            b"--mtu=0x10000\0sh",
+            b"--copy-up=,,\0--\0x",
+            b"\xff\xfe\0--pidns=maybe",
+        ] {
+            super::cli(input);
+        }
+    }
+
+    #[test]
+    fn subid_corpus_replays() {
+        replay("subid", super::subid);
+        for input in [
+            &b"\0\0\0\0tester:100000:65536\n0:1:4294967295\n"[..],
+            b"\xe8\x03\0\00: tester 1 2 3\n# x\n",
+            b"root:x:0:0::/:/bin/sh\n",
+        ] {
+            super::subid(input);
+        }
+    }
+}
