@@ -640,3 +640,88 @@ fn evacuate_cgroup2_moves_into_the_group() {
         o.stderr
     );
 }
+
+#[test]
+fn subid_sources_static_and_dynamic() {
+    let u = test_user().unwrap();
+    if subuid_ranges("/etc/subuid").is_empty() {
+        skip!("user {} has no /etc/subuid lines", u.name);
+    }
+    let want = rootlesskit(["cat", "/proc/self/uid_map"]).output();
+    ok(&want);
+    for source in ["static", "auto", "dynamic"] {
+        let o = rootlesskit([
+            format!("--subid-source={source}").as_str(),
+            "cat",
+            "/proc/self/uid_map",
+        ])
+        .output();
+        if source == "dynamic" && !Path::new("/usr/bin/getsubids").exists() {
+            assert_eq!(o.code, 1, "dynamic without getsubids must fail");
+            continue;
+        }
+        ok(&o);
+        assert_eq!(
+            lines(&o.stdout),
+            lines(&want.stdout),
+            "--subid-source={source}"
+        );
+        assert!(lines(&o.stdout).len() > 1, "{source}: {}", o.stdout);
+    }
+    // GETSUBIDS names the program for the dynamic source.
+    let o = rootlesskit(["--subid-source=dynamic", "true"])
+        .env("GETSUBIDS", "/nonexistent/getsubids")
+        .output();
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("/nonexistent/getsubids"), "{}", o.stderr);
+}
+
+#[test]
+fn helpers_are_found_in_libexec_too() {
+    // A distro layout: bin/rootlesskit and libexec/rootlesskit/rootlesskit-child.
+    let d = Scratch::new("libexec");
+    let bin = d.join("usr/bin");
+    let libexec = d.join("usr/libexec/rootlesskit");
+    fs::create_dir_all(&bin).unwrap();
+    fs::create_dir_all(&libexec).unwrap();
+    fs::copy(ci::bin_dir().join("rootlesskit"), bin.join("rootlesskit")).unwrap();
+    fs::copy(
+        ci::bin_dir().join("rootlesskit-child"),
+        libexec.join("rootlesskit-child"),
+    )
+    .unwrap();
+    for p in [
+        d.join("usr"),
+        bin.clone(),
+        d.join("usr/libexec"),
+        libexec.clone(),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let o = Run::program(bin.join("rootlesskit"))
+        .args(["id", "-u"])
+        .output();
+    ok(&o);
+    assert_eq!(o.stdout.trim(), "0");
+    // Without the helper anywhere, one clear line.
+    fs::remove_file(libexec.join("rootlesskit-child")).unwrap();
+    let o = Run::program(bin.join("rootlesskit"))
+        .args(["true"])
+        .output();
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("cannot find rootlesskit-child"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn notify_socket_passes_through() {
+    let o = rootlesskit(["sh", "-c", "echo $NOTIFY_SOCKET"])
+        .env("NOTIFY_SOCKET", "/run/user/1000/systemd/notify")
+        .output();
+    ok(&o);
+    assert_eq!(o.stdout.trim(), "/run/user/1000/systemd/notify");
+}
