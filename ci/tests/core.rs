@@ -725,3 +725,59 @@ fn notify_socket_passes_through() {
     ok(&o);
     assert_eq!(o.stdout.trim(), "/run/user/1000/systemd/notify");
 }
+
+#[test]
+fn no_helper_programs_are_executed() {
+    // The only programs rootlesskit itself may run here are newuidmap and newgidmap; mounts,
+    // loopback and namespaces are syscalls.
+    if !am_root() {
+        skip!("needs root to trace the unprivileged run");
+    }
+    if !Path::new("/usr/bin/strace").exists() {
+        skip!("strace is not installed");
+    }
+    let d = Scratch::new("strace");
+    let log = d.join("trace");
+    let u = test_user().unwrap();
+    let st = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=execve", "-o"])
+        .arg(&log)
+        .args([
+            "setpriv",
+            &format!("--reuid={}", u.uid),
+            &format!("--regid={}", u.gid),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(ci::bin_dir().join("rootlesskit"))
+        .args(["--net=none", "--pidns", "--copy-up=/etc", "/bin/true"])
+        .current_dir("/")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let trace = fs::read_to_string(&log).unwrap();
+    let mut programs: Vec<String> = trace
+        .lines()
+        .filter(|l| l.contains("execve(\"") && !l.contains("= -1"))
+        .filter_map(|l| l.split('"').nth(1))
+        .map(|p| p.rsplit('/').next().unwrap().to_string())
+        .collect();
+    programs.sort();
+    programs.dedup();
+    // getsubids runs first under the default --subid-source=auto, as upstream's does.
+    let allowed = [
+        "getsubids",
+        "newgidmap",
+        "newuidmap",
+        "rootlesskit",
+        "rootlesskit-child",
+        "setpriv",
+        "true",
+    ];
+    for p in &programs {
+        assert!(allowed.contains(&p.as_str()), "{p} was executed:\n{trace}");
+    }
+    for p in ["newuidmap", "newgidmap", "rootlesskit-child", "true"] {
+        assert!(programs.iter().any(|x| x == p), "{p} missing:\n{trace}");
+    }
+}
