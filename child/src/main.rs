@@ -204,14 +204,57 @@ impl Child {
         } else if self.args.evacuate_cgroup2 {
             child::mount::mount_cgroup2_for_evacuation().map_err(|e| e.to_string())?;
         }
-        if net.mode == NetMode::Loopback {
-            child::netlink::loopback_up().map_err(|e| e.to_string())?;
+        match net.mode {
+            NetMode::Host => {}
+            NetMode::Loopback => child::netlink::loopback_up().map_err(|e| e.to_string())?,
+            NetMode::Configure | NetMode::Preconfigured => {
+                child::netlink::loopback_up().map_err(|e| e.to_string())?;
+                if net.mode == NetMode::Configure {
+                    let mtu = if net.mtu == 0 { 1500 } else { net.mtu };
+                    child::netlink::activate_dev(
+                        net.ifname_str(),
+                        mtu,
+                        net.addr,
+                        net.prefix,
+                        net.gateway,
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
+                self.bind_etc_files()?;
+            }
         }
         self.send(&Msg::ChildReady)?;
         match self.recv()? {
             Msg::ParentGo => Ok(()),
             m => Err(format!("expected \"ParentGo\", got \"{}\"", m.name())),
         }
+    }
+
+    /// Puts the `resolv.conf` and `hosts` the parent wrote into the state dir over the ones in
+    /// /etc. With /etc copied up, the top-level entries are symlinks into the host's /etc: they
+    /// are replaced by empty files first, so the host's files are never covered.
+    fn bind_etc_files(&self) -> Result<(), String> {
+        let etc_copied = self
+            .args
+            .copy_up
+            .iter()
+            .any(|d| child::mount::clean_path(d) == std::path::Path::new("/etc"));
+        if !etc_copied {
+            warn(
+                "Mounting /etc/resolv.conf without copying-up /etc. Note that /etc/resolv.conf in the namespace will be unmounted when it is recreated on the host. Unless /etc/resolv.conf is statically configured, copying-up /etc is highly recommended. Please refer to RootlessKit documentation for further information.",
+            );
+        }
+        for name in ["resolv.conf", "hosts"] {
+            let dst = std::path::Path::new("/etc").join(name);
+            if etc_copied {
+                let _ = std::fs::remove_file(&dst);
+                std::fs::write(&dst, b"")
+                    .map_err(|e| format!("failed to create {}: {}", dst.display(), io_text(&e)))?;
+            }
+            child::mount::bind_file(&self.args.state_dir.join(name), &dst)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Starts the target and forwards signals to it until it is reaped; returns our exit code.
