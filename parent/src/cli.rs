@@ -1528,10 +1528,14 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
 /// NOT SUPPORTED YET: features that are valid upstream but not built here.
 /// Delete a line when its feature lands.
 fn unsupported(cfg: &Config) -> Option<String> {
-    if !matches!(cfg.net, Net::Host | Net::None) {
+    if !matches!(
+        cfg.net,
+        Net::Host | Net::None | Net::Slirp4netns | Net::Pasta
+    ) {
         return Some(format!("--net={}: not supported yet", cfg.net.as_str()));
     }
-    if cfg.port_driver != PortDriver::None {
+    // implicit needs no port driver object: pasta forwards by itself.
+    if !matches!(cfg.port_driver, PortDriver::None | PortDriver::Implicit) {
         return Some(format!(
             "--port-driver={}: not supported yet",
             cfg.port_driver.as_str()

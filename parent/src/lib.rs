@@ -6,6 +6,7 @@ pub mod entry;
 pub mod exec;
 pub mod fuzzing;
 pub mod idmap;
+pub mod net;
 pub mod run;
 pub mod statedir;
 

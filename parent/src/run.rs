@@ -2,7 +2,7 @@
 //! drive the startup handshake, then forward signals until the child exits.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -17,7 +17,7 @@ use rustix::thread::UnshareFlags;
 
 use crate::cli::{Config, Net, PortDriver, Reaper};
 use crate::statedir::StateDir;
-use crate::{idmap, warn};
+use crate::{idmap, net, warn};
 
 /// How a run ends: an exit code, and the error line to print first, if any.
 pub struct Outcome {
@@ -85,11 +85,17 @@ pub fn run(cfg: &Config, sigfd: &OwnedFd) -> Outcome {
             ));
         }
     };
+    // The network driver is looked up and probed before anything exists on disk, too.
+    let driver = match net::NetOptions::from_config(cfg).and_then(|o| net::probe(cfg.net, &o)) {
+        Ok(d) => d,
+        Err(e) => return Outcome::parent_error(e),
+    };
     let mut state = match StateDir::create(cfg.state_dir.as_deref()) {
         Ok(s) => s,
         Err(e) => return Outcome::parent_error(e),
     };
-    let outcome = Session::run(cfg, &helper, &maps, &state, sigfd);
+    // The session, and with it the driver process, ends before the state dir is removed.
+    let outcome = Session::run(cfg, &helper, &maps, &state, sigfd, driver);
     if let Err(e) = state.remove() {
         warn(&e);
     }
@@ -126,6 +132,7 @@ fn preflight_warnings(cfg: &Config) {
 
 struct Session<'a> {
     cfg: &'a Config,
+    driver: Option<Box<dyn net::Driver>>,
     sigfd: &'a OwnedFd,
     pid: i32,
     pidfd: OwnedFd,
@@ -150,11 +157,13 @@ impl<'a> Session<'a> {
         maps: &idmap::IdMaps,
         state: &StateDir,
         sigfd: &'a OwnedFd,
+        driver: Option<Box<dyn net::Driver>>,
     ) -> Outcome {
         let mut session = match Session::start(cfg, helper, maps, state, sigfd) {
             Ok(s) => s,
             Err(e) => return Outcome::parent_error(e),
         };
+        session.driver = driver;
         match session.handshake(state) {
             Ok(()) => session.supervise(),
             Err(abort) => session.abort(abort),
@@ -239,6 +248,7 @@ impl<'a> Session<'a> {
         }
         Ok(Session {
             cfg,
+            driver: None,
             sigfd,
             pid,
             pidfd,
@@ -258,10 +268,31 @@ impl<'a> Session<'a> {
                 Err(e) => return Err(Abort::Error("parent", e)),
             }
         }
-        let net = match self.cfg.net {
-            Net::Host => NetConfig::empty(NetMode::Host),
-            Net::None => NetConfig::empty(NetMode::Loopback),
-            other => {
+        let net = match (self.cfg.net, self.driver.as_mut()) {
+            (_, Some(driver)) => {
+                let target = net::Target {
+                    child_pid: self.pid,
+                    netns: None,
+                    state_dir: state.path(),
+                };
+                let watch = [self.sigfd.as_fd(), self.pidfd.as_fd()];
+                let prepared = match driver.start(target, &watch) {
+                    Ok(p) => p,
+                    Err(net::StartError::Interrupted) => return Err(self.interrupted()),
+                    Err(net::StartError::Failed(e)) => {
+                        return Err(Abort::Error(
+                            "parent",
+                            format!("failed to setup network {}: {e}", driver.name()),
+                        ));
+                    }
+                };
+                net::resolv::write_files(state.path(), &prepared.dns)
+                    .map_err(|e| Abort::Error("parent", e))?;
+                prepared.net
+            }
+            (Net::Host, None) => NetConfig::empty(NetMode::Host),
+            (Net::None, None) => NetConfig::empty(NetMode::Loopback),
+            (other, None) => {
                 return Err(Abort::Error(
                     "parent",
                     format!("network driver {other:?} is not supported yet"),
@@ -338,6 +369,20 @@ impl<'a> Session<'a> {
             Ok(()) => Ok(()),
             Err(_) => Err(self.child_gone()),
         }
+    }
+
+    /// A driver start was cut short by a signal or by the child's death: find out which.
+    fn interrupted(&mut self) -> Abort {
+        let mut fds = [PollFd::new(self.sigfd, PollFlags::IN)];
+        let pending =
+            matches!(poll(&mut fds, Some(&rustix::event::Timespec::default())), Ok(n) if n > 0);
+        if pending
+            && let Ok(info) = sys::read_signal(self.sigfd)
+            && terminates_setup(info.signo)
+        {
+            return Abort::Signal(info.signo);
+        }
+        self.child_gone()
     }
 
     /// Collects the child's exit status after it vanished during setup.

@@ -26,7 +26,7 @@ pub const DEFAULT_IFNAME: &str = "tap0";
 /// `--cidr` when none is given.
 pub const DEFAULT_CIDR: ([u8; 4], u8) = ([10, 0, 2, 0], 24);
 
-/// What a network driver needs to know from the command line and the state dir.
+/// What a network driver needs to know from the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetOptions {
     /// `--mtu`; 0 picks the driver's default.
@@ -48,18 +48,16 @@ pub struct NetOptions {
     /// The driver also forwards ports: `--port-driver=slirp4netns` (its API socket) or
     /// `--port-driver=implicit` (pasta's automatic forwarding).
     pub driver_ports: bool,
-    /// The state directory (it need not exist yet when probing).
-    pub state_dir: PathBuf,
     /// `--detach-netns`.
     pub detach_netns: bool,
 }
 
 impl NetOptions {
-    /// The options of `cfg` for its `--net` driver, with the state dir at `state_dir`.
+    /// The options of `cfg` for its `--net` driver.
     ///
     /// # Errors
     /// The CLI's own messages for an MTU or CIDR it would have refused already.
-    pub fn from_config(cfg: &Config, state_dir: &Path) -> Result<NetOptions, String> {
+    pub fn from_config(cfg: &Config) -> Result<NetOptions, String> {
         let mtu = u32::try_from(cfg.mtu)
             .ok()
             .filter(|m| *m <= 65521)
@@ -88,10 +86,21 @@ impl NetOptions {
                 cfg.port_driver,
                 PortDriver::Slirp4netns | PortDriver::Implicit
             ),
-            state_dir: state_dir.to_path_buf(),
             detach_netns: cfg.detach_netns,
         })
     }
+}
+
+/// Where a driver attaches the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The child's pid in our pid namespace.
+    pub child_pid: i32,
+    /// With `--detach-netns`: the namespace file as seen from outside,
+    /// `/proc/<child_pid>/root/<state_dir>/netns`.
+    pub netns: Option<&'a Path>,
+    /// The state directory (it exists by now).
+    pub state_dir: &'a Path,
 }
 
 /// What a started driver hands on.
@@ -129,15 +138,14 @@ pub trait Driver {
     /// The `--net` value it implements.
     fn name(&self) -> &'static str;
 
-    /// Launches the program for the child `child_pid` (its network namespace, or the detached one
-    /// at `netns`), and waits until the network is ready, watching `watch` meanwhile.
+    /// Launches the program for `target`, and waits until the network is ready, watching
+    /// `watch` meanwhile.
     ///
     /// # Errors
     /// [`StartError::Failed`] with upstream's text, or [`StartError::Interrupted`].
     fn start(
         &mut self,
-        child_pid: i32,
-        netns: Option<&Path>,
+        target: Target<'_>,
         watch: &[BorrowedFd<'_>],
     ) -> Result<Prepared, StartError>;
 
@@ -234,7 +242,13 @@ fn interface_name(ifname: Option<&str>) -> Result<String, String> {
 }
 
 /// The frame body for a driver's network.
-fn net_config(mode: NetMode, ifname: &str, addrs: &Addrs, mtu: u32, dns6: Option<[u8; 16]>) -> NetConfig {
+fn net_config(
+    mode: NetMode,
+    ifname: &str,
+    addrs: &Addrs,
+    mtu: u32,
+    dns6: Option<[u8; 16]>,
+) -> NetConfig {
     let mut net = NetConfig::empty(mode);
     // Validated by `interface_name` during the probe.
     let _ = net.set_ifname(ifname);
@@ -274,11 +288,16 @@ mod tests {
 
     #[test]
     fn addresses_follow_the_cidr() {
-        let check = |cidr: Option<([u8; 4], u8)>, expect: Result<([u8; 4], u8, [u8; 4], [u8; 4]), &str>| {
+        /// Address, prefix, gateway, DNS.
+        type Expect = ([u8; 4], u8, [u8; 4], [u8; 4]);
+        let check = |cidr: Option<([u8; 4], u8)>, expect: Result<Expect, &str>| {
             let got = Addrs::of(cidr).map(|a| (a.addr, a.prefix, a.gateway, a.dns));
             assert_eq!(got, expect.map_err(String::from), "{cidr:?}");
         };
-        check(None, Ok(([10, 0, 2, 100], 24, [10, 0, 2, 2], [10, 0, 2, 3])));
+        check(
+            None,
+            Ok(([10, 0, 2, 100], 24, [10, 0, 2, 2], [10, 0, 2, 3])),
+        );
         check(
             Some(([10, 0, 2, 0], 24)),
             Ok(([10, 0, 2, 100], 24, [10, 0, 2, 2], [10, 0, 2, 3])),
@@ -294,22 +313,45 @@ mod tests {
         );
         check(
             Some(([255, 255, 255, 0], 24)),
-            Ok(([255, 255, 255, 100], 24, [255, 255, 255, 2], [255, 255, 255, 3])),
+            Ok((
+                [255, 255, 255, 100],
+                24,
+                [255, 255, 255, 2],
+                [255, 255, 255, 3],
+            )),
         );
-        check(Some(([255, 255, 255, 200], 29)), Err("255.255.255.200 + 100 overflows"));
-        check(Some(([255, 255, 255, 254], 31)), Err("255.255.255.254 + 100 overflows"));
+        check(
+            Some(([255, 255, 255, 200], 29)),
+            Err("255.255.255.200 + 100 overflows"),
+        );
+        check(
+            Some(([255, 255, 255, 254], 31)),
+            Err("255.255.255.254 + 100 overflows"),
+        );
     }
 
     #[test]
     fn ipv4_addition() {
         let check = |ip: [u8; 4], k: u32, expect: Result<[u8; 4], &str>| {
-            assert_eq!(add_ipv4(ip, k), expect.map_err(String::from), "{ip:?} + {k}");
+            assert_eq!(
+                add_ipv4(ip, k),
+                expect.map_err(String::from),
+                "{ip:?} + {k}"
+            );
         };
         check([10, 0, 2, 0], 3, Ok([10, 0, 2, 3]));
         check([0, 0, 0, 255], 1, Ok([0, 0, 1, 0]));
         check([255, 255, 255, 253], 2, Ok([255, 255, 255, 255]));
-        check([255, 255, 255, 255], 2, Err("255.255.255.255 + 2 overflows"));
-        check([255, 255, 255, 254], 3, Err("255.255.255.254 + 3 overflows"));
+        check(
+            [255, 255, 255, 255],
+            2,
+            Err("255.255.255.255 + 2 overflows"),
+        );
+        check(
+            [255, 255, 255, 254],
+            3,
+            Err("255.255.255.254 + 3 overflows"),
+        );
     }
 
     #[test]
@@ -335,7 +377,10 @@ mod tests {
             Some("sixteen-chars-xy"),
             Err(r#"ifname "sixteen-chars-xy" is longer than 15 bytes"#),
         );
-        check(Some("a\0b"), Err(r#"ifname "a\x00b" is not a valid interface name"#));
+        check(
+            Some("a\0b"),
+            Err(r#"ifname "a\x00b" is not a valid interface name"#),
+        );
     }
 
     #[test]
@@ -354,13 +399,21 @@ mod tests {
         assert_eq!(net.dns6, v6);
         assert_eq!(net.mtu, 65520);
         let net = net_config(NetMode::Preconfigured, "eth9", &addrs, 1500, None);
-        assert_eq!((net.mode, net.ifname_str(), net.dns6, net.mtu), (NetMode::Preconfigured, "eth9", [0; 16], 1500));
+        assert_eq!(
+            (net.mode, net.ifname_str(), net.dns6, net.mtu),
+            (NetMode::Preconfigured, "eth9", [0; 16], 1500)
+        );
     }
 
     #[test]
     fn output_tails() {
         let check = |out: &[u8], lines: usize, bytes: usize, expect: &str| {
-            assert_eq!(last_lines(out, lines, bytes), expect, "{:?}", String::from_utf8_lossy(out));
+            assert_eq!(
+                last_lines(out, lines, bytes),
+                expect,
+                "{:?}",
+                String::from_utf8_lossy(out)
+            );
         };
         check(b"", 3, 100, "");
         check(b"one\ntwo\nthree\nfour\n\n\n", 3, 100, "two\nthree\nfour");
@@ -381,8 +434,7 @@ mod tests {
 
     #[test]
     fn options_from_the_command_line() {
-        let state = Path::new("/run/user/1000/rk");
-        let opts = NetOptions::from_config(&config(&["--net=slirp4netns"]), state).unwrap();
+        let opts = NetOptions::from_config(&config(&["--net=slirp4netns"])).unwrap();
         assert_eq!(
             opts,
             NetOptions {
@@ -395,50 +447,63 @@ mod tests {
                 seccomp: "false".into(),
                 binary: "slirp4netns".into(),
                 driver_ports: false,
-                state_dir: state.into(),
                 detach_netns: false,
             }
         );
-        let opts = NetOptions::from_config(
-            &config(&[
-                "--net=slirp4netns",
-                "--mtu=1500",
-                "--cidr=10.8.0.0/16",
-                "--ifname=eth0",
-                "--disable-host-loopback",
-                "--ipv6",
-                "--slirp4netns-sandbox=auto",
-                "--slirp4netns-seccomp=true",
-                "--slirp4netns-binary=/opt/s4nn",
-                "--port-driver=slirp4netns",
-            ]),
-            state,
-        )
+        let opts = NetOptions::from_config(&config(&[
+            "--net=slirp4netns",
+            "--mtu=1500",
+            "--cidr=10.8.0.0/16",
+            "--ifname=eth0",
+            "--disable-host-loopback",
+            "--ipv6",
+            "--slirp4netns-sandbox=auto",
+            "--slirp4netns-seccomp=true",
+            "--slirp4netns-binary=/opt/s4nn",
+            "--port-driver=slirp4netns",
+        ]))
         .unwrap();
         assert_eq!(
-            (opts.mtu, opts.cidr, opts.ifname.as_deref(), opts.disable_host_loopback, opts.ipv6),
+            (
+                opts.mtu,
+                opts.cidr,
+                opts.ifname.as_deref(),
+                opts.disable_host_loopback,
+                opts.ipv6
+            ),
             (1500, Some(([10, 8, 0, 0], 16)), Some("eth0"), true, true)
         );
         assert_eq!(
-            (opts.sandbox.as_str(), opts.seccomp.as_str(), opts.binary.as_str(), opts.driver_ports),
+            (
+                opts.sandbox.as_str(),
+                opts.seccomp.as_str(),
+                opts.binary.as_str(),
+                opts.driver_ports
+            ),
             ("auto", "true", "/opt/s4nn", true)
         );
-        let opts = NetOptions::from_config(
-            &config(&["--net=pasta", "--pasta-binary=/x/pasta", "--port-driver=implicit"]),
-            state,
-        )
+        let opts = NetOptions::from_config(&config(&[
+            "--net=pasta",
+            "--pasta-binary=/x/pasta",
+            "--port-driver=implicit",
+        ]))
         .unwrap();
-        assert_eq!((opts.binary.as_str(), opts.driver_ports), ("/x/pasta", true));
-        let opts = NetOptions::from_config(&config(&["--net=pasta", "--port-driver=none"]), state).unwrap();
+        assert_eq!(
+            (opts.binary.as_str(), opts.driver_ports),
+            ("/x/pasta", true)
+        );
+        let opts =
+            NetOptions::from_config(&config(&["--net=pasta", "--port-driver=none"])).unwrap();
         assert_eq!((opts.binary.as_str(), opts.driver_ports), ("pasta", false));
         let opts =
-            NetOptions::from_config(&config(&["--net=slirp4netns", "--port-driver=builtin"]), state).unwrap();
+            NetOptions::from_config(&config(&["--net=slirp4netns", "--port-driver=builtin"]))
+                .unwrap();
         assert!(!opts.driver_ports);
     }
 
     #[test]
     fn drivers_by_name() {
-        let opts = NetOptions::from_config(&config(&[]), Path::new("/tmp/rk")).unwrap();
+        let opts = NetOptions::from_config(&config(&[])).unwrap();
         assert!(probe(Net::Host, &opts).unwrap().is_none());
         assert!(probe(Net::None, &opts).unwrap().is_none());
         assert_eq!(

@@ -32,12 +32,15 @@ fn hosts_bytes(host_etc_hosts: &[u8], hostname: &str) -> Vec<u8> {
 /// # Errors
 /// `open /etc/hosts: <errno>` or `writing <path>: <errno>`.
 pub fn write_files(state_dir: &Path, dns: &[String]) -> Result<(), String> {
-    let etc_hosts = std::fs::read("/etc/hosts")
-        .map_err(|e| format!("open /etc/hosts: {}", errno_text(&e)))?;
+    let etc_hosts =
+        std::fs::read("/etc/hosts").map_err(|e| format!("open /etc/hosts: {}", errno_text(&e)))?;
     let uname = rustix::system::uname();
     let hostname = uname.nodename().to_string_lossy();
     write_0644(&state_dir.join("resolv.conf"), resolv_conf(dns).as_bytes())?;
-    write_0644(&state_dir.join("hosts"), &hosts_bytes(&etc_hosts, &hostname))
+    write_0644(
+        &state_dir.join("hosts"),
+        &hosts_bytes(&etc_hosts, &hostname),
+    )
 }
 
 fn write_0644(path: &Path, data: &[u8]) -> Result<(), String> {
