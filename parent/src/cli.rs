@@ -2495,12 +2495,8 @@ mod tests {
             ),
             // Not built yet.
             (
-                &["--net=slirp4netns", "sh"],
-                "--net=slirp4netns: not supported yet",
-            ),
-            (
-                &["--net=pasta", "--port-driver=implicit", "sh"],
-                "--net=pasta: not supported yet",
+                &["--net=slirp4netns", "--port-driver=builtin", "sh"],
+                "--port-driver=builtin: not supported yet",
             ),
             (&["--net=vpnkit", "sh"], "--net=vpnkit: not supported yet"),
             (
@@ -2576,17 +2572,17 @@ mod tests {
                    on the host namespace (requires pasta, slirp4netns, or VPNKit)";
         let cases: &[(&[&str], &[&str], &str)] = &[
             (
-                &["--net=slirp4netns", "--ipv6", "sh"],
+                &["--net=slirp4netns", "--ipv6", "--port-driver=builtin", "sh"],
                 &["ipv6 is experimental", dhl],
-                "--net=slirp4netns: not supported yet",
+                "--port-driver=builtin: not supported yet",
             ),
             (
-                &["--net=pasta", "sh"],
+                &["--net=pasta", "--detach-netns", "sh"],
                 &[
                     dhl,
                     "\"pasta\" network driver is experimental. Needs very recent version of pasta (see docs/network.md).",
                 ],
-                "--net=pasta: not supported yet",
+                "--detach-netns: not supported yet",
             ),
             (
                 &["--net=lxc-user-nic", "sh"],

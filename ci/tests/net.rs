@@ -1,0 +1,234 @@
+//! Network drivers as a user sees them, run as the unprivileged test user: the interface,
+//! route, MTU and DNS inside, a TCP round trip to the host through the gateway, and
+//! `--disable-host-loopback`.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use ci::{Output, rootlesskit, skip};
+
+fn ok(o: &Output) {
+    assert_eq!(o.code, 0, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
+}
+
+fn have(program: &str) -> bool {
+    ["/usr/bin", "/bin", "/usr/sbin"]
+        .iter()
+        .any(|d| Path::new(d).join(program).exists())
+}
+
+fn tun_usable() -> bool {
+    std::fs::metadata("/dev/net/tun").is_ok_and(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o006 == 0o006
+    })
+}
+
+/// A one-shot echo server on host loopback; returns its port. It answers "pong:<line>".
+fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().take(4) {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 64];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let _ = c.write_all(b"pong:");
+            let _ = c.write_all(&buf[..n]);
+        }
+    });
+    port
+}
+
+/// Route lines of /proc/net/route: (iface, destination, gateway) as hex strings.
+fn routes(text: &str) -> Vec<(String, String, String)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn slirp4netns_interface_route_mtu_dns_and_host_loopback() {
+    if !have("slirp4netns") {
+        skip!("slirp4netns is not installed");
+    }
+    if !tun_usable() {
+        skip!("/dev/net/tun is not usable by the test user");
+    }
+    if !Path::new("/bin/busybox").exists() {
+        skip!("busybox (for nc) is not installed");
+    }
+    let port = echo_server();
+    let script = format!(
+        "cat /etc/resolv.conf; echo --; cat /proc/net/route; echo --; cat /sys/class/net/tap0/mtu; \
+         ls /sys/class/net; echo --; echo ping | busybox nc -w 5 10.0.2.2 {port}; echo; \
+         echo --; stat -f -c %T /etc; tail -n 2 /etc/hosts"
+    );
+    let o = rootlesskit([
+        "--net=slirp4netns",
+        "--copy-up=/etc",
+        "sh",
+        "-c",
+        script.as_str(),
+    ])
+    .timeout(Duration::from_secs(30))
+    .output();
+    ok(&o);
+    let parts: Vec<&str> = o.stdout.split("--\n").collect();
+    assert_eq!(parts[0], "nameserver 10.0.2.3\n");
+    let r = routes(parts[1]);
+    // Default route via 10.0.2.2 and the connected 10.0.2.0/24, both on tap0 (little-endian hex).
+    assert!(
+        r.contains(&("tap0".into(), "00000000".into(), "0202000A".into())),
+        "{r:?}"
+    );
+    assert!(
+        r.contains(&("tap0".into(), "0002000A".into(), "00000000".into())),
+        "{r:?}"
+    );
+    let l: Vec<&str> = parts[2].lines().collect();
+    assert_eq!(l[0], "65520");
+    assert_eq!(l[1..], ["lo", "tap0"]);
+    assert_eq!(
+        parts[3].trim(),
+        "pong:ping",
+        "host loopback through the gateway"
+    );
+    let l: Vec<&str> = parts[4].lines().collect();
+    assert_eq!(l[0], "tmpfs");
+    assert!(
+        l[1].starts_with("127.0.0.1 ") && l[2].starts_with("::1 "),
+        "{l:?}"
+    );
+
+    // With --disable-host-loopback the same connection is refused.
+    let port = echo_server();
+    let o = rootlesskit([
+        "--net=slirp4netns",
+        "--disable-host-loopback",
+        "--copy-up=/etc",
+        "--mtu=1500",
+        "--cidr=10.9.0.0/24",
+        "sh",
+        "-c",
+        &format!(
+            "cat /sys/class/net/tap0/mtu; grep -c . /etc/resolv.conf; cat /etc/resolv.conf; \
+             echo ping | busybox nc -w 3 10.9.0.2 {port} && echo reached || echo refused"
+        ),
+    ])
+    .timeout(Duration::from_secs(30))
+    .output();
+    ok(&o);
+    let l: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(l[0], "1500");
+    assert_eq!(l[2], "nameserver 10.9.0.3");
+    assert_eq!(l.last().unwrap(), &"refused", "{}", o.stdout);
+}
+
+#[test]
+fn slirp4netns_without_copy_up_warns_and_still_binds_resolv_conf() {
+    if !have("slirp4netns") || !tun_usable() {
+        skip!("slirp4netns or /dev/net/tun is not available");
+    }
+    let o = rootlesskit([
+        "--net=slirp4netns",
+        "--disable-host-loopback",
+        "cat",
+        "/etc/resolv.conf",
+    ])
+    .timeout(Duration::from_secs(30))
+    .output();
+    ok(&o);
+    assert_eq!(o.stdout, "nameserver 10.0.2.3\n");
+    assert!(
+        o.stderr
+            .contains("Mounting /etc/resolv.conf without copying-up /etc"),
+        "{}",
+        o.stderr
+    );
+    // The host's file is untouched.
+    assert_ne!(
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        "nameserver 10.0.2.3\n"
+    );
+}
+
+#[test]
+fn slirp4netns_ipv6_adds_the_v6_dns() {
+    if !have("slirp4netns") || !tun_usable() {
+        skip!("slirp4netns or /dev/net/tun is not available");
+    }
+    let o = rootlesskit([
+        "--net=slirp4netns",
+        "--ipv6",
+        "--disable-host-loopback",
+        "--copy-up=/etc",
+        "cat",
+        "/etc/resolv.conf",
+    ])
+    .timeout(Duration::from_secs(30))
+    .output();
+    ok(&o);
+    assert_eq!(o.stdout, "nameserver 10.0.2.3\nnameserver fd00::3\n");
+}
+
+#[test]
+fn pasta_configures_its_own_interface() {
+    if !have("pasta") {
+        skip!("pasta is not installed");
+    }
+    if !tun_usable() {
+        skip!("/dev/net/tun is not usable by the test user");
+    }
+    let o = rootlesskit([
+        "--net=pasta",
+        "--copy-up=/etc",
+        "--disable-host-loopback",
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; echo --; cat /proc/net/route; echo --; cat /sys/class/net/tap0/mtu",
+    ])
+    .timeout(Duration::from_secs(30))
+    .output();
+    ok(&o);
+    let parts: Vec<&str> = o.stdout.split("--\n").collect();
+    assert_eq!(parts[0], "nameserver 10.0.2.3\n");
+    let r = routes(parts[1]);
+    assert!(
+        r.contains(&("tap0".into(), "00000000".into(), "0202000A".into())),
+        "{r:?}"
+    );
+    assert_eq!(parts[2].trim(), "65520");
+}
+
+#[test]
+fn a_missing_driver_binary_is_one_clear_error() {
+    let d = ci::Scratch::new("nodriver");
+    let o = rootlesskit([
+        "--net=slirp4netns",
+        "--slirp4netns-binary=/nonexistent/slirp4netns",
+        "true",
+    ])
+    .env("TMPDIR", d.path.to_str().unwrap())
+    .output();
+    assert_eq!(o.code, 1);
+    let last = o.stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("[rootlesskit:parent] error: ")
+            && last.contains("/nonexistent/slirp4netns"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(
+        std::fs::read_dir(&d.path).unwrap().count(),
+        0,
+        "state dir left behind"
+    );
+}
