@@ -109,7 +109,7 @@ mod tests {
         replay("subid", super::subid);
         for input in [
             &b"\0\0\0\0tester:100000:65536\n0:1:4294967295\n"[..],
-            b"\xe8\x03\0\00: tester 1 2 3\n# x\n",
+            b"\xe8\x03\x00\x000: tester 1 2 3\n# x\n",
             b"root:x:0:0::/:/bin/sh\n",
         ] {
             super::subid(input);
