@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod errno;
+pub mod golang;
 pub mod mount;
 pub mod netlink;
 pub mod signals;

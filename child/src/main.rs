@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use child::errno::io_text;
 use child::signals::{self, Ended};
-use child::spawn::{self, Command, Stage};
+use child::spawn::{Command, Stage};
 use child::sys;
 use proto::{Msg, NetMode};
 use rustix::process::{Pid, Signal, WaitOptions, set_parent_process_death_signal, wait, waitpid};
@@ -271,7 +271,7 @@ impl Child {
             say(format_args!("{WHO} error: command {shown} exited: {text}"));
             1
         };
-        let path = match spawn::look_path(&argv[0], std::env::var_os("PATH").as_deref()) {
+        let path = match child::golang::look_path(&argv[0], std::env::var_os("PATH").as_deref()) {
             Ok(p) => p,
             Err(e) => return fail(e),
         };

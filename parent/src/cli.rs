@@ -257,7 +257,10 @@ impl CliError {
         }
         let mut out = format!("Incorrect Usage: {}\n\n", self.message);
         if let Some(s) = self.suggestion() {
-            out.push_str(&format!("Did you mean {}?\n\n", go_quote(s.as_bytes())));
+            out.push_str(&format!(
+                "Did you mean {}?\n\n",
+                child::golang::quote(s.as_bytes())
+            ));
         }
         out.push_str(help);
         Some(out)
@@ -792,7 +795,7 @@ fn parse_inner<I: IntoIterator<Item = OsString>>(
             other => {
                 return Err(CliError::plain(format!(
                     "expected --print-semver=(major|minor|patch), got {}",
-                    go_quote(other.as_bytes())
+                    child::golang::quote(other.as_bytes())
                 )));
             }
         };
@@ -821,7 +824,7 @@ fn build(
         other => {
             return Err(CliError::plain(format!(
                 "unknown subid source {}",
-                go_quote(other.as_bytes())
+                child::golang::quote(other.as_bytes())
             )));
         }
     };
@@ -963,7 +966,7 @@ fn parse_flags(args: Vec<OsString>) -> Result<(Raw, Vec<OsString>), CliError> {
             if store(&mut raw, f.id, value.clone()).is_err() {
                 return Err(CliError::usage(format!(
                     "invalid boolean value {} for -{name}: parse error",
-                    go_quote(value.as_bytes())
+                    child::golang::quote(value.as_bytes())
                 )));
             }
         } else {
@@ -973,7 +976,7 @@ fn parse_flags(args: Vec<OsString>) -> Result<(Raw, Vec<OsString>), CliError> {
             if let Err(why) = store(&mut raw, f.id, value.clone()) {
                 return Err(CliError::usage(format!(
                     "invalid value {} for flag -{name}: {why}",
-                    go_quote(value.as_bytes())
+                    child::golang::quote(value.as_bytes())
                 )));
             }
         }
@@ -1107,42 +1110,6 @@ fn split_list(value: &[u8]) -> Vec<Vec<u8>> {
         })
         .filter(|part| !part.is_empty())
         .collect()
-}
-
-/// Go's `%q`: double quotes, backslash escapes, `\xNN` for bytes that are not UTF-8.
-fn go_quote(s: &[u8]) -> String {
-    let mut out = String::from("\"");
-    for chunk in s.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\x07' => out.push_str("\\a"),
-                '\x08' => out.push_str("\\b"),
-                '\x0c' => out.push_str("\\f"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                '\x0b' => out.push_str("\\v"),
-                c if (c as u32) < 0x20 || c == '\x7f' => {
-                    out.push_str(&format!("\\x{:02x}", c as u32))
-                }
-                c if c.is_control() || (c.is_whitespace() && c != ' ') => {
-                    if (c as u32) < 0x10000 {
-                        out.push_str(&format!("\\u{:04x}", c as u32));
-                    } else {
-                        out.push_str(&format!("\\U{:08x}", c as u32));
-                    }
-                }
-                c => out.push(c),
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The known flag closest to a mistyped one, if any is close enough to be a useful hint.
@@ -1308,9 +1275,9 @@ fn flag_names(f: &Flag) -> String {
 fn flag_usage(f: &Flag, lxc_default: &str) -> String {
     let default = match f.def {
         Def::Hidden => None,
-        Def::Str(s) => Some(go_quote(s.as_bytes())),
+        Def::Str(s) => Some(child::golang::quote(s.as_bytes())),
         Def::LxcProbe if lxc_default.is_empty() => None,
-        Def::LxcProbe => Some(go_quote(lxc_default.as_bytes())),
+        Def::LxcProbe => Some(child::golang::quote(lxc_default.as_bytes())),
         Def::Bool(b) => Some(b.to_string()),
         Def::Int(n) => Some(n.to_string()),
     };
@@ -1355,7 +1322,7 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
         if group.contains('/') {
             return Err(format!(
                 "unexpected evacuation group name {}: must not contain \"/\"",
-                go_quote(group.as_bytes())
+                child::golang::quote(group.as_bytes())
             ));
         }
     }
@@ -1432,7 +1399,7 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
                 other => {
                     return Err(format!(
                         "unsupported slirp4netns-sandbox mode: {}",
-                        go_quote(other.as_bytes())
+                        child::golang::quote(other.as_bytes())
                     ));
                 }
             }
@@ -1441,7 +1408,7 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
                 other => {
                     return Err(format!(
                         "unsupported slirp4netns-seccomp mode: {}",
-                        go_quote(other.as_bytes())
+                        child::golang::quote(other.as_bytes())
                     ));
                 }
             }
@@ -1966,7 +1933,7 @@ mod tests {
                 e.message(),
                 format!(
                     "invalid value {} for flag -mtu: parse error",
-                    go_quote(text.as_bytes())
+                    child::golang::quote(text.as_bytes())
                 )
             );
         }
@@ -2753,7 +2720,7 @@ mod tests {
             ("é\u{a0}".as_bytes(), "\"é\\u00a0\""),
         ];
         for (input, want) in cases {
-            assert_eq!(go_quote(input), *want);
+            assert_eq!(child::golang::quote(input), *want);
         }
     }
 }

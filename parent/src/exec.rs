@@ -6,8 +6,6 @@
 
 use std::ffi::OsStr;
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -106,34 +104,9 @@ pub fn errno_text(err: &io::Error) -> String {
     }
 }
 
-/// Go's `strconv.Quote` (what `%q` prints) for the strings that appear in our messages.
+/// Go's `strconv.Quote` (what `%q` prints).
 pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x0b' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if c.is_control() || (c.is_whitespace() && c != ' ') => {
-                if (c as u32) < 0x1_0000 {
-                    out.push_str(&format!("\\u{:04x}", c as u32));
-                } else {
-                    out.push_str(&format!("\\U{:08x}", c as u32));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    child::golang::quote(s.as_bytes())
 }
 
 /// `exec.LookPath(name)` against the current `$PATH`.
@@ -146,66 +119,8 @@ pub fn look_path(name: &OsStr) -> Result<PathBuf, String> {
 }
 
 /// [`look_path`] with an explicit `$PATH` value (`None` = unset), so tests need no global state.
-///
-/// A name containing `/` is checked as it is; otherwise each `$PATH` entry is tried in order,
-/// an empty entry meaning the current directory. Like Go ≥ 1.19, a hit in a relative directory
-/// is refused rather than silently run.
 pub fn look_path_in(name: &OsStr, path_env: Option<&OsStr>) -> Result<PathBuf, String> {
-    let shown = quote(&name.to_string_lossy());
-    if name.as_bytes().contains(&b'/') {
-        let file = Path::new(name);
-        return match find_executable(file) {
-            Ok(()) => Ok(file.to_path_buf()),
-            Err(e) => Err(format!("exec: {shown}: {e}")),
-        };
-    }
-    let path_env = path_env.unwrap_or_default();
-    if !path_env.is_empty() {
-        for dir in path_env.as_bytes().split(|&b| b == b':') {
-            let dir = if dir.is_empty() {
-                OsStr::new(".")
-            } else {
-                OsStr::from_bytes(dir)
-            };
-            let candidate = Path::new(dir).join(name);
-            if find_executable(&candidate).is_ok() {
-                if !candidate.is_absolute() {
-                    return Err(format!(
-                        "exec: {shown}: cannot run executable found relative to current directory"
-                    ));
-                }
-                return Ok(candidate);
-            }
-        }
-    }
-    Err(format!("exec: {shown}: executable file not found in $PATH"))
-}
-
-/// Go's `findExecutable`: a non-directory that the effective ids may execute.
-fn find_executable(file: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(file)
-        .map_err(|e| format!("stat {}: {}", file.display(), errno_text(&e)))?;
-    if meta.is_dir() {
-        return Err(errno_text(&io::Error::from_raw_os_error(
-            rustix::io::Errno::ISDIR.raw_os_error(),
-        )));
-    }
-    match rustix::fs::accessat(
-        rustix::fs::CWD,
-        file,
-        rustix::fs::Access::EXEC_OK,
-        rustix::fs::AtFlags::EACCESS,
-    ) {
-        Ok(()) => Ok(()),
-        Err(e) if e == rustix::io::Errno::NOSYS || e == rustix::io::Errno::PERM => {
-            if meta.permissions().mode() & 0o111 != 0 {
-                Ok(())
-            } else {
-                Err("permission denied".to_string())
-            }
-        }
-        Err(e) => Err(errno_text(&io::Error::from(e))),
-    }
+    child::golang::look_path(name, path_env)
 }
 
 /// Go's message for a helper that could not be started: `fork/exec /usr/bin/x: permission denied`.

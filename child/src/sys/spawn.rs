@@ -12,8 +12,8 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use rustix::process::{Signal, getpid, getppid, set_parent_process_death_signal};
 use rustix::thread::UnshareFlags;
@@ -334,45 +334,6 @@ impl Started {
     }
 }
 
-/// Finds `name` like Go's `exec.LookPath`: names with a `/` are used as they are; others are
-/// searched in `path` (the value of `$PATH`) for a regular file with an execute bit.
-///
-/// # Errors
-/// `exec: "<name>": executable file not found in $PATH`, as Go prints it.
-pub fn look_path(name: &OsStr, path: Option<&OsStr>) -> Result<PathBuf, String> {
-    if name.as_bytes().contains(&b'/') {
-        return Ok(PathBuf::from(name));
-    }
-    let not_found = || {
-        format!(
-            "exec: \"{}\": executable file not found in $PATH",
-            name.to_string_lossy()
-        )
-    };
-    if name.is_empty() {
-        return Err(not_found());
-    }
-    let path = path.map(|p| p.as_bytes()).unwrap_or(b"");
-    for dir in path.split(|&b| b == b':') {
-        // An empty element means the current directory, as in POSIX shells and Go.
-        let dir = if dir.is_empty() { &b"."[..] } else { dir };
-        let mut candidate = PathBuf::from(OsString::from_vec(dir.to_vec()));
-        candidate.push(name);
-        if is_executable(&candidate) {
-            return Ok(candidate);
-        }
-    }
-    Err(not_found())
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::metadata(p) {
-        Ok(m) => m.is_file() && m.permissions().mode() & 0o111 != 0,
-        Err(_) => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,29 +345,5 @@ mod tests {
             let n = format_listen_pid(&mut buf, pid);
             assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), want);
         }
-    }
-
-    #[test]
-    fn look_path_follows_go() {
-        let dir = std::env::temp_dir().join(format!("rkrs-lookpath-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let exe = dir.join("tool");
-        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
-        let plain = dir.join("plain");
-        std::fs::write(&plain, "").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = OsString::from(format!("/nonexistent:{}", dir.display()));
-        assert_eq!(look_path(OsStr::new("tool"), Some(&path)), Ok(exe.clone()));
-        assert_eq!(
-            look_path(OsStr::new("plain"), Some(&path)),
-            Err("exec: \"plain\": executable file not found in $PATH".into())
-        );
-        assert_eq!(
-            look_path(OsStr::new("./x/y"), None),
-            Ok(PathBuf::from("./x/y"))
-        );
-        assert!(look_path(OsStr::new(""), Some(&path)).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
