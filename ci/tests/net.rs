@@ -232,3 +232,49 @@ fn a_missing_driver_binary_is_one_clear_error() {
         "state dir left behind"
     );
 }
+
+/// The command name of a process.
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn slirp4netns_dying_under_a_running_target_is_reported() {
+    if !have("slirp4netns") || !tun_usable() {
+        skip!("slirp4netns or /dev/net/tun is not available");
+    }
+    let d = ci::Scratch::new("driverdies");
+    let state = d.join("state");
+    let child = rootlesskit([
+        format!("--state-dir={}", state.display()).as_str(),
+        "--net=slirp4netns",
+        "--disable-host-loopback",
+        "sh",
+        "-c",
+        "sleep 2; exit 7",
+    ])
+    .spawn();
+    assert!(ci::wait_until(Duration::from_secs(10), || state
+        .join("child_pid")
+        .exists()));
+    let slirp: Vec<u32> = ci::children_of(child.id())
+        .into_iter()
+        .filter(|p| comm(*p) == "slirp4netns")
+        .collect();
+    assert_eq!(slirp.len(), 1, "one slirp4netns under rootlesskit");
+    ci::send_signal(slirp[0], "KILL");
+    let o = ci::wait_output(child, Duration::from_secs(20));
+    // The target keeps running (as upstream) and its exit code still comes through.
+    assert_eq!(o.code, 7, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(
+            "network driver slirp4netns exited while the target was running: signal: killed"
+        ),
+        "{}",
+        o.stderr
+    );
+    assert!(!state.exists());
+}

@@ -452,18 +452,37 @@ impl<'a> Session<'a> {
     /// After the handshake: forward signals to the child until it exits.
     fn supervise(mut self) -> Outcome {
         loop {
-            let (sig_ready, child_ready) = {
+            let (sig_ready, child_ready, driver_ended) = {
+                let driver_fd = self.driver.as_ref().and_then(|d| d.exit_fd());
+                // Without a driver the third slot asks for nothing (no allocation per wakeup).
+                let third = match driver_fd {
+                    Some(fd) => PollFd::from_borrowed_fd(fd, PollFlags::IN),
+                    None => PollFd::new(self.sigfd, PollFlags::empty()),
+                };
                 let mut fds = [
                     PollFd::new(self.sigfd, PollFlags::IN),
                     PollFd::new(&self.pidfd, PollFlags::IN),
+                    third,
                 ];
                 match poll(&mut fds, None) {
                     Ok(_) => {}
                     Err(rustix::io::Errno::INTR) => continue,
                     Err(e) => return Outcome::parent_error(format!("poll: {e}")),
                 }
-                (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
+                (
+                    !fds[0].revents().is_empty(),
+                    !fds[1].revents().is_empty(),
+                    driver_fd.is_some() && !fds[2].revents().is_empty(),
+                )
             };
+            if driver_ended && let Some(driver) = self.driver.as_mut() {
+                // As upstream, the target keeps running (without a network); say so once.
+                let how = driver.describe_exit();
+                warn(&format!(
+                    "network driver {} exited while the target was running: {how}",
+                    driver.name()
+                ));
+            }
             if sig_ready
                 && let Ok(info) = sys::read_signal(self.sigfd)
                 && signals::is_forwarded(info.signo)

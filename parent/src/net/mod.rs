@@ -151,6 +151,18 @@ pub trait Driver {
 
     /// Ends the program if it is still running and waits for it. Idempotent; also run on drop.
     fn stop(&mut self);
+
+    /// A descriptor that becomes readable when the running program ends (its pidfd), so the
+    /// parent can notice a driver dying under a running target.
+    fn exit_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    /// Called once [`Driver::exit_fd`] became readable: reaps the program and says how it
+    /// ended, with the tail of its output.
+    fn describe_exit(&mut self) -> String {
+        String::new()
+    }
 }
 
 /// The driver of `net`, probed against `opts`; `None` for `host` and `none`, which need no program.

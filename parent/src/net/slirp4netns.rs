@@ -538,6 +538,23 @@ impl Driver for Slirp4netns {
             run.kill_and_reap();
         }
     }
+
+    fn exit_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.running
+            .as_ref()
+            .filter(|r| !r.reaped)
+            .map(|r| r.pidfd.as_fd())
+    }
+
+    fn describe_exit(&mut self) -> String {
+        let Some(run) = self.running.as_mut() else {
+            return String::new();
+        };
+        match run.try_reap() {
+            Some(st) => format!("{}{}", exec::exit_text(st), run.output_suffix()),
+            None => String::new(),
+        }
+    }
 }
 
 impl Drop for Slirp4netns {
