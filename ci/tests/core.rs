@@ -764,7 +764,8 @@ fn no_helper_programs_are_executed() {
         .collect();
     programs.sort();
     programs.dedup();
-    // getsubids runs first under the default --subid-source=auto, as upstream's does.
+    // getsubids may run under the default --subid-source=auto (when nsswitch.conf names a
+    // subid service other than files), as upstream runs it.
     let allowed = [
         "getsubids",
         "newgidmap",
