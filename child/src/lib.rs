@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod cgroup;
+pub mod detach;
 pub mod errno;
 pub mod golang;
 pub mod mount;

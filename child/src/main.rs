@@ -3,18 +3,20 @@
 //!
 //! It is started only by `rootlesskit`, with every input on its command line:
 //! `rootlesskit-child --fd N --state-dir DIR [--pidns] [--reaper] [--propagation P]
-//! [--copy-up DIR]... [--evacuate-cgroup2] [--listen-fds N [--rewrite-listen-pid]] [--debug] -- CMD...`
+//! [--copy-up DIR]... [--evacuate-cgroup2] [--listen-fds N [--rewrite-listen-pid]]
+//! [--detach-netns UNSHARE-HELPER] [--debug] -- CMD...`
 
 use std::ffi::OsString;
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
+use child::detach::Netns;
 use child::errno::io_text;
 use child::signals::{self, Ended};
 use child::spawn::{Command, Stage};
 use child::sys;
-use proto::{Msg, NetMode};
+use proto::{Msg, NetConfig, NetMode};
 use rustix::process::{Pid, Signal, WaitOptions, set_parent_process_death_signal, wait, waitpid};
 
 const WHO: &str = "[rootlesskit:child ]";
@@ -30,6 +32,8 @@ struct Args {
     evacuate_cgroup2: bool,
     listen_fds: i32,
     rewrite_listen_pid: bool,
+    /// `--detach-netns`: the `rootlesskit-unshare` binary that makes the detached namespace.
+    detach_netns: Option<PathBuf>,
     command: Vec<OsString>,
 }
 
@@ -67,6 +71,7 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or("bad value for --listen-fds")?
             }
             "--rewrite-listen-pid" => a.rewrite_listen_pid = true,
+            "--detach-netns" => a.detach_netns = Some(value(flag)?.into()),
             "--debug" => {}
             "--version" => {
                 use std::io::Write;
@@ -124,6 +129,20 @@ fn main() {
     std::process::exit(code);
 }
 
+/// With `--detach-netns`: `lo` is up already (the helper did it); a driver that leaves its
+/// interface to us gets it configured inside the detached namespace, by the same rtnetlink
+/// requests as in our own namespace, sent from a short-lived thread that moves there.
+fn configure_detached(ns: &Netns, net: &NetConfig) -> Result<(), String> {
+    if net.mode != NetMode::Configure {
+        return Ok(());
+    }
+    let mtu = if net.mtu == 0 { 1500 } else { net.mtu };
+    ns.within(|| {
+        child::netlink::activate_dev(net.ifname_str(), mtu, net.addr, net.prefix, net.gateway)
+            .map_err(|e| e.to_string())
+    })
+}
+
 /// Writes one line to stderr, ignoring failure: a closed stderr must not turn an error
 /// report into a panic.
 fn say(line: std::fmt::Arguments) {
@@ -172,6 +191,14 @@ impl Child {
                 }
             }
         }
+        // Before ChildInitUserNSCompleted: the parent starts the driver against this file.
+        let detached = match &self.args.detach_netns {
+            Some(helper) => Some(Netns::create(
+                helper,
+                &self.args.state_dir.join(child::detach::FILE_NAME),
+            )?),
+            None => None,
+        };
         self.send(&Msg::ChildInitUserNsCompleted)?;
         let net = match self.recv()? {
             Msg::NetworkDriverCompleted(n) => n,
@@ -195,7 +222,11 @@ impl Child {
             child::mount::set_propagation(p).map_err(|e| e.to_string())?;
         }
         child::mount::copy_up(&self.args.copy_up).map_err(|e| e.to_string())?;
-        if net.mode != NetMode::Host {
+        if let Some(ns) = &detached {
+            // §6.1 step 3: we stay in the host's network namespace, so no sysfs remount and no
+            // /etc binds; consumers read resolv.conf and hosts from the state dir.
+            configure_detached(ns, &net)?;
+        } else if net.mode != NetMode::Host {
             for w in child::mount::remount_sysfs(self.args.evacuate_cgroup2)
                 .map_err(|e| e.to_string())?
             {
@@ -205,6 +236,7 @@ impl Child {
             child::mount::mount_cgroup2_for_evacuation().map_err(|e| e.to_string())?;
         }
         match net.mode {
+            _ if detached.is_some() => {}
             NetMode::Host => {}
             NetMode::Loopback => child::netlink::loopback_up().map_err(|e| e.to_string())?,
             NetMode::Configure | NetMode::Preconfigured => {

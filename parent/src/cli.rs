@@ -1508,9 +1508,6 @@ fn unsupported(cfg: &Config) -> Option<String> {
             cfg.port_driver.as_str()
         ));
     }
-    if cfg.detach_netns {
-        return Some("--detach-netns: not supported yet".into());
-    }
     None
 }
 
@@ -2478,10 +2475,6 @@ mod tests {
                 &["--net=none", "--port-driver=builtin", "sh"],
                 "--port-driver=builtin: not supported yet",
             ),
-            (
-                &["--detach-netns", "sh"],
-                "--detach-netns: not supported yet",
-            ),
         ];
         for (args, msg) in cases {
             assert_eq!(validated(args), Err((*msg).to_owned()), "{args:?}");
@@ -2523,6 +2516,17 @@ mod tests {
                 &[],
             ),
             (&["--cidr=", "--ifname=", "sh"], &[]),
+            // A detached namespace is made even for --net=host, as upstream.
+            (&["--detach-netns", "sh"], &[]),
+            (
+                &[
+                    "--net=slirp4netns",
+                    "--disable-host-loopback",
+                    "--detach-netns",
+                    "sh",
+                ],
+                &[],
+            ),
         ];
         for (args, warnings) in cases {
             assert_eq!(
@@ -2544,12 +2548,17 @@ mod tests {
                 "--port-driver=builtin: not supported yet",
             ),
             (
-                &["--net=pasta", "--detach-netns", "sh"],
+                &[
+                    "--net=pasta",
+                    "--detach-netns",
+                    "--port-driver=builtin",
+                    "sh",
+                ],
                 &[
                     dhl,
                     "\"pasta\" network driver is experimental. Needs very recent version of pasta (see docs/network.md).",
                 ],
-                "--detach-netns: not supported yet",
+                "network \"pasta\" requires port driver \"none\" or \"implicit\"",
             ),
             (
                 &["--net=lxc-user-nic", "sh"],

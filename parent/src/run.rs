@@ -43,6 +43,9 @@ impl Outcome {
 /// The name of the child binary, found next to `rootlesskit`.
 pub const CHILD_BIN: &str = "rootlesskit-child";
 
+/// The helper that makes the detached network namespace of `--detach-netns`.
+pub const UNSHARE_BIN: &str = child::detach::HELPER_NAME;
+
 /// Finds a helper binary next to our own executable, then in `../libexec/rootlesskit/`.
 pub fn find_helper(name: &str) -> Result<PathBuf, String> {
     let exe = std::fs::read_link("/proc/self/exe")
@@ -70,6 +73,14 @@ pub fn run(cfg: &Config, sigfd: &OwnedFd) -> Outcome {
         Ok(p) => p,
         Err(e) => return Outcome::parent_error(e),
     };
+    let unshare = if cfg.detach_netns {
+        match find_helper(UNSHARE_BIN) {
+            Ok(p) => Some(p),
+            Err(e) => return Outcome::parent_error(e),
+        }
+    } else {
+        None
+    };
     preflight_warnings(cfg);
     // The id maps are computed before anything exists on disk, so that a user without
     // subordinate ids gets the error (or the fallback warning) with nothing to clean up.
@@ -95,7 +106,15 @@ pub fn run(cfg: &Config, sigfd: &OwnedFd) -> Outcome {
         Err(e) => return Outcome::parent_error(e),
     };
     // The session, and with it the driver process, ends before the state dir is removed.
-    let outcome = Session::run(cfg, &helper, &maps, &state, sigfd, driver);
+    let outcome = Session::run(
+        cfg,
+        &helper,
+        unshare.as_deref(),
+        &maps,
+        &state,
+        sigfd,
+        driver,
+    );
     if let Err(e) = state.remove() {
         warn(&e);
     }
@@ -154,12 +173,13 @@ impl<'a> Session<'a> {
     fn run(
         cfg: &'a Config,
         helper: &Path,
+        unshare: Option<&Path>,
         maps: &idmap::IdMaps,
         state: &StateDir,
         sigfd: &'a OwnedFd,
         driver: Option<Box<dyn net::Driver>>,
     ) -> Outcome {
-        let mut session = match Session::start(cfg, helper, maps, state, sigfd) {
+        let mut session = match Session::start(cfg, helper, unshare, maps, state, sigfd) {
             Ok(s) => s,
             Err(e) => return Outcome::parent_error(e),
         };
@@ -173,6 +193,7 @@ impl<'a> Session<'a> {
     fn start(
         cfg: &'a Config,
         helper: &Path,
+        unshare: Option<&Path>,
         maps: &idmap::IdMaps,
         state: &StateDir,
         sigfd: &'a OwnedFd,
@@ -185,7 +206,7 @@ impl<'a> Session<'a> {
         let nfds = listen.map(|(n, _)| n).unwrap_or(0);
         let proto_fd: RawFd = 3 + nfds;
 
-        let argv = child_argv(cfg, state.path(), proto_fd, listen);
+        let argv = child_argv(cfg, state.path(), proto_fd, listen, unshare);
         let env = child_env(state.path());
         let mut cmd = Command::new(helper, &argv, env)
             .map_err(|e| format!("failed to start the child: {}", io_text(&e)))?;
@@ -270,9 +291,13 @@ impl<'a> Session<'a> {
         }
         let net = match (self.cfg.net, self.driver.as_mut()) {
             (_, Some(driver)) => {
+                let netns = self
+                    .cfg
+                    .detach_netns
+                    .then(|| detached_netns_path(self.pid, state.path()));
                 let target = net::Target {
                     child_pid: self.pid,
-                    netns: None,
+                    netns: netns.as_deref(),
                     state_dir: state.path(),
                 };
                 let watch = [self.sigfd.as_fd(), self.pidfd.as_fd()];
@@ -509,9 +534,18 @@ fn terminates_setup(sig: u32) -> bool {
     !matches!(sig, 13 | 17 | 18 | 23 | 28)
 }
 
-/// Whether the child gets a network namespace of its own at clone time.
+/// Whether the child gets a network namespace of its own at clone time. With `--detach-netns`
+/// it stays in ours and makes the detached one itself (even for `--net=host`).
 fn new_netns(cfg: &Config) -> bool {
     cfg.net != Net::Host && !cfg.detach_netns
+}
+
+/// The child's `<state>/netns` as seen from outside its mount namespace, where the bind mount
+/// lives: `/proc/<pid>/root<state>/netns` (`state` is absolute).
+fn detached_netns_path(pid: i32, state: &Path) -> PathBuf {
+    let mut p = OsString::from(format!("/proc/{pid}/root"));
+    p.push(state.join(child::detach::FILE_NAME).as_os_str());
+    PathBuf::from(p)
 }
 
 fn start_error(helper: &Path, e: &std::io::Error) -> String {
@@ -551,7 +585,13 @@ fn apparmor_hint(_helper: &Path) {
 }
 
 /// argv of `rootlesskit-child`: everything it needs to know, explicitly (no hidden variables).
-fn child_argv(cfg: &Config, state: &Path, fd: RawFd, listen: Option<(i32, bool)>) -> Vec<OsString> {
+fn child_argv(
+    cfg: &Config,
+    state: &Path,
+    fd: RawFd,
+    listen: Option<(i32, bool)>,
+    unshare: Option<&Path>,
+) -> Vec<OsString> {
     let mut v: Vec<OsString> = vec![CHILD_BIN.into(), "--fd".into(), fd.to_string().into()];
     v.push("--state-dir".into());
     v.push(state.as_os_str().to_owned());
@@ -581,6 +621,10 @@ fn child_argv(cfg: &Config, state: &Path, fd: RawFd, listen: Option<(i32, bool)>
         if rewrite {
             v.push("--rewrite-listen-pid".into());
         }
+    }
+    if let Some(helper) = unshare {
+        v.push("--detach-netns".into());
+        v.push(helper.as_os_str().to_owned());
     }
     if cfg.debug {
         v.push("--debug".into());
@@ -638,4 +682,26 @@ fn child_env(state: &Path) -> Vec<OsString> {
         .into(),
     );
     env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detached_netns_is_reached_through_the_childs_root() {
+        #[track_caller]
+        fn check(pid: i32, state: &str, expect: &str) {
+            assert_eq!(
+                detached_netns_path(pid, Path::new(state)),
+                Path::new(expect)
+            );
+        }
+        check(4242, "/tmp/rk", "/proc/4242/root/tmp/rk/netns");
+        check(
+            7,
+            "/run/user/1000/dockerd-rootless",
+            "/proc/7/root/run/user/1000/dockerd-rootless/netns",
+        );
+    }
 }

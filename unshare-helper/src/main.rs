@@ -1,23 +1,151 @@
-//! `rootlesskit-unshare`: will create a detached network namespace pinned on a file for
-//! `--detach-netns`. Until then it only answers `--version`.
+//! `rootlesskit-unshare`: makes the detached network namespace of `--detach-netns` and pins it
+//! on a file.
+//!
+//! `rootlesskit-child` runs it, inside the user and mount namespaces, as
+//! `rootlesskit-unshare --net-bind <statedir>/netns` on an empty file it created. The helper
+//! moves itself into a new network namespace (`unshare(CLONE_NEWNET)`), brings `lo` up there,
+//! bind-mounts its own `/proc/thread-self/ns/net` onto the file and exits 0. The bind mount keeps
+//! the namespace alive after the helper is gone, for the network driver and for
+//! `nsenter --net=<file>` inside the child. It replaces upstream's
+//! `unshare -n mount --bind /proc/self/ns/net <file>`: no program is run.
+//!
+//! Errors are one line, `[rootlesskit:unshare] error: <text>`, and exit status 1.
 
+use std::ffi::OsString;
 use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rustix::thread::UnshareFlags;
+
+/// The calling thread's own network namespace file: `unshare` moves only the calling thread, so
+/// this (rather than `/proc/self`, the thread-group leader) names the namespace we just made.
+const OWN_NETNS: &str = "/proc/thread-self/ns/net";
+
+const USAGE: &str = "usage: rootlesskit-unshare --net-bind PATH";
+
+const HELP: &str = "\
+Usage: rootlesskit-unshare --net-bind PATH
+
+Creates a new network namespace with the loopback interface up, and bind-mounts it onto PATH
+(an existing file), so that it outlives this program. Run by rootlesskit-child for
+--detach-netns; not meant to be run by hand.
+
+      --net-bind PATH   the file to pin the new network namespace on
+  -h, --help            show this help
+      --version         print the version
+";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    Version,
+    Help,
+    NetBind(PathBuf),
+}
+
+/// Reads the command line (without argv\[0]): `--net-bind PATH` or `--net-bind=PATH`, exactly once.
+fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String> {
+    let mut it = args.into_iter();
+    let Some(first) = it.next() else {
+        return Err(USAGE.into());
+    };
+    let action = match first.to_str() {
+        Some("--version") => Action::Version,
+        Some("-h" | "--help") => Action::Help,
+        Some("--net-bind") => match it.next() {
+            Some(p) if !p.is_empty() => Action::NetBind(p.into()),
+            _ => return Err("missing value for --net-bind".into()),
+        },
+        Some(s) if s.starts_with("--net-bind=") => {
+            let p = &s["--net-bind=".len()..];
+            if p.is_empty() {
+                return Err("missing value for --net-bind".into());
+            }
+            Action::NetBind(p.into())
+        }
+        _ => {
+            return Err(format!(
+                "unexpected argument {}; {USAGE}",
+                child::golang::quote(first.as_encoded_bytes())
+            ));
+        }
+    };
+    match it.next() {
+        None => Ok(action),
+        Some(extra) => Err(format!(
+            "unexpected argument {}; {USAGE}",
+            child::golang::quote(extra.as_encoded_bytes())
+        )),
+    }
+}
+
+/// `unshare(CLONE_NEWNET)`, `lo` up, then the bind mount of our namespace onto `target`.
+///
+/// # Errors
+/// `failed to unshare the network namespace: <errno>`, `failed to bring up lo: <errno>` or
+/// `failed to create bind mount on <target>: <errno>`.
+fn net_bind(target: &Path) -> Result<(), String> {
+    child::sys::unshare(UnshareFlags::NEWNET).map_err(|e| {
+        format!(
+            "failed to unshare the network namespace: {}",
+            child::errno::io_text(&e)
+        )
+    })?;
+    child::netlink::loopback_up().map_err(|e| e.to_string())?;
+    child::mount::bind_file(Path::new(OWN_NETNS), target).map_err(|e| e.to_string())
+}
 
 fn main() {
-    match std::env::args_os().nth(1).as_ref().and_then(|a| a.to_str()) {
-        Some("--version") => {
+    let result = match parse(std::env::args_os().skip(1)) {
+        Ok(Action::Version) => {
             let _ = writeln!(
                 std::io::stdout(),
                 "rootlesskit-unshare version {}",
                 env!("CARGO_PKG_VERSION")
             );
+            Ok(())
         }
-        _ => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "[rootlesskit:unshare] error: not supported yet"
-            );
-            std::process::exit(1);
+        Ok(Action::Help) => {
+            let _ = std::io::stdout().write_all(HELP.as_bytes());
+            Ok(())
         }
+        Ok(Action::NetBind(target)) => net_bind(&target),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        let _ = writeln!(std::io::stderr(), "[rootlesskit:unshare] error: {e}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines() {
+        #[track_caller]
+        fn check(args: &[&str], expect: Result<Action, &str>) {
+            let got = parse(args.iter().map(OsString::from));
+            assert_eq!(got, expect.map_err(String::from), "{args:?}");
+        }
+        let bind = |p: &str| Ok(Action::NetBind(p.into()));
+        check(&["--net-bind", "/run/rk/netns"], bind("/run/rk/netns"));
+        check(&["--net-bind=/run/rk/netns"], bind("/run/rk/netns"));
+        check(&["--version"], Ok(Action::Version));
+        check(&["--help"], Ok(Action::Help));
+        check(&["-h"], Ok(Action::Help));
+        check(&[], Err(USAGE));
+        check(&["--net-bind"], Err("missing value for --net-bind"));
+        check(&["--net-bind", ""], Err("missing value for --net-bind"));
+        check(&["--net-bind="], Err("missing value for --net-bind"));
+        check(
+            &["-n", "mount"],
+            Err(r#"unexpected argument "-n"; usage: rootlesskit-unshare --net-bind PATH"#),
+        );
+        check(
+            &["--net-bind", "/a", "/b"],
+            Err(r#"unexpected argument "/b"; usage: rootlesskit-unshare --net-bind PATH"#),
+        );
     }
 }
