@@ -585,18 +585,10 @@ fn run_getsubids(
 pub fn apply(pid: i32, maps: &IdMaps) -> Result<(), String> {
     let fail = |e: String| format!("failed to setup UID/GID map: {e}");
     if !maps.fallback {
-        // The two helpers write different files and each costs a fork and exec of a setuid
-        // program: run them side by side (a measurable part of the startup time).
-        let (uid, gid) = std::thread::scope(|s| {
-            let gid = s.spawn(|| exec::run_newidmap("newgidmap", pid, &map_args(&maps.gid)));
-            let uid = exec::run_newidmap("newuidmap", pid, &map_args(&maps.uid));
-            let gid = gid
-                .join()
-                .unwrap_or_else(|_| Err("newgidmap: the waiting thread panicked".into()));
-            (uid, gid)
-        });
-        uid.map_err(fail)?;
-        gid.map_err(fail)?;
+        // One after the other: running them on two threads saved no measurable time and
+        // pulled 73 KB of thread machinery into the static parent.
+        exec::run_newidmap("newuidmap", pid, &map_args(&maps.uid)).map_err(fail)?;
+        exec::run_newidmap("newgidmap", pid, &map_args(&maps.gid)).map_err(fail)?;
         return Ok(());
     }
     let proc_dir = format!("/proc/{pid}");

@@ -28,9 +28,11 @@ pub const MUSL_BUDGET: u64 = 600_000;
 /// How long a binary may take to answer `--version`.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// glibc reads this file to decide which NSS modules to `dlopen`; a static binary that
-/// mentions it would load host shared objects at run time.
-const NSS_MARKER: &[u8] = b"nsswitch.conf";
+/// glibc's NSS loader builds `libnss_<service>.so` names to `dlopen`; a static binary that
+/// carries that code (any name or user lookup through glibc) would load host shared objects at
+/// run time. (The bare word `nsswitch.conf` is no proof: we read that file ourselves, to learn
+/// whether getsubids would consult anything but /etc/subuid.)
+const NSS_MARKER: &[u8] = b"libnss_";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Libc {
@@ -250,7 +252,7 @@ fn check_binary(path: &Path, budget: u64) -> Report {
     let linkage = elf::check_static(&data);
     let mut other = Vec::new();
     if contains(&data, NSS_MARKER) {
-        other.push("contains \"nsswitch.conf\", so glibc NSS would dlopen host libraries (a name or user lookup goes through glibc)".to_string());
+        other.push("contains glibc's NSS loader (\"libnss_\"), so it would dlopen host libraries (a name or user lookup goes through glibc)".to_string());
     }
     if size > budget {
         other.push(format!("{size} bytes is over the budget of {budget}"));
@@ -578,8 +580,8 @@ mod tests {
 
     #[test]
     fn nsswitch_marker_search() {
-        assert!(contains(b"xx/etc/nsswitch.conf\0", NSS_MARKER));
-        assert!(!contains(b"nsswitch.con", NSS_MARKER));
+        assert!(contains(b"xxlibnss_%s.so.%d\0", NSS_MARKER));
+        assert!(!contains(b"/etc/nsswitch.conf", NSS_MARKER));
         assert!(!contains(b"", NSS_MARKER));
     }
 
@@ -589,7 +591,7 @@ mod tests {
         if let Ok(data) = fs::read("/sbin/ldconfig")
             && elf::check_static(&data).is_ok()
         {
-            // Debian's ldconfig is static-pie and mentions nsswitch.conf; budget 1 must trip.
+            // Debian's ldconfig is static-pie and carries glibc's NSS loader; budget 1 must trip.
             let r = check_binary(Path::new("/sbin/ldconfig"), 1);
             assert_eq!((r.size, &r.linkage), (data.len() as u64, &Ok(())));
             assert!(
@@ -600,7 +602,7 @@ mod tests {
             let nss = r
                 .other
                 .iter()
-                .any(|p| p.starts_with("contains \"nsswitch.conf\""));
+                .any(|p| p.starts_with("contains glibc's NSS loader"));
             assert_eq!(nss, contains(&data, NSS_MARKER), "{r:?}");
             assert!(r.version.starts_with("ldconfig"), "{r:?}");
         }

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod ci;
 mod dist;
 mod elf;
@@ -37,6 +38,11 @@ Commands:
         RKRS_BIN_DIR pointing at the dist binaries (and RKRS_MUST_WORK=1 when CI is set).
   test [--libc gnu|musl] [--target-dir DIR]
         Like ci without fmt and clippy: dist, then cargo test with RKRS_BIN_DIR.
+  bench [--runs N] [--reference PATH] [--bin-dir DIR] [--output FILE] [--no-trace]
+        Our dist binaries (default <target>/dist) against the reference rootlesskit (default
+        /usr/bin/rootlesskit), interleaved in one run as the unprivileged test user: startup
+        wall and CPU (N runs each, default 30), idle RSS, binary sizes and the machine's
+        ceilings; prints the tables and writes BENCHMARKS.md. Run `dist` first.
   help  Print this text (also -h, --help).
 ";
 
@@ -100,6 +106,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         }
         "ci" => ci::ci(&root, &dist_options(cmd, rest)?),
         "test" => ci::test(&root, &dist_options(cmd, rest)?),
+        "bench" => bench::run(&root, &bench::options(cmd, rest)?),
         other => Err(format!(
             "unknown command '{other}' (try `cargo xtask --help`)"
         )),
@@ -303,7 +310,7 @@ mod tests {
 
     #[test]
     fn help_lists_every_command() {
-        for cmd in ["dist", "tidy", "fuzz", "ci", "test", "help"] {
+        for cmd in ["dist", "tidy", "fuzz", "ci", "test", "bench", "help"] {
             assert!(
                 HELP.lines().any(|l| l.trim_start().starts_with(cmd)),
                 "help does not list {cmd}"

@@ -255,6 +255,27 @@ pub unsafe fn clone3_fork(flags: u64) -> io::Result<Forked> {
             ],
         )
     };
+    // clone3 is refused with ENOSYS by some seccomp profiles (older Docker defaults) and by
+    // valgrind: fall back to clone, which takes the same flags but no cgroup or set_tid.
+    // parent_tid is the third argument on x86_64 and aarch64 alike; CLONE_PIDFD stores there.
+    let r = if r == -(linux_raw_sys::errno::ENOSYS as isize) {
+        // SAFETY: as above; with a zero stack, clone duplicates the address space like fork.
+        unsafe {
+            syscall6(
+                g::__NR_clone,
+                [
+                    (flags | g::CLONE_PIDFD as u64 | g::SIGCHLD as u64) as usize,
+                    0,
+                    &mut pidfd as *mut i32 as usize,
+                    0,
+                    0,
+                    0,
+                ],
+            )
+        }
+    } else {
+        r
+    };
     match check(r)? {
         0 => Ok(Forked::Child),
         // SAFETY: on success the kernel stored a fresh descriptor in `pidfd` that only we own.

@@ -1,0 +1,2343 @@
+//! `cargo xtask bench`: our dist binaries against the reference RootlessKit in one interleaved run (startup wall and CPU, idle RSS, binary sizes, the machine's own ceilings), printed as tables and written to BENCHMARKS.md.
+//!
+//! How it measures, and why this way:
+//!
+//! - Every command runs as the unprivileged user (as root: `setpriv` to `$RKRS_TEST_USER`,
+//!   default `rkrs-test`, as `ci/` does), from copies of both binaries in one 0755 scratch dir,
+//!   with the same small environment and `/` as working directory.
+//! - A timed sample is `bash -c 'TIMEFORMAT=...; time CMD'`, bash already running as the user so
+//!   that the user switch stays outside the timer. bash's `time` keyword reports the
+//!   `getrusage(RUSAGE_CHILDREN)` difference, that is user and system CPU of every process of
+//!   the tree that was waited for (the kernel adds a reaped child's totals to its parent's), in
+//!   milliseconds; the wall time is `$EPOCHREALTIME` before and after, in microseconds. xtask
+//!   is std-only and std has no `wait4`; GNU time would do the same but prints hundredths.
+//! - Rounds interleave: every round runs every command once, ours and the reference in an order
+//!   that alternates between rounds, so drift on a noisy machine hits both alike. The first
+//!   rounds are warm-up and are dropped; a command that fails is reported with its error and not
+//!   run again.
+//! - Idle memory is read from `/proc` (`VmRSS`, and `Pss` of `smaps_rollup`) once the state dir
+//!   has `child_pid` and the tree has settled.
+//!
+//! New rows are table entries: [`SCENARIOS`] (rootlesskit flags, identical on both sides),
+//! [`STICKS`] (commands that measure the machine) and [`targets`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{IsTerminal, Read, Write as _};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::{Result, dist};
+
+/// Timed runs of every command unless `--runs` says otherwise.
+pub const DEFAULT_RUNS: usize = 30;
+/// Rounds run first and thrown away (page cache, lazy binding, first-exec effects).
+const WARMUP_ROUNDS: usize = 2;
+/// Idle-memory samples per side.
+const RSS_RUNS: usize = 5;
+/// How long an idle tree runs after `child_pid` appears before it is read.
+const RSS_SETTLE: Duration = Duration::from_millis(500);
+/// The longest one timed sample may take before its process group is killed.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest an idle tree may take to write `child_pid`.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Where Debian's `rootlesskit` package puts the binary.
+pub const DEFAULT_REFERENCE: &str = "/usr/bin/rootlesskit";
+/// `PATH` of every measured command: the same on both sides, independent of the caller's.
+const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The target program of every startup scenario.
+const TARGET: &str = "true";
+/// The script that times one command: CPU from the `time` keyword (milliseconds), wall from
+/// `$EPOCHREALTIME` (microseconds) around it. Both reports go to stdout, the command's stdout
+/// to /dev/null and its stderr to ours (fd 3 is closed for the command).
+const TIME_SCRIPT: &str = r#"TIMEFORMAT="%3U %3S"; s=$EPOCHREALTIME; { time "$@" >/dev/null 2>&3 3>&-; } 3>&2 2>&1; r=$? e=$EPOCHREALTIME; echo "$s $e"; exit $r"#;
+/// Stands for the per-start state dir in the idle command line.
+const STATE_DIR: &str = "$STATE_DIR";
+
+/// One startup row: rootlesskit flags, identical for ours and the reference, then `true`.
+pub struct Scenario {
+    pub flags: &'static [&'static str],
+    /// A program the scenario needs on `PATH`; the row is skipped without it.
+    pub needs: Option<&'static str>,
+}
+
+/// The startup rows. When our builtin port driver exists, `--port-driver=builtin` joins the
+/// slirp4netns row (the issue's command); until then both sides run without it.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        flags: &["--net=host"],
+        needs: None,
+    },
+    Scenario {
+        flags: &["--net=host", "--pidns", "--copy-up=/etc"],
+        needs: None,
+    },
+    Scenario {
+        flags: &[
+            "--net=slirp4netns",
+            "--copy-up=/etc",
+            "--disable-host-loopback",
+        ],
+        needs: Some("slirp4netns"),
+    },
+    Scenario {
+        flags: &["--net=pasta", "--copy-up=/etc", "--disable-host-loopback"],
+        needs: Some("pasta"),
+    },
+];
+
+/// A command that needs no rootlesskit: what the machine itself costs. `{user}` is replaced
+/// by the name of the user the commands run as.
+pub struct Stick {
+    pub argv: &'static [&'static str],
+    pub what: &'static str,
+}
+
+pub const STICKS: &[Stick] = &[
+    Stick {
+        argv: &["unshare", "-U", "-r", "true"],
+        what: "ceiling: a bare user namespace (util-linux), no id ranges, no mounts",
+    },
+    Stick {
+        argv: &["getsubids", "{user}"],
+        what: "one subordinate-id lookup (shadow's getsubids), a helper `--subid-source=auto` may run",
+    },
+];
+
+#[derive(Debug)]
+pub struct Options {
+    pub runs: usize,
+    /// `--reference`; `None` means [`DEFAULT_REFERENCE`] when it exists.
+    pub reference: Option<PathBuf>,
+    /// `--bin-dir`; `None` means `$CARGO_TARGET_DIR/dist`, else `<root>/target/dist`.
+    pub bin_dir: Option<PathBuf>,
+    /// `--output`; `None` means `<root>/BENCHMARKS.md`.
+    pub output: Option<PathBuf>,
+    /// `--no-trace`: skip the strace timeline.
+    pub trace: bool,
+}
+
+/// Parses the arguments of `cargo xtask bench`.
+pub fn options(cmd: &str, rest: &[String]) -> Result<Options> {
+    let p = crate::parse(
+        cmd,
+        rest,
+        &[
+            ("runs", true),
+            ("reference", true),
+            ("bin-dir", true),
+            ("output", true),
+            ("no-trace", false),
+        ],
+    )?;
+    p.no_positionals(cmd)?;
+    let runs = match p.value("runs") {
+        None => DEFAULT_RUNS,
+        Some(s) => s.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+            format!("invalid value \"{s}\" for --runs: expected a positive whole number")
+        })?,
+    };
+    let path = |name: &str| -> Result<Option<PathBuf>> {
+        match p.value(name) {
+            None => Ok(None),
+            Some(v) => std::env::current_dir()
+                .map(|d| Some(d.join(v)))
+                .map_err(|e| format!("cannot resolve --{name} {v}: {e}")),
+        }
+    };
+    Ok(Options {
+        runs,
+        reference: path("reference")?,
+        bin_dir: path("bin-dir")?,
+        output: path("output")?,
+        trace: !p.has("no-trace"),
+    })
+}
+
+/// `cargo xtask bench`.
+pub fn run(root: &Path, opts: &Options) -> Result<()> {
+    let bin_dir = match &opts.bin_dir {
+        Some(d) => d.clone(),
+        None => default_bin_dir(
+            root,
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
+        ),
+    };
+    if !bin_dir.join("rootlesskit").is_file() {
+        return Err(format!(
+            "no rootlesskit in {}: run `cargo xtask dist` first (or pass --bin-dir)",
+            bin_dir.display()
+        ));
+    }
+    let reference = match &opts.reference {
+        Some(p) if p.is_file() => Some(p.clone()),
+        Some(p) => return Err(format!("--reference {}: no such file", p.display())),
+        None => Some(PathBuf::from(DEFAULT_REFERENCE)).filter(|p| p.is_file()),
+    };
+    let user = User::find()?;
+    let scratch = Scratch::new(&user)?;
+    let ours = stage(&scratch.path.join("ours"), &bin_dir, &binary_names())?;
+    let reference_staged = match &reference {
+        Some(r) => Some(stage_one(r, &scratch.path.join("reference"))?),
+        None => None,
+    };
+    let runner = Runner::new(user.clone(), &scratch.path)?;
+
+    let mut report = Report {
+        machine: Machine::read(root),
+        runner_note: runner.note(),
+        prefix: runner.prefix(),
+        bin_dir: bin_dir.clone(),
+        reference: reference.clone(),
+        runs: opts.runs,
+        ..Report::default()
+    };
+    report.versions = versions(&runner, &ours, reference_staged.as_deref());
+    println!("bench: ours from {}", bin_dir.display());
+    match &reference {
+        Some(r) => println!("bench: reference {}", r.display()),
+        None => println!("bench: no reference ({DEFAULT_REFERENCE} is missing)"),
+    }
+    println!("bench: {}", report.runner_note);
+
+    let mut sides = vec![Side {
+        who: "ours",
+        rootlesskit: ours.join("rootlesskit"),
+    }];
+    if let Some(r) = &reference_staged {
+        sides.push(Side {
+            who: "reference",
+            rootlesskit: r.clone(),
+        });
+    }
+    report.startup = startup_rows(&sides, &user.name);
+    run_rounds(&runner, &mut report.startup, opts.runs);
+    report.idle = idle_memory(&runner, &sides, &scratch.path.join("state"));
+    report.sizes = sizes(&bin_dir, reference.as_deref());
+    if opts.trace && user.switch && on_path("strace") {
+        println!("bench: tracing one start of every scenario that ran");
+        let ran: Vec<(&'static str, Vec<String>)> = report
+            .startup
+            .iter()
+            .filter(|r| r.what.is_none())
+            .flat_map(|r| r.series.iter().filter(|s| s.ok()))
+            .map(|s| (s.who, s.argv.clone()))
+            .collect();
+        for (who, argv) in ran {
+            match trace(&runner, who, &argv, &scratch.path) {
+                Ok(spans) => report.traces.push((who, argv, spans)),
+                Err(e) => report
+                    .notes
+                    .push(format!("trace of {who} `{}`: {e}", argv.join(" "))),
+            }
+        }
+    }
+    if opts.trace && !user.switch {
+        report
+            .notes
+            .push("no trace: strace needs root here, or setuid newuidmap stops working".into());
+    } else if opts.trace && !on_path("strace") {
+        report
+            .notes
+            .push("no trace: strace is not installed".into());
+    }
+    for who in WHO {
+        let left = runner.leftovers(who);
+        if !left.is_empty() {
+            let shown: Vec<&str> = left.iter().take(5).map(String::as_str).collect();
+            report.notes.push(format!(
+                "{who} left {} entr{} in its TMPDIR: {}{}",
+                left.len(),
+                if left.len() == 1 { "y" } else { "ies" },
+                shown.join(", "),
+                if left.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    report.load_after = read_loadavg();
+
+    let text = report.text();
+    print!("\n{text}");
+    let out = opts
+        .output
+        .clone()
+        .unwrap_or_else(|| root.join("BENCHMARKS.md"));
+    fs::write(&out, report.markdown())
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!("\nbench: wrote {}", out.display());
+    Ok(())
+}
+
+fn default_bin_dir(root: &Path, cargo_target_dir: Option<PathBuf>) -> PathBuf {
+    match cargo_target_dir {
+        Some(d) if d.is_absolute() => d.join("dist"),
+        Some(d) => root.join(d).join("dist"),
+        None => root.join("target").join("dist"),
+    }
+}
+
+fn binary_names() -> Vec<&'static str> {
+    dist::BINARIES.iter().map(|(_, b)| *b).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who runs the commands, and where.
+
+/// The user every measured command runs as.
+#[derive(Clone, Debug)]
+struct User {
+    name: String,
+    uid: u32,
+    gid: u32,
+    /// Whether we are root and switch to it with setpriv.
+    switch: bool,
+}
+
+impl User {
+    fn find() -> Result<User> {
+        let status = fs::read_to_string("/proc/self/status")
+            .map_err(|e| format!("cannot read /proc/self/status: {e}"))?;
+        let uid = status_ids(&status, "Uid:").ok_or("no Uid line in /proc/self/status")?;
+        let gid = status_ids(&status, "Gid:").ok_or("no Gid line in /proc/self/status")?;
+        let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+        if uid != 0 {
+            let name = passwd_name(&passwd, uid)
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| uid.to_string());
+            return Ok(User {
+                name,
+                uid,
+                gid,
+                switch: false,
+            });
+        }
+        let name = std::env::var("RKRS_TEST_USER").unwrap_or_else(|_| "rkrs-test".into());
+        let (uid, gid) = passwd_ids(&passwd, &name).ok_or_else(|| {
+            format!(
+                "running as root needs an unprivileged user with subordinate ids: \
+                 no user {name} in /etc/passwd (create it, or set RKRS_TEST_USER)"
+            )
+        })?;
+        if uid == 0 {
+            return Err(format!("user {name} is root: pick an unprivileged user"));
+        }
+        Ok(User {
+            name,
+            uid,
+            gid,
+            switch: true,
+        })
+    }
+}
+
+/// The real id of a `Uid:` or `Gid:` line of /proc/<pid>/status.
+fn status_ids(status: &str, key: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// uid and gid of `name` in passwd text.
+fn passwd_ids(passwd: &str, name: &str) -> Option<(u32, u32)> {
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() >= 4 && f[0] == name {
+            Some((f[2].parse().ok()?, f[3].parse().ok()?))
+        } else {
+            None
+        }
+    })
+}
+
+/// The name of `uid` in passwd text.
+fn passwd_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[2].parse() == Ok(uid)).then(|| f[0].to_string())
+    })
+}
+
+/// A 0755 directory under the temp dir holding the staged binaries, the state dirs and the
+/// traces; removed on drop.
+struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    fn new(user: &User) -> Result<Scratch> {
+        let path = std::env::temp_dir().join(format!("rkrs-bench-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        mkdir_0755(&path)?;
+        let scratch = Scratch { path };
+        let state = scratch.path.join("state");
+        mkdir_0755(&state)?;
+        if user.switch {
+            std::os::unix::fs::chown(&state, Some(user.uid), Some(user.gid))
+                .map_err(|e| format!("cannot chown {}: {e}", state.display()))?;
+        }
+        Ok(scratch)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+fn mkdir_0755(p: &Path) -> Result<()> {
+    fs::create_dir_all(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+    fs::set_permissions(p, fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("cannot chmod {}: {e}", p.display()))
+}
+
+/// Copies `names` from `from` into `dir` (0755 each); returns `dir`.
+fn stage(dir: &Path, from: &Path, names: &[&str]) -> Result<PathBuf> {
+    mkdir_0755(dir)?;
+    for name in names {
+        let src = from.join(name);
+        if src.is_file() {
+            copy_0755(&src, &dir.join(name))?;
+        }
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// Copies one binary into `dir` under its own name; returns the copy.
+fn stage_one(src: &Path, dir: &Path) -> Result<PathBuf> {
+    mkdir_0755(dir)?;
+    let dst = dir.join(src.file_name().unwrap_or_default());
+    copy_0755(src, &dst)?;
+    Ok(dst)
+}
+
+fn copy_0755(src: &Path, dst: &Path) -> Result<()> {
+    fs::copy(src, dst)
+        .map_err(|e| format!("cannot copy {} to {}: {e}", src.display(), dst.display()))?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("cannot chmod {}: {e}", dst.display()))
+}
+
+fn on_path(program: &str) -> bool {
+    PATH_ENV
+        .split(':')
+        .any(|d| Path::new(d).join(program).is_file())
+}
+
+/// Who a command is run for: each gets its own `TMPDIR`, so what it leaves there is its own.
+const WHO: &[&str] = &["ours", "reference", "machine"];
+
+/// Builds the commands: the user switch, the environment and the working directory.
+struct Runner {
+    user: User,
+    /// Holds `tmp-<who>`, the `TMPDIR` of each of [`WHO`].
+    scratch: PathBuf,
+}
+
+impl Runner {
+    /// Creates the `TMPDIR`s (0700, owned by the user).
+    fn new(user: User, scratch: &Path) -> Result<Runner> {
+        let r = Runner {
+            user,
+            scratch: scratch.to_path_buf(),
+        };
+        for who in WHO {
+            let d = r.tmpdir(who);
+            fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("cannot chmod {}: {e}", d.display()))?;
+            if r.user.switch {
+                std::os::unix::fs::chown(&d, Some(r.user.uid), Some(r.user.gid))
+                    .map_err(|e| format!("cannot chown {}: {e}", d.display()))?;
+            }
+        }
+        Ok(r)
+    }
+
+    fn tmpdir(&self, who: &str) -> PathBuf {
+        self.scratch.join(format!("tmp-{who}"))
+    }
+
+    /// What runs for `who` left in its `TMPDIR` (default state dirs, for one).
+    fn leftovers(&self, who: &str) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.tmpdir(who))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// `setpriv ...` when switching, else nothing.
+    fn prefix(&self) -> Vec<String> {
+        if self.user.switch {
+            vec![
+                "setpriv".into(),
+                format!("--reuid={}", self.user.uid),
+                format!("--regid={}", self.user.gid),
+                "--clear-groups".into(),
+                "--".into(),
+            ]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn home(&self) -> String {
+        if self.user.switch {
+            "/".into()
+        } else {
+            std::env::var("HOME").unwrap_or_else(|_| "/".into())
+        }
+    }
+
+    /// `program args...` for `who`, with the wrappers in front (`wrappers` run as the caller).
+    fn command(&self, who: &str, wrappers: &[&str], argv: &[String]) -> Command {
+        let mut full: Vec<String> = wrappers.iter().map(|s| s.to_string()).collect();
+        full.extend(self.prefix());
+        full.extend(argv.iter().cloned());
+        let mut c = crate::command(&full[0]);
+        c.args(&full[1..])
+            .env_clear()
+            .env("PATH", PATH_ENV)
+            .env("HOME", self.home())
+            .env("TMPDIR", self.tmpdir(who))
+            .current_dir("/");
+        c
+    }
+
+    /// One timed run of `argv`.
+    fn sample(&self, who: &str, argv: &[String]) -> Result<Sample> {
+        // bash runs as the user, so the timer covers the command alone, not the user switch.
+        let mut timed: Vec<String> = ["bash", "-c", TIME_SCRIPT, "bash"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        timed.extend(argv.iter().cloned());
+        let cmd = self.command(who, &[], &timed);
+        let out = run_capture(cmd, SAMPLE_TIMEOUT)?;
+        if !out.status.success() {
+            return Err(format!(
+                "{}: {}",
+                describe_status(out.status),
+                last_line(&out.stderr)
+            ));
+        }
+        parse_time_output(&out.stdout)
+            .ok_or_else(|| format!("no timing line in {:?}", out.stdout.trim()))
+    }
+
+    /// One line saying who runs the commands and how.
+    fn note(&self) -> String {
+        let how = if self.user.switch {
+            format!("through `{}`", self.prefix().join(" "))
+        } else {
+            "directly (not root)".into()
+        };
+        format!(
+            "Every command runs as {} (uid {}) {how}, in /, with only PATH={PATH_ENV}, HOME={} and \
+             TMPDIR (a fresh directory per side) set",
+            self.user.name,
+            self.user.uid,
+            self.home()
+        )
+    }
+}
+
+/// What a finished command gave.
+struct Captured {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` in its own process group, capturing its output; kills the group at the timeout.
+fn run_capture(mut cmd: Command, timeout: Duration) -> Result<Captured> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let shown = crate::display(&cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+    let pid = child.id();
+    let out = reader(child.stdout.take());
+    let err = reader(child.stderr.take());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = match rx.recv_timeout(timeout) {
+        Ok(s) => s.map_err(|e| format!("waiting for `{shown}`: {e}"))?,
+        Err(_) => {
+            kill_group(pid, "KILL");
+            let _ = rx.recv();
+            return Err(format!(
+                "`{shown}` did not finish within {}s",
+                timeout.as_secs()
+            ));
+        }
+    };
+    // A helper left running with our pipe open must not hang the benchmark.
+    let grace = Duration::from_secs(5);
+    Ok(Captured {
+        status,
+        stdout: out.recv_timeout(grace).unwrap_or_default(),
+        stderr: err.recv_timeout(grace).unwrap_or_default(),
+    })
+}
+
+/// Reads a pipe to its end on a thread; the text arrives on the channel.
+fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut bytes);
+        }
+        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
+    });
+    rx
+}
+
+/// `kill -SIG -- -PGID` (std has no way to signal a group).
+fn kill_group(pgid: u32, sig: &str) {
+    let _ = crate::command("kill")
+        .args([format!("-{sig}"), "--".into(), format!("-{pgid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// `kill -SIG PID`.
+fn kill_pid(pid: u32, sig: &str) {
+    let _ = crate::command("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn describe_status(s: ExitStatus) -> String {
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => "ended".into(),
+    }
+}
+
+/// The last non-empty line of a command's output, for an error message.
+fn last_line(text: &str) -> String {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("no output");
+    line.strip_prefix("[rootlesskit:parent] error: ")
+        .unwrap_or(line)
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Startup.
+
+/// One implementation under test.
+struct Side {
+    who: &'static str,
+    rootlesskit: PathBuf,
+}
+
+impl Side {
+    fn argv(&self, flags: &[&str]) -> Vec<String> {
+        let mut v = vec![self.rootlesskit.to_string_lossy().into_owned()];
+        v.extend(flags.iter().map(|s| s.to_string()));
+        v.push(TARGET.into());
+        v
+    }
+}
+
+/// Wall and CPU time of one run, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Sample {
+    wall: f64,
+    user: f64,
+    sys: f64,
+}
+
+impl Sample {
+    fn cpu(&self) -> f64 {
+        self.user + self.sys
+    }
+}
+
+/// The samples of one command, or why it stopped.
+#[derive(Debug, Default)]
+struct Series {
+    who: &'static str,
+    argv: Vec<String>,
+    samples: Vec<Sample>,
+    error: Option<String>,
+}
+
+impl Series {
+    fn new(who: &'static str, argv: Vec<String>) -> Series {
+        Series {
+            who,
+            argv,
+            ..Series::default()
+        }
+    }
+    fn walls(&self) -> Vec<f64> {
+        self.samples.iter().map(|s| s.wall).collect()
+    }
+    fn cpus(&self) -> Vec<f64> {
+        self.samples.iter().map(Sample::cpu).collect()
+    }
+    fn ok(&self) -> bool {
+        self.error.is_none() && !self.samples.is_empty()
+    }
+}
+
+/// A row of the startup table: a scenario (ours and the reference) or a measuring stick.
+#[derive(Debug, Default)]
+struct TimedRow {
+    label: String,
+    /// For sticks: what the command shows.
+    what: Option<&'static str>,
+    series: Vec<Series>,
+    /// Why the row was not run at all.
+    skipped: Option<String>,
+}
+
+fn startup_rows(sides: &[Side], user: &str) -> Vec<TimedRow> {
+    let mut rows = Vec::new();
+    for sc in SCENARIOS {
+        let mut row = TimedRow {
+            label: format!("{} {TARGET}", sc.flags.join(" ")),
+            ..TimedRow::default()
+        };
+        match sc.needs.filter(|p| !on_path(p)) {
+            Some(p) => row.skipped = Some(format!("{p} is not installed")),
+            None => {
+                row.series = sides
+                    .iter()
+                    .map(|s| Series::new(s.who, s.argv(sc.flags)))
+                    .collect()
+            }
+        }
+        rows.push(row);
+    }
+    for st in STICKS {
+        let argv: Vec<String> = st.argv.iter().map(|a| a.replace("{user}", user)).collect();
+        let mut row = TimedRow {
+            label: argv.join(" "),
+            what: Some(st.what),
+            ..TimedRow::default()
+        };
+        if on_path(&argv[0]) {
+            row.series = vec![Series::new("machine", argv)];
+        } else {
+            row.skipped = Some(format!("{} is not installed", argv[0]));
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+/// Step `step` (from 1) of `total`: rewrites one status line on a terminal; when piped, says
+/// only that the steps begin.
+fn progress(what: &str, step: usize, total: usize) {
+    let mut out = std::io::stdout();
+    if out.is_terminal() {
+        print!("\r\x1b[Kbench: {what} {step}/{total}");
+    } else if step == 1 {
+        println!("bench: {what}, {total} in all");
+    }
+    let _ = out.flush();
+}
+
+/// Ends the status line on a terminal.
+fn progress_done() {
+    if std::io::stdout().is_terminal() {
+        println!();
+    }
+}
+
+/// Warm-up rounds, then `runs` rounds; each round runs every live series once.
+fn run_rounds(runner: &Runner, rows: &mut [TimedRow], runs: usize) {
+    let total = WARMUP_ROUNDS + runs;
+    for round in 0..total {
+        progress("startup round", round + 1, total);
+        for row in rows.iter_mut() {
+            let n = row.series.len();
+            for k in 0..n {
+                // Alternate who goes first, so neither side always runs on a warmer cache.
+                let i = if round % 2 == 0 { k } else { n - 1 - k };
+                let s = &mut row.series[i];
+                if s.error.is_some() {
+                    continue;
+                }
+                match runner.sample(s.who, &s.argv) {
+                    Ok(sample) if round >= WARMUP_ROUNDS => s.samples.push(sample),
+                    Ok(_) => {}
+                    Err(e) => {
+                        println!(
+                            "\nbench: {} `{}` failed in round {}: {e}",
+                            s.who,
+                            row.label,
+                            round + 1
+                        );
+                        s.error = Some(e);
+                    }
+                }
+            }
+        }
+    }
+    progress_done();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle memory.
+
+/// One idle tree, read from /proc.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Idle {
+    parent_rss_kib: u64,
+    tree_rss_kib: u64,
+    tree_pss_kib: Option<u64>,
+    processes: usize,
+}
+
+/// One number read off an idle tree.
+type IdleMetric = fn(&Idle) -> Option<u64>;
+
+/// The idle samples of one side.
+#[derive(Debug, Default)]
+struct IdleSeries {
+    who: &'static str,
+    argv: Vec<String>,
+    samples: Vec<Idle>,
+    error: Option<String>,
+}
+
+fn idle_memory(runner: &Runner, sides: &[Side], state_root: &Path) -> Vec<IdleSeries> {
+    let mut out: Vec<IdleSeries> = sides
+        .iter()
+        .map(|s| IdleSeries {
+            who: s.who,
+            argv: vec![
+                s.rootlesskit.to_string_lossy().into_owned(),
+                format!("--state-dir={STATE_DIR}"),
+                "sleep".into(),
+                "30".into(),
+            ],
+            ..IdleSeries::default()
+        })
+        .collect();
+    for r in 0..RSS_RUNS {
+        progress("idle memory run", r + 1, RSS_RUNS);
+        let n = out.len();
+        for k in 0..n {
+            let i = if r % 2 == 0 { k } else { n - 1 - k };
+            let s = &mut out[i];
+            if s.error.is_some() {
+                continue;
+            }
+            let state = state_root.join(format!("{}-{r}", s.who));
+            let argv: Vec<String> = s
+                .argv
+                .iter()
+                .map(|a| a.replace(STATE_DIR, &state.to_string_lossy()))
+                .collect();
+            match idle_once(runner, s.who, &argv, &state) {
+                Ok(sample) => s.samples.push(sample),
+                Err(e) => {
+                    println!("\nbench: idle {} failed: {e}", s.who);
+                    s.error = Some(e);
+                }
+            }
+            // rootlesskit removes what it made; this clears whatever a failed run left.
+            let _ = fs::remove_dir_all(&state);
+        }
+    }
+    progress_done();
+    out
+}
+
+/// Starts `argv` (a rootlesskit with `--state-dir=state` and a sleeping target), waits for
+/// `child_pid`, lets it settle, reads the tree and stops it.
+fn idle_once(runner: &Runner, who: &str, argv: &[String], state: &Path) -> Result<Idle> {
+    let mut cmd = runner.command(who, &[], argv);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let shown = crate::display(&cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+    let pid = child.id();
+    let err = reader(child.stderr.take());
+    let result = (|| {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !state.join("child_pid").exists() {
+            if let Ok(Some(st)) = child.try_wait() {
+                let said = err.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+                return Err(format!("{}: {}", describe_status(st), last_line(&said)));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no child_pid after {}s", START_TIMEOUT.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(RSS_SETTLE);
+        read_tree(pid)
+    })();
+    stop(&mut child, pid);
+    result
+}
+
+/// SIGTERM to rootlesskit (it forwards it to the target), SIGKILL to the group if that fails.
+fn stop(child: &mut Child, pid: u32) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        kill_group(pid, "KILL");
+        return;
+    }
+    kill_pid(pid, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            // Whatever it left behind in its group goes too.
+            kill_group(pid, "KILL");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill_group(pid, "KILL");
+    let _ = child.wait();
+}
+
+/// Memory of `root` and all its descendants.
+fn read_tree(root: u32) -> Result<Idle> {
+    let mut parents = Vec::new();
+    let dir = fs::read_dir("/proc").map_err(|e| format!("cannot read /proc: {e}"))?;
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some(ppid) = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| stat_ppid(&s))
+        {
+            parents.push((pid, ppid));
+        }
+    }
+    let tree = descendants(root, &parents);
+    let rss = |pid: u32| {
+        fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| kib_field(&s, "VmRSS:"))
+    };
+    let pss = |pid: u32| {
+        fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .ok()
+            .and_then(|s| kib_field(&s, "Pss:"))
+    };
+    let parent_rss_kib = rss(root).ok_or_else(|| format!("no VmRSS for pid {root}"))?;
+    let tree_pss: Option<Vec<u64>> = tree.iter().map(|&p| pss(p)).collect();
+    Ok(Idle {
+        parent_rss_kib,
+        tree_rss_kib: tree.iter().filter_map(|&p| rss(p)).sum(),
+        tree_pss_kib: tree_pss.map(|v| v.iter().sum()),
+        processes: tree.len(),
+    })
+}
+
+/// The ppid field of /proc/<pid>/stat (the comm field may hold spaces and parentheses).
+fn stat_ppid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `root` and every pid below it in `(pid, ppid)` pairs, root first.
+fn descendants(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        let mut kids: Vec<u32> = parents
+            .iter()
+            .filter(|&&(pid, ppid)| ppid == p && pid != p)
+            .map(|&(pid, _)| pid)
+            .collect();
+        kids.sort_unstable();
+        out.extend(
+            kids.into_iter()
+                .filter(|k| !out.contains(k))
+                .collect::<Vec<_>>(),
+        );
+        i += 1;
+    }
+    out
+}
+
+/// A `Key:   123 kB` line of /proc/<pid>/status or smaps_rollup, in KiB.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    let rest = text.lines().find_map(|l| l.strip_prefix(key))?;
+    let mut it = rest.split_whitespace();
+    let n = it.next()?.parse().ok()?;
+    (it.next() == Some("kB")).then_some(n)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binary sizes.
+
+#[derive(Debug, Default)]
+struct Sizes {
+    ours: Vec<(String, u64)>,
+    reference: Option<u64>,
+}
+
+fn sizes(bin_dir: &Path, reference: Option<&Path>) -> Sizes {
+    let size = |p: &Path| fs::metadata(p).ok().map(|m| m.len());
+    Sizes {
+        ours: binary_names()
+            .iter()
+            .filter_map(|n| size(&bin_dir.join(n)).map(|s| (n.to_string(), s)))
+            .collect(),
+        reference: reference.and_then(size),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where the time goes: an strace timeline of one run.
+
+/// One program's stretch of a process's life: from its execve to the next execve or the exit.
+#[derive(Clone, Debug, PartialEq)]
+struct Span {
+    program: String,
+    start: f64,
+    end: f64,
+}
+
+/// Runs `argv` once under `strace -f` and returns its program spans.
+fn trace(runner: &Runner, who: &str, argv: &[String], scratch: &Path) -> Result<Vec<Span>> {
+    let file = scratch.join("trace.txt");
+    let file_s = file.to_string_lossy().into_owned();
+    // No --seccomp-bpf: strace would set no_new_privs, and setuid newuidmap would fail.
+    let wrappers = [
+        "strace",
+        "-f",
+        "-q",
+        "-ttt",
+        "-e",
+        "trace=execve",
+        "-e",
+        "signal=none",
+        "-o",
+        &file_s,
+        "--",
+    ];
+    let out = run_capture(runner.command(who, &wrappers, argv), SAMPLE_TIMEOUT)?;
+    if !out.status.success() {
+        return Err(format!(
+            "{}: {}",
+            describe_status(out.status),
+            last_line(&out.stderr)
+        ));
+    }
+    let text = fs::read_to_string(&file).map_err(|e| format!("cannot read {file_s}: {e}"))?;
+    let _ = fs::remove_file(&file);
+    let spans = spans(&text);
+    if spans.is_empty() {
+        return Err("strace recorded no execve".into());
+    }
+    Ok(spans)
+}
+
+/// Program spans from `strace -f -ttt -e trace=execve` output, times in ms from the first line.
+fn spans(text: &str) -> Vec<Span> {
+    let mut open: BTreeMap<u32, (String, f64)> = BTreeMap::new();
+    let mut pending: BTreeMap<u32, (String, f64)> = BTreeMap::new();
+    let mut out = Vec::new();
+    let mut t0 = None;
+    let mut last = 0.0;
+    for line in text.lines() {
+        // strace pads the pid column: `2379  1795914555.615475 execve(...`.
+        let Some((pid, rest)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Some((ts, rest)) = rest.trim_start().split_once(' ') else {
+            continue;
+        };
+        let (Ok(pid), Ok(ts)) = (pid.parse::<u32>(), ts.parse::<f64>()) else {
+            continue;
+        };
+        let t = (ts - *t0.get_or_insert(ts)) * 1000.0;
+        last = t;
+        let rest = rest.trim_start();
+        let exec = if let Some(args) = rest.strip_prefix("execve(\"") {
+            let path = args.split('"').next().unwrap_or("").to_string();
+            if rest.ends_with("<unfinished ...>") {
+                pending.insert(pid, (path, t));
+                None
+            } else {
+                rest.ends_with("= 0").then_some((path, t))
+            }
+        } else if rest.starts_with("<... execve resumed>") {
+            pending.remove(&pid).filter(|_| rest.ends_with("= 0"))
+        } else {
+            None
+        };
+        if let Some((path, start)) = exec {
+            if let Some((program, s)) = open.remove(&pid) {
+                out.push(Span {
+                    program,
+                    start: s,
+                    end: start,
+                });
+            }
+            let program = path.rsplit('/').next().unwrap_or(&path).to_string();
+            open.insert(pid, (program, start));
+        } else if (rest.starts_with("+++ exited") || rest.starts_with("+++ killed"))
+            && let Some((program, s)) = open.remove(&pid)
+        {
+            out.push(Span {
+                program,
+                start: s,
+                end: t,
+            });
+        }
+    }
+    for (_, (program, s)) in open {
+        out.push(Span {
+            program,
+            start: s,
+            end: last,
+        });
+    }
+    out.sort_by(|a, b| a.start.total_cmp(&b.start));
+    out
+}
+
+/// Per program, in order of first start: how many runs and their summed time (ms).
+fn by_program(spans: &[Span]) -> Vec<(String, usize, f64, f64)> {
+    let mut out: Vec<(String, usize, f64, f64)> = Vec::new();
+    for s in spans {
+        match out.iter_mut().find(|(p, ..)| *p == s.program) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 += s.end - s.start;
+            }
+            None => out.push((s.program.clone(), 1, s.end - s.start, s.start)),
+        }
+    }
+    out
+}
+
+/// How long at least one of `spans` was running (the length of their union), in ms.
+fn covered(spans: &[&Span]) -> f64 {
+    let mut v: Vec<(f64, f64)> = spans.iter().map(|s| (s.start, s.end)).collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut total = 0.0;
+    let mut cur: Option<(f64, f64)> = None;
+    for (s, e) in v {
+        cur = match cur {
+            Some((cs, ce)) if s <= ce => Some((cs, ce.max(e))),
+            Some((cs, ce)) => {
+                total += ce - cs;
+                Some((s, e))
+            }
+            None => Some((s, e)),
+        };
+    }
+    total + cur.map_or(0.0, |(s, e)| e - s)
+}
+
+/// Programs of the harness and of rootlesskit itself; everything else is a helper it runs.
+fn is_helper(program: &str) -> bool {
+    !matches!(
+        program,
+        "setpriv" | "rootlesskit" | "rootlesskit-child" | "exe" | TARGET
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics and formatting.
+
+/// The median (the mean of the middle two for an even count).
+fn median(xs: &[f64]) -> Option<f64> {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// The nearest-rank percentile: the smallest value with at least `p`% of the values at or below it.
+fn percentile(xs: &[f64], p: f64) -> Option<f64> {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    Some(v[rank.clamp(1, v.len()) - 1])
+}
+
+/// `ours ÷ reference`, as `0.45×`.
+fn ratio(ours: Option<f64>, reference: Option<f64>) -> String {
+    match (ours, reference) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "–".into(),
+    }
+}
+
+/// `median (p90)` in ms.
+fn med_p90(xs: &[f64]) -> String {
+    match (median(xs), percentile(xs, 90.0)) {
+        (Some(m), Some(p)) => format!("{m:.1} ({p:.1})"),
+        _ => "–".into(),
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.2} MiB", kib as f64 / 1024.0)
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A table printed as aligned text or as Markdown; the first column is left-aligned, the
+/// others right-aligned.
+#[derive(Debug, Default)]
+struct Table {
+    head: Vec<String>,
+    rows: Vec<Vec<String>>,
+    /// Columns aligned left besides the first.
+    left: Vec<usize>,
+}
+
+impl Table {
+    fn new(head: &[&str]) -> Table {
+        Table {
+            head: head.iter().map(|s| s.to_string()).collect(),
+            rows: Vec::new(),
+            left: Vec::new(),
+        }
+    }
+
+    /// Aligns column `i` left, as text.
+    fn left(mut self, i: usize) -> Table {
+        self.left.push(i);
+        self
+    }
+
+    fn is_left(&self, i: usize) -> bool {
+        i == 0 || self.left.contains(&i)
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn widths(&self) -> Vec<usize> {
+        let mut w: Vec<usize> = self.head.iter().map(|h| h.chars().count()).collect();
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate() {
+                if i < w.len() {
+                    w[i] = w[i].max(c.chars().count());
+                }
+            }
+        }
+        w
+    }
+
+    fn text(&self) -> String {
+        let w = self.widths();
+        let line = |cells: &[String]| {
+            let mut s = String::new();
+            for (i, width) in w.iter().enumerate() {
+                let c = cells.get(i).map(String::as_str).unwrap_or("");
+                let pad = " ".repeat(width - c.chars().count().min(*width));
+                if i > 0 {
+                    s.push_str("  ");
+                }
+                if self.is_left(i) {
+                    s.push_str(c);
+                    s.push_str(&pad);
+                } else {
+                    s.push_str(&pad);
+                    s.push_str(c);
+                }
+            }
+            s.trim_end().to_string() + "\n"
+        };
+        let mut out = line(&self.head);
+        for r in &self.rows {
+            out.push_str(&line(r));
+        }
+        out
+    }
+
+    fn markdown(&self) -> String {
+        let cell = |c: &str| c.replace('|', "\\|");
+        let mut out = String::from("|");
+        for h in &self.head {
+            let _ = write!(out, " {} |", cell(h));
+        }
+        out.push_str("\n|");
+        for i in 0..self.head.len() {
+            out.push_str(if self.is_left(i) { "---|" } else { "---:|" });
+        }
+        out.push('\n');
+        for r in &self.rows {
+            out.push('|');
+            for i in 0..self.head.len() {
+                let _ = write!(
+                    out,
+                    " {} |",
+                    cell(r.get(i).map(String::as_str).unwrap_or(""))
+                );
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The machine.
+
+#[derive(Debug, Default)]
+struct Machine {
+    cpus: usize,
+    model: String,
+    kernel: String,
+    memory: String,
+    date: String,
+    load_before: String,
+    tree: String,
+}
+
+impl Machine {
+    fn read(root: &Path) -> Machine {
+        let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            model: cpu_model(&read("/proc/cpuinfo")).unwrap_or_else(|| "unknown".into()),
+            kernel: kernel_release(&read("/proc/version")).unwrap_or_else(|| "unknown".into()),
+            memory: kib_field(&read("/proc/meminfo"), "MemTotal:")
+                .map(|k| format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0))
+                .unwrap_or_else(|| "unknown".into()),
+            date: first_line_of(crate::command("date").arg("-u"))
+                .unwrap_or_else(|| "unknown".into()),
+            load_before: read_loadavg(),
+            tree: git_tree(root),
+        }
+    }
+}
+
+/// The first `model name` of /proc/cpuinfo.
+fn cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == "model name").then(|| v.trim().to_string())
+    })
+}
+
+/// `6.1.0-18-amd64` from `Linux version 6.1.0-18-amd64 (...) ...`.
+fn kernel_release(version: &str) -> Option<String> {
+    let mut w = version.split_whitespace();
+    match (w.next(), w.next(), w.next()) {
+        (Some("Linux"), Some("version"), Some(r)) => Some(format!("Linux {r}")),
+        _ => None,
+    }
+}
+
+fn read_loadavg() -> String {
+    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The commit of the tree, and whether it has uncommitted changes.
+fn git_tree(root: &Path) -> String {
+    let mut head = crate::command("git");
+    head.current_dir(root)
+        .args(["rev-parse", "--short", "HEAD"]);
+    let Some(commit) = first_line_of(&mut head) else {
+        return "unknown (no git)".into();
+    };
+    let mut status = crate::command("git");
+    status
+        .current_dir(root)
+        .args(["status", "--porcelain", "--untracked-files=no"]);
+    match status.output() {
+        Ok(o) if o.stdout.is_empty() => commit,
+        Ok(_) => format!("{commit} with uncommitted changes"),
+        Err(_) => commit,
+    }
+}
+
+/// The first non-empty line a command prints on stdout (or stderr), if it runs.
+fn first_line_of(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stdin(Stdio::null()).output().ok()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(String::from)
+}
+
+/// `--version` lines of everything measured.
+fn versions(runner: &Runner, ours: &Path, reference: Option<&Path>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut version = |label: &str, argv: Vec<String>| {
+        let who = if matches!(label, "ours" | "reference") {
+            label
+        } else {
+            "machine"
+        };
+        let line =
+            first_line_of(&mut runner.command(who, &[], &argv)).unwrap_or_else(|| "?".into());
+        out.push((label.to_string(), line));
+    };
+    version(
+        "ours",
+        vec![
+            ours.join("rootlesskit").to_string_lossy().into(),
+            "--version".into(),
+        ],
+    );
+    if let Some(r) = reference {
+        version(
+            "reference",
+            vec![r.to_string_lossy().into(), "--version".into()],
+        );
+    }
+    for p in ["slirp4netns", "pasta", "unshare"] {
+        if on_path(p) {
+            version(p, vec![p.into(), "--version".into()]);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report.
+
+#[derive(Debug, PartialEq, Clone, Copy)]
+enum Verdict {
+    Met,
+    NotMet,
+    NotMeasured,
+}
+
+impl Verdict {
+    fn word(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::NotMet => "not met",
+            Verdict::NotMeasured => "not measured yet",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    machine: Machine,
+    runner_note: String,
+    /// The user switch in front of every command.
+    prefix: Vec<String>,
+    bin_dir: PathBuf,
+    reference: Option<PathBuf>,
+    runs: usize,
+    versions: Vec<(String, String)>,
+    startup: Vec<TimedRow>,
+    idle: Vec<IdleSeries>,
+    sizes: Sizes,
+    traces: Vec<(&'static str, Vec<String>, Vec<Span>)>,
+    notes: Vec<String>,
+    load_after: String,
+}
+
+/// The issue's targets as `(target, measured, verdict)`.
+fn targets(r: &Report) -> Vec<(String, String, Verdict)> {
+    let mut out = Vec::new();
+    for row in r.startup.iter().filter(|row| row.what.is_none()) {
+        let (ours, reference) = (find(&row.series, "ours"), find(&row.series, "reference"));
+        let target = format!("startup `{}` ≤ 0.2× reference (wall)", row.label);
+        if ours.is_some_and(Series::ok) && reference.is_some_and(Series::ok) {
+            let (a, b) = (
+                med_of(ours, Series::walls),
+                med_of(reference, Series::walls),
+            );
+            let met = matches!((a, b), (Some(a), Some(b)) if a <= 0.2 * b);
+            let verdict = if met { Verdict::Met } else { Verdict::NotMet };
+            out.push((target, ratio(a, b), verdict));
+        } else {
+            out.push((target, "not on both sides".into(), Verdict::NotMeasured));
+        }
+    }
+    let ours_idle = r.idle.iter().find(|s| s.who == "ours");
+    let parent = ours_idle.and_then(|s| {
+        let v: Vec<f64> = s.samples.iter().map(|i| i.parent_rss_kib as f64).collect();
+        median(&v)
+    });
+    out.push(match parent {
+        Some(k) => (
+            "idle parent RSS ≤ 1 MiB".into(),
+            mib(k as u64),
+            if k <= 1024.0 {
+                Verdict::Met
+            } else {
+                Verdict::NotMet
+            },
+        ),
+        None => (
+            "idle parent RSS ≤ 1 MiB".into(),
+            "–".into(),
+            Verdict::NotMeasured,
+        ),
+    });
+    let later = "needs the builtin port driver";
+    for t in [
+        "builtin TCP ≥ 1.5× reference and ≥ 0.8× loopback",
+        "connections/s ≥ 4× reference",
+        "CPU per GB forwarded ≤ 0.3× reference",
+    ] {
+        out.push((t.into(), later.into(), Verdict::NotMeasured));
+    }
+    out
+}
+
+/// Adds a numbered note (once per text) and returns its number.
+fn note(notes: &mut Vec<String>, text: String) -> usize {
+    match notes.iter().position(|n| *n == text) {
+        Some(i) => i + 1,
+        None => {
+            notes.push(text);
+            notes.len()
+        }
+    }
+}
+
+/// The median of a series that ran to the end.
+fn med_of(s: Option<&Series>, f: fn(&Series) -> Vec<f64>) -> Option<f64> {
+    s.filter(|s| s.ok()).and_then(|s| median(&f(s)))
+}
+
+fn find<'a>(series: &'a [Series], who: &str) -> Option<&'a Series> {
+    series.iter().find(|s| s.who == who)
+}
+
+impl Report {
+    /// The startup table; failures become numbered notes.
+    fn startup_table(&self, notes: &mut Vec<String>) -> Table {
+        let mut t = Table::new(&[
+            "rootlesskit flags + target",
+            "ours wall ms",
+            "reference wall ms",
+            "wall ours÷ref",
+            "ours CPU ms",
+            "reference CPU ms",
+            "CPU ours÷ref",
+        ]);
+        let mut cell = |s: Option<&Series>, f: fn(&Series) -> Vec<f64>| match s {
+            None => "–".to_string(),
+            Some(s) => match &s.error {
+                Some(e) => {
+                    let n = note(notes, format!("{} `{}`: {e}", s.who, s.argv.join(" ")));
+                    format!("failed [{n}]")
+                }
+                None => med_p90(&f(s)),
+            },
+        };
+        for row in self.startup.iter().filter(|r| r.what.is_none()) {
+            if let Some(why) = &row.skipped {
+                t.row(vec![row.label.clone(), format!("skipped: {why}")]);
+                continue;
+            }
+            let (o, f) = (find(&row.series, "ours"), find(&row.series, "reference"));
+            let wall = ratio(med_of(o, Series::walls), med_of(f, Series::walls));
+            let cpu = ratio(med_of(o, Series::cpus), med_of(f, Series::cpus));
+            t.row(vec![
+                row.label.clone(),
+                cell(o, Series::walls),
+                cell(f, Series::walls),
+                wall,
+                cell(o, Series::cpus),
+                cell(f, Series::cpus),
+                cpu,
+            ]);
+        }
+        t
+    }
+
+    fn sticks_table(&self, notes: &mut Vec<String>) -> Table {
+        let mut t = Table::new(&["command", "wall ms", "CPU ms", "what it shows"]).left(3);
+        for row in self.startup.iter().filter(|r| r.what.is_some()) {
+            let what = row.what.unwrap_or("").to_string();
+            match (&row.skipped, row.series.first()) {
+                (Some(why), _) => t.row(vec![row.label.clone(), format!("skipped: {why}")]),
+                (None, Some(s)) if s.error.is_some() => {
+                    let e = s.error.as_deref().unwrap_or("");
+                    let f = format!("failed [{}]", note(notes, format!("`{}`: {e}", row.label)));
+                    t.row(vec![row.label.clone(), f.clone(), f, what]);
+                }
+                (None, Some(s)) => t.row(vec![
+                    row.label.clone(),
+                    med_p90(&s.walls()),
+                    med_p90(&s.cpus()),
+                    what,
+                ]),
+                (None, None) => {}
+            }
+        }
+        t
+    }
+
+    fn idle_table(&self, notes: &mut Vec<String>) -> Table {
+        let mut t = Table::new(&[
+            "idle, `--state-dir=$STATE_DIR sleep 30`",
+            "ours",
+            "reference",
+            "ours÷ref",
+        ]);
+        let pick = |who: &str, f: IdleMetric| -> Option<f64> {
+            let s = self.idle.iter().find(|s| s.who == who)?;
+            let v: Option<Vec<f64>> = s.samples.iter().map(|i| f(i).map(|k| k as f64)).collect();
+            median(&v?)
+        };
+        let metrics: [(&str, IdleMetric); 4] = [
+            ("parent VmRSS", |i| Some(i.parent_rss_kib)),
+            ("tree VmRSS (sum)", |i| Some(i.tree_rss_kib)),
+            ("tree Pss (sum)", |i| i.tree_pss_kib),
+            ("processes in the tree", |i| Some(i.processes as u64)),
+        ];
+        let mut failed = |who: &str| {
+            let s = self.idle.iter().find(|s| s.who == who)?;
+            let e = s.error.as_deref()?;
+            let n = note(notes, format!("idle {who} `{}`: {e}", s.argv.join(" ")));
+            Some(format!("failed [{n}]"))
+        };
+        let (ours_failed, reference_failed) = (failed("ours"), failed("reference"));
+        for (i, (name, f)) in metrics.iter().enumerate() {
+            let (o, r) = (pick("ours", *f), pick("reference", *f));
+            let (o, r) = (
+                o.filter(|_| ours_failed.is_none()),
+                r.filter(|_| reference_failed.is_none()),
+            );
+            let show = |v: Option<f64>, failed: &Option<String>| match v {
+                None => failed.clone().unwrap_or_else(|| "–".to_string()),
+                Some(v) if i == 3 => format!("{v:.0}"),
+                Some(v) => mib(v as u64),
+            };
+            t.row(vec![
+                name.to_string(),
+                show(o, &ours_failed),
+                show(r, &reference_failed),
+                ratio(o, r),
+            ]);
+        }
+        t
+    }
+
+    fn sizes_table(&self) -> Table {
+        let mut t = Table::new(&["binary", "ours bytes", "reference bytes", "ours÷ref"]);
+        let reference = self.sizes.reference;
+        let get = |n: &str| {
+            self.sizes
+                .ours
+                .iter()
+                .find(|(b, _)| b == n)
+                .map(|(_, s)| *s)
+        };
+        for (name, size) in &self.sizes.ours {
+            let is_main = name == "rootlesskit";
+            t.row(vec![
+                name.clone(),
+                thousands(*size),
+                if is_main {
+                    reference.map(thousands).unwrap_or_else(|| "–".into())
+                } else {
+                    String::new()
+                },
+                if is_main {
+                    ratio(Some(*size as f64), reference.map(|r| r as f64))
+                } else {
+                    String::new()
+                },
+            ]);
+        }
+        if let (Some(a), Some(b)) = (get("rootlesskit"), get("rootlesskit-child")) {
+            t.row(vec![
+                "rootlesskit + rootlesskit-child (what a start loads)".into(),
+                thousands(a + b),
+                reference.map(thousands).unwrap_or_else(|| "–".into()),
+                ratio(Some((a + b) as f64), reference.map(|r| r as f64)),
+            ]);
+        }
+        t
+    }
+
+    fn targets_table(&self) -> Table {
+        let mut t = Table::new(&["target (issue 5)", "measured", "verdict"]).left(2);
+        for (target, measured, v) in targets(self) {
+            t.row(vec![target, measured, v.word().into()]);
+        }
+        t
+    }
+
+    fn trace_tables(&self) -> Vec<(String, Table, String)> {
+        let mut out = Vec::new();
+        for (who, argv, spans) in &self.traces {
+            let total = spans.iter().map(|s| s.end).fold(0.0, f64::max);
+            let mut t = Table::new(&["program", "runs", "first exec at ms", "ms in total"]);
+            let mut names = Vec::new();
+            for (program, n, ms, first) in by_program(spans) {
+                if is_helper(&program) {
+                    names.push(format!("{program} ×{n}"));
+                }
+                t.row(vec![
+                    program,
+                    n.to_string(),
+                    format!("{first:.1}"),
+                    format!("{ms:.1}"),
+                ]);
+            }
+            let helpers: Vec<&Span> = spans.iter().filter(|s| is_helper(&s.program)).collect();
+            let summary = format!(
+                "{who}: for {:.1} of the {total:.1} ms traced, at least one helper program ({}) was running.",
+                covered(&helpers),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+            out.push((format!("{who}: `{}`", argv.join(" ")), t, summary));
+        }
+        out
+    }
+
+    /// The timed commands (each the COMMAND of the timing line) and the idle command lines.
+    fn all_commands(&self) -> (Vec<String>, Vec<String>) {
+        let timed = self
+            .startup
+            .iter()
+            .flat_map(|row| row.series.iter().map(|s| s.argv.join(" ")))
+            .collect();
+        let idle = self
+            .idle
+            .iter()
+            .map(|s| {
+                let mut v = self.prefix.clone();
+                v.extend(s.argv.iter().cloned());
+                v.join(" ")
+            })
+            .collect();
+        (timed, idle)
+    }
+
+    /// The tables for the terminal.
+    fn text(&self) -> String {
+        let mut notes = Vec::new();
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "startup, median (p90) of {} runs, ms; CPU = user+sys of the whole tree",
+            self.runs
+        );
+        s.push_str(&self.startup_table(&mut notes).text());
+        s.push_str("\nmeasuring sticks\n");
+        s.push_str(&self.sticks_table(&mut notes).text());
+        let _ = writeln!(s, "\nidle memory, median of {RSS_RUNS}");
+        s.push_str(&self.idle_table(&mut notes).text());
+        s.push_str("\nbinary sizes\n");
+        s.push_str(&self.sizes_table().text());
+        s.push_str("\ntargets\n");
+        s.push_str(&self.targets_table().text());
+        for (title, t, summary) in self.trace_tables() {
+            let _ = writeln!(s, "\ntraced once: {title}");
+            s.push_str(&t.text());
+            let _ = writeln!(s, "{summary}");
+        }
+        notes.extend(self.notes.iter().cloned());
+        for (i, n) in notes.iter().enumerate() {
+            let _ = writeln!(s, "[{}] {n}", i + 1);
+        }
+        s
+    }
+
+    /// BENCHMARKS.md.
+    fn markdown(&self) -> String {
+        let m = &self.machine;
+        let mut notes = Vec::new();
+        let mut s = String::new();
+        s.push_str("# Benchmarks\n\n");
+        s.push_str(
+            "Written by `cargo xtask bench` (xtask/src/bench.rs); regenerate it rather than editing it. \
+             Numbers are recorded here, never asserted by tests. The machine is shared and noisy, so every \
+             command is repeated, rounds interleave ours with the reference, and the tables show medians \
+             with the 90th percentile in parentheses. Ratios are ours ÷ reference: below 1 is better for us.\n\n",
+        );
+        s.push_str("## Machine\n\n");
+        let _ = writeln!(s, "- date: {}", m.date);
+        let _ = writeln!(s, "- CPU: {} ({} available to this run)", m.model, m.cpus);
+        let _ = writeln!(s, "- memory: {}", m.memory);
+        let _ = writeln!(s, "- kernel: {}", m.kernel);
+        let _ = writeln!(
+            s,
+            "- load average (1, 5, 15 min): {} before, {} after",
+            m.load_before, self.load_after
+        );
+        let _ = writeln!(s, "- tree: {}", m.tree);
+        let _ = writeln!(s, "- ours: `{}`", self.bin_dir.display());
+        match &self.reference {
+            Some(r) => {
+                let _ = writeln!(s, "- reference: `{}`", r.display());
+            }
+            None => {
+                let _ = writeln!(s, "- reference: none ({DEFAULT_REFERENCE} is missing)");
+            }
+        }
+        for (label, v) in &self.versions {
+            let _ = writeln!(s, "- `{label} --version`: {v}");
+        }
+        s.push_str("\n## Method\n\n");
+        let _ = writeln!(
+            s,
+            "- {}. Both sides run from copies in one 0755 scratch directory.",
+            self.runner_note
+        );
+        let _ = writeln!(
+            s,
+            "- A timed sample is the timing line below with one COMMAND, bash already running as the \
+             user. It times COMMAND alone (its fork and exec included, the user switch not): wall time from \
+             `$EPOCHREALTIME` before and after (microseconds), CPU from the `getrusage(RUSAGE_CHILDREN)` \
+             difference that bash's `time` reports (milliseconds). CPU is user + system of every process \
+             of the tree that was waited for (the kernel adds a reaped \
+             child's totals to its parent's); a helper nobody waits for would be missed."
+        );
+        let _ = writeln!(
+            s,
+            "- {WARMUP_ROUNDS} warm-up rounds are dropped, then {} rounds; every round runs every command \
+             once, and ours and the reference swap order from one round to the next.",
+            self.runs
+        );
+        let _ = writeln!(
+            s,
+            "- Idle memory: {RSS_RUNS} starts per side, alternating; once `{STATE_DIR}/child_pid` exists and \
+             {} ms have passed, `VmRSS` of rootlesskit (the parent) and the sums of `VmRSS` and of \
+             `Pss` (`smaps_rollup`) over it and every descendant (the child, helpers and the `sleep` \
+             target) are read from /proc; then rootlesskit gets SIGTERM.",
+            RSS_SETTLE.as_millis()
+        );
+        let (timed, idle) = self.all_commands();
+        let _ = writeln!(
+            s,
+            "\nThe timing line:\n\n```\n{} bash -c '{TIME_SCRIPT}' bash COMMAND...\n```\n\n\
+             Each COMMAND, exactly as run:\n\n```",
+            self.prefix.join(" ")
+        );
+        for c in timed {
+            let _ = writeln!(s, "{c}");
+        }
+        let _ = writeln!(
+            s,
+            "```\n\nThe idle starts (`{STATE_DIR}` is a fresh directory each time):\n\n```"
+        );
+        for c in idle {
+            let _ = writeln!(s, "{c}");
+        }
+        s.push_str("```\n");
+
+        let _ = writeln!(
+            s,
+            "\n## Startup\n\nms, median (p90) of {} runs; the target is `{TARGET}`. The flags are \
+             identical on both sides. The issue's slirp4netns row adds `--port-driver=builtin`; both \
+             sides run without it until ours has that driver.\n",
+            self.runs
+        );
+        s.push_str(&self.startup_table(&mut notes).markdown());
+        s.push_str("\nMeasuring sticks (the machine itself, in the same rounds):\n\n");
+        s.push_str(&self.sticks_table(&mut notes).markdown());
+        let _ = writeln!(s, "\n## Idle memory\n\nMedian of {RSS_RUNS} starts each.\n");
+        s.push_str(&self.idle_table(&mut notes).markdown());
+        s.push_str("\n## Binary sizes\n\n");
+        s.push_str(
+            "Ours are static; the reference is one Go binary that re-executes itself as the child.\n\n",
+        );
+        s.push_str(&self.sizes_table().markdown());
+        s.push_str("\n## Targets\n\n");
+        s.push_str(&self.targets_table().markdown());
+        let traces = self.trace_tables();
+        if !traces.is_empty() {
+            s.push_str("\n## Where the time goes\n\n");
+            s.push_str(
+                "One start of every scenario that ran, traced after the timed runs with \
+                 `strace -f -q -ttt -e trace=execve -e signal=none` (as root, so setuid newuidmap keeps \
+                 working). Each program's time runs from its execve to its exit or next execve, so a parent's \
+                 time includes what it waits for. Tracing stops every system call, which slows the Go \
+                 reference more than ours: read the shares, not the absolute times.\n",
+            );
+            for (title, t, summary) in traces {
+                let _ = writeln!(s, "\n{title}\n");
+                s.push_str(&t.markdown());
+                let _ = writeln!(s, "\n{summary}");
+            }
+        }
+        notes.extend(self.notes.iter().cloned());
+        if !notes.is_empty() {
+            s.push_str("\n## Notes\n\n");
+            for (i, n) in notes.iter().enumerate() {
+                let _ = writeln!(s, "{}. {}", i + 1, n.replace('\n', " "));
+            }
+        }
+        s
+    }
+}
+
+/// Parses what [`TIME_SCRIPT`] prints: `USER SYS` (seconds, from `time`) and then
+/// `START END` (`$EPOCHREALTIME`), as the last two non-empty lines; times in milliseconds.
+fn parse_time_output(text: &str) -> Option<Sample> {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let [.., cpu, wall] = lines[..] else {
+        return None;
+    };
+    let pair = |line: &str| -> Option<(u64, u64)> {
+        let mut w = line.split_whitespace();
+        let (a, b) = (micros(w.next()?)?, micros(w.next()?)?);
+        w.next().is_none().then_some((a, b))
+    };
+    let (user, sys) = pair(cpu)?;
+    let (start, end) = pair(wall)?;
+    let ms = |us: u64| us as f64 / 1000.0;
+    Some(Sample {
+        wall: ms(end.checked_sub(start)?),
+        user: ms(user),
+        sys: ms(sys),
+    })
+}
+
+/// `12.345678` (seconds, at most six decimals) in microseconds.
+fn micros(s: &str) -> Option<u64> {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(frac) || frac.len() > 6 {
+        return None;
+    }
+    let frac_us: u64 = format!("{frac:0<6}").parse().ok()?;
+    whole
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(1_000_000)?
+        .checked_add(frac_us)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn median_and_percentile() {
+        let check = |xs: &[f64], med: Option<f64>, p90: Option<f64>| {
+            assert_eq!(median(xs), med, "median of {xs:?}");
+            assert_eq!(percentile(xs, 90.0), p90, "p90 of {xs:?}");
+        };
+        check(&[], None, None);
+        check(&[5.0], Some(5.0), Some(5.0));
+        check(&[3.0, 1.0], Some(2.0), Some(3.0));
+        check(&[9.0, 1.0, 5.0], Some(5.0), Some(9.0));
+        let ten: Vec<f64> = (1..=10).rev().map(f64::from).collect();
+        check(&ten, Some(5.5), Some(9.0));
+        let thirty: Vec<f64> = (1..=30).map(f64::from).collect();
+        check(&thirty, Some(15.5), Some(27.0));
+        assert_eq!(percentile(&thirty, 100.0), Some(30.0));
+        assert_eq!(percentile(&thirty, 0.0), Some(1.0));
+    }
+
+    #[test]
+    fn ratios_and_numbers() {
+        assert_eq!(ratio(Some(15.0), Some(33.0)), "0.45×");
+        assert_eq!(ratio(Some(1.0), Some(0.0)), "–");
+        assert_eq!(ratio(None, Some(3.0)), "–");
+        assert_eq!(med_p90(&[2.0, 3.0, 4.0]), "3.0 (4.0)");
+        assert_eq!(med_p90(&[]), "–");
+        assert_eq!(mib(1372), "1.34 MiB");
+        for (n, s) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (1406656, "1,406,656"),
+            (7733752, "7,733,752"),
+        ] {
+            assert_eq!(thousands(n), s);
+        }
+    }
+
+    #[test]
+    fn time_lines() {
+        let check = |input: &str, expect: Option<(f64, f64, f64)>| {
+            let got = parse_time_output(input).map(|s| (s.wall, s.user, s.sys));
+            assert_eq!(got, expect, "{input:?}");
+        };
+        check(
+            "0.010 0.006\n1795914430.722408 1795914430.757408\n",
+            Some((35.0, 10.0, 6.0)),
+        );
+        check(
+            "noise\n0.000 0.002\n1795914430.999999 1795914431.001999\n\n",
+            Some((2.0, 0.0, 2.0)),
+        );
+        check("0.010 0.006\n", None);
+        check("1795914430.722408 1795914430.757408\n", None);
+        check("0.010 0.006 1\n1.0 2.0\n", None);
+        check("0.010 0.006\n2.0 1.0\n", None);
+        check("0.010 -0.006\n1.0 2.0\n", None);
+        check("0,010 0,006\n1,0 2,0\n", None);
+        check("", None);
+        for (input, us) in [
+            ("0.035", Some(35_000)),
+            ("2", Some(2_000_000)),
+            ("1.5", Some(1_500_000)),
+            ("1795914430.722408", Some(1_795_914_430_722_408)),
+            ("1.1234567", None),
+            (".5", None),
+            ("1.", Some(1_000_000)),
+            ("1e3", None),
+            ("+1", None),
+        ] {
+            assert_eq!(micros(input), us, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn proc_fields() {
+        let status = "Name:\trootlesskit\nUid:\t2000\t2000\t2000\t2000\nGid:\t2001\t2001\t2001\t2001\nVmPeak:\t    5000 kB\nVmRSS:\t    1372 kB\n";
+        assert_eq!(kib_field(status, "VmRSS:"), Some(1372));
+        assert_eq!(kib_field(status, "VmPeak:"), Some(5000));
+        assert_eq!(kib_field(status, "VmSwap:"), None);
+        assert_eq!(kib_field("VmRSS:\t12 pages\n", "VmRSS:"), None);
+        assert_eq!(
+            kib_field("Pss:                 824 kB\n", "Pss:"),
+            Some(824)
+        );
+        assert_eq!(status_ids(status, "Uid:"), Some(2000));
+        assert_eq!(status_ids(status, "Gid:"), Some(2001));
+        assert_eq!(status_ids("Name:\tx\n", "Uid:"), None);
+
+        assert_eq!(
+            stat_ppid("4417 (rootlesskit-chi) S 4404 4417 1 0"),
+            Some(4404)
+        );
+        assert_eq!(stat_ppid("12 (a) b) (c) R 7 12 12 0"), Some(7));
+        assert_eq!(stat_ppid("12 (x"), None);
+        assert_eq!(stat_ppid("12 (x) S notanumber"), None);
+
+        let pairs = [(10, 1), (11, 10), (12, 11), (13, 10), (20, 1), (14, 13)];
+        assert_eq!(descendants(10, &pairs), vec![10, 11, 13, 12, 14]);
+        assert_eq!(descendants(20, &pairs), vec![20]);
+        assert_eq!(descendants(99, &pairs), vec![99]);
+    }
+
+    #[test]
+    fn machine_fields() {
+        let cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\n\nprocessor\t: 1\nmodel name\t: other\n";
+        assert_eq!(
+            cpu_model(cpuinfo).as_deref(),
+            Some("Intel(R) Xeon(R) CPU @ 2.20GHz")
+        );
+        assert_eq!(cpu_model("processor\t: 0\n"), None);
+        assert_eq!(
+            kernel_release(
+                "Linux version 6.1.0-18-amd64 (debian-kernel@lists.debian.org) (gcc) #1 SMP"
+            )
+            .as_deref(),
+            Some("Linux 6.1.0-18-amd64")
+        );
+        assert_eq!(kernel_release("garbage"), None);
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nrkrs-test:x:2000:2000::/home/rkrs-test:/bin/sh\nbad:x:zz:1::/:/bin/sh\n";
+        assert_eq!(passwd_ids(passwd, "rkrs-test"), Some((2000, 2000)));
+        assert_eq!(passwd_ids(passwd, "bad"), None);
+        assert_eq!(passwd_ids(passwd, "nobody"), None);
+        assert_eq!(passwd_name(passwd, 2000).as_deref(), Some("rkrs-test"));
+        assert_eq!(passwd_name(passwd, 7), None);
+    }
+
+    #[test]
+    fn tables() {
+        let mut t = Table::new(&["name", "ms", "ratio"]);
+        t.row(vec![
+            "--net=host true".into(),
+            "15.0 (17.0)".into(),
+            "0.45×".into(),
+        ]);
+        t.row(vec!["a|b".into(), "2.0 (3.0)".into()]);
+        assert_eq!(
+            t.text(),
+            "name                      ms  ratio\n\
+             --net=host true  15.0 (17.0)  0.45×\n\
+             a|b                2.0 (3.0)\n"
+        );
+        assert_eq!(
+            t.markdown(),
+            "| name | ms | ratio |\n\
+             |---|---:|---:|\n\
+             | --net=host true | 15.0 (17.0) | 0.45× |\n\
+             | a\\|b | 2.0 (3.0) |  |\n"
+        );
+
+        let mut t = Table::new(&["target", "measured", "verdict"]).left(2);
+        t.row(vec!["rss".into(), "1.47 MiB".into(), "not met".into()]);
+        t.row(vec!["startup".into(), "0.25×".into(), "met".into()]);
+        assert_eq!(
+            t.text(),
+            "target   measured  verdict\n\
+             rss      1.47 MiB  not met\n\
+             startup     0.25×  met\n"
+        );
+        assert!(
+            t.markdown()
+                .starts_with("| target | measured | verdict |\n|---|---:|---|\n")
+        );
+    }
+
+    #[test]
+    fn strace_spans() {
+        let text = "\
+100  1000.000000 execve(\"/usr/bin/setpriv\", [\"setpriv\"], 0x1 /* 2 vars */) = 0
+100 1000.001000 execve(\"/tmp/x/rootlesskit\", [\"rootlesskit\"], 0x1 /* 2 vars */) = 0
+101 1000.002000 execve(\"/usr/bin/getsubids\", [\"getsubids\", \"u\"], 0x1 /* 2 vars */ <unfinished ...>
+100 1000.002100 --- SIGURG {si_signo=SIGURG} ---
+101 1000.002200 <... execve resumed>) = 0
+101 1000.004000 +++ exited with 0 +++
+102 1000.004500 execve(\"/nonexistent\", [\"x\"], 0x1 /* 2 vars */) = -1 ENOENT (No such file or directory)
+102 1000.005000 execve(\"/usr/bin/newuidmap\", [\"newuidmap\"], 0x1 /* 2 vars */) = 0
+102 1000.006000 +++ exited with 1 +++
+103 1000.006000 execve(\"/usr/bin/getsubids\", [\"getsubids\"], 0x1 /* 2 vars */) = 0
+103 1000.007000 +++ killed by SIGKILL +++
+100 1000.010000 +++ exited with 0 +++
+";
+        let got = spans(text);
+        let expect = [
+            ("setpriv", 0.0, 1.0),
+            ("rootlesskit", 1.0, 10.0),
+            ("getsubids", 2.0, 4.0),
+            ("newuidmap", 5.0, 6.0),
+            ("getsubids", 6.0, 7.0),
+        ];
+        assert_eq!(got.len(), expect.len(), "{got:?}");
+        for (g, (p, s, e)) in got.iter().zip(expect) {
+            assert_eq!(g.program, p);
+            assert!(
+                (g.start - s).abs() < 1e-6 && (g.end - e).abs() < 1e-6,
+                "{g:?}"
+            );
+        }
+        let agg = by_program(&got);
+        let names: Vec<(&str, usize)> = agg.iter().map(|(p, n, ..)| (p.as_str(), *n)).collect();
+        assert_eq!(
+            names,
+            [
+                ("setpriv", 1),
+                ("rootlesskit", 1),
+                ("getsubids", 2),
+                ("newuidmap", 1)
+            ]
+        );
+        assert!((agg[2].2 - 3.0).abs() < 1e-6);
+        let span = |start: f64, end: f64| Span {
+            program: "x".into(),
+            start,
+            end,
+        };
+        for (spans, expect) in [
+            (vec![], 0.0),
+            (vec![span(1.0, 3.0)], 2.0),
+            (vec![span(5.0, 6.0), span(1.0, 3.0), span(2.0, 4.0)], 4.0),
+            (vec![span(0.0, 10.0), span(2.0, 3.0)], 10.0),
+        ] {
+            let refs: Vec<&Span> = spans.iter().collect();
+            assert!((covered(&refs) - expect).abs() < 1e-9, "{spans:?}");
+        }
+        assert!(is_helper("getsubids") && is_helper("newuidmap"));
+        assert!(!is_helper("rootlesskit-child") && !is_helper("exe") && !is_helper("setpriv"));
+    }
+
+    #[test]
+    fn option_errors() {
+        let check = |input: &str, expect: &str| {
+            assert_eq!(
+                options("bench", &argv(input)).unwrap_err(),
+                expect,
+                "{input:?}"
+            );
+        };
+        check(
+            "--runs 0",
+            "invalid value \"0\" for --runs: expected a positive whole number",
+        );
+        check(
+            "--runs x",
+            "invalid value \"x\" for --runs: expected a positive whole number",
+        );
+        check("--runs", "missing value for option '--runs'");
+        check("extra", "unexpected argument 'extra' for bench");
+        check("--frob", "unknown option '--frob' for bench");
+        let o = options("bench", &argv("--runs 5 --no-trace")).unwrap();
+        assert_eq!((o.runs, o.trace), (5, false));
+        let o = options("bench", &[]).unwrap();
+        assert_eq!((o.runs, o.trace, o.reference), (DEFAULT_RUNS, true, None));
+    }
+
+    #[test]
+    fn bin_dir_default() {
+        let root = Path::new("/w");
+        assert_eq!(default_bin_dir(root, None), Path::new("/w/target/dist"));
+        assert_eq!(
+            default_bin_dir(root, Some("/t/x".into())),
+            Path::new("/t/x/dist")
+        );
+        assert_eq!(
+            default_bin_dir(root, Some("tgt".into())),
+            Path::new("/w/tgt/dist")
+        );
+    }
+
+    #[test]
+    fn targets_from_results() {
+        let series = |who: &'static str, walls: &[f64]| Series {
+            who,
+            argv: vec![],
+            samples: walls
+                .iter()
+                .map(|&w| Sample {
+                    wall: w,
+                    user: 1.0,
+                    sys: 1.0,
+                })
+                .collect(),
+            error: None,
+        };
+        let report = Report {
+            startup: vec![
+                TimedRow {
+                    label: "--net=host true".into(),
+                    series: vec![
+                        series("ours", &[5.0, 6.0, 7.0]),
+                        series("reference", &[40.0]),
+                    ],
+                    ..TimedRow::default()
+                },
+                TimedRow {
+                    label: "--net=x true".into(),
+                    series: vec![series("ours", &[15.0]), series("reference", &[30.0])],
+                    ..TimedRow::default()
+                },
+                TimedRow {
+                    label: "--net=pasta true".into(),
+                    series: vec![series("ours", &[15.0])],
+                    ..TimedRow::default()
+                },
+                TimedRow {
+                    label: "unshare -U -r true".into(),
+                    what: Some("ceiling"),
+                    series: vec![series("machine", &[2.0])],
+                    ..TimedRow::default()
+                },
+            ],
+            idle: vec![IdleSeries {
+                who: "ours",
+                samples: vec![Idle {
+                    parent_rss_kib: 1372,
+                    ..Idle::default()
+                }],
+                ..IdleSeries::default()
+            }],
+            ..Report::default()
+        };
+        let got: Vec<(String, String, Verdict)> = targets(&report);
+        let brief: Vec<(&str, &str, Verdict)> = got
+            .iter()
+            .map(|(t, m, v)| (t.as_str(), m.as_str(), *v))
+            .collect();
+        assert_eq!(
+            brief,
+            [
+                (
+                    "startup `--net=host true` ≤ 0.2× reference (wall)",
+                    "0.15×",
+                    Verdict::Met
+                ),
+                (
+                    "startup `--net=x true` ≤ 0.2× reference (wall)",
+                    "0.50×",
+                    Verdict::NotMet
+                ),
+                (
+                    "startup `--net=pasta true` ≤ 0.2× reference (wall)",
+                    "not on both sides",
+                    Verdict::NotMeasured
+                ),
+                ("idle parent RSS ≤ 1 MiB", "1.34 MiB", Verdict::NotMet),
+                (
+                    "builtin TCP ≥ 1.5× reference and ≥ 0.8× loopback",
+                    "needs the builtin port driver",
+                    Verdict::NotMeasured
+                ),
+                (
+                    "connections/s ≥ 4× reference",
+                    "needs the builtin port driver",
+                    Verdict::NotMeasured
+                ),
+                (
+                    "CPU per GB forwarded ≤ 0.3× reference",
+                    "needs the builtin port driver",
+                    Verdict::NotMeasured
+                ),
+            ]
+        );
+    }
+}
