@@ -242,6 +242,7 @@ impl IdMapRun {
 }
 
 /// Runs `exe args...` with stdout and stderr sharing one pipe; returns the status and output.
+#[cfg(test)]
 fn run_combined(exe: &Path, args: &[String]) -> Result<(ExitStatus, Vec<u8>), String> {
     let (mut child, mut reader) = spawn_combined(exe, args)?;
     finish_combined(&mut child, &mut reader)

@@ -1,12 +1,14 @@
 //! The rootlesskit parent: everything that runs outside the new namespaces.
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod entry;
 pub mod exec;
 pub mod fuzzing;
 pub mod idmap;
 pub mod net;
+pub mod port;
 pub mod run;
 pub mod statedir;
 
