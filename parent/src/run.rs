@@ -17,7 +17,7 @@ use rustix::thread::UnshareFlags;
 
 use crate::cli::{Config, Net, PortDriver, Reaper};
 use crate::statedir::StateDir;
-use crate::{idmap, net, warn};
+use crate::{api, idmap, net, warn};
 
 /// How a run ends: an exit code, and the error line to print first, if any.
 pub struct Outcome {
@@ -152,6 +152,10 @@ fn preflight_warnings(cfg: &Config) {
 struct Session<'a> {
     cfg: &'a Config,
     driver: Option<Box<dyn net::Driver>>,
+    /// What `GET /v1/info` reports about the network, known once the driver is up.
+    net_info: Option<api::NetworkDriverInfo>,
+    /// The API server, served from the supervision loop (no thread).
+    api: Option<api::server::Server>,
     sigfd: &'a OwnedFd,
     pid: i32,
     pidfd: OwnedFd,
@@ -270,6 +274,8 @@ impl<'a> Session<'a> {
         Ok(Session {
             cfg,
             driver: None,
+            net_info: None,
+            api: None,
             sigfd,
             pid,
             pidfd,
@@ -313,10 +319,25 @@ impl<'a> Session<'a> {
                 };
                 net::resolv::write_files(state.path(), &prepared.dns)
                     .map_err(|e| Abort::Error("parent", e))?;
+                let a = prepared.net.addr;
+                self.net_info = Some(api::NetworkDriverInfo {
+                    driver: driver.name().to_string(),
+                    dns: prepared.dns.clone(),
+                    child_ip: format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3]),
+                    dynamic_child_ip: false,
+                });
                 prepared.net
             }
             (Net::Host, None) => NetConfig::empty(NetMode::Host),
-            (Net::None, None) => NetConfig::empty(NetMode::Loopback),
+            (Net::None, None) => {
+                self.net_info = Some(api::NetworkDriverInfo {
+                    driver: "none".into(),
+                    dns: Vec::new(),
+                    child_ip: String::new(),
+                    dynamic_child_ip: false,
+                });
+                NetConfig::empty(NetMode::Loopback)
+            }
             (other, None) => {
                 return Err(Abort::Error(
                     "parent",
@@ -331,6 +352,21 @@ impl<'a> Session<'a> {
         };
         self.send(&Msg::PortDriverCompleted(port))?;
         self.expect(|m| matches!(m, Msg::ChildReady), "ChildReady")?;
+        // The API socket exists before child_pid, which is what scripts wait for, and both
+        // exist before the target starts.
+        let backend = api::Backend {
+            state_dir: state.path().to_string_lossy().into_owned(),
+            child_pid: self.pid,
+            network_driver: self.net_info.take(),
+            port_driver: None,
+        };
+        let listener = api::server::listen(&state.path().join("api.sock"))
+            .map_err(|e| Abort::Error("parent", e))?;
+        self.api = Some(api::server::Server::new(
+            listener,
+            backend,
+            api::server::Config::default(),
+        ));
         state
             .write_child_pid(self.pid)
             .map_err(|e| Abort::Error("parent", e))?;
@@ -474,59 +510,85 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// After the handshake: forward signals to the child until it exits.
+    /// After the handshake: serve the API and forward signals to the child until it exits.
     fn supervise(mut self) -> Outcome {
         loop {
-            let (sig_ready, child_ready, driver_ended) = {
-                let driver_fd = self.driver.as_ref().and_then(|d| d.exit_fd());
-                // Without a driver the third slot asks for nothing (no allocation per wakeup).
-                let third = match driver_fd {
-                    Some(fd) => PollFd::from_borrowed_fd(fd, PollFlags::IN),
-                    None => PollFd::new(self.sigfd, PollFlags::empty()),
-                };
-                let mut fds = [
-                    PollFd::new(self.sigfd, PollFlags::IN),
-                    PollFd::new(&self.pidfd, PollFlags::IN),
-                    third,
-                ];
-                match poll(&mut fds, None) {
-                    Ok(_) => {}
-                    Err(rustix::io::Errno::INTR) => continue,
-                    Err(e) => return Outcome::parent_error(format!("poll: {e}")),
-                }
-                (
-                    !fds[0].revents().is_empty(),
-                    !fds[1].revents().is_empty(),
-                    driver_fd.is_some() && !fds[2].revents().is_empty(),
-                )
+            let event = match self.next_event() {
+                Ok(e) => e,
+                Err(e) => return Outcome::parent_error(e),
             };
-            if driver_ended && let Some(driver) = self.driver.as_mut() {
-                // As upstream, the target keeps running (without a network); say so once.
-                let how = driver.describe_exit();
-                warn(&format!(
-                    "network driver {} exited while the target was running: {how}",
-                    driver.name()
-                ));
-            }
-            if sig_ready
-                && let Ok(info) = sys::read_signal(self.sigfd)
-                && signals::is_forwarded(info.signo)
-            {
-                let _ = sys::pidfd_send_signal(&self.pidfd, info.signo);
-            }
-            if child_ready {
-                self.reap_blocking();
-                let ended = self.reaped.unwrap_or(Ended::Exited(1));
-                let code = ended.exit_code();
-                return Outcome {
-                    code,
-                    error: (code != 0)
-                        .then(|| ("parent", format!("child exited: {}", ended.describe()))),
-                    raise: None,
-                };
+            match event {
+                Event::Signal => {
+                    if let Ok(info) = sys::read_signal(self.sigfd)
+                        && signals::is_forwarded(info.signo)
+                    {
+                        let _ = sys::pidfd_send_signal(&self.pidfd, info.signo);
+                    }
+                }
+                Event::DriverExited => {
+                    if let Some(driver) = self.driver.as_mut() {
+                        // As upstream, the target keeps running (without a network); say so once.
+                        let how = driver.describe_exit();
+                        warn(&format!(
+                            "network driver {} exited while the target was running: {how}",
+                            driver.name()
+                        ));
+                    }
+                }
+                Event::ChildExited => {
+                    self.reap_blocking();
+                    let ended = self.reaped.unwrap_or(Ended::Exited(1));
+                    let code = ended.exit_code();
+                    return Outcome {
+                        code,
+                        error: (code != 0)
+                            .then(|| ("parent", format!("child exited: {}", ended.describe()))),
+                        raise: None,
+                    };
+                }
             }
         }
     }
+
+    /// Waits for the next thing to act on, serving API requests meanwhile.
+    fn next_event(&mut self) -> Result<Event, String> {
+        const EVENTS: [Event; 3] = [Event::Signal, Event::ChildExited, Event::DriverExited];
+        let driver_fd = self.driver.as_ref().and_then(|d| d.exit_fd());
+        let mut watch = [self.sigfd.as_fd(), self.pidfd.as_fd(), self.sigfd.as_fd()];
+        let n = match driver_fd {
+            Some(fd) => {
+                watch[2] = fd;
+                3
+            }
+            None => 2,
+        };
+        if let Some(server) = self.api.as_mut() {
+            return server.serve_until(&watch[..n]).map(|i| EVENTS[i]);
+        }
+        loop {
+            let mut fds = [
+                PollFd::from_borrowed_fd(watch[0], PollFlags::IN),
+                PollFd::from_borrowed_fd(watch[1], PollFlags::IN),
+                PollFd::from_borrowed_fd(watch[2], PollFlags::IN),
+            ];
+            match poll(&mut fds[..n], None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(format!("poll: {e}")),
+            }
+            if let Some(i) = fds[..n].iter().position(|f| !f.revents().is_empty()) {
+                return Ok(EVENTS[i]);
+            }
+        }
+    }
+}
+
+/// What woke the supervision loop.
+#[derive(Clone, Copy)]
+enum Event {
+    Signal,
+    ChildExited,
+    DriverExited,
 }
 
 /// Signals whose default action would end an unprepared process: during setup they abort it.

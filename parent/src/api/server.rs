@@ -268,6 +268,17 @@ impl Server {
     /// # Errors
     /// Only when `poll` itself fails.
     pub fn run(&mut self, stop: BorrowedFd<'_>) -> Result<(), String> {
+        self.serve_until(&[stop]).map(drop)
+    }
+
+    /// Serves until one of `watch` becomes readable or hangs up, and returns the index of the
+    /// first that did. This lets the parent's own loop (signals, the child, the driver) and the
+    /// API share one thread: no thread machinery in the static binary.
+    ///
+    /// # Errors
+    /// Only when `poll` itself fails.
+    pub fn serve_until(&mut self, watch: &[BorrowedFd<'_>]) -> Result<usize, String> {
+        let n = watch.len();
         loop {
             let now = Instant::now();
             self.expire(now);
@@ -289,8 +300,10 @@ impl Server {
                 }
             });
             let (stop_ready, listener_ready, ready) = {
-                let mut fds = Vec::with_capacity(self.conns.len() + 2);
-                fds.push(PollFd::new(&stop, PollFlags::IN));
+                let mut fds = Vec::with_capacity(self.conns.len() + n + 1);
+                for w in watch {
+                    fds.push(PollFd::new(w, PollFlags::IN));
+                }
                 let listen_flags = if accepting {
                     PollFlags::IN
                 } else {
@@ -310,15 +323,18 @@ impl Server {
                     Err(rustix::io::Errno::INTR) => continue,
                     Err(e) => return Err(format!("poll: {}", io_text(&e.into()))),
                 }
-                let ready: Vec<bool> = fds[2..].iter().map(|f| !f.revents().is_empty()).collect();
+                let ready: Vec<bool> = fds[n + 1..]
+                    .iter()
+                    .map(|f| !f.revents().is_empty())
+                    .collect();
                 (
-                    !fds[0].revents().is_empty(),
-                    !fds[1].revents().is_empty(),
+                    fds[..n].iter().position(|f| !f.revents().is_empty()),
+                    !fds[n].revents().is_empty(),
                     ready,
                 )
             };
-            if stop_ready {
-                return Ok(());
+            if let Some(i) = stop_ready {
+                return Ok(i);
             }
             let mut ready = ready.into_iter();
             self.conns.retain_mut(|c| {
