@@ -205,11 +205,11 @@ fn state_dir_files_and_environment() {
     let l: Vec<&str> = o.stdout.lines().collect();
     assert_eq!(l[0], state.to_str().unwrap());
     assert_eq!(l[1], format!("{} {}", u.uid, u.gid));
-    assert_eq!(l[2..4], ["child_pid", "lock"]);
-    assert_eq!(l[4], "444");
-    assert!(l[5].parse::<u32>().is_ok(), "{}", l[5]);
-    assert_eq!(l[6], "0", "internal variables leaked");
-    assert_eq!(l[7], "kept as is");
+    assert_eq!(l[2..5], ["api.sock", "child_pid", "lock"]);
+    assert_eq!(l[5], "444");
+    assert!(l[6].parse::<u32>().is_ok(), "{}", l[6]);
+    assert_eq!(l[7], "0", "internal variables leaked");
+    assert_eq!(l[8], "kept as is");
     assert!(
         !state.exists(),
         "explicit state dir must be removed on exit"
