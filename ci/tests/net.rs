@@ -278,3 +278,56 @@ fn slirp4netns_dying_under_a_running_target_is_reported() {
     );
     assert!(!state.exists());
 }
+
+/// A one-shot echo server on host IPv6 loopback; returns its port, or `None` without IPv6.
+fn echo_server_v6() -> Option<u16> {
+    let l = TcpListener::bind("[::1]:0").ok()?;
+    let port = l.local_addr().ok()?.port();
+    std::thread::spawn(move || {
+        if let Some(Ok(mut c)) = l.incoming().next() {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 64];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let _ = c.write_all(b"pong6:");
+            let _ = c.write_all(&buf[..n]);
+        }
+    });
+    Some(port)
+}
+
+#[test]
+fn slirp4netns_ipv6_address_route_and_host_loopback() {
+    if !have("slirp4netns") || !tun_usable() {
+        skip!("slirp4netns or /dev/net/tun is not available");
+    }
+    if !Path::new("/bin/busybox").exists() {
+        skip!("busybox (for nc) is not installed");
+    }
+    let Some(port) = echo_server_v6() else {
+        skip!("the host has no IPv6 loopback");
+    };
+    // slirp4netns announces fd00::/64; the kernel configures the address by SLAAC.
+    let script = format!(
+        "for i in $(seq 100); do grep -q '^fd00.* tap0$' /proc/net/if_inet6 && break; sleep 0.05; done; \
+         grep ' tap0$' /proc/net/if_inet6 | cut -c1-4; echo --; \
+         echo ping | busybox nc -w 5 fd00::2 {port}; echo"
+    );
+    let o = rootlesskit([
+        "--net=slirp4netns",
+        "--ipv6",
+        "--copy-up=/etc",
+        "sh",
+        "-c",
+        script.as_str(),
+    ])
+    .timeout(Duration::from_secs(30))
+    .output();
+    ok(&o);
+    let (addrs, reply) = o.stdout.split_once("--\n").unwrap();
+    assert!(
+        addrs.lines().any(|l| l == "fd00"),
+        "no fd00:: address: {}",
+        o.stdout
+    );
+    assert_eq!(reply.trim(), "pong6:ping", "host ::1 through fd00::2");
+}
