@@ -331,3 +331,58 @@ fn slirp4netns_ipv6_address_route_and_host_loopback() {
     );
     assert_eq!(reply.trim(), "pong6:ping", "host ::1 through fd00::2");
 }
+
+#[test]
+fn bad_network_flags_fail_cleanly_and_leave_nothing() {
+    let d = ci::Scratch::new("badnet");
+    for (args, want) in [
+        (
+            &["--net=slirp4netns", "--cidr=10.0.2.100/24", "true"][..],
+            "cidr must be like 10.0.2.0/24, not like 10.0.2.100/24",
+        ),
+        (
+            &["--net=slirp4netns", "--cidr=10.0.2.0/33", "true"][..],
+            "invalid CIDR address: 10.0.2.0/33",
+        ),
+        (
+            &["--net=slirp4netns", "--ifname=a/b", "true"][..],
+            "ifname must not contain \"/\"",
+        ),
+        (
+            &["--net=slirp4netns", "--mtu=-1", "true"][..],
+            "mtu must be <= 65521, got -1",
+        ),
+        (
+            &["--net=pasta", "--port-driver=builtin", "true"][..],
+            "network \"pasta\" requires port driver \"none\" or \"implicit\"",
+        ),
+        (
+            &["--net=gvisor-tap-vsock", "true"][..],
+            "--net=gvisor-tap-vsock: not supported yet",
+        ),
+        (
+            &["--net=vpnkit", "true"][..],
+            "--net=vpnkit: not supported yet",
+        ),
+        (
+            &["--net=host", "--port-driver=implicit", "true"][..],
+            "port driver requires pasta network",
+        ),
+    ] {
+        let o = rootlesskit(args.iter().copied())
+            .env("TMPDIR", d.path.to_str().unwrap())
+            .output();
+        assert_eq!(o.code, 1, "{args:?}: {}", o.stderr);
+        let last = o.stderr.lines().last().unwrap_or("");
+        assert_eq!(
+            last,
+            format!("[rootlesskit:parent] error: {want}"),
+            "{args:?}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&d.path).unwrap().count(),
+            0,
+            "{args:?} left a state dir"
+        );
+    }
+}
