@@ -1,6 +1,7 @@
 //! Port forwarding as the API sees it: the spec and status types, their validation, and the
 //! [`PortDriver`] trait that the builtin and slirp4netns drivers implement for the API server.
 
+pub mod pump;
 pub mod spec;
 
 pub use spec::{PortSpec, PortStatus, go_atoi, parse_port_spec, validate_port_spec};
