@@ -341,6 +341,8 @@ impl Child {
             return fail(what);
         }
         let target = started.pid;
+        // From here on we only forward signals and reap: let the setup code leave memory.
+        sys::page_out_own_image();
         // The socket is done; the target must not keep the parent waiting on it.
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
         loop {

@@ -512,6 +512,8 @@ impl<'a> Session<'a> {
 
     /// After the handshake: serve the API and forward signals to the child until it exits.
     fn supervise(mut self) -> Outcome {
+        // From here on we only supervise: let the setup code leave memory.
+        sys::page_out_own_image();
         loop {
             let event = match self.next_event() {
                 Ok(e) => e,
