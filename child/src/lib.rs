@@ -5,9 +5,11 @@
 pub mod cgroup;
 pub mod detach;
 pub mod errno;
+pub mod fdpass;
 pub mod golang;
 pub mod mount;
 pub mod netlink;
+pub mod ports;
 pub mod signals;
 pub mod sys;
 

@@ -7,7 +7,7 @@
 //! [--detach-netns UNSHARE-HELPER] [--debug] -- CMD...`
 
 use std::ffi::OsString;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
@@ -117,7 +117,12 @@ fn main() {
     };
     // Re-armed after exec; if the parent died before this line, the socket says so below.
     let _ = set_parent_process_death_signal(Some(Signal::KILL));
-    let mut child = Child { args, sock };
+    let mut child = Child {
+        args,
+        sock,
+        detached: None,
+        serve_ports: false,
+    };
     if let Err(text) = child.setup() {
         let _ = proto::write_frame(
             &mut child.sock,
@@ -162,6 +167,10 @@ fn warn(msg: &str) {
 struct Child {
     args: Args,
     sock: UnixStream,
+    /// The detached network namespace, for dials of the builtin port driver.
+    detached: Option<Netns>,
+    /// Whether the parent runs the builtin port driver and will send `PortConnect`.
+    serve_ports: bool,
 }
 
 impl Child {
@@ -210,7 +219,9 @@ impl Child {
             }
         };
         match self.recv()? {
-            Msg::PortDriverCompleted(_) => {}
+            Msg::PortDriverCompleted(mode) => {
+                self.serve_ports = mode == proto::PortMode::Builtin;
+            }
             m => {
                 return Err(format!(
                     "expected \"ParentInitPortDriverCompleted\", got \"{}\"",
@@ -255,6 +266,7 @@ impl Child {
                 self.bind_etc_files()?;
             }
         }
+        self.detached = detached;
         self.send(&Msg::ChildReady)?;
         match self.recv()? {
             Msg::ParentGo => Ok(()),
@@ -343,9 +355,14 @@ impl Child {
         let target = started.pid;
         // From here on we only forward signals and reap: let the setup code leave memory.
         sys::page_out_own_image();
-        // The socket is done; the target must not keep the parent waiting on it.
-        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        if !self.serve_ports {
+            // The socket is done; the target must not keep the parent waiting on it.
+            let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        }
         loop {
+            if self.serve_ports && !self.wait_signal_or_request(sigfd) {
+                continue;
+            }
             let info = match sys::read_signal(sigfd) {
                 Ok(i) => i,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -368,6 +385,52 @@ impl Child {
                 let _ = sys::pidfd_send_signal(&started.pidfd, info.signo);
             }
         }
+    }
+
+    /// Waits until a signal is pending (returns true) or serves one port request from the
+    /// parent (returns false).
+    fn wait_signal_or_request(&mut self, sigfd: &OwnedFd) -> bool {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let (sig, req) = {
+            let mut fds = [
+                PollFd::new(sigfd, PollFlags::IN),
+                PollFd::new(&self.sock, PollFlags::IN),
+            ];
+            if poll(&mut fds, None).is_err() {
+                return false;
+            }
+            (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
+        };
+        if sig {
+            return true;
+        }
+        if req {
+            match child::fdpass::recv(&self.sock) {
+                Ok((Msg::PortConnect(c), _)) => {
+                    let dialed = match &self.detached {
+                        Some(ns) => ns
+                            .within(|| Ok(child::ports::dial(&c)))
+                            .unwrap_or(Err(rustix::io::Errno::NETUNREACH)),
+                        None => child::ports::dial(&c),
+                    };
+                    let _ = match &dialed {
+                        Ok(fd) => child::fdpass::send(
+                            &self.sock,
+                            &Msg::PortConnected(0),
+                            Some(fd.as_fd()),
+                        ),
+                        Err(e) => child::fdpass::send(
+                            &self.sock,
+                            &Msg::PortConnected(e.raw_os_error()),
+                            None,
+                        ),
+                    };
+                }
+                // The parent is gone or talks nonsense: stop listening to it.
+                _ => self.serve_ports = false,
+            }
+        }
+        false
     }
 
     /// Reaps what has exited (everything, as a reaper; only the target otherwise) and returns

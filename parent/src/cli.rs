@@ -1502,7 +1502,10 @@ fn unsupported(cfg: &Config) -> Option<String> {
         return Some(format!("--net={}: not supported yet", cfg.net.as_str()));
     }
     // implicit needs no port driver object: pasta forwards by itself.
-    if !matches!(cfg.port_driver, PortDriver::None | PortDriver::Implicit) {
+    if !matches!(
+        cfg.port_driver,
+        PortDriver::None | PortDriver::Implicit | PortDriver::Builtin
+    ) {
         return Some(format!(
             "--port-driver={}: not supported yet",
             cfg.port_driver.as_str()
@@ -2459,8 +2462,8 @@ mod tests {
             ),
             // Not built yet.
             (
-                &["--net=slirp4netns", "--port-driver=builtin", "sh"],
-                "--port-driver=builtin: not supported yet",
+                &["--net=slirp4netns", "--port-driver=slirp4netns", "sh"],
+                "--port-driver=slirp4netns: not supported yet",
             ),
             (&["--net=vpnkit", "sh"], "--net=vpnkit: not supported yet"),
             (
@@ -2472,8 +2475,8 @@ mod tests {
                 "--net=gvisor-tap-vsock: not supported yet",
             ),
             (
-                &["--net=none", "--port-driver=builtin", "sh"],
-                "--port-driver=builtin: not supported yet",
+                &["--net=host", "--port-driver=builtin", "sh"],
+                "port driver requires non-host network",
             ),
         ];
         for (args, msg) in cases {
@@ -2543,9 +2546,14 @@ mod tests {
                    on the host namespace (requires pasta, slirp4netns, or VPNKit)";
         let cases: &[(&[&str], &[&str], &str)] = &[
             (
-                &["--net=slirp4netns", "--ipv6", "--port-driver=builtin", "sh"],
+                &[
+                    "--net=slirp4netns",
+                    "--ipv6",
+                    "--port-driver=slirp4netns",
+                    "sh",
+                ],
                 &["ipv6 is experimental", dhl],
-                "--port-driver=builtin: not supported yet",
+                "--port-driver=slirp4netns: not supported yet",
             ),
             (
                 &[

@@ -156,6 +156,8 @@ struct Session<'a> {
     net_info: Option<api::NetworkDriverInfo>,
     /// The API server, served from the supervision loop (no thread).
     api: Option<api::server::Server>,
+    /// The builtin port driver, when `--port-driver=builtin`.
+    ports: Option<std::sync::Arc<crate::port::builtin::Builtin>>,
     sigfd: &'a OwnedFd,
     pid: i32,
     pidfd: OwnedFd,
@@ -276,6 +278,7 @@ impl<'a> Session<'a> {
             driver: None,
             net_info: None,
             api: None,
+            ports: None,
             sigfd,
             pid,
             pidfd,
@@ -354,11 +357,22 @@ impl<'a> Session<'a> {
         self.expect(|m| matches!(m, Msg::ChildReady), "ChildReady")?;
         // The API socket exists before child_pid, which is what scripts wait for, and both
         // exist before the target starts.
+        let port_driver: Option<std::sync::Arc<dyn crate::port::PortDriver>> =
+            if self.cfg.port_driver == PortDriver::Builtin {
+                let builtin = std::sync::Arc::new(
+                    crate::port::builtin::Builtin::new().map_err(|e| Abort::Error("parent", e))?,
+                );
+                self.publish(&*builtin)?;
+                self.ports = Some(builtin.clone());
+                Some(builtin)
+            } else {
+                None
+            };
         let backend = api::Backend {
             state_dir: state.path().to_string_lossy().into_owned(),
             child_pid: self.pid,
             network_driver: self.net_info.take(),
-            port_driver: None,
+            port_driver,
         };
         let listener = api::server::listen(&state.path().join("api.sock"))
             .map_err(|e| Abort::Error("parent", e))?;
@@ -371,6 +385,25 @@ impl<'a> Session<'a> {
             .write_child_pid(self.pid)
             .map_err(|e| Abort::Error("parent", e))?;
         self.send(&Msg::ParentGo)?;
+        if let Some(ports) = &self.ports {
+            // From now on the child answers connect requests on this socket.
+            let sock = self
+                .sock
+                .try_clone()
+                .map_err(|e| Abort::Error("parent", format!("port driver: {}", io_text(&e))))?;
+            ports.attach_child(sock);
+        }
+        Ok(())
+    }
+
+    /// Publishes every `-p` spec, as upstream does before `child_pid` appears.
+    fn publish(&self, driver: &dyn crate::port::PortDriver) -> Result<(), Abort> {
+        for text in &self.cfg.publish {
+            let spec = crate::port::parse_port_spec(text).map_err(|e| Abort::Error("parent", e))?;
+            driver.add(spec).map_err(|e| {
+                Abort::Error("parent", format!("failed to expose port {text}: {e}"))
+            })?;
+        }
         Ok(())
     }
 
@@ -537,6 +570,16 @@ impl<'a> Session<'a> {
                         ));
                     }
                 }
+                Event::PortsAccept => {
+                    if let Some(p) = &self.ports {
+                        p.accept_ready();
+                    }
+                }
+                Event::PortsData => {
+                    if let Some(p) = &self.ports {
+                        p.pump_ready();
+                    }
+                }
                 Event::ChildExited => {
                     self.reap_blocking();
                     let ended = self.reaped.unwrap_or(Ended::Exited(1));
@@ -554,32 +597,36 @@ impl<'a> Session<'a> {
 
     /// Waits for the next thing to act on, serving API requests meanwhile.
     fn next_event(&mut self) -> Result<Event, String> {
-        const EVENTS: [Event; 3] = [Event::Signal, Event::ChildExited, Event::DriverExited];
-        let driver_fd = self.driver.as_ref().and_then(|d| d.exit_fd());
-        let mut watch = [self.sigfd.as_fd(), self.pidfd.as_fd(), self.sigfd.as_fd()];
-        let n = match driver_fd {
-            Some(fd) => {
-                watch[2] = fd;
-                3
-            }
-            None => 2,
-        };
+        let mut watch = [self.sigfd.as_fd(); 5];
+        let mut kinds = [Event::Signal; 5];
+        watch[1] = self.pidfd.as_fd();
+        kinds[1] = Event::ChildExited;
+        let mut n = 2;
+        if let Some(fd) = self.driver.as_ref().and_then(|d| d.exit_fd()) {
+            watch[n] = fd;
+            kinds[n] = Event::DriverExited;
+            n += 1;
+        }
+        if let Some(p) = &self.ports {
+            let [accept, data] = p.poll_fds();
+            watch[n] = accept;
+            kinds[n] = Event::PortsAccept;
+            watch[n + 1] = data;
+            kinds[n + 1] = Event::PortsData;
+            n += 2;
+        }
         if let Some(server) = self.api.as_mut() {
-            return server.serve_until(&watch[..n]).map(|i| EVENTS[i]);
+            return server.serve_until(&watch[..n]).map(|i| kinds[i]);
         }
         loop {
-            let mut fds = [
-                PollFd::from_borrowed_fd(watch[0], PollFlags::IN),
-                PollFd::from_borrowed_fd(watch[1], PollFlags::IN),
-                PollFd::from_borrowed_fd(watch[2], PollFlags::IN),
-            ];
+            let mut fds = watch.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN));
             match poll(&mut fds[..n], None) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(format!("poll: {e}")),
             }
             if let Some(i) = fds[..n].iter().position(|f| !f.revents().is_empty()) {
-                return Ok(EVENTS[i]);
+                return Ok(kinds[i]);
             }
         }
     }
@@ -591,6 +638,10 @@ enum Event {
     Signal,
     ChildExited,
     DriverExited,
+    /// A published port has a connection waiting.
+    PortsAccept,
+    /// A forwarded connection has data to move.
+    PortsData,
 }
 
 /// Signals whose default action would end an unprepared process: during setup they abort it.

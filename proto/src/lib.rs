@@ -162,6 +162,18 @@ pub enum PortMode {
     Builtin = 1,
 }
 
+/// Parent → child, once the target runs: connect to a port inside the namespace and hand the
+/// connected socket back (builtin port driver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortConnect {
+    /// 6 for an IPv6 address, 4 for IPv4 (in the first four bytes of `addr`).
+    pub family: u8,
+    /// The address to connect to.
+    pub addr: [u8; 16],
+    /// The port to connect to (never 0).
+    pub port: u16,
+}
+
 /// A short UTF-8 error text of at most [`ERROR_TEXT_MAX`] bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ErrorText {
@@ -200,7 +212,8 @@ impl fmt::Debug for ErrorText {
 ///
 /// The order on the wire is: child `ChildInitUserNsCompleted` → parent `NetworkDriverCompleted`
 /// → parent `PortDriverCompleted` → child `ChildReady` (or `ChildError` at any point) → parent
-/// `ParentGo`, after which the child starts the target.
+/// `ParentGo`, after which the child starts the target. From then on the parent may send
+/// `PortConnect` requests, each answered by one `PortConnected`.
 // Frames are fixed-size by design and live on the stack; boxing the error text would put the
 // allocator on the pipe path for nothing.
 #[allow(clippy::large_enum_variant)]
@@ -218,6 +231,11 @@ pub enum Msg {
     ParentGo,
     /// Child → parent: setup failed; the child exits after sending this.
     ChildError(ErrorText),
+    /// Parent → child: connect to a port inside the namespace.
+    PortConnect(PortConnect),
+    /// Child → parent: the answer to a [`Msg::PortConnect`]: 0 when the connected socket
+    /// travels with this frame as SCM_RIGHTS, else the errno of the failed connect.
+    PortConnected(i32),
 }
 
 const TAG_CHILD_INIT: u8 = 1;
@@ -226,10 +244,14 @@ const TAG_PORT: u8 = 3;
 const TAG_CHILD_READY: u8 = 4;
 const TAG_PARENT_GO: u8 = 5;
 const TAG_CHILD_ERROR: u8 = 6;
+const TAG_PORT_CONNECT: u8 = 7;
+const TAG_PORT_CONNECTED: u8 = 8;
 
 const NET_BODY: usize = 1 + IFNAMSIZ + 4 + 1 + 4 + 4 + 16 + 4;
 const PORT_BODY: usize = 1;
 const ERROR_BODY: usize = MAX_BODY;
+const PORT_CONNECT_BODY: usize = 1 + 16 + 2;
+const PORT_CONNECTED_BODY: usize = 4;
 
 fn body_len(tag: u8) -> Result<usize, Error> {
     Ok(match tag {
@@ -237,6 +259,8 @@ fn body_len(tag: u8) -> Result<usize, Error> {
         TAG_NET => NET_BODY,
         TAG_PORT => PORT_BODY,
         TAG_CHILD_ERROR => ERROR_BODY,
+        TAG_PORT_CONNECT => PORT_CONNECT_BODY,
+        TAG_PORT_CONNECTED => PORT_CONNECTED_BODY,
         other => return Err(Error::BadTag(other)),
     })
 }
@@ -250,6 +274,8 @@ impl Msg {
             Msg::ChildReady => TAG_CHILD_READY,
             Msg::ParentGo => TAG_PARENT_GO,
             Msg::ChildError(_) => TAG_CHILD_ERROR,
+            Msg::PortConnect(_) => TAG_PORT_CONNECT,
+            Msg::PortConnected(_) => TAG_PORT_CONNECTED,
         }
     }
 
@@ -262,6 +288,8 @@ impl Msg {
             Msg::ChildReady => "ChildReady",
             Msg::ParentGo => "ParentGo",
             Msg::ChildError(_) => "ChildError",
+            Msg::PortConnect(_) => "PortConnect",
+            Msg::PortConnected(_) => "PortConnected",
         }
     }
 
@@ -293,6 +321,12 @@ impl Msg {
                 body[0..2].copy_from_slice(&t.len.to_le_bytes());
                 body[2..].copy_from_slice(&t.buf);
             }
+            Msg::PortConnect(c) => {
+                body[0] = c.family;
+                body[1..17].copy_from_slice(&c.addr);
+                body[17..19].copy_from_slice(&c.port.to_le_bytes());
+            }
+            Msg::PortConnected(errno) => body.copy_from_slice(&errno.to_le_bytes()),
             Msg::ChildInitUserNsCompleted | Msg::ChildReady | Msg::ParentGo => {}
         }
         HEADER_LEN + len
@@ -387,6 +421,29 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
                 .map_err(|_| Error::BadField("error.text"))?;
             Msg::ChildError(ErrorText::new(text))
         }
+        TAG_PORT_CONNECT => {
+            let family = body[0];
+            if family != 4 && family != 6 {
+                return Err(Error::BadField("connect.family"));
+            }
+            let mut addr = [0u8; 16];
+            addr.copy_from_slice(&body[1..17]);
+            if family == 4 && addr[4..].iter().any(|&b| b != 0) {
+                return Err(Error::BadField("connect.addr"));
+            }
+            let port = u16::from_le_bytes([body[17], body[18]]);
+            if port == 0 {
+                return Err(Error::BadField("connect.port"));
+            }
+            Msg::PortConnect(PortConnect { family, addr, port })
+        }
+        TAG_PORT_CONNECTED => {
+            let errno = i32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+            if !(0..4096).contains(&errno) {
+                return Err(Error::BadField("connected.errno"));
+            }
+            Msg::PortConnected(errno)
+        }
         other => return Err(Error::BadTag(other)),
     })
 }
@@ -480,6 +537,18 @@ mod tests {
             Msg::ChildReady,
             Msg::ParentGo,
             Msg::ChildError(ErrorText::new("failed to mount proc: permission denied")),
+            Msg::PortConnect(PortConnect {
+                family: 4,
+                addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                port: 80,
+            }),
+            Msg::PortConnect(PortConnect {
+                family: 6,
+                addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                port: 8080,
+            }),
+            Msg::PortConnected(0),
+            Msg::PortConnected(111),
         ]
     }
 
@@ -593,6 +662,31 @@ mod tests {
                 },
             ),
             (frame(TAG_PORT, &[7]), Error::BadField("port.mode")),
+            (
+                frame(TAG_PORT_CONNECT, &[5; PORT_CONNECT_BODY]),
+                Error::BadField("connect.family"),
+            ),
+            (
+                {
+                    let mut b = [0u8; PORT_CONNECT_BODY];
+                    b[0] = 4;
+                    b[10] = 1;
+                    frame(TAG_PORT_CONNECT, &b)
+                },
+                Error::BadField("connect.addr"),
+            ),
+            (
+                {
+                    let mut b = [0u8; PORT_CONNECT_BODY];
+                    b[0] = 6;
+                    frame(TAG_PORT_CONNECT, &b)
+                },
+                Error::BadField("connect.port"),
+            ),
+            (
+                frame(TAG_PORT_CONNECTED, &(-1i32).to_le_bytes()),
+                Error::BadField("connected.errno"),
+            ),
             (
                 {
                     let mut b = good_net.clone();

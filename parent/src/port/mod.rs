@@ -1,6 +1,7 @@
 //! Port forwarding as the API sees it: the spec and status types, their validation, and the
 //! [`PortDriver`] trait that the builtin and slirp4netns drivers implement for the API server.
 
+pub mod builtin;
 pub mod pump;
 pub mod spec;
 

@@ -1,0 +1,239 @@
+//! The builtin port driver as a user sees it, run as the unprivileged test user: `-p` at
+//! start, `rootlessctl add-ports/list-ports/remove-ports` (ours and upstream's Go client),
+//! dual-stack `tcp`, conflicts, removal, and 200 concurrent 1 MB echoes arriving intact.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::Duration;
+
+use ci::{Run, Scratch, rootlesskit, skip};
+
+/// A threaded echo server on [::]:8000 (dual-stack) inside the namespace.
+const ECHO: &str = "import socket,threading
+s=socket.socket(socket.AF_INET6)
+s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)
+s.bind(('::',8000));s.listen(512)
+def h(c):
+  while True:
+    d=c.recv(65536)
+    if not d: break
+    c.sendall(d)
+  c.close()
+while True:
+  c,_=s.accept();threading.Thread(target=h,args=(c,),daemon=True).start()
+";
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+struct Running {
+    child: Option<Child>,
+    state: PathBuf,
+    _dir: Scratch,
+}
+
+impl Running {
+    fn start(name: &str, extra: &[String]) -> Option<Running> {
+        if !Path::new("/usr/bin/slirp4netns").exists() || !Path::new("/usr/bin/python3").exists() {
+            return None;
+        }
+        let dir = Scratch::new(name);
+        let state = dir.join("state");
+        let mut args = vec![
+            format!("--state-dir={}", state.display()),
+            "--net=slirp4netns".into(),
+            "--disable-host-loopback".into(),
+            "--port-driver=builtin".into(),
+        ];
+        args.extend(extra.iter().cloned());
+        args.extend(["python3".into(), "-c".into(), ECHO.into()]);
+        let child = rootlesskit(args).spawn();
+        assert!(ci::wait_until(Duration::from_secs(15), || state
+            .join("child_pid")
+            .exists()));
+        Some(Running {
+            child: Some(child),
+            state,
+            _dir: dir,
+        })
+    }
+
+    fn ctl(&self, args: &[&str]) -> ci::Output {
+        Run::bin("rootlessctl")
+            .args([format!(
+                "--socket={}",
+                self.state.join("api.sock").display()
+            )])
+            .args(args.iter().copied())
+            .output()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.take() {
+            ci::send_signal(c.id(), "TERM");
+            let _ = ci::wait_output(c, Duration::from_secs(10));
+        }
+    }
+}
+
+/// Sends `data` and reads as many bytes back.
+fn echo(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut w = s.try_clone()?;
+    let owned = data.to_vec();
+    let writer = std::thread::spawn(move || w.write_all(&owned));
+    let mut back = vec![0u8; data.len()];
+    s.read_exact(&mut back)?;
+    writer.join().unwrap()?;
+    Ok(back)
+}
+
+/// Retries until the server inside is up (python starts in a few hundred ms).
+fn wait_echo(addr: SocketAddr) {
+    assert!(
+        ci::wait_until(Duration::from_secs(15), || echo(addr, b"ping")
+            .is_ok_and(|b| b == b"ping")),
+        "no echo through {addr}"
+    );
+}
+
+#[test]
+fn publish_add_list_remove_and_dual_stack() {
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let Some(r) = Running::start(
+        "ports-basic",
+        &["-p".into(), format!("127.0.0.1:{p1}:8000/tcp")],
+    ) else {
+        skip!("slirp4netns or python3 is not installed");
+    };
+    wait_echo(format!("127.0.0.1:{p1}").parse().unwrap());
+
+    // tcp on every address listens on both families.
+    let o = r.ctl(&["add-ports", &format!("0.0.0.0:{p2}:8000/tcp")]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "2\n"), "{}", o.stderr);
+    wait_echo(format!("[::1]:{p2}").parse().unwrap());
+    wait_echo(format!("127.0.0.1:{p2}").parse().unwrap());
+    // tcp4 only IPv4.
+    let o = r.ctl(&["add-ports", &format!("0.0.0.0:{p3}:8000/tcp4")]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    wait_echo(format!("127.0.0.1:{p3}").parse().unwrap());
+    assert!(echo(format!("[::1]:{p3}").parse().unwrap(), b"x").is_err());
+
+    // A conflict, as upstream words it.
+    let o = r.ctl(&["add-ports", &format!("127.0.0.1:{p1}:9000/tcp")]);
+    assert_eq!(o.code, 1);
+    assert_eq!(o.stderr.trim(), "error: conflict with ID 1");
+
+    let o = r.ctl(&["list-ports"]);
+    assert_eq!(o.code, 0);
+    let rows: Vec<Vec<&str>> = o
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "ID",
+            "PROTO",
+            "PARENTIP",
+            "PARENTPORT",
+            "CHILDIP",
+            "CHILDPORT"
+        ]
+    );
+    let mut ids: Vec<&str> = rows[1..].iter().map(|r| r[0]).collect();
+    ids.sort();
+    assert_eq!(ids, ["1", "2", "3"]);
+
+    // Upstream's Go client lists and removes through our API too.
+    if Path::new("/usr/bin/rootlessctl").exists() {
+        let sock = format!("--socket={}", r.state.join("api.sock").display());
+        let o = Run::program("/usr/bin/rootlessctl")
+            .args([sock.as_str(), "list-ports", "--json"])
+            .output();
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert_eq!(o.stdout.lines().count(), 3, "{}", o.stdout);
+        let o = Run::program("/usr/bin/rootlessctl")
+            .args([sock.as_str(), "remove-ports", "2"])
+            .output();
+        assert_eq!((o.code, o.stdout.as_str()), (0, "2\n"), "{}", o.stderr);
+    } else {
+        let o = r.ctl(&["remove-ports", "2"]);
+        assert_eq!(o.code, 0);
+    }
+    // Removal closes the listener at once.
+    assert!(echo(format!("127.0.0.1:{p2}").parse().unwrap(), b"x").is_err());
+    wait_echo(format!("127.0.0.1:{p1}").parse().unwrap());
+    let o = r.ctl(&["remove-ports", "2"]);
+    assert_eq!(o.code, 1);
+    assert_eq!(o.stderr.trim(), "error: unknown id: 2");
+}
+
+#[test]
+fn concurrent_1mb_echoes_arrive_intact() {
+    let p = free_port();
+    let Some(_r) = Running::start(
+        "ports-load",
+        &["-p".into(), format!("127.0.0.1:{p}:8000/tcp")],
+    ) else {
+        skip!("slirp4netns or python3 is not installed");
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{p}").parse().unwrap();
+    wait_echo(addr);
+    let threads: Vec<_> = (0..200u32)
+        .map(|i| {
+            std::thread::spawn(move || {
+                // A pattern that differs per connection, so crossed streams would show.
+                let data: Vec<u8> = (0..1 << 20)
+                    .map(|k: u32| (k.wrapping_mul(31).wrapping_add(i * 7)) as u8)
+                    .collect();
+                let back = echo(addr, &data).map_err(|e| format!("conn {i}: {e}"))?;
+                if back == data {
+                    Ok(())
+                } else {
+                    Err(format!("conn {i}: data differs"))
+                }
+            })
+        })
+        .collect();
+    let failures: Vec<String> = threads
+        .into_iter()
+        .filter_map(|t| t.join().unwrap().err())
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
+fn bad_publish_spec_fails_cleanly() {
+    let d = Scratch::new("ports-bad");
+    for (spec, want) in [
+        (
+            "127.0.0.1:8080",
+            "missing proto in PortSpec string: \"127.0.0.1:8080\"",
+        ),
+        ("1.2.3.4:1:1.2.3.5:2:80/tcp", "unexpected PortSpec string"),
+    ] {
+        let o = rootlesskit([
+            "--net=slirp4netns",
+            "--port-driver=builtin",
+            "-p",
+            spec,
+            "true",
+        ])
+        .env("TMPDIR", d.path.to_str().unwrap())
+        .timeout(Duration::from_secs(30))
+        .output();
+        assert_eq!(o.code, 1, "{spec}");
+        assert!(o.stderr.contains(want), "{spec}: {}", o.stderr);
+        assert_eq!(std::fs::read_dir(&d.path).unwrap().count(), 0, "{spec}");
+    }
+}
