@@ -434,3 +434,58 @@ pub fn send_signal(pid: u32, sig: &str) {
         .unwrap();
     assert!(st.success(), "kill -{sig} {pid} failed");
 }
+
+/// Fails the test with both output streams unless the run exited 0.
+pub fn ok(o: &Output) {
+    assert_eq!(o.code, 0, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
+}
+
+/// Whether a program is installed in one of the usual directories.
+pub fn have(program: &str) -> bool {
+    ["/usr/bin", "/bin", "/usr/sbin"]
+        .iter()
+        .any(|d| Path::new(d).join(program).exists())
+}
+
+/// Whether /dev/net/tun can be opened by anyone (the test user included).
+pub fn tun_usable() -> bool {
+    fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
+}
+
+/// Route lines of /proc/net/route: (iface, destination, gateway) as hex strings.
+pub fn routes(text: &str) -> Vec<(String, String, String)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
+        })
+        .collect()
+}
+
+/// Whether this test process is root, so it can make host-side mounts and cgroups.
+pub fn am_root() -> bool {
+    current_uid() == 0
+}
+
+/// Runs `rootlesskit ARGS...` and checks what a rejected command line must give: exit 1, the
+/// last stderr line `[rootlesskit:parent] error: <want>`, and nothing left in `tmpdir` (the
+/// `$TMPDIR` of the run, where a temporary state dir would go).
+pub fn assert_rejected(args: &[&str], want: &str, tmpdir: &Path) {
+    let o = rootlesskit(args.iter().copied())
+        .env("TMPDIR", tmpdir.to_str().unwrap())
+        .timeout(Duration::from_secs(30))
+        .output();
+    assert_eq!(o.code, 1, "{args:?}: {}", o.stderr);
+    let last = o.stderr.lines().last().unwrap_or("");
+    assert_eq!(
+        last,
+        format!("[rootlesskit:parent] error: {want}"),
+        "{args:?}"
+    );
+    assert_eq!(
+        fs::read_dir(tmpdir).unwrap().count(),
+        0,
+        "{args:?} left a state dir"
+    );
+}

@@ -5,11 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ci::{Output, Run, rootlesskit, skip};
-
-fn ok(o: &Output) {
-    assert_eq!(o.code, 0, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
-}
+use ci::{Run, ok, rootlesskit, skip};
 
 fn ctl() -> String {
     ci::bin_dir().join("rootlessctl").display().to_string()

@@ -7,11 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use ci::{Output, Run, Scratch, rootlesskit, skip, test_user};
-
-fn ok(o: &Output) {
-    assert_eq!(o.code, 0, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
-}
+use ci::{Run, Scratch, am_root, ok, rootlesskit, skip, test_user};
 
 fn lines(s: &str) -> Vec<Vec<String>> {
     s.lines()
@@ -256,21 +252,7 @@ fn bad_flags_fail_cleanly_and_leave_nothing() {
             "port driver \"none\" does not support publishing ports",
         ),
     ] {
-        let o = rootlesskit(args.iter().copied())
-            .env("TMPDIR", d.path.to_str().unwrap())
-            .output();
-        assert_eq!(o.code, 1, "{args:?}: {}", o.stderr);
-        let last = o.stderr.lines().last().unwrap_or("");
-        assert_eq!(
-            last,
-            format!("[rootlesskit:parent] error: {want}"),
-            "{args:?}"
-        );
-        assert_eq!(
-            fs::read_dir(&d.path).unwrap().count(),
-            0,
-            "{args:?} left a state dir"
-        );
+        ci::assert_rejected(args, want, &d.path);
     }
 }
 
@@ -509,16 +491,6 @@ fn no_subordinate_ids_falls_back_to_a_single_map() {
     assert_eq!(l[2], ["deny"]);
     let warnings: Vec<&str> = o.stderr.lines().filter(|l| l.contains("warning")).collect();
     assert_eq!(warnings.len(), 1, "{}", o.stderr);
-}
-
-/// Whether this test process is root, so it can make host-side mounts and cgroups.
-fn am_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|r| r.split_whitespace().next().map(|u| u == "0"))
-        .unwrap_or(false)
 }
 
 fn sh(script: &str) {

@@ -6,35 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ci::{Output, Scratch, rootlesskit, skip};
-
-fn ok(o: &Output) {
-    assert_eq!(o.code, 0, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
-}
-
-fn have(program: &str) -> bool {
-    ["/usr/bin", "/bin", "/usr/sbin"]
-        .iter()
-        .any(|d| Path::new(d).join(program).exists())
-}
-
-fn tun_usable() -> bool {
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| {
-        use std::os::unix::fs::PermissionsExt;
-        m.permissions().mode() & 0o006 == 0o006
-    })
-}
-
-/// Route lines of /proc/net/route: (iface, destination, gateway) as hex strings.
-fn routes(text: &str) -> Vec<(String, String, String)> {
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
-        })
-        .collect()
-}
+use ci::{Scratch, have, ok, rootlesskit, routes, skip, tun_usable};
 
 /// Interface names of /proc/net/dev.
 fn devices(text: &str) -> Vec<String> {

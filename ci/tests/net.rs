@@ -7,24 +7,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
-use ci::{Output, rootlesskit, skip};
-
-fn ok(o: &Output) {
-    assert_eq!(o.code, 0, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
-}
-
-fn have(program: &str) -> bool {
-    ["/usr/bin", "/bin", "/usr/sbin"]
-        .iter()
-        .any(|d| Path::new(d).join(program).exists())
-}
-
-fn tun_usable() -> bool {
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| {
-        use std::os::unix::fs::PermissionsExt;
-        m.permissions().mode() & 0o006 == 0o006
-    })
-}
+use ci::{have, ok, rootlesskit, routes, skip, tun_usable};
 
 /// A one-shot echo server on host loopback; returns its port. It answers "pong:<line>".
 fn echo_server() -> u16 {
@@ -41,17 +24,6 @@ fn echo_server() -> u16 {
         }
     });
     port
-}
-
-/// Route lines of /proc/net/route: (iface, destination, gateway) as hex strings.
-fn routes(text: &str) -> Vec<(String, String, String)> {
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
-        })
-        .collect()
 }
 
 #[test]
@@ -369,20 +341,6 @@ fn bad_network_flags_fail_cleanly_and_leave_nothing() {
             "port driver requires pasta network",
         ),
     ] {
-        let o = rootlesskit(args.iter().copied())
-            .env("TMPDIR", d.path.to_str().unwrap())
-            .output();
-        assert_eq!(o.code, 1, "{args:?}: {}", o.stderr);
-        let last = o.stderr.lines().last().unwrap_or("");
-        assert_eq!(
-            last,
-            format!("[rootlesskit:parent] error: {want}"),
-            "{args:?}"
-        );
-        assert_eq!(
-            std::fs::read_dir(&d.path).unwrap().count(),
-            0,
-            "{args:?} left a state dir"
-        );
+        ci::assert_rejected(args, want, &d.path);
     }
 }

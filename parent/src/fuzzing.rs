@@ -72,22 +72,25 @@ pub fn subid(data: &[u8]) {
     }
 }
 
+/// Runs `f` on every input the fuzzers kept for `target` (and every crash they found, once
+/// fixed), so that `cargo test` replays the committed corpus; returns how many there were.
+#[cfg(test)]
+pub(crate) fn replay(target: &str, f: fn(&[u8])) -> usize {
+    let dir = format!("{}/../fuzz/corpus/{target}", env!("CARGO_MANIFEST_DIR"));
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        f(&std::fs::read(e.path()).unwrap());
+        n += 1;
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
-    /// Every input the fuzzers kept (and every crash they found, once fixed) runs here on
-    /// each `cargo test`.
-    fn replay(target: &str, f: fn(&[u8])) -> usize {
-        let dir = format!("{}/../fuzz/corpus/{target}", env!("CARGO_MANIFEST_DIR"));
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return 0;
-        };
-        let mut n = 0;
-        for e in entries.flatten() {
-            f(&std::fs::read(e.path()).unwrap());
-            n += 1;
-        }
-        n
-    }
+    use super::replay;
 
     #[test]
     fn cli_corpus_replays() {

@@ -173,20 +173,7 @@ pub fn port_spec(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    /// Every input the fuzzers kept (and every crash they found, once fixed) runs here on
-    /// each `cargo test`.
-    fn replay(target: &str, f: fn(&[u8])) -> usize {
-        let dir = format!("{}/../fuzz/corpus/{target}", env!("CARGO_MANIFEST_DIR"));
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return 0;
-        };
-        let mut n = 0;
-        for e in entries.flatten() {
-            f(&std::fs::read(e.path()).unwrap());
-            n += 1;
-        }
-        n
-    }
+    use crate::fuzzing::replay;
 
     #[test]
     fn http_corpus_replays() {
