@@ -39,6 +39,10 @@ struct Running {
 
 impl Running {
     fn start(name: &str, extra: &[String]) -> Option<Running> {
+        Running::start_with(name, "builtin", extra)
+    }
+
+    fn start_with(name: &str, driver: &str, extra: &[String]) -> Option<Running> {
         if !Path::new("/usr/bin/slirp4netns").exists() || !Path::new("/usr/bin/python3").exists() {
             return None;
         }
@@ -48,7 +52,7 @@ impl Running {
             format!("--state-dir={}", state.display()),
             "--net=slirp4netns".into(),
             "--disable-host-loopback".into(),
-            "--port-driver=builtin".into(),
+            format!("--port-driver={driver}"),
         ];
         args.extend(extra.iter().cloned());
         args.extend(["python3".into(), "-c".into(), ECHO.into()]);
@@ -236,4 +240,34 @@ fn bad_publish_spec_fails_cleanly() {
         assert!(o.stderr.contains(want), "{spec}: {}", o.stderr);
         assert_eq!(std::fs::read_dir(&d.path).unwrap().count(), 0, "{spec}");
     }
+}
+
+#[test]
+fn slirp4netns_port_driver_forwards_and_removes() {
+    let (p1, p2) = (free_port(), free_port());
+    let Some(r) = Running::start_with(
+        "ports-s4nn",
+        "slirp4netns",
+        &["-p".into(), format!("127.0.0.1:{p1}:8000/tcp")],
+    ) else {
+        skip!("slirp4netns or python3 is not installed");
+    };
+    wait_echo(format!("127.0.0.1:{p1}").parse().unwrap());
+    let o = r.ctl(&["info"]);
+    assert!(
+        o.stdout
+            .contains("- Port Driver: slirp4netns\n  - Supported protocols: [tcp tcp4 udp udp4]"),
+        "{}",
+        o.stdout
+    );
+    let o = r.ctl(&["add-ports", &format!("127.0.0.1:{p2}:8000/tcp")]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let id = o.stdout.trim().to_string();
+    wait_echo(format!("127.0.0.1:{p2}").parse().unwrap());
+    let o = r.ctl(&["add-ports", &format!("[::1]:{p2}:8000/tcp6")]);
+    assert_eq!(o.code, 1);
+    assert_eq!(o.stderr.trim(), "error: unsupported protocol \"tcp6\"");
+    let o = r.ctl(&["remove-ports", &id]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(echo(format!("127.0.0.1:{p2}").parse().unwrap(), b"x").is_err());
 }

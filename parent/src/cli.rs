@@ -1502,10 +1502,7 @@ fn unsupported(cfg: &Config) -> Option<String> {
         return Some(format!("--net={}: not supported yet", cfg.net.as_str()));
     }
     // implicit needs no port driver object: pasta forwards by itself.
-    if !matches!(
-        cfg.port_driver,
-        PortDriver::None | PortDriver::Implicit | PortDriver::Builtin
-    ) {
+    if cfg.port_driver == PortDriver::GvisorTapVsock {
         return Some(format!(
             "--port-driver={}: not supported yet",
             cfg.port_driver.as_str()
@@ -2462,8 +2459,8 @@ mod tests {
             ),
             // Not built yet.
             (
-                &["--net=slirp4netns", "--port-driver=slirp4netns", "sh"],
-                "--port-driver=slirp4netns: not supported yet",
+                &["--net=slirp4netns", "--port-driver=gvisor-tap-vsock", "sh"],
+                "--port-driver=gvisor-tap-vsock: not supported yet",
             ),
             (&["--net=vpnkit", "sh"], "--net=vpnkit: not supported yet"),
             (
@@ -2549,11 +2546,15 @@ mod tests {
                 &[
                     "--net=slirp4netns",
                     "--ipv6",
-                    "--port-driver=slirp4netns",
+                    "--port-driver=gvisor-tap-vsock",
                     "sh",
                 ],
-                &["ipv6 is experimental", dhl],
-                "--port-driver=slirp4netns: not supported yet",
+                &[
+                    "ipv6 is experimental",
+                    dhl,
+                    "\"gvisor-tap-vsock\" port driver is experimental",
+                ],
+                "--port-driver=gvisor-tap-vsock: not supported yet",
             ),
             (
                 &[

@@ -90,18 +90,9 @@ fn go_signal_name(sig: i32) -> String {
     }
 }
 
-/// An OS error as Go prints it: glibc's text with a lowercase first letter and no `(os error N)`.
+/// An OS error as Go prints it (`permission denied`), without Rust's `(os error N)`.
 pub fn errno_text(err: &io::Error) -> String {
-    let text = err.to_string();
-    let text = match (err.raw_os_error(), text.rfind(" (os error ")) {
-        (Some(_), Some(at)) => &text[..at],
-        _ => &text[..],
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
+    child::errno::io_text(err)
 }
 
 /// Go's `strconv.Quote` (what `%q` prints).
@@ -407,7 +398,8 @@ mod tests {
         check(2, "no such file or directory");
         check(13, "permission denied");
         check(21, "is a directory");
-        assert_eq!(errno_text(&io::Error::other("Custom text")), "custom text");
+        // A message that is not an errno is passed on as it is.
+        assert_eq!(errno_text(&io::Error::other("custom text")), "custom text");
     }
 
     #[test]

@@ -158,6 +158,8 @@ struct Session<'a> {
     api: Option<api::server::Server>,
     /// The builtin port driver, when `--port-driver=builtin`.
     ports: Option<std::sync::Arc<crate::port::builtin::Builtin>>,
+    /// slirp4netns's API socket, for `--port-driver=slirp4netns`.
+    s4nn_socket: Option<PathBuf>,
     sigfd: &'a OwnedFd,
     pid: i32,
     pidfd: OwnedFd,
@@ -279,6 +281,7 @@ impl<'a> Session<'a> {
             net_info: None,
             api: None,
             ports: None,
+            s4nn_socket: None,
             sigfd,
             pid,
             pidfd,
@@ -322,6 +325,7 @@ impl<'a> Session<'a> {
                 };
                 net::resolv::write_files(state.path(), &prepared.dns)
                     .map_err(|e| Abort::Error("parent", e))?;
+                self.s4nn_socket = prepared.api_socket.clone();
                 let a = prepared.net.addr;
                 self.net_info = Some(api::NetworkDriverInfo {
                     driver: driver.name().to_string(),
@@ -365,6 +369,20 @@ impl<'a> Session<'a> {
                 self.publish(&*builtin)?;
                 self.ports = Some(builtin.clone());
                 Some(builtin)
+            } else if self.cfg.port_driver == PortDriver::Slirp4netns {
+                let socket = self.s4nn_socket.clone().ok_or_else(|| {
+                    Abort::Error("parent", "slirp4netns has no API socket".into())
+                })?;
+                let child_ip = self
+                    .net_info
+                    .as_ref()
+                    .map(|n| n.child_ip.clone())
+                    .unwrap_or_default();
+                let driver = std::sync::Arc::new(crate::port::slirp4netns::Slirp4netnsPorts::new(
+                    socket, child_ip,
+                ));
+                self.publish(&*driver)?;
+                Some(driver)
             } else {
                 None
             };

@@ -3,6 +3,7 @@
 
 pub mod builtin;
 pub mod pump;
+pub mod slirp4netns;
 pub mod spec;
 
 pub use spec::{PortSpec, PortStatus, go_atoi, parse_port_spec, validate_port_spec};

@@ -1,0 +1,205 @@
+//! The slirp4netns port driver: every port is a `hostfwd` rule added through slirp4netns's
+//! API socket (`$STATE_DIR/.s4nn.sock`); slirp4netns itself listens on the host and keeps
+//! the client's source address. Port ids are the ones slirp4netns assigns.
+
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{PortDriver, PortDriverInfo, PortSpec, PortStatus, validate_port_spec};
+
+/// Largest reply we read from slirp4netns.
+const REPLY_MAX: u64 = 64 * 1024;
+
+/// The driver; shared with the API server.
+pub struct Slirp4netnsPorts {
+    socket: PathBuf,
+    /// The child's address, used when a spec names no child IP.
+    child_ip: String,
+    ports: Mutex<Vec<PortStatus>>,
+}
+
+impl Slirp4netnsPorts {
+    /// A driver talking to slirp4netns on `socket`, forwarding to `child_ip` by default.
+    pub fn new(socket: PathBuf, child_ip: String) -> Slirp4netnsPorts {
+        Slirp4netnsPorts {
+            socket,
+            child_ip,
+            ports: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// One request on a fresh connection: write, half-close, read everything.
+    fn call(&self, request: &str) -> Result<String, String> {
+        let mut s = UnixStream::connect(&self.socket)
+            .map_err(|e| format!("dial unix {}: {e}", self.socket.display()))?;
+        let timeout = Some(Duration::from_secs(10));
+        let _ = s.set_read_timeout(timeout);
+        let _ = s.set_write_timeout(timeout);
+        s.write_all(request.as_bytes())
+            .and_then(|()| s.shutdown(std::net::Shutdown::Write))
+            .map_err(|e| format!("writing to slirp4netns: {e}"))?;
+        let mut reply = String::new();
+        s.take(REPLY_MAX)
+            .read_to_string(&mut reply)
+            .map_err(|e| format!("reading from slirp4netns: {e}"))?;
+        Ok(reply)
+    }
+}
+
+impl PortDriver for Slirp4netnsPorts {
+    fn info(&self) -> PortDriverInfo {
+        PortDriverInfo::slirp4netns()
+    }
+
+    fn add(&self, spec: PortSpec) -> Result<PortStatus, String> {
+        let mut ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());
+        validate_port_spec(&spec, &ports)?;
+        if spec.proto.ends_with('6') {
+            return Err(format!("unsupported protocol {}", go_quote(&spec.proto)));
+        }
+        let guest = if spec.child_ip.is_empty() {
+            self.child_ip.clone()
+        } else {
+            spec.child_ip.clone()
+        };
+        match guest.parse::<IpAddr>() {
+            Ok(IpAddr::V4(_)) => {}
+            Ok(IpAddr::V6(ip)) => return Err(format!("unsupported IP (v6?): {ip}")),
+            Err(_) => return Err(format!("invalid IP: {}", go_quote(&guest))),
+        }
+        let proto = spec.proto.trim_end_matches('4');
+        let mut req = String::from("{\"execute\":\"add_hostfwd\",\"arguments\":{\"proto\":");
+        crate::api::json::write_str(&mut req, proto);
+        req.push_str(",\"host_addr\":");
+        crate::api::json::write_str(&mut req, &spec.parent_ip);
+        req.push_str(&format!(
+            ",\"host_port\":{},\"guest_addr\":",
+            spec.parent_port
+        ));
+        crate::api::json::write_str(&mut req, &guest);
+        req.push_str(&format!(",\"guest_port\":{}}}}}", spec.child_port));
+        let reply = self.call(&req)?;
+        let id =
+            parse_reply(&reply)?.ok_or_else(|| format!("unexpected reply: {}", reply.trim()))?;
+        let status = PortStatus { id, spec };
+        ports.push(status.clone());
+        Ok(status)
+    }
+
+    fn list(&self) -> Vec<PortStatus> {
+        self.ports.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn remove(&self, id: u32) -> Result<(), String> {
+        let mut ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());
+        let req = format!("{{\"execute\":\"remove_hostfwd\",\"arguments\":{{\"id\":{id}}}}}");
+        let reply = self.call(&req)?;
+        parse_reply(&reply)?;
+        ports.retain(|p| p.id != id);
+        Ok(())
+    }
+}
+
+fn go_quote(s: &str) -> String {
+    child::golang::quote(s.as_bytes())
+}
+
+/// Reads slirp4netns's answer: `{"return": {"id": N}}` gives `Some(N)`, `{"return": {}}`
+/// gives `None`, and `{"error": {"desc": "..."}}` an error worded as upstream prints it.
+fn parse_reply(reply: &str) -> Result<Option<u32>, String> {
+    let compact: String = reply.chars().filter(|c| !c.is_whitespace()).collect();
+    if let Some(rest) = compact.strip_prefix("{\"error\":") {
+        let desc = reply
+            .split_once("\"desc\"")
+            .and_then(|(_, r)| r.split_once('"'))
+            .and_then(|(_, r)| r.split_once('"'))
+            .map(|(d, _)| d)
+            .unwrap_or(rest);
+        return Err(format!("reply.Error: map[desc:{desc}]"));
+    }
+    if !compact.starts_with("{\"return\":") {
+        return Err(format!("unexpected reply: {}", reply.trim()));
+    }
+    Ok(compact
+        .split_once("\"id\":")
+        .map(|(_, r)| {
+            r.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|d| d.parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_read_like_upstream() {
+        assert_eq!(parse_reply("{\"return\": {\"id\": 3}}\n"), Ok(Some(3)));
+        assert_eq!(parse_reply("{\"return\": {}}"), Ok(None));
+        assert_eq!(
+            parse_reply(
+                "{\"error\": {\"desc\": \"bad request: remove_hostfwd: bad arguments.id\"}}"
+            ),
+            Err("reply.Error: map[desc:bad request: remove_hostfwd: bad arguments.id]".into())
+        );
+        assert!(parse_reply("garbage").is_err());
+    }
+
+    #[test]
+    fn requests_go_to_the_socket_and_ids_come_back() {
+        let dir = std::env::temp_dir().join(format!("rkrs-s4nn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join(".s4nn.sock");
+        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            for (i, conn) in l.incoming().take(2).enumerate() {
+                let mut c = conn.unwrap();
+                let mut req = String::new();
+                c.read_to_string(&mut req).unwrap();
+                got.push(req);
+                let reply = if i == 0 {
+                    "{\"return\": {\"id\": 7}}"
+                } else {
+                    "{\"return\": {}}"
+                };
+                c.write_all(reply.as_bytes()).unwrap();
+            }
+            got
+        });
+        let d = Slirp4netnsPorts::new(sock, "10.0.2.100".into());
+        let spec = PortSpec {
+            proto: "tcp4".into(),
+            parent_ip: "127.0.0.1".into(),
+            parent_port: 8080,
+            child_ip: String::new(),
+            child_port: 80,
+        };
+        let st = d.add(spec.clone()).unwrap();
+        assert_eq!(st.id, 7);
+        assert_eq!(d.list(), [st]);
+        d.remove(7).unwrap();
+        assert!(d.list().is_empty());
+        let got = server.join().unwrap();
+        assert_eq!(
+            got[0],
+            "{\"execute\":\"add_hostfwd\",\"arguments\":{\"proto\":\"tcp\",\"host_addr\":\"127.0.0.1\",\"host_port\":8080,\"guest_addr\":\"10.0.2.100\",\"guest_port\":80}}"
+        );
+        assert_eq!(
+            got[1],
+            "{\"execute\":\"remove_hostfwd\",\"arguments\":{\"id\":7}}"
+        );
+        // IPv6 is refused before slirp4netns is asked.
+        let mut v6 = spec;
+        v6.proto = "tcp6".into();
+        assert_eq!(d.add(v6).unwrap_err(), "unsupported protocol \"tcp6\"");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
