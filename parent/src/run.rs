@@ -1,5 +1,7 @@
 //! The parent's life: create the namespaces by starting `rootlesskit-child`, write its id maps,
-//! drive the startup handshake, then forward signals until the child exits.
+//! drive the startup handshake (network driver, port driver, API socket, `child_pid`), then run
+//! one poll loop that serves the API, forwards signals, accepts and pumps published ports, and
+//! watches the driver, until the child exits.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
