@@ -182,22 +182,19 @@ fn publish_add_list_remove_and_dual_stack() {
     assert_eq!(o.stderr.trim(), "error: unknown id: 2");
 }
 
-#[test]
-fn concurrent_1mb_echoes_arrive_intact() {
+/// `conns` concurrent connections through a published port, each echoing `size` bytes with a
+/// pattern of its own (crossed streams would show), must all come back intact.
+fn burst(name: &str, conns: u32, size: u32) {
     let p = free_port();
-    let Some(_r) = Running::start(
-        "ports-load",
-        &["-p".into(), format!("127.0.0.1:{p}:8000/tcp")],
-    ) else {
+    let Some(_r) = Running::start(name, &["-p".into(), format!("127.0.0.1:{p}:8000/tcp")]) else {
         skip!("slirp4netns or python3 is not installed");
     };
     let addr: SocketAddr = format!("127.0.0.1:{p}").parse().unwrap();
     wait_echo(addr);
-    let threads: Vec<_> = (0..200u32)
+    let threads: Vec<_> = (0..conns)
         .map(|i| {
             std::thread::spawn(move || {
-                // A pattern that differs per connection, so crossed streams would show.
-                let data: Vec<u8> = (0..1 << 20)
+                let data: Vec<u8> = (0..size)
                     .map(|k: u32| (k.wrapping_mul(31).wrapping_add(i * 7)) as u8)
                     .collect();
                 let back = echo(addr, &data).map_err(|e| format!("conn {i}: {e}"))?;
@@ -214,6 +211,16 @@ fn concurrent_1mb_echoes_arrive_intact() {
         .filter_map(|t| t.join().unwrap().err())
         .collect();
     assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
+fn concurrent_1mb_echoes_arrive_intact() {
+    burst("ports-load", 200, 1 << 20);
+}
+
+#[test]
+fn a_50_way_burst_of_10mb_transfers_arrives_intact() {
+    burst("ports-burst", 50, 10 << 20);
 }
 
 #[test]
