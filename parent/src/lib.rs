@@ -11,6 +11,8 @@ pub mod net;
 pub mod port;
 pub mod run;
 pub mod statedir;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use std::io::Write;
 

@@ -272,7 +272,6 @@ impl Drop for Pasta {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn opts() -> NetOptions {
         NetOptions {
@@ -444,38 +443,7 @@ mod tests {
         );
     }
 
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!("rkrs-pasta-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-        fn script(&self, name: &str, body: &str) -> PathBuf {
-            let path = self.0.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-            path
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn retry_busy<T>(mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
-        for _ in 0..50 {
-            match f() {
-                Err(e) if e.contains("text file busy") => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                r => return r,
-            }
-        }
-        f()
-    }
+    use crate::testutil::{TempDir, retry_busy};
 
     /// A fake pasta: `--version` works, `--host-lo-to-ns-lo` only when `new`; a run records its
     /// arguments, leaves a `sleep` behind as the daemon and writes its pid file.

@@ -566,7 +566,6 @@ impl Drop for Slirp4netns {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     /// `slirp4netns --help` of Debian's slirp4netns 1.2.0, captured on the build machine.
     const HELP_1_2_0: &str = "Usage: slirp4netns [OPTION]... PID|PATH [TAPNAME]\nUser-mode networking for unprivileged network namespaces.\n\n-c, --configure          bring up the interface\n-e, --exit-fd=FD         specify the FD for terminating slirp4netns\n-r, --ready-fd=FD        specify the FD to write to when the network is configured\n-m, --mtu=MTU            specify MTU (default=1500, max=65521)\n-6, --enable-ipv6        enable IPv6 (experimental)\n-a, --api-socket=PATH    specify API socket path\n--cidr=CIDR              specify network address CIDR (default=10.0.2.0/24)\n--disable-host-loopback  prohibit connecting to 127.0.0.1:* on the host namespace\n--netns-type=TYPE \t specify network namespace type ([path|pid], default=pid)\n--userns-path=PATH\t specify user namespace path\n--enable-sandbox         create a new mount namespace (and drop all caps except CAP_NET_BIND_SERVICE if running as the root)\n--enable-seccomp         enable seccomp to limit syscalls (experimental)\n--outbound-addr=IPv4     sets outbound ipv4 address to bound to (experimental)\n--outbound-addr6=IPv6    sets outbound ipv6 address to bound to (experimental)\n--disable-dns            disables 10.0.2.3 (or configured internal ip) to host dns redirect (experimental)\n--macaddress=MAC         specify the MAC address of the TAP (only valid with -c)\n--target-type=TYPE       specify the target type ([netns|bess], default=netns)\n-h, --help               show this help and exit\n-v, --version            show version and exit\n";
@@ -1018,42 +1017,7 @@ mod tests {
         );
     }
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!("rkrs-s4nn-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-        /// An executable shell script named `name` with `body`.
-        fn script(&self, name: &str, body: &str) -> PathBuf {
-            let path = self.0.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-            path
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// Runs `f` again while it fails with ETXTBSY: another test thread may fork while our
-    /// freshly written script is still open for writing.
-    fn retry_busy<T>(mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
-        for _ in 0..50 {
-            match f() {
-                Err(e) if e.contains("text file busy") => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                r => return r,
-            }
-        }
-        f()
-    }
+    use crate::testutil::{TempDir, retry_busy};
 
     #[test]
     fn probing_a_binary() {
