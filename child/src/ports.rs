@@ -12,17 +12,21 @@ use rustix::net::{
 /// How long a connect inside the namespace may take before the client's connection is closed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opens a TCP connection to the address of `c`, inside whatever network namespace the calling
-/// thread is in.
+/// Opens a TCP connection (or, for `proto` 1, a connected UDP socket) to the address of `c`,
+/// inside whatever network namespace the calling thread is in.
 ///
 /// # Errors
-/// The errno of `socket` or `connect` (ECONNREFUSED when nothing listens there).
+/// The errno of `socket` or `connect` (ECONNREFUSED when nothing listens on a TCP port).
 pub fn dial(c: &proto::PortConnect) -> Result<OwnedFd, Errno> {
     let (family, v4) = match c.family {
         4 => (AddressFamily::INET, true),
         _ => (AddressFamily::INET6, false),
     };
-    let fd = socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    let kind = match c.proto {
+        1 => SocketType::DGRAM,
+        _ => SocketType::STREAM,
+    };
+    let fd = socket_with(family, kind, SocketFlags::CLOEXEC, None)?;
     // connect(2) gives up after SO_SNDTIMEO on a blocking socket.
     sockopt::set_socket_timeout(&fd, sockopt::Timeout::Send, Some(CONNECT_TIMEOUT))?;
     if v4 {
@@ -52,6 +56,7 @@ mod tests {
             family: 4,
             addr,
             port,
+            proto: 0,
         };
         let fd = dial(&c).unwrap();
         let (mut server, _) = l.accept().unwrap();
@@ -62,5 +67,25 @@ mod tests {
         drop(l);
         drop(server);
         assert_eq!(dial(&c).unwrap_err(), Errno::CONNREFUSED);
+    }
+
+    #[test]
+    fn dials_a_udp_socket_connected_to_the_server() {
+        let server = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let c = proto::PortConnect {
+            family: 6,
+            addr: Ipv6Addr::LOCALHOST.octets(),
+            port: server.local_addr().unwrap().port(),
+            proto: 1,
+        };
+        let fd = dial(&c).unwrap();
+        rustix::io::write(&fd, b"hi").unwrap();
+        let mut buf = [0u8; 8];
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hi");
+        server.send_to(b"back", from).unwrap();
+        let mut back = [0u8; 8];
+        assert_eq!(rustix::io::read(&fd, &mut back).unwrap(), 4);
+        assert_eq!(&back[..4], b"back");
     }
 }

@@ -1,17 +1,26 @@
 //! The builtin port driver as a user sees it, run as the unprivileged test user: `-p` at
 //! start, `rootlessctl add-ports/list-ports/remove-ports` (ours and upstream's Go client),
-//! dual-stack `tcp`, conflicts, removal, and 200 concurrent 1 MB echoes arriving intact.
+//! dual-stack `tcp`, conflicts, removal, 200 concurrent 1 MB echoes arriving intact, and UDP
+//! datagrams from several clients each answered to the right one.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
 use ci::{Run, Scratch, rootlesskit, skip};
 
-/// A threaded echo server on [::]:8000 (dual-stack) inside the namespace.
+/// A threaded echo server on [::]:8000 (dual-stack) inside the namespace, and a UDP echo
+/// server on [::]:8001 (dual-stack).
 const ECHO: &str = "import socket,threading
+def udp():
+  u=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)
+  u.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)
+  u.bind(('::',8001))
+  while True:
+    d,a=u.recvfrom(65536);u.sendto(d,a)
+threading.Thread(target=udp,daemon=True).start()
 s=socket.socket(socket.AF_INET6)
 s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
 s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)
@@ -277,4 +286,66 @@ fn slirp4netns_port_driver_forwards_and_removes() {
     let o = r.ctl(&["remove-ports", &id]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(echo(format!("127.0.0.1:{p2}").parse().unwrap(), b"x").is_err());
+}
+
+/// Sends `data` from `sock` to `to` and waits up to a second for the answer.
+fn udp_echo(sock: &UdpSocket, to: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    sock.set_read_timeout(Some(Duration::from_secs(1)))?;
+    sock.send_to(data, to)?;
+    let mut back = vec![0u8; 65536];
+    let (n, from) = sock.recv_from(&mut back)?;
+    if from != to {
+        return Err(std::io::Error::other(format!("answer from {from}")));
+    }
+    back.truncate(n);
+    Ok(back)
+}
+
+/// Retries until the UDP server inside answers through `to`.
+fn wait_udp_echo(to: SocketAddr) {
+    let bind = if to.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
+    let sock = UdpSocket::bind(bind).unwrap();
+    assert!(
+        ci::wait_until(Duration::from_secs(15), || udp_echo(&sock, to, b"ping")
+            .is_ok_and(|b| b == b"ping")),
+        "no udp echo through {to}"
+    );
+}
+
+#[test]
+fn udp_datagrams_from_several_clients_come_back_to_each() {
+    let (p1, p2) = (free_port(), free_port());
+    let Some(r) = Running::start(
+        "ports-udp",
+        &["-p".into(), format!("127.0.0.1:{p1}:8001/udp")],
+    ) else {
+        skip!("slirp4netns or python3 is not installed");
+    };
+    let to: SocketAddr = format!("127.0.0.1:{p1}").parse().unwrap();
+    wait_udp_echo(to);
+    let clients: Vec<UdpSocket> = (0..4)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for i in 0..200u32 {
+        let c = &clients[(i % 4) as usize];
+        // Distinct sizes and contents, so a reply sent to the wrong client would show.
+        let data: Vec<u8> = (0..(i * 37 % 1400 + 1))
+            .map(|k| (k ^ i ^ (i % 4) << 6) as u8)
+            .collect();
+        let back = udp_echo(c, to, &data).unwrap_or_else(|e| panic!("datagram {i}: {e}"));
+        assert_eq!(back, data, "datagram {i}");
+    }
+    // udp on every address takes both families.
+    let o = r.ctl(&["add-ports", &format!("0.0.0.0:{p2}:8001/udp")]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "2\n"), "{}", o.stderr);
+    wait_udp_echo(format!("[::1]:{p2}").parse().unwrap());
+    wait_udp_echo(format!("127.0.0.1:{p2}").parse().unwrap());
+    let o = r.ctl(&["remove-ports", "1"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // The port is free again once removed.
+    assert!(UdpSocket::bind(to).is_ok());
 }

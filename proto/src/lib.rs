@@ -172,6 +172,8 @@ pub struct PortConnect {
     pub addr: [u8; 16],
     /// The port to connect to (never 0).
     pub port: u16,
+    /// 0 for a TCP connection, 1 for a connected UDP socket.
+    pub proto: u8,
 }
 
 /// A short UTF-8 error text of at most [`ERROR_TEXT_MAX`] bytes.
@@ -250,7 +252,7 @@ const TAG_PORT_CONNECTED: u8 = 8;
 const NET_BODY: usize = 1 + IFNAMSIZ + 4 + 1 + 4 + 4 + 16 + 4;
 const PORT_BODY: usize = 1;
 const ERROR_BODY: usize = MAX_BODY;
-const PORT_CONNECT_BODY: usize = 1 + 16 + 2;
+const PORT_CONNECT_BODY: usize = 1 + 16 + 2 + 1;
 const PORT_CONNECTED_BODY: usize = 4;
 
 fn body_len(tag: u8) -> Result<usize, Error> {
@@ -325,6 +327,7 @@ impl Msg {
                 body[0] = c.family;
                 body[1..17].copy_from_slice(&c.addr);
                 body[17..19].copy_from_slice(&c.port.to_le_bytes());
+                body[19] = c.proto;
             }
             Msg::PortConnected(errno) => body.copy_from_slice(&errno.to_le_bytes()),
             Msg::ChildInitUserNsCompleted | Msg::ChildReady | Msg::ParentGo => {}
@@ -435,7 +438,16 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
             if port == 0 {
                 return Err(Error::BadField("connect.port"));
             }
-            Msg::PortConnect(PortConnect { family, addr, port })
+            let proto = body[19];
+            if proto > 1 {
+                return Err(Error::BadField("connect.proto"));
+            }
+            Msg::PortConnect(PortConnect {
+                family,
+                addr,
+                port,
+                proto,
+            })
         }
         TAG_PORT_CONNECTED => {
             let errno = i32::from_le_bytes([body[0], body[1], body[2], body[3]]);
@@ -541,11 +553,13 @@ mod tests {
                 family: 4,
                 addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 port: 80,
+                proto: 0,
             }),
             Msg::PortConnect(PortConnect {
                 family: 6,
                 addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
                 port: 8080,
+                proto: 1,
             }),
             Msg::PortConnected(0),
             Msg::PortConnected(111),
@@ -682,6 +696,16 @@ mod tests {
                     frame(TAG_PORT_CONNECT, &b)
                 },
                 Error::BadField("connect.port"),
+            ),
+            (
+                {
+                    let mut b = [0u8; PORT_CONNECT_BODY];
+                    b[0] = 4;
+                    b[17] = 80;
+                    b[19] = 2;
+                    frame(TAG_PORT_CONNECT, &b)
+                },
+                Error::BadField("connect.proto"),
             ),
             (
                 frame(TAG_PORT_CONNECTED, &(-1i32).to_le_bytes()),

@@ -1,18 +1,21 @@
 //! The builtin port driver, parent side: listeners on the host, one epoll set for them, and
 //! the splice pumps. Each accepted connection is matched with a socket the child connects
-//! inside the namespace and hands back over the proto socket (SCM_RIGHTS). TCP only so far.
+//! inside the namespace and hands back over the proto socket (SCM_RIGHTS). UDP ports keep a
+//! bounded flow table: one connected socket from the child per client address, whose replies
+//! go back through the listener.
 
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use proto::{Msg, PortConnect};
 use rustix::event::epoll;
 use rustix::io::Errno;
 use rustix::net::{
-    AddressFamily, SocketAddrV4, SocketAddrV6, SocketFlags, SocketType, accept_with, bind, listen,
-    socket_with, sockopt,
+    AddressFamily, RecvFlags, SendFlags, SocketAddrAny, SocketAddrV4, SocketAddrV6, SocketFlags,
+    SocketType, accept_with, bind, listen, recv, recvfrom, send, sendto, socket_with, sockopt,
 };
 
 use super::pump::Pumps;
@@ -22,11 +25,30 @@ use super::{PortDriver, PortDriverInfo, PortSpec, PortStatus, validate_port_spec
 const MAX_CONNS: usize = 1024;
 /// Accepts handled per wakeup and listener before the loop gets a turn again.
 const ACCEPT_BURST: usize = 64;
+/// UDP clients remembered per port; a new one beyond that replaces the least recently seen.
+const MAX_FLOWS: usize = 256;
+/// A UDP flow with no datagram either way for this long is closed.
+const FLOW_IDLE: Duration = Duration::from_secs(90);
+/// The largest UDP payload over IPv4, the size of the one datagram buffer.
+const DATAGRAM_MAX: usize = 65507;
+/// Epoll data of a listener is its port id; these values of the upper half mark a UDP
+/// listener, and (plus the slot) a UDP flow's socket. Zero is a TCP listener.
+const UDP_LISTENER: u64 = 1;
+const UDP_FLOW: u64 = 2;
+
+/// One UDP client: its address and the socket the child connected for it.
+struct Flow {
+    peer: SocketAddrAny,
+    sock: OwnedFd,
+    last: Instant,
+}
 
 struct Port {
     status: PortStatus,
     listener: OwnedFd,
     dial: PortConnect,
+    /// UDP only: `MAX_FLOWS` slots, allocated when the port is added.
+    flows: Vec<Option<Flow>>,
 }
 
 struct State {
@@ -34,6 +56,8 @@ struct State {
     ports: Vec<Port>,
     pumps: Pumps,
     child: Option<UnixStream>,
+    /// Holds one datagram in flight; allocated with the first UDP port.
+    buf: Vec<u8>,
 }
 
 /// The driver; shared with the API server as `Arc<dyn PortDriver>`.
@@ -66,6 +90,7 @@ impl Builtin {
                 ports: Vec::new(),
                 pumps,
                 child: None,
+                buf: Vec::new(),
             }),
         })
     }
@@ -100,9 +125,15 @@ impl Builtin {
             Ok(n) => n,
             Err(_) => return,
         };
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         for ev in &events[..n] {
-            let id = ev.data.u64() as u32;
+            let raw = ev.data.u64();
+            let id = raw as u32;
+            if raw >> 32 != 0 {
+                udp_ready(st, &self.listeners, id, raw >> 32);
+                continue;
+            }
             for _ in 0..ACCEPT_BURST {
                 let Some(port) = st.ports.iter().find(|p| p.status.id == id) else {
                     break;
@@ -114,7 +145,7 @@ impl Builtin {
                         Err(_) => break,
                     };
                 let dial = port.dial;
-                let Some(inner) = connect_in_child(&mut st, &dial) else {
+                let Some(inner) = connect_in_child(&mut st.child, &dial) else {
                     // Nothing listens inside (or the child is gone): the client sees a close.
                     continue;
                 };
@@ -131,18 +162,101 @@ impl Builtin {
 }
 
 /// Asks the child for a socket connected to `dial`; `None` when it cannot.
-fn connect_in_child(st: &mut State, dial: &PortConnect) -> Option<OwnedFd> {
-    let child = st.child.as_ref()?;
-    if child::fdpass::send(child, &Msg::PortConnect(*dial), None).is_err() {
-        st.child = None;
+fn connect_in_child(child: &mut Option<UnixStream>, dial: &PortConnect) -> Option<OwnedFd> {
+    let sock = child.as_ref()?;
+    if child::fdpass::send(sock, &Msg::PortConnect(*dial), None).is_err() {
+        *child = None;
         return None;
     }
-    match child::fdpass::recv(child) {
+    match child::fdpass::recv(sock) {
         Ok((Msg::PortConnected(0), Some(fd))) => Some(fd),
         Ok((Msg::PortConnected(_), _)) => None,
         _ => {
-            st.child = None;
+            *child = None;
             None
+        }
+    }
+}
+
+/// Moves the datagrams waiting on a UDP listener (`kind` `UDP_LISTENER`) or on the socket of
+/// flow `kind - UDP_FLOW`, after closing the port's idle flows.
+fn udp_ready(st: &mut State, epfd: &OwnedFd, id: u32, kind: u64) {
+    let State {
+        ports, child, buf, ..
+    } = st;
+    let Some(port) = ports
+        .iter_mut()
+        .find(|p| p.status.id == id && !p.flows.is_empty())
+    else {
+        return;
+    };
+    let now = Instant::now();
+    for f in port.flows.iter_mut() {
+        if f.as_ref()
+            .is_some_and(|f| now.duration_since(f.last) >= FLOW_IDLE)
+        {
+            *f = None;
+        }
+    }
+    if kind >= UDP_FLOW {
+        let Some(Some(flow)) = port.flows.get_mut((kind - UDP_FLOW) as usize) else {
+            return;
+        };
+        for _ in 0..ACCEPT_BURST {
+            match recv(&flow.sock, &mut buf[..], RecvFlags::DONTWAIT) {
+                Ok((n, _)) => {
+                    flow.last = now;
+                    let _ = sendto(&port.listener, &buf[..n], SendFlags::DONTWAIT, &flow.peer);
+                }
+                // An ICMP port unreachable for an earlier datagram; the flow stays until idle.
+                Err(Errno::CONNREFUSED) => {}
+                Err(_) => break,
+            }
+        }
+        return;
+    }
+    for _ in 0..ACCEPT_BURST {
+        let Ok((n, _, Some(peer))) = recvfrom(&port.listener, &mut buf[..], RecvFlags::DONTWAIT)
+        else {
+            break;
+        };
+        let slot = match port
+            .flows
+            .iter()
+            .position(|f| f.as_ref().is_some_and(|f| f.peer == peer))
+        {
+            Some(i) => i,
+            None => {
+                // A free slot, else the least recently used one.
+                let i = (0..port.flows.len())
+                    .min_by_key(|&i| port.flows[i].as_ref().map(|f| f.last))
+                    .unwrap_or(0);
+                port.flows[i] = None;
+                let Some(sock) = connect_in_child(child, &port.dial) else {
+                    continue;
+                };
+                if rustix::io::ioctl_fionbio(&sock, true).is_err()
+                    || epoll::add(
+                        epfd,
+                        &sock,
+                        epoll::EventData::new_u64((UDP_FLOW + i as u64) << 32 | u64::from(id)),
+                        epoll::EventFlags::IN,
+                    )
+                    .is_err()
+                {
+                    continue;
+                }
+                port.flows[i] = Some(Flow {
+                    peer,
+                    sock,
+                    last: now,
+                });
+                i
+            }
+        };
+        if let Some(flow) = port.flows[slot].as_mut() {
+            flow.last = now;
+            let _ = send(&flow.sock, &buf[..n], SendFlags::DONTWAIT);
         }
     }
 }
@@ -157,30 +271,35 @@ impl PortDriver for Builtin {
         let existing: Vec<PortStatus> = st.ports.iter().map(|p| p.status.clone()).collect();
         validate_port_spec(&spec, &existing)?;
         let proto = spec.proto.as_str();
-        if proto.starts_with("udp") {
-            return Err(format!(
-                "{proto} ports are not supported yet by the builtin port driver"
-            ));
-        }
-        if !proto.starts_with("tcp") {
+        let udp = proto.starts_with("udp");
+        if !udp && !proto.starts_with("tcp") {
             return Err(format!("unsupported port protocol {proto}"));
         }
-        let listener = listen_on(&spec)?;
+        let listener = listen_on(&spec, udp)?;
         let dial = dial_target(&spec)?;
         let id = st.next_id;
+        let kind = if udp { UDP_LISTENER } else { 0 };
         epoll::add(
             &self.listeners,
             &listener,
-            epoll::EventData::new_u64(id as u64),
+            epoll::EventData::new_u64(kind << 32 | u64::from(id)),
             epoll::EventFlags::IN,
         )
         .map_err(|e| format!("port driver: {e}"))?;
         st.next_id += 1;
+        let mut flows = Vec::new();
+        if udp {
+            flows.resize_with(MAX_FLOWS, || None);
+            if st.buf.is_empty() {
+                st.buf = vec![0; DATAGRAM_MAX];
+            }
+        }
         let status = PortStatus { id, spec };
         st.ports.push(Port {
             status: status.clone(),
             listener,
             dial,
+            flows,
         });
         Ok(status)
     }
@@ -194,7 +313,8 @@ impl PortDriver for Builtin {
         let Some(i) = st.ports.iter().position(|p| p.status.id == id) else {
             return Err(format!("unknown id: {id}"));
         };
-        // Closing the listener takes it out of the epoll set; live connections go too.
+        // Closing the listener and the flows' sockets takes them out of the epoll set; live
+        // connections go too.
         st.ports.remove(i);
         st.pumps.close_group(id);
         Ok(())
@@ -205,9 +325,10 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }
 
-/// Go's `net.Listen(proto, "<parentIP>:<port>")`: `tcp` on every address listens on both
-/// families (one IPv6 socket with IPV6_V6ONLY off), `tcp4`/`tcp6` on one.
-fn listen_on(spec: &PortSpec) -> Result<OwnedFd, String> {
+/// Go's `net.Listen(proto, "<parentIP>:<port>")` (`ListenPacket` for UDP): `tcp`/`udp` on
+/// every address listens on both families (one IPv6 socket with IPV6_V6ONLY off),
+/// `tcp4`/`tcp6` (`udp4`/`udp6`) on one.
+fn listen_on(spec: &PortSpec, udp: bool) -> Result<OwnedFd, String> {
     let port = spec.parent_port as u16;
     let ip = parse_ip(&spec.parent_ip);
     let any = ip.is_none_or(|ip| ip.is_unspecified());
@@ -222,22 +343,31 @@ fn listen_on(spec: &PortSpec) -> Result<OwnedFd, String> {
             child::errno::describe(e.raw_os_error())
         )
     };
-    let (family, v6only) = match (spec.proto.as_str(), ip) {
-        ("tcp4", _) | (_, Some(IpAddr::V4(_))) if !(spec.proto == "tcp" && any) => {
-            (AddressFamily::INET, false)
-        }
-        ("tcp6", _) => (AddressFamily::INET6, true),
-        (_, Some(IpAddr::V6(_))) if !any => (AddressFamily::INET6, true),
+    let is4 = spec.proto.ends_with('4');
+    let is6 = spec.proto.ends_with('6');
+    let (family, v6only) = match ip {
+        _ if is4 => (AddressFamily::INET, false),
+        Some(IpAddr::V4(_)) if is6 || !any => (AddressFamily::INET, false),
+        _ if is6 => (AddressFamily::INET6, true),
+        Some(IpAddr::V6(_)) if !any => (AddressFamily::INET6, true),
         _ => (AddressFamily::INET6, false),
+    };
+    let kind = if udp {
+        SocketType::DGRAM
+    } else {
+        SocketType::STREAM
     };
     let fd = socket_with(
         family,
-        SocketType::STREAM,
+        kind,
         SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
         None,
     )
     .map_err(|e| fail("socket", e))?;
-    sockopt::set_socket_reuseaddr(&fd, true).map_err(|e| fail("setsockopt", e))?;
+    // As Go: SO_REUSEADDR for stream listeners only; on UDP it would let two ports share one.
+    if !udp {
+        sockopt::set_socket_reuseaddr(&fd, true).map_err(|e| fail("setsockopt", e))?;
+    }
     if family == AddressFamily::INET6 {
         sockopt::set_ipv6_v6only(&fd, v6only).map_err(|e| fail("setsockopt", e))?;
         let addr = match ip {
@@ -253,7 +383,9 @@ fn listen_on(spec: &PortSpec) -> Result<OwnedFd, String> {
         };
         bind(&fd, &SocketAddrV4::new(addr, port)).map_err(|e| fail("bind", e))?;
     }
-    listen(&fd, 128).map_err(|e| fail("listen", e))?;
+    if !udp {
+        listen(&fd, 128).map_err(|e| fail("listen", e))?;
+    }
     Ok(fd)
 }
 
@@ -281,6 +413,7 @@ fn dial_target(spec: &PortSpec) -> Result<PortConnect, String> {
         family,
         addr,
         port: spec.child_port as u16,
+        proto: u8::from(spec.proto.starts_with("udp")),
     })
 }
 
@@ -341,10 +474,88 @@ mod tests {
         b.remove(1).unwrap();
         assert!(std::net::TcpStream::connect(&addr).is_err());
         assert_eq!(b.remove(1).unwrap_err(), "unknown id: 1");
-        let udp = spec("udp", "127.0.0.1", "");
-        assert!(b.add(udp).unwrap_err().contains("not supported yet"));
+        let sctp = spec("sctp", "127.0.0.1", "");
+        assert_eq!(b.add(sctp).unwrap_err(), "unsupported port protocol sctp");
         // Ids are never reused.
         assert_eq!(b.add(s).unwrap().id, 2);
+    }
+
+    /// Plays the child: answers every connect request with `child::ports::dial`.
+    fn fake_child(b: &Builtin) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        b.attach_child(ours);
+        std::thread::spawn(move || {
+            while let Ok((Msg::PortConnect(c), _)) = child::fdpass::recv(&theirs) {
+                let _ = match child::ports::dial(&c) {
+                    Ok(fd) => {
+                        child::fdpass::send(&theirs, &Msg::PortConnected(0), Some(fd.as_fd()))
+                    }
+                    Err(e) => {
+                        child::fdpass::send(&theirs, &Msg::PortConnected(e.raw_os_error()), None)
+                    }
+                };
+            }
+        });
+    }
+
+    #[test]
+    fn udp_datagrams_go_both_ways_per_client_and_removal_closes_the_port() {
+        use std::net::UdpSocket;
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let child_port = server.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = server.recv_from(&mut buf) {
+                let _ = server.send_to(&buf[..n], from);
+            }
+        });
+        let b = Builtin::new().unwrap();
+        fake_child(&b);
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let parent_port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let mut s = spec("udp4", "127.0.0.1", "");
+        s.parent_port = parent_port as i64;
+        s.child_port = child_port as i64;
+        let id = b.add(s.clone()).unwrap().id;
+        // The same port again through the OS: UDP sockets do not share a port.
+        let mut again = s.clone();
+        again.proto = "udp".into();
+        assert!(b.add(again).unwrap_err().contains("address already in use"));
+        let clients: Vec<UdpSocket> = (0..3)
+            .map(|_| {
+                let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+                c.connect(("127.0.0.1", parent_port)).unwrap();
+                c.set_nonblocking(true).unwrap();
+                c
+            })
+            .collect();
+        for round in 0..5u8 {
+            for (i, c) in clients.iter().enumerate() {
+                c.send(&[i as u8, round]).unwrap();
+            }
+            for (i, c) in clients.iter().enumerate() {
+                let mut got = [0u8; 4];
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let n = loop {
+                    b.accept_ready();
+                    match c.recv(&mut got) {
+                        Ok(n) => break n,
+                        Err(_) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(2))
+                        }
+                        Err(e) => panic!("client {i} round {round}: {e}"),
+                    }
+                };
+                assert_eq!(&got[..n], &[i as u8, round]);
+            }
+        }
+        let st = b.lock();
+        let live = st.ports[0].flows.iter().filter(|f| f.is_some()).count();
+        assert_eq!((st.ports[0].flows.len(), live), (MAX_FLOWS, 3));
+        drop(st);
+        b.remove(id).unwrap();
+        assert!(UdpSocket::bind(("127.0.0.1", parent_port)).is_ok());
     }
 
     #[test]
