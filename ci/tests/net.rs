@@ -344,3 +344,59 @@ fn bad_network_flags_fail_cleanly_and_leave_nothing() {
         ci::assert_rejected(args, want, &d.path);
     }
 }
+
+#[test]
+fn pasta_implicit_port_driver_forwards_what_the_target_listens_on() {
+    if !have("pasta") || !tun_usable() {
+        skip!("pasta or /dev/net/tun is not available");
+    }
+    if !Path::new("/bin/busybox").exists() {
+        skip!("busybox (for httpd) is not installed");
+    }
+    let d = ci::Scratch::new("implicit");
+    std::fs::write(d.join("index.html"), "hello through pasta\n").unwrap();
+    let state = d.join("state");
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = rootlesskit([
+        format!("--state-dir={}", state.display()),
+        "--net=pasta".into(),
+        "--port-driver=implicit".into(),
+        "--disable-host-loopback".into(),
+        "busybox".into(),
+        "httpd".into(),
+        "-f".into(),
+        "-p".into(),
+        port.to_string(),
+        "-h".into(),
+        d.path.display().to_string(),
+    ])
+    .spawn();
+    // pasta notices new listeners in the namespace on its own, within a second or two.
+    let get = || -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    };
+    let mut reply = None;
+    assert!(ci::wait_until(Duration::from_secs(15), || {
+        reply = get().filter(|r| r.contains("hello through pasta"));
+        reply.is_some()
+    }));
+    // No port driver object: the API says so, as upstream's does.
+    let o = ci::Run::bin("rootlessctl")
+        .args([
+            format!("--socket={}", state.join("api.sock").display()),
+            "list-ports".into(),
+        ])
+        .output();
+    assert_eq!(o.code, 1);
+    assert_eq!(o.stderr.trim(), "error: no PortDriver is available");
+    ci::send_signal(child.id(), "TERM");
+    let _ = ci::wait_output(child, Duration::from_secs(10));
+}
