@@ -130,6 +130,7 @@ pub fn bin_dir() -> &'static Path {
         for name in [
             "rootlesskit",
             "rootlessctl",
+            "rootlesskit-docker-proxy",
             "rootlesskit-child",
             "rootlesskit-unshare",
         ] {

@@ -314,6 +314,16 @@ pub fn start_helper(
     args: &[std::ffi::OsString],
     fds: Vec<(std::os::fd::OwnedFd, std::os::fd::RawFd)>,
 ) -> Result<(i32, std::os::fd::OwnedFd), String> {
+    start(exe, args, fds, true)
+}
+
+/// [`start_helper`] and [`start_child`]: `setsid` says whether the program gets a new session.
+fn start(
+    exe: &Path,
+    args: &[std::ffi::OsString],
+    fds: Vec<(std::os::fd::OwnedFd, std::os::fd::RawFd)>,
+    setsid: bool,
+) -> Result<(i32, std::os::fd::OwnedFd), String> {
     let mut argv = Vec::with_capacity(args.len() + 1);
     argv.push(exe.as_os_str().to_os_string());
     argv.extend(args.iter().cloned());
@@ -324,7 +334,7 @@ pub fn start_helper(
         kv
     });
     let mut cmd = child::spawn::Command::new(exe, &argv, env).map_err(|e| spawn_error(exe, &e))?;
-    cmd.setsid(true).pdeathsig(true);
+    cmd.setsid(setsid).pdeathsig(true);
     for (fd, target) in fds {
         cmd.fd(fd, target);
     }
@@ -337,6 +347,67 @@ pub fn start_helper(
         return Err(spawn_error(exe, &e.error));
     }
     Ok((started.pid, started.pidfd))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real `docker-proxy` (used by `rootlesskit-docker-proxy`).
+
+/// `execve(exe, argv, environ)`—replaces this process with `exe`: `argv[0]` and the rest of
+/// `argv` as given, the environment kept, the signal mask cleared, and `keep_fd` (the status
+/// pipe on 3, which we hold close-on-exec) left open across the exec. Returns only on failure.
+///
+/// Made with the raw syscalls rather than `CommandExt::exec`, whose process machinery would
+/// put `rootlesskit-docker-proxy` over its size budget.
+///
+/// # Errors
+/// The reason the exec failed (with the signal mask already cleared).
+pub fn exec_replace(
+    exe: &Path,
+    argv: &[std::ffi::OsString],
+    keep_fd: Option<std::os::fd::RawFd>,
+) -> io::Error {
+    use std::os::unix::ffi::OsStrExt;
+    let env = std::env::vars_os().map(|(k, v)| {
+        let mut kv = k;
+        kv.push("=");
+        kv.push(v);
+        kv
+    });
+    let (path, argv, envp) = match (
+        std::ffi::CString::new(exe.as_os_str().as_bytes()),
+        child::sys::CStrVec::new(argv),
+        child::sys::CStrVec::new(env),
+    ) {
+        (Ok(p), Ok(a), Ok(e)) => (p, a, e),
+        (Err(_), _, _) => {
+            return io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte");
+        }
+        (_, Err(e), _) | (_, _, Err(e)) => return e,
+    };
+    if let Some(fd) = keep_fd
+        && let Err(e) = child::sys::dup_to(fd, fd)
+    {
+        return e;
+    }
+    if let Err(e) = child::sys::unblock_all_signals() {
+        return e;
+    }
+    child::sys::execve(&path, &argv, &envp)
+}
+
+/// Starts `exe args...` as our child with the environment, stdio and the inheritable
+/// descriptors we have (the status pipe on 3 is passed with `fds`), `SIGKILL` as its
+/// parent-death signal and an empty signal mask, in our session.
+/// Returns the pid and a pidfd once the program has been exec'd.
+///
+/// # Errors
+/// `fork/exec <exe>: <errno text>` when the fork or the exec fails (the failed process is reaped).
+pub fn start_child(
+    exe: &Path,
+    args: &[std::ffi::OsString],
+    fds: Vec<(std::os::fd::OwnedFd, std::os::fd::RawFd)>,
+) -> Result<(i32, std::os::fd::OwnedFd), String> {
+    start(exe, args, fds, false)
 }
 
 #[cfg(test)]

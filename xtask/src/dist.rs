@@ -17,6 +17,7 @@ use crate::{Result, elf};
 pub const BINARIES: &[(&str, &str)] = &[
     ("parent", "rootlesskit"),
     ("parent", "rootlessctl"),
+    ("parent", "rootlesskit-docker-proxy"),
     ("child", "rootlesskit-child"),
     ("unshare-helper", "rootlesskit-unshare"),
 ];
@@ -170,7 +171,7 @@ pub fn run(root: &Path, opts: &Options) -> Result<PathBuf> {
 
     let budget = libc.budget();
     println!(
-        "\n{:<22} {:>10}  {:<10}  version, or problems (budget {budget} bytes, rootlesskit and rootlesskit-child {}, {triple})",
+        "\n{:<24} {:>10}  {:<10}  version, or problems (budget {budget} bytes, rootlesskit and rootlesskit-child {}, {triple})",
         "binary",
         "bytes",
         "linking",
@@ -186,10 +187,10 @@ pub fn run(root: &Path, opts: &Options) -> Result<PathBuf> {
         };
         let problems = r.problems();
         if problems.is_empty() {
-            println!("{name:<22} {:>10}  {linking:<10}  {}", r.size, r.version);
+            println!("{name:<24} {:>10}  {linking:<10}  {}", r.size, r.version);
         } else {
             println!(
-                "{name:<22} {:>10}  {linking:<10}  FAILED: {}",
+                "{name:<24} {:>10}  {linking:<10}  FAILED: {}",
                 r.size,
                 problems.join(", ")
             );

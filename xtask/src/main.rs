@@ -23,7 +23,7 @@ Usage: cargo xtask <command> [options]
 
 Commands:
   dist [--libc gnu|musl] [--target-dir DIR]
-        Build rootlesskit, rootlessctl, rootlesskit-child and rootlesskit-unshare in release,
+        Build rootlesskit, rootlessctl, rootlesskit-docker-proxy, rootlesskit-child and rootlesskit-unshare in release,
         statically linked (musl when its Rust std is installed, else glibc with +crt-static),
         copy them to <target>/dist/ and check each: no ELF interpreter, no DT_NEEDED, no
         nsswitch.conf, `--version` works in an empty environment, size within budget.
