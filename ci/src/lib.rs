@@ -490,3 +490,17 @@ pub fn assert_rejected(args: &[&str], want: &str, tmpdir: &Path) {
         "{args:?} left a state dir"
     );
 }
+
+/// The names (basenames, sorted, once each) of the programs an `strace -f -e trace=execve`
+/// log shows executed successfully.
+pub fn executed_programs(trace: &str) -> Vec<String> {
+    let mut programs: Vec<String> = trace
+        .lines()
+        .filter(|l| l.contains("execve(\"") && !l.contains("= -1"))
+        .filter_map(|l| l.split('"').nth(1))
+        .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+        .collect();
+    programs.sort();
+    programs.dedup();
+    programs
+}

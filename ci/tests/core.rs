@@ -728,14 +728,7 @@ fn no_helper_programs_are_executed() {
         .unwrap();
     assert!(st.success());
     let trace = fs::read_to_string(&log).unwrap();
-    let mut programs: Vec<String> = trace
-        .lines()
-        .filter(|l| l.contains("execve(\"") && !l.contains("= -1"))
-        .filter_map(|l| l.split('"').nth(1))
-        .map(|p| p.rsplit('/').next().unwrap().to_string())
-        .collect();
-    programs.sort();
-    programs.dedup();
+    let programs = ci::executed_programs(&trace);
     // getsubids may run under the default --subid-source=auto (when nsswitch.conf names a
     // subid service other than files), as upstream runs it.
     let allowed = [

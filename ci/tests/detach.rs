@@ -305,14 +305,7 @@ fn only_our_helper_makes_the_namespace() {
         .output();
     ok(&o);
     let trace = std::fs::read_to_string(&log).unwrap();
-    let mut programs: Vec<String> = trace
-        .lines()
-        .filter(|l| l.contains("execve(\"") && !l.contains("= -1"))
-        .filter_map(|l| l.split('"').nth(1))
-        .map(|p| p.rsplit('/').next().unwrap().to_string())
-        .collect();
-    programs.sort();
-    programs.dedup();
+    let programs = ci::executed_programs(&trace);
     let allowed = [
         "getsubids",
         "newgidmap",
