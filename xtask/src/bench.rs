@@ -1109,6 +1109,8 @@ struct Forwarding {
     throughput: Vec<FwdSeries>,
     /// UDP throughput, the same rounds with `iperf3 -u`.
     udp: Vec<FwdSeries>,
+    /// A perf profile of each side's parent during TCP forwarding, or why not.
+    profiles: Vec<(&'static str, std::result::Result<Profile, String>)>,
     conns: Vec<FwdSeries>,
 }
 
@@ -1263,6 +1265,15 @@ fn throughput_rounds(
     series
 }
 
+/// Whether xtask runs as root (perf needs it to see another user's process and the
+/// kernel's symbols).
+fn running_as_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| status_ids(&st, "Uid:"))
+        == Some(0)
+}
+
 /// Throughput and connection rounds of ours, the reference and the loopback ceilings.
 fn forwarding(runner: &Runner, sides: &[Side], state_root: &Path, echo: &str) -> Forwarding {
     let mut f = Forwarding::default();
@@ -1273,6 +1284,15 @@ fn forwarding(runner: &Runner, sides: &[Side], state_root: &Path, echo: &str) ->
     if Path::new(IPERF3).is_file() {
         f.throughput = throughput_rounds(runner, sides, state_root, false);
         f.udp = throughput_rounds(runner, sides, state_root, true);
+        if on_path("perf") && running_as_root() {
+            for side in sides {
+                println!("bench: profiling {} while it forwards", side.who);
+                let state = state_root.join(format!("{}-profile", side.who));
+                let p = profile_forwarding(runner, side, &state);
+                let _ = fs::remove_dir_all(&state);
+                f.profiles.push((side.who, p));
+            }
+        }
     } else {
         f.throughput_skipped = Some(format!("{IPERF3} is not installed"));
     }
@@ -1464,6 +1484,125 @@ fn iperf_client(runner: &Runner, port: u16, watch: Option<u32>, udp: bool) -> Re
         cpu_s,
         kernel_s,
     })
+}
+
+// Where the forwarding time goes: a perf profile of the parent while iperf3 runs.
+
+/// Seconds the profiled iperf3 client sends, and how long perf samples in the middle.
+const PROFILE_CLIENT_SECONDS: u32 = 6;
+const PROFILE_SECONDS: u32 = 3;
+
+/// What one profiled forwarding run found: the share of the rootlesskit parent's CPU
+/// samples, per kernel path, with children (a sample in `tcp_sendmsg` under `splice` counts
+/// for both).
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Profile {
+    samples: u64,
+    /// `(symbol, percent with children)` for [`PROFILE_SYMBOLS`], in that order.
+    shares: Vec<(String, f64)>,
+    /// Percent of samples whose own frame is in user space (`[.]`).
+    user: f64,
+}
+
+/// The kernel paths shown, with what each one is.
+const PROFILE_SYMBOLS: &[(&str, &str)] = &[
+    ("do_syscall_64", "in system calls"),
+    ("__x64_sys_splice", "splice(2)"),
+    ("splice_to_socket", "… sending into a socket (TCP transmit)"),
+    ("tcp_splice_read", "… reading from a socket"),
+    (
+        "net_rx_action",
+        "loopback receive run for the peer (softirq)",
+    ),
+    ("__x64_sys_epoll_wait", "epoll_wait(2)"),
+    ("__x64_sys_epoll_pwait", "epoll_pwait(2)"),
+    ("__x64_sys_read", "read(2)"),
+    ("__x64_sys_write", "write(2)"),
+];
+
+/// Parses `perf report --children --sort sym -g none --stdio`: lines like
+/// `    92.02%     0.10%  [k] __x64_sys_splice`, and the `# Samples: 3K of event` header.
+fn parse_perf_report(text: &str) -> Option<Profile> {
+    let mut p = Profile::default();
+    let mut by_sym = BTreeMap::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("# Samples:") {
+            // "3K of event 'cpu-clock'" or "804 of event ..."
+            let n = rest.split_whitespace().next()?;
+            p.samples = match n.strip_suffix('K') {
+                Some(k) => (k.parse::<f64>().ok()? * 1000.0) as u64,
+                None => n.parse().ok()?,
+            };
+            continue;
+        }
+        let mut w = t.split_whitespace();
+        let (Some(children), Some(own), Some(kind), Some(sym)) =
+            (w.next(), w.next(), w.next(), w.next())
+        else {
+            continue;
+        };
+        let pct = |x: &str| x.strip_suffix('%').and_then(|v| v.parse::<f64>().ok());
+        let (Some(children), Some(own)) = (pct(children), pct(own)) else {
+            continue;
+        };
+        if kind == "[.]" {
+            p.user += own;
+        }
+        by_sym.entry(sym.to_string()).or_insert(children);
+    }
+    p.shares = PROFILE_SYMBOLS
+        .iter()
+        .map(|(sym, _)| (sym.to_string(), by_sym.get(*sym).copied().unwrap_or(0.0)))
+        .collect();
+    (p.samples > 0).then_some(p)
+}
+
+/// One profiled TCP run through `side`: iperf3 for [`PROFILE_CLIENT_SECONDS`], and
+/// `perf record` of the parent for [`PROFILE_SECONDS`] in the middle.
+fn profile_forwarding(runner: &Runner, side: &Side, state: &Path) -> Result<Profile> {
+    let port = free_port()?;
+    let argv = iperf_server_argv(side, &state.to_string_lossy(), &port.to_string(), false);
+    let mut server = Server::start(runner, side.who, &argv)?;
+    let result = server.wait_ready(port, Some(IPERF_PORT)).and_then(|()| {
+        let mut client_argv = iperf_client_argv(&port.to_string(), false);
+        if let Some(t) = client_argv.iter().position(|a| a == "-t") {
+            client_argv[t + 1] = PROFILE_CLIENT_SECONDS.to_string();
+        }
+        let client = runner.command("machine", &[], &client_argv);
+        let timeout = Duration::from_secs(u64::from(PROFILE_CLIENT_SECONDS) + 30);
+        let client = std::thread::spawn(move || run_capture(client, timeout));
+        std::thread::sleep(Duration::from_millis(1500));
+        let data = state.with_extension("perf.data");
+        let mut rec = crate::command("perf");
+        rec.args(["record", "-q", "-e", "cpu-clock", "-F", "1999", "-g", "-o"])
+            .arg(&data)
+            .args(["-p", &server.pid.to_string(), "--", "sleep"])
+            .arg(PROFILE_SECONDS.to_string());
+        let recorded = run_capture(rec, Duration::from_secs(u64::from(PROFILE_SECONDS) + 30));
+        let _ = client.join();
+        let recorded = recorded?;
+        if !recorded.status.success() {
+            return Err(format!("perf record: {}", last_line(&recorded.stderr)));
+        }
+        let mut rep = crate::command("perf");
+        rep.args([
+            "report",
+            "--children",
+            "--sort",
+            "sym",
+            "-g",
+            "none",
+            "--stdio",
+            "-i",
+        ])
+        .arg(&data);
+        let report = run_capture(rep, Duration::from_secs(60))?;
+        let _ = fs::remove_file(&data);
+        parse_perf_report(&report.stdout).ok_or_else(|| "perf report gave no samples".to_string())
+    });
+    server.stop();
+    result
 }
 
 /// One throughput round through a side's builtin driver.
@@ -1866,6 +2005,60 @@ impl Report {
     }
 
     /// The forwarding section of BENCHMARKS.md.
+    /// Where the forwarding time goes, from the perf profiles (empty without them).
+    fn profile_markdown(&self, notes: &mut Vec<String>) -> String {
+        let profiles = &self.forwarding.profiles;
+        if profiles.is_empty() {
+            return String::new();
+        }
+        let mut s = format!(
+            "\n### Where the forwarding time goes\n\n\
+             One more TCP run per side: `iperf3` for {PROFILE_CLIENT_SECONDS} s through the builtin driver, \
+             and in its middle `perf record -e cpu-clock -F 1999 -g -p <rootlesskit parent> -- sleep \
+             {PROFILE_SECONDS}` (software clock sampling: this machine's perf has no hardware counters), \
+             read with `perf report --children --sort sym -g none`. Percent of the parent's samples \
+             whose stack contains the path; the last row is the samples whose own frame is in user \
+             space. Both parents spend nearly all their time in the kernel's TCP stack: sending into \
+             a socket on loopback also runs the receiving side's protocol work (softirq) in the \
+             sender's context, for the inner and the outer connection alike. That work is the same \
+             whoever calls splice(2), which is why throughput and CPU per GB stay near the reference \
+             and why 0.8× loopback (two TCP connections per byte instead of one, on 2 cores shared \
+             with both iperf3 ends) is out of reach for a user-space forwarder.\n\n"
+        );
+        let mut header = vec!["path".to_string()];
+        header.extend(profiles.iter().map(|(who, _)| fwd_label(who)));
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        let mut t = Table::new(&header);
+        let ok: Vec<Option<&Profile>> = profiles
+            .iter()
+            .map(|(who, p)| match p {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    note(notes, format!("profile {who}: {e}"));
+                    None
+                }
+            })
+            .collect();
+        let cell = |f: &dyn Fn(&Profile) -> String| -> Vec<String> {
+            ok.iter()
+                .map(|p| p.map_or_else(|| "failed".to_string(), f))
+                .collect()
+        };
+        let mut row = vec!["samples".to_string()];
+        row.extend(cell(&|p| p.samples.to_string()));
+        t.row(row);
+        for (i, (_, what)) in PROFILE_SYMBOLS.iter().enumerate() {
+            let mut row = vec![format!("{what} (`{}`)", PROFILE_SYMBOLS[i].0)];
+            row.extend(cell(&|p| format!("{:.1}%", p.shares[i].1)));
+            t.row(row);
+        }
+        let mut row = vec!["own frame in user space".to_string()];
+        row.extend(cell(&|p| format!("{:.1}%", p.user)));
+        t.row(row);
+        s.push_str(&t.markdown());
+        s
+    }
+
     fn forwarding_markdown(&self, notes: &mut Vec<String>) -> String {
         let f = &self.forwarding;
         let mut s = String::from("\n## Port forwarding (builtin driver)\n\n");
@@ -2863,6 +3056,7 @@ impl Report {
         let _ = writeln!(s, "\n## Idle memory\n\nMedian of {RSS_RUNS} starts each.\n");
         s.push_str(&self.idle_table(&mut notes).markdown());
         s.push_str(&self.forwarding_markdown(&mut notes));
+        s.push_str(&self.profile_markdown(&mut notes));
         s.push_str("\n## Binary sizes\n\n");
         s.push_str(
             "Ours are static; the reference is one Go binary that re-executes itself as the child.\n\n",
@@ -3372,6 +3566,37 @@ mod tests {
             Some(r#"{"b": {}}"#)
         );
         assert_eq!(json_object(r#"{"a": {"b": 1"#, "a"), None);
+    }
+
+    #[test]
+    fn perf_reports() {
+        let text =
+            "# To display the perf.data header info, please use --header/--header-only options.
+#
+# Samples: 3K of event 'cpu-clock:ppp'
+# Event count (approx.): 1948500000
+#
+# Children      Self  Symbol
+# ........  ........  ..........
+#
+    98.49%     0.36%  [k] do_syscall_64
+    92.02%     0.10%  [k] __x64_sys_splice
+    66.85%     0.74%  [k] splice_to_socket
+    28.43%     0.64%  [k] net_rx_action
+    22.53%     0.33%  [k] tcp_splice_read
+     1.20%     1.20%  [.] runtime.futex
+     0.30%     0.25%  [.] 0x00007fb0d3b4a1d0
+";
+        let p = parse_perf_report(text).unwrap();
+        assert_eq!(p.samples, 3000);
+        assert!((p.user - 1.45).abs() < 1e-9);
+        let get = |s: &str| p.shares.iter().find(|(k, _)| k == s).unwrap().1;
+        assert_eq!(get("do_syscall_64"), 98.49);
+        assert_eq!(get("splice_to_socket"), 66.85);
+        assert_eq!(get("__x64_sys_epoll_wait"), 0.0);
+        assert_eq!(p.shares.len(), PROFILE_SYMBOLS.len());
+        assert_eq!(parse_perf_report("# Samples: 0 of event 'x'\n"), None);
+        assert_eq!(parse_perf_report("garbage"), None);
     }
 
     #[test]
