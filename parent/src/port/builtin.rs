@@ -237,7 +237,7 @@ impl Builtin {
                     continue;
                 };
                 // On error (too many connections) both sockets are closed by the pumps.
-                let _ = st.pumps.add(conn, inner, id);
+                let _ = st.pumps.add_nonblocking(conn, inner, id);
             }
         }
     }
