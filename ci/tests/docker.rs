@@ -1,17 +1,19 @@
 //! Rootless Docker on our binaries: Debian's `dockerd-rootless.sh` (docker.io 20.10), run
 //! unmodified as the unprivileged test user with ours first in `$PATH`, starts dockerd; an image
-//! made from busybox-static serves a page through a published port that a plain TCP client on
-//! the host reads; a busy host port fails `docker run` with the bind error; SIGHUP reaches
-//! dockerd; stopping the container releases the port; SIGTERM to rootlesskit stops everything,
-//! leaving no process of the test user and no state dir.
+//! made from busybox-static serves a page through published ports that a plain TCP client on
+//! the host reads, on the addresses upstream's integration-docker.sh expects and on no other; a
+//! container reaches a server on the host; a busy host port fails `docker run` with the bind
+//! error; SIGHUP reaches dockerd; stopping the container releases the ports; SIGTERM to
+//! rootlesskit stops everything, leaving none of the daemon's processes and no state dir.
 //! Cases: the script's defaults (slirp4netns, builtin ports, so `rootlesskit-docker-proxy`
 //! publishes through our API), the slirp4netns port driver, and pasta with implicit ports.
+//! Debian's Go rootlesskit 1.1.0 passes the first two (`RKRS_BIN_DIR` pointing at its binaries).
 // Tests run programs: that is their job.
 #![allow(clippy::disallowed_methods)]
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// What `index.html` in the image says.
 const PAGE: &str = "hello from a rootless container\n";
 const IMAGE: &str = "rkrs-busybox:latest";
+/// What the host's server tells a container.
+const OUTSIDE: &str = "hello from the host\n";
 
 /// How the case publishes ports, and so what it can check.
 #[derive(Clone, Copy, PartialEq)]
@@ -108,43 +112,53 @@ fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
     let state = daemon.state_dir();
     assert!(state.join("child_pid").exists(), "{}", state.display());
 
-    let port = free_port();
-    let loopback = format!("127.0.0.1:{port}:80");
-    let mut run = vec!["run", "-d", "-p", &loopback];
-    // `-p PORT:80` makes Docker 20.10 start one proxy on 0.0.0.0 and one on ::.
-    let both = free_port();
-    let all = format!("{both}:80");
-    let dual_stack = ports == Ports::Builtin && ipv6_loopback();
-    if dual_stack {
-        run.extend(["-p", &all]);
+    // Upstream's integration-docker.sh matrix: `-p PORT:80` answers on loopback and on the host's
+    // address, `-p 127.0.0.1:PORT:80` only on loopback, `-p HOSTIP:PORT:80` only on the host's
+    // address (except with pasta's implicit forwarding, which follows the namespace's listeners).
+    let host_ip = host_ipv4();
+    let (all, lo, at_ip) = (free_port(), free_port(), free_port());
+    let (all_spec, lo_spec) = (format!("{all}:80"), format!("127.0.0.1:{lo}:80"));
+    let ip_spec = host_ip.map(|ip| format!("{ip}:{at_ip}:80"));
+    let mut run = vec!["run", "-d", "-p", &all_spec, "-p", &lo_spec];
+    if let Some(spec) = ip_spec.as_deref().filter(|_| ports != Ports::Implicit) {
+        run.extend(["-p", spec]);
     }
     run.extend([IMAGE, "httpd", "-f", "-p", "80", "-h", "/www"]);
     let id = daemon.docker_ok(&run);
 
-    let v4: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert_eq!(daemon.fetch(v4), PAGE);
+    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(daemon.fetch(loopback(lo)), PAGE);
+    assert_eq!(daemon.fetch(loopback(all)), PAGE);
+    // Docker 20.10 also starts a proxy on :: for `-p PORT:80`; only builtin publishes tcp6
+    // (slirp4netns has no IPv6 forwarding, and the shim skips it with a warning).
+    let dual_stack = ports == Ports::Builtin && ipv6_loopback();
     if dual_stack {
-        assert_eq!(
-            daemon.fetch(format!("127.0.0.1:{both}").parse().unwrap()),
-            PAGE
-        );
-        assert_eq!(daemon.fetch(format!("[::1]:{both}").parse().unwrap()), PAGE);
+        assert_eq!(daemon.fetch(format!("[::1]:{all}").parse().unwrap()), PAGE);
+    }
+    if let Some(ip) = host_ip {
+        let on_ip = |port: u16| SocketAddr::from((ip, port));
+        assert_eq!(daemon.fetch(on_ip(all)), PAGE);
+        if ports != Ports::Implicit {
+            assert_eq!(daemon.fetch(on_ip(at_ip)), PAGE);
+            assert!(
+                http_get(loopback(at_ip)).is_err(),
+                "{ip}-only port on loopback"
+            );
+        }
+        assert!(http_get(on_ip(lo)).is_err(), "loopback-only port on {ip}");
     }
     if ports != Ports::Implicit {
-        // rootlesskit-docker-proxy published the port through our API.
+        // rootlesskit-docker-proxy published each port through our API.
         let rows = daemon.ports(&state);
-        let p = port.to_string();
-        assert!(
-            rows.iter()
-                .any(|r| r[1..4] == ["tcp4", "127.0.0.1", p.as_str()]),
-            "{rows:?}"
-        );
-        if dual_stack {
-            let b = both.to_string();
-            assert!(
-                rows.iter().any(|r| r[1..4] == ["tcp6", "::", b.as_str()]),
-                "{rows:?}"
-            );
+        let has = |proto: &str, ip: &str, port: u16| {
+            let port = port.to_string();
+            rows.iter().any(|r| r[1..4] == [proto, ip, port.as_str()])
+        };
+        assert!(has("tcp4", "127.0.0.1", lo), "{rows:?}");
+        assert!(has("tcp4", "0.0.0.0", all), "{rows:?}");
+        assert_eq!(has("tcp6", "::", all), dual_stack, "{rows:?}");
+        if let Some(ip) = host_ip {
+            assert!(has("tcp4", &ip.to_string(), at_ip), "{rows:?}");
         }
     }
     if ports == Ports::Builtin {
@@ -159,6 +173,14 @@ fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
             o.stderr
         );
     }
+    if let Some(ip) = host_ip {
+        // The other way: a container reaches a server on the host through the network driver.
+        let server = serve_once(ip, OUTSIDE);
+        let url = format!("http://{}/", server.0);
+        let got = daemon.docker_ok(&["run", "--rm", IMAGE, "wget", "-q", "-O-", &url]);
+        assert_eq!(got, OUTSIDE.trim());
+        server.1.join().unwrap();
+    }
 
     // systemd's ExecReload sends SIGHUP to rootlesskit; dockerd must get it.
     ci::send_signal(daemon.pid(), "HUP");
@@ -171,14 +193,17 @@ fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
 
     daemon.docker_ok(&["stop", "-t", "1", &id]);
     // pasta notices a closed listener at its next scan of the namespace's ports (1 s).
-    assert!(
-        ci::wait_until(Duration::from_secs(10), || TcpStream::connect_timeout(
-            &v4,
-            Duration::from_secs(1)
-        )
-        .is_err()),
-        "{v4} still accepts connections after the container stopped"
-    );
+    for port in [lo, all] {
+        let addr = loopback(port);
+        assert!(
+            ci::wait_until(Duration::from_secs(10), || TcpStream::connect_timeout(
+                &addr,
+                Duration::from_secs(1)
+            )
+            .is_err()),
+            "{addr} still accepts connections after the container stopped"
+        );
+    }
     if ports != Ports::Implicit {
         assert_eq!(daemon.ports(&state), Vec::<Vec<String>>::new());
     }
@@ -449,7 +474,7 @@ fn is_static_elf(path: &Path) -> bool {
     })
 }
 
-/// A tar of `/bin/busybox` with `sh` and `httpd` links and `/www/index.html`, for
+/// A tar of `/bin/busybox` with `sh`, `httpd` and `wget` links and `/www/index.html`, for
 /// `docker import`.
 fn busybox_tar(dir: &Scratch) -> PathBuf {
     let root = dir.join("rootfs");
@@ -457,7 +482,7 @@ fn busybox_tar(dir: &Scratch) -> PathBuf {
     fs::create_dir_all(root.join("www")).unwrap();
     fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
     fs::set_permissions(root.join("bin/busybox"), fs::Permissions::from_mode(0o755)).unwrap();
-    for applet in ["sh", "httpd"] {
+    for applet in ["sh", "httpd", "wget"] {
         symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     fs::write(root.join("www/index.html"), PAGE).unwrap();
@@ -515,6 +540,51 @@ fn free_port() -> u16 {
         .or_else(|_| TcpListener::bind("0.0.0.0:0"))
         .unwrap();
     l.local_addr().unwrap().port()
+}
+
+/// The host's address on its default route, which a container can reach through the network
+/// driver and a published port answers on; none on a machine without one.
+fn host_ipv4() -> Option<Ipv4Addr> {
+    // Connecting a UDP socket sends nothing; it only picks the source address.
+    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    match s.local_addr().ok()?.ip() {
+        IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+        _ => None,
+    }
+}
+
+/// Answers one HTTP request on `ip` with `body` from a thread (giving up after 60 s).
+fn serve_once(ip: Ipv4Addr, body: &'static str) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind((ip, 0)).unwrap();
+    let addr = l.local_addr().unwrap();
+    l.set_nonblocking(true).unwrap();
+    let t = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut c = loop {
+            match l.accept() {
+                Ok((c, _)) => break c,
+                Err(_) if Instant::now() > deadline => panic!("nobody connected to {addr}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        c.set_nonblocking(false).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !req.ends_with(b"\r\n\r\n") {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => req.extend_from_slice(&buf[..n]),
+            }
+        }
+        let reply = format!(
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        c.write_all(reply.as_bytes()).unwrap();
+    });
+    (addr, t)
 }
 
 fn ipv6_loopback() -> bool {
