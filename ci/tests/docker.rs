@@ -1,5 +1,6 @@
 //! Rootless Docker on our binaries: Debian's `dockerd-rootless.sh` (docker.io 20.10), run
-//! unmodified as the unprivileged test user with ours first in `$PATH`, starts dockerd; an image
+//! unmodified as the unprivileged test user with ours first in `$PATH`, starts dockerd, which
+//! says READY=1 (and at the end STOPPING=1) on the `$NOTIFY_SOCKET` a systemd unit gives; an image
 //! made from busybox-static serves a page through published ports that a plain TCP client on
 //! the host reads, on the addresses upstream's integration-docker.sh expects and on no other; a
 //! container reaches a server on the host; a busy host port fails `docker run` with the bind
@@ -15,7 +16,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Mutex;
@@ -218,6 +219,8 @@ struct Daemon {
     before: Vec<u32>,
     /// The user namespace rootlesskit made (`user:[inode]`), once known.
     userns: Option<PathBuf>,
+    /// `$NOTIFY_SOCKET`, as systemd's `Type=notify` unit gives it.
+    notify: UnixDatagram,
 }
 
 impl Daemon {
@@ -233,13 +236,17 @@ impl Daemon {
         }
         fs::set_permissions(dir.join("run"), fs::Permissions::from_mode(0o700)).unwrap();
         let before = user_processes().into_iter().map(|(p, _)| p).collect();
+        let notify_path = dir.join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        fs::set_permissions(&notify_path, fs::Permissions::from_mode(0o777)).unwrap();
         let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", ci::bin_dir().display());
         let mut run = Run::program(script)
             .env("PATH", &path)
             .env("HOME", dir.join("home").to_str().unwrap())
             .env("XDG_RUNTIME_DIR", dir.join("run").to_str().unwrap())
             // Where rootlesskit makes its state dir (the 20.10 script passes no --state-dir).
-            .env("TMPDIR", dir.join("tmp").to_str().unwrap());
+            .env("TMPDIR", dir.join("tmp").to_str().unwrap())
+            .env("NOTIFY_SOCKET", notify_path.to_str().unwrap());
         for (k, _) in std::env::vars() {
             if k.starts_with("DOCKER") || k.starts_with("_DOCKERD") {
                 run = run.env_remove(&k);
@@ -254,6 +261,7 @@ impl Daemon {
             child: Some(child),
             before,
             userns: None,
+            notify,
         };
         let socket = daemon.dir.join("run/docker.sock");
         let deadline = Instant::now() + Duration::from_secs(90);
@@ -271,7 +279,30 @@ impl Daemon {
         let child_pid = fs::read_to_string(daemon.state_dir().join("child_pid")).unwrap();
         daemon.userns = fs::read_link(format!("/proc/{}/ns/user", child_pid.trim())).ok();
         assert!(daemon.userns.is_some(), "no user namespace for {child_pid}");
+        // NOTIFY_SOCKET passed through rootlesskit, and dockerd reached it from its namespaces.
+        daemon.expect_notify("READY=1");
         daemon
+    }
+
+    /// Waits (10 s at most) for a `$NOTIFY_SOCKET` datagram with this line.
+    fn expect_notify(&self, line: &str) {
+        self.notify
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let mut seen = Vec::new();
+        loop {
+            match self.notify.recv(&mut buf) {
+                Ok(n) => {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if msg.lines().any(|l| l == line) {
+                        return;
+                    }
+                    seen.push(msg);
+                }
+                Err(e) => panic!("no {line} on NOTIFY_SOCKET ({e}); got {seen:?}"),
+            }
+        }
     }
 
     fn pid(&self) -> u32 {
@@ -361,6 +392,7 @@ impl Daemon {
             Some(Some(0)),
             "rootlesskit after SIGTERM"
         );
+        self.expect_notify("STOPPING=1");
         let mut left = Vec::new();
         let gone = ci::wait_until(Duration::from_secs(15), || {
             left = self.new_processes();
