@@ -3,8 +3,8 @@
 //! says READY=1 (and at the end STOPPING=1) on the `$NOTIFY_SOCKET` a systemd unit gives; an image
 //! made from busybox-static serves a page through published ports that a plain TCP client on
 //! the host reads, on the addresses upstream's integration-docker.sh expects and on no other; a
-//! container reaches a server on the host; a busy host port fails `docker run` with the bind
-//! error; SIGHUP reaches dockerd; stopping the container releases the ports; SIGTERM to
+//! container reaches a server on the host; a busy or privileged host port fails `docker run`
+//! with upstream's error; SIGHUP reaches dockerd; stopping the container releases the ports; SIGTERM to
 //! rootlesskit stops everything, leaving none of the daemon's processes and no state dir.
 //! Cases: the script's defaults (slirp4netns, builtin ports, so `rootlesskit-docker-proxy`
 //! publishes through our API), the slirp4netns port driver, and pasta with implicit ports.
@@ -173,6 +173,25 @@ fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
             "{}",
             o.stderr
         );
+        // A privileged port: upstream's hint on how to allow it reaches `docker run`.
+        let start: u16 = fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if start > 0 {
+            let low = format!("127.0.0.1:{}:80", start - 1);
+            let o = daemon.docker(&["run", "-d", "-p", &low, IMAGE, "httpd", "-f", "-p", "80"]);
+            // The client exits 126 here, not 125, because the error mentions "permission denied".
+            assert_ne!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+            assert!(
+                o.stderr.contains(&format!(
+                    "error while calling PortManager.AddPort(): cannot expose privileged port {}",
+                    start - 1
+                )),
+                "{}",
+                o.stderr
+            );
+        }
     }
     if let Some(ip) = host_ip {
         // The other way: a container reaches a server on the host through the network driver.
