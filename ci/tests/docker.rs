@@ -1,11 +1,14 @@
 //! Rootless Docker on our binaries: Debian's `dockerd-rootless.sh` (docker.io 20.10), run
-//! unmodified as the unprivileged test user with ours first in `$PATH`, starts dockerd, which
-//! says READY=1 (and at the end STOPPING=1) on the `$NOTIFY_SOCKET` a systemd unit gives; an image
-//! made from busybox-static serves a page through published ports that a plain TCP client on
-//! the host reads, on the addresses upstream's integration-docker.sh expects and on no other; a
-//! container reaches a server on the host; a busy or privileged host port fails `docker run`
-//! with upstream's error; SIGHUP reaches dockerd; stopping the container releases the ports; SIGTERM to
-//! rootlesskit stops everything, leaving none of the daemon's processes and no state dir.
+//! unmodified as the unprivileged test user with ours first in `$PATH`. What a user sees:
+//! - dockerd starts, says it is rootless, and says READY=1 (at the end STOPPING=1) on the
+//!   `$NOTIFY_SOCKET` a systemd unit gives;
+//! - an image made from busybox-static serves a page through published ports that a plain TCP
+//!   client on the host reads, on the addresses upstream's integration-docker.sh expects and on
+//!   no other, and a container reaches a server on the host;
+//! - a busy or privileged host port fails `docker run` with upstream's error;
+//! - SIGHUP reaches dockerd, stopping the container releases the ports, and SIGTERM to
+//!   rootlesskit stops everything, leaving none of the daemon's processes and no state dir.
+//!
 //! Cases: the script's defaults (slirp4netns, builtin ports, so `rootlesskit-docker-proxy`
 //! publishes through our API), the slirp4netns port driver, and pasta with implicit ports.
 //! Debian's Go rootlesskit 1.1.0 passes the first two (`RKRS_BIN_DIR` pointing at its binaries).
@@ -117,7 +120,7 @@ fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
     // address, `-p 127.0.0.1:PORT:80` only on loopback, `-p HOSTIP:PORT:80` only on the host's
     // address (except with pasta's implicit forwarding, which follows the namespace's listeners).
     let host_ip = host_ipv4();
-    let (all, lo, at_ip) = (free_port(), free_port(), free_port());
+    let [all, lo, at_ip] = free_ports();
     let (all_spec, lo_spec) = (format!("{all}:80"), format!("127.0.0.1:{lo}:80"));
     let ip_spec = host_ip.map(|ip| format!("{ip}:{at_ip}:80"));
     let mut run = vec!["run", "-d", "-p", &all_spec, "-p", &lo_spec];
@@ -585,12 +588,17 @@ fn http_get(addr: SocketAddr) -> Result<String, String> {
     Ok(body.to_string())
 }
 
-fn free_port() -> u16 {
-    // [::] is dual-stack by default, so the port is free on both families.
-    let l = TcpListener::bind("[::]:0")
-        .or_else(|_| TcpListener::bind("0.0.0.0:0"))
-        .unwrap();
-    l.local_addr().unwrap().port()
+/// Ports free on every address, all different (each held until all are picked).
+fn free_ports<const N: usize>() -> [u16; N] {
+    // [::] is dual-stack by default, so a port bound there is free on both families.
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| {
+            TcpListener::bind("[::]:0")
+                .or_else(|_| TcpListener::bind("0.0.0.0:0"))
+                .unwrap()
+        })
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 /// The host's address on its default route, which a container can reach through the network
