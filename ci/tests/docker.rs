@@ -8,6 +8,8 @@
 //! - a busy or privileged host port fails `docker run` with upstream's error;
 //! - SIGHUP reaches dockerd, stopping the container releases the ports, and SIGTERM to
 //!   rootlesskit stops everything, leaving none of the daemon's processes and no state dir.
+//! - `rootlesskit rm -rf ~/.local/share/docker`, the documented uninstall step, removes the
+//!   files of subordinate ids that a container left and the user alone cannot.
 //!
 //! Cases: the script's defaults (slirp4netns, builtin ports, so `rootlesskit-docker-proxy`
 //! publishes through our API), the slirp4netns port driver, and pasta with implicit ports.
@@ -103,7 +105,7 @@ fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
         skip!("/dev/net/tun is not usable by the test user");
     }
 
-    let daemon = Daemon::start(name, &script, env);
+    let mut daemon = Daemon::start(name, &script, env);
     let security = daemon.docker_ok(&["info", "--format", "{{json .SecurityOptions}}"]);
     assert!(
         security.contains("name=rootless"),
@@ -230,7 +232,29 @@ fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
     if ports != Ports::Implicit {
         assert_eq!(daemon.ports(&state), Vec::<Vec<String>>::new());
     }
+    if ports == Ports::Builtin {
+        // A container leaves files of a subordinate id in its layer...
+        let script = "mkdir /x && touch /x/f && chown -R 1000:1000 /x && chmod 700 /x";
+        daemon.docker_ok(&["run", IMAGE, "sh", "-c", script]);
+    }
     daemon.stop();
+    if ports == Ports::Builtin {
+        // ...which the user cannot remove; the docs' uninstall step `rootlesskit rm -rf
+        // ~/.local/share/docker` (fake root, default flags) can.
+        let data = daemon.dir.join("home/.local/share/docker");
+        let data = data.to_str().unwrap();
+        let o = Run::program("rm").args(["-rf", data]).output();
+        assert_ne!(
+            o.code, 0,
+            "rm removed subordinate-id files without rootlesskit"
+        );
+        let tmp = daemon.dir.join("tmp");
+        let o = ci::rootlesskit(["rm", "-rf", data])
+            .env("TMPDIR", tmp.to_str().unwrap())
+            .output();
+        ci::ok(&o);
+        assert!(!Path::new(data).exists());
+    }
 }
 
 /// A running `dockerd-rootless.sh`, which became `rootlesskit` (the script execs it).
@@ -405,7 +429,7 @@ impl Daemon {
     }
 
     /// SIGTERM to rootlesskit: dockerd shuts down, rootlesskit exits 0, and nothing is left.
-    fn stop(mut self) {
+    fn stop(&mut self) {
         let mut child = self.child.take().unwrap();
         ci::send_signal(child.id(), "TERM");
         let status = wait_timeout(&mut child, Duration::from_secs(60));
