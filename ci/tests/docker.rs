@@ -499,6 +499,14 @@ impl Drop for Daemon {
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
+        // Without root, the scratch dir's removal cannot touch the files of subordinate ids
+        // that dockerd and the containers made; fake root can.
+        let data = self.dir.join("home/.local/share/docker");
+        if !ci::am_root() && data.exists() {
+            let _ = ci::rootlesskit(["rm", "-rf", data.to_str().unwrap()])
+                .env("TMPDIR", self.dir.join("tmp").to_str().unwrap())
+                .output();
+        }
     }
 }
 
