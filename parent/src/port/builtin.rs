@@ -486,7 +486,18 @@ impl PortDriver for Builtin {
         if !udp && !proto.starts_with("tcp") {
             return Err(format!("unsupported port protocol {proto}"));
         }
-        let listener = listen_on(&spec, udp)?;
+        let listener = listen_on(&spec, udp).map_err(|e| {
+            let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start");
+            let named = std::env::args_os().next().is_some_and(|a| {
+                a.as_encoded_bytes().rsplit(|b| *b == b'/').next() == Some(b"rootlesskit")
+            });
+            privileged_port_hint(
+                e,
+                spec.parent_port,
+                start.ok().and_then(|s| s.trim().parse().ok()),
+                named,
+            )
+        })?;
         let mut target = dial_target(&spec)?;
         target.transparent = st.supply.transparent
             && !udp
@@ -601,6 +612,25 @@ fn listen_on(spec: &PortSpec, udp: bool) -> Result<OwnedFd, String> {
         listen(&fd, 128).map_err(|e| fail("listen", e))?;
     }
     Ok(fd)
+}
+
+/// Upstream's hint on a listen error that says "permission denied" (or EPERM) for a port below
+/// `net.ipv4.ip_unprivileged_port_start` (`start`, when it could be read). The
+/// CAP_NET_BIND_SERVICE advice is given only when the program runs as `rootlesskit`, the binary
+/// that binds (as upstream, which leaves it out for Podman's embedding).
+fn privileged_port_hint(err: String, port: i64, start: Option<i64>, named: bool) -> String {
+    let denied = err.ends_with("permission denied") || err.ends_with("operation not permitted");
+    match start {
+        Some(start) if denied && port < start => format!(
+            "cannot expose privileged port {port}, you can add 'net.ipv4.ip_unprivileged_port_start={port}' to /etc/sysctl.conf (currently {start}){}, or choose a larger port number (>= {start}): {err}",
+            if named {
+                ", or set CAP_NET_BIND_SERVICE on rootlesskit binary"
+            } else {
+                ""
+            }
+        ),
+        _ => err,
+    }
 }
 
 /// Where the child connects, as upstream decides: the child IP if given; else the parent IP
@@ -916,6 +946,35 @@ mod tests {
         std::thread::sleep(Duration::from_millis(600));
         udp_round_trip(&b, &clients[7], b"late");
         assert_eq!(peers(&b), [clients[7].local_addr().unwrap()]);
+    }
+
+    #[test]
+    fn privileged_ports_get_upstreams_hint() {
+        let denied = "listen tcp4 127.0.0.1:80: bind: permission denied";
+        assert_eq!(
+            privileged_port_hint(denied.into(), 80, Some(1024), true),
+            "cannot expose privileged port 80, you can add 'net.ipv4.ip_unprivileged_port_start=80' to /etc/sysctl.conf (currently 1024), or set CAP_NET_BIND_SERVICE on rootlesskit binary, or choose a larger port number (>= 1024): listen tcp4 127.0.0.1:80: bind: permission denied"
+        );
+        assert_eq!(
+            privileged_port_hint(denied.into(), 80, Some(443), false),
+            "cannot expose privileged port 80, you can add 'net.ipv4.ip_unprivileged_port_start=80' to /etc/sysctl.conf (currently 443), or choose a larger port number (>= 443): listen tcp4 127.0.0.1:80: bind: permission denied"
+        );
+        let eperm = "listen udp 0.0.0.0:53: bind: operation not permitted";
+        assert!(
+            privileged_port_hint(eperm.into(), 53, Some(1024), true)
+                .starts_with("cannot expose privileged port 53,")
+        );
+        // Not below the start, the start unknown, or another error: unchanged.
+        assert_eq!(
+            privileged_port_hint(denied.into(), 80, Some(80), true),
+            denied
+        );
+        assert_eq!(privileged_port_hint(denied.into(), 80, None, true), denied);
+        let busy = "listen tcp4 127.0.0.1:80: bind: address already in use";
+        assert_eq!(
+            privileged_port_hint(busy.into(), 80, Some(1024), true),
+            busy
+        );
     }
 
     #[test]
