@@ -6,6 +6,7 @@
 //! upstream's error line. `start` runs once the child's namespaces exist: it launches the
 //! program, waits until the network is there and returns what the child must configure.
 
+mod helper;
 pub mod pasta;
 pub mod resolv;
 pub mod slirp4netns;
