@@ -122,6 +122,7 @@ fn main() {
         sock,
         detached: None,
         serve_ports: false,
+        renewer: None,
     };
     if let Err(text) = child.setup() {
         let _ = proto::write_frame(
@@ -138,6 +139,9 @@ fn main() {
 /// interface to us gets it configured inside the detached namespace, by the same rtnetlink
 /// requests as in our own namespace, sent from a short-lived thread that moves there.
 fn configure_detached(ns: &Netns, net: &NetConfig) -> Result<(), String> {
+    if net.mode == NetMode::Dhcp {
+        return Err("DHCP in a detached network namespace is not supported yet".into());
+    }
     if net.mode != NetMode::Configure {
         return Ok(());
     }
@@ -171,6 +175,8 @@ struct Child {
     detached: Option<Netns>,
     /// Whether the parent runs the builtin port driver and will send `PortConnect`.
     serve_ports: bool,
+    /// The DHCP lease of `--net=lxc-user-nic`, renewed from the signal loop.
+    renewer: Option<child::dhcp::Renewer>,
 }
 
 impl Child {
@@ -263,6 +269,18 @@ impl Child {
                     )
                     .map_err(|e| e.to_string())?;
                 }
+                self.bind_etc_files()?;
+            }
+            NetMode::Dhcp => {
+                child::netlink::loopback_up().map_err(|e| e.to_string())?;
+                let (lease, client) = child::dhcp::configure(net.ifname_str(), net.mtu)?;
+                // The parent writes resolv.conf from this before it reads ChildReady.
+                self.send(&Msg::NetLease(child::dhcp::lease_frame(&net, &lease)))?;
+                self.renewer = Some(child::dhcp::Renewer::new(
+                    client,
+                    &lease,
+                    std::time::Instant::now(),
+                ));
                 self.bind_etc_files()?;
             }
         }
@@ -360,7 +378,7 @@ impl Child {
             let _ = self.sock.shutdown(std::net::Shutdown::Both);
         }
         loop {
-            if self.serve_ports && !self.wait_signal_or_request(sigfd) {
+            if (self.serve_ports || self.renewer.is_some()) && !self.wait_signal_or_request(sigfd) {
                 continue;
             }
             let info = match sys::read_signal(sigfd) {
@@ -387,20 +405,46 @@ impl Child {
         }
     }
 
-    /// Waits until a signal is pending (returns true) or serves one port request from the
-    /// parent (returns false).
+    /// Waits until a signal is pending (returns true), or serves one port request from the
+    /// parent or moves the DHCP renewal on (returns false).
     fn wait_signal_or_request(&mut self, sigfd: &OwnedFd) -> bool {
-        use rustix::event::{PollFd, PollFlags, poll};
-        let (sig, req) = {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let now = std::time::Instant::now();
+        let wait = self.renewer.as_ref().and_then(|r| r.timeout(now));
+        let timeout = wait.map(|d| Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as _,
+            tv_nsec: d.subsec_nanos() as _,
+        });
+        let (sig, req, dhcp) = {
+            // Unused slots repeat the signalfd; only the first `n` are polled.
             let mut fds = [
                 PollFd::new(sigfd, PollFlags::IN),
-                PollFd::new(&self.sock, PollFlags::IN),
+                PollFd::new(sigfd, PollFlags::IN),
+                PollFd::new(sigfd, PollFlags::IN),
             ];
-            if poll(&mut fds, None).is_err() {
+            let mut n = 1;
+            let (mut req_at, mut dhcp_at) = (None, None);
+            if self.serve_ports {
+                fds[n] = PollFd::new(&self.sock, PollFlags::IN);
+                req_at = Some(n);
+                n += 1;
+            }
+            if let Some(fd) = self.renewer.as_ref().and_then(|r| r.fd()) {
+                fds[n] = PollFd::from_borrowed_fd(fd, PollFlags::IN);
+                dhcp_at = Some(n);
+                n += 1;
+            }
+            if poll(&mut fds[..n], timeout.as_ref()).is_err() {
                 return false;
             }
-            (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
+            let ready = |at: Option<usize>| at.is_some_and(|i| !fds[i].revents().is_empty());
+            (!fds[0].revents().is_empty(), ready(req_at), ready(dhcp_at))
         };
+        if let Some(r) = self.renewer.as_mut()
+            && let Some(w) = r.wake(dhcp, std::time::Instant::now())
+        {
+            warn(&w);
+        }
         if sig {
             return true;
         }

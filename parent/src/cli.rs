@@ -1497,9 +1497,12 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
 fn unsupported(cfg: &Config) -> Option<String> {
     if !matches!(
         cfg.net,
-        Net::Host | Net::None | Net::Slirp4netns | Net::Pasta
+        Net::Host | Net::None | Net::Slirp4netns | Net::Pasta | Net::LxcUserNic
     ) {
         return Some(format!("--net={}: not supported yet", cfg.net.as_str()));
+    }
+    if cfg.net == Net::LxcUserNic && cfg.detach_netns {
+        return Some("--detach-netns with --net=lxc-user-nic: not supported yet".into());
     }
     // implicit needs no port driver object: pasta forwards by itself.
     if cfg.port_driver == PortDriver::GvisorTapVsock {
@@ -2464,8 +2467,12 @@ mod tests {
             ),
             (&["--net=vpnkit", "sh"], "--net=vpnkit: not supported yet"),
             (
-                &["--net=lxc-user-nic", "sh"],
-                "--net=lxc-user-nic: not supported yet",
+                &["--net=lxc-user-nic", "--detach-netns", "sh"],
+                "--detach-netns with --net=lxc-user-nic: not supported yet",
+            ),
+            (
+                &["--net=lxc-user-nic", "--cidr=10.0.3.0/24", "sh"],
+                "custom cidr is not supported for --net=lxc-user-nic",
             ),
             (
                 &["--net=gvisor-tap-vsock", "sh"],
@@ -2570,13 +2577,13 @@ mod tests {
                 "network \"pasta\" requires port driver \"none\" or \"implicit\"",
             ),
             (
-                &["--net=lxc-user-nic", "sh"],
+                &["--net=lxc-user-nic", "--detach-netns", "sh"],
                 &[
                     dhl,
                     "\"lxc-user-nic\" network driver is experimental",
                     "--disable-host-loopback is implicitly set for lxc-user-nic",
                 ],
-                "--net=lxc-user-nic: not supported yet",
+                "--detach-netns with --net=lxc-user-nic: not supported yet",
             ),
             (
                 &[

@@ -85,6 +85,10 @@ pub enum NetMode {
     Configure = 2,
     /// A new network namespace whose interface the driver already configured (pasta).
     Preconfigured = 3,
+    /// A new network namespace where the child brings up `ifname` with the MTU given, gets
+    /// address, route and DNS by DHCP, configures them and reports them in a
+    /// [`Msg::NetLease`] (lxc-user-nic).
+    Dhcp = 4,
 }
 
 impl NetMode {
@@ -94,6 +98,7 @@ impl NetMode {
             1 => NetMode::Loopback,
             2 => NetMode::Configure,
             3 => NetMode::Preconfigured,
+            4 => NetMode::Dhcp,
             _ => return Err(Error::BadField("net.mode")),
         })
     }
@@ -213,9 +218,10 @@ impl fmt::Debug for ErrorText {
 /// Every message of the startup handshake.
 ///
 /// The order on the wire is: child `ChildInitUserNsCompleted` → parent `NetworkDriverCompleted`
-/// → parent `PortDriverCompleted` → child `ChildReady` (or `ChildError` at any point) → parent
-/// `ParentGo`, after which the child starts the target. From then on the parent may send
-/// `PortConnect` requests, each answered by one `PortConnected`.
+/// → parent `PortDriverCompleted` → (child `NetLease`, for a [`NetMode::Dhcp`] network) → child
+/// `ChildReady` (or `ChildError` at any point) → parent `ParentGo`, after which the child starts
+/// the target. From then on the parent may send `PortConnect` requests, each answered by one
+/// `PortConnected`.
 // Frames are fixed-size by design and live on the stack; boxing the error text would put the
 // allocator on the pipe path for nothing.
 #[allow(clippy::large_enum_variant)]
@@ -238,6 +244,9 @@ pub enum Msg {
     /// Child → parent: the answer to a [`Msg::PortConnect`]: 0 when the connected socket
     /// travels with this frame as SCM_RIGHTS, else the errno of the failed connect.
     PortConnected(i32),
+    /// Child → parent, after a [`NetMode::Dhcp`] network and before `ChildReady`: the address,
+    /// prefix, gateway and DNS server the lease gave and the child configured (mode `Dhcp`).
+    NetLease(NetConfig),
 }
 
 const TAG_CHILD_INIT: u8 = 1;
@@ -248,6 +257,7 @@ const TAG_PARENT_GO: u8 = 5;
 const TAG_CHILD_ERROR: u8 = 6;
 const TAG_PORT_CONNECT: u8 = 7;
 const TAG_PORT_CONNECTED: u8 = 8;
+const TAG_NET_LEASE: u8 = 9;
 
 const NET_BODY: usize = 1 + IFNAMSIZ + 4 + 1 + 4 + 4 + 16 + 4;
 const PORT_BODY: usize = 1;
@@ -258,7 +268,7 @@ const PORT_CONNECTED_BODY: usize = 4;
 fn body_len(tag: u8) -> Result<usize, Error> {
     Ok(match tag {
         TAG_CHILD_INIT | TAG_CHILD_READY | TAG_PARENT_GO => 0,
-        TAG_NET => NET_BODY,
+        TAG_NET | TAG_NET_LEASE => NET_BODY,
         TAG_PORT => PORT_BODY,
         TAG_CHILD_ERROR => ERROR_BODY,
         TAG_PORT_CONNECT => PORT_CONNECT_BODY,
@@ -278,6 +288,7 @@ impl Msg {
             Msg::ChildError(_) => TAG_CHILD_ERROR,
             Msg::PortConnect(_) => TAG_PORT_CONNECT,
             Msg::PortConnected(_) => TAG_PORT_CONNECTED,
+            Msg::NetLease(_) => TAG_NET_LEASE,
         }
     }
 
@@ -292,6 +303,7 @@ impl Msg {
             Msg::ChildError(_) => "ChildError",
             Msg::PortConnect(_) => "PortConnect",
             Msg::PortConnected(_) => "PortConnected",
+            Msg::NetLease(_) => "NetLease",
         }
     }
 
@@ -307,7 +319,7 @@ impl Msg {
         let body = &mut out[HEADER_LEN..HEADER_LEN + len];
         body.fill(0);
         match self {
-            Msg::NetworkDriverCompleted(n) => {
+            Msg::NetworkDriverCompleted(n) | Msg::NetLease(n) => {
                 let mut w = Cursor { buf: body, at: 0 };
                 w.put(&[n.mode as u8]);
                 w.put(&n.ifname);
@@ -375,7 +387,7 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
         TAG_CHILD_INIT => Msg::ChildInitUserNsCompleted,
         TAG_CHILD_READY => Msg::ChildReady,
         TAG_PARENT_GO => Msg::ParentGo,
-        TAG_NET => {
+        TAG_NET | TAG_NET_LEASE => {
             let mut r = Reader { buf: body, at: 0 };
             let mode = NetMode::from_u8(r.get::<1>()[0])?;
             let ifname = r.get::<IFNAMSIZ>();
@@ -399,7 +411,7 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
             if mtu > 65535 {
                 return Err(Error::BadField("net.mtu"));
             }
-            Msg::NetworkDriverCompleted(NetConfig {
+            let net = NetConfig {
                 mode,
                 ifname,
                 addr,
@@ -408,7 +420,12 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
                 dns,
                 dns6,
                 mtu,
-            })
+            };
+            if tag == TAG_NET_LEASE {
+                Msg::NetLease(net)
+            } else {
+                Msg::NetworkDriverCompleted(net)
+            }
         }
         TAG_PORT => Msg::PortDriverCompleted(match body[0] {
             0 => PortMode::None,
@@ -563,6 +580,13 @@ mod tests {
             }),
             Msg::PortConnected(0),
             Msg::PortConnected(111),
+            Msg::NetLease({
+                let mut n = net();
+                n.mode = NetMode::Dhcp;
+                n.set_ifname("eth0").unwrap();
+                n.mtu = 1500;
+                n
+            }),
         ]
     }
 

@@ -6,6 +6,7 @@
 //! upstream's error line. `start` runs once the child's namespaces exist: it launches the
 //! program, waits until the network is there and returns what the child must configure.
 
+pub mod lxc_user_nic;
 pub mod pasta;
 pub mod resolv;
 pub mod slirp4netns;
@@ -178,6 +179,22 @@ pub fn probe(net: Net, opts: &NetOptions) -> Result<Option<Box<dyn Driver>>, Str
             "network driver {} is not supported yet",
             other.as_str()
         )),
+    }
+}
+
+/// The driver of `cfg.net`, probed against the command line: [`probe`], plus the drivers whose
+/// options go beyond [`NetOptions`] (lxc-user-nic's bridge).
+///
+/// # Errors
+/// [`NetOptions::from_config`]'s and the driver's probe errors.
+pub fn probe_config(cfg: &Config) -> Result<Option<Box<dyn Driver>>, String> {
+    let opts = NetOptions::from_config(cfg)?;
+    match cfg.net {
+        Net::LxcUserNic => Ok(Some(Box::new(lxc_user_nic::LxcUserNic::probe(
+            &opts,
+            &cfg.lxc_user_nic_bridge,
+        )?))),
+        net => probe(net, &opts),
     }
 }
 
