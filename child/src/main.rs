@@ -139,9 +139,6 @@ fn main() {
 /// interface to us gets it configured inside the detached namespace, by the same rtnetlink
 /// requests as in our own namespace, sent from a short-lived thread that moves there.
 fn configure_detached(ns: &Netns, net: &NetConfig) -> Result<(), String> {
-    if net.mode == NetMode::Dhcp {
-        return Err("DHCP in a detached network namespace is not supported yet".into());
-    }
     if net.mode != NetMode::Configure {
         return Ok(());
     }
@@ -242,6 +239,12 @@ impl Child {
         if let Some(ns) = &detached {
             // §6.1 step 3: we stay in the host's network namespace, so no sysfs remount and no
             // /etc binds; consumers read resolv.conf and hosts from the state dir.
+            if net.mode == NetMode::Dhcp {
+                // The DHCP socket opened in there stays there, for the renewals.
+                let (lease, client) =
+                    ns.within(|| child::dhcp::configure(net.ifname_str(), net.mtu))?;
+                self.report_lease(&net, lease, client)?;
+            }
             configure_detached(ns, &net)?;
         } else if net.mode != NetMode::Host {
             for w in child::mount::remount_sysfs(self.args.evacuate_cgroup2)
@@ -274,13 +277,7 @@ impl Child {
             NetMode::Dhcp => {
                 child::netlink::loopback_up().map_err(|e| e.to_string())?;
                 let (lease, client) = child::dhcp::configure(net.ifname_str(), net.mtu)?;
-                // The parent writes resolv.conf from this before it reads ChildReady.
-                self.send(&Msg::NetLease(child::dhcp::lease_frame(&net, &lease)))?;
-                self.renewer = Some(child::dhcp::Renewer::new(
-                    client,
-                    &lease,
-                    std::time::Instant::now(),
-                ));
+                self.report_lease(&net, lease, client)?;
                 self.bind_etc_files()?;
             }
         }
@@ -290,6 +287,20 @@ impl Child {
             Msg::ParentGo => Ok(()),
             m => Err(format!("expected \"ParentGo\", got \"{}\"", m.name())),
         }
+    }
+
+    /// Sends a DHCP lease to the parent, which writes resolv.conf from it before it reads
+    /// ChildReady, and keeps the client for the renewals.
+    fn report_lease(
+        &mut self,
+        net: &NetConfig,
+        lease: child::dhcp::Lease,
+        client: child::dhcp::Client,
+    ) -> Result<(), String> {
+        self.send(&Msg::NetLease(child::dhcp::lease_frame(net, &lease)))?;
+        let now = std::time::Instant::now();
+        self.renewer = Some(child::dhcp::Renewer::new(client, &lease, now));
+        Ok(())
     }
 
     /// Puts the `resolv.conf` and `hosts` the parent wrote into the state dir over the ones in

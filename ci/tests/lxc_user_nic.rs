@@ -147,6 +147,88 @@ fn lxc_user_nic_gets_address_route_mtu_and_dns_by_dhcp() {
     }
 }
 
+/// Pids of `rootlesskit-unshare --hold-net` processes for a state dir under `dir`.
+fn holders_under(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let dir = dir.to_string_lossy();
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("--hold-net") && c.contains(dir.as_ref())
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn lxc_user_nic_with_detach_netns() {
+    let (bridge, prefix) = match lxc_ready() {
+        Ok(b) => b,
+        Err(why) => skip!("{why}"),
+    };
+    let listener = TcpListener::bind((bridge, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).unwrap_or(0);
+        c.write_all(b"pong:").unwrap();
+        c.write_all(&buf[..n]).unwrap();
+    });
+    // The target stays in the host's namespace and enters the detached one, as dockerd does.
+    let script = format!(
+        "cat $ROOTLESSKIT_STATE_DIR/resolv.conf; echo --;          nsenter --net=$ROOTLESSKIT_STATE_DIR/netns sh -c          'cat /proc/net/route; echo --; busybox ip -4 -o addr show dev eth0; echo --;           echo ping | busybox nc -w 10 {bridge} {port}; echo'"
+    );
+    let d = ci::Scratch::new("lxcdetach");
+    let o = rootlesskit([
+        "--net=lxc-user-nic",
+        "--detach-netns",
+        "--disable-host-loopback",
+        "sh",
+        "-c",
+        script.as_str(),
+    ])
+    .env("TMPDIR", d.path.to_str().unwrap())
+    .timeout(Duration::from_secs(60))
+    .output();
+    ok(&o);
+    let parts: Vec<&str> = o.stdout.split("--\n").collect();
+    assert_eq!(parts.len(), 4, "{}", o.stdout);
+    assert_eq!(
+        parts[0],
+        format!("nameserver {bridge}\n"),
+        "state dir resolv.conf"
+    );
+    let r = ci::routes(parts[1]);
+    assert!(
+        r.contains(&("eth0".into(), "00000000".into(), route_hex(bridge))),
+        "{r:?}"
+    );
+    let cidr = parts[2]
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no inet address on eth0: {}", parts[2]));
+    let ip: Ipv4Addr = cidr.split_once('/').unwrap().0.parse().unwrap();
+    assert!(
+        in_subnet(ip, bridge, prefix),
+        "{ip} not in {bridge}/{prefix}"
+    );
+    assert_eq!(parts[3].trim(), "pong:ping");
+    server.join().unwrap();
+    // The process parked in the namespace for lxc-user-nic is gone with rootlesskit.
+    assert!(
+        ci::wait_until(Duration::from_secs(5), || holders_under(&d.path).is_empty()),
+        "rootlesskit-unshare --hold-net was left running"
+    );
+}
+
 #[test]
 fn lxc_user_nic_honours_mtu_and_ifname() {
     let (bridge, _) = match lxc_ready() {
@@ -181,37 +263,48 @@ fn lxc_user_nic_failure_is_one_line_and_leaves_nothing() {
     if let Err(why) = lxc_ready() {
         skip!("{why}");
     }
-    // The helper refuses a bridge that /etc/lxc/lxc-usernet does not grant.
-    let d = ci::Scratch::new("lxcfail");
-    let o = rootlesskit([
-        "--net=lxc-user-nic",
-        "--disable-host-loopback",
-        "--lxc-user-nic-bridge=rkrsnobr0",
-        "true",
-    ])
-    .env("TMPDIR", d.path.to_str().unwrap())
-    .timeout(Duration::from_secs(30))
-    .output();
-    assert_eq!(o.code, 1, "{}", o.stderr);
-    let errors: Vec<&str> = o
-        .stderr
-        .lines()
-        .filter(|l| l.contains(" error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "{}", o.stderr);
-    let want = format!(
-        "[rootlesskit:parent] error: failed to setup network lxc-user-nic: {HELPER} failed: "
-    );
-    assert!(
-        errors[0].starts_with(&want) && errors[0].ends_with(": exit status 1"),
-        "{}",
-        o.stderr
-    );
-    assert_eq!(
-        std::fs::read_dir(&d.path).unwrap().count(),
-        0,
-        "a state dir was left"
-    );
+    // The helper refuses a bridge that /etc/lxc/lxc-usernet does not grant; with
+    // --detach-netns the process parked in the namespace for it goes too.
+    for detach in [false, true] {
+        let d = ci::Scratch::new("lxcfail");
+        let mut args = vec![
+            "--net=lxc-user-nic",
+            "--disable-host-loopback",
+            "--lxc-user-nic-bridge=rkrsnobr0",
+        ];
+        if detach {
+            args.push("--detach-netns");
+        }
+        args.push("true");
+        let o = rootlesskit(args)
+            .env("TMPDIR", d.path.to_str().unwrap())
+            .timeout(Duration::from_secs(30))
+            .output();
+        assert_eq!(o.code, 1, "{}", o.stderr);
+        let errors: Vec<&str> = o
+            .stderr
+            .lines()
+            .filter(|l| l.contains(" error: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "{}", o.stderr);
+        let want = format!(
+            "[rootlesskit:parent] error: failed to setup network lxc-user-nic: {HELPER} failed: "
+        );
+        assert!(
+            errors[0].starts_with(&want) && errors[0].ends_with(": exit status 1"),
+            "{}",
+            o.stderr
+        );
+        assert_eq!(
+            std::fs::read_dir(&d.path).unwrap().count(),
+            0,
+            "a state dir was left"
+        );
+        assert!(
+            holders_under(&d.path).is_empty(),
+            "rootlesskit-unshare --hold-net was left running"
+        );
+    }
 }
 
 #[test]
@@ -249,10 +342,6 @@ fn lxc_user_nic_bad_flags_fail_cleanly_and_leave_nothing() {
         (
             &["--net=lxc-user-nic", "--port-driver=slirp4netns", "true"][..],
             "port driver requires slirp4netns network",
-        ),
-        (
-            &["--net=lxc-user-nic", "--detach-netns", "true"][..],
-            "--detach-netns with --net=lxc-user-nic: not supported yet",
         ),
         (
             &[

@@ -1501,9 +1501,6 @@ fn unsupported(cfg: &Config) -> Option<String> {
     ) {
         return Some(format!("--net={}: not supported yet", cfg.net.as_str()));
     }
-    if cfg.net == Net::LxcUserNic && cfg.detach_netns {
-        return Some("--detach-netns with --net=lxc-user-nic: not supported yet".into());
-    }
     // implicit needs no port driver object: pasta forwards by itself.
     if cfg.port_driver == PortDriver::GvisorTapVsock {
         return Some(format!(
@@ -2467,10 +2464,6 @@ mod tests {
             ),
             (&["--net=vpnkit", "sh"], "--net=vpnkit: not supported yet"),
             (
-                &["--net=lxc-user-nic", "--detach-netns", "sh"],
-                "--detach-netns with --net=lxc-user-nic: not supported yet",
-            ),
-            (
                 &["--net=lxc-user-nic", "--cidr=10.0.3.0/24", "sh"],
                 "custom cidr is not supported for --net=lxc-user-nic",
             ),
@@ -2577,13 +2570,9 @@ mod tests {
                 "network \"pasta\" requires port driver \"none\" or \"implicit\"",
             ),
             (
-                &["--net=lxc-user-nic", "--detach-netns", "sh"],
-                &[
-                    dhl,
-                    "\"lxc-user-nic\" network driver is experimental",
-                    "--disable-host-loopback is implicitly set for lxc-user-nic",
-                ],
-                "--detach-netns with --net=lxc-user-nic: not supported yet",
+                &["--net=lxc-user-nic", "--cidr=10.0.3.0/24", "sh"],
+                &[dhl, "\"lxc-user-nic\" network driver is experimental"],
+                "custom cidr is not supported for --net=lxc-user-nic",
             ),
             (
                 &[

@@ -443,12 +443,11 @@ impl<'a> Session<'a> {
         else {
             return Ok(());
         };
-        let ip = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_string();
-        let dns = vec![ip(lease.dns)];
+        let dns = vec![net::ipv4_text(lease.dns)];
         net::resolv::write_resolv_conf(state.path(), &dns)
             .map_err(|e| Abort::Error("parent", e))?;
         if let Some(info) = self.net_info.as_mut() {
-            info.child_ip = ip(lease.addr);
+            info.child_ip = net::ipv4_text(lease.addr);
             info.dns = dns;
         }
         Ok(())

@@ -5,11 +5,13 @@
 //! The parent only runs the helper, once, against the child's pid; the address, route and DNS
 //! server come from the bridge's DHCP server, which the child asks itself
 //! ([`NetMode::Dhcp`], `child::dhcp`), reporting the lease back in a `NetLease` frame.
-//! Nothing is left to stop: the veth pair disappears with the namespace.
+//! The veth pair disappears with the namespace. With `--detach-netns` lxc-user-nic needs a
+//! process inside the detached namespace: `rootlesskit-unshare --hold-net` joins it and waits
+//! there until [`Driver::stop`] (upstream parks `nsenter ... sleep infinity` for the same reason).
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::BorrowedFd;
-use std::path::PathBuf;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 use proto::{NetConfig, NetMode};
 
@@ -35,6 +37,10 @@ pub struct LxcUserNic {
     bridge: String,
     ifname: String,
     mtu: u32,
+    /// `rootlesskit-unshare`, with `--detach-netns`.
+    holder_bin: Option<PathBuf>,
+    /// The running holder: pid and pidfd.
+    holder: Option<(i32, OwnedFd)>,
 }
 
 impl LxcUserNic {
@@ -49,12 +55,19 @@ impl LxcUserNic {
             return Err("got empty bridge".into());
         }
         let ifname = super::interface_name(Some(opts.ifname.as_deref().unwrap_or(DEFAULT_IFNAME)))?;
+        let holder_bin = if opts.detach_netns {
+            Some(crate::run::find_helper(crate::run::UNSHARE_BIN)?)
+        } else {
+            None
+        };
         Ok(LxcUserNic {
             shown: opts.binary.clone(),
             binary,
             bridge: bridge.to_string(),
             ifname,
             mtu: if opts.mtu == 0 { DEFAULT_MTU } else { opts.mtu },
+            holder_bin,
+            holder: None,
         })
     }
 
@@ -88,15 +101,60 @@ impl LxcUserNic {
     }
 }
 
+/// Starts `helper --hold-net /proc/<pid>/ns/user <netns>` and waits for its byte on fd 3,
+/// which says it is inside; returns its pid and pidfd.
+fn start_holder(helper: &Path, child_pid: i32, netns: &Path) -> Result<(i32, OwnedFd), String> {
+    let fail = |e: String| format!("cannot enter the detached network namespace: {e}");
+    let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| fail(exec::errno_text(&e.into())))?;
+    let args = [
+        OsString::from("--hold-net"),
+        format!("/proc/{child_pid}/ns/user").into(),
+        netns.as_os_str().to_owned(),
+    ];
+    let (pid, pidfd) = exec::start_helper(helper, &args, vec![(ready_w, 3)]).map_err(fail)?;
+    let mut byte = [0u8; 1];
+    let ready = loop {
+        match rustix::io::read(&ready_r, &mut byte) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => break r,
+        }
+    };
+    if ready == Ok(1) {
+        return Ok((pid, pidfd));
+    }
+    // It failed, and said why on stderr (it shares ours).
+    stop_holder(pid, &pidfd);
+    Err(fail(format!("{} failed", helper.display())))
+}
+
+/// Kills and reaps the holder.
+fn stop_holder(pid: i32, pidfd: &OwnedFd) {
+    let _ = child::sys::pidfd_send_signal(pidfd, linux_raw_sys::general::SIGKILL);
+    let _ = rustix::process::waitpid(
+        rustix::process::Pid::from_raw(pid),
+        rustix::process::WaitOptions::empty(),
+    );
+}
+
 /// upstream's `<bin> failed: <output>: <error>`, on one line.
 fn failure_text(shown: &str, output: &[u8], error: &str) -> String {
+    let mut text = format!("{shown} failed: ");
     let output = String::from_utf8_lossy(output);
-    let output: Vec<&str> = output
+    for (i, line) in output
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .collect();
-    format!("{shown} failed: {}: {error}", output.join("; "))
+        .enumerate()
+    {
+        if i > 0 {
+            text.push_str("; ");
+        }
+        text.push_str(line);
+    }
+    text.push_str(": ");
+    text.push_str(error);
+    text
 }
 
 impl Driver for LxcUserNic {
@@ -110,12 +168,17 @@ impl Driver for LxcUserNic {
         target: Target<'_>,
         _watch: &[BorrowedFd<'_>],
     ) -> Result<Prepared, StartError> {
-        if target.netns.is_some() {
-            return Err(StartError::Failed(
-                "--detach-netns is not supported yet with lxc-user-nic".into(),
-            ));
-        }
-        let (status, out) = exec::run_with_output(&self.binary, &self.args(target.child_pid))
+        self.stop();
+        let pid = match (target.netns, &self.holder_bin) {
+            (Some(netns), Some(helper)) => {
+                let (pid, pidfd) =
+                    start_holder(helper, target.child_pid, netns).map_err(StartError::Failed)?;
+                self.holder = Some((pid, pidfd));
+                pid
+            }
+            _ => target.child_pid,
+        };
+        let (status, out) = exec::run_with_output(&self.binary, &self.args(pid))
             .map_err(|e| StartError::Failed(failure_text(&self.shown, b"", &e)))?;
         if !status.success() {
             return Err(StartError::Failed(failure_text(
@@ -127,7 +190,18 @@ impl Driver for LxcUserNic {
         Ok(self.prepared())
     }
 
-    fn stop(&mut self) {}
+    /// Ends the holder of `--detach-netns`, if there is one.
+    fn stop(&mut self) {
+        if let Some((pid, pidfd)) = self.holder.take() {
+            stop_holder(pid, &pidfd);
+        }
+    }
+}
+
+impl Drop for LxcUserNic {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 #[cfg(test)]
