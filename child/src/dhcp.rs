@@ -358,6 +358,8 @@ pub struct Client {
     prefer: Option<[u8; 4]>,
     out: [u8; REQUEST_LEN],
     inbuf: [u8; REPLY_MAX],
+    /// Where requests go: 255.255.255.255:67 (a test's fake server otherwise).
+    to: SocketAddrV4,
 }
 
 /// `could not exchange DHCP with <dev>: <what>`, upstream's wrapping.
@@ -409,6 +411,7 @@ impl Client {
             prefer: None,
             out: [0; REQUEST_LEN],
             inbuf: [0; REPLY_MAX],
+            to: SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT),
         })
     }
 
@@ -459,9 +462,8 @@ impl Client {
                 Some(server),
             ),
         };
-        let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT);
         loop {
-            match rustix::net::sendto(&self.sock, &self.out[..n], SendFlags::empty(), &to) {
+            match rustix::net::sendto(&self.sock, &self.out[..n], SendFlags::empty(), &self.to) {
                 Ok(_) => break,
                 Err(Errno::INTR) => continue,
                 Err(e) => {
@@ -963,6 +965,233 @@ mod tests {
                 51, 54, 255
             ]
         );
+    }
+
+    /// A client on a loopback socket that sends to `server` instead of broadcasting.
+    fn loopback_client(server: &std::net::UdpSocket) -> Client {
+        let sock = rustix::net::socket_with(
+            AddressFamily::INET,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            Some(ipproto::UDP),
+        )
+        .unwrap();
+        rustix::net::bind(&sock, &SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let std::net::SocketAddr::V4(to) = server.local_addr().unwrap() else {
+            unreachable!()
+        };
+        Client {
+            sock,
+            ifname: "test0".into(),
+            mac: MAC,
+            xid: 1,
+            state: State::Idle,
+            sent: 0,
+            deadline: None,
+            prefer: None,
+            out: [0; REQUEST_LEN],
+            inbuf: [0; REPLY_MAX],
+            to,
+        }
+    }
+
+    fn fake_server() -> std::net::UdpSocket {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// Receives one request: its type, xid, requested address and server id.
+    fn take_request(
+        server: &std::net::UdpSocket,
+    ) -> (
+        u8,
+        u32,
+        Option<[u8; 4]>,
+        Option<[u8; 4]>,
+        std::net::SocketAddr,
+    ) {
+        let mut buf = [0u8; 600];
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        assert_eq!(n, REQUEST_LEN);
+        assert_eq!((buf[0], buf[10], &buf[28..34]), (1, 0x80, &MAC[..]));
+        let (mut kind_code, mut requested, mut server_id) = (0, None, None);
+        let mut at = OPTIONS_AT;
+        while buf[at] != opt::END {
+            let (code, len) = (buf[at], usize::from(buf[at + 1]));
+            let data = &buf[at + 2..at + 2 + len];
+            match code {
+                opt::MESSAGE_TYPE => kind_code = data[0],
+                opt::REQUESTED_IP => requested = Some(quad(data)),
+                opt::SERVER_ID => server_id = Some(quad(data)),
+                _ => {}
+            }
+            at += 2 + len;
+        }
+        let xid = u32::from_be_bytes(quad(&buf[4..8]));
+        (kind_code, xid, requested, server_id, from)
+    }
+
+    /// Sends a reply of `kind_code` for `xid` offering `yiaddr`, with a 100 s lease.
+    fn answer(
+        server: &std::net::UdpSocket,
+        to: std::net::SocketAddr,
+        kind_code: u8,
+        xid: u32,
+        yiaddr: [u8; 4],
+    ) {
+        let mut b = reply(
+            kind_code,
+            &[
+                54, 4, 10, 0, 3, 1, 51, 4, 0, 0, 0, 100, 1, 4, 255, 255, 255, 0, 3, 4, 10, 0, 3, 1,
+                6, 4, 10, 0, 3, 1, 255,
+            ],
+        );
+        b[4..8].copy_from_slice(&xid.to_be_bytes());
+        b[16..20].copy_from_slice(&yiaddr);
+        server.send_to(&b, to).unwrap();
+    }
+
+    #[test]
+    fn exchange_runs_discover_offer_request_ack() {
+        let server = fake_server();
+        let mut client = loopback_client(&server);
+        let peer = std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                let (k, xid, requested, sid, from) = take_request(&server);
+                assert_eq!((k, requested, sid), (kind::DISCOVER, None, None));
+                // Noise first: garbage, another client's transaction, a reply without a server id.
+                server.send_to(b"garbage", from).unwrap();
+                answer(&server, from, kind::OFFER, xid ^ 1, [10, 0, 3, 7]);
+                answer(&server, from, kind::OFFER, xid, [10, 0, 3, 42]);
+                let (k, xid2, requested, sid, _) = take_request(&server);
+                assert_eq!(
+                    (k, xid2, requested, sid),
+                    (
+                        kind::REQUEST,
+                        xid,
+                        Some([10, 0, 3, 42]),
+                        Some([10, 0, 3, 1])
+                    )
+                );
+                answer(&server, from, kind::ACK, xid, [10, 0, 3, 42]);
+            });
+            let lease = client.exchange(None);
+            t.join().unwrap();
+            lease
+        });
+        assert_eq!(
+            peer,
+            Ok(Lease {
+                addr: [10, 0, 3, 42],
+                prefix: 24,
+                gateway: [10, 0, 3, 1],
+                dns: [10, 0, 3, 1],
+                lease_secs: 100,
+            })
+        );
+        assert!(!client.busy());
+    }
+
+    #[test]
+    fn a_nak_ends_the_exchange_with_upstreams_message() {
+        let server = fake_server();
+        let mut client = loopback_client(&server);
+        let got = std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                let (_, xid, _, _, from) = take_request(&server);
+                answer(&server, from, kind::OFFER, xid, [10, 0, 3, 42]);
+                let _ = take_request(&server);
+                answer(&server, from, kind::NAK, xid, [0; 4]);
+            });
+            let r = client.exchange(None);
+            t.join().unwrap();
+            r
+        });
+        assert_eq!(got, Err("did not get DHCPACK".into()));
+    }
+
+    /// Waits until the client's socket has a datagram.
+    fn wait_readable(c: &Client) {
+        let mut fds = [PollFd::from_borrowed_fd(c.fd(), PollFlags::IN)];
+        let timeout = Timespec {
+            tv_sec: 5,
+            tv_nsec: 0,
+        };
+        assert_eq!(poll(&mut fds, Some(&timeout)), Ok(1));
+    }
+
+    #[test]
+    fn renewals_keep_the_address_and_warn_when_they_cannot() {
+        let server = fake_server();
+        let t0 = Instant::now();
+        let lease = Lease {
+            addr: [10, 0, 3, 42],
+            prefix: 24,
+            gateway: [10, 0, 3, 1],
+            dns: [10, 0, 3, 1],
+            lease_secs: 100,
+        };
+        let mut r = Renewer::new(loopback_client(&server), &lease, t0);
+        // Nothing to do before 0.9 x 100 s.
+        assert_eq!(r.timeout(t0), Some(Duration::from_secs(90)));
+        assert!(r.fd().is_none());
+        assert_eq!(r.wake(false, t0 + Duration::from_secs(89)), None);
+        assert!(r.fd().is_none());
+
+        // At 90 s: a DISCOVER asking for the address we have, then OFFER, REQUEST, ACK.
+        let t1 = t0 + Duration::from_secs(90);
+        assert_eq!(r.wake(false, t1), None);
+        assert!(r.fd().is_some());
+        assert_eq!(r.timeout(t1), Some(Duration::from_secs(2)));
+        let (k, xid, requested, _, from) = take_request(&server);
+        assert_eq!((k, requested), (kind::DISCOVER, Some([10, 0, 3, 42])));
+        answer(&server, from, kind::OFFER, xid, [10, 0, 3, 42]);
+        wait_readable(&r.client);
+        assert_eq!(r.wake(true, t1), None);
+        let (k, ..) = take_request(&server);
+        assert_eq!(k, kind::REQUEST);
+        answer(&server, from, kind::ACK, xid, [10, 0, 3, 42]);
+        wait_readable(&r.client);
+        assert_eq!(r.wake(true, t1), None);
+        assert!(r.fd().is_none());
+        assert_eq!(r.timeout(t1), Some(Duration::from_secs(90)));
+
+        // The next renewal is answered with another address: a warning, the old one is kept.
+        let t2 = t1 + Duration::from_secs(90);
+        assert_eq!(r.wake(false, t2), None);
+        let (_, xid, ..) = take_request(&server);
+        answer(&server, from, kind::OFFER, xid, [10, 0, 3, 99]);
+        wait_readable(&r.client);
+        assert_eq!(r.wake(true, t2), None);
+        let _ = take_request(&server);
+        answer(&server, from, kind::ACK, xid, [10, 0, 3, 99]);
+        wait_readable(&r.client);
+        assert_eq!(
+            r.wake(true, t2).as_deref(),
+            Some("DHCP renewal: expected to retain 10.0.3.42, got 10.0.3.99; keeping 10.0.3.42")
+        );
+        assert_eq!(r.addr, [10, 0, 3, 42]);
+
+        // A silent server: four DISCOVERs 2, 4, 8 and 16 s apart, then a warning and a retry
+        // a minute later.
+        let mut now = t2 + Duration::from_secs(90);
+        assert_eq!(r.wake(false, now), None);
+        for wait in [2, 4, 8] {
+            now += Duration::from_secs(wait);
+            assert_eq!(r.wake(false, now), None);
+        }
+        for _ in 0..4 {
+            assert_eq!(take_request(&server).0, kind::DISCOVER);
+        }
+        now += Duration::from_secs(16);
+        assert_eq!(
+            r.wake(false, now).as_deref(),
+            Some(
+                "DHCP renewal failed: could not exchange DHCP with test0: timed out waiting for DHCPOFFER; retrying in 60s"
+            )
+        );
+        assert_eq!(r.timeout(now), Some(Duration::from_secs(60)));
     }
 
     #[test]
