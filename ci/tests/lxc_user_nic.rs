@@ -230,6 +230,53 @@ fn lxc_user_nic_with_detach_netns() {
 }
 
 #[test]
+fn lxc_user_nic_with_the_builtin_port_driver() {
+    if let Err(why) = lxc_ready() {
+        skip!("{why}");
+    }
+    // A free port on the host, released for rootlesskit to publish.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let publish = format!("127.0.0.1:{port}:80/tcp");
+    let mut child = rootlesskit([
+        "--net=lxc-user-nic",
+        "--disable-host-loopback",
+        "--port-driver=builtin",
+        "-p",
+        publish.as_str(),
+        "busybox",
+        "nc",
+        "-l",
+        "-p",
+        "80",
+        "-e",
+        "echo",
+        "hello-from-the-namespace",
+    ])
+    .spawn();
+    let mut reply = String::new();
+    let reached = ci::wait_until(Duration::from_secs(20), || {
+        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+        reply.clear();
+        c.read_to_string(&mut reply).is_ok() && !reply.is_empty()
+    });
+    if !reached {
+        let _ = child.kill();
+    }
+    // The target served one connection and exited, and rootlesskit with it.
+    let o = ci::wait_output(child, Duration::from_secs(20));
+    assert!(reached, "no reply through the published port: {}", o.stderr);
+    assert_eq!(reply.trim(), "hello-from-the-namespace");
+    assert_eq!(o.code, 0, "{}", o.stderr);
+}
+
+#[test]
 fn lxc_user_nic_honours_mtu_and_ifname() {
     let (bridge, _) = match lxc_ready() {
         Ok(b) => b,
@@ -305,6 +352,60 @@ fn lxc_user_nic_failure_is_one_line_and_leaves_nothing() {
             "rootlesskit-unshare --hold-net was left running"
         );
     }
+}
+
+#[test]
+fn lxc_user_nic_without_a_dhcp_server_times_out_with_one_line() {
+    const DEAD: &str = "rkrsnodhcp0";
+    if let Err(why) = lxc_ready() {
+        skip!("{why}");
+    }
+    let user = ci::test_user().unwrap();
+    let granted = std::fs::read_to_string("/etc/lxc/lxc-usernet").is_ok_and(|t| {
+        t.lines().any(|l| {
+            l.split_whitespace()
+                .take(3)
+                .eq([user.name.as_str(), "veth", DEAD])
+        })
+    });
+    if !Path::new("/sys/class/net").join(DEAD).exists() || !granted {
+        skip!(
+            "no bridge {DEAD} without DHCP granted to {} (see .ci/run)",
+            user.name
+        );
+    }
+    let d = ci::Scratch::new("lxcnodhcp");
+    let started = std::time::Instant::now();
+    let o = rootlesskit([
+        "--net=lxc-user-nic",
+        "--disable-host-loopback",
+        &format!("--lxc-user-nic-bridge={DEAD}"),
+        "true",
+    ])
+    .env("TMPDIR", d.path.to_str().unwrap())
+    .timeout(Duration::from_secs(60))
+    .output();
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let errors: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" error: "))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "[rootlesskit:child ] error: could not exchange DHCP with eth0: timed out waiting for DHCPOFFER"
+        ],
+        "{}",
+        o.stderr
+    );
+    // Four DISCOVERs, 2 + 4 + 8 + 16 s apart: about upstream's 30 s read timeout.
+    assert!(
+        started.elapsed() >= Duration::from_secs(29),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(std::fs::read_dir(&d.path).unwrap().count(), 0);
 }
 
 #[test]
