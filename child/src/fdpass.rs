@@ -1,5 +1,5 @@
-//! One proto frame plus, optionally, one descriptor over a Unix stream socket (SCM_RIGHTS):
-//! how the child hands a connected socket to the parent for the builtin port driver.
+//! One proto frame plus descriptors over a Unix stream socket (SCM_RIGHTS): how the child
+//! hands sockets made in its namespace to the parent for the builtin port driver.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -12,16 +12,18 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
 };
 
-/// Sends `msg`, with `fd` attached to its first byte when given.
-pub fn send(sock: impl AsFd, msg: &Msg, fd: Option<BorrowedFd<'_>>) -> Result<(), String> {
+/// The most descriptors one frame carries.
+pub const MAX_FDS: usize = proto::MAX_SOCKETS as usize;
+
+/// Sends `msg`, with `fds` (at most [`MAX_FDS`]) attached to its first byte.
+pub fn send(sock: impl AsFd, msg: &Msg, fds: &[BorrowedFd<'_>]) -> Result<(), String> {
     let mut buf = [0u8; MAX_FRAME];
     let n = msg.encode(&mut buf);
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    let fds;
-    if let Some(fd) = fd {
-        fds = [fd];
-        control.push(SendAncillaryMessage::ScmRights(&fds));
+    if fds.len() > MAX_FDS || !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds))
+    {
+        return Err(format!("sending {}: too many descriptors", msg.name()));
     }
     let mut sent = 0;
     while sent < n {
@@ -39,12 +41,12 @@ pub fn send(sock: impl AsFd, msg: &Msg, fd: Option<BorrowedFd<'_>>) -> Result<()
     Ok(())
 }
 
-/// Receives one frame and the descriptor that came with it, if any.
-pub fn recv(sock: impl AsFd) -> Result<(Msg, Option<OwnedFd>), proto::Error> {
+/// Receives one frame; the descriptors that came with it are pushed onto `fds` (those
+/// beyond its spare capacity are closed, so a caller that reserved room allocates nothing).
+pub fn recv(sock: impl AsFd, fds: &mut Vec<OwnedFd>) -> Result<Msg, proto::Error> {
     let mut buf = [0u8; MAX_FRAME];
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut fd = None;
     let mut got = 0;
     let mut want = HEADER_LEN;
     while got < want {
@@ -55,11 +57,10 @@ pub fn recv(sock: impl AsFd) -> Result<(Msg, Option<OwnedFd>), proto::Error> {
             Err(e) => return Err(proto::Error::Io(std::io::Error::from(e).kind())),
         };
         for m in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(fds) = m {
-                for f in fds {
-                    // Keep the first; any extra one is closed when dropped here.
-                    if fd.is_none() {
-                        fd = Some(f);
+            if let RecvAncillaryMessage::ScmRights(received) = m {
+                for f in received {
+                    if fds.len() < fds.capacity() {
+                        fds.push(f);
                     }
                 }
             }
@@ -77,7 +78,7 @@ pub fn recv(sock: impl AsFd) -> Result<(Msg, Option<OwnedFd>), proto::Error> {
             want = HEADER_LEN + proto::check_header(&header)?;
         }
     }
-    Ok((Msg::decode(&buf[..want])?, fd))
+    Msg::decode(&buf[..want])
 }
 
 #[cfg(test)]
@@ -86,24 +87,52 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
 
+    fn made(count: u8) -> Msg {
+        Msg::SocketsMade(proto::SocketsMade {
+            count,
+            transparent: 0,
+            errno: if count == 0 { 24 } else { 0 },
+        })
+    }
+
     #[test]
-    fn a_frame_and_a_descriptor_travel_together() {
+    fn a_frame_and_its_descriptors_travel_together() {
         let (a, b) = UnixStream::pair().unwrap();
-        let (mut x, y) = UnixStream::pair().unwrap();
-        send(&a, &Msg::PortConnected(0), Some(y.as_fd())).unwrap();
-        drop(y);
-        let (msg, fd) = recv(&b).unwrap();
-        assert_eq!(msg, Msg::PortConnected(0));
-        let mut y = UnixStream::from(fd.expect("a descriptor"));
+        let pairs: Vec<(UnixStream, UnixStream)> =
+            (0..MAX_FDS).map(|_| UnixStream::pair().unwrap()).collect();
+        let theirs: Vec<BorrowedFd<'_>> = pairs.iter().map(|(_, y)| y.as_fd()).collect();
+        send(&a, &made(MAX_FDS as u8), &theirs).unwrap();
+        let mut fds = Vec::with_capacity(MAX_FDS);
+        assert_eq!(recv(&b, &mut fds).unwrap(), made(MAX_FDS as u8));
+        assert_eq!(fds.len(), MAX_FDS);
+        // The last one received is the last one sent.
+        let (mut x, _) = pairs.into_iter().last().unwrap();
+        let mut y = UnixStream::from(fds.pop().unwrap());
         x.write_all(b"hi").unwrap();
         let mut got = [0u8; 2];
         y.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hi");
-        // Without a descriptor, and then end of file.
-        send(&a, &Msg::PortConnected(111), None).unwrap();
-        let (msg, fd) = recv(&b).unwrap();
-        assert_eq!((msg, fd.is_none()), (Msg::PortConnected(111), true));
+        // Without descriptors, and then end of file.
+        fds.clear();
+        send(&a, &made(0), &[]).unwrap();
+        assert_eq!((recv(&b, &mut fds).unwrap(), fds.len()), (made(0), 0));
         drop(a);
-        assert_eq!(recv(&b).unwrap_err(), proto::Error::Eof);
+        assert_eq!(recv(&b, &mut fds).unwrap_err(), proto::Error::Eof);
+    }
+
+    #[test]
+    fn descriptors_beyond_the_room_reserved_are_closed_not_kept() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (x, y) = UnixStream::pair().unwrap();
+        send(&a, &made(1), &[y.as_fd()]).unwrap();
+        drop(y);
+        let mut fds = Vec::new();
+        assert_eq!(recv(&b, &mut fds).unwrap(), made(1));
+        assert!(fds.is_empty());
+        // The only other end was closed on receipt: the peer sees end of file.
+        let mut buf = [0u8; 1];
+        assert_eq!((&x).read(&mut buf).unwrap(), 0);
+        let too_many: Vec<BorrowedFd<'_>> = (0..=MAX_FDS).map(|_| x.as_fd()).collect();
+        assert!(send(&a, &made(1), &too_many).is_err());
     }
 }

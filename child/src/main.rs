@@ -7,7 +7,7 @@
 //! [--detach-netns UNSHARE-HELPER] [--debug] -- CMD...`
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
@@ -123,6 +123,7 @@ fn main() {
         detached: None,
         serve_ports: false,
         renewer: None,
+        transparent: [false; 2],
     };
     if let Err(text) = child.setup() {
         let _ = proto::write_frame(
@@ -170,10 +171,12 @@ struct Child {
     sock: UnixStream,
     /// The detached network namespace, for dials of the builtin port driver.
     detached: Option<Netns>,
-    /// Whether the parent runs the builtin port driver and will send `PortConnect`.
+    /// Whether the parent runs the builtin port driver and will send `SocketsWanted`.
     serve_ports: bool,
     /// The DHCP lease of `--net=lxc-user-nic`, renewed from the signal loop.
     renewer: Option<child::dhcp::Renewer>,
+    /// Per family (IPv4, IPv6): TCP sockets can connect from a client's address.
+    transparent: [bool; 2],
 }
 
 impl Child {
@@ -221,9 +224,10 @@ impl Child {
                 ));
             }
         };
-        match self.recv()? {
+        let transparent = match self.recv()? {
             Msg::PortDriverCompleted(mode) => {
-                self.serve_ports = mode == proto::PortMode::Builtin;
+                self.serve_ports = mode != proto::PortMode::None;
+                mode == proto::PortMode::BuiltinTransparent
             }
             m => {
                 return Err(format!(
@@ -231,7 +235,7 @@ impl Child {
                     m.name()
                 ));
             }
-        }
+        };
         if let Some(p) = child::mount::Propagation::from_str(&self.args.propagation) {
             child::mount::set_propagation(p).map_err(|e| e.to_string())?;
         }
@@ -279,6 +283,23 @@ impl Child {
                 let (lease, client) = child::dhcp::configure(net.ifname_str(), net.mtu)?;
                 self.report_lease(&net, lease, client)?;
                 self.bind_etc_files()?;
+            }
+        }
+        if transparent {
+            for (i, family) in [(0, 2u8), (1, 10u8)] {
+                let routed = match &detached {
+                    Some(ns) => ns
+                        .within(|| Ok(child::netlink::source_routing(family)))
+                        .and_then(|r| r),
+                    None => child::netlink::source_routing(family),
+                };
+                match routed {
+                    Ok(()) => self.transparent[i] = true,
+                    Err(e) => warn(&format!(
+                        "source IP transparent: IPv{}: {e}; connections come from the child's own address",
+                        if i == 0 { 4 } else { 6 }
+                    )),
+                }
             }
         }
         self.detached = detached;
@@ -460,32 +481,41 @@ impl Child {
             return true;
         }
         if req {
-            match child::fdpass::recv(&self.sock) {
-                Ok((Msg::PortConnect(c), _)) => {
-                    let dialed = match &self.detached {
-                        Some(ns) => ns
-                            .within(|| Ok(child::ports::dial(&c)))
-                            .unwrap_or(Err(rustix::io::Errno::NETUNREACH)),
-                        None => child::ports::dial(&c),
-                    };
-                    let _ = match &dialed {
-                        Ok(fd) => child::fdpass::send(
-                            &self.sock,
-                            &Msg::PortConnected(0),
-                            Some(fd.as_fd()),
-                        ),
-                        Err(e) => child::fdpass::send(
-                            &self.sock,
-                            &Msg::PortConnected(e.raw_os_error()),
-                            None,
-                        ),
-                    };
-                }
+            let mut none = Vec::new();
+            match child::fdpass::recv(&self.sock, &mut none) {
+                Ok(Msg::SocketsWanted(w)) => self.hand_over_sockets(&w),
                 // The parent is gone or talks nonsense: stop listening to it.
                 _ => self.serve_ports = false,
             }
         }
         false
+    }
+
+    /// Answers one `SocketsWanted`: sockets made in the namespace the target's network is in.
+    fn hand_over_sockets(&mut self, w: &proto::SocketsWanted) {
+        let mut fds: [Option<OwnedFd>; proto::MAX_SOCKETS as usize] = Default::default();
+        let transparent = self.transparent[usize::from(w.family == 6)];
+        let made = match &self.detached {
+            Some(ns) => ns
+                .within(|| Ok(child::ports::make_sockets(w, transparent, &mut fds)))
+                .unwrap_or(Err(rustix::io::Errno::NETUNREACH)),
+            None => child::ports::make_sockets(w, transparent, &mut fds),
+        };
+        let (count, transparent, errno) = match made {
+            Ok((n, t)) => (n, t, 0),
+            Err(e) => (0, false, e.raw_os_error()),
+        };
+        // One small list per batch of sockets, not per connection.
+        let out: Vec<BorrowedFd<'_>> = fds.iter().flatten().map(|f| f.as_fd()).collect();
+        let _ = child::fdpass::send(
+            &self.sock,
+            &Msg::SocketsMade(proto::SocketsMade {
+                count: count as u8,
+                transparent: u8::from(transparent),
+                errno,
+            }),
+            &out,
+        );
     }
 
     /// Reaps what has exited (everything, as a reaper; only the target otherwise) and returns

@@ -177,6 +177,66 @@ pub fn encode_add_default_route_v4(
     Ok(r.finish())
 }
 
+/// `RTM_NEWRULE` sending packets marked `mark` to routing table `table` at `priority`
+/// (`ip [-6] rule add fwmark <mark> lookup <table> priority <priority>`).
+pub fn encode_add_fwmark_rule(
+    buf: &mut [u8],
+    seq: u32,
+    family: u8,
+    mark: u32,
+    table: u8,
+    priority: u32,
+) -> io::Result<usize> {
+    let mut r = Request::new(buf, nl::RTM_NEWRULE as u16, CREATE, seq)?;
+    // struct fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags (u32).
+    r.put(&[
+        family,
+        0,
+        0,
+        0,
+        table,
+        0,
+        0,
+        nl::FR_ACT_TO_TBL as u8,
+        0,
+        0,
+        0,
+        0,
+    ])?;
+    r.attr(nl::FRA_FWMARK as u16, &mark.to_ne_bytes())?;
+    r.attr(nl::FRA_PRIORITY as u16, &priority.to_ne_bytes())?;
+    Ok(r.finish())
+}
+
+/// `RTM_NEWROUTE` for a `local` default route through link `index` in table `table`: every
+/// destination counts as an address of this host there
+/// (`ip [-6] route add local default dev lo table <table>`).
+pub fn encode_add_local_default_route(
+    buf: &mut [u8],
+    seq: u32,
+    family: u8,
+    index: u32,
+    table: u8,
+) -> io::Result<usize> {
+    let mut r = Request::new(buf, RTM_NEWROUTE, CREATE, seq)?;
+    r.put(&[
+        family,
+        0, // rtm_dst_len: default route
+        0,
+        0,
+        table,
+        nl::RTPROT_BOOT as u8,
+        nl::rt_scope_t::RT_SCOPE_HOST as u8,
+        nl::RTN_LOCAL as u8,
+        0,
+        0,
+        0,
+        0,
+    ])?;
+    r.attr(RTA_OIF, &index.to_ne_bytes())?;
+    Ok(r.finish())
+}
+
 /// Looks through one received datagram for the acknowledgement of request `seq`.
 ///
 /// Returns `None` when the datagram holds no `NLMSG_ERROR` for `seq` (keep waiting), `Some(Ok(()))` for an
@@ -353,6 +413,40 @@ pub fn activate_dev(
         .map_err(Error::sys("add default route on", dev))
 }
 
+/// The mark and routing table of connections made from a client's address
+/// (`--source-ip-transparent`); upstream uses 100 for both.
+pub const TRANSPARENT_MARK: u32 = 100;
+
+/// Lets sockets marked [`TRANSPARENT_MARK`] connect from a foreign (the client's) address
+/// and get their replies, in the current network namespace, for one address family:
+/// marked packets are routed by a table in which every address is local, and
+/// `tcp_fwmark_accept` gives the server's accepted socket the mark of the connection's SYN,
+/// so its replies are marked too. This replaces upstream's `ip rule`, `ip route`, `sysctl`
+/// and iptables CONNMARK rules; it covers servers that run in this namespace.
+///
+/// # Errors
+///
+/// The first step that fails, as `<step>: <errno>`.
+pub fn source_routing(family: u8) -> Result<(), String> {
+    let fail = |what: &'static str| move |e: Errno| format!("{what}: {e}");
+    let mut nl = Netlink::open().map_err(fail("netlink"))?;
+    let lo = nl.link_index("lo").map_err(fail("lo"))?;
+    let table = TRANSPARENT_MARK as u8;
+    let exists = |r: io::Result<()>| match r {
+        Err(Errno::EXIST) => Ok(()),
+        r => r,
+    };
+    exists(nl.request(|buf, seq| encode_add_local_default_route(buf, seq, family, lo, table)))
+        .map_err(fail("local route"))?;
+    exists(nl.request(|buf, seq| {
+        encode_add_fwmark_rule(buf, seq, family, TRANSPARENT_MARK, table, TRANSPARENT_MARK)
+    }))
+    .map_err(fail("fwmark rule"))?;
+    // One switch for both families; the accepted socket inherits the SYN's mark.
+    std::fs::write("/proc/sys/net/ipv4/tcp_fwmark_accept", b"1")
+        .map_err(|e| format!("tcp_fwmark_accept: {e}"))
+}
+
 #[cfg(all(test, target_endian = "little"))]
 mod tests {
     use super::*;
@@ -444,6 +538,39 @@ mod tests {
                 0, 0, 0, 0, // rtm_flags
                 8, 0, 5, 0, 10, 0, 2, 2, // RTA_GATEWAY
                 8, 0, 4, 0, 2, 0, 0, 0, // RTA_OIF
+            ],
+        );
+    }
+
+    #[test]
+    fn fwmark_rule() {
+        check(
+            |b, s| encode_add_fwmark_rule(b, s, 10, 100, 100, 100),
+            &[
+                44, 0, 0, 0, // nlmsg_len
+                32, 0, // RTM_NEWRULE
+                0x05, 0x06, 7, 0, 0, 0, 0, 0, 0, 0, // CREATE flags, seq, pid
+                10, 0, 0, 0, // AF_INET6, dst_len, src_len, tos
+                100, 0, 0, 1, // table, res1, res2, FR_ACT_TO_TBL
+                0, 0, 0, 0, // flags
+                8, 0, 10, 0, 100, 0, 0, 0, // FRA_FWMARK
+                8, 0, 6, 0, 100, 0, 0, 0, // FRA_PRIORITY
+            ],
+        );
+    }
+
+    #[test]
+    fn local_default_route() {
+        check(
+            |b, s| encode_add_local_default_route(b, s, 2, 1, 100),
+            &[
+                36, 0, 0, 0, // nlmsg_len
+                24, 0, // RTM_NEWROUTE
+                0x05, 0x06, 7, 0, 0, 0, 0, 0, 0, 0, // CREATE flags, seq, pid
+                2, 0, 0, 0, // AF_INET, dst_len 0, src_len 0, tos
+                100, 3, 254, 2, // table 100, RTPROT_BOOT, RT_SCOPE_HOST, RTN_LOCAL
+                0, 0, 0, 0, // rtm_flags
+                8, 0, 4, 0, 1, 0, 0, 0, // RTA_OIF
             ],
         );
     }

@@ -1,43 +1,67 @@
-//! The child's half of the builtin port driver: connect to a port inside the namespace.
+//! The child's half of the builtin port driver: sockets made inside the namespace.
+//!
+//! A socket belongs to the network namespace it was created in, whoever connects it later.
+//! So the child only makes sockets, in batches, and hands them to the parent, which connects
+//! one per forwarded connection itself: no round trip through the child per connection.
 
 use std::os::fd::OwnedFd;
-use std::time::Duration;
 
+use linux_raw_sys::net as n;
 use rustix::io::Errno;
-use rustix::net::{
-    AddressFamily, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, SocketFlags, SocketType,
-    connect, socket_with, sockopt,
-};
+use rustix::net::{AddressFamily, SocketFlags, SocketType, socket_with};
 
-/// How long a connect inside the namespace may take before the client's connection is closed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::netlink::TRANSPARENT_MARK;
+use crate::sys;
 
-/// Opens a TCP connection (or, for `proto` 1, a connected UDP socket) to the address of `c`,
-/// inside whatever network namespace the calling thread is in.
+/// Makes up to `out.len()` non-blocking sockets of the wanted family and protocol in the
+/// calling thread's network namespace, into `out` from the start. For `proto` 2, and when
+/// `transparent` says the routing for it is in place, TCP sockets get `IP_TRANSPARENT`
+/// (`IPV6_TRANSPARENT`) and the routing mark, which need CAP_NET_ADMIN here and nothing
+/// later: whoever holds such a socket may bind it to the client's address.
+///
+/// Returns how many it made and whether they are transparent.
 ///
 /// # Errors
-/// The errno of `socket` or `connect` (ECONNREFUSED when nothing listens on a TCP port).
-pub fn dial(c: &proto::PortConnect) -> Result<OwnedFd, Errno> {
-    let (family, v4) = match c.family {
-        4 => (AddressFamily::INET, true),
-        _ => (AddressFamily::INET6, false),
+/// The errno of the first `socket()` when not even one could be made.
+pub fn make_sockets(
+    w: &proto::SocketsWanted,
+    transparent: bool,
+    out: &mut [Option<OwnedFd>],
+) -> Result<(usize, bool), Errno> {
+    let (family, level, option) = match w.family {
+        4 => (AddressFamily::INET, n::SOL_IP, n::IP_TRANSPARENT),
+        _ => (AddressFamily::INET6, n::SOL_IPV6, n::IPV6_TRANSPARENT),
     };
-    let kind = match c.proto {
+    let kind = match w.proto {
         1 => SocketType::DGRAM,
         _ => SocketType::STREAM,
     };
-    let fd = socket_with(family, kind, SocketFlags::CLOEXEC, None)?;
-    // connect(2) gives up after SO_SNDTIMEO on a blocking socket.
-    sockopt::set_socket_timeout(&fd, sockopt::Timeout::Send, Some(CONNECT_TIMEOUT))?;
-    if v4 {
-        let ip = Ipv4Addr::new(c.addr[0], c.addr[1], c.addr[2], c.addr[3]);
-        connect(&fd, &SocketAddrV4::new(ip, c.port))?;
-    } else {
-        let ip = Ipv6Addr::from(c.addr);
-        connect(&fd, &SocketAddrV6::new(ip, c.port, 0, 0))?;
+    let mut transparent = transparent && w.proto == 2;
+    let mut made = 0;
+    for slot in out.iter_mut().take(usize::from(w.count)) {
+        let fd = match socket_with(
+            family,
+            kind,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        ) {
+            Ok(fd) => fd,
+            Err(e) if made == 0 => return Err(e),
+            Err(_) => break,
+        };
+        if transparent {
+            let marked = sys::setsockopt_int(&fd, level, option, 1).and_then(|()| {
+                sys::setsockopt_int(&fd, n::SOL_SOCKET, n::SO_MARK, TRANSPARENT_MARK as i32)
+            });
+            if marked.is_err() {
+                // Then none of this batch is: the parent treats a batch alike.
+                transparent = false;
+            }
+        }
+        *slot = Some(fd);
+        made += 1;
     }
-    sockopt::set_socket_timeout(&fd, sockopt::Timeout::Send, None)?;
-    Ok(fd)
+    Ok((made, transparent))
 }
 
 #[cfg(test)]
@@ -45,47 +69,71 @@ mod tests {
     use super::*;
     use std::io::Read;
     use std::net::TcpListener;
+    use std::os::fd::AsFd;
+
+    use rustix::net::{SocketAddrV4, SocketAddrV6, connect};
+
+    fn want(family: u8, proto: u8, count: u8) -> proto::SocketsWanted {
+        proto::SocketsWanted {
+            family,
+            proto,
+            count,
+        }
+    }
 
     #[test]
-    fn dials_a_listener_and_reports_refusal() {
+    fn makes_as_many_as_asked_and_they_connect_later() {
+        let mut out: [Option<OwnedFd>; 4] = Default::default();
+        let (made, transparent) = make_sockets(&want(4, 0, 3), false, &mut out).unwrap();
+        assert_eq!((made, transparent), (3, false));
+        assert!(out[3].is_none());
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let mut addr = [0u8; 16];
-        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        let c = proto::PortConnect {
-            family: 4,
-            addr,
-            port,
-            proto: 0,
-        };
-        let fd = dial(&c).unwrap();
+        let fd = out[0].take().unwrap();
+        match connect(&fd, &SocketAddrV4::new([127, 0, 0, 1].into(), port)) {
+            Ok(()) | Err(Errno::INPROGRESS) => {}
+            Err(e) => panic!("connect: {e}"),
+        }
         let (mut server, _) = l.accept().unwrap();
+        let mut pfd = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::OUT,
+        )];
+        rustix::event::poll(&mut pfd, None).unwrap();
         rustix::io::write(&fd, b"ok").unwrap();
         let mut buf = [0u8; 2];
         server.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"ok");
-        drop(l);
-        drop(server);
-        assert_eq!(dial(&c).unwrap_err(), Errno::CONNREFUSED);
     }
 
     #[test]
-    fn dials_a_udp_socket_connected_to_the_server() {
+    fn only_transparent_tcp_sockets_are_marked() {
+        let mut out: [Option<OwnedFd>; 2] = Default::default();
+        let (made, transparent) = make_sockets(&want(4, 0, 2), true, &mut out).unwrap();
+        assert_eq!((made, transparent), (2, false));
+        let (made, transparent) = make_sockets(&want(6, 1, 2), true, &mut out).unwrap();
+        assert_eq!((made, transparent), (2, false));
         let server = std::net::UdpSocket::bind("[::1]:0").unwrap();
-        let c = proto::PortConnect {
-            family: 6,
-            addr: Ipv6Addr::LOCALHOST.octets(),
-            port: server.local_addr().unwrap().port(),
-            proto: 1,
-        };
-        let fd = dial(&c).unwrap();
+        let fd = out[1].take().unwrap();
+        let port = server.local_addr().unwrap().port();
+        connect(
+            fd.as_fd(),
+            &SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, port, 0, 0),
+        )
+        .unwrap();
         rustix::io::write(&fd, b"hi").unwrap();
         let mut buf = [0u8; 8];
-        let (n, from) = server.recv_from(&mut buf).unwrap();
+        let (n, _) = server.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"hi");
-        server.send_to(b"back", from).unwrap();
-        let mut back = [0u8; 8];
-        assert_eq!(rustix::io::read(&fd, &mut back).unwrap(), 4);
-        assert_eq!(&back[..4], b"back");
+    }
+
+    #[test]
+    fn transparency_needs_privilege_and_degrades_instead_of_failing() {
+        let mut out: [Option<OwnedFd>; 1] = Default::default();
+        let (made, transparent) = make_sockets(&want(4, 2, 1), true, &mut out).unwrap();
+        assert_eq!(made, 1);
+        // Root in the test's namespace may set it; anyone else gets plain sockets.
+        let root = rustix::process::geteuid().is_root();
+        assert_eq!(transparent, root);
     }
 }

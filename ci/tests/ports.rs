@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use ci::{Run, Scratch, rootlesskit, skip};
 
-/// A threaded echo server on [::]:8000 (dual-stack) inside the namespace, and a UDP echo
-/// server on [::]:8001 (dual-stack).
+/// A threaded echo server on [::]:8000 (dual-stack) inside the namespace, a UDP echo
+/// server on [::]:8001 (dual-stack), and on 127.0.0.1:8002 a server that tells each
+/// connection the address it came from.
 const ECHO: &str = "import socket,threading
 def udp():
   u=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)
@@ -21,6 +22,12 @@ def udp():
   while True:
     d,a=u.recvfrom(65536);u.sendto(d,a)
 threading.Thread(target=udp,daemon=True).start()
+def peer():
+  p=socket.socket();p.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+  p.bind(('127.0.0.1',8002));p.listen(64)
+  while True:
+    c,a=p.accept();c.sendall(('%s %d\\n'%a).encode());c.close()
+threading.Thread(target=peer,daemon=True).start()
 s=socket.socket(socket.AF_INET6)
 s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
 s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)
@@ -286,6 +293,73 @@ fn slirp4netns_port_driver_forwards_and_removes() {
     let o = r.ctl(&["remove-ports", &id]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(echo(format!("127.0.0.1:{p2}").parse().unwrap(), b"x").is_err());
+}
+
+/// The host's first non-loopback IPv4 address (from the kernel's routing trie).
+fn host_ipv4() -> Option<std::net::Ipv4Addr> {
+    let trie = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
+    let mut last = None;
+    for line in trie.lines() {
+        let t = line.trim_start_matches([' ', '|', '+', '-']).trim();
+        if let Ok(ip) = t.parse::<std::net::Ipv4Addr>() {
+            last = Some(ip);
+        } else if t == "/32 host LOCAL"
+            && let Some(ip) = last.filter(|ip| !ip.is_loopback())
+        {
+            return Some(ip);
+        }
+    }
+    None
+}
+
+/// What the peer-telling server inside says about a connection through `to`.
+fn seen_from(to: SocketAddr) -> Option<(String, String)> {
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let local = s.local_addr().ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let mut words = text.split_whitespace();
+    let seen = format!("{}:{}", words.next()?, words.next()?);
+    Some((local.to_string(), seen))
+}
+
+#[test]
+fn source_ip_transparent_shows_the_client_address_inside() {
+    let Some(ip) = host_ipv4() else {
+        skip!("the host has no non-loopback IPv4 address");
+    };
+    for (flag, transparent) in [
+        ("--source-ip-transparent=true", true),
+        ("--source-ip-transparent=false", false),
+    ] {
+        let p = free_port();
+        let Some(_r) = Running::start(
+            "ports-transparent",
+            &[flag.into(), "-p".into(), format!("0.0.0.0:{p}:8002/tcp")],
+        ) else {
+            skip!("slirp4netns or python3 is not installed");
+        };
+        let to: SocketAddr = format!("{ip}:{p}").parse().unwrap();
+        let mut got = None;
+        assert!(
+            ci::wait_until(Duration::from_secs(15), || {
+                got = seen_from(to);
+                got.is_some()
+            }),
+            "no answer through {to}"
+        );
+        let (client, seen) = got.unwrap();
+        if transparent {
+            // The server inside sees the client's own address and port.
+            assert_eq!(seen, client, "{flag}");
+        } else {
+            assert!(seen.starts_with("127.0.0.1:"), "{flag}: {seen}");
+        }
+        // A client on the host's loopback is not one inside: it stays the namespace's own.
+        let (_, seen) = seen_from(format!("127.0.0.1:{p}").parse().unwrap()).unwrap();
+        assert!(seen.starts_with("127.0.0.1:"), "{flag}: {seen}");
+    }
 }
 
 /// Sends `data` from `sock` to `to` and waits up to a second for the answer.

@@ -362,6 +362,7 @@ impl<'a> Session<'a> {
         };
         self.send(&Msg::NetworkDriverCompleted(net))?;
         let port = match self.cfg.port_driver {
+            PortDriver::Builtin if self.cfg.source_ip_transparent => PortMode::BuiltinTransparent,
             PortDriver::Builtin => PortMode::Builtin,
             _ => PortMode::None,
         };
@@ -372,41 +373,35 @@ impl<'a> Session<'a> {
         self.expect(|m| matches!(m, Msg::ChildReady), "ChildReady")?;
         // The API socket exists before child_pid, which is what scripts wait for, and both
         // exist before the target starts.
-        let port_driver: Option<std::sync::Arc<dyn crate::port::PortDriver>> = if self
-            .cfg
-            .port_driver
-            == PortDriver::Builtin
-        {
-            if self.cfg.source_ip_transparent {
-                // v3's default; we do not preserve client addresses yet, and say so.
-                warn(
-                    "--source-ip-transparent is not supported yet: forwarded connections come from the child's own address (--source-ip-transparent=false silences this)",
+        let port_driver: Option<std::sync::Arc<dyn crate::port::PortDriver>> =
+            if self.cfg.port_driver == PortDriver::Builtin {
+                let builtin = std::sync::Arc::new(
+                    crate::port::builtin::Builtin::new().map_err(|e| Abort::Error("parent", e))?,
                 );
-            }
-            let builtin = std::sync::Arc::new(
-                crate::port::builtin::Builtin::new().map_err(|e| Abort::Error("parent", e))?,
-            );
-            self.publish(&*builtin)?;
-            self.ports = Some(builtin.clone());
-            Some(builtin)
-        } else if self.cfg.port_driver == PortDriver::Slirp4netns {
-            let socket = self
-                .s4nn_socket
-                .clone()
-                .ok_or_else(|| Abort::Error("parent", "slirp4netns has no API socket".into()))?;
-            let child_ip = self
-                .net_info
-                .as_ref()
-                .map(|n| n.child_ip.clone())
-                .unwrap_or_default();
-            let driver = std::sync::Arc::new(crate::port::slirp4netns::Slirp4netnsPorts::new(
-                socket, child_ip,
-            ));
-            self.publish(&*driver)?;
-            Some(driver)
-        } else {
-            None
-        };
+                if self.cfg.source_ip_transparent {
+                    let child_ip = self.net_info.as_ref().and_then(|n| n.child_ip.parse().ok());
+                    builtin.enable_transparency(child_ip);
+                }
+                self.publish(&*builtin)?;
+                self.ports = Some(builtin.clone());
+                Some(builtin)
+            } else if self.cfg.port_driver == PortDriver::Slirp4netns {
+                let socket = self.s4nn_socket.clone().ok_or_else(|| {
+                    Abort::Error("parent", "slirp4netns has no API socket".into())
+                })?;
+                let child_ip = self
+                    .net_info
+                    .as_ref()
+                    .map(|n| n.child_ip.clone())
+                    .unwrap_or_default();
+                let driver = std::sync::Arc::new(crate::port::slirp4netns::Slirp4netnsPorts::new(
+                    socket, child_ip,
+                ));
+                self.publish(&*driver)?;
+                Some(driver)
+            } else {
+                None
+            };
         let backend = api::Backend {
             state_dir: state.path().to_string_lossy().into_owned(),
             child_pid: self.pid,

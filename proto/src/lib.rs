@@ -163,22 +163,42 @@ impl NetConfig {
 pub enum PortMode {
     /// No port driver, or one that needs nothing from the child (implicit, slirp4netns).
     None = 0,
-    /// The builtin driver: the child dials inside the namespace and hands sockets back.
+    /// The builtin driver: the child makes sockets inside the namespace and hands them over.
     Builtin = 1,
+    /// The builtin driver with `--source-ip-transparent`: the child also sets up the policy
+    /// routing that lets TCP sockets connect from the client's address.
+    BuiltinTransparent = 2,
 }
 
-/// Parent → child, once the target runs: connect to a port inside the namespace and hand the
-/// connected socket back (builtin port driver).
+/// The most sockets one [`Msg::SocketsMade`] carries.
+pub const MAX_SOCKETS: u8 = 32;
+
+/// Parent → child, once the target runs: make `count` unconnected sockets inside the
+/// namespace and hand them over (builtin port driver). A socket belongs to the network
+/// namespace it was made in, so the parent connects them itself, without a round trip per
+/// connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortConnect {
-    /// 6 for an IPv6 address, 4 for IPv4 (in the first four bytes of `addr`).
+pub struct SocketsWanted {
+    /// 4 for IPv4, 6 for IPv6.
     pub family: u8,
-    /// The address to connect to.
-    pub addr: [u8; 16],
-    /// The port to connect to (never 0).
-    pub port: u16,
-    /// 0 for a TCP connection, 1 for a connected UDP socket.
+    /// 0 for TCP, 1 for UDP, 2 for TCP sockets that may connect from a client's address
+    /// (`IP_TRANSPARENT` and the routing mark, when the child could set up the routing).
     pub proto: u8,
+    /// How many, 1 to [`MAX_SOCKETS`].
+    pub count: u8,
+}
+
+/// Child → parent: the answer to a [`Msg::SocketsWanted`]; `count` sockets travel with it as
+/// SCM_RIGHTS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketsMade {
+    /// How many sockets are attached, at most [`MAX_SOCKETS`]; 0 when `errno` says why none.
+    pub count: u8,
+    /// 1 when the sockets may bind a foreign address (`IP_TRANSPARENT` and the routing mark
+    /// are set), so a connection can come from the client's own address.
+    pub transparent: u8,
+    /// The errno of the failed `socket()` when `count` is 0, else 0.
+    pub errno: i32,
 }
 
 /// A short UTF-8 error text of at most [`ERROR_TEXT_MAX`] bytes.
@@ -220,8 +240,8 @@ impl fmt::Debug for ErrorText {
 /// The order on the wire is: child `ChildInitUserNsCompleted` → parent `NetworkDriverCompleted`
 /// → parent `PortDriverCompleted` → (child `NetLease`, for a [`NetMode::Dhcp`] network) → child
 /// `ChildReady` (or `ChildError` at any point) → parent `ParentGo`, after which the child starts
-/// the target. From then on the parent may send `PortConnect` requests, each answered by one
-/// `PortConnected`.
+/// the target. From then on the parent may send `SocketsWanted` requests, each answered by one
+/// `SocketsMade`.
 // Frames are fixed-size by design and live on the stack; boxing the error text would put the
 // allocator on the pipe path for nothing.
 #[allow(clippy::large_enum_variant)]
@@ -239,11 +259,10 @@ pub enum Msg {
     ParentGo,
     /// Child → parent: setup failed; the child exits after sending this.
     ChildError(ErrorText),
-    /// Parent → child: connect to a port inside the namespace.
-    PortConnect(PortConnect),
-    /// Child → parent: the answer to a [`Msg::PortConnect`]: 0 when the connected socket
-    /// travels with this frame as SCM_RIGHTS, else the errno of the failed connect.
-    PortConnected(i32),
+    /// Parent → child: make sockets inside the namespace.
+    SocketsWanted(SocketsWanted),
+    /// Child → parent: the sockets, attached as SCM_RIGHTS.
+    SocketsMade(SocketsMade),
     /// Child → parent, after a [`NetMode::Dhcp`] network and before `ChildReady`: the address,
     /// prefix, gateway and DNS server the lease gave and the child configured (mode `Dhcp`).
     NetLease(NetConfig),
@@ -255,15 +274,15 @@ const TAG_PORT: u8 = 3;
 const TAG_CHILD_READY: u8 = 4;
 const TAG_PARENT_GO: u8 = 5;
 const TAG_CHILD_ERROR: u8 = 6;
-const TAG_PORT_CONNECT: u8 = 7;
-const TAG_PORT_CONNECTED: u8 = 8;
-const TAG_NET_LEASE: u8 = 9;
+const TAG_SOCKETS_WANTED: u8 = 9;
+const TAG_SOCKETS_MADE: u8 = 10;
+const TAG_NET_LEASE: u8 = 11;
 
 const NET_BODY: usize = 1 + IFNAMSIZ + 4 + 1 + 4 + 4 + 16 + 4;
 const PORT_BODY: usize = 1;
 const ERROR_BODY: usize = MAX_BODY;
-const PORT_CONNECT_BODY: usize = 1 + 16 + 2 + 1;
-const PORT_CONNECTED_BODY: usize = 4;
+const SOCKETS_WANTED_BODY: usize = 3;
+const SOCKETS_MADE_BODY: usize = 1 + 1 + 4;
 
 fn body_len(tag: u8) -> Result<usize, Error> {
     Ok(match tag {
@@ -271,8 +290,8 @@ fn body_len(tag: u8) -> Result<usize, Error> {
         TAG_NET | TAG_NET_LEASE => NET_BODY,
         TAG_PORT => PORT_BODY,
         TAG_CHILD_ERROR => ERROR_BODY,
-        TAG_PORT_CONNECT => PORT_CONNECT_BODY,
-        TAG_PORT_CONNECTED => PORT_CONNECTED_BODY,
+        TAG_SOCKETS_WANTED => SOCKETS_WANTED_BODY,
+        TAG_SOCKETS_MADE => SOCKETS_MADE_BODY,
         other => return Err(Error::BadTag(other)),
     })
 }
@@ -286,8 +305,8 @@ impl Msg {
             Msg::ChildReady => TAG_CHILD_READY,
             Msg::ParentGo => TAG_PARENT_GO,
             Msg::ChildError(_) => TAG_CHILD_ERROR,
-            Msg::PortConnect(_) => TAG_PORT_CONNECT,
-            Msg::PortConnected(_) => TAG_PORT_CONNECTED,
+            Msg::SocketsWanted(_) => TAG_SOCKETS_WANTED,
+            Msg::SocketsMade(_) => TAG_SOCKETS_MADE,
             Msg::NetLease(_) => TAG_NET_LEASE,
         }
     }
@@ -301,8 +320,8 @@ impl Msg {
             Msg::ChildReady => "ChildReady",
             Msg::ParentGo => "ParentGo",
             Msg::ChildError(_) => "ChildError",
-            Msg::PortConnect(_) => "PortConnect",
-            Msg::PortConnected(_) => "PortConnected",
+            Msg::SocketsWanted(_) => "SocketsWanted",
+            Msg::SocketsMade(_) => "SocketsMade",
             Msg::NetLease(_) => "NetLease",
         }
     }
@@ -335,13 +354,12 @@ impl Msg {
                 body[0..2].copy_from_slice(&t.len.to_le_bytes());
                 body[2..].copy_from_slice(&t.buf);
             }
-            Msg::PortConnect(c) => {
-                body[0] = c.family;
-                body[1..17].copy_from_slice(&c.addr);
-                body[17..19].copy_from_slice(&c.port.to_le_bytes());
-                body[19] = c.proto;
+            Msg::SocketsWanted(w) => body.copy_from_slice(&[w.family, w.proto, w.count]),
+            Msg::SocketsMade(m) => {
+                body[0] = m.count;
+                body[1] = m.transparent;
+                body[2..6].copy_from_slice(&m.errno.to_le_bytes());
             }
-            Msg::PortConnected(errno) => body.copy_from_slice(&errno.to_le_bytes()),
             Msg::ChildInitUserNsCompleted | Msg::ChildReady | Msg::ParentGo => {}
         }
         HEADER_LEN + len
@@ -430,6 +448,7 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
         TAG_PORT => Msg::PortDriverCompleted(match body[0] {
             0 => PortMode::None,
             1 => PortMode::Builtin,
+            2 => PortMode::BuiltinTransparent,
             _ => return Err(Error::BadField("port.mode")),
         }),
         TAG_CHILD_ERROR => {
@@ -441,37 +460,37 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
                 .map_err(|_| Error::BadField("error.text"))?;
             Msg::ChildError(ErrorText::new(text))
         }
-        TAG_PORT_CONNECT => {
-            let family = body[0];
-            if family != 4 && family != 6 {
-                return Err(Error::BadField("connect.family"));
+        TAG_SOCKETS_WANTED => {
+            if body[0] != 4 && body[0] != 6 {
+                return Err(Error::BadField("sockets.family"));
             }
-            let mut addr = [0u8; 16];
-            addr.copy_from_slice(&body[1..17]);
-            if family == 4 && addr[4..].iter().any(|&b| b != 0) {
-                return Err(Error::BadField("connect.addr"));
+            if body[1] > 2 {
+                return Err(Error::BadField("sockets.proto"));
             }
-            let port = u16::from_le_bytes([body[17], body[18]]);
-            if port == 0 {
-                return Err(Error::BadField("connect.port"));
+            if body[2] == 0 || body[2] > MAX_SOCKETS {
+                return Err(Error::BadField("sockets.count"));
             }
-            let proto = body[19];
-            if proto > 1 {
-                return Err(Error::BadField("connect.proto"));
-            }
-            Msg::PortConnect(PortConnect {
-                family,
-                addr,
-                port,
-                proto,
+            Msg::SocketsWanted(SocketsWanted {
+                family: body[0],
+                proto: body[1],
+                count: body[2],
             })
         }
-        TAG_PORT_CONNECTED => {
-            let errno = i32::from_le_bytes([body[0], body[1], body[2], body[3]]);
-            if !(0..4096).contains(&errno) {
-                return Err(Error::BadField("connected.errno"));
+        TAG_SOCKETS_MADE => {
+            let errno = i32::from_le_bytes([body[2], body[3], body[4], body[5]]);
+            let (count, transparent) = (body[0], body[1]);
+            if count > MAX_SOCKETS || transparent > 1 {
+                return Err(Error::BadField("sockets.count"));
             }
-            Msg::PortConnected(errno)
+            // Either sockets or the reason there are none.
+            if (count == 0) != (errno != 0) || !(0..4096).contains(&errno) {
+                return Err(Error::BadField("sockets.errno"));
+            }
+            Msg::SocketsMade(SocketsMade {
+                count,
+                transparent,
+                errno,
+            })
         }
         other => return Err(Error::BadTag(other)),
     })
@@ -566,20 +585,32 @@ mod tests {
             Msg::ChildReady,
             Msg::ParentGo,
             Msg::ChildError(ErrorText::new("failed to mount proc: permission denied")),
-            Msg::PortConnect(PortConnect {
+            Msg::PortDriverCompleted(PortMode::BuiltinTransparent),
+            Msg::SocketsWanted(SocketsWanted {
                 family: 4,
-                addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                port: 80,
                 proto: 0,
+                count: 1,
             }),
-            Msg::PortConnect(PortConnect {
+            Msg::SocketsWanted(SocketsWanted {
                 family: 6,
-                addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-                port: 8080,
                 proto: 1,
+                count: MAX_SOCKETS,
             }),
-            Msg::PortConnected(0),
-            Msg::PortConnected(111),
+            Msg::SocketsWanted(SocketsWanted {
+                family: 4,
+                proto: 2,
+                count: 7,
+            }),
+            Msg::SocketsMade(SocketsMade {
+                count: 32,
+                transparent: 1,
+                errno: 0,
+            }),
+            Msg::SocketsMade(SocketsMade {
+                count: 0,
+                transparent: 0,
+                errno: 24,
+            }),
             Msg::NetLease({
                 let mut n = net();
                 n.mode = NetMode::Dhcp;
@@ -701,39 +732,36 @@ mod tests {
             ),
             (frame(TAG_PORT, &[7]), Error::BadField("port.mode")),
             (
-                frame(TAG_PORT_CONNECT, &[5; PORT_CONNECT_BODY]),
-                Error::BadField("connect.family"),
+                frame(TAG_SOCKETS_WANTED, &[5, 0, 1]),
+                Error::BadField("sockets.family"),
             ),
             (
-                {
-                    let mut b = [0u8; PORT_CONNECT_BODY];
-                    b[0] = 4;
-                    b[10] = 1;
-                    frame(TAG_PORT_CONNECT, &b)
-                },
-                Error::BadField("connect.addr"),
+                frame(TAG_SOCKETS_WANTED, &[4, 3, 1]),
+                Error::BadField("sockets.proto"),
             ),
             (
-                {
-                    let mut b = [0u8; PORT_CONNECT_BODY];
-                    b[0] = 6;
-                    frame(TAG_PORT_CONNECT, &b)
-                },
-                Error::BadField("connect.port"),
+                frame(TAG_SOCKETS_WANTED, &[6, 0, 0]),
+                Error::BadField("sockets.count"),
             ),
             (
-                {
-                    let mut b = [0u8; PORT_CONNECT_BODY];
-                    b[0] = 4;
-                    b[17] = 80;
-                    b[19] = 2;
-                    frame(TAG_PORT_CONNECT, &b)
-                },
-                Error::BadField("connect.proto"),
+                frame(TAG_SOCKETS_WANTED, &[6, 0, MAX_SOCKETS + 1]),
+                Error::BadField("sockets.count"),
             ),
             (
-                frame(TAG_PORT_CONNECTED, &(-1i32).to_le_bytes()),
-                Error::BadField("connected.errno"),
+                frame(TAG_SOCKETS_MADE, &[33, 0, 0, 0, 0, 0]),
+                Error::BadField("sockets.count"),
+            ),
+            (
+                frame(TAG_SOCKETS_MADE, &[0, 0, 0, 0, 0, 0]),
+                Error::BadField("sockets.errno"),
+            ),
+            (
+                frame(TAG_SOCKETS_MADE, &[3, 0, 24, 0, 0, 0]),
+                Error::BadField("sockets.errno"),
+            ),
+            (
+                frame(TAG_SOCKETS_MADE, &[0, 0, 0xff, 0xff, 0xff, 0xff]),
+                Error::BadField("sockets.errno"),
             ),
             (
                 {

@@ -230,7 +230,20 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
     run_rounds(&runner, &mut report.startup, opts.runs);
     report.idle = idle_memory(&runner, &sides, &scratch.path.join("state"));
     report.sizes = sizes(&bin_dir, reference.as_deref());
-    report.forwarding = forwarding(&runner, &sides, &scratch.path.join("state"));
+    let echo = std::env::current_exe()
+        .map_err(|e| format!("cannot find xtask's own binary: {e}"))
+        .and_then(|exe| {
+            let dir = scratch.path.join("tools");
+            mkdir_0755(&dir)?;
+            copy_0755(&exe, &dir.join(ECHO_NAME))?;
+            Ok(dir.join(ECHO_NAME))
+        })?;
+    report.forwarding = forwarding(
+        &runner,
+        &sides,
+        &scratch.path.join("state"),
+        &echo.to_string_lossy(),
+    );
     if opts.trace && user.switch && on_path("strace") {
         println!("bench: tracing one start of every scenario that ran");
         let ran: Vec<(&'static str, Vec<String>)> = report
@@ -1031,24 +1044,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const CONN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The iperf3 binary; without it the throughput rows are skipped.
 const IPERF3: &str = "/usr/bin/iperf3";
-/// The Python that runs the echo server; without it the connection rows are skipped.
-const PYTHON3: &str = "/usr/bin/python3";
-/// A threaded echo server on [::]:8000 (dual-stack) inside the namespace: the same text as
-/// ci/tests/ports.rs.
-const ECHO_SCRIPT: &str = "import socket,threading
-s=socket.socket(socket.AF_INET6)
-s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
-s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)
-s.bind(('::',8000));s.listen(512)
-def h(c):
-  while True:
-    d=c.recv(65536)
-    if not d: break
-    c.sendall(d)
-  c.close()
-while True:
-  c,_=s.accept();threading.Thread(target=h,args=(c,),daemon=True).start()
-";
+/// What the echo server inside the namespace is called once staged: this xtask binary,
+/// run as `echo-server PORT`.
+const ECHO_NAME: &str = "rkrs-echo";
 /// Stands for the host port in the command lines shown (a fresh free port each start).
 const PORT: &str = "$PORT";
 /// The rootlesskit flags of every forwarding start, identical on both sides.
@@ -1151,12 +1149,41 @@ fn iperf_target() -> [&'static str; 2] {
     ["iperf3", "-s"]
 }
 
-fn echo_target() -> [&'static str; 3] {
-    ["python3", "-c", ECHO_SCRIPT]
+fn echo_target(echo: &str) -> [&str; 3] {
+    [echo, "echo-server", "8000"]
+}
+
+/// The connection test's server, inside the namespace and for the ceiling on the host:
+/// accepts on `listener` and echoes one connection at a time until it ends (the client is
+/// sequential). Never returns.
+fn serve_echo(listener: std::net::TcpListener) -> ! {
+    loop {
+        let Ok((mut c, _)) = listener.accept() else {
+            continue;
+        };
+        let _ = c.set_nodelay(true);
+        let _ = c.set_read_timeout(Some(CONN_TIMEOUT));
+        let mut buf = [0u8; 512];
+        while let Ok(n) = c.read(&mut buf) {
+            if n == 0 || c.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// `cargo xtask echo-server PORT`: [`serve_echo`] on `[::]:PORT`, dual-stack.
+pub fn echo_server(port: u16) -> Result<()> {
+    let l = std::net::TcpListener::bind(std::net::SocketAddr::from((
+        std::net::Ipv6Addr::UNSPECIFIED,
+        port,
+    )))
+    .map_err(|e| format!("cannot listen on [::]:{port}: {e}"))?;
+    serve_echo(l)
 }
 
 /// Throughput and connection rounds of ours, the reference and the loopback ceilings.
-fn forwarding(runner: &Runner, sides: &[Side], state_root: &Path) -> Forwarding {
+fn forwarding(runner: &Runner, sides: &[Side], state_root: &Path, echo: &str) -> Forwarding {
     let mut f = Forwarding::default();
     if !on_path("slirp4netns") {
         f.skipped = Some("slirp4netns is not installed".into());
@@ -1214,13 +1241,13 @@ fn forwarding(runner: &Runner, sides: &[Side], state_root: &Path) -> Forwarding 
     } else {
         f.throughput_skipped = Some(format!("{IPERF3} is not installed"));
     }
-    if Path::new(PYTHON3).is_file() {
+    {
         f.conns = sides
             .iter()
             .map(|s| {
                 FwdSeries::new(
                     s.who,
-                    fwd_argv(s, STATE_DIR, PORT, ECHO_PORT, &echo_target()),
+                    fwd_argv(s, STATE_DIR, PORT, ECHO_PORT, &echo_target(echo)),
                 )
             })
             .collect();
@@ -1244,7 +1271,7 @@ fn forwarding(runner: &Runner, sides: &[Side], state_root: &Path) -> Forwarding 
                 }
                 let state = state_root.join(format!("{}-echo-{round}", s.who));
                 let result = match (sides.iter().find(|side| side.who == s.who), &host_echo) {
-                    (Some(side), _) => conns_forwarded(runner, side, &state),
+                    (Some(side), _) => conns_forwarded(runner, side, &state, echo),
                     (None, Ok(addr)) => conn_round(*addr),
                     (None, Err(e)) => Err(e.clone()),
                 };
@@ -1262,8 +1289,6 @@ fn forwarding(runner: &Runner, sides: &[Side], state_root: &Path) -> Forwarding 
             }
         }
         progress_done();
-    } else {
-        f.conns_skipped = Some(format!("{PYTHON3} is not installed"));
     }
     f
 }
@@ -1517,14 +1542,19 @@ fn json_string(text: &str, key: &str) -> Option<String> {
 }
 
 /// One connection round through a side's builtin driver to the echo server inside.
-fn conns_forwarded(runner: &Runner, side: &Side, state: &Path) -> Result<(f64, Vec<f64>)> {
+fn conns_forwarded(
+    runner: &Runner,
+    side: &Side,
+    state: &Path,
+    echo: &str,
+) -> Result<(f64, Vec<f64>)> {
     let port = free_port()?;
     let argv = fwd_argv(
         side,
         &state.to_string_lossy(),
         &port.to_string(),
         ECHO_PORT,
-        &echo_target(),
+        &echo_target(echo),
     );
     let mut server = Server::start(runner, side.who, &argv)?;
     let result = server
@@ -1571,18 +1601,7 @@ fn host_echo_server() -> Result<std::net::SocketAddr> {
     let addr = l
         .local_addr()
         .map_err(|e| format!("cannot read the echo address: {e}"))?;
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            let _ = c.set_read_timeout(Some(CONN_TIMEOUT));
-            let mut buf = [0u8; 512];
-            while let Ok(n) = c.read(&mut buf) {
-                if n == 0 || c.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    std::thread::spawn(move || serve_echo(l));
     Ok(addr)
 }
 
@@ -1826,11 +1845,7 @@ impl Report {
         let commands = |v: &[FwdSeries]| {
             v.iter()
                 .map(|x| {
-                    let argv: Vec<&str> = x
-                        .argv
-                        .iter()
-                        .map(|a| if a == ECHO_SCRIPT { "\"$ECHO\"" } else { a })
-                        .collect();
+                    let argv: Vec<&str> = x.argv.iter().map(String::as_str).collect();
                     format!("{}: {}", x.who, argv.join(" "))
                 })
                 .collect::<Vec<_>>()
@@ -1870,9 +1885,10 @@ impl Report {
                      of {FWD_ROUNDS} rounds, min–max in parentheses); p50 and p99 are over the \
                      {} timed connections of all rounds, each from before connect to the byte read back. \
                      The builtin driver accepts on the host before it connects inside, so connect alone would \
-                     hide its work. The echo server inside is the threaded Python script of \
-                     ci/tests/ports.rs ($ECHO below); the ceiling is an echo thread in xtask on the host's \
-                     loopback. The servers:\n\n```\n{}\n```\n\n$ECHO:\n\n```python\n{ECHO_SCRIPT}```\n",
+                     hide its work. The echo server inside is this xtask binary, staged as {ECHO_NAME} \
+                     (`cargo xtask echo-server 8000`: dual-stack, one connection at a time, the client \
+                     being sequential); the ceiling is the same server code on a thread of xtask on the \
+                     host's loopback. The servers:\n\n```\n{}\n```\n",
                     FWD_ROUNDS * CONNS,
                     commands(&f.conns)
                 );

@@ -43,6 +43,9 @@ Commands:
         /usr/bin/rootlesskit), interleaved in one run as the unprivileged test user: startup
         wall and CPU (N runs each, default 30), idle RSS, binary sizes and the machine's
         ceilings; prints the tables and writes BENCHMARKS.md. Run `dist` first.
+  echo-server PORT
+        The echo server bench runs inside the namespace for the connection test: dual-stack
+        on [::]:PORT, one connection at a time.
   help  Print this text (also -h, --help).
 ";
 
@@ -107,6 +110,16 @@ fn dispatch(args: &[String]) -> Result<()> {
         "ci" => ci::ci(&root, &dist_options(cmd, rest)?),
         "test" => ci::test(&root, &dist_options(cmd, rest)?),
         "bench" => bench::run(&root, &bench::options(cmd, rest)?),
+        "echo-server" => {
+            let p = parse(cmd, rest, &[])?;
+            let port = match p.positionals.as_slice() {
+                [port] => port
+                    .parse::<u16>()
+                    .map_err(|_| format!("invalid port \"{port}\""))?,
+                _ => return Err("echo-server takes one argument: the port".into()),
+            };
+            bench::echo_server(port)
+        }
         other => Err(format!(
             "unknown command '{other}' (try `cargo xtask --help`)"
         )),
@@ -310,7 +323,16 @@ mod tests {
 
     #[test]
     fn help_lists_every_command() {
-        for cmd in ["dist", "tidy", "fuzz", "ci", "test", "bench", "help"] {
+        for cmd in [
+            "dist",
+            "tidy",
+            "fuzz",
+            "ci",
+            "test",
+            "bench",
+            "echo-server",
+            "help",
+        ] {
             assert!(
                 HELP.lines().any(|l| l.trim_start().starts_with(cmd)),
                 "help does not list {cmd}"

@@ -620,6 +620,27 @@ pub fn execve(path: &CStr, argv: &CStrVec, envp: &CStrVec) -> io::Error {
     }
 }
 
+/// `setsockopt(fd, level, name, &value, 4)` for the integer options rustix does not cover
+/// (`IP_TRANSPARENT`, `IPV6_TRANSPARENT`, `SO_MARK`).
+pub fn setsockopt_int(fd: &OwnedFd, level: u32, name: u32, value: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the kernel reads exactly `size_of::<i32>()` bytes from a live local value.
+    check(unsafe {
+        syscall6(
+            g::__NR_setsockopt,
+            [
+                fd.as_raw_fd() as usize,
+                level as usize,
+                name as usize,
+                &value as *const i32 as usize,
+                std::mem::size_of::<i32>(),
+                0,
+            ],
+        )
+    })
+    .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,21 +1,28 @@
 //! The builtin port driver, parent side: listeners on the host, one epoll set for them, and
-//! the splice pumps. Each accepted connection is matched with a socket the child connects
-//! inside the namespace and hands back over the proto socket (SCM_RIGHTS). UDP ports keep a
-//! bounded flow table: one connected socket from the child per client address, whose replies
-//! go back through the listener.
+//! the splice pumps. Each accepted connection is matched with a socket made by the child
+//! inside the namespace, which the parent connects itself: the child hands sockets over in
+//! batches (SCM_RIGHTS on the proto socket), so a connection costs no round trip through it.
+//! UDP ports keep a bounded flow table: one connected socket per client address, whose
+//! replies go back through the listener.
+//!
+//! With `--source-ip-transparent`, TCP connections to a server in the namespace come from
+//! the client's own address: the child marks those sockets `IP_TRANSPARENT` with a routing
+//! mark whose replies it routes back locally, and the parent binds them to the client's
+//! address before connecting.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use proto::{Msg, PortConnect};
+use proto::{MAX_SOCKETS, Msg, SocketsWanted};
 use rustix::event::epoll;
 use rustix::io::Errno;
 use rustix::net::{
     AddressFamily, RecvFlags, SendFlags, SocketAddrAny, SocketAddrV4, SocketAddrV6, SocketFlags,
-    SocketType, accept_with, bind, listen, recv, recvfrom, send, sendto, socket_with, sockopt,
+    SocketType, acceptfrom_with, bind, connect, listen, recv, recvfrom, send, sendto, socket_with,
+    sockopt,
 };
 
 use super::pump::Pumps;
@@ -36,7 +43,32 @@ const DATAGRAM_MAX: usize = 65507;
 const UDP_LISTENER: u64 = 1;
 const UDP_FLOW: u64 = 2;
 
-/// One UDP client: its address and the socket the child connected for it.
+/// How long the parent waits for the child to hand over a batch of sockets.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pools of sockets made by the child: IPv4 and IPv6, each TCP, UDP and transparent TCP
+/// (the `proto` of `SocketsWanted`).
+const POOLS: usize = 6;
+/// A pool this low asks for the next batch, so one is usually there before it runs dry.
+const LOW_WATER: usize = MAX_SOCKETS as usize / 2;
+/// Epoll data of the child's socket in the listeners' set.
+const CHILD_EVENT: u64 = u64::MAX;
+
+/// Where connections to a port go inside the namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Target {
+    addr: SocketAddr,
+    udp: bool,
+    /// Connections may come from the client's address (TCP to an address of the namespace,
+    /// with `--source-ip-transparent`).
+    transparent: bool,
+}
+
+/// Sockets the child made, waiting to be connected.
+struct Pool {
+    fds: Vec<OwnedFd>,
+}
+
+/// One UDP client: its address and the socket connected for it.
 struct Flow {
     peer: SocketAddrAny,
     sock: OwnedFd,
@@ -46,7 +78,7 @@ struct Flow {
 struct Port {
     status: PortStatus,
     listener: OwnedFd,
-    dial: PortConnect,
+    target: Target,
     /// UDP only: `MAX_FLOWS` slots, allocated when the port is added.
     flows: Vec<Option<Flow>>,
 }
@@ -55,9 +87,24 @@ struct State {
     next_id: u32,
     ports: Vec<Port>,
     pumps: Pumps,
-    child: Option<UnixStream>,
+    supply: Supply,
     /// Holds one datagram in flight; allocated with the first UDP port.
     buf: Vec<u8>,
+}
+
+/// Where sockets inside the namespace come from.
+struct Supply {
+    child: Option<UnixStream>,
+    /// Sockets from the child, by [`pool_index`]; each holds at most one batch and a half.
+    pools: [Pool; POOLS],
+    /// Pools whose batch was asked for, oldest first (at most one request per pool).
+    pending: Vec<usize>,
+    /// The listeners' epoll set, where the child's socket is registered.
+    epoll: Option<OwnedFd>,
+    /// `--source-ip-transparent`, and the child's address on its interface (a connection
+    /// to it, like one to loopback, stays in the namespace).
+    transparent: bool,
+    child_ip: Option<IpAddr>,
 }
 
 /// The driver; shared with the API server as `Arc<dyn PortDriver>`.
@@ -89,7 +136,16 @@ impl Builtin {
                 next_id: 1,
                 ports: Vec::new(),
                 pumps,
-                child: None,
+                supply: Supply {
+                    child: None,
+                    pools: std::array::from_fn(|_| Pool {
+                        fds: Vec::with_capacity(LOW_WATER + usize::from(MAX_SOCKETS)),
+                    }),
+                    pending: Vec::with_capacity(POOLS),
+                    epoll: None,
+                    transparent: false,
+                    child_ip: None,
+                },
                 buf: Vec::new(),
             }),
         })
@@ -101,9 +157,28 @@ impl Builtin {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The socket on which the child answers connect requests.
+    /// The socket on which the child hands over sockets. Its answers are read from the
+    /// parent's loop as they come (it is in the listeners' epoll set).
     pub fn attach_child(&self, sock: UnixStream) {
-        self.lock().child = Some(sock);
+        let mut st = self.lock();
+        st.supply.epoll = self.listeners.try_clone().ok();
+        if let Some(ep) = &st.supply.epoll {
+            let _ = epoll::add(
+                ep,
+                &sock,
+                epoll::EventData::new_u64(CHILD_EVENT),
+                epoll::EventFlags::IN,
+            );
+        }
+        st.supply.child = Some(sock);
+    }
+
+    /// `--source-ip-transparent`: TCP connections to loopback or to `child_ip` inside come
+    /// from the client's address. Ports added before this keep their targets.
+    pub fn enable_transparency(&self, child_ip: Option<IpAddr>) {
+        let mut st = self.lock();
+        st.supply.transparent = true;
+        st.supply.child_ip = child_ip;
     }
 
     /// The two descriptors the parent's loop polls: waiting connections, and data to move.
@@ -129,6 +204,10 @@ impl Builtin {
         let st = &mut *guard;
         for ev in &events[..n] {
             let raw = ev.data.u64();
+            if raw == CHILD_EVENT {
+                st.supply.receive();
+                continue;
+            }
             let id = raw as u32;
             if raw >> 32 != 0 {
                 udp_ready(st, &self.listeners, id, raw >> 32);
@@ -138,15 +217,20 @@ impl Builtin {
                 let Some(port) = st.ports.iter().find(|p| p.status.id == id) else {
                     break;
                 };
-                let conn =
-                    match accept_with(&port.listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)
-                    {
-                        Ok(c) => c,
-                        Err(_) => break,
-                    };
-                let dial = port.dial;
-                let Some(inner) = connect_in_child(&mut st.child, &dial) else {
-                    // Nothing listens inside (or the child is gone): the client sees a close.
+                let (conn, peer) = match acceptfrom_with(
+                    &port.listener,
+                    SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+                ) {
+                    Ok(c) => c,
+                    Err(_) => break,
+                };
+                let target = port.target;
+                let source = peer
+                    .and_then(|p| SocketAddr::try_from(p).ok())
+                    .and_then(|p| source_for(target, p));
+                let Some(inner) = connect_inside(&mut st.supply, target, source) else {
+                    // No socket from the child, or the connect failed at once: the client
+                    // sees a close. A refusal that comes later closes the pair in the pumps.
                     continue;
                 };
                 // On error (too many connections) both sockets are closed by the pumps.
@@ -161,20 +245,141 @@ impl Builtin {
     }
 }
 
-/// Asks the child for a socket connected to `dial`; `None` when it cannot.
-fn connect_in_child(child: &mut Option<UnixStream>, dial: &PortConnect) -> Option<OwnedFd> {
-    let sock = child.as_ref()?;
-    if child::fdpass::send(sock, &Msg::PortConnect(*dial), None).is_err() {
-        *child = None;
+/// Which pool serves `family` (4 or 6) and `proto` (0 TCP, 1 UDP, 2 transparent TCP).
+fn pool_index(family: u8, proto: u8) -> usize {
+    usize::from(family == 6) * 3 + usize::from(proto)
+}
+
+/// The address a connection to `target` should come from: the client's, when the port is
+/// transparent and the client is not on the host's loopback (inside, that would be the
+/// namespace's own) and of the target's family (an IPv4 client of a dual-stack listener
+/// arrives as `::ffff:a.b.c.d`).
+fn source_for(target: Target, client: SocketAddr) -> Option<SocketAddr> {
+    if !target.transparent {
         return None;
     }
-    match child::fdpass::recv(sock) {
-        Ok((Msg::PortConnected(0), Some(fd))) => Some(fd),
-        Ok((Msg::PortConnected(_), _)) => None,
-        _ => {
-            *child = None;
-            None
+    let ip = match client.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    if ip.is_loopback() || ip.is_unspecified() || ip.is_ipv4() != target.addr.is_ipv4() {
+        return None;
+    }
+    Some(SocketAddr::new(ip, client.port()))
+}
+
+impl Supply {
+    /// Stops using the child's socket (it is gone or talks nonsense). The socket is a dup of
+    /// the one the parent's loop watches, so it must leave the epoll set explicitly, or it
+    /// would stay readable there at end of file.
+    fn lose_child(&mut self) {
+        if let (Some(ep), Some(sock)) = (&self.epoll, &self.child) {
+            let _ = epoll::delete(ep, sock);
         }
+        self.child = None;
+        self.pending.clear();
+    }
+
+    /// Asks the child for a batch for pool `i` unless one is on its way.
+    fn request(&mut self, i: usize) {
+        if self.pending.contains(&i) {
+            return;
+        }
+        let Some(sock) = self.child.as_ref() else {
+            return;
+        };
+        let want = Msg::SocketsWanted(SocketsWanted {
+            family: if i < 3 { 4 } else { 6 },
+            proto: (i % 3) as u8,
+            count: MAX_SOCKETS,
+        });
+        if child::fdpass::send(sock, &want, &[]).is_err() {
+            self.lose_child();
+            return;
+        }
+        self.pending.push(i);
+    }
+
+    /// Reads the child's answer to the oldest request (the socket is readable), into its
+    /// pool. The child answers in order, one frame each, so this never reads half a frame.
+    fn receive(&mut self) {
+        let Some(sock) = self.child.as_ref() else {
+            return;
+        };
+        if self.pending.is_empty() {
+            // Nothing asked: end of file (the child is gone) or garbage.
+            self.lose_child();
+            return;
+        }
+        let i = self.pending.remove(0);
+        let pool = &mut self.pools[i];
+        let before = pool.fds.len();
+        match child::fdpass::recv(sock, &mut pool.fds) {
+            Ok(Msg::SocketsMade(m)) if i % 3 == 2 && m.count > 0 && m.transparent == 0 => {
+                // The child could not set up the routing for this family (it said why):
+                // these are plain sockets, which must not be bound to a foreign address.
+                pool.fds.truncate(before);
+                self.transparent = false;
+            }
+            Ok(Msg::SocketsMade(_)) => {}
+            _ => {
+                pool.fds.truncate(before);
+                self.lose_child();
+            }
+        }
+    }
+
+    /// A socket for pool `i`, asking for the next batch while this one runs low. When the
+    /// pool is empty, waits up to [`CHILD_TIMEOUT`] for the answer on its way; `None` when
+    /// the child cannot make sockets or is gone.
+    fn take(&mut self, i: usize) -> Option<OwnedFd> {
+        if self.pools[i].fds.len() <= LOW_WATER {
+            self.request(i);
+        }
+        let deadline = Instant::now() + CHILD_TIMEOUT;
+        while self.pools[i].fds.is_empty() && self.pending.contains(&i) {
+            let sock = self.child.as_ref()?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = rustix::event::Timespec::try_from(left).ok()?;
+            let mut fds = [rustix::event::PollFd::new(
+                sock,
+                rustix::event::PollFlags::IN,
+            )];
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
+                Ok(0) => return None,
+                Ok(_) => self.receive(),
+                Err(Errno::INTR) => {}
+                Err(_) => return None,
+            }
+        }
+        self.pools[i].fds.pop()
+    }
+}
+
+/// Connects a socket from the child to `target`, from `source` when given and possible.
+/// TCP connects without waiting: the pumps move data once it is established.
+fn connect_inside(st: &mut Supply, target: Target, source: Option<SocketAddr>) -> Option<OwnedFd> {
+    let family = if target.addr.is_ipv4() { 4 } else { 6 };
+    let proto = match (target.udp, source.is_some() && st.transparent) {
+        (true, _) => 1,
+        (false, true) => 2,
+        (false, false) => 0,
+    };
+    let sock = match st.take(pool_index(family, proto)) {
+        Some(s) => s,
+        // Transparency fell through: connect from the namespace's own address.
+        None if proto == 2 => st.take(pool_index(family, 0))?,
+        None => return None,
+    };
+    if proto == 2
+        && let Some(src) = source
+    {
+        // Taken (say, the client's port is in use inside): then from our own address.
+        let _ = bind(&sock, &src);
+    }
+    match connect(&sock, &target.addr) {
+        Ok(()) | Err(Errno::INPROGRESS) => Some(sock),
+        Err(_) => None,
     }
 }
 
@@ -182,7 +387,7 @@ fn connect_in_child(child: &mut Option<UnixStream>, dial: &PortConnect) -> Optio
 /// flow `kind - UDP_FLOW`, after closing the port's idle flows.
 fn udp_ready(st: &mut State, epfd: &OwnedFd, id: u32, kind: u64) {
     let State {
-        ports, child, buf, ..
+        ports, supply, buf, ..
     } = st;
     let Some(port) = ports
         .iter_mut()
@@ -232,17 +437,16 @@ fn udp_ready(st: &mut State, epfd: &OwnedFd, id: u32, kind: u64) {
                     .min_by_key(|&i| port.flows[i].as_ref().map(|f| f.last))
                     .unwrap_or(0);
                 port.flows[i] = None;
-                let Some(sock) = connect_in_child(child, &port.dial) else {
+                let Some(sock) = connect_inside(supply, port.target, None) else {
                     continue;
                 };
-                if rustix::io::ioctl_fionbio(&sock, true).is_err()
-                    || epoll::add(
-                        epfd,
-                        &sock,
-                        epoll::EventData::new_u64((UDP_FLOW + i as u64) << 32 | u64::from(id)),
-                        epoll::EventFlags::IN,
-                    )
-                    .is_err()
+                if epoll::add(
+                    epfd,
+                    &sock,
+                    epoll::EventData::new_u64((UDP_FLOW + i as u64) << 32 | u64::from(id)),
+                    epoll::EventFlags::IN,
+                )
+                .is_err()
                 {
                     continue;
                 }
@@ -276,7 +480,10 @@ impl PortDriver for Builtin {
             return Err(format!("unsupported port protocol {proto}"));
         }
         let listener = listen_on(&spec, udp)?;
-        let dial = dial_target(&spec)?;
+        let mut target = dial_target(&spec)?;
+        target.transparent = st.supply.transparent
+            && !udp
+            && (target.addr.ip().is_loopback() || Some(target.addr.ip()) == st.supply.child_ip);
         let id = st.next_id;
         let kind = if udp { UDP_LISTENER } else { 0 };
         epoll::add(
@@ -298,7 +505,7 @@ impl PortDriver for Builtin {
         st.ports.push(Port {
             status: status.clone(),
             listener,
-            dial,
+            target,
             flows,
         });
         Ok(status)
@@ -392,7 +599,7 @@ fn listen_on(spec: &PortSpec, udp: bool) -> Result<OwnedFd, String> {
 /// Where the child connects, as upstream decides: the child IP if given; else the parent IP
 /// when it names one address (so `-p 127.0.0.2:8080:80` reaches 127.0.0.2 inside); else
 /// 127.0.0.1.
-fn dial_target(spec: &PortSpec) -> Result<PortConnect, String> {
+fn dial_target(spec: &PortSpec) -> Result<Target, String> {
     let ip = if !spec.child_ip.is_empty() {
         parse_ip(&spec.child_ip).ok_or_else(|| format!("invalid ChildIP: {}", spec.child_ip))?
     } else {
@@ -401,19 +608,10 @@ fn dial_target(spec: &PortSpec) -> Result<PortConnect, String> {
             _ => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         }
     };
-    let (family, addr) = match ip {
-        IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            (4, b)
-        }
-        IpAddr::V6(a) => (6, a.octets()),
-    };
-    Ok(PortConnect {
-        family,
-        addr,
-        port: spec.child_port as u16,
-        proto: u8::from(spec.proto.starts_with("udp")),
+    Ok(Target {
+        addr: SocketAddr::new(ip, spec.child_port as u16),
+        udp: spec.proto.starts_with("udp"),
+        transparent: false,
     })
 }
 
@@ -433,28 +631,47 @@ mod tests {
 
     #[test]
     fn dial_targets_follow_upstream() {
-        let v4 = |a: [u8; 4]| {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a);
-            (4u8, b)
-        };
         for (s, want) in [
-            (spec("tcp", "", ""), v4([127, 0, 0, 1])),
-            (spec("tcp", "0.0.0.0", ""), v4([127, 0, 0, 1])),
-            (spec("tcp", "127.0.0.2", ""), v4([127, 0, 0, 2])),
-            (spec("tcp", "0.0.0.0", "10.0.2.100"), v4([10, 0, 2, 100])),
-            (
-                spec("tcp6", "::", ""),
-                (6, std::net::Ipv6Addr::UNSPECIFIED.octets()),
-            ),
-            (
-                spec("tcp", "0.0.0.0", "::1"),
-                (6, std::net::Ipv6Addr::LOCALHOST.octets()),
-            ),
+            (spec("tcp", "", ""), "127.0.0.1:80"),
+            (spec("tcp", "0.0.0.0", ""), "127.0.0.1:80"),
+            (spec("tcp", "127.0.0.2", ""), "127.0.0.2:80"),
+            (spec("tcp", "0.0.0.0", "10.0.2.100"), "10.0.2.100:80"),
+            (spec("tcp6", "::", ""), "[::]:80"),
+            (spec("tcp", "0.0.0.0", "::1"), "[::1]:80"),
         ] {
             let d = dial_target(&s).unwrap();
-            assert_eq!((d.family, d.addr, d.port), (want.0, want.1, 80), "{s:?}");
+            assert_eq!(d.addr, want.parse().unwrap(), "{s:?}");
         }
+    }
+
+    #[test]
+    fn connections_come_from_the_client_only_where_that_can_work() {
+        let t = |addr: &str, transparent| Target {
+            addr: addr.parse().unwrap(),
+            udp: false,
+            transparent,
+        };
+        let client = |a: &str| a.parse::<SocketAddr>().unwrap();
+        let lan = client("192.168.1.5:40000");
+        assert_eq!(source_for(t("127.0.0.1:80", true), lan), Some(lan));
+        assert_eq!(source_for(t("127.0.0.1:80", false), lan), None);
+        // A dual-stack listener's IPv4 client, unmapped.
+        assert_eq!(
+            source_for(
+                t("127.0.0.1:80", true),
+                client("[::ffff:192.168.1.5]:40000")
+            ),
+            Some(lan)
+        );
+        // Loopback clients and family mismatches connect from the namespace's address.
+        assert_eq!(
+            source_for(t("127.0.0.1:80", true), client("127.0.0.1:1234")),
+            None
+        );
+        assert_eq!(source_for(t("[::1]:80", true), lan), None);
+        let v6 = client("[2001:db8::7]:5555");
+        assert_eq!(source_for(t("[::1]:80", true), v6), Some(v6));
+        assert_eq!(source_for(t("[::1]:80", true), client("[::1]:5555")), None);
     }
 
     #[test]
@@ -480,22 +697,87 @@ mod tests {
         assert_eq!(b.add(s).unwrap().id, 2);
     }
 
-    /// Plays the child: answers every connect request with `child::ports::dial`.
-    fn fake_child(b: &Builtin) {
+    /// Plays the child: answers every request with `child::ports::make_sockets`, and
+    /// counts the requests.
+    fn fake_child(b: &Builtin) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
         let (ours, theirs) = UnixStream::pair().unwrap();
         b.attach_child(ours);
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = asked.clone();
         std::thread::spawn(move || {
-            while let Ok((Msg::PortConnect(c), _)) = child::fdpass::recv(&theirs) {
-                let _ = match child::ports::dial(&c) {
-                    Ok(fd) => {
-                        child::fdpass::send(&theirs, &Msg::PortConnected(0), Some(fd.as_fd()))
-                    }
-                    Err(e) => {
-                        child::fdpass::send(&theirs, &Msg::PortConnected(e.raw_os_error()), None)
-                    }
+            let mut none = Vec::new();
+            while let Ok(Msg::SocketsWanted(w)) = child::fdpass::recv(&theirs, &mut none) {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut fds: [Option<OwnedFd>; MAX_SOCKETS as usize] = Default::default();
+                let (count, errno) = match child::ports::make_sockets(&w, false, &mut fds) {
+                    Ok((n, _)) => (n, 0),
+                    Err(e) => (0, e.raw_os_error()),
                 };
+                let out: Vec<BorrowedFd<'_>> = fds.iter().flatten().map(|f| f.as_fd()).collect();
+                let made = proto::SocketsMade {
+                    count: count as u8,
+                    transparent: 0,
+                    errno,
+                };
+                let _ = child::fdpass::send(&theirs, &Msg::SocketsMade(made), &out);
             }
         });
+        asked
+    }
+
+    #[test]
+    fn tcp_connections_are_forwarded_with_one_child_round_trip_per_batch() {
+        use std::io::{Read, Write};
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let child_port = server.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in server.incoming() {
+                let Ok(mut c) = c else { continue };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 || c.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let b = std::sync::Arc::new(Builtin::new().unwrap());
+        let asked = fake_child(&b);
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let parent_port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let mut s = spec("tcp4", "127.0.0.1", "");
+        s.parent_port = parent_port as i64;
+        s.child_port = child_port as i64;
+        b.add(s).unwrap();
+        // The parent's loop, reduced to the driver.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let looper = {
+            let (b, stop) = (b.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    b.accept_ready();
+                    b.pump_ready();
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            })
+        };
+        let n = usize::from(MAX_SOCKETS) + 8;
+        for i in 0..n {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", parent_port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let msg = format!("hello {i}");
+            c.write_all(msg.as_bytes()).unwrap();
+            let mut got = vec![0u8; msg.len()];
+            c.read_exact(&mut got).unwrap();
+            assert_eq!(got, msg.as_bytes());
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        looper.join().unwrap();
+        // One batch served the first MAX_SOCKETS connections, a second one the rest.
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]
