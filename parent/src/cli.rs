@@ -2527,6 +2527,26 @@ mod tests {
                 ],
                 &[],
             ),
+            (
+                &["--net=lxc-user-nic", "sh"],
+                &[
+                    "specifying --disable-host-loopback is highly recommended to prohibit connecting to 127.0.0.1:* on the host namespace (requires pasta, slirp4netns, or VPNKit)",
+                    "\"lxc-user-nic\" network driver is experimental",
+                    "--disable-host-loopback is implicitly set for lxc-user-nic",
+                ],
+            ),
+            (
+                &[
+                    "--net=lxc-user-nic",
+                    "--disable-host-loopback",
+                    "--detach-netns",
+                    "--port-driver=builtin",
+                    "--mtu=9000",
+                    "--ifname=eth1",
+                    "sh",
+                ],
+                &["\"lxc-user-nic\" network driver is experimental"],
+            ),
         ];
         for (args, warnings) in cases {
             assert_eq!(
