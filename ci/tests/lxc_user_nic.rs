@@ -357,22 +357,8 @@ fn lxc_user_nic_failure_is_one_line_and_leaves_nothing() {
 #[test]
 fn lxc_user_nic_without_a_dhcp_server_times_out_with_one_line() {
     const DEAD: &str = "rkrsnodhcp0";
-    if let Err(why) = lxc_ready() {
+    if let Err(why) = extra_bridge(DEAD) {
         skip!("{why}");
-    }
-    let user = ci::test_user().unwrap();
-    let granted = std::fs::read_to_string("/etc/lxc/lxc-usernet").is_ok_and(|t| {
-        t.lines().any(|l| {
-            l.split_whitespace()
-                .take(3)
-                .eq([user.name.as_str(), "veth", DEAD])
-        })
-    });
-    if !Path::new("/sys/class/net").join(DEAD).exists() || !granted {
-        skip!(
-            "no bridge {DEAD} without DHCP granted to {} (see .ci/run)",
-            user.name
-        );
     }
     let d = ci::Scratch::new("lxcnodhcp");
     let started = std::time::Instant::now();
@@ -406,6 +392,77 @@ fn lxc_user_nic_without_a_dhcp_server_times_out_with_one_line() {
         started.elapsed()
     );
     assert_eq!(std::fs::read_dir(&d.path).unwrap().count(), 0);
+}
+
+/// Whether `bridge` exists and `/etc/lxc/lxc-usernet` grants it to the test user.
+fn extra_bridge(bridge: &str) -> Result<(), String> {
+    lxc_ready()?;
+    let user = ci::test_user().ok_or("no test user")?;
+    let granted = std::fs::read_to_string("/etc/lxc/lxc-usernet").is_ok_and(|t| {
+        t.lines().any(|l| {
+            l.split_whitespace()
+                .take(3)
+                .eq([user.name.as_str(), "veth", bridge])
+        })
+    });
+    if !Path::new("/sys/class/net").join(bridge).exists() || !granted {
+        return Err(format!(
+            "no bridge {bridge} granted to {} (see .ci/run)",
+            user.name
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn lxc_user_nic_renews_the_lease() {
+    // .ci/run serves 2-minute leases on this bridge; the child renews at 0.9 x 120 s.
+    const SHORT: &str = "rkrslease0";
+    const LEASES: &str = "/var/lib/misc/dnsmasq.rkrslease0.leases";
+    if let Err(why) = extra_bridge(SHORT) {
+        skip!("{why}");
+    }
+    let epoch = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let started = epoch();
+    let o = rootlesskit([
+        "--net=lxc-user-nic",
+        "--disable-host-loopback",
+        &format!("--lxc-user-nic-bridge={SHORT}"),
+        "sh",
+        "-c",
+        "busybox ip -4 -o addr show dev eth0; sleep 118",
+    ])
+    .timeout(Duration::from_secs(200))
+    .output();
+    ok(&o);
+    assert!(!o.stderr.contains("DHCP renewal"), "{}", o.stderr);
+    let ip = o
+        .stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|c| c.split_once('/'))
+        .map(|(ip, _)| ip.to_string())
+        .unwrap_or_else(|| panic!("no address: {}", o.stdout));
+    // dnsmasq's lease file: "<expiry epoch> <mac> <ip> <name> <client id>".
+    let leases = std::fs::read_to_string(LEASES).unwrap();
+    let expiry: u64 = leases
+        .lines()
+        .find(|l| l.split_whitespace().nth(2) == Some(ip.as_str()))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{ip} not in {LEASES}: {leases}"));
+    // The first lease ended about 2 minutes after the start; a renewal near 108 s pushed it
+    // to about 228 s.
+    assert!(
+        expiry >= started + 200,
+        "lease of {ip} expires {}s after the start: not renewed",
+        expiry.saturating_sub(started)
+    );
 }
 
 #[test]
