@@ -317,6 +317,20 @@ impl Run {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program.display()))
     }
 
+    /// Starts in the background with stdout and stderr both written to the file `log`, for a
+    /// daemon whose output would fill a pipe that nobody reads while the test talks to it.
+    pub fn spawn_logged(&self, log: &Path) -> Child {
+        let file = fs::File::create(log)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let copy = file.try_clone().unwrap();
+        self.command()
+            .stdin(Stdio::null())
+            .stdout(copy)
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program.display()))
+    }
+
     /// Like [`Run::spawn`], with a pipe on stdin for the test to write to.
     pub fn spawn_with_stdin(&self) -> Child {
         self.command()

@@ -747,3 +747,78 @@ fn no_helper_programs_are_executed() {
         assert!(programs.iter().any(|x| x == p), "{p} missing:\n{trace}");
     }
 }
+
+/// The stderr lines of `rootlesskit --propagation=PROP true` that are about propagation, run
+/// directly or, when `unshare` is given, as root in `unshare --mount --propagation=X`.
+fn propagation_warnings(prop: &str, unshare: Option<&str>) -> Vec<String> {
+    let flag = format!("--propagation={prop}");
+    let o = match unshare {
+        None => rootlesskit([flag.as_str(), "true"]).output(),
+        Some(root_prop) => {
+            let u = test_user().unwrap();
+            let child = std::process::Command::new("unshare")
+                .args(["--mount", &format!("--propagation={root_prop}"), "setpriv"])
+                .args([&format!("--reuid={}", u.uid), &format!("--regid={}", u.gid)])
+                .args(["--clear-groups", "--"])
+                .arg(ci::bin_dir().join("rootlesskit"))
+                .args([flag.as_str(), "true"])
+                .env("HOME", "/")
+                .current_dir("/")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            ci::wait_output(child, Duration::from_secs(30))
+        }
+    };
+    ok(&o);
+    o.stderr
+        .lines()
+        .filter(|l| l.contains("propagation"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn propagation_warns_when_the_host_root_is_not_shared() {
+    // Upstream warns (and carries on) when a non-private --propagation, such as
+    // dockerd-rootless.sh's rslave, is asked for while the host's / is not a shared mount (as
+    // inside a container), so that the child would not see the host's later mounts.
+    let root = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.get(4) == Some(&"/"))
+        .map(|f| {
+            let end = f.iter().position(|x| *x == "-").unwrap();
+            f[6..end].join(" ")
+        })
+        .unwrap();
+    let warning = |optional: &str| {
+        format!(
+            "[rootlesskit:parent] warning: The host root filesystem is mounted as \"{optional}\". Setting child propagation to \"rslave\" is not supported."
+        )
+    };
+    assert_eq!(propagation_warnings("rprivate", None), Vec::<String>::new());
+    let expect = if root.contains("shared") {
+        vec![]
+    } else {
+        vec![warning(&root)]
+    };
+    assert_eq!(
+        propagation_warnings("rslave", None),
+        expect,
+        "/ is {root:?}"
+    );
+    if !am_root() {
+        skip!("needs root to try both a shared and a private host /");
+    }
+    assert_eq!(
+        propagation_warnings("rslave", Some("private")),
+        vec![warning("")]
+    );
+    assert_eq!(
+        propagation_warnings("rslave", Some("shared")),
+        Vec::<String>::new()
+    );
+}

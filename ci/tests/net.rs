@@ -400,3 +400,97 @@ fn pasta_implicit_port_driver_forwards_what_the_target_listens_on() {
     ci::send_signal(child.id(), "TERM");
     let _ = ci::wait_output(child, Duration::from_secs(10));
 }
+
+/// Pids of live pasta processes whose command line mentions `needle` (the state dir: pasta's
+/// `--pid` argument is in it). Debian's pasta is a link to passt, which re-executes itself as
+/// `passt.avx2` where it can, so the command name can be either.
+fn pastas_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if (comm.starts_with("pasta") || comm.starts_with("passt"))
+            && let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline"))
+            && String::from_utf8_lossy(&cmd).contains(needle)
+            && ci::pid_alive(pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn sigkill_of_rootlesskit_leaves_no_pasta_behind() {
+    if !have("pasta") || !tun_usable() {
+        skip!("pasta or /dev/net/tun is not available");
+    }
+    let d = ci::Scratch::new("pasta-sigkill");
+    let state = d.join("state");
+    let needle = state.display().to_string();
+    let child = rootlesskit([
+        format!("--state-dir={needle}"),
+        "--net=pasta".into(),
+        "--port-driver=implicit".into(),
+        "--disable-host-loopback".into(),
+        "sleep".into(),
+        "60".into(),
+    ])
+    .spawn();
+    assert!(
+        ci::wait_until(Duration::from_secs(15), || state.join("child_pid").exists()),
+        "rootlesskit did not get ready"
+    );
+    let running = pastas_mentioning(&needle);
+    ci::send_signal(child.id(), "KILL");
+    let _ = ci::wait_output(child, Duration::from_secs(10));
+    assert_eq!(
+        running.len(),
+        1,
+        "pasta ran while the target did: {running:?}"
+    );
+    assert!(
+        ci::wait_until(Duration::from_secs(5), || pastas_mentioning(&needle)
+            .is_empty()),
+        "pasta survived SIGKILL of rootlesskit: {:?}",
+        pastas_mentioning(&needle)
+    );
+}
+
+#[test]
+fn pasta_dying_under_a_running_target_is_reported() {
+    if !have("pasta") || !tun_usable() {
+        skip!("pasta or /dev/net/tun is not available");
+    }
+    let d = ci::Scratch::new("pasta-dies");
+    let state = d.join("state");
+    let needle = state.display().to_string();
+    let child = rootlesskit([
+        format!("--state-dir={needle}"),
+        "--net=pasta".into(),
+        "sleep".into(),
+        "60".into(),
+    ])
+    .spawn();
+    assert!(
+        ci::wait_until(Duration::from_secs(15), || state.join("child_pid").exists()),
+        "rootlesskit did not get ready"
+    );
+    let running = pastas_mentioning(&needle);
+    for pid in &running {
+        ci::send_signal(*pid, "KILL");
+    }
+    // As upstream, the target keeps running without a network; rootlesskit says so once.
+    std::thread::sleep(Duration::from_millis(500));
+    ci::send_signal(child.id(), "TERM");
+    let o = ci::wait_output(child, Duration::from_secs(10));
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert!(
+        o.stderr
+            .contains("network driver pasta exited while the target was running: signal: killed"),
+        "{}",
+        o.stderr
+    );
+}

@@ -423,3 +423,29 @@ fn udp_datagrams_from_several_clients_come_back_to_each() {
     // The port is free again once removed.
     assert!(UdpSocket::bind(to).is_ok());
 }
+
+#[test]
+fn privileged_port_error_says_how_to_allow_it() {
+    // Upstream's hint, which rootless Docker users read in `docker run -p 80:80`'s error.
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if start == 0 {
+        skip!("net.ipv4.ip_unprivileged_port_start is 0: no port is privileged here");
+    }
+    let port = start - 1;
+    let Some(r) = Running::start("ports-privileged", &[]) else {
+        skip!("slirp4netns or python3 is not installed");
+    };
+    let o = r.ctl(&["add-ports", &format!("127.0.0.1:{port}:8000/tcp")]);
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert_eq!(
+        o.stderr.trim(),
+        format!(
+            "error: cannot expose privileged port {port}, you can add 'net.ipv4.ip_unprivileged_port_start={port}' to /etc/sysctl.conf (currently {start}), or set CAP_NET_BIND_SERVICE on rootlesskit binary, or choose a larger port number (>= {start}): listen tcp 127.0.0.1:{port}: bind: permission denied"
+        )
+    );
+    // Nothing was published.
+    assert_eq!(r.ctl(&["list-ports"]).stdout.lines().count(), 1);
+}

@@ -274,7 +274,7 @@ fn finish_combined(
 // Network drivers: slirp4netns and pasta (used by `net`).
 
 /// `exe args...` run to completion with stdout and stderr on one pipe, like Go's `CombinedOutput`:
-/// the `--help` and `--version` probes, and pasta, which daemonizes and returns.
+/// the drivers' `--help` and `--version` probes.
 ///
 /// # Errors
 /// Only when the program cannot be started: `fork/exec <exe>: <errno text>`.
@@ -299,7 +299,7 @@ pub fn run_with_output(
     Ok((status, output))
 }
 
-/// Starts a long-running helper (slirp4netns): `exe args...` with the parent's environment, in a
+/// Starts a long-running helper (slirp4netns, pasta): `exe args...` with the parent's environment, in a
 /// session of its own, with `SIGKILL` as its parent-death signal, and each `(fd, number)` of `fds`
 /// placed at that number (the rest of our descriptors are close-on-exec).
 ///

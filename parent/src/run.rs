@@ -19,7 +19,7 @@ use rustix::thread::UnshareFlags;
 
 use crate::cli::{Config, Net, PortDriver, Reaper};
 use crate::statedir::StateDir;
-use crate::{api, idmap, net, warn};
+use crate::{api, exec, idmap, net, warn};
 
 /// How a run ends: an exit code, and the error line to print first, if any.
 pub struct Outcome {
@@ -148,7 +148,40 @@ fn preflight_warnings(cfg: &Config) {
             _ => {}
         }
     }
-    let _ = cfg;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    match root_optional_fields(&mountinfo) {
+        None => warn("Failed to parse mountinfo"),
+        Some(optional) => {
+            if let Some(w) = propagation_warning(cfg.propagation.as_str(), optional) {
+                warn(&w);
+            }
+        }
+    }
+}
+
+/// The optional fields (`shared:1`, `master:363`, ...) of the first `/` mount in a
+/// mountinfo text, space-joined; `None` when there is no such line.
+fn root_optional_fields(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.get(4) != Some(&"/") {
+            return None;
+        }
+        let end = fields.iter().skip(6).position(|f| *f == "-")?;
+        Some(fields[6..6 + end].join(" "))
+    })
+}
+
+/// Upstream's warning for a non-private `--propagation` when the host's `/` is not a shared
+/// mount (as inside a container): the child cannot receive the host's later mounts then.
+fn propagation_warning(propagation: &str, root_optional: String) -> Option<String> {
+    (!propagation.contains("private") && !root_optional.contains("shared")).then(|| {
+        format!(
+            "The host root filesystem is mounted as {}. Setting child propagation to {} is not supported.",
+            exec::quote(&root_optional),
+            exec::quote(propagation)
+        )
+    })
 }
 
 struct Session<'a> {
@@ -854,6 +887,53 @@ fn child_env(state: &Path) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn propagation_warning_when_root_is_not_shared() {
+        let host = "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
+                    23 22 0:5 / /dev rw shared:2 - devtmpfs devtmpfs rw\n";
+        let container = "600 500 0:50 / / rw master:363 - overlay overlay rw\n";
+        let private = "30 29 0:2 /x /home rw - ext4 /dev/vdb rw\n\
+                       31 29 0:3 / / rw - ext4 /dev/vda rw\n";
+        assert_eq!(root_optional_fields(host).as_deref(), Some("shared:1"));
+        assert_eq!(
+            root_optional_fields(container).as_deref(),
+            Some("master:363")
+        );
+        assert_eq!(root_optional_fields(private).as_deref(), Some(""));
+        assert_eq!(
+            root_optional_fields("31 29 0:3 / /home rw - ext4 x rw\n"),
+            None
+        );
+        assert_eq!(root_optional_fields("31 29 0:3 / / rw shared:1\n"), None);
+        let two = "31 29 0:3 / / rw shared:4 master:1 - ext4 x rw\n";
+        assert_eq!(
+            root_optional_fields(two).as_deref(),
+            Some("shared:4 master:1")
+        );
+
+        let warns =
+            |prop: &str, info: &str| propagation_warning(prop, root_optional_fields(info).unwrap());
+        for prop in ["rprivate", "private"] {
+            assert_eq!(warns(prop, container), None, "{prop}");
+            assert_eq!(warns(prop, private), None, "{prop}");
+        }
+        for prop in ["rslave", "slave", "rshared", "shared", "bogus"] {
+            assert_eq!(warns(prop, host), None, "{prop}");
+        }
+        assert_eq!(
+            warns("rslave", container).as_deref(),
+            Some(
+                "The host root filesystem is mounted as \"master:363\". Setting child propagation to \"rslave\" is not supported."
+            )
+        );
+        assert_eq!(
+            warns("slave", private).as_deref(),
+            Some(
+                "The host root filesystem is mounted as \"\". Setting child propagation to \"slave\" is not supported."
+            )
+        );
+    }
 
     #[test]
     fn detached_netns_is_reached_through_the_childs_root() {

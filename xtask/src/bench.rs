@@ -1068,6 +1068,8 @@ struct FwdSeries {
     rates: Vec<f64>,
     /// CPU seconds of the rootlesskit parent per GB received, one per round (throughput).
     cpu_per_gb: Vec<f64>,
+    /// Percent of that CPU time spent in the kernel, one per round (throughput).
+    kernel_pct: Vec<f64>,
     /// Every timed connection's connect + echo time in ms, all rounds (connection test).
     latency_ms: Vec<f64>,
     error: Option<String>,
@@ -1105,6 +1107,10 @@ struct Forwarding {
     /// Why the connection rows did not run (no python3).
     conns_skipped: Option<String>,
     throughput: Vec<FwdSeries>,
+    /// UDP throughput, the same rounds with `iperf3 -u`.
+    udp: Vec<FwdSeries>,
+    /// A perf profile of each side's parent during TCP forwarding, or why not.
+    profiles: Vec<(&'static str, std::result::Result<Profile, String>)>,
     conns: Vec<FwdSeries>,
 }
 
@@ -1114,6 +1120,8 @@ struct Transfer {
     bytes: f64,
     /// CPU seconds of the watched process during the client run.
     cpu_s: Option<f64>,
+    /// The part of `cpu_s` spent in the kernel (`stime`).
+    kernel_s: Option<f64>,
 }
 
 /// `rootlesskit --state-dir=... FLAGS -p 127.0.0.1:PORT:INNER/tcp TARGET...`.
@@ -1129,8 +1137,8 @@ fn fwd_argv(side: &Side, state: &str, port: &str, inner: u16, target: &[&str]) -
     v
 }
 
-fn iperf_client_argv(port: &str) -> Vec<String> {
-    [
+fn iperf_client_argv(port: &str, udp: bool) -> Vec<String> {
+    let mut v: Vec<String> = [
         "iperf3",
         "-c",
         "127.0.0.1",
@@ -1142,7 +1150,24 @@ fn iperf_client_argv(port: &str) -> Vec<String> {
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect()
+    .collect();
+    if udp {
+        // As fast as the sender can (upstream's benchmark asks for 100G, the same thing).
+        v.extend(["-u", "-b", "0"].map(String::from));
+    }
+    v
+}
+
+/// The iperf3 server inside a side's rootlesskit; UDP also publishes the UDP port (the
+/// TCP one carries iperf3's control connection).
+fn iperf_server_argv(side: &Side, state: &str, port: &str, udp: bool) -> Vec<String> {
+    let mut v = fwd_argv(side, state, port, IPERF_PORT, &[]);
+    if udp {
+        v.push("-p".into());
+        v.push(format!("127.0.0.1:{port}:{IPERF_PORT}/udp"));
+    }
+    v.extend(iperf_target().map(String::from));
+    v
 }
 
 fn iperf_target() -> [&'static str; 2] {
@@ -1182,6 +1207,73 @@ pub fn echo_server(port: u16) -> Result<()> {
     serve_echo(l)
 }
 
+/// [`FWD_ROUNDS`] iperf3 rounds of TCP (or UDP) through ours, the reference and the
+/// loopback ceiling.
+fn throughput_rounds(
+    runner: &Runner,
+    sides: &[Side],
+    state_root: &Path,
+    udp: bool,
+) -> Vec<FwdSeries> {
+    let what = if udp { "udp" } else { "throughput" };
+    let mut series: Vec<FwdSeries> = sides
+        .iter()
+        .map(|s| FwdSeries::new(s.who, iperf_server_argv(s, STATE_DIR, PORT, udp)))
+        .collect();
+    series.push(FwdSeries::new(
+        LOOPBACK,
+        ["iperf3", "-s", "-p", PORT].map(String::from).to_vec(),
+    ));
+    for round in 0..FWD_ROUNDS {
+        progress(&format!("{what} round"), round + 1, FWD_ROUNDS);
+        let n = series.len();
+        for k in 0..n {
+            // ours and the reference swap order each round; the ceiling runs last.
+            let i = if round % 2 == 1 && k + 1 < n {
+                n - 2 - k
+            } else {
+                k
+            };
+            let s = &mut series[i];
+            if s.error.is_some() {
+                continue;
+            }
+            let state = state_root.join(format!("{}-{what}-{round}", s.who));
+            let result = match sides.iter().find(|side| side.who == s.who) {
+                Some(side) => iperf_forwarded(runner, side, &state, udp),
+                None => iperf_loopback(runner, udp),
+            };
+            let _ = fs::remove_dir_all(&state);
+            match result {
+                Ok(t) => {
+                    s.rates.push(t.bits_per_second / 1e9);
+                    if let Some(cpu) = t.cpu_s.filter(|_| t.bytes > 0.0) {
+                        s.cpu_per_gb.push(cpu / (t.bytes / 1e9));
+                        if let Some(k) = t.kernel_s.filter(|_| cpu > 0.0) {
+                            s.kernel_pct.push(100.0 * k / cpu);
+                        }
+                    }
+                }
+                Err(e) => {
+                    println!("\nbench: {what} {} failed: {e}", s.who);
+                    s.error = Some(e);
+                }
+            }
+        }
+    }
+    progress_done();
+    series
+}
+
+/// Whether xtask runs as root (perf needs it to see another user's process and the
+/// kernel's symbols).
+fn running_as_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| status_ids(&st, "Uid:"))
+        == Some(0)
+}
+
 /// Throughput and connection rounds of ours, the reference and the loopback ceilings.
 fn forwarding(runner: &Runner, sides: &[Side], state_root: &Path, echo: &str) -> Forwarding {
     let mut f = Forwarding::default();
@@ -1190,54 +1282,17 @@ fn forwarding(runner: &Runner, sides: &[Side], state_root: &Path, echo: &str) ->
         return f;
     }
     if Path::new(IPERF3).is_file() {
-        f.throughput = sides
-            .iter()
-            .map(|s| {
-                FwdSeries::new(
-                    s.who,
-                    fwd_argv(s, STATE_DIR, PORT, IPERF_PORT, &iperf_target()),
-                )
-            })
-            .collect();
-        f.throughput.push(FwdSeries::new(
-            LOOPBACK,
-            ["iperf3", "-s", "-p", PORT].map(String::from).to_vec(),
-        ));
-        for round in 0..FWD_ROUNDS {
-            progress("throughput round", round + 1, FWD_ROUNDS);
-            let n = f.throughput.len();
-            for k in 0..n {
-                // ours and the reference swap order each round; the ceiling runs last.
-                let i = if round % 2 == 1 && k + 1 < n {
-                    n - 2 - k
-                } else {
-                    k
-                };
-                let s = &mut f.throughput[i];
-                if s.error.is_some() {
-                    continue;
-                }
-                let state = state_root.join(format!("{}-iperf-{round}", s.who));
-                let result = match sides.iter().find(|side| side.who == s.who) {
-                    Some(side) => iperf_forwarded(runner, side, &state),
-                    None => iperf_loopback(runner),
-                };
+        f.throughput = throughput_rounds(runner, sides, state_root, false);
+        f.udp = throughput_rounds(runner, sides, state_root, true);
+        if on_path("perf") && running_as_root() {
+            for side in sides {
+                println!("bench: profiling {} while it forwards", side.who);
+                let state = state_root.join(format!("{}-profile", side.who));
+                let p = profile_forwarding(runner, side, &state);
                 let _ = fs::remove_dir_all(&state);
-                match result {
-                    Ok(t) => {
-                        s.rates.push(t.bits_per_second / 1e9);
-                        if let Some(cpu) = t.cpu_s.filter(|_| t.bytes > 0.0) {
-                            s.cpu_per_gb.push(cpu / (t.bytes / 1e9));
-                        }
-                    }
-                    Err(e) => {
-                        println!("\nbench: throughput {} failed: {e}", s.who);
-                        s.error = Some(e);
-                    }
-                }
+                f.profiles.push((side.who, p));
             }
         }
-        progress_done();
     } else {
         f.throughput_skipped = Some(format!("{IPERF3} is not installed"));
     }
@@ -1388,23 +1443,23 @@ fn free_port() -> Result<u16> {
 }
 
 /// `utime + stime` of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
+fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     stat_cpu_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// Fields 14 and 15 (`utime`, `stime`) of /proc/<pid>/stat, summed.
-fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+/// Fields 14 and 15 (`utime`, `stime`) of /proc/<pid>/stat.
+fn stat_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     // `rest` starts at field 3 (state).
     let mut f = rest.split_whitespace().skip(11);
     let utime: u64 = f.next()?.parse().ok()?;
     let stime: u64 = f.next()?.parse().ok()?;
-    utime.checked_add(stime)
+    Some((utime, stime))
 }
 
 /// Runs the iperf3 client against 127.0.0.1:`port`, reading `watch`'s CPU before and after.
-fn iperf_client(runner: &Runner, port: u16, watch: Option<u32>) -> Result<Transfer> {
-    let argv = iperf_client_argv(&port.to_string());
+fn iperf_client(runner: &Runner, port: u16, watch: Option<u32>, udp: bool) -> Result<Transfer> {
+    let argv = iperf_client_argv(&port.to_string(), udp);
     let before = watch.and_then(cpu_ticks);
     let timeout = Duration::from_secs(u64::from(IPERF_SECONDS) + 30);
     let out = run_capture(runner.command("machine", &[], &argv), timeout)?;
@@ -1416,31 +1471,148 @@ fn iperf_client(runner: &Runner, port: u16, watch: Option<u32>) -> Result<Transf
             format!("iperf3 client: {}: {e}", describe_status(out.status))
         }
     })?;
-    let cpu_s = match (before, after) {
-        (Some(b), Some(a)) if a >= b => Some((a - b) as f64 / CLK_TCK),
-        _ => None,
+    let (cpu_s, kernel_s) = match (before, after) {
+        (Some((bu, bs)), Some((au, as_))) if au >= bu && as_ >= bs => (
+            Some(((au - bu) + (as_ - bs)) as f64 / CLK_TCK),
+            Some((as_ - bs) as f64 / CLK_TCK),
+        ),
+        _ => (None, None),
     };
     Ok(Transfer {
         bits_per_second,
         bytes,
         cpu_s,
+        kernel_s,
     })
 }
 
-/// One throughput round through a side's builtin driver.
-fn iperf_forwarded(runner: &Runner, side: &Side, state: &Path) -> Result<Transfer> {
+// Where the forwarding time goes: a perf profile of the parent while iperf3 runs.
+
+/// Seconds the profiled iperf3 client sends, and how long perf samples in the middle.
+const PROFILE_CLIENT_SECONDS: u32 = 6;
+const PROFILE_SECONDS: u32 = 3;
+
+/// What one profiled forwarding run found: the share of the rootlesskit parent's CPU
+/// samples, per kernel path, with children (a sample in `tcp_sendmsg` under `splice` counts
+/// for both).
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Profile {
+    samples: u64,
+    /// `(symbol, percent with children)` for [`PROFILE_SYMBOLS`], in that order.
+    shares: Vec<(String, f64)>,
+    /// Percent of samples whose own frame is in user space (`[.]`).
+    user: f64,
+}
+
+/// The kernel paths shown, with what each one is.
+const PROFILE_SYMBOLS: &[(&str, &str)] = &[
+    ("do_syscall_64", "in system calls"),
+    ("__x64_sys_splice", "splice(2)"),
+    ("splice_to_socket", "… sending into a socket (TCP transmit)"),
+    ("tcp_splice_read", "… reading from a socket"),
+    (
+        "net_rx_action",
+        "loopback receive run for the peer (softirq)",
+    ),
+    ("__x64_sys_epoll_wait", "epoll_wait(2)"),
+    ("__x64_sys_epoll_pwait", "epoll_pwait(2)"),
+    ("__x64_sys_read", "read(2)"),
+    ("__x64_sys_write", "write(2)"),
+];
+
+/// Parses `perf report --children --sort sym -g none --stdio`: lines like
+/// `    92.02%     0.10%  [k] __x64_sys_splice`, and the `# Samples: 3K of event` header.
+fn parse_perf_report(text: &str) -> Option<Profile> {
+    let mut p = Profile::default();
+    let mut by_sym = BTreeMap::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("# Samples:") {
+            // "3K of event 'cpu-clock'" or "804 of event ..."
+            let n = rest.split_whitespace().next()?;
+            p.samples = match n.strip_suffix('K') {
+                Some(k) => (k.parse::<f64>().ok()? * 1000.0) as u64,
+                None => n.parse().ok()?,
+            };
+            continue;
+        }
+        let mut w = t.split_whitespace();
+        let (Some(children), Some(own), Some(kind), Some(sym)) =
+            (w.next(), w.next(), w.next(), w.next())
+        else {
+            continue;
+        };
+        let pct = |x: &str| x.strip_suffix('%').and_then(|v| v.parse::<f64>().ok());
+        let (Some(children), Some(own)) = (pct(children), pct(own)) else {
+            continue;
+        };
+        if kind == "[.]" {
+            p.user += own;
+        }
+        by_sym.entry(sym.to_string()).or_insert(children);
+    }
+    p.shares = PROFILE_SYMBOLS
+        .iter()
+        .map(|(sym, _)| (sym.to_string(), by_sym.get(*sym).copied().unwrap_or(0.0)))
+        .collect();
+    (p.samples > 0).then_some(p)
+}
+
+/// One profiled TCP run through `side`: iperf3 for [`PROFILE_CLIENT_SECONDS`], and
+/// `perf record` of the parent for [`PROFILE_SECONDS`] in the middle.
+fn profile_forwarding(runner: &Runner, side: &Side, state: &Path) -> Result<Profile> {
     let port = free_port()?;
-    let argv = fwd_argv(
-        side,
-        &state.to_string_lossy(),
-        &port.to_string(),
-        IPERF_PORT,
-        &iperf_target(),
-    );
+    let argv = iperf_server_argv(side, &state.to_string_lossy(), &port.to_string(), false);
+    let mut server = Server::start(runner, side.who, &argv)?;
+    let result = server.wait_ready(port, Some(IPERF_PORT)).and_then(|()| {
+        let mut client_argv = iperf_client_argv(&port.to_string(), false);
+        if let Some(t) = client_argv.iter().position(|a| a == "-t") {
+            client_argv[t + 1] = PROFILE_CLIENT_SECONDS.to_string();
+        }
+        let client = runner.command("machine", &[], &client_argv);
+        let timeout = Duration::from_secs(u64::from(PROFILE_CLIENT_SECONDS) + 30);
+        let client = std::thread::spawn(move || run_capture(client, timeout));
+        std::thread::sleep(Duration::from_millis(1500));
+        let data = state.with_extension("perf.data");
+        let mut rec = crate::command("perf");
+        rec.args(["record", "-q", "-e", "cpu-clock", "-F", "1999", "-g", "-o"])
+            .arg(&data)
+            .args(["-p", &server.pid.to_string(), "--", "sleep"])
+            .arg(PROFILE_SECONDS.to_string());
+        let recorded = run_capture(rec, Duration::from_secs(u64::from(PROFILE_SECONDS) + 30));
+        let _ = client.join();
+        let recorded = recorded?;
+        if !recorded.status.success() {
+            return Err(format!("perf record: {}", last_line(&recorded.stderr)));
+        }
+        let mut rep = crate::command("perf");
+        rep.args([
+            "report",
+            "--children",
+            "--sort",
+            "sym",
+            "-g",
+            "none",
+            "--stdio",
+            "-i",
+        ])
+        .arg(&data);
+        let report = run_capture(rep, Duration::from_secs(60))?;
+        let _ = fs::remove_file(&data);
+        parse_perf_report(&report.stdout).ok_or_else(|| "perf report gave no samples".to_string())
+    });
+    server.stop();
+    result
+}
+
+/// One throughput round through a side's builtin driver.
+fn iperf_forwarded(runner: &Runner, side: &Side, state: &Path, udp: bool) -> Result<Transfer> {
+    let port = free_port()?;
+    let argv = iperf_server_argv(side, &state.to_string_lossy(), &port.to_string(), udp);
     let mut server = Server::start(runner, side.who, &argv)?;
     let result = server
         .wait_ready(port, Some(IPERF_PORT))
-        .and_then(|()| iperf_client(runner, port, Some(server.pid)));
+        .and_then(|()| iperf_client(runner, port, Some(server.pid), udp));
     server.stop();
     let t = result?;
     if t.cpu_s.is_none() {
@@ -1450,7 +1622,7 @@ fn iperf_forwarded(runner: &Runner, side: &Side, state: &Path) -> Result<Transfe
 }
 
 /// One round of the ceiling: iperf3 server and client both on the host.
-fn iperf_loopback(runner: &Runner) -> Result<Transfer> {
+fn iperf_loopback(runner: &Runner, udp: bool) -> Result<Transfer> {
     let port = free_port()?;
     let argv: Vec<String> = ["iperf3", "-s", "-p", &port.to_string()]
         .map(String::from)
@@ -1458,7 +1630,7 @@ fn iperf_loopback(runner: &Runner) -> Result<Transfer> {
     let mut server = Server::start(runner, "machine", &argv)?;
     let result = server
         .wait_ready(port, None)
-        .and_then(|()| iperf_client(runner, port, None));
+        .and_then(|()| iperf_client(runner, port, None, udp));
     server.stop();
     result
 }
@@ -1707,7 +1879,7 @@ fn forwarding_targets(f: &Forwarding) -> Vec<(String, String, Verdict)> {
 
 impl Report {
     /// The throughput table; failures become numbered notes.
-    fn throughput_table(&self, notes: &mut Vec<String>) -> Table {
+    fn throughput_table(&self, udp: bool, notes: &mut Vec<String>) -> Table {
         let mut t = Table::new(&[
             "path",
             "Gbps",
@@ -1715,14 +1887,17 @@ impl Report {
             "÷ loopback",
             "CPU s per GB (rootlesskit parent)",
             "CPU ÷ reference",
+            "of it in the kernel",
         ]);
         let f = &self.forwarding;
-        let find = |who: &str| f.throughput.iter().find(|s| s.who == who);
+        let rows = if udp { &f.udp } else { &f.throughput };
+        let find = |who: &str| rows.iter().find(|s| s.who == who);
         let (r, l) = (find("reference"), find(LOOPBACK));
-        for s in &f.throughput {
+        for s in rows {
             let label = fwd_label(s.who);
             if let Some(e) = &s.error {
-                let n = note(notes, format!("throughput {}: {e}", s.who));
+                let what = if udp { "udp" } else { "throughput" };
+                let n = note(notes, format!("{what} {}: {e}", s.who));
                 t.row(vec![label, format!("failed [{n}]")]);
                 continue;
             }
@@ -1745,6 +1920,10 @@ impl Report {
                     ratio(s.cpu(), r.and_then(FwdSeries::cpu))
                 } else {
                     String::new()
+                },
+                match median(&s.kernel_pct) {
+                    Some(k) if forwarded => format!("{k:.0}%"),
+                    _ => String::new(),
                 },
             ]);
         }
@@ -1805,7 +1984,9 @@ impl Report {
                     s,
                     "\nthroughput (builtin driver), median (min–max) of {FWD_ROUNDS} iperf3 runs of {IPERF_SECONDS} s"
                 );
-                s.push_str(&self.throughput_table(notes).text());
+                s.push_str(&self.throughput_table(false, notes).text());
+                let _ = writeln!(s, "\nUDP throughput (iperf3 -u -b 0), the same way");
+                s.push_str(&self.throughput_table(true, notes).text());
             }
         }
         match &f.conns_skipped {
@@ -1824,6 +2005,60 @@ impl Report {
     }
 
     /// The forwarding section of BENCHMARKS.md.
+    /// Where the forwarding time goes, from the perf profiles (empty without them).
+    fn profile_markdown(&self, notes: &mut Vec<String>) -> String {
+        let profiles = &self.forwarding.profiles;
+        if profiles.is_empty() {
+            return String::new();
+        }
+        let mut s = format!(
+            "\n### Where the forwarding time goes\n\n\
+             One more TCP run per side: `iperf3` for {PROFILE_CLIENT_SECONDS} s through the builtin driver, \
+             and in its middle `perf record -e cpu-clock -F 1999 -g -p <rootlesskit parent> -- sleep \
+             {PROFILE_SECONDS}` (software clock sampling: this machine's perf has no hardware counters), \
+             read with `perf report --children --sort sym -g none`. Percent of the parent's samples \
+             whose stack contains the path; the last row is the samples whose own frame is in user \
+             space. Both parents spend nearly all their time in the kernel's TCP stack: sending into \
+             a socket on loopback also runs the receiving side's protocol work (softirq) in the \
+             sender's context, for the inner and the outer connection alike. That work is the same \
+             whoever calls splice(2), which is why throughput and CPU per GB stay near the reference \
+             and why 0.8× loopback (two TCP connections per byte instead of one, on 2 cores shared \
+             with both iperf3 ends) is out of reach for a user-space forwarder.\n\n"
+        );
+        let mut header = vec!["path".to_string()];
+        header.extend(profiles.iter().map(|(who, _)| fwd_label(who)));
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        let mut t = Table::new(&header);
+        let ok: Vec<Option<&Profile>> = profiles
+            .iter()
+            .map(|(who, p)| match p {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    note(notes, format!("profile {who}: {e}"));
+                    None
+                }
+            })
+            .collect();
+        let cell = |f: &dyn Fn(&Profile) -> String| -> Vec<String> {
+            ok.iter()
+                .map(|p| p.map_or_else(|| "failed".to_string(), f))
+                .collect()
+        };
+        let mut row = vec!["samples".to_string()];
+        row.extend(cell(&|p| p.samples.to_string()));
+        t.row(row);
+        for (i, (_, what)) in PROFILE_SYMBOLS.iter().enumerate() {
+            let mut row = vec![format!("{what} (`{}`)", PROFILE_SYMBOLS[i].0)];
+            row.extend(cell(&|p| format!("{:.1}%", p.shares[i].1)));
+            t.row(row);
+        }
+        let mut row = vec!["own frame in user space".to_string()];
+        row.extend(cell(&|p| format!("{:.1}%", p.user)));
+        t.row(row);
+        s.push_str(&t.markdown());
+        s
+    }
+
     fn forwarding_markdown(&self, notes: &mut Vec<String>) -> String {
         let f = &self.forwarding;
         let mut s = String::from("\n## Port forwarding (builtin driver)\n\n");
@@ -1865,10 +2100,19 @@ impl Report {
                      `end.sum_received.bytes` / 10⁹. Both builtin drivers copy the bytes in the parent (ours \
                      with splice(2), the reference in Go), so the parent is where the forwarding cost shows. \
                      The servers:\n\n```\n{}\n```\n",
-                    iperf_client_argv(PORT).join(" "),
+                    iperf_client_argv(PORT, false).join(" "),
                     commands(&f.throughput)
                 );
-                s.push_str(&self.throughput_table(notes).markdown());
+                s.push_str(&self.throughput_table(false, notes).markdown());
+                let _ = writeln!(
+                    s,
+                    "\nUDP throughput: the same, with `{}` (datagrams of iperf3's default size, as fast \
+                     as the client can send; Gbps is what arrived). The servers publish the UDP port too \
+                     (the TCP one carries iperf3's control connection):\n\n```\n{}\n```\n",
+                    iperf_client_argv(PORT, true).join(" "),
+                    commands(&f.udp)
+                );
+                s.push_str(&self.throughput_table(true, notes).markdown());
                 s.push('\n');
             }
         }
@@ -2812,6 +3056,7 @@ impl Report {
         let _ = writeln!(s, "\n## Idle memory\n\nMedian of {RSS_RUNS} starts each.\n");
         s.push_str(&self.idle_table(&mut notes).markdown());
         s.push_str(&self.forwarding_markdown(&mut notes));
+        s.push_str(&self.profile_markdown(&mut notes));
         s.push_str("\n## Binary sizes\n\n");
         s.push_str(
             "Ours are static; the reference is one Go binary that re-executes itself as the child.\n\n",
@@ -3324,16 +3569,47 @@ mod tests {
     }
 
     #[test]
+    fn perf_reports() {
+        let text =
+            "# To display the perf.data header info, please use --header/--header-only options.
+#
+# Samples: 3K of event 'cpu-clock:ppp'
+# Event count (approx.): 1948500000
+#
+# Children      Self  Symbol
+# ........  ........  ..........
+#
+    98.49%     0.36%  [k] do_syscall_64
+    92.02%     0.10%  [k] __x64_sys_splice
+    66.85%     0.74%  [k] splice_to_socket
+    28.43%     0.64%  [k] net_rx_action
+    22.53%     0.33%  [k] tcp_splice_read
+     1.20%     1.20%  [.] runtime.futex
+     0.30%     0.25%  [.] 0x00007fb0d3b4a1d0
+";
+        let p = parse_perf_report(text).unwrap();
+        assert_eq!(p.samples, 3000);
+        assert!((p.user - 1.45).abs() < 1e-9);
+        let get = |s: &str| p.shares.iter().find(|(k, _)| k == s).unwrap().1;
+        assert_eq!(get("do_syscall_64"), 98.49);
+        assert_eq!(get("splice_to_socket"), 66.85);
+        assert_eq!(get("__x64_sys_epoll_wait"), 0.0);
+        assert_eq!(p.shares.len(), PROFILE_SYMBOLS.len());
+        assert_eq!(parse_perf_report("# Samples: 0 of event 'x'\n"), None);
+        assert_eq!(parse_perf_report("garbage"), None);
+    }
+
+    #[test]
     fn stat_cpu() {
-        let check = |stat: &str, expect: Option<u64>| {
+        let check = |stat: &str, expect: Option<(u64, u64)>| {
             assert_eq!(stat_cpu_ticks(stat), expect, "{stat:?}");
         };
         // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime
         check(
             "4404 (rootlesskit) S 1 4404 4404 0 -1 4194560 330 0 0 0 123 45 7 8 20 0 4 0",
-            Some(168),
+            Some((123, 45)),
         );
-        check("7 (a) b) c) R 1 7 7 0 -1 0 0 0 0 0 1 2 0 0", Some(3));
+        check("7 (a) b) c) R 1 7 7 0 -1 0 0 0 0 0 1 2 0 0", Some((1, 2)));
         check("7 (x) S 1 7 7 0 -1 0 0 0 0 0 1", None);
         check("7 (x) S 1 7 7 0 -1 0 0 0 0 0 u 2", None);
         check("7 (x", None);

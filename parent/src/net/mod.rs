@@ -6,6 +6,7 @@
 //! upstream's error line. `start` runs once the child's namespaces exist: it launches the
 //! program, waits until the network is there and returns what the child must configure.
 
+mod helper;
 pub mod lxc_user_nic;
 pub mod pasta;
 pub mod resolv;

@@ -1,29 +1,36 @@
-//! `--net=pasta`: probing the installed pasta, building its command line and running it until it
-//! has configured the child's interface and gone to the background.
+//! `--net=pasta`: probing the installed pasta, building its command line, running it in the
+//! foreground as our child and waiting until it has configured the child's interface.
 //!
 //! pasta configures address, route and MTU itself, so the child gets a
-//! [`NetMode::Preconfigured`] frame. Unlike upstream we pass `--pid=<statedir>/pasta.pid` and keep
-//! a pidfd of the daemon: pasta releases before 2023_12 never quit when the namespace goes away
-//! (seen with Debian's 2023-03-09), which would leave it, and the namespace it holds, behind.
+//! [`NetMode::Preconfigured`] frame. Unlike upstream, which lets pasta daemonize and trusts it
+//! to quit when the namespace goes away, we pass `--foreground` and keep pasta as our child with
+//! `SIGKILL` as its parent-death signal. A SIGKILLed rootlesskit must leave no helper behind,
+//! and old pasta releases (seen with Debian's 2023-03-09) quit by themselves only when a
+//! namespace bound to a file (`--netns PATH`) disappears, never for a pid's namespace, which
+//! pasta itself keeps alive.
+//! Readiness is pasta writing its pid into `--pid=<statedir>/pasta.pid`, which it does only once
+//! the namespace is configured; that file is a FIFO we read, so no polling of the file system
+//! is needed.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use proto::NetMode;
-use rustix::event::{PollFd, PollFlags, Timespec, poll};
-use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+use rustix::fs::{CWD, FileType, Mode, OFlags};
+use rustix::io::Errno;
 
+use super::helper::{Readiness, Running, Wait};
 use super::{Addrs, DEFAULT_MTU, Driver, NetOptions, Prepared, StartError, Target};
 use crate::exec;
 
 /// The oldest pasta (passt) release rootlesskit works with, as upstream documents it.
 pub const MINIMUM_VERSION: &str = "2023_06_25";
-/// Where pasta writes the daemon's pid, in the state dir; removed once read.
-pub const PID_FILE: &str = "pasta.pid";
-/// How long [`Driver::stop`] waits for the killed daemon to disappear.
-const STOP_WAIT: Duration = Duration::from_secs(2);
+/// The FIFO in the state dir that pasta writes its pid into once it is ready; removed then.
+pub const PID_FIFO: &str = "pasta.pid";
+/// How long pasta may take to configure the namespace.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The optional features of an installed pasta.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -79,6 +86,7 @@ impl Plan {
         let child_pid = target.child_pid;
         let mut args: Vec<OsString> = vec![
             "--stderr".into(),
+            "--foreground".into(),
             format!("--ns-ifname={}", self.ifname).into(),
             format!("--mtu={}", self.mtu).into(),
             "--config-net".into(),
@@ -99,7 +107,7 @@ impl Plan {
         if self.host_lo_to_ns_lo {
             args.push("--host-lo-to-ns-lo".into());
         }
-        args.push(prefixed("--pid=", &target.state_dir.join(PID_FILE)));
+        args.push(prefixed("--pid=", &target.state_dir.join(PID_FIFO)));
         match target.netns {
             None => args.push(child_pid.to_string().into()),
             Some(path) => {
@@ -151,8 +159,8 @@ fn failure_text(code: i32, output: &str) -> String {
 #[derive(Debug)]
 pub struct Pasta {
     plan: Plan,
-    /// A pidfd of the daemon pasta left running.
-    daemon: Option<OwnedFd>,
+    running: Option<Running>,
+    ready_timeout: Duration,
 }
 
 impl Pasta {
@@ -179,7 +187,8 @@ impl Pasta {
                 .is_ok_and(|(status, _)| status.success());
         Ok(Pasta {
             plan: plan(opts, binary, Features { host_lo_to_ns_lo })?,
-            daemon: None,
+            running: None,
+            ready_timeout: READY_TIMEOUT,
         })
     }
 
@@ -188,21 +197,95 @@ impl Pasta {
         &self.plan
     }
 
-    /// Reads and removes the pid file at `path`, and opens a pidfd of the daemon.
-    fn adopt_daemon(&mut self, path: &Path) -> Result<(), String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("open {}: {}", path.display(), exec::errno_text(&e)))?;
+    /// The pid of the running pasta, if any.
+    pub fn pid(&self) -> Option<i32> {
+        self.running.as_ref().filter(|r| !r.reaped).map(|r| r.pid)
+    }
+
+    /// Makes the FIFO at `path` (replacing a stale file) and opens its read end, non-blocking so
+    /// that neither the open nor a read waits for pasta.
+    fn open_fifo(path: &Path) -> Result<OwnedFd, String> {
+        let sys = |what: &str, e: Errno| {
+            format!("{what} {}: {}", path.display(), exec::errno_text(&e.into()))
+        };
         let _ = std::fs::remove_file(path);
-        let pid = text
-            .trim()
-            .parse::<i32>()
-            .ok()
-            .and_then(Pid::from_raw)
-            .ok_or_else(|| format!("bad pid {} in {}", exec::quote(text.trim()), path.display()))?;
-        let fd = pidfd_open(pid, PidfdFlags::empty())
-            .map_err(|e| format!("pidfd_open {pid}: {}", exec::errno_text(&e.into())))?;
-        self.daemon = Some(fd);
-        Ok(())
+        rustix::fs::mknodat(CWD, path, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0)
+            .map_err(|e| sys("mkfifo", e))?;
+        rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            let _ = std::fs::remove_file(path);
+            sys("open", e)
+        })
+    }
+
+    fn launch(&mut self, target: Target<'_>, watch: &[BorrowedFd<'_>]) -> Result<(), StartError> {
+        let failed = StartError::Failed;
+        let args = self.plan.args(target);
+        let executing = |e: String| {
+            let mut shown = self.plan.binary.display().to_string();
+            for a in &args {
+                shown.push(' ');
+                shown.push_str(&a.to_string_lossy());
+            }
+            failed(format!("executing {shown}: {e}"))
+        };
+        let fifo_path = target.state_dir.join(PID_FIFO);
+        let fifo = Self::open_fifo(&fifo_path).map_err(executing)?;
+        let started = Running::start(&self.plan.binary, &args, Vec::new()).map_err(executing);
+        let waited = started.map(|run| {
+            let run = self.running.insert(run);
+            let waited = run.wait_ready(
+                "pasta",
+                fifo.as_fd(),
+                watch,
+                self.ready_timeout,
+                &mut pid_line_reader(&fifo),
+            );
+            (waited, run)
+        });
+        let _ = std::fs::remove_file(&fifo_path);
+        let (waited, run) = waited?;
+        match waited {
+            Ok(()) => Ok(()),
+            Err(Wait::Interrupted) => Err(StartError::Interrupted),
+            Err(Wait::Failed(e)) => Err(failed(e)),
+            Err(Wait::Exited(status)) => Err(failed(match status.code() {
+                Some(code) => failure_text(code, &String::from_utf8_lossy(&run.output())),
+                None => format!(
+                    "pasta killed by signal ({}){}",
+                    exec::exit_text(status),
+                    run.output_suffix()
+                ),
+            })),
+        }
+    }
+}
+
+/// Reads what pasta writes into the FIFO; ready at the end of the first line, the pid.
+fn pid_line_reader(fifo: &OwnedFd) -> impl FnMut() -> Result<Readiness, String> + '_ {
+    let mut got = Vec::new();
+    move || {
+        let mut buf = [0u8; 32];
+        match rustix::io::read(fifo, &mut buf) {
+            Ok(0) => Ok(Readiness::Closed),
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                Ok(if got.contains(&b'\n') {
+                    Readiness::Ready
+                } else {
+                    Readiness::NotYet
+                })
+            }
+            Err(Errno::INTR) | Err(Errno::AGAIN) => Ok(Readiness::NotYet),
+            Err(e) => Err(format!(
+                "reading the pid of pasta: {}",
+                exec::errno_text(&e.into())
+            )),
+        }
     }
 }
 
@@ -211,55 +294,41 @@ impl Driver for Pasta {
         "pasta"
     }
 
-    /// Runs pasta to completion (it forks its daemon and returns within a moment, so `watch` is
-    /// not consulted).
     fn start(
         &mut self,
         target: Target<'_>,
-        _watch: &[BorrowedFd<'_>],
+        watch: &[BorrowedFd<'_>],
     ) -> Result<Prepared, StartError> {
-        self.stop();
-        let failed = StartError::Failed;
-        let args = self.plan.args(target);
-        let pid_file = target.state_dir.join(PID_FILE);
-        let _ = std::fs::remove_file(&pid_file);
-        let (status, out) = exec::run_with_output(&self.plan.binary, &args).map_err(|e| {
-            let mut shown = self.plan.binary.display().to_string();
-            for a in &args {
-                shown.push(' ');
-                shown.push_str(&a.to_string_lossy());
+        if self.pid().is_some() {
+            return Err(StartError::Failed("pasta is already running".into()));
+        }
+        match self.launch(target, watch) {
+            Ok(()) => Ok(self.plan.prepared()),
+            Err(e) => {
+                self.stop();
+                Err(e)
             }
-            failed(format!("executing {shown}: {e}"))
-        })?;
-        if !status.success() {
-            let _ = std::fs::remove_file(&pid_file);
-            return Err(failed(failure_text(
-                status.code().unwrap_or(-1),
-                &String::from_utf8_lossy(&out),
-            )));
         }
-        if let Err(e) = self.adopt_daemon(&pid_file) {
-            crate::warn(&format!(
-                "cannot track the pasta daemon ({e}): it is not stopped on exit"
-            ));
-        }
-        Ok(self.plan.prepared())
     }
 
     fn stop(&mut self) {
-        let Some(fd) = self.daemon.take() else {
-            return;
-        };
-        if pidfd_send_signal(&fd, Signal::KILL).is_err() {
-            return;
+        if let Some(mut run) = self.running.take() {
+            run.kill();
         }
-        // Not our child (it daemonized): wait until the pidfd says it has exited.
-        let timeout = Timespec {
-            tv_sec: STOP_WAIT.as_secs() as _,
-            tv_nsec: 0,
-        };
-        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-        let _ = poll(&mut fds, Some(&timeout));
+    }
+
+    fn exit_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.running
+            .as_ref()
+            .filter(|r| !r.reaped)
+            .map(Running::pidfd)
+    }
+
+    fn describe_exit(&mut self) -> String {
+        self.running
+            .as_mut()
+            .map(Running::describe_exit)
+            .unwrap_or_default()
     }
 }
 
@@ -301,8 +370,8 @@ mod tests {
         .join(" ")
     }
 
-    const BASE: &str = "--stderr --ns-ifname=tap0 --mtu=65520 --config-net --address=10.0.2.100 \
-                        --netmask=24 --gateway=10.0.2.2 --dns-forward=10.0.2.3";
+    const BASE: &str = "--stderr --foreground --ns-ifname=tap0 --mtu=65520 --config-net \
+                        --address=10.0.2.100 --netmask=24 --gateway=10.0.2.2 --dns-forward=10.0.2.3";
     const PID: &str = "--pid=/run/user/1000/rk/pasta.pid";
 
     #[test]
@@ -368,8 +437,8 @@ mod tests {
             lo,
             Some("/proc/4242/root/tmp/rk/netns"),
             format!(
-                "--stderr --ns-ifname=eth0 --mtu=1500 --config-net --address=10.8.0.100 \
-                 --netmask=16 --gateway=10.8.0.2 --dns-forward=10.8.0.3 --no-map-gw \
+                "--stderr --foreground --ns-ifname=eth0 --mtu=1500 --config-net \
+                 --address=10.8.0.100 --netmask=16 --gateway=10.8.0.2 --dns-forward=10.8.0.3 --no-map-gw \
                  --tcp-ports=auto --udp-ports=auto --host-lo-to-ns-lo {PID} \
                  --userns=/proc/4242/ns/user --netns=/proc/4242/root/tmp/rk/netns"
             ),
@@ -446,8 +515,9 @@ mod tests {
     use crate::testutil::{TempDir, retry_busy};
 
     /// A fake pasta: `--version` works, `--host-lo-to-ns-lo` only when `new`; a run records its
-    /// arguments, leaves a `sleep` behind as the daemon and writes its pid file.
-    fn fake_pasta(dir: &TempDir, name: &str, new: bool) -> PathBuf {
+    /// arguments, says something, runs `body` (before it is ready) and then behaves like pasta in
+    /// the foreground: writes its pid to the `--pid` path and keeps running.
+    fn fake_pasta(dir: &TempDir, name: &str, new: bool, body: &str) -> PathBuf {
         let log = dir.0.join(format!("{name}.args"));
         let lo = if new {
             "exit 0"
@@ -463,12 +533,11 @@ mod tests {
                  esac\n\
                  echo \"$@\" > {log}\n\
                  for a; do case \"$a\" in --pid=*) f=\"${{a#--pid=}}\";; esac; done\n\
-                 sleep 60 </dev/null >/dev/null 2>&1 &\n\
-                 echo $! > \"$f\"\n\
-                 echo $! > {daemon}\n\
-                 echo 'Namespace interface: tap0' >&2",
+                 echo 'Namespace interface: tap0' >&2\n\
+                 {body}\n\
+                 echo $$ > \"$f\"\n\
+                 exec sleep 60",
                 log = log.display(),
-                daemon = dir.0.join(format!("{name}.daemon")).display()
             ),
         )
     }
@@ -482,6 +551,14 @@ mod tests {
         })
     }
 
+    /// A driver for the fake pasta `body` (see [`fake_pasta`]), with a readiness timeout.
+    fn fake(dir: &TempDir, name: &str, body: &str, timeout: Duration) -> Pasta {
+        let bin = fake_pasta(dir, name, false, body);
+        let mut p = probe(&bin, opts()).unwrap();
+        p.ready_timeout = timeout;
+        p
+    }
+
     fn target(state_dir: &Path) -> Target<'_> {
         Target {
             child_pid: 4242,
@@ -490,11 +567,23 @@ mod tests {
         }
     }
 
+    fn start(
+        p: &mut Pasta,
+        state_dir: &Path,
+        watch: &[BorrowedFd<'_>],
+    ) -> Result<Prepared, String> {
+        retry_busy(|| match p.start(target(state_dir), watch) {
+            Ok(got) => Ok(got),
+            Err(StartError::Failed(e)) => Err(e),
+            Err(StartError::Interrupted) => Err("interrupted".into()),
+        })
+    }
+
     #[test]
     fn probing_a_binary() {
         let dir = TempDir::new("probe");
-        let old = fake_pasta(&dir, "old", false);
-        let new = fake_pasta(&dir, "new", true);
+        let old = fake_pasta(&dir, "old", false, "");
+        let new = fake_pasta(&dir, "new", true, "");
         assert!(!probe(&old, opts()).unwrap().plan().host_lo_to_ns_lo);
         assert!(probe(&new, opts()).unwrap().plan().host_lo_to_ns_lo);
         let broken = dir.script("broken", "echo 'cannot run' >&2; exit 1");
@@ -531,23 +620,33 @@ mod tests {
         assert_eq!(p.plan().host_lo_to_ns_lo, status.success());
     }
 
-    /// Whether `pid` exists and is not a zombie (the killed daemon is not our child; whoever
-    /// adopted it reaps it).
     fn alive(pid: i32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-            Err(_) => false,
+        rustix::process::test_kill_process(rustix::process::Pid::from_raw(pid).unwrap()).is_ok()
+    }
+
+    /// Gone or a zombie within a few seconds: killed, whether or not we reaped it.
+    fn dies(pid: i32) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => return true,
+                Ok(st) if st.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')) => {
+                    return true;
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
         }
+        false
     }
 
     #[test]
-    fn runs_tracks_and_stops_the_daemon() {
+    fn runs_in_the_foreground_until_stopped() {
         let dir = TempDir::new("run");
-        let bin = fake_pasta(&dir, "pasta", false);
-        let mut p = probe(&bin, opts()).unwrap();
-        let got = retry_busy(|| p.start(target(&dir.0), &[]).map_err(|e| e.to_string())).unwrap();
+        // A stale pid file from an earlier run is replaced by the FIFO.
+        std::fs::write(dir.0.join("pasta.pid"), "1\n").unwrap();
+        // Slow to configure: the wait must last until the pid is written.
+        let mut p = fake(&dir, "pasta", "sleep 0.3", Duration::from_secs(20));
+        let got = start(&mut p, &dir.0, &[]).unwrap();
         assert_eq!(got, p.plan().prepared());
         assert_eq!(
             std::fs::read_to_string(dir.0.join("pasta.args")).unwrap(),
@@ -556,45 +655,158 @@ mod tests {
                 dir.0.join("pasta.pid").display()
             )
         );
-        assert!(!dir.0.join("pasta.pid").exists(), "pid file removed");
-        assert!(p.daemon.is_some(), "daemon tracked");
-        let pid: i32 = std::fs::read_to_string(dir.0.join("pasta.daemon"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        assert!(!dir.0.join("pasta.pid").exists(), "FIFO removed");
+        let pid = p.pid().expect("running");
         assert!(alive(pid));
+        assert!(p.exit_fd().is_some());
+        assert_eq!(
+            start(&mut p, &dir.0, &[]).err().as_deref(),
+            Some("pasta is already running")
+        );
         p.stop();
-        assert!(p.daemon.is_none());
-        assert!(!alive(pid), "daemon killed");
+        assert!(dies(pid), "killed");
+        assert_eq!(p.pid(), None);
+        assert!(p.exit_fd().is_none());
         p.stop();
+
+        // Dropping the driver stops pasta too.
+        let mut p = fake(&dir, "pasta2", "", Duration::from_secs(20));
+        start(&mut p, &dir.0, &[]).unwrap();
+        let pid = p.pid().unwrap();
+        drop(p);
+        assert!(dies(pid));
+    }
+
+    #[test]
+    fn reports_pasta_dying_after_it_was_ready() {
+        let dir = TempDir::new("dies");
+        let bin = dir.script(
+            "pasta",
+            "[ \"$1\" = --version ] && exit 0\n\
+             for a; do case \"$a\" in --pid=*) f=\"${a#--pid=}\";; esac; done\n\
+             echo $$ > \"$f\"\nsleep 0.2\necho 'Failed to read from tap' >&2\nexit 3",
+        );
+        let mut p = probe(&bin, opts()).unwrap();
+        start(&mut p, &dir.0, &[]).unwrap();
+        let fd = p.exit_fd().expect("watched").try_clone_to_owned().unwrap();
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        rustix::event::poll(&mut fds, None).unwrap();
+        assert_eq!(
+            p.describe_exit(),
+            r#"exit status 3; last output: "Failed to read from tap""#
+        );
+        assert!(p.exit_fd().is_none(), "reaped");
+        assert_eq!(p.pid(), None);
     }
 
     #[test]
     fn failures() {
         let dir = TempDir::new("fail");
-        let bin = dir.script(
-            "pasta",
-            "[ \"$1\" = --version ] && exit 0\necho 'Failed to open tap device' >&2\nexit 1",
+        let check = |name: &str, body: &str, expect: &str| {
+            let mut p = fake(&dir, name, body, Duration::from_secs(20));
+            assert_eq!(start(&mut p, &dir.0, &[]).err().as_deref(), Some(expect));
+            assert_eq!(p.pid(), None);
+            assert!(!dir.0.join("pasta.pid").exists(), "FIFO removed");
+        };
+        check(
+            "tap",
+            "echo 'Failed to open tap device' >&2\nexit 1",
+            "pasta failed with exit code 1:\nNamespace interface: tap0\nFailed to open tap device\n",
         );
-        let mut p = probe(&bin, opts()).unwrap();
-        let err = retry_busy(|| match p.start(target(&dir.0), &[]) {
+        check(
+            "old",
+            "echo \"$0: unrecognized option '--foreground'\" >&2\nexit 1",
+            &format!(
+                "pasta failed with exit code 1:\nNamespace interface: tap0\n{}/old: unrecognized \
+                 option '--foreground'\nthis pasta is too old: rootlesskit needs pasta (passt) \
+                 2023_06_25 or later",
+                dir.0.display()
+            ),
+        );
+        // It opens the pid file and closes it without a pid: the exit is still waited for.
+        check(
+            "closes",
+            ": > \"$f\"\nsleep 0.2\nexit 2",
+            "pasta failed with exit code 2:\nNamespace interface: tap0\n",
+        );
+        check(
+            "killed",
+            "kill -9 $$",
+            r#"pasta killed by signal (signal: killed); last output: "Namespace interface: tap0""#,
+        );
+        let mut p = fake(&dir, "slow", "sleep 60", Duration::from_millis(300));
+        assert_eq!(
+            start(&mut p, &dir.0, &[]).err().as_deref(),
+            Some(
+                r#"pasta did not become ready within 300ms; last output: "Namespace interface: tap0""#
+            )
+        );
+        assert_eq!(p.pid(), None);
+        assert!(!dir.0.join("pasta.pid").exists(), "FIFO removed");
+    }
+
+    #[test]
+    fn a_watched_descriptor_interrupts() {
+        let dir = TempDir::new("watch");
+        let pidfile = dir.0.join("started");
+        let mut p = fake(
+            &dir,
+            "pasta",
+            &format!("echo $$ > {}\nexec sleep 60", pidfile.display()),
+            Duration::from_secs(20),
+        );
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        // Nothing written yet: the wait goes on until the byte arrives.
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            rustix::io::write(&w, b"x").unwrap();
+            w
+        });
+        let got = retry_busy(|| match p.start(target(&dir.0), &[r.as_fd()]) {
             Err(StartError::Failed(e)) => Err(e),
             other => Ok(other),
         });
+        let _w = writer.join().unwrap();
+        assert_eq!(got, Ok(Err(StartError::Interrupted)));
+        assert_eq!(p.pid(), None);
+        assert!(!dir.0.join("pasta.pid").exists(), "FIFO removed");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(dies(pid));
+    }
+
+    #[test]
+    fn a_program_that_cannot_start() {
+        let dir = TempDir::new("noexec");
+        let bin = fake_pasta(&dir, "pasta", false, "");
+        let mut p = probe(&bin, opts()).unwrap();
+        let plain = dir.0.join("plain");
+        std::fs::write(&plain, "").unwrap();
+        p.plan.binary = plain.clone();
+        let err = start(&mut p, &dir.0, &[]).unwrap_err();
+        // Even root needs an execute bit to exec a file.
         assert_eq!(
             err,
-            Err("pasta failed with exit code 1:\nFailed to open tap device\n".into())
+            format!(
+                "executing {0} {BASE} --ipv4-only --tcp-ports=none --udp-ports=none --pid={1} \
+                 4242: fork/exec {0}: permission denied",
+                plain.display(),
+                dir.0.join("pasta.pid").display()
+            )
         );
-        let bin = dir.script("old", "[ \"$1\" = --version ] && exit 0\necho \"$0: unrecognized option '--config-net'\" >&2\nexit 1");
-        let mut p = probe(&bin, opts()).unwrap();
-        let err = retry_busy(|| match p.start(target(&dir.0), &[]) {
-            Err(StartError::Failed(e)) => Err(e),
-            other => Ok(other),
-        })
-        .unwrap_err();
+        assert!(!dir.0.join("pasta.pid").exists(), "FIFO removed");
+        let err = start(&mut p, &dir.0.join("missing"), &[]).unwrap_err();
         assert!(
-            err.ends_with("rootlesskit needs pasta (passt) 2023_06_25 or later"),
+            err.ends_with(&format!(
+                "mkfifo {}: no such file or directory",
+                dir.0.join("missing/pasta.pid").display()
+            )),
             "{err}"
         );
     }

@@ -6,17 +6,15 @@
 //! and the child configures it from the [`NetMode::Configure`] frame.
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proto::NetMode;
-use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::Errno;
-use rustix::process::{Pid, WaitOptions, waitpid};
 
+use super::helper::{Readiness, Running, Wait};
 use super::{Addrs, DEFAULT_MTU, Driver, NetOptions, Prepared, StartError, Target};
 use crate::exec;
 
@@ -26,9 +24,6 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DNS6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
 /// The API socket's name in the state dir.
 pub const API_SOCKET: &str = ".s4nn.sock";
-/// Lines of slirp4netns output quoted in an error.
-const TAIL_LINES: usize = 5;
-const TAIL_BYTES: usize = 1000;
 
 /// The optional flags an installed slirp4netns knows, read off its `--help`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -266,16 +261,6 @@ pub struct Slirp4netns {
     ready_timeout: Duration,
 }
 
-/// A launched slirp4netns.
-#[derive(Debug)]
-struct Running {
-    pid: i32,
-    pidfd: OwnedFd,
-    /// A memfd holding its stdout and stderr.
-    log: OwnedFd,
-    reaped: bool,
-}
-
 impl Slirp4netns {
     /// Finds the binary (`$PATH`), runs `<binary> --help` once and checks every option against it.
     ///
@@ -317,179 +302,48 @@ impl Slirp4netns {
         let args = self.plan.args(target);
         let shown = command_text(&self.plan.binary, &args);
         let executing = |e: String| failed(format!("executing {shown}: {e}"));
-        let sys = |e: Errno| exec::errno_text(&e.into());
         let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| executing(sys(e)))?;
-        let log = rustix::fs::memfd_create("slirp4netns-output", rustix::fs::MemfdFlags::CLOEXEC)
-            .map_err(|e| executing(sys(e)))?;
-        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| executing(exec::errno_text(&e)));
-        let devnull =
-            std::fs::File::open("/dev/null").map_err(|e| executing(exec::errno_text(&e)))?;
-        let fds = vec![
-            (OwnedFd::from(devnull), 0),
-            (dup(&log)?, 1),
-            (dup(&log)?, 2),
-            (ready_w, 3),
-        ];
-        let (pid, pidfd) = exec::start_helper(&self.plan.binary, &args, fds).map_err(executing)?;
-        self.running = Some(Running {
-            pid,
-            pidfd,
-            log,
-            reaped: false,
-        });
+            .map_err(|e| executing(exec::errno_text(&e.into())))?;
+        let run = self.running.insert(
+            Running::start(&self.plan.binary, &args, vec![(ready_w, 3)]).map_err(executing)?,
+        );
         let waiting = |e: String| failed(format!("waiting for ready fd ({shown}): {e}"));
-        match self.wait_ready(&ready_r, watch) {
+        let mut read_ready = || {
+            let mut buf = [0u8; 16];
+            match rustix::io::read(&ready_r, &mut buf) {
+                Ok(0) => Ok(Readiness::Closed),
+                Ok(_) => Ok(Readiness::Ready),
+                Err(Errno::INTR) | Err(Errno::AGAIN) => Ok(Readiness::NotYet),
+                Err(e) => Err(format!(
+                    "failed to read from slirp4netns sync pipe: {}",
+                    exec::errno_text(&e.into())
+                )),
+            }
+        };
+        match run.wait_ready(
+            "slirp4netns",
+            ready_r.as_fd(),
+            watch,
+            self.ready_timeout,
+            &mut read_ready,
+        ) {
             Ok(()) => Ok(()),
             Err(Wait::Interrupted) => Err(StartError::Interrupted),
             Err(Wait::Failed(e)) => Err(waiting(e)),
-        }
-    }
-
-    /// Waits for the first byte on the ready pipe, for slirp4netns's death, for a watched
-    /// descriptor, or for the timeout ([`READY_TIMEOUT`]).
-    fn wait_ready(&mut self, ready: &OwnedFd, watch: &[BorrowedFd<'_>]) -> Result<(), Wait> {
-        let limit = self.ready_timeout;
-        let Some(run) = self.running.as_mut() else {
-            return Err(Wait::Failed("slirp4netns is not running".into()));
-        };
-        let deadline = Instant::now() + limit;
-        let mut ready_open = true;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Wait::Failed(format!(
-                    "slirp4netns did not become ready within {limit:?}{}",
-                    run.output_suffix()
-                )));
-            }
-            let timeout = Timespec {
-                tv_sec: left.as_secs() as _,
-                tv_nsec: left.subsec_nanos() as _,
-            };
-            let mut fds = Vec::with_capacity(2 + watch.len());
-            fds.push(PollFd::new(&run.pidfd, PollFlags::IN));
-            for w in watch {
-                fds.push(PollFd::from_borrowed_fd(*w, PollFlags::IN));
-            }
-            if ready_open {
-                fds.push(PollFd::new(ready, PollFlags::IN));
-            }
-            match poll(&mut fds, Some(&timeout)) {
-                Ok(_) => {}
-                Err(Errno::INTR) => continue,
-                Err(e) => {
-                    return Err(Wait::Failed(format!(
-                        "poll: {}",
-                        exec::errno_text(&e.into())
-                    )));
-                }
-            }
-            let child_ready = !fds[0].revents().is_empty();
-            let watch_ready = fds[1..1 + watch.len()]
-                .iter()
-                .any(|f| !f.revents().is_empty());
-            let pipe_ready = ready_open && !fds[1 + watch.len()].revents().is_empty();
-            drop(fds);
-            // Readiness wins over a simultaneous exit, as upstream reads the pipe first.
-            if pipe_ready {
-                let mut buf = [0u8; 16];
-                match rustix::io::read(ready, &mut buf) {
-                    Ok(0) => ready_open = false,
-                    Ok(_) => return Ok(()),
-                    Err(Errno::INTR) | Err(Errno::AGAIN) => {}
-                    Err(e) => {
-                        return Err(Wait::Failed(format!(
-                            "failed to read from slirp4netns sync pipe: {}",
-                            exec::errno_text(&e.into())
-                        )));
-                    }
-                }
-            }
-            if child_ready && let Some(status) = run.try_reap() {
+            Err(Wait::Exited(status)) => {
                 let what = if status.signal().is_some() {
                     "slirp4netns killed by signal"
                 } else {
                     "slirp4netns failed"
                 };
-                return Err(Wait::Failed(format!(
+                Err(waiting(format!(
                     "{what} ({}){}",
                     exec::exit_text(status),
                     run.output_suffix()
-                )));
-            }
-            if watch_ready {
-                return Err(Wait::Interrupted);
+                )))
             }
         }
     }
-}
-
-enum Wait {
-    Failed(String),
-    Interrupted,
-}
-
-impl Running {
-    /// Collects the exit status if slirp4netns has ended.
-    fn try_reap(&mut self) -> Option<ExitStatus> {
-        if self.reaped {
-            return None;
-        }
-        let pid = Pid::from_raw(self.pid)?;
-        loop {
-            match waitpid(Some(pid), WaitOptions::NOHANG) {
-                Ok(Some((_, st))) => {
-                    self.reaped = true;
-                    return Some(ExitStatus::from_raw(st.as_raw()));
-                }
-                Ok(None) => return None,
-                Err(Errno::INTR) => continue,
-                Err(_) => {
-                    // Someone else reaped it (ECHILD): it is gone all the same.
-                    self.reaped = true;
-                    return Some(ExitStatus::from_raw(0));
-                }
-            }
-        }
-    }
-
-    /// `; last output: "<tail>"`, or nothing when slirp4netns printed nothing.
-    fn output_suffix(&self) -> String {
-        let tail = super::last_lines(&read_all(&self.log), TAIL_LINES, TAIL_BYTES);
-        if tail.is_empty() {
-            String::new()
-        } else {
-            format!("; last output: {}", exec::quote(&tail))
-        }
-    }
-
-    fn kill_and_reap(&mut self) {
-        if self.reaped {
-            return;
-        }
-        self.reaped = true;
-        let _ = rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL);
-        let Some(pid) = Pid::from_raw(self.pid) else {
-            return;
-        };
-        while let Err(Errno::INTR) = waitpid(Some(pid), WaitOptions::empty()) {}
-    }
-}
-
-/// Everything written to a memfd so far.
-fn read_all(fd: &OwnedFd) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match rustix::io::pread(fd.as_fd(), &mut buf, out.len() as u64) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(Errno::INTR) => continue,
-            Err(_) => break,
-        }
-    }
-    out
 }
 
 /// `<binary> --help` with combined output.
@@ -535,7 +389,7 @@ impl Driver for Slirp4netns {
 
     fn stop(&mut self) {
         if let Some(mut run) = self.running.take() {
-            run.kill_and_reap();
+            run.kill();
         }
     }
 
@@ -543,17 +397,14 @@ impl Driver for Slirp4netns {
         self.running
             .as_ref()
             .filter(|r| !r.reaped)
-            .map(|r| r.pidfd.as_fd())
+            .map(Running::pidfd)
     }
 
     fn describe_exit(&mut self) -> String {
-        let Some(run) = self.running.as_mut() else {
-            return String::new();
-        };
-        match run.try_reap() {
-            Some(st) => format!("{}{}", exec::exit_text(st), run.output_suffix()),
-            None => String::new(),
-        }
+        self.running
+            .as_mut()
+            .map(Running::describe_exit)
+            .unwrap_or_default()
     }
 }
 
@@ -1119,7 +970,22 @@ mod tests {
     }
 
     fn alive(pid: i32) -> bool {
-        rustix::process::test_kill_process(Pid::from_raw(pid).unwrap()).is_ok()
+        rustix::process::test_kill_process(rustix::process::Pid::from_raw(pid).unwrap()).is_ok()
+    }
+
+    /// Gone or a zombie within a few seconds: killed, whether or not we reaped it.
+    fn dies(pid: i32) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => return true,
+                Ok(st) if st.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')) => {
+                    return true;
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        false
     }
 
     #[test]
@@ -1147,7 +1013,7 @@ mod tests {
             Some("slirp4netns is already running")
         );
         d.stop();
-        assert!(!alive(pid), "killed and reaped");
+        assert!(dies(pid), "killed");
         assert_eq!(d.pid(), None);
         d.stop();
 
@@ -1156,7 +1022,7 @@ mod tests {
         start(&mut d, &[]).unwrap();
         let pid = d.pid().unwrap();
         drop(d);
-        assert!(!alive(pid));
+        assert!(dies(pid));
     }
 
     #[test]
@@ -1259,7 +1125,7 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        assert!(!alive(pid));
+        assert!(dies(pid));
     }
 
     #[test]

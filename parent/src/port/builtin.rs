@@ -90,6 +90,8 @@ struct State {
     supply: Supply,
     /// Holds one datagram in flight; allocated with the first UDP port.
     buf: Vec<u8>,
+    /// [`FLOW_IDLE`], shorter in tests.
+    flow_idle: Duration,
 }
 
 /// Where sockets inside the namespace come from.
@@ -147,6 +149,7 @@ impl Builtin {
                     child_ip: None,
                 },
                 buf: Vec::new(),
+                flow_idle: FLOW_IDLE,
             }),
         })
     }
@@ -234,7 +237,7 @@ impl Builtin {
                     continue;
                 };
                 // On error (too many connections) both sockets are closed by the pumps.
-                let _ = st.pumps.add(conn, inner, id);
+                let _ = st.pumps.add_nonblocking(conn, inner, id);
             }
         }
     }
@@ -387,7 +390,11 @@ fn connect_inside(st: &mut Supply, target: Target, source: Option<SocketAddr>) -
 /// flow `kind - UDP_FLOW`, after closing the port's idle flows.
 fn udp_ready(st: &mut State, epfd: &OwnedFd, id: u32, kind: u64) {
     let State {
-        ports, supply, buf, ..
+        ports,
+        supply,
+        buf,
+        flow_idle,
+        ..
     } = st;
     let Some(port) = ports
         .iter_mut()
@@ -398,7 +405,7 @@ fn udp_ready(st: &mut State, epfd: &OwnedFd, id: u32, kind: u64) {
     let now = Instant::now();
     for f in port.flows.iter_mut() {
         if f.as_ref()
-            .is_some_and(|f| now.duration_since(f.last) >= FLOW_IDLE)
+            .is_some_and(|f| now.duration_since(f.last) >= *flow_idle)
         {
             *f = None;
         }
@@ -479,7 +486,18 @@ impl PortDriver for Builtin {
         if !udp && !proto.starts_with("tcp") {
             return Err(format!("unsupported port protocol {proto}"));
         }
-        let listener = listen_on(&spec, udp)?;
+        let listener = listen_on(&spec, udp).map_err(|e| {
+            let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start");
+            let named = std::env::args_os().next().is_some_and(|a| {
+                a.as_encoded_bytes().rsplit(|b| *b == b'/').next() == Some(b"rootlesskit")
+            });
+            privileged_port_hint(
+                e,
+                spec.parent_port,
+                start.ok().and_then(|s| s.trim().parse().ok()),
+                named,
+            )
+        })?;
         let mut target = dial_target(&spec)?;
         target.transparent = st.supply.transparent
             && !udp
@@ -594,6 +612,25 @@ fn listen_on(spec: &PortSpec, udp: bool) -> Result<OwnedFd, String> {
         listen(&fd, 128).map_err(|e| fail("listen", e))?;
     }
     Ok(fd)
+}
+
+/// Upstream's hint on a listen error that says "permission denied" (or EPERM) for a port below
+/// `net.ipv4.ip_unprivileged_port_start` (`start`, when it could be read). The
+/// CAP_NET_BIND_SERVICE advice is given only when the program runs as `rootlesskit`, the binary
+/// that binds (as upstream, which leaves it out for Podman's embedding).
+fn privileged_port_hint(err: String, port: i64, start: Option<i64>, named: bool) -> String {
+    let denied = err.ends_with("permission denied") || err.ends_with("operation not permitted");
+    match start {
+        Some(start) if denied && port < start => format!(
+            "cannot expose privileged port {port}, you can add 'net.ipv4.ip_unprivileged_port_start={port}' to /etc/sysctl.conf (currently {start}){}, or choose a larger port number (>= {start}): {err}",
+            if named {
+                ", or set CAP_NET_BIND_SERVICE on rootlesskit binary"
+            } else {
+                ""
+            }
+        ),
+        _ => err,
+    }
 }
 
 /// Where the child connects, as upstream decides: the child IP if given; else the parent IP
@@ -838,6 +875,106 @@ mod tests {
         drop(st);
         b.remove(id).unwrap();
         assert!(UdpSocket::bind(("127.0.0.1", parent_port)).is_ok());
+    }
+
+    /// Sends one datagram from `c` and waits for its echo, running the driver meanwhile.
+    fn udp_round_trip(b: &Builtin, c: &std::net::UdpSocket, msg: &[u8]) {
+        c.send(msg).unwrap();
+        let mut got = [0u8; 64];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            b.accept_ready();
+            match c.recv(&mut got) {
+                Ok(n) => {
+                    assert_eq!(&got[..n], msg);
+                    return;
+                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("{msg:?}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn udp_flow_table_is_bounded_and_idle_flows_close() {
+        use std::net::UdpSocket;
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let child_port = server.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while let Ok((n, from)) = server.recv_from(&mut buf) {
+                let _ = server.send_to(&buf[..n], from);
+            }
+        });
+        let b = Builtin::new().unwrap();
+        b.lock().flow_idle = Duration::from_millis(500);
+        fake_child(&b);
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let parent_port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let mut s = spec("udp4", "127.0.0.1", "");
+        s.parent_port = parent_port as i64;
+        s.child_port = child_port as i64;
+        b.add(s).unwrap();
+        let clients: Vec<UdpSocket> = (0..=MAX_FLOWS)
+            .map(|_| {
+                let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+                c.connect(("127.0.0.1", parent_port)).unwrap();
+                c.set_nonblocking(true).unwrap();
+                c
+            })
+            .collect();
+        for (i, c) in clients.iter().enumerate() {
+            udp_round_trip(&b, c, format!("c{i}").as_bytes());
+        }
+        let peers = |b: &Builtin| -> Vec<SocketAddr> {
+            b.lock().ports[0]
+                .flows
+                .iter()
+                .flatten()
+                .filter_map(|f| SocketAddr::try_from(f.peer.clone()).ok())
+                .collect()
+        };
+        // One client more than the table holds: the least recently seen one made room.
+        let live = peers(&b);
+        assert_eq!(live.len(), MAX_FLOWS);
+        assert!(!live.contains(&clients[0].local_addr().unwrap()));
+        assert!(live.contains(&clients[MAX_FLOWS].local_addr().unwrap()));
+        // The evicted client is answered again, through a new flow.
+        udp_round_trip(&b, &clients[0], b"again");
+        // After the idle time, the next datagram finds only its own flow left.
+        std::thread::sleep(Duration::from_millis(600));
+        udp_round_trip(&b, &clients[7], b"late");
+        assert_eq!(peers(&b), [clients[7].local_addr().unwrap()]);
+    }
+
+    #[test]
+    fn privileged_ports_get_upstreams_hint() {
+        let denied = "listen tcp4 127.0.0.1:80: bind: permission denied";
+        assert_eq!(
+            privileged_port_hint(denied.into(), 80, Some(1024), true),
+            "cannot expose privileged port 80, you can add 'net.ipv4.ip_unprivileged_port_start=80' to /etc/sysctl.conf (currently 1024), or set CAP_NET_BIND_SERVICE on rootlesskit binary, or choose a larger port number (>= 1024): listen tcp4 127.0.0.1:80: bind: permission denied"
+        );
+        assert_eq!(
+            privileged_port_hint(denied.into(), 80, Some(443), false),
+            "cannot expose privileged port 80, you can add 'net.ipv4.ip_unprivileged_port_start=80' to /etc/sysctl.conf (currently 443), or choose a larger port number (>= 443): listen tcp4 127.0.0.1:80: bind: permission denied"
+        );
+        let eperm = "listen udp 0.0.0.0:53: bind: operation not permitted";
+        assert!(
+            privileged_port_hint(eperm.into(), 53, Some(1024), true)
+                .starts_with("cannot expose privileged port 53,")
+        );
+        // Not below the start, the start unknown, or another error: unchanged.
+        assert_eq!(
+            privileged_port_hint(denied.into(), 80, Some(80), true),
+            denied
+        );
+        assert_eq!(privileged_port_hint(denied.into(), 80, None, true), denied);
+        let busy = "listen tcp4 127.0.0.1:80: bind: address already in use";
+        assert_eq!(
+            privileged_port_hint(busy.into(), 80, Some(1024), true),
+            busy
+        );
     }
 
     #[test]

@@ -227,11 +227,20 @@ impl Pumps {
     /// [`Error::Full`] when every slot is taken, or the errno of a failed pipe, `ioctl` or
     /// epoll call. The sockets are closed then, so the peers see the connection end.
     pub fn add(&mut self, a: OwnedFd, b: OwnedFd, group: u32) -> Result<PairId, Error> {
+        if self.free.is_empty() {
+            return Err(Error::Full);
+        }
+        rustix::io::ioctl_fionbio(&a, true)?;
+        rustix::io::ioctl_fionbio(&b, true)?;
+        self.add_nonblocking(a, b, group)
+    }
+
+    /// [`add`](Pumps::add) for sockets that are non-blocking already (accepted or made with
+    /// `SOCK_NONBLOCK`): two system calls fewer per connection.
+    pub fn add_nonblocking(&mut self, a: OwnedFd, b: OwnedFd, group: u32) -> Result<PairId, Error> {
         let Some(&slot) = self.free.last() else {
             return Err(Error::Full);
         };
-        rustix::io::ioctl_fionbio(&a, true)?;
-        rustix::io::ioctl_fionbio(&b, true)?;
         let p0 = self.take_pipe()?;
         let p1 = match self.take_pipe() {
             Ok(p) => p,
@@ -360,10 +369,9 @@ impl Pumps {
         self.free.push(slot as u32);
         self.live -= 1;
         let Pair { fds, dirs, .. } = pair;
-        // Deregister explicitly: a dup of a socket elsewhere would keep it in the epoll set.
-        for fd in &fds {
-            let _ = epoll::delete(&self.epoll, fd);
-        }
+        // Closing takes a socket out of the epoll set, unless a copy of it lives on elsewhere
+        // (say, the child had not closed its copy yet); events of such a straggler carry the
+        // old generation and are ignored.
         drop(fds);
         for d in dirs {
             if d.buffered == 0 {
@@ -400,7 +408,8 @@ fn pump_pair(pair: &mut Pair) -> Pass {
         let mut moved = false;
         for d in 0..2 {
             let (src, dst) = (&pair.fds[d], &pair.fds[1 - d]);
-            match pump_dir(&mut pair.dirs[d], src, dst) {
+            let last = pair.dirs[1 - d].shut;
+            match pump_dir(&mut pair.dirs[d], src, dst, last) {
                 Ok(m) => moved |= m,
                 Err(_) => return Pass::Failed,
             }
@@ -419,8 +428,10 @@ fn pump_pair(pair: &mut Pair) -> Pass {
 }
 
 /// One round of one direction: fill the pipe from `src`, drain it into `dst`, shut `dst`'s
-/// write side once `src` is at EOF and the pipe is empty. Returns whether a byte moved.
-fn pump_dir(dir: &mut Dir, src: &OwnedFd, dst: &OwnedFd) -> Result<bool, Errno> {
+/// write side once `src` is at EOF and the pipe is empty. When this is the `last` direction
+/// (the other one is shut already), the pair is closed next and close sends the FIN, so no
+/// shutdown is needed. Returns whether a byte moved.
+fn pump_dir(dir: &mut Dir, src: &OwnedFd, dst: &OwnedFd, last: bool) -> Result<bool, Errno> {
     let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
     let mut moved = false;
     if !dir.eof && dir.buffered < dir.pipe.cap {
@@ -450,6 +461,9 @@ fn pump_dir(dir: &mut Dir, src: &OwnedFd, dst: &OwnedFd) -> Result<bool, Errno> 
             Err(Errno::AGAIN | Errno::INTR) => {}
             Err(e) => return Err(e),
         }
+    }
+    if dir.eof && dir.buffered == 0 && !dir.shut && last {
+        dir.shut = true;
     }
     if dir.eof && dir.buffered == 0 && !dir.shut {
         match shutdown(dst, Shutdown::Write) {
