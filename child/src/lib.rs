@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod detach;
+pub mod dhcp;
 pub mod errno;
 pub mod fdpass;
 pub mod golang;

@@ -122,6 +122,7 @@ fn main() {
         sock,
         detached: None,
         serve_ports: false,
+        renewer: None,
         transparent: [false; 2],
     };
     if let Err(text) = child.setup() {
@@ -172,6 +173,8 @@ struct Child {
     detached: Option<Netns>,
     /// Whether the parent runs the builtin port driver and will send `SocketsWanted`.
     serve_ports: bool,
+    /// The DHCP lease of `--net=lxc-user-nic`, renewed from the signal loop.
+    renewer: Option<child::dhcp::Renewer>,
     /// Per family (IPv4, IPv6): TCP sockets can connect from a client's address.
     transparent: [bool; 2],
 }
@@ -240,6 +243,12 @@ impl Child {
         if let Some(ns) = &detached {
             // §6.1 step 3: we stay in the host's network namespace, so no sysfs remount and no
             // /etc binds; consumers read resolv.conf and hosts from the state dir.
+            if net.mode == NetMode::Dhcp {
+                // The DHCP socket opened in there stays there, for the renewals.
+                let (lease, client) =
+                    ns.within(|| child::dhcp::configure(net.ifname_str(), net.mtu))?;
+                self.report_lease(&net, lease, client)?;
+            }
             configure_detached(ns, &net)?;
         } else if net.mode != NetMode::Host {
             for w in child::mount::remount_sysfs(self.args.evacuate_cgroup2)
@@ -269,6 +278,12 @@ impl Child {
                 }
                 self.bind_etc_files()?;
             }
+            NetMode::Dhcp => {
+                child::netlink::loopback_up().map_err(|e| e.to_string())?;
+                let (lease, client) = child::dhcp::configure(net.ifname_str(), net.mtu)?;
+                self.report_lease(&net, lease, client)?;
+                self.bind_etc_files()?;
+            }
         }
         if transparent {
             for (i, family) in [(0, 2u8), (1, 10u8)] {
@@ -293,6 +308,20 @@ impl Child {
             Msg::ParentGo => Ok(()),
             m => Err(format!("expected \"ParentGo\", got \"{}\"", m.name())),
         }
+    }
+
+    /// Sends a DHCP lease to the parent, which writes resolv.conf from it before it reads
+    /// ChildReady, and keeps the client for the renewals.
+    fn report_lease(
+        &mut self,
+        net: &NetConfig,
+        lease: child::dhcp::Lease,
+        client: child::dhcp::Client,
+    ) -> Result<(), String> {
+        self.send(&Msg::NetLease(child::dhcp::lease_frame(net, &lease)))?;
+        let now = std::time::Instant::now();
+        self.renewer = Some(child::dhcp::Renewer::new(client, &lease, now));
+        Ok(())
     }
 
     /// Puts the `resolv.conf` and `hosts` the parent wrote into the state dir over the ones in
@@ -381,7 +410,7 @@ impl Child {
             let _ = self.sock.shutdown(std::net::Shutdown::Both);
         }
         loop {
-            if self.serve_ports && !self.wait_signal_or_request(sigfd) {
+            if (self.serve_ports || self.renewer.is_some()) && !self.wait_signal_or_request(sigfd) {
                 continue;
             }
             let info = match sys::read_signal(sigfd) {
@@ -408,20 +437,46 @@ impl Child {
         }
     }
 
-    /// Waits until a signal is pending (returns true) or serves one port request from the
-    /// parent (returns false).
+    /// Waits until a signal is pending (returns true), or serves one port request from the
+    /// parent or moves the DHCP renewal on (returns false).
     fn wait_signal_or_request(&mut self, sigfd: &OwnedFd) -> bool {
-        use rustix::event::{PollFd, PollFlags, poll};
-        let (sig, req) = {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let now = std::time::Instant::now();
+        let wait = self.renewer.as_ref().and_then(|r| r.timeout(now));
+        let timeout = wait.map(|d| Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as _,
+            tv_nsec: d.subsec_nanos() as _,
+        });
+        let (sig, req, dhcp) = {
+            // Unused slots repeat the signalfd; only the first `n` are polled.
             let mut fds = [
                 PollFd::new(sigfd, PollFlags::IN),
-                PollFd::new(&self.sock, PollFlags::IN),
+                PollFd::new(sigfd, PollFlags::IN),
+                PollFd::new(sigfd, PollFlags::IN),
             ];
-            if poll(&mut fds, None).is_err() {
+            let mut n = 1;
+            let (mut req_at, mut dhcp_at) = (None, None);
+            if self.serve_ports {
+                fds[n] = PollFd::new(&self.sock, PollFlags::IN);
+                req_at = Some(n);
+                n += 1;
+            }
+            if let Some(fd) = self.renewer.as_ref().and_then(|r| r.fd()) {
+                fds[n] = PollFd::from_borrowed_fd(fd, PollFlags::IN);
+                dhcp_at = Some(n);
+                n += 1;
+            }
+            if poll(&mut fds[..n], timeout.as_ref()).is_err() {
                 return false;
             }
-            (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
+            let ready = |at: Option<usize>| at.is_some_and(|i| !fds[i].revents().is_empty());
+            (!fds[0].revents().is_empty(), ready(req_at), ready(dhcp_at))
         };
+        if let Some(r) = self.renewer.as_mut()
+            && let Some(w) = r.wake(dhcp, std::time::Instant::now())
+        {
+            warn(&w);
+        }
         if sig {
             return true;
         }

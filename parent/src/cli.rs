@@ -1497,7 +1497,7 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
 fn unsupported(cfg: &Config) -> Option<String> {
     if !matches!(
         cfg.net,
-        Net::Host | Net::None | Net::Slirp4netns | Net::Pasta
+        Net::Host | Net::None | Net::Slirp4netns | Net::Pasta | Net::LxcUserNic
     ) {
         return Some(format!("--net={}: not supported yet", cfg.net.as_str()));
     }
@@ -2464,8 +2464,8 @@ mod tests {
             ),
             (&["--net=vpnkit", "sh"], "--net=vpnkit: not supported yet"),
             (
-                &["--net=lxc-user-nic", "sh"],
-                "--net=lxc-user-nic: not supported yet",
+                &["--net=lxc-user-nic", "--cidr=10.0.3.0/24", "sh"],
+                "custom cidr is not supported for --net=lxc-user-nic",
             ),
             (
                 &["--net=gvisor-tap-vsock", "sh"],
@@ -2527,6 +2527,26 @@ mod tests {
                 ],
                 &[],
             ),
+            (
+                &["--net=lxc-user-nic", "sh"],
+                &[
+                    "specifying --disable-host-loopback is highly recommended to prohibit connecting to 127.0.0.1:* on the host namespace (requires pasta, slirp4netns, or VPNKit)",
+                    "\"lxc-user-nic\" network driver is experimental",
+                    "--disable-host-loopback is implicitly set for lxc-user-nic",
+                ],
+            ),
+            (
+                &[
+                    "--net=lxc-user-nic",
+                    "--disable-host-loopback",
+                    "--detach-netns",
+                    "--port-driver=builtin",
+                    "--mtu=9000",
+                    "--ifname=eth1",
+                    "sh",
+                ],
+                &["\"lxc-user-nic\" network driver is experimental"],
+            ),
         ];
         for (args, warnings) in cases {
             assert_eq!(
@@ -2570,13 +2590,9 @@ mod tests {
                 "network \"pasta\" requires port driver \"none\" or \"implicit\"",
             ),
             (
-                &["--net=lxc-user-nic", "sh"],
-                &[
-                    dhl,
-                    "\"lxc-user-nic\" network driver is experimental",
-                    "--disable-host-loopback is implicitly set for lxc-user-nic",
-                ],
-                "--net=lxc-user-nic: not supported yet",
+                &["--net=lxc-user-nic", "--cidr=10.0.3.0/24", "sh"],
+                &[dhl, "\"lxc-user-nic\" network driver is experimental"],
+                "custom cidr is not supported for --net=lxc-user-nic",
             ),
             (
                 &[

@@ -1,5 +1,6 @@
 //! The bodies of the fuzz targets that take outside input in the parent (the command line and
-//! the id-map parsers), shared by `fuzz/` and by the unit tests that replay the committed corpus.
+//! the id-map parsers) and in the child (DHCP replies), shared by `fuzz/` and by the unit tests
+//! that replay the committed corpus.
 //! Each must end in a value or an error for any input, never in a panic, and checks what it can.
 
 use std::ffi::OsString;
@@ -72,6 +73,11 @@ pub fn subid(data: &[u8]) {
     }
 }
 
+/// A datagram from the bridge's DHCP server, as the child reads it (`child::dhcp`).
+pub fn dhcp_reply(data: &[u8]) {
+    child::dhcp::fuzz_reply(data);
+}
+
 /// Runs `f` on every input the fuzzers kept for `target` (and every crash they found, once
 /// fixed), so that `cargo test` replays the committed corpus; returns how many there were.
 #[cfg(test)]
@@ -105,6 +111,14 @@ mod tests {
         ] {
             super::cli(input);
         }
+    }
+
+    #[test]
+    fn dhcp_reply_corpus_replays() {
+        assert!(
+            replay("dhcp_reply", super::dhcp_reply) > 0,
+            "no dhcp_reply corpus"
+        );
     }
 
     #[test]

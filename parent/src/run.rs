@@ -99,7 +99,7 @@ pub fn run(cfg: &Config, sigfd: &OwnedFd) -> Outcome {
         }
     };
     // The network driver is looked up and probed before anything exists on disk, too.
-    let driver = match net::NetOptions::from_config(cfg).and_then(|o| net::probe(cfg.net, &o)) {
+    let driver = match net::probe_config(cfg) {
         Ok(d) => d,
         Err(e) => return Outcome::parent_error(e),
     };
@@ -362,11 +362,17 @@ impl<'a> Session<'a> {
                     .map_err(|e| Abort::Error("parent", e))?;
                 self.s4nn_socket = prepared.api_socket.clone();
                 let a = prepared.net.addr;
+                let dhcp = prepared.net.mode == NetMode::Dhcp;
                 self.net_info = Some(api::NetworkDriverInfo {
                     driver: driver.name().to_string(),
                     dns: prepared.dns.clone(),
-                    child_ip: format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3]),
-                    dynamic_child_ip: false,
+                    // With DHCP the address comes with the child's NetLease.
+                    child_ip: if dhcp {
+                        String::new()
+                    } else {
+                        format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])
+                    },
+                    dynamic_child_ip: dhcp,
                 });
                 prepared.net
             }
@@ -394,6 +400,9 @@ impl<'a> Session<'a> {
             _ => PortMode::None,
         };
         self.send(&Msg::PortDriverCompleted(port))?;
+        if net.mode == NetMode::Dhcp {
+            self.take_lease(state)?;
+        }
         self.expect(|m| matches!(m, Msg::ChildReady), "ChildReady")?;
         // The API socket exists before child_pid, which is what scripts wait for, and both
         // exist before the target starts.
@@ -454,6 +463,24 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Reads the child's `NetLease` (DHCP) and writes `resolv.conf` for it, before `ChildReady`
+    /// and so before the target starts; the child has bind-mounted that very file (it is
+    /// rewritten in place).
+    fn take_lease(&mut self, state: &StateDir) -> Result<(), Abort> {
+        let Msg::NetLease(lease) = self.expect(|m| matches!(m, Msg::NetLease(_)), "NetLease")?
+        else {
+            return Ok(());
+        };
+        let dns = vec![net::ipv4_text(lease.dns)];
+        net::resolv::write_resolv_conf(state.path(), &dns)
+            .map_err(|e| Abort::Error("parent", e))?;
+        if let Some(info) = self.net_info.as_mut() {
+            info.child_ip = net::ipv4_text(lease.addr);
+            info.dns = dns;
+        }
+        Ok(())
+    }
+
     /// Publishes every `-p` spec, as upstream does before `child_pid` appears.
     fn publish(&self, driver: &dyn crate::port::PortDriver) -> Result<(), Abort> {
         for text in &self.cfg.publish {
@@ -466,7 +493,7 @@ impl<'a> Session<'a> {
     }
 
     /// Waits for the next frame while watching signals and the child's death.
-    fn expect(&mut self, want: fn(&Msg) -> bool, name: &str) -> Result<(), Abort> {
+    fn expect(&mut self, want: fn(&Msg) -> bool, name: &str) -> Result<Msg, Abort> {
         loop {
             let (sock_ready, sig_ready, child_ready) = {
                 let mut fds = [
@@ -498,7 +525,7 @@ impl<'a> Session<'a> {
                     Ok(Msg::ChildError(text)) => {
                         Err(Abort::Error("child ", text.as_str().to_string()))
                     }
-                    Ok(m) if want(&m) => Ok(()),
+                    Ok(m) if want(&m) => Ok(m),
                     Ok(m) => Err(Abort::Error(
                         "parent",
                         format!("expected \"{name}\", got \"{}\"", m.name()),

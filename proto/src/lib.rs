@@ -85,6 +85,10 @@ pub enum NetMode {
     Configure = 2,
     /// A new network namespace whose interface the driver already configured (pasta).
     Preconfigured = 3,
+    /// A new network namespace where the child brings up `ifname` with the MTU given, gets
+    /// address, route and DNS by DHCP, configures them and reports them in a
+    /// [`Msg::NetLease`] (lxc-user-nic).
+    Dhcp = 4,
 }
 
 impl NetMode {
@@ -94,6 +98,7 @@ impl NetMode {
             1 => NetMode::Loopback,
             2 => NetMode::Configure,
             3 => NetMode::Preconfigured,
+            4 => NetMode::Dhcp,
             _ => return Err(Error::BadField("net.mode")),
         })
     }
@@ -233,9 +238,10 @@ impl fmt::Debug for ErrorText {
 /// Every message of the startup handshake.
 ///
 /// The order on the wire is: child `ChildInitUserNsCompleted` → parent `NetworkDriverCompleted`
-/// → parent `PortDriverCompleted` → child `ChildReady` (or `ChildError` at any point) → parent
-/// `ParentGo`, after which the child starts the target. From then on the parent may send
-/// `SocketsWanted` requests, each answered by one `SocketsMade`.
+/// → parent `PortDriverCompleted` → (child `NetLease`, for a [`NetMode::Dhcp`] network) → child
+/// `ChildReady` (or `ChildError` at any point) → parent `ParentGo`, after which the child starts
+/// the target. From then on the parent may send `SocketsWanted` requests, each answered by one
+/// `SocketsMade`.
 // Frames are fixed-size by design and live on the stack; boxing the error text would put the
 // allocator on the pipe path for nothing.
 #[allow(clippy::large_enum_variant)]
@@ -257,6 +263,9 @@ pub enum Msg {
     SocketsWanted(SocketsWanted),
     /// Child → parent: the sockets, attached as SCM_RIGHTS.
     SocketsMade(SocketsMade),
+    /// Child → parent, after a [`NetMode::Dhcp`] network and before `ChildReady`: the address,
+    /// prefix, gateway and DNS server the lease gave and the child configured (mode `Dhcp`).
+    NetLease(NetConfig),
 }
 
 const TAG_CHILD_INIT: u8 = 1;
@@ -267,6 +276,7 @@ const TAG_PARENT_GO: u8 = 5;
 const TAG_CHILD_ERROR: u8 = 6;
 const TAG_SOCKETS_WANTED: u8 = 9;
 const TAG_SOCKETS_MADE: u8 = 10;
+const TAG_NET_LEASE: u8 = 11;
 
 const NET_BODY: usize = 1 + IFNAMSIZ + 4 + 1 + 4 + 4 + 16 + 4;
 const PORT_BODY: usize = 1;
@@ -277,7 +287,7 @@ const SOCKETS_MADE_BODY: usize = 1 + 1 + 4;
 fn body_len(tag: u8) -> Result<usize, Error> {
     Ok(match tag {
         TAG_CHILD_INIT | TAG_CHILD_READY | TAG_PARENT_GO => 0,
-        TAG_NET => NET_BODY,
+        TAG_NET | TAG_NET_LEASE => NET_BODY,
         TAG_PORT => PORT_BODY,
         TAG_CHILD_ERROR => ERROR_BODY,
         TAG_SOCKETS_WANTED => SOCKETS_WANTED_BODY,
@@ -297,6 +307,7 @@ impl Msg {
             Msg::ChildError(_) => TAG_CHILD_ERROR,
             Msg::SocketsWanted(_) => TAG_SOCKETS_WANTED,
             Msg::SocketsMade(_) => TAG_SOCKETS_MADE,
+            Msg::NetLease(_) => TAG_NET_LEASE,
         }
     }
 
@@ -311,6 +322,7 @@ impl Msg {
             Msg::ChildError(_) => "ChildError",
             Msg::SocketsWanted(_) => "SocketsWanted",
             Msg::SocketsMade(_) => "SocketsMade",
+            Msg::NetLease(_) => "NetLease",
         }
     }
 
@@ -326,7 +338,7 @@ impl Msg {
         let body = &mut out[HEADER_LEN..HEADER_LEN + len];
         body.fill(0);
         match self {
-            Msg::NetworkDriverCompleted(n) => {
+            Msg::NetworkDriverCompleted(n) | Msg::NetLease(n) => {
                 let mut w = Cursor { buf: body, at: 0 };
                 w.put(&[n.mode as u8]);
                 w.put(&n.ifname);
@@ -393,7 +405,7 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
         TAG_CHILD_INIT => Msg::ChildInitUserNsCompleted,
         TAG_CHILD_READY => Msg::ChildReady,
         TAG_PARENT_GO => Msg::ParentGo,
-        TAG_NET => {
+        TAG_NET | TAG_NET_LEASE => {
             let mut r = Reader { buf: body, at: 0 };
             let mode = NetMode::from_u8(r.get::<1>()[0])?;
             let ifname = r.get::<IFNAMSIZ>();
@@ -417,7 +429,7 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
             if mtu > 65535 {
                 return Err(Error::BadField("net.mtu"));
             }
-            Msg::NetworkDriverCompleted(NetConfig {
+            let net = NetConfig {
                 mode,
                 ifname,
                 addr,
@@ -426,7 +438,12 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
                 dns,
                 dns6,
                 mtu,
-            })
+            };
+            if tag == TAG_NET_LEASE {
+                Msg::NetLease(net)
+            } else {
+                Msg::NetworkDriverCompleted(net)
+            }
         }
         TAG_PORT => Msg::PortDriverCompleted(match body[0] {
             0 => PortMode::None,
@@ -593,6 +610,13 @@ mod tests {
                 count: 0,
                 transparent: 0,
                 errno: 24,
+            }),
+            Msg::NetLease({
+                let mut n = net();
+                n.mode = NetMode::Dhcp;
+                n.set_ifname("eth0").unwrap();
+                n.mtu = 1500;
+                n
             }),
         ]
     }

@@ -9,6 +9,12 @@
 //! `nsenter --net=<file>` inside the child. It replaces upstream's
 //! `unshare -n mount --bind /proc/self/ns/net <file>`: no program is run.
 //!
+//! `rootlesskit` itself runs it as `rootlesskit-unshare --hold-net USERNS NETNS` for
+//! `--net=lxc-user-nic --detach-netns`: lxc-user-nic wants the pid of a process inside the
+//! namespace, so the helper joins the child's user namespace and the detached network namespace,
+//! writes one byte to descriptor 3 and then waits to be killed (upstream parks
+//! `nsenter ... sleep infinity` there).
+//!
 //! Errors are one line, `[rootlesskit:unshare] error: <text>`, and exit status 1.
 
 use std::ffi::OsString;
@@ -41,6 +47,8 @@ enum Action {
     Version,
     Help,
     NetBind(PathBuf),
+    /// `--hold-net USERNS NETNS`.
+    HoldNet(PathBuf, PathBuf),
 }
 
 /// Reads the command line (without argv\[0]): `--net-bind PATH` or `--net-bind=PATH`, exactly once.
@@ -55,6 +63,12 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String> {
         Some("--net-bind") => match it.next() {
             Some(p) if !p.is_empty() => Action::NetBind(p.into()),
             _ => return Err("missing value for --net-bind".into()),
+        },
+        Some("--hold-net") => match (it.next(), it.next()) {
+            (Some(u), Some(n)) if !u.is_empty() && !n.is_empty() => {
+                Action::HoldNet(u.into(), n.into())
+            }
+            _ => return Err("--hold-net needs USERNS and NETNS".into()),
         },
         Some(s) if s.starts_with("--net-bind=") => {
             let p = &s["--net-bind=".len()..];
@@ -95,6 +109,46 @@ fn net_bind(target: &Path) -> Result<(), String> {
     child::mount::bind_file(Path::new(OWN_NETNS), target).map_err(|e| e.to_string())
 }
 
+/// Joins `userns`, then `netns` (opened first, from outside), reports on descriptor 3 and waits
+/// for `SIGKILL` (from `rootlesskit`, or as its parent-death signal).
+///
+/// # Errors
+/// `open <path>: <errno>` or `failed to enter <path>: <errno>`.
+fn hold_net(userns: &Path, netns: &Path) -> Result<(), String> {
+    use rustix::fd::AsFd;
+    use rustix::fs::{Mode, OFlags};
+    use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+    let open = |p: &Path| {
+        rustix::fs::open(p, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| format!("open {}: {}", p.display(), child::mount::errno_text(e)))
+    };
+    let (user, net) = (open(userns)?, open(netns)?);
+    for (fd, kind, path) in [
+        (&user, LinkNameSpaceType::User, userns),
+        (&net, LinkNameSpaceType::Network, netns),
+    ] {
+        move_into_link_name_space(fd.as_fd(), Some(kind)).map_err(|e| {
+            format!(
+                "failed to enter {}: {}",
+                path.display(),
+                child::mount::errno_text(e)
+            )
+        })?;
+    }
+    // A change of user namespace may clear the parent-death signal: arm it again, then make
+    // sure the parent did not die before.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    if rustix::process::getppid().is_none() {
+        return Err("rootlesskit is gone".into());
+    }
+    child::sys::write_raw(3, b"1")
+        .map_err(|e| format!("write to fd 3: {}", child::errno::io_text(&e)))?;
+    child::sys::close_raw(3);
+    loop {
+        let _ = rustix::event::poll(&mut [], None);
+    }
+}
+
 fn main() {
     let result = match parse(std::env::args_os().skip(1)) {
         Ok(Action::Version) => {
@@ -110,6 +164,7 @@ fn main() {
             Ok(())
         }
         Ok(Action::NetBind(target)) => net_bind(&target),
+        Ok(Action::HoldNet(userns, netns)) => hold_net(&userns, &netns),
         Err(e) => Err(e),
     };
     if let Err(e) = result {
@@ -139,6 +194,17 @@ mod tests {
         check(&["--net-bind"], Err("missing value for --net-bind"));
         check(&["--net-bind", ""], Err("missing value for --net-bind"));
         check(&["--net-bind="], Err("missing value for --net-bind"));
+        check(
+            &["--hold-net", "/proc/7/ns/user", "/run/rk/netns"],
+            Ok(Action::HoldNet(
+                "/proc/7/ns/user".into(),
+                "/run/rk/netns".into(),
+            )),
+        );
+        check(
+            &["--hold-net", "/proc/7/ns/user"],
+            Err("--hold-net needs USERNS and NETNS"),
+        );
         check(
             &["-n", "mount"],
             Err(r#"unexpected argument "-n"; usage: rootlesskit-unshare --net-bind PATH"#),

@@ -1,4 +1,5 @@
-//! Raw syscalls that rustix does not expose: signal masks, signalfd, fork-like clone3 and execve.
+//! Raw syscalls that rustix does not expose: signal masks, signalfd, fork-like clone3 and execve,
+//! and the two socket calls of the DHCP client (`SO_BINDTODEVICE`, `SIOCGIFHWADDR`).
 //!
 //! # Safety
 //!
@@ -14,7 +15,7 @@ pub mod spawn;
 
 use std::ffi::{CStr, CString, OsStr, c_char};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use linux_raw_sys::general as g;
@@ -365,6 +366,79 @@ pub fn close_raw(fd: RawFd) {
     unsafe {
         syscall6(g::__NR_close, [fd as usize, 0, 0, 0, 0, 0]);
     }
+}
+
+/// `setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, name)`—sends and receives on `fd` only through
+/// interface `name` (rustix 1.1 has no wrapper). The DHCP client needs it: before it has an
+/// address, only the device pins its broadcasts to the right link.
+///
+/// # Errors
+/// `EINVAL` for a name of 16 bytes or more, else the kernel's errno (`ENODEV`).
+///
+/// # References
+/// - [`socket(7)`](https://man7.org/linux/man-pages/man7/socket.7.html)
+pub fn bind_to_device(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    let mut buf = [0u8; 16];
+    if name.len() >= buf.len() || name.bytes().any(|b| b == 0) {
+        return Err(io::Error::from_raw_os_error(
+            linux_raw_sys::errno::EINVAL as i32,
+        ));
+    }
+    buf[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: the kernel reads at most `name.len() + 1` bytes (our length argument) from `buf`,
+    // which lives on our stack for the whole call and is NUL-terminated there.
+    check(unsafe {
+        syscall6(
+            g::__NR_setsockopt,
+            [
+                fd.as_raw_fd() as usize,
+                linux_raw_sys::net::SOL_SOCKET as usize,
+                linux_raw_sys::net::SO_BINDTODEVICE as usize,
+                buf.as_ptr() as usize,
+                name.len() + 1,
+                0,
+            ],
+        )
+    })
+    .map(drop)
+}
+
+/// `ioctl(fd, SIOCGIFHWADDR)`—the hardware (MAC) address of Ethernet interface `name`, asked
+/// through any socket `fd` of the interface's network namespace.
+///
+/// # Errors
+/// `EINVAL` for a bad name, else the kernel's errno (`ENODEV`).
+///
+/// # References
+/// - [`netdevice(7)`](https://man7.org/linux/man-pages/man7/netdevice.7.html)
+pub fn hardware_address(fd: BorrowedFd<'_>, name: &str) -> io::Result<[u8; 6]> {
+    // struct ifreq: ifr_name[16], then a union whose `struct sockaddr ifr_hwaddr` holds the
+    // family (2 bytes) and the address in `sa_data`; 40 bytes in all on 64-bit targets.
+    let mut ifreq = [0u8; 40];
+    if name.len() >= 16 || name.bytes().any(|b| b == 0) {
+        return Err(io::Error::from_raw_os_error(
+            linux_raw_sys::errno::EINVAL as i32,
+        ));
+    }
+    ifreq[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: SIOCGIFHWADDR reads the NUL-terminated name from, and writes one `struct ifreq`
+    // (at most 40 bytes) into, `ifreq`, which we own for the whole call.
+    check(unsafe {
+        syscall6(
+            g::__NR_ioctl,
+            [
+                fd.as_raw_fd() as usize,
+                linux_raw_sys::ioctl::SIOCGIFHWADDR as usize,
+                ifreq.as_mut_ptr() as usize,
+                0,
+                0,
+                0,
+            ],
+        )
+    })?;
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&ifreq[18..24]);
+    Ok(mac)
 }
 
 /// Takes ownership of descriptor `fd`, inherited from the process that exec'd us and named on

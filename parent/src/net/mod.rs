@@ -7,6 +7,7 @@
 //! program, waits until the network is there and returns what the child must configure.
 
 mod helper;
+pub mod lxc_user_nic;
 pub mod pasta;
 pub mod resolv;
 pub mod slirp4netns;
@@ -179,6 +180,22 @@ pub fn probe(net: Net, opts: &NetOptions) -> Result<Option<Box<dyn Driver>>, Str
             "network driver {} is not supported yet",
             other.as_str()
         )),
+    }
+}
+
+/// The driver of `cfg.net`, probed against the command line: [`probe`], plus the drivers whose
+/// options go beyond [`NetOptions`] (lxc-user-nic's bridge).
+///
+/// # Errors
+/// [`NetOptions::from_config`]'s and the driver's probe errors.
+pub fn probe_config(cfg: &Config) -> Result<Option<Box<dyn Driver>>, String> {
+    let opts = NetOptions::from_config(cfg)?;
+    match cfg.net {
+        Net::LxcUserNic => Ok(Some(Box::new(lxc_user_nic::LxcUserNic::probe(
+            &opts,
+            &cfg.lxc_user_nic_bridge,
+        )?))),
+        net => probe(net, &opts),
     }
 }
 

@@ -43,6 +43,15 @@ pub fn write_files(state_dir: &Path, dns: &[String]) -> Result<(), String> {
     )
 }
 
+/// Rewrites `<state_dir>/resolv.conf` for `dns` in place (a bind mount of it shows the new
+/// text), for the DNS server a DHCP lease names once the child has it.
+///
+/// # Errors
+/// `writing <path>: <errno>`.
+pub fn write_resolv_conf(state_dir: &Path, dns: &[String]) -> Result<(), String> {
+    write_0644(&state_dir.join("resolv.conf"), resolv_conf(dns).as_bytes())
+}
+
 fn write_0644(path: &Path, data: &[u8]) -> Result<(), String> {
     let fail = |e: std::io::Error| format!("writing {}: {}", path.display(), errno_text(&e));
     let mut file = std::fs::OpenOptions::new()
