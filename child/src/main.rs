@@ -122,6 +122,7 @@ fn main() {
         sock,
         detached: None,
         serve_ports: false,
+        vif: None,
     };
     if let Err(text) = child.setup() {
         let _ = proto::write_frame(
@@ -171,6 +172,8 @@ struct Child {
     detached: Option<Netns>,
     /// Whether the parent runs the builtin port driver and will send `PortConnect`.
     serve_ports: bool,
+    /// `--net=vpnkit`: the frames between the tap and vpnkit, moved from the target's loop.
+    vif: Option<child::vpnkit::Pump>,
 }
 
 impl Child {
@@ -234,6 +237,9 @@ impl Child {
         }
         child::mount::copy_up(&self.args.copy_up).map_err(|e| e.to_string())?;
         if let Some(ns) = &detached {
+            if net.mode == NetMode::Vpnkit {
+                self.vif = Some(child::vpnkit::attach(&net, &self.args.state_dir, Some(ns))?);
+            }
             // §6.1 step 3: we stay in the host's network namespace, so no sysfs remount and no
             // /etc binds; consumers read resolv.conf and hosts from the state dir.
             configure_detached(ns, &net)?;
@@ -250,8 +256,11 @@ impl Child {
             _ if detached.is_some() => {}
             NetMode::Host => {}
             NetMode::Loopback => child::netlink::loopback_up().map_err(|e| e.to_string())?,
-            NetMode::Configure | NetMode::Preconfigured => {
+            NetMode::Configure | NetMode::Preconfigured | NetMode::Vpnkit => {
                 child::netlink::loopback_up().map_err(|e| e.to_string())?;
+                if net.mode == NetMode::Vpnkit {
+                    self.vif = Some(child::vpnkit::attach(&net, &self.args.state_dir, None)?);
+                }
                 if net.mode == NetMode::Configure {
                     let mtu = if net.mtu == 0 { 1500 } else { net.mtu };
                     child::netlink::activate_dev(
@@ -360,7 +369,8 @@ impl Child {
             let _ = self.sock.shutdown(std::net::Shutdown::Both);
         }
         loop {
-            if self.serve_ports && !self.wait_signal_or_request(sigfd) {
+            let pumping = self.vif.as_ref().is_some_and(|p| p.running());
+            if (self.serve_ports || pumping) && !self.wait_signal_or_request(sigfd) {
                 continue;
             }
             let info = match sys::read_signal(sigfd) {
@@ -387,20 +397,41 @@ impl Child {
         }
     }
 
-    /// Waits until a signal is pending (returns true) or serves one port request from the
-    /// parent (returns false).
+    /// Waits until a signal is pending (returns true), or serves one port request from the
+    /// parent or moves vpnkit's frames (returns false).
     fn wait_signal_or_request(&mut self, sigfd: &OwnedFd) -> bool {
         use rustix::event::{PollFd, PollFlags, poll};
-        let (sig, req) = {
-            let mut fds = [
-                PollFd::new(sigfd, PollFlags::IN),
-                PollFd::new(&self.sock, PollFlags::IN),
-            ];
-            if poll(&mut fds, None).is_err() {
+        let (sig, req, vif) = {
+            // Unused slots repeat the signalfd; only the first `n` are polled.
+            let mut watch = [(sigfd.as_fd(), PollFlags::IN); 4];
+            let mut n = 1;
+            if self.serve_ports {
+                watch[n] = (self.sock.as_fd(), PollFlags::IN);
+                n += 1;
+            }
+            let vif_at = n;
+            if let Some(p) = self.vif.as_ref().filter(|p| p.running()) {
+                let [tap, sock] = p.poll_fds();
+                watch[n] = tap;
+                watch[n + 1] = sock;
+                n += 2;
+            }
+            let mut fds = watch.map(|(fd, events)| PollFd::from_borrowed_fd(fd, events));
+            if poll(&mut fds[..n], None).is_err() {
                 return false;
             }
-            (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
+            (
+                !fds[0].revents().is_empty(),
+                self.serve_ports && !fds[1].revents().is_empty(),
+                (n > vif_at).then(|| (fds[vif_at].revents(), fds[vif_at + 1].revents())),
+            )
         };
+        if let (Some((tap, sock)), Some(p)) = (vif, self.vif.as_mut())
+            && let Err(child::vpnkit::Stop::Failed(e)) = p.ready(tap, sock)
+        {
+            // Upstream's copy loops panic here; the target keeps running without a network.
+            warn(&format!("vpnkit: {e}"));
+        }
         if sig {
             return true;
         }

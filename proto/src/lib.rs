@@ -14,6 +14,8 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 
+pub mod vmnet;
+
 /// The first two bytes of every frame: `RK` in little-endian order.
 pub const MAGIC: u16 = u16::from_le_bytes(*b"RK");
 /// Protocol version; both ends are always built from the same tree, so any other value is a bug
@@ -85,6 +87,9 @@ pub enum NetMode {
     Configure = 2,
     /// A new network namespace whose interface the driver already configured (pasta).
     Preconfigured = 3,
+    /// Like [`NetMode::Configure`], but the child first creates the tap itself with
+    /// [`NetConfig::mac`] and carries its frames to vpnkit's interface [`NetConfig::uuid`].
+    Vpnkit = 4,
 }
 
 impl NetMode {
@@ -94,6 +99,7 @@ impl NetMode {
             1 => NetMode::Loopback,
             2 => NetMode::Configure,
             3 => NetMode::Preconfigured,
+            4 => NetMode::Vpnkit,
             _ => return Err(Error::BadField("net.mode")),
         })
     }
@@ -118,6 +124,10 @@ pub struct NetConfig {
     pub dns6: [u8; 16],
     /// Interface MTU; 0 leaves the kernel default.
     pub mtu: u32,
+    /// [`NetMode::Vpnkit`]: the tap's MAC address, as vpnkit assigned it.
+    pub mac: [u8; 6],
+    /// [`NetMode::Vpnkit`]: the UUID of vpnkit's virtual interface.
+    pub uuid: [u8; 16],
 }
 
 impl NetConfig {
@@ -132,6 +142,8 @@ impl NetConfig {
             dns: [0; 4],
             dns6: [0; 16],
             mtu: 0,
+            mac: [0; 6],
+            uuid: [0; 16],
         }
     }
 
@@ -249,7 +261,7 @@ const TAG_CHILD_ERROR: u8 = 6;
 const TAG_PORT_CONNECT: u8 = 7;
 const TAG_PORT_CONNECTED: u8 = 8;
 
-const NET_BODY: usize = 1 + IFNAMSIZ + 4 + 1 + 4 + 4 + 16 + 4;
+const NET_BODY: usize = 1 + IFNAMSIZ + 4 + 1 + 4 + 4 + 16 + 4 + 6 + 16;
 const PORT_BODY: usize = 1;
 const ERROR_BODY: usize = MAX_BODY;
 const PORT_CONNECT_BODY: usize = 1 + 16 + 2 + 1;
@@ -317,6 +329,8 @@ impl Msg {
                 w.put(&n.dns);
                 w.put(&n.dns6);
                 w.put(&n.mtu.to_le_bytes());
+                w.put(&n.mac);
+                w.put(&n.uuid);
             }
             Msg::PortDriverCompleted(p) => body[0] = *p as u8,
             Msg::ChildError(t) => {
@@ -399,6 +413,8 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
             if mtu > 65535 {
                 return Err(Error::BadField("net.mtu"));
             }
+            let mac = r.get::<6>();
+            let uuid = r.get::<16>();
             Msg::NetworkDriverCompleted(NetConfig {
                 mode,
                 ifname,
@@ -408,6 +424,8 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
                 dns,
                 dns6,
                 mtu,
+                mac,
+                uuid,
             })
         }
         TAG_PORT => Msg::PortDriverCompleted(match body[0] {
@@ -539,11 +557,21 @@ mod tests {
         n
     }
 
+    fn vpnkit_net() -> NetConfig {
+        let mut n = net();
+        n.mode = NetMode::Vpnkit;
+        n.mtu = 1500;
+        n.mac = [2, 0x50, 0, 0, 0, 3];
+        n.uuid = [0xa5; 16];
+        n
+    }
+
     fn all() -> Vec<Msg> {
         vec![
             Msg::ChildInitUserNsCompleted,
             Msg::NetworkDriverCompleted(NetConfig::empty(NetMode::Host)),
             Msg::NetworkDriverCompleted(net()),
+            Msg::NetworkDriverCompleted(vpnkit_net()),
             Msg::PortDriverCompleted(PortMode::None),
             Msg::PortDriverCompleted(PortMode::Builtin),
             Msg::ChildReady,

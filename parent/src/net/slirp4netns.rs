@@ -249,7 +249,7 @@ impl Plan {
 }
 
 /// Go's `exec.Cmd.String()`: the path and the arguments joined by spaces, unquoted.
-fn command_text(binary: &Path, args: &[OsString]) -> String {
+pub(super) fn command_text(binary: &Path, args: &[OsString]) -> String {
     let mut text = binary.display().to_string();
     for a in args {
         text.push(' ');
@@ -266,14 +266,14 @@ pub struct Slirp4netns {
     ready_timeout: Duration,
 }
 
-/// A launched slirp4netns.
+/// A launched slirp4netns (or vpnkit).
 #[derive(Debug)]
-struct Running {
-    pid: i32,
-    pidfd: OwnedFd,
+pub(super) struct Running {
+    pub(super) pid: i32,
+    pub(super) pidfd: OwnedFd,
     /// A memfd holding its stdout and stderr.
-    log: OwnedFd,
-    reaped: bool,
+    pub(super) log: OwnedFd,
+    pub(super) reaped: bool,
 }
 
 impl Slirp4netns {
@@ -317,27 +317,10 @@ impl Slirp4netns {
         let args = self.plan.args(target);
         let shown = command_text(&self.plan.binary, &args);
         let executing = |e: String| failed(format!("executing {shown}: {e}"));
-        let sys = |e: Errno| exec::errno_text(&e.into());
         let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| executing(sys(e)))?;
-        let log = rustix::fs::memfd_create("slirp4netns-output", rustix::fs::MemfdFlags::CLOEXEC)
-            .map_err(|e| executing(sys(e)))?;
-        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| executing(exec::errno_text(&e)));
-        let devnull =
-            std::fs::File::open("/dev/null").map_err(|e| executing(exec::errno_text(&e)))?;
-        let fds = vec![
-            (OwnedFd::from(devnull), 0),
-            (dup(&log)?, 1),
-            (dup(&log)?, 2),
-            (ready_w, 3),
-        ];
-        let (pid, pidfd) = exec::start_helper(&self.plan.binary, &args, fds).map_err(executing)?;
-        self.running = Some(Running {
-            pid,
-            pidfd,
-            log,
-            reaped: false,
-        });
+            .map_err(|e| executing(exec::errno_text(&e.into())))?;
+        self.running =
+            Some(Running::start(&self.plan.binary, &args, Some(ready_w)).map_err(executing)?);
         let waiting = |e: String| failed(format!("waiting for ready fd ({shown}): {e}"));
         match self.wait_ready(&ready_r, watch) {
             Ok(()) => Ok(()),
@@ -406,17 +389,8 @@ impl Slirp4netns {
                     }
                 }
             }
-            if child_ready && let Some(status) = run.try_reap() {
-                let what = if status.signal().is_some() {
-                    "slirp4netns killed by signal"
-                } else {
-                    "slirp4netns failed"
-                };
-                return Err(Wait::Failed(format!(
-                    "{what} ({}){}",
-                    exec::exit_text(status),
-                    run.output_suffix()
-                )));
+            if child_ready && let Some(how) = run.ended("slirp4netns") {
+                return Err(Wait::Failed(how));
             }
             if watch_ready {
                 return Err(Wait::Interrupted);
@@ -431,8 +405,53 @@ enum Wait {
 }
 
 impl Running {
+    /// Starts `binary args...` with `/dev/null` as stdin, stdout and stderr into a memfd (for
+    /// [`Running::output_suffix`]) and `fd3`, if any, as descriptor 3.
+    ///
+    /// # Errors
+    /// The errno text of the failed step, or [`exec::start_helper`]'s error.
+    pub(super) fn start(
+        binary: &Path,
+        args: &[OsString],
+        fd3: Option<OwnedFd>,
+    ) -> Result<Running, String> {
+        let sys = |e: std::io::Error| exec::errno_text(&e);
+        let log = rustix::fs::memfd_create("driver-output", rustix::fs::MemfdFlags::CLOEXEC)
+            .map_err(|e| sys(e.into()))?;
+        let devnull = std::fs::File::open("/dev/null").map_err(sys)?;
+        let mut fds = vec![
+            (OwnedFd::from(devnull), 0),
+            (log.try_clone().map_err(sys)?, 1),
+            (log.try_clone().map_err(sys)?, 2),
+        ];
+        fds.extend(fd3.map(|fd| (fd, 3)));
+        let (pid, pidfd) = exec::start_helper(binary, args, fds)?;
+        Ok(Running {
+            pid,
+            pidfd,
+            log,
+            reaped: false,
+        })
+    }
+
+    /// `<name> failed (exit status N)` or `<name> killed by signal (signal: …)`, with the tail
+    /// of its output, once the program has ended.
+    pub(super) fn ended(&mut self, name: &str) -> Option<String> {
+        let status = self.try_reap()?;
+        let what = if status.signal().is_some() {
+            "killed by signal"
+        } else {
+            "failed"
+        };
+        Some(format!(
+            "{name} {what} ({}){}",
+            exec::exit_text(status),
+            self.output_suffix()
+        ))
+    }
+
     /// Collects the exit status if slirp4netns has ended.
-    fn try_reap(&mut self) -> Option<ExitStatus> {
+    pub(super) fn try_reap(&mut self) -> Option<ExitStatus> {
         if self.reaped {
             return None;
         }
@@ -455,7 +474,7 @@ impl Running {
     }
 
     /// `; last output: "<tail>"`, or nothing when slirp4netns printed nothing.
-    fn output_suffix(&self) -> String {
+    pub(super) fn output_suffix(&self) -> String {
         let tail = super::last_lines(&read_all(&self.log), TAIL_LINES, TAIL_BYTES);
         if tail.is_empty() {
             String::new()
@@ -464,7 +483,7 @@ impl Running {
         }
     }
 
-    fn kill_and_reap(&mut self) {
+    pub(super) fn kill_and_reap(&mut self) {
         if self.reaped {
             return;
         }
