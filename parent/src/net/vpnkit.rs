@@ -10,7 +10,6 @@ use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use proto::{NetMode, vmnet};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -21,8 +20,10 @@ use crate::exec;
 
 /// vpnkit's MTU when `--mtu` is 0.
 pub const DEFAULT_MTU: u32 = 1500;
-/// How long vpnkit may take to serve its socket, and then to hand out the interface.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long vpnkit may take to serve its socket: this many tries, 10 ms apart (10 s).
+pub const TRIES: u32 = 1000;
+/// vpnkit's gateway and DNS server, [`vmnet::GATEWAY`], as text.
+pub const GATEWAY_TEXT: &str = "192.168.65.1";
 /// The interface's prefix length.
 pub const PREFIX: u8 = 24;
 
@@ -91,7 +92,7 @@ impl Plan {
         Prepared {
             net,
             api_socket: None,
-            dns: vec![super::ipv4_text(vmnet::GATEWAY)],
+            dns: vec![GATEWAY_TEXT.into()],
         }
     }
 }
@@ -103,7 +104,7 @@ pub struct Vpnkit {
     running: Option<Running>,
     /// Our vmnet session, held while vpnkit runs.
     session: Option<UnixStream>,
-    timeout: Duration,
+    tries: u32,
 }
 
 impl Vpnkit {
@@ -121,7 +122,7 @@ impl Vpnkit {
             plan,
             running: None,
             session: None,
-            timeout: TIMEOUT,
+            tries: TRIES,
         })
     }
 
@@ -135,7 +136,7 @@ impl Vpnkit {
         self.running.as_mut()?.ended("vpnkit")
     }
 
-    /// Connects to vpnkit's socket, retrying every 10 ms for [`TIMEOUT`] while watching vpnkit
+    /// Connects to vpnkit's socket, retrying every 10 ms [`TRIES`] times while watching vpnkit
     /// and `watch`; then, bounded by timeouts, the init exchange, the interface and its address.
     fn connect(
         &mut self,
@@ -143,47 +144,50 @@ impl Vpnkit {
         watch: &[BorrowedFd<'_>],
     ) -> Result<Prepared, StartError> {
         let socket = state_dir.join(child::vpnkit::SOCKET_NAME);
-        let failed =
-            |what: String| StartError::Failed(format!("connecting to {}{what}", socket.display()));
-        let deadline = Instant::now() + self.timeout;
+        let uuid = vmnet::uuid_v4(random16());
+        let text = vmnet::uuid_text(&uuid);
+        let mut tries = self.tries;
         let stream = loop {
             let last = match UnixStream::connect(&socket) {
-                Ok(s) => break s,
+                Ok(s) => break Ok(s),
                 Err(e) => exec::errno_text(&e),
             };
-            if Instant::now() >= deadline {
-                return Err(failed(format!(
-                    ": last error: dial unix {}: connect: {last}: context deadline exceeded",
+            if tries == 0 {
+                break Err(format!(
+                    "last error: dial unix {}: connect: {last}: context deadline exceeded",
                     socket.display()
-                )));
+                ));
             }
+            tries -= 1;
             let interrupted = self
                 .running
                 .as_ref()
                 .is_some_and(|run| nap(run.pidfd.as_fd(), watch));
             // vpnkit's own SIGCHLD shows on the watched signalfd: its death comes first.
             if let Some(how) = self.died() {
-                return Err(failed(format!(": {how}")));
+                break Err(how);
             }
             if interrupted {
                 return Err(StartError::Interrupted);
             }
         };
-        let uuid = vmnet::uuid_v4(random16());
-        let got = child::vpnkit::session(stream, &uuid)
-            .and_then(|(mut s, vif)| Ok((child::vpnkit::dhcp(&mut s, vif.mac)?, vif.mac, s)));
-        match got {
-            Ok((ip, mac, s)) => {
+        let (with, why) = match stream.map(|s| child::vpnkit::interface(s, &uuid)) {
+            Err(why) => ("", why),
+            Ok(Ok((s, mac, ip))) => {
                 self.session = Some(s);
-                Ok(self.plan.prepared(uuid, mac, ip))
+                return Ok(self.plan.prepared(uuid, mac, ip));
             }
-            Err(e) => {
-                let why = self.died().unwrap_or(e);
-                Err(StartError::Failed(child::vpnkit::with_uuid(
-                    &socket, &uuid, &why,
-                )))
-            }
-        }
+            Ok(Err(e)) => (" with uuid ", self.died().unwrap_or(e)),
+        };
+        let uuid = if with.is_empty() {
+            ""
+        } else {
+            std::str::from_utf8(&text).unwrap_or_default()
+        };
+        Err(StartError::Failed(format!(
+            "connecting to {}{with}{uuid}: {why}",
+            socket.display()
+        )))
     }
 }
 
@@ -202,26 +206,18 @@ fn nap(pidfd: BorrowedFd<'_>, watch: &[BorrowedFd<'_>]) -> bool {
     fds[1..n].iter().any(|f| !f.revents().is_empty())
 }
 
-/// 16 random bytes from the kernel, for the interface's UUID. Should the read fail, the clock
-/// and the pid still make a UUID that no other session of this vpnkit uses.
+/// 16 random bytes from the kernel, for the interface's UUID. Should the read fail, the pid
+/// still tells this session's UUID from another rootlesskit's.
 fn random16() -> [u8; 16] {
     let mut b = [0u8; 16];
-    if rustix::fs::open(
+    b[..4].copy_from_slice(&std::process::id().to_le_bytes());
+    if let Ok(f) = rustix::fs::open(
         "/dev/urandom",
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
-    )
-    .and_then(|f| rustix::io::read(&f, &mut b))
-    .is_ok_and(|n| n == b.len())
-    {
-        return b;
+    ) {
+        let _ = rustix::io::read(&f, &mut b);
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    b.copy_from_slice(&now.to_le_bytes());
-    b[12..].copy_from_slice(&std::process::id().to_le_bytes());
     b
 }
 
@@ -448,12 +444,12 @@ mod tests {
         })
     }
 
-    fn fake(binary: &Path, timeout: Duration) -> Vpnkit {
+    fn fake(binary: &Path, tries: u32) -> Vpnkit {
         Vpnkit {
             plan: plan(&opts(), binary.into()).unwrap().0,
             running: None,
             session: None,
-            timeout,
+            tries,
         }
     }
 
@@ -461,7 +457,7 @@ mod tests {
     fn reports_a_vpnkit_that_dies_or_never_listens() {
         let dir = TempDir::new("vpnkit");
         let bin = dir.script("dies", "echo 'cannot bind socket' >&2\nexit 3");
-        let mut d = fake(&bin, Duration::from_secs(10));
+        let mut d = fake(&bin, TRIES);
         assert_eq!(
             start(&mut d, &dir.0).unwrap_err(),
             format!(
@@ -472,7 +468,7 @@ mod tests {
         assert!(d.exit_fd().is_none());
 
         let bin = dir.script("quiet", "exec sleep 60");
-        let mut d = fake(&bin, Duration::from_millis(300));
+        let mut d = fake(&bin, 30);
         let err = start(&mut d, &dir.0).unwrap_err();
         assert_eq!(
             err,
@@ -484,7 +480,7 @@ mod tests {
         assert!(d.exit_fd().is_none(), "stopped after the failure");
 
         let missing = dir.0.join("missing");
-        let mut d = fake(&missing, Duration::from_secs(1));
+        let mut d = fake(&missing, 100);
         assert_eq!(
             start(&mut d, &dir.0).unwrap_err(),
             format!(
