@@ -322,3 +322,51 @@ fn a_vpnkit_that_fails_or_refuses_is_one_error_and_leaves_nothing() {
         o.stderr
     );
 }
+
+#[test]
+fn vpnkit_is_the_only_program_the_driver_runs() {
+    // No ip, nsenter or shell: the tap, its MAC and its addresses are ioctl and rtnetlink.
+    if !ci::am_root() {
+        skip!("needs root to trace the unprivileged run");
+    }
+    if !Path::new("/usr/bin/strace").exists() || !need_fake() {
+        skip!("strace, python3 (for the fake vpnkit), busybox or /dev/net/tun is missing");
+    }
+    let (d, path) = with_fake("vpnkit-strace");
+    let log = d.join("trace");
+    let u = ci::test_user().unwrap();
+    let st = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=execve", "-o"])
+        .arg(&log)
+        .args([
+            "setpriv",
+            &format!("--reuid={}", u.uid),
+            &format!("--regid={}", u.gid),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(ci::bin_dir().join("rootlesskit"))
+        .args(["--net=vpnkit", "--disable-host-loopback", "/bin/true"])
+        .env("PATH", &path)
+        .env("HOME", "/")
+        .current_dir("/")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let trace = std::fs::read_to_string(&log).unwrap();
+    let programs = ci::executed_programs(&trace);
+    let allowed = [
+        "getsubids",
+        "newgidmap",
+        "newuidmap",
+        "rootlesskit",
+        "rootlesskit-child",
+        "setpriv",
+        "true",
+        "vpnkit",
+    ];
+    for p in &programs {
+        assert!(allowed.contains(&p.as_str()), "{p} was executed:\n{trace}");
+    }
+    assert!(programs.iter().any(|x| x == "vpnkit"), "{trace}");
+}
