@@ -324,6 +324,8 @@ fn a_vpnkit_that_fails_or_refuses_is_one_error_and_leaves_nothing() {
 }
 
 #[test]
+// Tests run programs (strace here): that is their job.
+#[allow(clippy::disallowed_methods)]
 fn vpnkit_is_the_only_program_the_driver_runs() {
     // No ip, nsenter or shell: the tap, its MAC and its addresses are ioctl and rtnetlink.
     if !ci::am_root() {
