@@ -3,8 +3,10 @@
 //! DHCP. The child then creates the tap, opens its own session for the same UUID and moves the
 //! frames (`child::vpnkit`); this session stays open until the driver stops, as upstream's does.
 //!
-//! Everything here waits by `poll` on the socket, vpnkit's pidfd and the caller's descriptors,
-//! with deadlines: the parent stays one thread.
+//! The parent stays one thread: while vpnkit has not opened its socket yet, each 10 ms retry
+//! waits by `poll` on vpnkit's pidfd and the caller's descriptors (signals, the child); once
+//! connected, the exchange blocks, but each read is bounded by a socket timeout (10 s for the
+//! interface, ten one-second rounds for DHCP).
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -414,6 +416,7 @@ mod tests {
             ([2, 0x50, 0, 0, 0, 3], [7; 16], [0; 16])
         );
         assert_eq!(got.dns, ["192.168.65.1"]);
+        assert_eq!(super::super::ipv4_text(vmnet::GATEWAY), GATEWAY_TEXT);
         assert_eq!(got.api_socket, None);
     }
 
