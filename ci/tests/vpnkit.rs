@@ -48,6 +48,18 @@ fn get_info(sock: &Path) -> String {
     reply
 }
 
+/// A background rootlesskit, ended with SIGTERM if a failed assertion leaves it running.
+struct Running(Option<std::process::Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            ci::send_signal(c.id(), "TERM");
+            let _ = ci::wait_output(c, Duration::from_secs(10));
+        }
+    }
+}
+
 fn need_fake() -> bool {
     Path::new(PYTHON).exists() && tun_usable() && Path::new("/bin/busybox").exists()
 }
@@ -125,17 +137,19 @@ fn vpnkit_info_command_line_and_death_under_a_running_target() {
     let (d, path) = with_fake("vpnkit-api");
     let log = fake_log(&d);
     let state = d.join("state");
-    let child = rootlesskit([
-        format!("--state-dir={}", state.display()).as_str(),
-        "--net=vpnkit",
-        "--port-driver=builtin",
-        "sh",
-        "-c",
-        "while [ ! -e \"$ROOTLESSKIT_STATE_DIR/stop\" ]; do sleep 0.1; done; exit 7",
-    ])
-    .env("PATH", &path)
-    .env("FAKE_VPNKIT_LOG", log.to_str().unwrap())
-    .spawn();
+    let mut child = Running(Some(
+        rootlesskit([
+            format!("--state-dir={}", state.display()).as_str(),
+            "--net=vpnkit",
+            "--port-driver=builtin",
+            "sh",
+            "-c",
+            "while [ ! -e \"$ROOTLESSKIT_STATE_DIR/stop\" ]; do sleep 0.1; done; exit 7",
+        ])
+        .env("PATH", &path)
+        .env("FAKE_VPNKIT_LOG", log.to_str().unwrap())
+        .spawn(),
+    ));
     assert!(ci::wait_until(Duration::from_secs(20), || state
         .join("child_pid")
         .exists()));
@@ -158,7 +172,7 @@ fn vpnkit_info_command_line_and_death_under_a_running_target() {
     )));
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(state.join("stop"), "").unwrap();
-    let o = ci::wait_output(child, Duration::from_secs(20));
+    let o = ci::wait_output(child.0.take().unwrap(), Duration::from_secs(20));
     assert_eq!(o.code, 7, "{}", o.stderr);
     assert_eq!(
         o.stderr
