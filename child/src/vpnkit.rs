@@ -102,7 +102,7 @@ pub fn connect(socket: &Path, uuid: &[u8; 16]) -> Result<OwnedFd, String> {
 }
 
 /// `connecting to <socket> with uuid <uuid>: <why>`, upstream's words for a failed interface.
-pub fn with_uuid(socket: &Path, uuid: &[u8; 16], why: &str) -> String {
+fn with_uuid(socket: &Path, uuid: &[u8; 16], why: &str) -> String {
     format!(
         "connecting to {} with uuid {}: {why}",
         socket.display(),
