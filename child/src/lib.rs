@@ -13,5 +13,6 @@ pub mod netlink;
 pub mod ports;
 pub mod signals;
 pub mod sys;
+pub mod vpnkit;
 
 pub use sys::spawn;

@@ -124,6 +124,7 @@ fn main() {
         serve_ports: false,
         renewer: None,
         transparent: [false; 2],
+        vif: None,
     };
     if let Err(text) = child.setup() {
         let _ = proto::write_frame(
@@ -177,6 +178,8 @@ struct Child {
     renewer: Option<child::dhcp::Renewer>,
     /// Per family (IPv4, IPv6): TCP sockets can connect from a client's address.
     transparent: [bool; 2],
+    /// `--net=vpnkit`: the frames between the tap and vpnkit, moved from the target's loop.
+    vif: Option<child::vpnkit::Pump>,
 }
 
 impl Child {
@@ -241,6 +244,9 @@ impl Child {
         }
         child::mount::copy_up(&self.args.copy_up).map_err(|e| e.to_string())?;
         if let Some(ns) = &detached {
+            if net.mode == NetMode::Vpnkit {
+                self.vif = Some(child::vpnkit::attach(&net, &self.args.state_dir, Some(ns))?);
+            }
             // §6.1 step 3: we stay in the host's network namespace, so no sysfs remount and no
             // /etc binds; consumers read resolv.conf and hosts from the state dir.
             if net.mode == NetMode::Dhcp {
@@ -263,8 +269,11 @@ impl Child {
             _ if detached.is_some() => {}
             NetMode::Host => {}
             NetMode::Loopback => child::netlink::loopback_up().map_err(|e| e.to_string())?,
-            NetMode::Configure | NetMode::Preconfigured => {
+            NetMode::Configure | NetMode::Preconfigured | NetMode::Vpnkit => {
                 child::netlink::loopback_up().map_err(|e| e.to_string())?;
+                if net.mode == NetMode::Vpnkit {
+                    self.vif = Some(child::vpnkit::attach(&net, &self.args.state_dir, None)?);
+                }
                 if net.mode == NetMode::Configure {
                     let mtu = if net.mtu == 0 { 1500 } else { net.mtu };
                     child::netlink::activate_dev(
@@ -410,7 +419,10 @@ impl Child {
             let _ = self.sock.shutdown(std::net::Shutdown::Both);
         }
         loop {
-            if (self.serve_ports || self.renewer.is_some()) && !self.wait_signal_or_request(sigfd) {
+            let pumping = self.vif.as_ref().is_some_and(|p| p.running());
+            if (self.serve_ports || self.renewer.is_some() || pumping)
+                && !self.wait_signal_or_request(sigfd)
+            {
                 continue;
             }
             let info = match sys::read_signal(sigfd) {
@@ -438,7 +450,7 @@ impl Child {
     }
 
     /// Waits until a signal is pending (returns true), or serves one port request from the
-    /// parent or moves the DHCP renewal on (returns false).
+    /// parent, moves the DHCP renewal on or moves vpnkit's frames (returns false).
     fn wait_signal_or_request(&mut self, sigfd: &OwnedFd) -> bool {
         use rustix::event::{PollFd, PollFlags, Timespec, poll};
         let now = std::time::Instant::now();
@@ -447,35 +459,50 @@ impl Child {
             tv_sec: d.as_secs().min(i64::MAX as u64) as _,
             tv_nsec: d.subsec_nanos() as _,
         });
-        let (sig, req, dhcp) = {
+        let (sig, req, dhcp, vif) = {
             // Unused slots repeat the signalfd; only the first `n` are polled.
-            let mut fds = [
-                PollFd::new(sigfd, PollFlags::IN),
-                PollFd::new(sigfd, PollFlags::IN),
-                PollFd::new(sigfd, PollFlags::IN),
-            ];
+            let mut watch = [(sigfd.as_fd(), PollFlags::IN); 5];
             let mut n = 1;
-            let (mut req_at, mut dhcp_at) = (None, None);
+            let (mut req_at, mut dhcp_at, mut vif_at) = (None, None, None);
             if self.serve_ports {
-                fds[n] = PollFd::new(&self.sock, PollFlags::IN);
+                watch[n] = (self.sock.as_fd(), PollFlags::IN);
                 req_at = Some(n);
                 n += 1;
             }
             if let Some(fd) = self.renewer.as_ref().and_then(|r| r.fd()) {
-                fds[n] = PollFd::from_borrowed_fd(fd, PollFlags::IN);
+                watch[n] = (fd, PollFlags::IN);
                 dhcp_at = Some(n);
                 n += 1;
             }
+            if let Some(p) = self.vif.as_ref().filter(|p| p.running()) {
+                let [tap, sock] = p.poll_fds();
+                watch[n] = tap;
+                watch[n + 1] = sock;
+                vif_at = Some(n);
+                n += 2;
+            }
+            let mut fds = watch.map(|(fd, events)| PollFd::from_borrowed_fd(fd, events));
             if poll(&mut fds[..n], timeout.as_ref()).is_err() {
                 return false;
             }
             let ready = |at: Option<usize>| at.is_some_and(|i| !fds[i].revents().is_empty());
-            (!fds[0].revents().is_empty(), ready(req_at), ready(dhcp_at))
+            (
+                !fds[0].revents().is_empty(),
+                ready(req_at),
+                ready(dhcp_at),
+                vif_at.map(|i| (fds[i].revents(), fds[i + 1].revents())),
+            )
         };
         if let Some(r) = self.renewer.as_mut()
             && let Some(w) = r.wake(dhcp, std::time::Instant::now())
         {
             warn(&w);
+        }
+        if let (Some((tap, sock)), Some(p)) = (vif, self.vif.as_mut())
+            && let Err(child::vpnkit::Stop::Failed(e)) = p.ready(tap, sock)
+        {
+            // Upstream's copy loops panic here; the target keeps running without a network.
+            warn(&format!("vpnkit: {e}"));
         }
         if sig {
             return true;

@@ -27,6 +27,7 @@ const RTM_NEWLINK: u16 = nl::RTM_NEWLINK as u16;
 const RTM_NEWADDR: u16 = nl::RTM_NEWADDR as u16;
 const RTM_NEWROUTE: u16 = nl::RTM_NEWROUTE as u16;
 const IFLA_MTU: u16 = nl::IFLA_MTU as u16;
+const IFLA_ADDRESS: u16 = nl::IFLA_ADDRESS as u16;
 const IFA_ADDRESS: u16 = nl::IFA_ADDRESS as u16;
 const IFA_LOCAL: u16 = nl::IFA_LOCAL as u16;
 const RTA_GATEWAY: u16 = nl::rtattr_type_t::RTA_GATEWAY as u16;
@@ -117,6 +118,14 @@ pub fn encode_set_mtu(buf: &mut [u8], seq: u32, index: u32, mtu: u32) -> io::Res
     let mut r = Request::new(buf, RTM_NEWLINK, CHANGE, seq)?;
     r.put(&ifinfomsg(index, 0, 0))?;
     r.attr(IFLA_MTU, &mtu.to_ne_bytes())?;
+    Ok(r.finish())
+}
+
+/// `RTM_NEWLINK` with `IFLA_ADDRESS` on link `index` (`ip link set <dev> address <mac>`).
+pub fn encode_set_mac(buf: &mut [u8], seq: u32, index: u32, mac: [u8; 6]) -> io::Result<usize> {
+    let mut r = Request::new(buf, RTM_NEWLINK, CHANGE, seq)?;
+    r.put(&ifinfomsg(index, 0, 0))?;
+    r.attr(IFLA_ADDRESS, &mac)?;
     Ok(r.finish())
 }
 
@@ -341,6 +350,11 @@ impl Netlink {
         self.request(|buf, seq| encode_set_mtu(buf, seq, index, mtu))
     }
 
+    /// `ip link set <index> address <mac>`.
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> io::Result<()> {
+        self.request(|buf, seq| encode_set_mac(buf, seq, index, mac))
+    }
+
     /// `ip addr add <addr>/<prefix> dev <index>` for IPv4.
     pub fn add_addr_v4(&mut self, index: u32, addr: [u8; 4], prefix: u8) -> io::Result<()> {
         self.request(|buf, seq| encode_add_addr(buf, seq, index, &addr, prefix))
@@ -488,6 +502,19 @@ mod tests {
                 0, // ifinfomsg: index 3, no flag change
                 8, 0, 4, 0, // rtattr: len 8, IFLA_MTU
                 0xf0, 0xff, 0, 0, // 65520
+            ],
+        );
+    }
+
+    #[test]
+    fn mac() {
+        check(
+            |b, s| encode_set_mac(b, s, 3, [2, 0x50, 0, 0, 0, 3]),
+            &[
+                44, 0, 0, 0, 16, 0, 5, 0, 7, 0, 0, 0, 0, 0, 0, 0, // header
+                0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // ifinfomsg: index 3
+                10, 0, 1, 0, // rtattr: len 10, IFLA_ADDRESS
+                2, 0x50, 0, 0, 0, 3, 0, 0, // the MAC, padded
             ],
         );
     }

@@ -333,8 +333,8 @@ fn bad_network_flags_fail_cleanly_and_leave_nothing() {
             "--net=gvisor-tap-vsock: not supported yet",
         ),
         (
-            &["--net=vpnkit", "true"][..],
-            "--net=vpnkit: not supported yet",
+            &["--net=vpnkit", "--cidr=10.0.2.0/24", "true"][..],
+            "custom cidr is not supported for --net=vpnkit",
         ),
         (
             &["--net=host", "--port-driver=implicit", "true"][..],

@@ -1497,7 +1497,7 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
 fn unsupported(cfg: &Config) -> Option<String> {
     if !matches!(
         cfg.net,
-        Net::Host | Net::None | Net::Slirp4netns | Net::Pasta | Net::LxcUserNic
+        Net::Host | Net::None | Net::Slirp4netns | Net::Pasta | Net::LxcUserNic | Net::Vpnkit
     ) {
         return Some(format!("--net={}: not supported yet", cfg.net.as_str()));
     }
@@ -2462,7 +2462,6 @@ mod tests {
                 &["--net=slirp4netns", "--port-driver=gvisor-tap-vsock", "sh"],
                 "--port-driver=gvisor-tap-vsock: not supported yet",
             ),
-            (&["--net=vpnkit", "sh"], "--net=vpnkit: not supported yet"),
             (
                 &["--net=lxc-user-nic", "--cidr=10.0.3.0/24", "sh"],
                 "custom cidr is not supported for --net=lxc-user-nic",
@@ -2547,6 +2546,18 @@ mod tests {
                 ],
                 &["\"lxc-user-nic\" network driver is experimental"],
             ),
+            // vpnkit's MTU warning comes with its probe, after the binary is found.
+            (
+                &[
+                    "--net=vpnkit",
+                    "--disable-host-loopback",
+                    "--mtu=9000",
+                    "--ifname=eth0",
+                    "--port-driver=builtin",
+                    "sh",
+                ],
+                &[],
+            ),
         ];
         for (args, warnings) in cases {
             assert_eq!(
@@ -2614,9 +2625,13 @@ mod tests {
                 "custom cidr is not supported for --net=host",
             ),
             (
-                &["--net=vpnkit", "--disable-host-loopback", "sh"],
-                &[],
-                "--net=vpnkit: not supported yet",
+                &["--net=vpnkit", "--ipv6", "--cidr=10.0.2.0/24", "sh"],
+                &[
+                    "ipv6 is experimental",
+                    "--ipv6 is discarded for --net=vpnkit",
+                    dhl,
+                ],
+                "custom cidr is not supported for --net=vpnkit",
             ),
         ];
         for (args, warnings, msg) in cases {

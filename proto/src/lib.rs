@@ -14,6 +14,8 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 
+pub mod vmnet;
+
 /// The first two bytes of every frame: `RK` in little-endian order.
 pub const MAGIC: u16 = u16::from_le_bytes(*b"RK");
 /// Protocol version; both ends are always built from the same tree, so any other value is a bug
@@ -89,6 +91,9 @@ pub enum NetMode {
     /// address, route and DNS by DHCP, configures them and reports them in a
     /// [`Msg::NetLease`] (lxc-user-nic).
     Dhcp = 4,
+    /// Like [`NetMode::Configure`], but the child first creates the tap itself with
+    /// [`NetConfig::mac`] and carries its frames to vpnkit's interface [`NetConfig::uuid`].
+    Vpnkit = 5,
 }
 
 impl NetMode {
@@ -99,6 +104,7 @@ impl NetMode {
             2 => NetMode::Configure,
             3 => NetMode::Preconfigured,
             4 => NetMode::Dhcp,
+            5 => NetMode::Vpnkit,
             _ => return Err(Error::BadField("net.mode")),
         })
     }
@@ -123,6 +129,10 @@ pub struct NetConfig {
     pub dns6: [u8; 16],
     /// Interface MTU; 0 leaves the kernel default.
     pub mtu: u32,
+    /// [`NetMode::Vpnkit`]: the tap's MAC address, as vpnkit assigned it.
+    pub mac: [u8; 6],
+    /// [`NetMode::Vpnkit`]: the UUID of vpnkit's virtual interface.
+    pub uuid: [u8; 16],
 }
 
 impl NetConfig {
@@ -137,6 +147,8 @@ impl NetConfig {
             dns: [0; 4],
             dns6: [0; 16],
             mtu: 0,
+            mac: [0; 6],
+            uuid: [0; 16],
         }
     }
 
@@ -278,7 +290,7 @@ const TAG_SOCKETS_WANTED: u8 = 9;
 const TAG_SOCKETS_MADE: u8 = 10;
 const TAG_NET_LEASE: u8 = 11;
 
-const NET_BODY: usize = 1 + IFNAMSIZ + 4 + 1 + 4 + 4 + 16 + 4;
+const NET_BODY: usize = 1 + IFNAMSIZ + 4 + 1 + 4 + 4 + 16 + 4 + 6 + 16;
 const PORT_BODY: usize = 1;
 const ERROR_BODY: usize = MAX_BODY;
 const SOCKETS_WANTED_BODY: usize = 3;
@@ -348,6 +360,8 @@ impl Msg {
                 w.put(&n.dns);
                 w.put(&n.dns6);
                 w.put(&n.mtu.to_le_bytes());
+                w.put(&n.mac);
+                w.put(&n.uuid);
             }
             Msg::PortDriverCompleted(p) => body[0] = *p as u8,
             Msg::ChildError(t) => {
@@ -429,6 +443,8 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
             if mtu > 65535 {
                 return Err(Error::BadField("net.mtu"));
             }
+            let mac = r.get::<6>();
+            let uuid = r.get::<16>();
             let net = NetConfig {
                 mode,
                 ifname,
@@ -438,6 +454,8 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
                 dns,
                 dns6,
                 mtu,
+                mac,
+                uuid,
             };
             if tag == TAG_NET_LEASE {
                 Msg::NetLease(net)
@@ -575,11 +593,21 @@ mod tests {
         n
     }
 
+    fn vpnkit_net() -> NetConfig {
+        let mut n = net();
+        n.mode = NetMode::Vpnkit;
+        n.mtu = 1500;
+        n.mac = [2, 0x50, 0, 0, 0, 3];
+        n.uuid = [0xa5; 16];
+        n
+    }
+
     fn all() -> Vec<Msg> {
         vec![
             Msg::ChildInitUserNsCompleted,
             Msg::NetworkDriverCompleted(NetConfig::empty(NetMode::Host)),
             Msg::NetworkDriverCompleted(net()),
+            Msg::NetworkDriverCompleted(vpnkit_net()),
             Msg::PortDriverCompleted(PortMode::None),
             Msg::PortDriverCompleted(PortMode::Builtin),
             Msg::ChildReady,

@@ -530,6 +530,41 @@ fn droppable_mappings(smaps: &str, path: &str) -> Vec<(usize, usize)> {
     out
 }
 
+/// `ioctl(fd, TUNSETIFF, {name, IFF_TAP | IFF_NO_PI})` on an open `/dev/net/tun`: creates the tap
+/// device `name` in the network namespace the descriptor was opened in and attaches it to `fd`
+/// (frames without the packet-information header). The device lives as long as the descriptor.
+///
+/// # References
+/// - [Universal TUN/TAP device driver](https://docs.kernel.org/networking/tuntap.html)
+pub fn tun_set_iff_tap(fd: &OwnedFd, name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // `struct ifreq`: 16 bytes of name, then the union of which `ifr_flags` (a short) comes
+    // first; 40 bytes in all on 64-bit targets.
+    let mut ifr = [0u8; 40];
+    if name.is_empty() || name.len() >= 16 || name.contains('\0') {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    ifr[..name.len()].copy_from_slice(name.as_bytes());
+    let flags = (linux_raw_sys::if_tun::IFF_TAP | linux_raw_sys::if_tun::IFF_NO_PI) as u16;
+    ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes one `struct ifreq` at the pointer; `ifr` is ours, 40
+    // bytes (the size of `struct ifreq` on 64-bit Linux), and lives through the call.
+    check(unsafe {
+        syscall6(
+            g::__NR_ioctl,
+            [
+                fd.as_raw_fd() as usize,
+                linux_raw_sys::ioctl::TUNSETIFF as usize,
+                ifr.as_mut_ptr() as usize,
+                0,
+                0,
+                0,
+            ],
+        )
+    })
+    .map(drop)
+}
+
 /// `setsid()`.
 pub fn setsid() -> io::Result<()> {
     // SAFETY: no arguments.

@@ -202,6 +202,23 @@ impl Running {
         }
     }
 
+    /// `<name> failed (exit status N)` or `<name> killed by signal (signal: …)`, with the tail
+    /// of its output, once the program has ended.
+    pub(super) fn ended(&mut self, name: &str) -> Option<String> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.try_reap()?;
+        let what = if status.signal().is_some() {
+            "killed by signal"
+        } else {
+            "failed"
+        };
+        Some(format!(
+            "{name} {what} ({}){}",
+            exec::exit_text(status),
+            self.output_suffix()
+        ))
+    }
+
     /// How it ended and the tail of its output, once [`Running::pidfd`] was readable.
     #[inline(never)]
     pub(super) fn describe_exit(&mut self) -> String {

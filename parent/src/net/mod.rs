@@ -11,6 +11,7 @@ pub mod lxc_user_nic;
 pub mod pasta;
 pub mod resolv;
 pub mod slirp4netns;
+pub mod vpnkit;
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -176,6 +177,7 @@ pub fn probe(net: Net, opts: &NetOptions) -> Result<Option<Box<dyn Driver>>, Str
         Net::Host | Net::None => Ok(None),
         Net::Slirp4netns => Ok(Some(Box::new(slirp4netns::Slirp4netns::probe(opts)?))),
         Net::Pasta => Ok(Some(Box::new(pasta::Pasta::probe(opts)?))),
+        Net::Vpnkit => Ok(Some(Box::new(vpnkit::Vpnkit::probe(opts)?))),
         other => Err(format!(
             "network driver {} is not supported yet",
             other.as_str()
@@ -537,8 +539,8 @@ mod tests {
         assert!(probe(Net::Host, &opts).unwrap().is_none());
         assert!(probe(Net::None, &opts).unwrap().is_none());
         assert_eq!(
-            probe(Net::Vpnkit, &opts).err().as_deref(),
-            Some("network driver vpnkit is not supported yet")
+            probe(Net::LxcUserNic, &opts).err().as_deref(),
+            Some("network driver lxc-user-nic is not supported yet")
         );
     }
 }

@@ -244,7 +244,7 @@ impl Plan {
 }
 
 /// Go's `exec.Cmd.String()`: the path and the arguments joined by spaces, unquoted.
-fn command_text(binary: &Path, args: &[OsString]) -> String {
+pub(super) fn command_text(binary: &Path, args: &[OsString]) -> String {
     let mut text = binary.display().to_string();
     for a in args {
         text.push(' ');
