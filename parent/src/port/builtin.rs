@@ -208,7 +208,7 @@ impl Builtin {
         for ev in &events[..n] {
             let raw = ev.data.u64();
             if raw == CHILD_EVENT {
-                st.supply.receive();
+                st.supply.receive_if_ready();
                 continue;
             }
             let id = raw as u32;
@@ -301,6 +301,25 @@ impl Supply {
             return;
         }
         self.pending.push(i);
+    }
+
+    /// [`receive`](Supply::receive) when the child's socket is still readable: an accept
+    /// earlier in the same batch of events may have waited for (and read) the answer that
+    /// made it readable, and reading on would take an empty socket for a gone child.
+    fn receive_if_ready(&mut self) {
+        let Some(sock) = self.child.as_ref() else {
+            return;
+        };
+        let mut fds = [rustix::event::PollFd::new(
+            sock,
+            rustix::event::PollFlags::IN,
+        )];
+        if matches!(
+            rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default())),
+            Ok(n) if n > 0
+        ) {
+            self.receive();
+        }
     }
 
     /// Reads the child's answer to the oldest request (the socket is readable), into its
@@ -760,6 +779,20 @@ mod tests {
             }
         });
         asked
+    }
+
+    #[test]
+    fn a_stale_readable_event_does_not_lose_the_child() {
+        let b = Builtin::new().unwrap();
+        fake_child(&b);
+        let mut st = b.lock();
+        // An accept earlier in the same batch of events read the answer itself; the event
+        // that announced it arrives afterwards with nothing left to read.
+        let i = pool_index(4, 0);
+        assert!(st.supply.take(i).is_some());
+        st.supply.receive_if_ready();
+        assert!(st.supply.child.is_some());
+        assert!(st.supply.take(i).is_some());
     }
 
     #[test]
