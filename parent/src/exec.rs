@@ -1,33 +1,88 @@
 //! The one place that runs external programs: newuidmap, newgidmap, getsubids and, later, the network drivers.
 //!
-//! Every program is started through [`command`], which gives it `/dev/null` as stdin and clears the
-//! signal mask that the parent keeps blocked (std's `Command` would pass the mask on unchanged).
+//! Every program is started through [`start`] (the child crate's `clone3` + `execve`, the same
+//! code that starts the child), which clears the signal mask that the parent keeps blocked; the
+//! short-lived ones get `/dev/null` as stdin and pipes for their output ([`spawn_piped`]).
+//! std's `Command` is not used: its process machinery costs about 20 KB of static binary.
 //! Messages imitate Go's `os/exec` so that error lines read like upstream's.
 
-use std::ffi::OsStr;
-use std::io::{self, Read};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 
 // ---------------------------------------------------------------------------------------------
 // Shared plumbing.
 
-/// A `Command` for `program` with stdin from `/dev/null` and an empty signal mask in the child.
-///
-/// The parent blocks every signal and reads them through a signalfd; a helper started with that
-/// mask would ignore SIGTERM and friends, so the mask is reset between fork and exec.
-#[allow(unsafe_code, clippy::disallowed_methods)]
-fn command(program: &Path) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.stdin(Stdio::null());
-    // SAFETY: the hook runs in the forked child before exec and only calls
-    // `unblock_all_signals`, which is one rt_sigprocmask syscall: async-signal-safe, no
-    // allocation and no locks, so it is sound even if another thread held a lock at fork time.
-    unsafe {
-        cmd.pre_exec(child::sys::unblock_all_signals);
+/// A short-lived program and the read ends of its output.
+struct Piped {
+    pid: i32,
+    /// Standard output, and standard error too unless `err` is set.
+    out: OwnedFd,
+    err: Option<OwnedFd>,
+}
+
+/// Starts `exe args...` with stdin from `/dev/null` and stdout and stderr on pipes: one
+/// shared pipe (like Go's `CombinedOutput`), or with `separate` one each.
+fn spawn_piped(exe: &Path, args: &[OsString], separate: bool) -> Result<Piped, String> {
+    let sys = |e: rustix::io::Errno| errno_text(&e.into());
+    let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(sys);
+    let devnull = std::fs::File::open("/dev/null").map_err(|e| errno_text(&e))?;
+    let (out, out_w) = pipe()?;
+    let mut fds = vec![(OwnedFd::from(devnull), 0)];
+    let err = if separate {
+        let (err, err_w) = pipe()?;
+        fds.push((out_w, 1));
+        fds.push((err_w, 2));
+        Some(err)
+    } else {
+        fds.push((out_w.try_clone().map_err(|e| errno_text(&e))?, 1));
+        fds.push((out_w, 2));
+        None
+    };
+    // `start` consumes our copies of the write ends, so the reads below see end of file.
+    let (pid, _pidfd) = start(exe, args, fds, false)?;
+    Ok(Piped { pid, out, err })
+}
+
+/// Everything `fd` gives until end of file.
+fn read_to_end(fd: &OwnedFd) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match rustix::io::read(fd, &mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(errno_text(&e.into())),
+        }
     }
-    cmd
+}
+
+/// Waits for `pid`, our child.
+fn wait_status(pid: i32) -> Result<ExitStatus, String> {
+    let pid = rustix::process::Pid::from_raw(pid).ok_or("bad pid")?;
+    loop {
+        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+            Ok(Some((_, st))) => return Ok(ExitStatus::from_raw(st.as_raw())),
+            Ok(None) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(errno_text(&e.into())),
+        }
+    }
+}
+
+impl Piped {
+    /// Reads the output to the end (stdout first; these programs print little, so the other
+    /// pipe cannot fill up meanwhile) and waits for the program.
+    fn finish(self) -> Result<(ExitStatus, Vec<u8>, Vec<u8>), String> {
+        let out = read_to_end(&self.out);
+        let err = self.err.as_ref().map(read_to_end).unwrap_or(Ok(Vec::new()));
+        let status = wait_status(self.pid)?;
+        Ok((status, out?, err?))
+    }
 }
 
 /// Go's `os.ProcessState.String()` for a finished helper: `exit status 1`, `signal: killed`.
@@ -139,16 +194,18 @@ pub struct Captured {
 /// Only when the program cannot be started: `fork/exec <exe>: <errno text>`.
 #[doc(alias = "getsubids")]
 pub fn run_getsubids(exe: &Path, group: bool, who: &str) -> Result<Captured, String> {
-    let mut cmd = command(exe);
+    let mut args = Vec::with_capacity(2);
     if group {
-        cmd.arg("-g");
+        args.push(OsString::from("-g"));
     }
-    cmd.arg(who);
-    let out = cmd.output().map_err(|e| spawn_error(exe, &e))?;
+    args.push(OsString::from(who));
+    let (status, stdout, stderr) = spawn_piped(exe, &args, true)?
+        .finish()
+        .map_err(|e| format!("{}: {e}", exe.display()))?;
     Ok(Captured {
-        stdout: out.stdout,
-        stderr: out.stderr,
-        status: out.status,
+        stdout,
+        stderr,
+        status,
     })
 }
 
@@ -190,8 +247,7 @@ pub fn run_newidmaps(pid: i32, uid_args: &[String], gid_args: &[String]) -> Resu
 
 /// A running newuidmap or newgidmap, with the error text prepared.
 struct IdMapRun {
-    child: std::process::Child,
-    reader: io::PipeReader,
+    run: Piped,
     what: String,
 }
 
@@ -206,18 +262,16 @@ impl IdMapRun {
         let fail = |err: String| format!("{what} failed: : {err}");
         let exe = look_path_in(OsStr::new(tool), path_env).map_err(fail)?;
         let mut argv = Vec::with_capacity(args.len() + 1);
-        argv.push(pid.to_string());
-        argv.extend_from_slice(args);
-        let (child, reader) = spawn_combined(&exe, &argv).map_err(fail)?;
-        Ok(IdMapRun {
-            child,
-            reader,
-            what,
-        })
+        argv.push(OsString::from(pid.to_string()));
+        argv.extend(args.iter().map(OsString::from));
+        let run = spawn_piped(&exe, &argv, false).map_err(fail)?;
+        Ok(IdMapRun { run, what })
     }
 
-    fn finish(mut self) -> Result<(), String> {
-        let (status, output) = finish_combined(&mut self.child, &mut self.reader)
+    fn finish(self) -> Result<(), String> {
+        let (status, output, _) = self
+            .run
+            .finish()
             .map_err(|e| format!("{} failed: : {e}", self.what))?;
         if status.success() {
             Ok(())
@@ -235,38 +289,8 @@ impl IdMapRun {
 /// Runs `exe args...` with stdout and stderr sharing one pipe; returns the status and output.
 #[cfg(test)]
 fn run_combined(exe: &Path, args: &[String]) -> Result<(ExitStatus, Vec<u8>), String> {
-    let (mut child, mut reader) = spawn_combined(exe, args)?;
-    finish_combined(&mut child, &mut reader)
-}
-
-/// Starts `exe args...` with stdout and stderr on one pipe, whose read end is returned.
-fn spawn_combined(
-    exe: &Path,
-    args: &[String],
-) -> Result<(std::process::Child, io::PipeReader), String> {
-    let io_err = |e: io::Error| errno_text(&e);
-    let (reader, writer) = io::pipe().map_err(io_err)?;
-    let mut cmd = command(exe);
-    cmd.args(args);
-    cmd.stdout(writer.try_clone().map_err(io_err)?)
-        .stderr(writer);
-    let spawned = cmd.spawn();
-    // The command still owns our copies of the write end; drop them so the read sees EOF.
-    drop(cmd);
-    let child = spawned.map_err(|e| spawn_error(exe, &e))?;
-    Ok((child, reader))
-}
-
-/// Reads a [`spawn_combined`] process's output to the end and waits for it.
-fn finish_combined(
-    child: &mut std::process::Child,
-    reader: &mut io::PipeReader,
-) -> Result<(ExitStatus, Vec<u8>), String> {
-    let io_err = |e: io::Error| errno_text(&e);
-    let mut output = Vec::new();
-    let read = reader.read_to_end(&mut output);
-    let status = child.wait().map_err(io_err)?;
-    read.map_err(io_err)?;
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    let (status, output, _) = spawn_piped(exe, &args, false)?.finish()?;
     Ok((status, output))
 }
 
@@ -282,20 +306,7 @@ pub fn run_with_output(
     exe: &Path,
     args: &[std::ffi::OsString],
 ) -> Result<(ExitStatus, Vec<u8>), String> {
-    let io_err = |e: io::Error| errno_text(&e);
-    let (mut reader, writer) = io::pipe().map_err(io_err)?;
-    let mut cmd = command(exe);
-    cmd.args(args);
-    cmd.stdout(writer.try_clone().map_err(io_err)?)
-        .stderr(writer);
-    let spawned = cmd.spawn();
-    // The command still owns our copies of the write end; drop them so the read sees EOF.
-    drop(cmd);
-    let mut child = spawned.map_err(|e| spawn_error(exe, &e))?;
-    let mut output = Vec::new();
-    let read = reader.read_to_end(&mut output);
-    let status = child.wait().map_err(io_err)?;
-    read.map_err(io_err)?;
+    let (status, output, _) = spawn_piped(exe, args, false)?.finish()?;
     Ok((status, output))
 }
 
