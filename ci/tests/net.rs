@@ -251,6 +251,39 @@ fn slirp4netns_dying_under_a_running_target_is_reported() {
     assert!(!state.exists());
 }
 
+#[test]
+fn a_harmless_signal_during_the_driver_start_does_not_stall_it() {
+    if !have("slirp4netns") || !tun_usable() {
+        skip!("slirp4netns or /dev/net/tun is not available");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let d = ci::Scratch::new("winch");
+    // The real slirp4netns, a second late: time for a SIGWINCH (a terminal resized) to land
+    // while rootlesskit waits for it to be ready.
+    let slow = d.join("slow-slirp4netns");
+    std::fs::write(
+        &slow,
+        "#!/bin/sh\ncase \"$1\" in --help|--version) exec slirp4netns \"$@\";; esac\nsleep 1\nexec slirp4netns \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let child = rootlesskit([
+        format!("--state-dir={}", d.join("state").display()),
+        "--net=slirp4netns".into(),
+        format!("--slirp4netns-binary={}", slow.display()),
+        "--disable-host-loopback".into(),
+        "sh".into(),
+        "-c".into(),
+        "exit 5".into(),
+    ])
+    .spawn();
+    std::thread::sleep(Duration::from_millis(400));
+    ci::send_signal(child.id(), "WINCH");
+    // Before the fix the parent took the signal for the child's end and waited for it forever.
+    let o = ci::wait_output(child, Duration::from_secs(20));
+    assert_eq!(o.code, 5, "{}", o.stderr);
+}
+
 /// A one-shot echo server on host IPv6 loopback; returns its port, or `None` without IPv6.
 fn echo_server_v6() -> Option<u16> {
     let l = TcpListener::bind("[::1]:0").ok()?;

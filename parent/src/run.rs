@@ -348,7 +348,13 @@ impl<'a> Session<'a> {
                     state_dir: state.path(),
                 };
                 let watch = [self.sigfd.as_fd(), self.pidfd.as_fd()];
-                let prepared = match driver.start(target, &watch) {
+                // Only a signal that ends the setup may interrupt the driver's start (which
+                // cannot resume after it): the others (SIGCHLD of its own helpers, SIGWINCH…)
+                // stay pending until the mask is whole again.
+                let _ = sys::set_signalfd_mask(self.sigfd, setup_interrupts());
+                let started = driver.start(target, &watch);
+                let _ = sys::set_signalfd_mask(self.sigfd, child::signals::handled());
+                let prepared = match started {
                     Ok(p) => p,
                     Err(net::StartError::Interrupted) => return Err(self.interrupted()),
                     Err(net::StartError::Failed(e)) => {
@@ -734,6 +740,18 @@ fn terminates_setup(sig: u32) -> bool {
     !matches!(sig, 13 | 17 | 18 | 23 | 28)
 }
 
+/// The handled signals that [`terminates_setup`] says abort it.
+fn setup_interrupts() -> sys::SigSet {
+    let all = child::signals::handled();
+    sys::SigSet((1..=64u32).fold(0, |m, sig| {
+        if all.contains(sig) && terminates_setup(sig) {
+            m | 1 << (sig - 1)
+        } else {
+            m
+        }
+    }))
+}
+
 /// Whether the child gets a network namespace of its own at clone time. With `--detach-netns`
 /// it stays in ours and makes the detached one itself (even for `--net=host`).
 fn new_netns(cfg: &Config) -> bool {
@@ -887,6 +905,17 @@ fn child_env(state: &Path) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_signals_that_end_the_setup_interrupt_a_driver_start() {
+        let set = setup_interrupts();
+        for sig in [1, 2, 3, 15, 10, 12] {
+            assert!(set.contains(sig), "{sig}");
+        }
+        for sig in [13, 17, 18, 23, 28] {
+            assert!(!set.contains(sig), "{sig}");
+        }
+    }
 
     #[test]
     fn propagation_warning_when_root_is_not_shared() {

@@ -157,6 +157,29 @@ pub fn signalfd(set: SigSet) -> io::Result<OwnedFd> {
     }
 }
 
+/// `signalfd4(fd, set, 0)`—changes which pending signals `fd` (made by [`signalfd`]) reports.
+/// Signals left out stay pending, blocked, until a later mask includes them again.
+pub fn set_signalfd_mask(fd: &OwnedFd, set: SigSet) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mask = set.0;
+    // SAFETY: the kernel reads 8 bytes of `mask` and changes the mask of a signalfd we own;
+    // with an existing descriptor it returns that descriptor, which stays ours.
+    check(unsafe {
+        syscall6(
+            g::__NR_signalfd4,
+            [
+                fd.as_raw_fd() as usize,
+                &mask as *const u64 as usize,
+                8,
+                0,
+                0,
+                0,
+            ],
+        )
+    })
+    .map(drop)
+}
+
 /// One record read from a signalfd (`struct signalfd_siginfo`, 128 bytes).
 #[derive(Debug, Clone, Copy)]
 pub struct SignalInfo {
