@@ -1111,6 +1111,8 @@ struct Forwarding {
     udp: Vec<FwdSeries>,
     /// A perf profile of each side's parent during TCP forwarding, or why not.
     profiles: Vec<(&'static str, std::result::Result<Profile, String>)>,
+    /// The same during the connection test, with the connections/s seen meanwhile.
+    conn_profiles: Vec<(&'static str, ConnProfile)>,
     conns: Vec<FwdSeries>,
 }
 
@@ -1344,6 +1346,15 @@ fn forwarding(runner: &Runner, sides: &[Side], state_root: &Path, echo: &str) ->
             }
         }
         progress_done();
+        if on_path("perf") && running_as_root() {
+            for side in sides {
+                println!("bench: profiling {} while it takes connections", side.who);
+                let state = state_root.join(format!("{}-conn-profile", side.who));
+                let p = profile_connections(runner, side, &state, echo);
+                let _ = fs::remove_dir_all(&state);
+                f.conn_profiles.push((side.who, p));
+            }
+        }
     }
     f
 }
@@ -1522,7 +1533,7 @@ const PROFILE_SYMBOLS: &[(&str, &str)] = &[
 
 /// Parses `perf report --children --sort sym -g none --stdio`: lines like
 /// `    92.02%     0.10%  [k] __x64_sys_splice`, and the `# Samples: 3K of event` header.
-fn parse_perf_report(text: &str) -> Option<Profile> {
+fn parse_perf_report(text: &str, symbols: &[(&str, &str)]) -> Option<Profile> {
     let mut p = Profile::default();
     let mut by_sym = BTreeMap::new();
     for line in text.lines() {
@@ -1551,11 +1562,119 @@ fn parse_perf_report(text: &str) -> Option<Profile> {
         }
         by_sym.entry(sym.to_string()).or_insert(children);
     }
-    p.shares = PROFILE_SYMBOLS
+    p.shares = symbols
         .iter()
         .map(|(sym, _)| (sym.to_string(), by_sym.get(*sym).copied().unwrap_or(0.0)))
         .collect();
     (p.samples > 0).then_some(p)
+}
+
+/// `perf record` of `pid` for [`PROFILE_SECONDS`] into `data`, read back as a [`Profile`]
+/// over `symbols`.
+fn perf_profile(pid: u32, data: &Path, symbols: &[(&str, &str)]) -> Result<Profile> {
+    let mut rec = crate::command("perf");
+    rec.args(["record", "-q", "-e", "cpu-clock", "-F", "1999", "-g", "-o"])
+        .arg(data)
+        .args(["-p", &pid.to_string(), "--", "sleep"])
+        .arg(PROFILE_SECONDS.to_string());
+    let recorded = run_capture(rec, Duration::from_secs(u64::from(PROFILE_SECONDS) + 30))?;
+    if !recorded.status.success() {
+        return Err(format!("perf record: {}", last_line(&recorded.stderr)));
+    }
+    let mut rep = crate::command("perf");
+    rep.args([
+        "report",
+        "--children",
+        "--sort",
+        "sym",
+        "-g",
+        "none",
+        "--stdio",
+        "-i",
+    ])
+    .arg(data);
+    let report = run_capture(rep, Duration::from_secs(60))?;
+    let _ = fs::remove_file(data);
+    parse_perf_report(&report.stdout, symbols).ok_or_else(|| "perf report gave no samples".into())
+}
+
+/// A connection-test profile and the connections/s seen meanwhile, or why there is none.
+type ConnProfile = std::result::Result<(Profile, f64), String>;
+
+/// The kernel paths shown for the connection test.
+const CONN_PROFILE_SYMBOLS: &[(&str, &str)] = &[
+    ("do_syscall_64", "in system calls"),
+    ("__x64_sys_accept4", "accept4(2)"),
+    ("__x64_sys_connect", "connect(2)"),
+    ("__x64_sys_splice", "splice(2)"),
+    ("__x64_sys_read", "read(2)"),
+    ("__x64_sys_write", "write(2)"),
+    ("__x64_sys_shutdown", "shutdown(2)"),
+    ("__x64_sys_close", "close(2)"),
+    ("__x64_sys_epoll_ctl", "epoll_ctl(2)"),
+    ("__x64_sys_epoll_wait", "epoll_wait(2)"),
+    ("__x64_sys_epoll_pwait", "epoll_pwait(2)"),
+    ("__x64_sys_ppoll", "ppoll(2)"),
+    ("__x64_sys_futex", "futex(2)"),
+    ("__x64_sys_sendmsg", "sendmsg(2)"),
+    ("__x64_sys_recvmsg", "recvmsg(2)"),
+    (
+        "net_rx_action",
+        "loopback receive run for the peer (softirq)",
+    ),
+];
+
+/// A perf profile of `side`'s parent while the sequential echo client of the connection test
+/// runs without pause, and the connections per second it saw meanwhile.
+fn profile_connections(
+    runner: &Runner,
+    side: &Side,
+    state: &Path,
+    echo: &str,
+) -> Result<(Profile, f64)> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let port = free_port()?;
+    let argv = fwd_argv(
+        side,
+        &state.to_string_lossy(),
+        &port.to_string(),
+        ECHO_PORT,
+        &echo_target(echo),
+    );
+    let mut server = Server::start(runner, side.who, &argv)?;
+    let result = server.wait_ready(port, Some(ECHO_PORT)).and_then(|()| {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let (stop, done) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let client = {
+            let (stop, done) = (stop.clone(), done.clone());
+            std::thread::spawn(move || -> Result<()> {
+                while !stop.load(Ordering::Relaxed) {
+                    echo_once(addr).map_err(|e| format!("connection: {e}"))?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        let (n0, t0) = (done.load(Ordering::Relaxed), Instant::now());
+        let profile = perf_profile(
+            server.pid,
+            &state.with_extension("perf.data"),
+            CONN_PROFILE_SYMBOLS,
+        );
+        let (n1, t1) = (done.load(Ordering::Relaxed), Instant::now());
+        stop.store(true, Ordering::Relaxed);
+        client
+            .join()
+            .map_err(|_| "the client thread panicked".to_string())??;
+        Ok((profile?, (n1 - n0) as f64 / (t1 - t0).as_secs_f64()))
+    });
+    server.stop();
+    result
 }
 
 /// One profiled TCP run through `side`: iperf3 for [`PROFILE_CLIENT_SECONDS`], and
@@ -1573,33 +1692,13 @@ fn profile_forwarding(runner: &Runner, side: &Side, state: &Path) -> Result<Prof
         let timeout = Duration::from_secs(u64::from(PROFILE_CLIENT_SECONDS) + 30);
         let client = std::thread::spawn(move || run_capture(client, timeout));
         std::thread::sleep(Duration::from_millis(1500));
-        let data = state.with_extension("perf.data");
-        let mut rec = crate::command("perf");
-        rec.args(["record", "-q", "-e", "cpu-clock", "-F", "1999", "-g", "-o"])
-            .arg(&data)
-            .args(["-p", &server.pid.to_string(), "--", "sleep"])
-            .arg(PROFILE_SECONDS.to_string());
-        let recorded = run_capture(rec, Duration::from_secs(u64::from(PROFILE_SECONDS) + 30));
+        let profile = perf_profile(
+            server.pid,
+            &state.with_extension("perf.data"),
+            PROFILE_SYMBOLS,
+        );
         let _ = client.join();
-        let recorded = recorded?;
-        if !recorded.status.success() {
-            return Err(format!("perf record: {}", last_line(&recorded.stderr)));
-        }
-        let mut rep = crate::command("perf");
-        rep.args([
-            "report",
-            "--children",
-            "--sort",
-            "sym",
-            "-g",
-            "none",
-            "--stdio",
-            "-i",
-        ])
-        .arg(&data);
-        let report = run_capture(rep, Duration::from_secs(60))?;
-        let _ = fs::remove_file(&data);
-        parse_perf_report(&report.stdout).ok_or_else(|| "perf report gave no samples".to_string())
+        profile
     });
     server.stop();
     result
@@ -2005,6 +2104,72 @@ impl Report {
     }
 
     /// The forwarding section of BENCHMARKS.md.
+    /// Where each connection's time goes, from the perf profiles of the connection test.
+    fn conn_profile_markdown(&self, notes: &mut Vec<String>) -> String {
+        let profiles = &self.forwarding.conn_profiles;
+        if profiles.is_empty() {
+            return String::new();
+        }
+        let mut s = format!(
+            "\n### Where each connection's time goes\n\n\
+             One more connection run per side: the connection test's client without pause, and \
+             `perf record` of the parent for {PROFILE_SECONDS} s as above. CPU per connection is the \
+             parent's samples (1999 a second of CPU) over the connections completed meanwhile. \
+             Each forwarded connection costs the parent an accept, a connect of its own inside the \
+             namespace, the splices both ways and two closes, and the kernel runs a second TCP \
+             handshake and teardown for it (in part in the parent's time: the loopback softirq): \
+             that, and a third process to wake on 2 cores, is what stands between the \
+             forwarded rate and the loopback one.\n\n"
+        );
+        let mut header = vec!["path".to_string()];
+        header.extend(profiles.iter().map(|(who, _)| fwd_label(who)));
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        let mut t = Table::new(&header);
+        let ok: Vec<Option<&(Profile, f64)>> = profiles
+            .iter()
+            .map(|(who, p)| match p {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    note(notes, format!("connection profile {who}: {e}"));
+                    None
+                }
+            })
+            .collect();
+        let cell = |f: &dyn Fn(&(Profile, f64)) -> String| -> Vec<String> {
+            ok.iter()
+                .map(|p| p.map_or_else(|| "failed".to_string(), f))
+                .collect()
+        };
+        let mut row = vec!["connections/s while sampled".to_string()];
+        row.extend(cell(&|(_, rate)| format!("{rate:.0}")));
+        t.row(row);
+        let mut row = vec!["parent CPU µs per connection".to_string()];
+        row.extend(cell(&|(p, rate)| {
+            let cpu_s = p.samples as f64 / 1999.0;
+            let conns = rate * f64::from(PROFILE_SECONDS);
+            if conns > 0.0 {
+                format!("{:.0}", cpu_s / conns * 1e6)
+            } else {
+                "–".into()
+            }
+        }));
+        t.row(row);
+        for (i, (sym, what)) in CONN_PROFILE_SYMBOLS.iter().enumerate() {
+            // Paths neither side takes would only add empty rows.
+            if ok.iter().flatten().all(|(p, _)| p.shares[i].1 < 0.05) {
+                continue;
+            }
+            let mut row = vec![format!("{what} (`{sym}`)")];
+            row.extend(cell(&|(p, _)| format!("{:.1}%", p.shares[i].1)));
+            t.row(row);
+        }
+        let mut row = vec!["own frame in user space".to_string()];
+        row.extend(cell(&|(p, _)| format!("{:.1}%", p.user)));
+        t.row(row);
+        s.push_str(&t.markdown());
+        s
+    }
+
     /// Where the forwarding time goes, from the perf profiles (empty without them).
     fn profile_markdown(&self, notes: &mut Vec<String>) -> String {
         let profiles = &self.forwarding.profiles;
@@ -3057,6 +3222,7 @@ impl Report {
         s.push_str(&self.idle_table(&mut notes).markdown());
         s.push_str(&self.forwarding_markdown(&mut notes));
         s.push_str(&self.profile_markdown(&mut notes));
+        s.push_str(&self.conn_profile_markdown(&mut notes));
         s.push_str("\n## Binary sizes\n\n");
         s.push_str(
             "Ours are static; the reference is one Go binary that re-executes itself as the child.\n\n",
@@ -3587,7 +3753,7 @@ mod tests {
      1.20%     1.20%  [.] runtime.futex
      0.30%     0.25%  [.] 0x00007fb0d3b4a1d0
 ";
-        let p = parse_perf_report(text).unwrap();
+        let p = parse_perf_report(text, PROFILE_SYMBOLS).unwrap();
         assert_eq!(p.samples, 3000);
         assert!((p.user - 1.45).abs() < 1e-9);
         let get = |s: &str| p.shares.iter().find(|(k, _)| k == s).unwrap().1;
@@ -3595,8 +3761,11 @@ mod tests {
         assert_eq!(get("splice_to_socket"), 66.85);
         assert_eq!(get("__x64_sys_epoll_wait"), 0.0);
         assert_eq!(p.shares.len(), PROFILE_SYMBOLS.len());
-        assert_eq!(parse_perf_report("# Samples: 0 of event 'x'\n"), None);
-        assert_eq!(parse_perf_report("garbage"), None);
+        assert_eq!(
+            parse_perf_report("# Samples: 0 of event 'x'\n", PROFILE_SYMBOLS),
+            None
+        );
+        assert_eq!(parse_perf_report("garbage", PROFILE_SYMBOLS), None);
     }
 
     #[test]
