@@ -53,6 +53,12 @@ impl Default for Config {
 
 /// Chunk framing may make a body longer on the wire than decoded; this much slack is allowed.
 const CHUNK_SLACK: usize = 8 * 1024;
+/// The most client connections [`Config::max_conns`] may ask for: the poll set is a fixed
+/// array on the stack.
+pub const MAX_CONNS: usize = 64;
+/// The most descriptors [`Server::serve_until`] watches for its caller.
+const MAX_WATCH: usize = 8;
+const POLL_SLOTS: usize = MAX_WATCH + 1 + MAX_CONNS;
 
 // ---------------------------------------------------------------------------------------------
 // Routing
@@ -253,12 +259,13 @@ pub struct Server {
 
 impl Server {
     /// A server on a listener from [`listen`] (it must be non-blocking).
-    pub fn new(listener: UnixListener, backend: Backend, config: Config) -> Server {
+    pub fn new(listener: UnixListener, backend: Backend, mut config: Config) -> Server {
+        config.max_conns = config.max_conns.min(MAX_CONNS);
         Server {
             listener,
             backend,
+            conns: Vec::with_capacity(config.max_conns),
             config,
-            conns: Vec::new(),
             accept_paused_until: None,
         }
     }
@@ -278,6 +285,8 @@ impl Server {
     /// # Errors
     /// Only when `poll` itself fails.
     pub fn serve_until(&mut self, watch: &[BorrowedFd<'_>]) -> Result<usize, String> {
+        // More could not be polled (the caller has five at most).
+        let watch = &watch[..watch.len().min(MAX_WATCH)];
         let n = watch.len();
         loop {
             let now = Instant::now();
@@ -300,33 +309,40 @@ impl Server {
                 }
             });
             let (stop_ready, listener_ready, ready) = {
-                let mut fds = Vec::with_capacity(self.conns.len() + n + 1);
+                // On the stack: this runs once per turn of the parent's loop, that is per
+                // forwarded connection too, so it must not allocate.
+                let mut fds: [PollFd<'_>; POLL_SLOTS] =
+                    std::array::from_fn(|_| PollFd::new(&self.listener, PollFlags::empty()));
+                let mut k = 0;
                 for w in watch {
-                    fds.push(PollFd::new(w, PollFlags::IN));
+                    fds[k] = PollFd::new(w, PollFlags::IN);
+                    k += 1;
                 }
                 let listen_flags = if accepting {
                     PollFlags::IN
                 } else {
                     PollFlags::empty()
                 };
-                fds.push(PollFd::new(&self.listener, listen_flags));
+                fds[k] = PollFd::new(&self.listener, listen_flags);
+                k += 1;
                 for c in &self.conns {
                     let flags = if c.writing() {
                         PollFlags::OUT
                     } else {
                         PollFlags::IN
                     };
-                    fds.push(PollFd::new(&c.stream, flags));
+                    fds[k] = PollFd::new(&c.stream, flags);
+                    k += 1;
                 }
-                match poll(&mut fds, timeout.as_ref()) {
+                match poll(&mut fds[..k], timeout.as_ref()) {
                     Ok(_) => {}
                     Err(rustix::io::Errno::INTR) => continue,
                     Err(e) => return Err(format!("poll: {}", io_text(&e.into()))),
                 }
-                let ready: Vec<bool> = fds[n + 1..]
-                    .iter()
-                    .map(|f| !f.revents().is_empty())
-                    .collect();
+                let mut ready = [false; MAX_CONNS];
+                for (r, f) in ready.iter_mut().zip(&fds[n + 1..k]) {
+                    *r = !f.revents().is_empty();
+                }
                 (
                     fds[..n].iter().position(|f| !f.revents().is_empty()),
                     !fds[n].revents().is_empty(),
