@@ -247,10 +247,16 @@ fn copy_up_one(d: &Path, names: &mut NameSource) -> Result<(), Error> {
             target.extend_from_slice(name);
         }
         // The tmpfs is ours and fresh, so only our `.ro` dir is in it (upstream's `mount(8)` could add
-        // `mtab`, issue #45); clear the name anyway, as upstream does.
-        remove_entry(&top, name).map_err(|e| Error::sys("remove", d.join(name_path))(e))?;
-        rustix::fs::symlinkat(&target[..], &top, name)
-            .map_err(|e| Error::sys("create symlink", d.join(name_path))(e))?;
+        // `mtab`, issue #45); a name that is taken anyway is cleared and tried again, as upstream
+        // clears it, without an unlink per entry in the common case.
+        match rustix::fs::symlinkat(&target[..], &top, name) {
+            Err(Errno::EXIST) => {
+                remove_entry(&top, name).map_err(|e| Error::sys("remove", d.join(name_path))(e))?;
+                rustix::fs::symlinkat(&target[..], &top, name)
+            }
+            r => r,
+        }
+        .map_err(|e| Error::sys("create symlink", d.join(name_path))(e))?;
     }
     Ok(())
 }
