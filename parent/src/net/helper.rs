@@ -205,18 +205,23 @@ impl Running {
     /// `<name> failed (exit status N)` or `<name> killed by signal (signal: …)`, with the tail
     /// of its output, once the program has ended.
     pub(super) fn ended(&mut self, name: &str) -> Option<String> {
-        use std::os::unix::process::ExitStatusExt;
         let status = self.try_reap()?;
+        Some(self.exit_summary(name, status))
+    }
+
+    /// `<name> failed (exit status N)` or `<name> killed by signal (signal: …)` for `status`,
+    /// with the tail of the output.
+    pub(super) fn exit_summary(&self, name: &str, status: ExitStatus) -> String {
         let what = if status.signal().is_some() {
             "killed by signal"
         } else {
             "failed"
         };
-        Some(format!(
+        format!(
             "{name} {what} ({}){}",
             exec::exit_text(status),
             self.output_suffix()
-        ))
+        )
     }
 
     /// How it ended and the tail of its output, once [`Running::pidfd`] was readable.
@@ -245,4 +250,26 @@ impl Running {
         // A zombie is left for whoever reaps us: the pid stays taken until then.
         let _ = waitpid(Some(pid), WaitOptions::NOHANG);
     }
+}
+
+/// What a driver that runs one program answers for [`Driver::stop`](super::Driver::stop):
+/// the program is killed (not waited for) and forgotten.
+pub(super) fn stop(running: &mut Option<Running>) {
+    if let Some(mut run) = running.take() {
+        run.kill();
+    }
+}
+
+/// What such a driver answers for [`Driver::exit_fd`](super::Driver::exit_fd): the program's
+/// pidfd until it has been reaped.
+pub(super) fn exit_fd(running: &Option<Running>) -> Option<BorrowedFd<'_>> {
+    running.as_ref().filter(|r| !r.reaped).map(Running::pidfd)
+}
+
+/// What such a driver answers for [`Driver::describe_exit`](super::Driver::describe_exit).
+pub(super) fn describe_exit(running: &mut Option<Running>) -> String {
+    running
+        .as_mut()
+        .map(Running::describe_exit)
+        .unwrap_or_default()
 }

@@ -21,7 +21,7 @@ use proto::NetMode;
 use rustix::fs::{CWD, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::helper::{Readiness, Running, Wait};
+use super::helper::{self, Readiness, Running, Wait};
 use super::{Addrs, DEFAULT_MTU, Driver, NetOptions, Prepared, StartError, Target};
 use crate::exec;
 
@@ -255,11 +255,7 @@ impl Pasta {
             Err(Wait::Failed(e)) => Err(failed(e)),
             Err(Wait::Exited(status)) => Err(failed(match status.code() {
                 Some(code) => failure_text(code, &String::from_utf8_lossy(&run.output())),
-                None => format!(
-                    "pasta killed by signal ({}){}",
-                    exec::exit_text(status),
-                    run.output_suffix()
-                ),
+                None => run.exit_summary("pasta", status),
             })),
         }
     }
@@ -312,23 +308,15 @@ impl Driver for Pasta {
     }
 
     fn stop(&mut self) {
-        if let Some(mut run) = self.running.take() {
-            run.kill();
-        }
+        helper::stop(&mut self.running);
     }
 
     fn exit_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.running
-            .as_ref()
-            .filter(|r| !r.reaped)
-            .map(Running::pidfd)
+        helper::exit_fd(&self.running)
     }
 
     fn describe_exit(&mut self) -> String {
-        self.running
-            .as_mut()
-            .map(Running::describe_exit)
-            .unwrap_or_default()
+        helper::describe_exit(&mut self.running)
     }
 }
 

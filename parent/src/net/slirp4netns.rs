@@ -7,14 +7,13 @@
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use proto::NetMode;
 use rustix::io::Errno;
 
-use super::helper::{Readiness, Running, Wait};
+use super::helper::{self, Readiness, Running, Wait};
 use super::{Addrs, DEFAULT_MTU, Driver, NetOptions, Prepared, StartError, Target};
 use crate::exec;
 
@@ -330,18 +329,7 @@ impl Slirp4netns {
             Ok(()) => Ok(()),
             Err(Wait::Interrupted) => Err(StartError::Interrupted),
             Err(Wait::Failed(e)) => Err(waiting(e)),
-            Err(Wait::Exited(status)) => {
-                let what = if status.signal().is_some() {
-                    "slirp4netns killed by signal"
-                } else {
-                    "slirp4netns failed"
-                };
-                Err(waiting(format!(
-                    "{what} ({}){}",
-                    exec::exit_text(status),
-                    run.output_suffix()
-                )))
-            }
+            Err(Wait::Exited(status)) => Err(waiting(run.exit_summary("slirp4netns", status))),
         }
     }
 }
@@ -388,23 +376,15 @@ impl Driver for Slirp4netns {
     }
 
     fn stop(&mut self) {
-        if let Some(mut run) = self.running.take() {
-            run.kill();
-        }
+        helper::stop(&mut self.running);
     }
 
     fn exit_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.running
-            .as_ref()
-            .filter(|r| !r.reaped)
-            .map(Running::pidfd)
+        helper::exit_fd(&self.running)
     }
 
     fn describe_exit(&mut self) -> String {
-        self.running
-            .as_mut()
-            .map(Running::describe_exit)
-            .unwrap_or_default()
+        helper::describe_exit(&mut self.running)
     }
 }
 

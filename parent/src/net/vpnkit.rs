@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use proto::{NetMode, vmnet};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
-use super::helper::Running;
+use super::helper::{self, Running};
 use super::{Addrs, Driver, NetOptions, Prepared, StartError, Target};
 use crate::exec;
 
@@ -255,23 +255,15 @@ impl Driver for Vpnkit {
 
     fn stop(&mut self) {
         self.session = None;
-        if let Some(mut run) = self.running.take() {
-            run.kill();
-        }
+        helper::stop(&mut self.running);
     }
 
     fn exit_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.running
-            .as_ref()
-            .filter(|r| !r.reaped)
-            .map(|r| r.pidfd())
+        helper::exit_fd(&self.running)
     }
 
     fn describe_exit(&mut self) -> String {
-        let Some(run) = self.running.as_mut() else {
-            return String::new();
-        };
-        run.describe_exit()
+        helper::describe_exit(&mut self.running)
     }
 }
 
