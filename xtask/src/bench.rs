@@ -912,17 +912,11 @@ fn idle_memory(runner: &Runner, sides: &[Side], state_root: &Path) -> Vec<IdleSe
 /// Starts `argv` (a rootlesskit with `--state-dir=state` and a sleeping target), waits for
 /// `child_pid`, lets it settle, reads the tree and stops it.
 fn idle_once(runner: &Runner, who: &str, argv: &[String], state: &Path) -> Result<Idle> {
-    let mut cmd = runner.command(who, &[], argv);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let shown = crate::display(&cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
-    let pid = child.id();
-    let err = reader(child.stderr.take());
+    let Server {
+        mut child,
+        pid,
+        err,
+    } = Server::start(runner, who, argv)?;
     let result = (|| {
         let deadline = Instant::now() + START_TIMEOUT;
         while !state.join("child_pid").exists() {
@@ -1267,15 +1261,6 @@ fn throughput_rounds(
     series
 }
 
-/// Whether xtask runs as root (perf needs it to see another user's process and the
-/// kernel's symbols).
-fn running_as_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|st| status_ids(&st, "Uid:"))
-        == Some(0)
-}
-
 /// Throughput and connection rounds of ours, the reference and the loopback ceilings.
 fn forwarding(runner: &Runner, sides: &[Side], state_root: &Path, echo: &str) -> Forwarding {
     let mut f = Forwarding::default();
@@ -1286,7 +1271,8 @@ fn forwarding(runner: &Runner, sides: &[Side], state_root: &Path, echo: &str) ->
     if Path::new(IPERF3).is_file() {
         f.throughput = throughput_rounds(runner, sides, state_root, false);
         f.udp = throughput_rounds(runner, sides, state_root, true);
-        if on_path("perf") && running_as_root() {
+        // perf needs root (another user's process, the kernel's symbols): `switch` says we are.
+        if on_path("perf") && runner.user.switch {
             for side in sides {
                 println!("bench: profiling {} while it forwards", side.who);
                 let state = state_root.join(format!("{}-profile", side.who));
@@ -1346,7 +1332,7 @@ fn forwarding(runner: &Runner, sides: &[Side], state_root: &Path, echo: &str) ->
             }
         }
         progress_done();
-        if on_path("perf") && running_as_root() {
+        if on_path("perf") && runner.user.switch {
             for side in sides {
                 println!("bench: profiling {} while it takes connections", side.who);
                 let state = state_root.join(format!("{}-conn-profile", side.who));
