@@ -295,14 +295,16 @@ impl Child {
             }
         }
         if transparent {
-            for (i, family) in [(0, 2u8), (1, 10u8)] {
-                let routed = match &detached {
-                    Some(ns) => ns
-                        .within(|| Ok(child::netlink::source_routing(family)))
-                        .and_then(|r| r),
-                    None => child::netlink::source_routing(family),
-                };
-                match routed {
+            // Both families in one go: one netlink socket, and with a detached namespace one
+            // trip into it.
+            let routed = match &detached {
+                Some(ns) => ns
+                    .within(|| Ok(child::netlink::source_routing()))
+                    .unwrap_or_else(|e| [Err(e.clone()), Err(e)]),
+                None => child::netlink::source_routing(),
+            };
+            for (i, r) in routed.into_iter().enumerate() {
+                match r {
                     Ok(()) => self.transparent[i] = true,
                     Err(e) => warn(&format!(
                         "source IP transparent: IPv{}: {e}; connections come from the child's own address",

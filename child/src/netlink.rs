@@ -432,33 +432,39 @@ pub fn activate_dev(
 pub const TRANSPARENT_MARK: u32 = 100;
 
 /// Lets sockets marked [`TRANSPARENT_MARK`] connect from a foreign (the client's) address
-/// and get their replies, in the current network namespace, for one address family:
+/// and get their replies, in the current network namespace, for IPv4 and IPv6:
 /// marked packets are routed by a table in which every address is local, and
 /// `tcp_fwmark_accept` gives the server's accepted socket the mark of the connection's SYN,
 /// so its replies are marked too. This replaces upstream's `ip rule`, `ip route`, `sysctl`
 /// and iptables CONNMARK rules; it covers servers that run in this namespace.
 ///
-/// # Errors
-///
-/// The first step that fails, as `<step>: <errno>`.
-pub fn source_routing(family: u8) -> Result<(), String> {
+/// Returns, for IPv4 and for IPv6, `Ok` or the first step that failed as `<step>: <errno>`.
+pub fn source_routing() -> [Result<(), String>; 2] {
     let fail = |what: &'static str| move |e: Errno| format!("{what}: {e}");
-    let mut nl = Netlink::open().map_err(fail("netlink"))?;
-    let lo = nl.link_index("lo").map_err(fail("lo"))?;
+    let opened = Netlink::open()
+        .map_err(fail("netlink"))
+        .and_then(|nl| Ok((nl.link_index("lo").map_err(fail("lo"))?, nl)));
+    let (lo, mut nl) = match opened {
+        Ok(x) => x,
+        Err(e) => return [Err(e.clone()), Err(e)],
+    };
+    // One switch for both families; the accepted socket inherits the SYN's mark.
+    let accept_mark = std::fs::write("/proc/sys/net/ipv4/tcp_fwmark_accept", b"1")
+        .map_err(|e| format!("tcp_fwmark_accept: {e}"));
     let table = TRANSPARENT_MARK as u8;
     let exists = |r: io::Result<()>| match r {
         Err(Errno::EXIST) => Ok(()),
         r => r,
     };
-    exists(nl.request(|buf, seq| encode_add_local_default_route(buf, seq, family, lo, table)))
-        .map_err(fail("local route"))?;
-    exists(nl.request(|buf, seq| {
-        encode_add_fwmark_rule(buf, seq, family, TRANSPARENT_MARK, table, TRANSPARENT_MARK)
-    }))
-    .map_err(fail("fwmark rule"))?;
-    // One switch for both families; the accepted socket inherits the SYN's mark.
-    std::fs::write("/proc/sys/net/ipv4/tcp_fwmark_accept", b"1")
-        .map_err(|e| format!("tcp_fwmark_accept: {e}"))
+    [AF_INET, AF_INET6].map(|family| {
+        accept_mark.clone()?;
+        exists(nl.request(|buf, seq| encode_add_local_default_route(buf, seq, family, lo, table)))
+            .map_err(fail("local route"))?;
+        exists(nl.request(|buf, seq| {
+            encode_add_fwmark_rule(buf, seq, family, TRANSPARENT_MARK, table, TRANSPARENT_MARK)
+        }))
+        .map_err(fail("fwmark rule"))
+    })
 }
 
 #[cfg(all(test, target_endian = "little"))]
