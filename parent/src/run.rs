@@ -1,12 +1,13 @@
 //! The parent's life: create the namespaces by starting `rootlesskit-child`, write its id maps,
 //! drive the startup handshake (network driver, port driver, API socket, `child_pid`), then run
-//! one poll loop that serves the API, forwards signals, accepts and pumps published ports, and
-//! watches the driver, until the child exits.
+//! one loop on one epoll set that serves the API, forwards signals, accepts and pumps published
+//! ports, and watches the driver, until the child exits.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use child::errno::io_text;
 use child::signals::{self, Ended};
@@ -14,7 +15,7 @@ use child::spawn::{Command, Stage};
 use child::sys;
 use linux_raw_sys::general as g;
 use proto::{Msg, NetConfig, NetMode, PortMode};
-use rustix::event::{PollFd, PollFlags, poll};
+use rustix::event::{PollFd, PollFlags, Timespec, epoll, poll};
 use rustix::thread::UnshareFlags;
 
 use crate::cli::{Config, Net, PortDriver, Reaper};
@@ -449,11 +450,10 @@ impl<'a> Session<'a> {
         };
         let listener = api::server::listen(&state.path().join("api.sock"))
             .map_err(|e| Abort::Error("parent", e))?;
-        self.api = Some(api::server::Server::new(
-            listener,
-            backend,
-            api::server::Config::default(),
-        ));
+        self.api = Some(
+            api::server::Server::new(listener, backend, api::server::Config::default())
+                .map_err(|e| Abort::Error("parent", e))?,
+        );
         state
             .write_child_pid(self.pid)
             .map_err(|e| Abort::Error("parent", e))?;
@@ -638,102 +638,124 @@ impl<'a> Session<'a> {
     fn supervise(mut self) -> Outcome {
         // From here on we only supervise: let the setup code leave memory.
         sys::page_out_own_image();
+        let ep = match self.supervision_set() {
+            Ok(ep) => ep,
+            Err(e) => return Outcome::parent_error(e),
+        };
+        let mut events = [epoll::Event {
+            flags: epoll::EventFlags::empty(),
+            data: epoll::EventData::new_u64(0),
+        }; 8];
         loop {
-            let event = match self.next_event() {
-                Ok(e) => e,
-                Err(e) => return Outcome::parent_error(e),
+            let now = Instant::now();
+            let api_wait = self.api.as_ref().and_then(|s| s.timeout(now));
+            let timeout = api_wait.map(|d| Timespec {
+                tv_sec: d.as_secs() as _,
+                tv_nsec: d.subsec_nanos() as _,
+            });
+            let n = match epoll::wait(&ep, &mut events, timeout.as_ref()) {
+                Ok(n) => n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Outcome::parent_error(format!("epoll_wait: {e}")),
             };
-            match event {
-                Event::Signal => {
-                    if let Ok(info) = sys::read_signal(self.sigfd)
-                        && signals::is_forwarded(info.signo)
-                    {
-                        let _ = sys::pidfd_send_signal(&self.pidfd, info.signo);
+            let mut api_ready = api_wait.is_some_and(|d| now.elapsed() >= d);
+            let mut child_exited = false;
+            for ev in &events[..n] {
+                match ev.data.u64() {
+                    SIGNAL => {
+                        if let Ok(info) = sys::read_signal(self.sigfd)
+                            && signals::is_forwarded(info.signo)
+                        {
+                            let _ = sys::pidfd_send_signal(&self.pidfd, info.signo);
+                        }
                     }
-                }
-                Event::DriverExited => {
-                    if let Some(driver) = self.driver.as_mut() {
-                        // As upstream, the target keeps running (without a network); say so once.
-                        let how = driver.describe_exit();
-                        warn(&format!(
-                            "network driver {} exited while the target was running: {how}",
-                            driver.name()
-                        ));
+                    CHILD => child_exited = true,
+                    DRIVER => {
+                        if let Some(driver) = self.driver.as_mut() {
+                            // Its pidfd stays readable once it has exited: out of the set.
+                            if let Some(fd) = driver.exit_fd() {
+                                let _ = epoll::delete(&ep, fd);
+                            }
+                            // As upstream, the target keeps running (without a network); say
+                            // so once.
+                            let how = driver.describe_exit();
+                            warn(&format!(
+                                "network driver {} exited while the target was running: {how}",
+                                driver.name()
+                            ));
+                        }
                     }
-                }
-                Event::PortsAccept => {
-                    if let Some(p) = &self.ports {
-                        p.accept_ready();
+                    PORTS_ACCEPT => {
+                        if let Some(p) = &self.ports {
+                            p.accept_ready();
+                        }
                     }
-                }
-                Event::PortsData => {
-                    if let Some(p) = &self.ports {
-                        p.pump_ready();
+                    PORTS_DATA => {
+                        if let Some(p) = &self.ports {
+                            p.pump_ready();
+                        }
                     }
+                    API => api_ready = true,
+                    _ => {}
                 }
-                Event::ChildExited => {
-                    self.reap_blocking();
-                    let ended = self.reaped.unwrap_or(Ended::Exited(1));
-                    let code = ended.exit_code();
-                    return Outcome {
-                        code,
-                        error: (code != 0)
-                            .then(|| ("parent", format!("child exited: {}", ended.describe()))),
-                        raise: None,
-                    };
-                }
+            }
+            if api_ready && let Some(server) = self.api.as_mut() {
+                server.serve_ready();
+            }
+            if child_exited {
+                self.reap_blocking();
+                let ended = self.reaped.unwrap_or(Ended::Exited(1));
+                let code = ended.exit_code();
+                return Outcome {
+                    code,
+                    error: (code != 0)
+                        .then(|| ("parent", format!("child exited: {}", ended.describe()))),
+                    raise: None,
+                };
             }
         }
     }
 
-    /// Waits for the next thing to act on, serving API requests meanwhile.
-    fn next_event(&mut self) -> Result<Event, String> {
-        let mut watch = [self.sigfd.as_fd(); 5];
-        let mut kinds = [Event::Signal; 5];
-        watch[1] = self.pidfd.as_fd();
-        kinds[1] = Event::ChildExited;
-        let mut n = 2;
+    /// The one epoll set the supervision loop waits on: signals, the child's pidfd, the network
+    /// driver's exit, the port driver's two sets and the API server's set, each registered once.
+    fn supervision_set(&self) -> Result<OwnedFd, String> {
+        let fail = |e: rustix::io::Errno| format!("epoll: {}", io_text(&e.into()));
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(fail)?;
+        let add = |fd: BorrowedFd<'_>, tag: u64| {
+            epoll::add(
+                &ep,
+                fd,
+                epoll::EventData::new_u64(tag),
+                epoll::EventFlags::IN,
+            )
+            .map_err(fail)
+        };
+        add(self.sigfd.as_fd(), SIGNAL)?;
+        add(self.pidfd.as_fd(), CHILD)?;
         if let Some(fd) = self.driver.as_ref().and_then(|d| d.exit_fd()) {
-            watch[n] = fd;
-            kinds[n] = Event::DriverExited;
-            n += 1;
+            add(fd, DRIVER)?;
         }
         if let Some(p) = &self.ports {
             let [accept, data] = p.poll_fds();
-            watch[n] = accept;
-            kinds[n] = Event::PortsAccept;
-            watch[n + 1] = data;
-            kinds[n + 1] = Event::PortsData;
-            n += 2;
+            add(accept, PORTS_ACCEPT)?;
+            add(data, PORTS_DATA)?;
         }
-        if let Some(server) = self.api.as_mut() {
-            return server.serve_until(&watch[..n]).map(|i| kinds[i]);
+        if let Some(server) = &self.api {
+            add(server.as_fd(), API)?;
         }
-        loop {
-            let mut fds = watch.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN));
-            match poll(&mut fds[..n], None) {
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(format!("poll: {e}")),
-            }
-            if let Some(i) = fds[..n].iter().position(|f| !f.revents().is_empty()) {
-                return Ok(kinds[i]);
-            }
-        }
+        Ok(ep)
     }
 }
 
-/// What woke the supervision loop.
-#[derive(Clone, Copy)]
-enum Event {
-    Signal,
-    ChildExited,
-    DriverExited,
-    /// A published port has a connection waiting.
-    PortsAccept,
-    /// A forwarded connection has data to move.
-    PortsData,
-}
+// The supervision set's tags.
+const SIGNAL: u64 = 0;
+const CHILD: u64 = 1;
+const DRIVER: u64 = 2;
+/// A published port has a connection waiting.
+const PORTS_ACCEPT: u64 = 3;
+/// A forwarded connection has data to move.
+const PORTS_DATA: u64 = 4;
+const API: u64 = 5;
 
 /// Signals whose default action would end an unprepared process: during setup they abort it.
 fn terminates_setup(sig: u32) -> bool {

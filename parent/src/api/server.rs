@@ -1,6 +1,6 @@
-//! The API server: a Unix socket that only its owner may use, served by one thread that polls
-//! the listener and a bounded set of connections, and the router with upstream's routes,
-//! status codes and bodies.
+//! The API server: a Unix socket that only its owner may use, served from the parent's loop (or
+//! a thread of its own, [`spawn`]) through one epoll set of the listener and a bounded set of
+//! connections, and the router with upstream's routes, status codes and bodies.
 //!
 //! Every connection is non-blocking and holds at most one request head and body
 //! ([`Limits`]); pipelined requests wait in the socket until the answer before them is sent.
@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use child::errno::io_text;
-use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::event::{PollFd, PollFlags, Timespec, epoll, poll};
 use rustix::net::SendFlags;
 
 use crate::api::Backend;
@@ -53,12 +53,8 @@ impl Default for Config {
 
 /// Chunk framing may make a body longer on the wire than decoded; this much slack is allowed.
 const CHUNK_SLACK: usize = 8 * 1024;
-/// The most client connections [`Config::max_conns`] may ask for: the poll set is a fixed
-/// array on the stack.
+/// The most client connections [`Config::max_conns`] may ask for.
 pub const MAX_CONNS: usize = 64;
-/// The most descriptors [`Server::serve_until`] watches for its caller.
-const MAX_WATCH: usize = 8;
-const POLL_SLOTS: usize = MAX_WATCH + 1 + MAX_CONNS;
 
 // ---------------------------------------------------------------------------------------------
 // Routing
@@ -227,7 +223,9 @@ pub fn spawn_with(path: &Path, backend: Backend, config: Config) -> Result<Handl
     let listener = listen(path)?;
     let (stop_rd, stop_wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| format!("cannot start the API thread: {}", io_text(&e.into())))?;
-    let mut server = Server::new(listener, backend, config);
+    let mut server = Server::new(listener, backend, config).inspect_err(|_| {
+        let _ = std::fs::remove_file(path);
+    })?;
     let thread = std::thread::Builder::new()
         .name("api".into())
         .stack_size(512 * 1024)
@@ -248,26 +246,63 @@ pub fn spawn_with(path: &Path, backend: Backend, config: Config) -> Result<Handl
 }
 
 /// The accept-and-serve loop over one listener.
+///
+/// The listener and every connection sit in one epoll set of the server's own, registered
+/// once and re-armed only when a connection switches between reading and writing; the set
+/// itself is what a caller's loop watches ([`Server::as_fd`]), so the parent waits on one
+/// epoll set for everything and nothing is rebuilt per turn.
 pub struct Server {
     listener: UnixListener,
     backend: Backend,
     config: Config,
-    conns: Vec<Conn>,
+    epoll: OwnedFd,
+    /// Connections by slot; a slot's epoll tag is its index + 1 (0 is the listener).
+    slots: Vec<Option<Conn>>,
+    live: usize,
+    /// Whether the listener is registered for `EPOLLIN` (it is not while every slot is busy).
+    listening: bool,
     /// After an accept error such as EMFILE the listener is left alone until then.
     accept_paused_until: Option<Instant>,
 }
 
+/// The listener's epoll tag.
+const LISTENER: u64 = 0;
+
+/// How many events one [`Server::serve_ready`] takes at most; more wait for the next call.
+const EVENTS: usize = 16;
+
 impl Server {
     /// A server on a listener from [`listen`] (it must be non-blocking).
-    pub fn new(listener: UnixListener, backend: Backend, mut config: Config) -> Server {
-        config.max_conns = config.max_conns.min(MAX_CONNS);
-        Server {
+    ///
+    /// # Errors
+    /// When the epoll set cannot be made or the listener not added to it.
+    pub fn new(
+        listener: UnixListener,
+        backend: Backend,
+        mut config: Config,
+    ) -> Result<Server, String> {
+        config.max_conns = config.max_conns.clamp(1, MAX_CONNS);
+        let fail = |e: rustix::io::Errno| format!("API server: {}", io_text(&e.into()));
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(fail)?;
+        epoll::add(
+            &epoll,
+            &listener,
+            epoll::EventData::new_u64(LISTENER),
+            epoll::EventFlags::IN,
+        )
+        .map_err(fail)?;
+        Ok(Server {
             listener,
             backend,
-            conns: Vec::with_capacity(config.max_conns),
+            slots: std::iter::repeat_with(|| None)
+                .take(config.max_conns)
+                .collect(),
+            live: 0,
             config,
+            epoll,
+            listening: true,
             accept_paused_until: None,
-        }
+        })
     }
 
     /// Serves until `stop` becomes readable or hangs up.
@@ -275,101 +310,120 @@ impl Server {
     /// # Errors
     /// Only when `poll` itself fails.
     pub fn run(&mut self, stop: BorrowedFd<'_>) -> Result<(), String> {
-        self.serve_until(&[stop]).map(drop)
+        loop {
+            let timeout = self.timeout(Instant::now()).map(timespec);
+            let mut fds = [
+                PollFd::from_borrowed_fd(stop, PollFlags::IN),
+                PollFd::new(&self.epoll, PollFlags::IN),
+            ];
+            match poll(&mut fds, timeout.as_ref()) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(format!("poll: {}", io_text(&e.into()))),
+            }
+            if !fds[0].revents().is_empty() {
+                return Ok(());
+            }
+            self.serve_ready();
+        }
     }
 
-    /// Serves until one of `watch` becomes readable or hangs up, and returns the index of the
-    /// first that did. This lets the parent's own loop (signals, the child, the driver) and the
-    /// API share one thread: no thread machinery in the static binary.
-    ///
-    /// # Errors
-    /// Only when `poll` itself fails.
-    pub fn serve_until(&mut self, watch: &[BorrowedFd<'_>]) -> Result<usize, String> {
-        // More could not be polled (the caller has five at most).
-        let watch = &watch[..watch.len().min(MAX_WATCH)];
-        let n = watch.len();
-        loop {
-            let now = Instant::now();
-            self.expire(now);
-            if self.accept_paused_until.is_some_and(|t| now >= t) {
-                self.accept_paused_until = None;
+    /// The epoll set of the listener and the connections: readable when [`Server::serve_ready`]
+    /// has something to do, apart from timeouts ([`Server::timeout`]).
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+
+    /// How long a caller may wait for [`Server::as_fd`] before [`Server::serve_ready`] must
+    /// run anyway (a connection's deadline, or the end of an accept pause); `None` is forever.
+    pub fn timeout(&self, now: Instant) -> Option<Duration> {
+        let mut wake = self.accept_paused_until;
+        for c in self.slots.iter().flatten() {
+            wake = Some(wake.map_or(c.deadline, |w| w.min(c.deadline)));
+        }
+        // A millisecond late rather than early: waking before the deadline would only wait again.
+        wake.map(|w| w.saturating_duration_since(now) + Duration::from_millis(1))
+    }
+
+    /// Handles what is ready without blocking: expired connections, new connections, requests
+    /// and answers. Call it when [`Server::as_fd`] is readable or [`Server::timeout`] ran out.
+    pub fn serve_ready(&mut self) {
+        let now = Instant::now();
+        self.expire(now);
+        if self.accept_paused_until.is_some_and(|t| now >= t) {
+            self.accept_paused_until = None;
+        }
+        self.arm_listener();
+        let mut events = [epoll::Event {
+            flags: epoll::EventFlags::empty(),
+            data: epoll::EventData::new_u64(0),
+        }; EVENTS];
+        let n = match epoll::wait(&self.epoll, &mut events, Some(&Timespec::default())) {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        let mut accept = false;
+        for ev in &events[..n] {
+            let tag = ev.data.u64();
+            if tag == LISTENER {
+                accept = true;
+                continue;
             }
-            let accepting = self.accept_paused_until.is_none()
-                && (self.conns.len() < self.config.max_conns
-                    || self.conns.iter().any(Conn::is_idle));
-            let mut wake = self.accept_paused_until;
-            for c in &self.conns {
-                wake = Some(wake.map_or(c.deadline, |w| w.min(c.deadline)));
-            }
-            let timeout = wake.map(|w| {
-                let d = w.saturating_duration_since(now) + Duration::from_millis(1);
-                Timespec {
-                    tv_sec: d.as_secs() as _,
-                    tv_nsec: d.subsec_nanos() as _,
-                }
-            });
-            let (stop_ready, listener_ready, ready) = {
-                // On the stack: this runs once per turn of the parent's loop, that is per
-                // forwarded connection too, so it must not allocate.
-                let mut fds: [PollFd<'_>; POLL_SLOTS] =
-                    std::array::from_fn(|_| PollFd::new(&self.listener, PollFlags::empty()));
-                let mut k = 0;
-                for w in watch {
-                    fds[k] = PollFd::new(w, PollFlags::IN);
-                    k += 1;
-                }
-                let listen_flags = if accepting {
-                    PollFlags::IN
-                } else {
-                    PollFlags::empty()
-                };
-                fds[k] = PollFd::new(&self.listener, listen_flags);
-                k += 1;
-                for c in &self.conns {
-                    let flags = if c.writing() {
-                        PollFlags::OUT
-                    } else {
-                        PollFlags::IN
-                    };
-                    fds[k] = PollFd::new(&c.stream, flags);
-                    k += 1;
-                }
-                match poll(&mut fds[..k], timeout.as_ref()) {
-                    Ok(_) => {}
-                    Err(rustix::io::Errno::INTR) => continue,
-                    Err(e) => return Err(format!("poll: {}", io_text(&e.into()))),
-                }
-                let mut ready = [false; MAX_CONNS];
-                for (r, f) in ready.iter_mut().zip(&fds[n + 1..k]) {
-                    *r = !f.revents().is_empty();
-                }
-                (
-                    fds[..n].iter().position(|f| !f.revents().is_empty()),
-                    !fds[n].revents().is_empty(),
-                    ready,
-                )
+            let i = (tag - 1) as usize;
+            let Some(c) = self.slots.get_mut(i).and_then(Option::as_mut) else {
+                continue;
             };
-            if let Some(i) = stop_ready {
-                return Ok(i);
+            if c.on_ready(&self.backend, &self.config) {
+                c.arm(&self.epoll);
+            } else {
+                self.close(i);
             }
-            let mut ready = ready.into_iter();
-            self.conns.retain_mut(|c| {
-                !ready.next().unwrap_or(false) || c.on_ready(&self.backend, &self.config)
-            });
-            if listener_ready {
-                self.accept();
+        }
+        if accept {
+            self.accept();
+        }
+        self.arm_listener();
+    }
+
+    /// Listens for new connections exactly when one could be taken.
+    fn arm_listener(&mut self) {
+        let want = self.accept_paused_until.is_none()
+            && (self.live < self.slots.len() || self.slots.iter().flatten().any(Conn::is_idle));
+        if want != self.listening {
+            let flags = if want {
+                epoll::EventFlags::IN
+            } else {
+                epoll::EventFlags::empty()
+            };
+            if epoll::modify(
+                &self.epoll,
+                &self.listener,
+                epoll::EventData::new_u64(LISTENER),
+                flags,
+            )
+            .is_ok()
+            {
+                self.listening = want;
             }
         }
     }
 
+    /// Closing the socket also takes it out of the epoll set (nobody else holds it).
+    fn close(&mut self, i: usize) {
+        if self.slots[i].take().is_some() {
+            self.live -= 1;
+        }
+    }
+
     fn expire(&mut self, now: Instant) {
-        self.conns.retain_mut(|c| {
-            if now < c.deadline {
-                return true;
+        for i in 0..self.slots.len() {
+            if let Some(c) = &mut self.slots[i]
+                && now >= c.deadline
+            {
+                c.on_timeout();
+                self.close(i);
             }
-            c.on_timeout();
-            false
-        });
+        }
     }
 
     fn accept(&mut self) {
@@ -382,30 +436,48 @@ impl Server {
                 Err(_) => {
                     // Out of descriptors or memory: retry a little later instead of spinning.
                     self.accept_paused_until = Some(Instant::now() + Duration::from_millis(100));
+                    self.arm_listener();
                     return;
                 }
             };
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
-            if self.conns.len() >= self.config.max_conns {
-                let oldest = self
-                    .conns
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.is_idle())
-                    .min_by_key(|(_, c)| c.deadline)
-                    .map(|(i, _)| i);
-                match oldest {
-                    Some(i) => {
-                        self.conns.swap_remove(i);
+            let slot = match self.slots.iter().position(Option::is_none) {
+                Some(i) => i,
+                None => {
+                    let oldest = self
+                        .slots
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, c)| c.as_ref().filter(|c| c.is_idle()).map(|c| (i, c)))
+                        .min_by_key(|(_, c)| c.deadline)
+                        .map(|(i, _)| i);
+                    match oldest {
+                        Some(i) => {
+                            self.close(i);
+                            i
+                        }
+                        // Every slot is busy: this one is turned away.
+                        None => return,
                     }
-                    // Every slot is busy: this one is turned away.
-                    None => return,
                 }
+            };
+            let tag = slot as u64 + 1;
+            let data = epoll::EventData::new_u64(tag);
+            if epoll::add(&self.epoll, &stream, data, epoll::EventFlags::IN).is_err() {
+                continue;
             }
-            self.conns.push(Conn::new(stream, &self.config));
+            self.slots[slot] = Some(Conn::new(stream, &self.config, tag));
+            self.live += 1;
         }
+    }
+}
+
+fn timespec(d: Duration) -> Timespec {
+    Timespec {
+        tv_sec: d.as_secs() as _,
+        tv_nsec: d.subsec_nanos() as _,
     }
 }
 
@@ -427,10 +499,14 @@ struct Conn {
     read_timeout: Duration,
     idle_timeout: Duration,
     limits: Limits,
+    /// Registered for `EPOLLOUT` (sending an answer) rather than `EPOLLIN`.
+    armed_out: bool,
+    /// Its epoll tag (its slot + 1).
+    tag: u64,
 }
 
 impl Conn {
-    fn new(stream: UnixStream, config: &Config) -> Conn {
+    fn new(stream: UnixStream, config: &Config, tag: u64) -> Conn {
         Conn {
             stream,
             buf: Vec::new(),
@@ -444,6 +520,26 @@ impl Conn {
             read_timeout: config.read_timeout,
             idle_timeout: config.idle_timeout,
             limits: config.limits,
+            armed_out: false,
+            tag,
+        }
+    }
+
+    /// Re-registers for what the connection waits for now, if that changed: `EPOLLOUT` while
+    /// an answer is pending, else `EPOLLIN` (pipelined requests wait in the socket meanwhile).
+    fn arm(&mut self, ep: &OwnedFd) {
+        let out = self.writing();
+        if out == self.armed_out {
+            return;
+        }
+        let flags = if out {
+            epoll::EventFlags::OUT
+        } else {
+            epoll::EventFlags::IN
+        };
+        // The tag stays what `accept` gave: only the interest changes.
+        if epoll::modify(ep, &self.stream, epoll::EventData::new_u64(self.tag), flags).is_ok() {
+            self.armed_out = out;
         }
     }
 
