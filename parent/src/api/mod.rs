@@ -1,8 +1,10 @@
 //! The REST API on `$STATE_DIR/api.sock` (upstream API version 1.1.1): the info types, the
 //! hand-written HTTP/1.1 and JSON layers, the server and the client `rootlessctl` uses.
 //!
-//! The parent starts the server with [`server::spawn`] once `child_pid` is written and stops it
-//! (which also removes the socket) before the state dir goes away.
+//! The parent listens ([`server::listen`]) before it writes `child_pid` and serves the socket
+//! from its own loop through the server's epoll set ([`server::Server::as_fd`],
+//! [`server::Server::serve_ready`]); the socket goes with the state dir. [`server::spawn`] runs
+//! a server on a thread of its own, for tests and tools.
 
 pub mod client;
 pub mod fuzzing;
