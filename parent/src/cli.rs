@@ -1,7 +1,7 @@
 //! Command line of `rootlesskit`: Go-flag syntax parsed into a plain [`Config`], the help text,
 //! and the pure validation step that runs before anything touches the system.
 //!
-//! One table, [`FLAGS`], names every flag once.
+//! One table, `FLAGS`, names every flag once.
 //! Parsing, the default values, the help text and the "did you mean" hint all read it, so they
 //! cannot drift apart.
 //!

@@ -1,8 +1,8 @@
 //! The one place that runs external programs: newuidmap, newgidmap, getsubids and, later, the network drivers.
 //!
-//! Every program is started through [`start`] (the child crate's `clone3` + `execve`, the same
+//! Every program is started through `start` (the child crate's `clone3` + `execve`, the same
 //! code that starts the child), which clears the signal mask that the parent keeps blocked; the
-//! short-lived ones get `/dev/null` as stdin and pipes for their output ([`spawn_piped`]).
+//! short-lived ones get `/dev/null` as stdin and pipes for their output (`spawn_piped`).
 //! std's `Command` is not used: its process machinery costs about 20 KB of static binary.
 //! Messages imitate Go's `os/exec` so that error lines read like upstream's.
 

@@ -577,7 +577,7 @@ fn run_getsubids(
 // Applying the maps.
 
 /// Installs `maps` on process `pid`: through newuidmap and newgidmap, or for the fallback by
-/// writing `deny` to /proc/<pid>/setgroups and the maps to /proc/<pid>/{uid_map,gid_map}.
+/// writing `deny` to `/proc/<pid>/setgroups` and the maps to `/proc/<pid>/{uid_map,gid_map}`.
 ///
 /// # Errors
 /// `failed to setup UID/GID map: newuidmap 1234 [0 1000 1 1 100000 65536] failed: <output>: exit status 1`,

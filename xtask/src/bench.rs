@@ -364,7 +364,7 @@ impl User {
     }
 }
 
-/// The real id of a `Uid:` or `Gid:` line of /proc/<pid>/status.
+/// The real id of a `Uid:` or `Gid:` line of `/proc/<pid>/status`.
 fn status_ids(status: &str, key: &str) -> Option<u32> {
     status
         .lines()
@@ -979,7 +979,7 @@ fn read_tree(root: u32) -> Result<Idle> {
     })
 }
 
-/// The ppid field of /proc/<pid>/stat (the comm field may hold spaces and parentheses).
+/// The ppid field of `/proc/<pid>/stat` (the comm field may hold spaces and parentheses).
 fn stat_ppid(stat: &str) -> Option<u32> {
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()
@@ -1007,7 +1007,7 @@ fn descendants(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
     out
 }
 
-/// A `Key:   123 kB` line of /proc/<pid>/status or smaps_rollup, in KiB.
+/// A `Key:   123 kB` line of `/proc/<pid>/status` or smaps_rollup, in KiB.
 fn kib_field(text: &str, key: &str) -> Option<u64> {
     let rest = text.lines().find_map(|l| l.strip_prefix(key))?;
     let mut it = rest.split_whitespace();
@@ -1030,7 +1030,7 @@ const ECHO_PORT: u16 = 8000;
 const CONNS: usize = 2000;
 /// Untimed connections before them.
 const CONNS_WARMUP: usize = 50;
-/// Linux's `USER_HZ`: the unit of `utime` and `stime` in /proc/<pid>/stat.
+/// Linux's `USER_HZ`: the unit of `utime` and `stime` in `/proc/<pid>/stat`.
 const CLK_TCK: f64 = 100.0;
 /// The longest a forwarding start may take until both ends listen.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -1444,7 +1444,7 @@ fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     stat_cpu_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// Fields 14 and 15 (`utime`, `stime`) of /proc/<pid>/stat.
+/// Fields 14 and 15 (`utime`, `stime`) of `/proc/<pid>/stat`.
 fn stat_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     // `rest` starts at field 3 (state).
