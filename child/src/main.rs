@@ -218,6 +218,16 @@ impl Child {
             None => None,
         };
         self.send(&Msg::ChildInitUserNsCompleted)?;
+        // The parent starts the network driver now, which takes a while (slirp4netns: an exec
+        // and its own setup): do the mounts meanwhile, on the other core. Not with a detached
+        // namespace: the driver reaches that file through our mount namespace
+        // (`/proc/<pid>/root/<state>/netns`), and a copy-up of one of its parents (dockerd's
+        // `--copy-up=/run` with the state dir in /run/user/…) would turn that path into
+        // symlinks that the driver resolves in the host's mount namespace.
+        let early_mounts = detached.is_none();
+        if early_mounts {
+            self.mounts()?;
+        }
         let net = match self.recv()? {
             Msg::NetworkDriverCompleted(n) => n,
             m => {
@@ -239,10 +249,9 @@ impl Child {
                 ));
             }
         };
-        if let Some(p) = child::mount::Propagation::from_str(&self.args.propagation) {
-            child::mount::set_propagation(p).map_err(|e| e.to_string())?;
+        if !early_mounts {
+            self.mounts()?;
         }
-        child::mount::copy_up(&self.args.copy_up).map_err(|e| e.to_string())?;
         if let Some(ns) = &detached {
             if net.mode == NetMode::Vpnkit {
                 self.vif = Some(child::vpnkit::attach(&net, &self.args.state_dir, Some(ns))?);
@@ -319,6 +328,14 @@ impl Child {
             Msg::ParentGo => Ok(()),
             m => Err(format!("expected \"ParentGo\", got \"{}\"", m.name())),
         }
+    }
+
+    /// `--propagation` and `--copy-up`, upstream's order.
+    fn mounts(&self) -> Result<(), String> {
+        if let Some(p) = child::mount::Propagation::from_str(&self.args.propagation) {
+            child::mount::set_propagation(p).map_err(|e| e.to_string())?;
+        }
+        child::mount::copy_up(&self.args.copy_up).map_err(|e| e.to_string())
     }
 
     /// Sends a DHCP lease to the parent, which writes resolv.conf from it before it reads

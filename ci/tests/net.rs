@@ -284,6 +284,42 @@ fn a_harmless_signal_during_the_driver_start_does_not_stall_it() {
     assert_eq!(o.code, 5, "{}", o.stderr);
 }
 
+#[test]
+fn a_child_failure_during_the_driver_start_gives_its_reason() {
+    if !have("slirp4netns") || !tun_usable() {
+        skip!("slirp4netns or /dev/net/tun is not available");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let d = ci::Scratch::new("childfails");
+    // The child does its copy-up while the driver starts; a slow driver makes sure the copy-up
+    // fails (and the child exits) while rootlesskit is still waiting for the driver.
+    let slow = d.join("slow-slirp4netns");
+    std::fs::write(
+        &slow,
+        "#!/bin/sh\ncase \"$1\" in --help|--version) exec slirp4netns \"$@\";; esac\nsleep 1\nexec slirp4netns \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = d.join("state");
+    let o = rootlesskit([
+        format!("--state-dir={}", state.display()),
+        "--net=slirp4netns".into(),
+        format!("--slirp4netns-binary={}", slow.display()),
+        "--copy-up=/nonexistent-rkrs".into(),
+        "true".into(),
+    ])
+    .output();
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let last = o.stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("[rootlesskit:child ] error: ")
+            && last.contains("/nonexistent-rkrs: no such file or directory"),
+        "the child's reason, not only its exit: {}",
+        o.stderr
+    );
+    assert!(!state.exists(), "state dir left behind");
+}
+
 /// A one-shot echo server on host IPv6 loopback; returns its port, or `None` without IPv6.
 fn echo_server_v6() -> Option<u16> {
     let l = TcpListener::bind("[::1]:0").ok()?;
@@ -364,6 +400,10 @@ fn bad_network_flags_fail_cleanly_and_leave_nothing() {
         (
             &["--net=gvisor-tap-vsock", "true"][..],
             "--net=gvisor-tap-vsock: not supported yet",
+        ),
+        (
+            &["--net=pasta", "--port-driver=pesto", "true"][..],
+            "--port-driver=pesto: not supported yet",
         ),
         (
             &["--net=vpnkit", "--cidr=10.0.2.0/24", "true"][..],

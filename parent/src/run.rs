@@ -570,9 +570,17 @@ impl<'a> Session<'a> {
         self.child_gone()
     }
 
-    /// Collects the child's exit status after it vanished during setup.
+    /// Collects the child's exit status after it vanished during setup. A child that failed
+    /// while the parent was busy elsewhere (starting the driver) left its reason in the socket:
+    /// that is the error, not its bare exit.
     fn child_gone(&mut self) -> Abort {
         self.reap_blocking();
+        let mut fds = [PollFd::new(&self.sock, PollFlags::IN)];
+        let pending =
+            matches!(poll(&mut fds, Some(&rustix::event::Timespec::default())), Ok(n) if n > 0);
+        if pending && let Ok(Msg::ChildError(text)) = proto::read_frame(&mut self.sock) {
+            return Abort::Error("child ", text.as_str().to_string());
+        }
         Abort::ChildGone
     }
 
