@@ -39,6 +39,9 @@ pub enum PortDriver {
     Builtin,
     Slirp4netns,
     GvisorTapVsock,
+    /// Upstream v3.1: ports through pasta's `pesto` client. Parsed, then refused as not
+    /// supported yet.
+    Pesto,
 }
 
 /// `--reaper`.
@@ -144,6 +147,7 @@ impl PortDriver {
             PortDriver::Builtin => "builtin",
             PortDriver::Slirp4netns => "slirp4netns",
             PortDriver::GvisorTapVsock => "gvisor-tap-vsock",
+            PortDriver::Pesto => "pesto",
         }
     }
 
@@ -154,6 +158,7 @@ impl PortDriver {
             PortDriver::Builtin,
             PortDriver::Slirp4netns,
             PortDriver::GvisorTapVsock,
+            PortDriver::Pesto,
         ]
         .into_iter()
         .find(|p| p.as_str() == s)
@@ -1380,7 +1385,11 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
                     .into(),
             );
             // (The PATH lookup of --pasta-binary comes here upstream.)
-            if !matches!(cfg.port_driver, PortDriver::None | PortDriver::Implicit) {
+            // (pesto, v3.1's pasta port driver, passes here and is refused as not supported.)
+            if !matches!(
+                cfg.port_driver,
+                PortDriver::None | PortDriver::Implicit | PortDriver::Pesto
+            ) {
                 return Err(
                     "network \"pasta\" requires port driver \"none\" or \"implicit\"".into(),
                 );
@@ -1466,6 +1475,8 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
                 return Err("port driver requires non-host network".into());
             }
         }
+        // Refused below, whatever the network.
+        PortDriver::Pesto => {}
     }
     // (Each -p spec is parsed and validated here upstream; see the port-spec parser.)
 
@@ -1502,7 +1513,10 @@ fn unsupported(cfg: &Config) -> Option<String> {
         return Some(format!("--net={}: not supported yet", cfg.net.as_str()));
     }
     // implicit needs no port driver object: pasta forwards by itself.
-    if cfg.port_driver == PortDriver::GvisorTapVsock {
+    if matches!(
+        cfg.port_driver,
+        PortDriver::GvisorTapVsock | PortDriver::Pesto
+    ) {
         return Some(format!(
             "--port-driver={}: not supported yet",
             cfg.port_driver.as_str()
@@ -2461,6 +2475,14 @@ mod tests {
             (
                 &["--net=slirp4netns", "--port-driver=gvisor-tap-vsock", "sh"],
                 "--port-driver=gvisor-tap-vsock: not supported yet",
+            ),
+            (
+                &["--net=pasta", "--port-driver=pesto", "sh"],
+                "--port-driver=pesto: not supported yet",
+            ),
+            (
+                &["--port-driver=pesto", "sh"],
+                "--port-driver=pesto: not supported yet",
             ),
             (
                 &["--net=lxc-user-nic", "--cidr=10.0.3.0/24", "sh"],
