@@ -7,6 +7,7 @@
 //! [--detach-netns UNSHARE-HELPER] [--debug] -- CMD...`
 
 use std::ffi::OsString;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -124,6 +125,7 @@ fn main() {
         serve_ports: false,
         renewer: None,
         transparent: [false; 2],
+        udp_ruled: Vec::new(),
         vif: None,
     };
     if let Err(text) = child.setup() {
@@ -178,6 +180,8 @@ struct Child {
     renewer: Option<child::dhcp::Renewer>,
     /// Per family (IPv4, IPv6): TCP sockets can connect from a client's address.
     transparent: [bool; 2],
+    /// Server ports (IPv4?, port) whose UDP replies are routed to transparent flows already.
+    udp_ruled: Vec<(bool, u16)>,
     /// `--net=vpnkit`: the frames between the tap and vpnkit, moved from the target's loop.
     vif: Option<child::vpnkit::Pump>,
 }
@@ -530,6 +534,7 @@ impl Child {
             let mut none = Vec::new();
             match child::fdpass::recv(&self.sock, &mut none) {
                 Ok(Msg::SocketsWanted(w)) => self.hand_over_sockets(&w),
+                Ok(Msg::UdpRoute(r)) => self.udp_route(&r),
                 // The parent is gone or talks nonsense: stop listening to it.
                 _ => self.serve_ports = false,
             }
@@ -562,6 +567,33 @@ impl Child {
             }),
             &out,
         );
+    }
+
+    /// Handles one `UdpRoute`, in the namespace the target's network is in; an add is answered.
+    fn udp_route(&mut self, r: &proto::UdpRoute) {
+        let client = if r.family == 4 {
+            IpAddr::from([r.addr[0], r.addr[1], r.addr[2], r.addr[3]])
+        } else {
+            IpAddr::from(r.addr)
+        };
+        let add = r.add == 1;
+        let ruled = &mut self.udp_ruled;
+        let done = if !self.transparent[usize::from(r.family == 6)] {
+            // No transparent sockets were handed out for this family: nothing to route.
+            Err(rustix::io::Errno::OPNOTSUPP)
+        } else {
+            match &self.detached {
+                Some(ns) => ns
+                    .within(|| Ok(child::netlink::udp_reply_route(add, r.port, client, ruled)))
+                    .unwrap_or(Err(rustix::io::Errno::NETUNREACH)),
+                None => child::netlink::udp_reply_route(add, r.port, client, ruled),
+            }
+        };
+        if add {
+            let errno = done.err().map_or(0, |e| e.raw_os_error());
+            let _ =
+                child::fdpass::send(&self.sock, &Msg::UdpRouted(proto::UdpRouted { errno }), &[]);
+        }
     }
 
     /// Reaps what has exited (everything, as a reaper; only the target otherwise) and returns

@@ -8,6 +8,8 @@
 //! sends them from its own `[u8; 1024]` and waits for the kernel's acknowledgement, allocating nothing per request.
 //! All fields are in host byte order, as netlink requires, except addresses, which are in network order.
 
+use std::net::IpAddr;
+
 use rustix::fd::OwnedFd;
 use rustix::io::{self, Errno};
 use rustix::net::netlink::SocketAddrNetlink;
@@ -26,12 +28,14 @@ const NLMSG_ERROR: u16 = nl::NLMSG_ERROR as u16;
 const RTM_NEWLINK: u16 = nl::RTM_NEWLINK as u16;
 const RTM_NEWADDR: u16 = nl::RTM_NEWADDR as u16;
 const RTM_NEWROUTE: u16 = nl::RTM_NEWROUTE as u16;
+const RTM_DELROUTE: u16 = nl::RTM_DELROUTE as u16;
 const IFLA_MTU: u16 = nl::IFLA_MTU as u16;
 const IFLA_ADDRESS: u16 = nl::IFLA_ADDRESS as u16;
 const IFA_ADDRESS: u16 = nl::IFA_ADDRESS as u16;
 const IFA_LOCAL: u16 = nl::IFA_LOCAL as u16;
 const RTA_GATEWAY: u16 = nl::rtattr_type_t::RTA_GATEWAY as u16;
 const RTA_OIF: u16 = nl::rtattr_type_t::RTA_OIF as u16;
+const RTA_DST: u16 = nl::rtattr_type_t::RTA_DST as u16;
 const AF_UNSPEC: u8 = linux_raw_sys::net::AF_UNSPEC as u8;
 const AF_INET: u8 = linux_raw_sys::net::AF_INET as u8;
 const AF_INET6: u8 = linux_raw_sys::net::AF_INET6 as u8;
@@ -242,6 +246,81 @@ pub fn encode_add_local_default_route(
         0,
         0,
     ])?;
+    r.attr(RTA_OIF, &index.to_ne_bytes())?;
+    Ok(r.finish())
+}
+
+/// `RTM_NEWRULE`: UDP sent from source port `port` is routed by table `table`
+/// (`ip [-6] rule add ipproto udp sport <port> lookup <table> priority <priority>`).
+pub fn encode_add_udp_sport_rule(
+    buf: &mut [u8],
+    seq: u32,
+    family: u8,
+    port: u16,
+    table: u8,
+    priority: u32,
+) -> io::Result<usize> {
+    let mut r = Request::new(buf, nl::RTM_NEWRULE as u16, CREATE, seq)?;
+    r.put(&[
+        family,
+        0,
+        0,
+        0,
+        table,
+        0,
+        0,
+        nl::FR_ACT_TO_TBL as u8,
+        0,
+        0,
+        0,
+        0,
+    ])?;
+    r.attr(
+        nl::FRA_IP_PROTO as u16,
+        &[linux_raw_sys::net::IPPROTO_UDP as u8],
+    )?;
+    // struct fib_rule_port_range { __u16 start; __u16 end; }: the one port.
+    let p = port.to_ne_bytes();
+    r.attr(nl::FRA_SPORT_RANGE as u16, &[p[0], p[1], p[0], p[1]])?;
+    r.attr(nl::FRA_PRIORITY as u16, &priority.to_ne_bytes())?;
+    Ok(r.finish())
+}
+
+/// `RTM_NEWROUTE` (`add`) or `RTM_DELROUTE`: the one address `addr` counts as this host's in
+/// table `table`, through link `index` (`ip [-6] route add|del local <addr> dev lo table <table>`).
+pub fn encode_local_host_route(
+    buf: &mut [u8],
+    seq: u32,
+    add: bool,
+    addr: IpAddr,
+    index: u32,
+    table: u8,
+) -> io::Result<usize> {
+    let (ty, flags) = if add {
+        (RTM_NEWROUTE, CREATE)
+    } else {
+        (RTM_DELROUTE, CHANGE)
+    };
+    let mut r = Request::new(buf, ty, flags, seq)?;
+    let (family, len, v4, v6) = match addr {
+        IpAddr::V4(a) => (AF_INET, 32, a.octets(), [0; 16]),
+        IpAddr::V6(a) => (AF_INET6, 128, [0; 4], a.octets()),
+    };
+    r.put(&[
+        family,
+        len,
+        0,
+        0,
+        table,
+        nl::RTPROT_BOOT as u8,
+        nl::rt_scope_t::RT_SCOPE_HOST as u8,
+        nl::RTN_LOCAL as u8,
+        0,
+        0,
+        0,
+        0,
+    ])?;
+    r.attr(RTA_DST, if addr.is_ipv4() { &v4[..] } else { &v6[..] })?;
     r.attr(RTA_OIF, &index.to_ne_bytes())?;
     Ok(r.finish())
 }
@@ -467,6 +546,46 @@ pub fn source_routing() -> [Result<(), String>; 2] {
     })
 }
 
+/// The routing table, and the priority of its rules, that deliver UDP replies to the client
+/// addresses of transparent flows (`--source-ip-transparent`).
+pub const UDP_REPLY_TABLE: u8 = 101;
+
+/// For UDP with `--source-ip-transparent`, in the current network namespace: what a server
+/// sends from UDP port `port` to `client` is delivered here (`add`), to the parent's socket
+/// bound to that client address, instead of leaving by the default route; or no longer is.
+///
+/// A rule per server port sends its UDP traffic to [`UDP_REPLY_TABLE`] (added once, the
+/// first time the port is seen; `ruled` remembers them), where each client address with a
+/// live flow has a `local` route. Traffic from that port to anyone else finds no route there
+/// and goes on to the main table; traffic from other ports never looks.
+///
+/// # Errors
+/// The errno of the netlink request that failed; deleting a route that is gone is not one.
+pub fn udp_reply_route(
+    add: bool,
+    port: u16,
+    client: IpAddr,
+    ruled: &mut Vec<(bool, u16)>,
+) -> io::Result<()> {
+    let mut nl = Netlink::open()?;
+    let lo = nl.link_index("lo")?;
+    let family = if client.is_ipv4() { AF_INET } else { AF_INET6 };
+    let table = UDP_REPLY_TABLE;
+    if add && !ruled.contains(&(client.is_ipv4(), port)) {
+        match nl.request(|buf, seq| {
+            encode_add_udp_sport_rule(buf, seq, family, port, table, u32::from(table))
+        }) {
+            Ok(()) | Err(Errno::EXIST) => ruled.push((client.is_ipv4(), port)),
+            Err(e) => return Err(e),
+        }
+    }
+    match nl.request(|buf, seq| encode_local_host_route(buf, seq, add, client, lo, table)) {
+        Err(Errno::EXIST) if add => Ok(()),
+        Err(Errno::SRCH | Errno::NOENT) if !add => Ok(()),
+        r => r,
+    }
+}
+
 #[cfg(all(test, target_endian = "little"))]
 mod tests {
     use super::*;
@@ -494,6 +613,50 @@ mod tests {
                 1, 0, 0, 0, // ifi_index
                 1, 0, 0, 0, // ifi_flags IFF_UP
                 1, 0, 0, 0, // ifi_change IFF_UP
+            ],
+        );
+    }
+
+    #[test]
+    fn udp_sport_rule() {
+        check(
+            |b, s| encode_add_udp_sport_rule(b, s, AF_INET6, 5353, 101, 101),
+            &[
+                52, 0, 0, 0, 32, 0, // RTM_NEWRULE
+                0x05, 0x06, // NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE
+                7, 0, 0, 0, 0, 0, 0, 0, // seq, pid
+                10, 0, 0, 0, 101, 0, 0, 1, 0, 0, 0,
+                0, // fib_rule_hdr: AF_INET6, table 101, FR_ACT_TO_TBL
+                5, 0, 22, 0, 17, 0, 0, 0, // FRA_IP_PROTO: IPPROTO_UDP, padded
+                8, 0, 23, 0, 0xe9, 0x14, 0xe9, 0x14, // FRA_SPORT_RANGE: 5353..5353
+                8, 0, 6, 0, 101, 0, 0, 0, // FRA_PRIORITY
+            ],
+        );
+    }
+
+    #[test]
+    fn local_host_routes() {
+        check(
+            |b, s| encode_local_host_route(b, s, true, IpAddr::from([192, 0, 2, 7]), 1, 101),
+            &[
+                44, 0, 0, 0, 24, 0, 0x05, 0x06, 7, 0, 0, 0, 0, 0, 0,
+                0, // RTM_NEWROUTE, create
+                2, 32, 0, 0, 101, 3, 254, 2, 0, 0, 0,
+                0, // AF_INET /32, table 101, boot, host, RTN_LOCAL
+                8, 0, 1, 0, 192, 0, 2, 7, // RTA_DST
+                8, 0, 4, 0, 1, 0, 0, 0, // RTA_OIF
+            ],
+        );
+        let v6: IpAddr = "2001:db8::9".parse().unwrap();
+        check(
+            |b, s| encode_local_host_route(b, s, false, v6, 1, 101),
+            &[
+                56, 0, 0, 0, 25, 0, 0x05, 0, 7, 0, 0, 0, 0, 0, 0,
+                0, // RTM_DELROUTE, request + ack
+                10, 128, 0, 0, 101, 3, 254, 2, 0, 0, 0, 0, // AF_INET6 /128
+                20, 0, 1, 0, 0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                9, // RTA_DST
+                8, 0, 4, 0, 1, 0, 0, 0, // RTA_OIF
             ],
         );
     }

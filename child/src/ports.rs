@@ -17,7 +17,9 @@ use crate::sys;
 /// calling thread's network namespace, into `out` from the start. For `proto` 2, and when
 /// `transparent` says the routing for it is in place, TCP sockets get `IP_TRANSPARENT`
 /// (`IPV6_TRANSPARENT`) and the routing mark, which need CAP_NET_ADMIN here and nothing
-/// later: whoever holds such a socket may bind it to the client's address.
+/// later: whoever holds such a socket may bind it to the client's address. For `proto` 3,
+/// UDP sockets get `IP_TRANSPARENT` alone (their replies are routed by port, see
+/// [`crate::netlink::udp_reply_route`]).
 ///
 /// Returns how many it made and whether they are transparent.
 ///
@@ -33,10 +35,10 @@ pub fn make_sockets(
         _ => (AddressFamily::INET6, n::SOL_IPV6, n::IPV6_TRANSPARENT),
     };
     let kind = match w.proto {
-        1 => SocketType::DGRAM,
+        1 | 3 => SocketType::DGRAM,
         _ => SocketType::STREAM,
     };
-    let mut transparent = transparent && w.proto == 2;
+    let mut transparent = transparent && w.proto >= 2;
     let mut made = 0;
     for slot in out.iter_mut().take(usize::from(w.count)) {
         let fd = match socket_with(
@@ -51,6 +53,9 @@ pub fn make_sockets(
         };
         if transparent {
             let marked = sys::setsockopt_int(&fd, level, option, 1).and_then(|()| {
+                if w.proto == 3 {
+                    return Ok(());
+                }
                 sys::setsockopt_int(&fd, n::SOL_SOCKET, n::SO_MARK, TRANSPARENT_MARK as i32)
             });
             if marked.is_err() {

@@ -12,8 +12,9 @@ use std::time::Duration;
 use ci::{Run, Scratch, rootlesskit, skip};
 
 /// A threaded echo server on [::]:8000 (dual-stack) inside the namespace, a UDP echo
-/// server on [::]:8001 (dual-stack), and on 127.0.0.1:8002 a server that tells each
-/// connection the address it came from.
+/// server on [::]:8001 (dual-stack), on 127.0.0.1:8002 a server that tells each
+/// connection the address it came from, and on UDP 0.0.0.0:8003 one that answers each
+/// datagram with the address it came from.
 const ECHO: &str = "import socket,threading
 def udp():
   u=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)
@@ -28,6 +29,11 @@ def peer():
   while True:
     c,a=p.accept();c.sendall(('%s %d\\n'%a).encode());c.close()
 threading.Thread(target=peer,daemon=True).start()
+def upeer():
+  q=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);q.bind(('0.0.0.0',8003))
+  while True:
+    d,a=q.recvfrom(65536);q.sendto(('%s %d\\n'%a).encode(),a)
+threading.Thread(target=upeer,daemon=True).start()
 s=socket.socket(socket.AF_INET6)
 s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
 s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)
@@ -359,6 +365,125 @@ fn source_ip_transparent_shows_the_client_address_inside() {
         // A client on the host's loopback is not one inside: it stays the namespace's own.
         let (_, seen) = seen_from(format!("127.0.0.1:{p}").parse().unwrap()).unwrap();
         assert!(seen.starts_with("127.0.0.1:"), "{flag}: {seen}");
+    }
+}
+
+/// Table 101 (UDP replies to transparent flows) inside the namespace, when the tests run as
+/// root and can look there with `nsenter` and `ip`.
+fn udp_reply_routes(r: &Running) -> Option<String> {
+    if !ci::am_root() || !ci::have("nsenter") || !ci::have("ip") {
+        return None;
+    }
+    let pid = std::fs::read_to_string(r.state.join("child_pid")).ok()?;
+    let o = Run::program("nsenter")
+        .args([
+            format!("--net=/proc/{}/ns/net", pid.trim()),
+            "ip".into(),
+            "-4".into(),
+            "route".into(),
+            "show".into(),
+            "table".into(),
+            "101".into(),
+        ])
+        .as_ids(0, 0)
+        .output();
+    if o.stderr.contains("table does not exist") {
+        // No route in it (yet, or any more).
+        return Some(String::new());
+    }
+    assert_eq!(o.code, 0, "nsenter ip route: {}", o.stderr);
+    Some(o.stdout)
+}
+
+/// What the UDP server on 8003 inside says a datagram from `sock` to `to` came from.
+fn udp_seen_from(sock: &UdpSocket, to: SocketAddr) -> Option<String> {
+    let back = udp_echo(sock, to, b"who").ok()?;
+    let text = String::from_utf8(back).ok()?;
+    let mut words = text.split_whitespace();
+    Some(format!("{}:{}", words.next()?, words.next()?))
+}
+
+#[test]
+fn source_ip_transparent_udp_shows_the_client_address_inside() {
+    let Some(ip) = host_ipv4() else {
+        skip!("the host has no non-loopback IPv4 address");
+    };
+    for (flag, transparent) in [
+        ("--source-ip-transparent=true", true),
+        ("--source-ip-transparent=false", false),
+    ] {
+        let p = free_port();
+        let Some(r) = Running::start(
+            "ports-udp-transparent",
+            &[flag.into(), "-p".into(), format!("0.0.0.0:{p}:8003/udp")],
+        ) else {
+            skip!("slirp4netns or python3 is not installed");
+        };
+        let to: SocketAddr = format!("{ip}:{p}").parse().unwrap();
+        // Two clients on the host's address, so two flows share one reply route inside.
+        let clients: Vec<UdpSocket> = (0..2)
+            .map(|_| UdpSocket::bind(format!("{ip}:0")).unwrap())
+            .collect();
+        let mut seen = None;
+        assert!(
+            ci::wait_until(Duration::from_secs(15), || {
+                seen = udp_seen_from(&clients[0], to);
+                seen.is_some()
+            }),
+            "{flag}: no answer through {to}"
+        );
+        for round in 0..3 {
+            for c in &clients {
+                let seen = udp_seen_from(c, to)
+                    .unwrap_or_else(|| panic!("{flag}: round {round}: no answer"));
+                if transparent {
+                    // The server inside sees the client's own address and port, and its
+                    // answer, sent to that address, still comes back through the port.
+                    assert_eq!(seen, c.local_addr().unwrap().to_string(), "{flag}");
+                } else {
+                    assert!(seen.starts_with("127.0.0.1:"), "{flag}: {seen}");
+                }
+            }
+        }
+        // Inside, one local route for the client address carries both flows' replies.
+        let routes = udp_reply_routes(&r);
+        if let Some(routes) = &routes {
+            let want = if transparent { 1 } else { 0 };
+            assert_eq!(
+                routes.matches(&format!("local {ip} ")).count(),
+                want,
+                "{flag}: {routes}"
+            );
+        }
+        // A client on the host's loopback is not one inside: it stays the namespace's own.
+        let lo = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let seen = udp_seen_from(&lo, format!("127.0.0.1:{p}").parse().unwrap());
+        assert!(
+            seen.as_deref().is_some_and(|s| s.starts_with("127.0.0.1:")),
+            "{flag}: {seen:?}"
+        );
+        // Removing the port and publishing it again starts over cleanly: the route goes with
+        // the port's last flow.
+        let o = r.ctl(&["remove-ports", "1"]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        if routes.is_some() {
+            let after = udp_reply_routes(&r).unwrap_or_default();
+            assert!(!after.contains(&format!("local {ip} ")), "{flag}: {after}");
+        }
+        let o = r.ctl(&["add-ports", &format!("0.0.0.0:{p}:8003/udp")]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let c = UdpSocket::bind(format!("{ip}:0")).unwrap();
+        let mut again = None;
+        assert!(
+            ci::wait_until(Duration::from_secs(5), || {
+                again = udp_seen_from(&c, to);
+                again.is_some()
+            }),
+            "{flag}: no answer after the port came back"
+        );
+        if transparent {
+            assert_eq!(again.unwrap(), c.local_addr().unwrap().to_string());
+        }
     }
 }
 

@@ -558,7 +558,7 @@ const FLAGS: &[Flag] = &[
         Kind::Bool,
         Def::Bool(true),
         PORT,
-        "let forwarded connections keep the client's source address, using IP_TRANSPARENT (builtin port driver, TCP only)",
+        "let forwarded connections and datagrams keep the client's source address, using IP_TRANSPARENT (builtin port driver)",
     ),
     flag(
         "pidns",

@@ -194,7 +194,9 @@ pub struct SocketsWanted {
     /// 4 for IPv4, 6 for IPv6.
     pub family: u8,
     /// 0 for TCP, 1 for UDP, 2 for TCP sockets that may connect from a client's address
-    /// (`IP_TRANSPARENT` and the routing mark, when the child could set up the routing).
+    /// (`IP_TRANSPARENT` and the routing mark, when the child could set up the routing),
+    /// 3 for UDP sockets that may send from a client's address (`IP_TRANSPARENT`; the replies
+    /// find them through [`Msg::UdpRoute`]).
     pub proto: u8,
     /// How many, 1 to [`MAX_SOCKETS`].
     pub count: u8,
@@ -210,6 +212,29 @@ pub struct SocketsMade {
     /// are set), so a connection can come from the client's own address.
     pub transparent: u8,
     /// The errno of the failed `socket()` when `count` is 0, else 0.
+    pub errno: i32,
+}
+
+/// Parent → child, for UDP with `--source-ip-transparent`: deliver (or stop delivering) inside
+/// the namespace what a server sends from UDP port `port` to the client address `addr`, so
+/// that the replies to a datagram forwarded from that client's address reach the parent's
+/// socket bound to it. An add is answered by one [`Msg::UdpRouted`]; a delete is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpRoute {
+    /// 1 to add, 0 to delete.
+    pub add: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// The server's port inside the namespace (the port's child port), not 0.
+    pub port: u16,
+    /// The client's address; an IPv4 one in the first 4 bytes, the rest 0.
+    pub addr: [u8; 16],
+}
+
+/// Child → parent: the answer to an add [`Msg::UdpRoute`]: 0, or the errno of the failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpRouted {
+    /// 0 when the route is in place, else the errno of the netlink request.
     pub errno: i32,
 }
 
@@ -253,7 +278,7 @@ impl fmt::Debug for ErrorText {
 /// → parent `PortDriverCompleted` → (child `NetLease`, for a [`NetMode::Dhcp`] network) → child
 /// `ChildReady` (or `ChildError` at any point) → parent `ParentGo`, after which the child starts
 /// the target. From then on the parent may send `SocketsWanted` requests, each answered by one
-/// `SocketsMade`.
+/// `SocketsMade`, and `UdpRoute` requests, each add answered by one `UdpRouted`, in order.
 // Frames are fixed-size by design and live on the stack; boxing the error text would put the
 // allocator on the pipe path for nothing.
 #[allow(clippy::large_enum_variant)]
@@ -278,6 +303,10 @@ pub enum Msg {
     /// Child → parent, after a [`NetMode::Dhcp`] network and before `ChildReady`: the address,
     /// prefix, gateway and DNS server the lease gave and the child configured (mode `Dhcp`).
     NetLease(NetConfig),
+    /// Parent → child: a local route for UDP replies to a client address.
+    UdpRoute(UdpRoute),
+    /// Child → parent: whether an added [`Msg::UdpRoute`] is in place.
+    UdpRouted(UdpRouted),
 }
 
 const TAG_CHILD_INIT: u8 = 1;
@@ -289,12 +318,16 @@ const TAG_CHILD_ERROR: u8 = 6;
 const TAG_SOCKETS_WANTED: u8 = 9;
 const TAG_SOCKETS_MADE: u8 = 10;
 const TAG_NET_LEASE: u8 = 11;
+const TAG_UDP_ROUTE: u8 = 12;
+const TAG_UDP_ROUTED: u8 = 13;
 
 const NET_BODY: usize = 1 + IFNAMSIZ + 4 + 1 + 4 + 4 + 16 + 4 + 6 + 16;
 const PORT_BODY: usize = 1;
 const ERROR_BODY: usize = MAX_BODY;
 const SOCKETS_WANTED_BODY: usize = 3;
 const SOCKETS_MADE_BODY: usize = 1 + 1 + 4;
+const UDP_ROUTE_BODY: usize = 1 + 1 + 2 + 16;
+const UDP_ROUTED_BODY: usize = 4;
 
 fn body_len(tag: u8) -> Result<usize, Error> {
     Ok(match tag {
@@ -304,6 +337,8 @@ fn body_len(tag: u8) -> Result<usize, Error> {
         TAG_CHILD_ERROR => ERROR_BODY,
         TAG_SOCKETS_WANTED => SOCKETS_WANTED_BODY,
         TAG_SOCKETS_MADE => SOCKETS_MADE_BODY,
+        TAG_UDP_ROUTE => UDP_ROUTE_BODY,
+        TAG_UDP_ROUTED => UDP_ROUTED_BODY,
         other => return Err(Error::BadTag(other)),
     })
 }
@@ -320,6 +355,8 @@ impl Msg {
             Msg::SocketsWanted(_) => TAG_SOCKETS_WANTED,
             Msg::SocketsMade(_) => TAG_SOCKETS_MADE,
             Msg::NetLease(_) => TAG_NET_LEASE,
+            Msg::UdpRoute(_) => TAG_UDP_ROUTE,
+            Msg::UdpRouted(_) => TAG_UDP_ROUTED,
         }
     }
 
@@ -335,6 +372,8 @@ impl Msg {
             Msg::SocketsWanted(_) => "SocketsWanted",
             Msg::SocketsMade(_) => "SocketsMade",
             Msg::NetLease(_) => "NetLease",
+            Msg::UdpRoute(_) => "UdpRoute",
+            Msg::UdpRouted(_) => "UdpRouted",
         }
     }
 
@@ -374,6 +413,13 @@ impl Msg {
                 body[1] = m.transparent;
                 body[2..6].copy_from_slice(&m.errno.to_le_bytes());
             }
+            Msg::UdpRoute(r) => {
+                body[0] = r.add;
+                body[1] = r.family;
+                body[2..4].copy_from_slice(&r.port.to_le_bytes());
+                body[4..20].copy_from_slice(&r.addr);
+            }
+            Msg::UdpRouted(r) => body.copy_from_slice(&r.errno.to_le_bytes()),
             Msg::ChildInitUserNsCompleted | Msg::ChildReady | Msg::ParentGo => {}
         }
         HEADER_LEN + len
@@ -482,7 +528,7 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
             if body[0] != 4 && body[0] != 6 {
                 return Err(Error::BadField("sockets.family"));
             }
-            if body[1] > 2 {
+            if body[1] > 3 {
                 return Err(Error::BadField("sockets.proto"));
             }
             if body[2] == 0 || body[2] > MAX_SOCKETS {
@@ -509,6 +555,34 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
                 transparent,
                 errno,
             })
+        }
+        TAG_UDP_ROUTE => {
+            let (add, family) = (body[0], body[1]);
+            let port = u16::from_le_bytes([body[2], body[3]]);
+            let mut addr = [0; 16];
+            addr.copy_from_slice(&body[4..20]);
+            if add > 1 {
+                return Err(Error::BadField("route.add"));
+            }
+            if (family != 4 && family != 6) || (family == 4 && addr[4..].iter().any(|&b| b != 0)) {
+                return Err(Error::BadField("route.family"));
+            }
+            if port == 0 {
+                return Err(Error::BadField("route.port"));
+            }
+            Msg::UdpRoute(UdpRoute {
+                add,
+                family,
+                port,
+                addr,
+            })
+        }
+        TAG_UDP_ROUTED => {
+            let errno = i32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+            if !(0..4096).contains(&errno) {
+                return Err(Error::BadField("route.errno"));
+            }
+            Msg::UdpRouted(UdpRouted { errno })
         }
         other => return Err(Error::BadTag(other)),
     })
@@ -639,6 +713,25 @@ mod tests {
                 transparent: 0,
                 errno: 24,
             }),
+            Msg::SocketsWanted(SocketsWanted {
+                family: 6,
+                proto: 3,
+                count: 2,
+            }),
+            Msg::UdpRoute(UdpRoute {
+                add: 1,
+                family: 4,
+                port: 53,
+                addr: [192, 0, 2, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            }),
+            Msg::UdpRoute(UdpRoute {
+                add: 0,
+                family: 6,
+                port: 65535,
+                addr: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+            }),
+            Msg::UdpRouted(UdpRouted { errno: 0 }),
+            Msg::UdpRouted(UdpRouted { errno: 17 }),
             Msg::NetLease({
                 let mut n = net();
                 n.mode = NetMode::Dhcp;
@@ -764,8 +857,40 @@ mod tests {
                 Error::BadField("sockets.family"),
             ),
             (
-                frame(TAG_SOCKETS_WANTED, &[4, 3, 1]),
+                frame(TAG_SOCKETS_WANTED, &[4, 4, 1]),
                 Error::BadField("sockets.proto"),
+            ),
+            (
+                frame(
+                    TAG_UDP_ROUTE,
+                    &[2, 4, 53, 0, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                ),
+                Error::BadField("route.add"),
+            ),
+            (
+                frame(
+                    TAG_UDP_ROUTE,
+                    &[1, 5, 53, 0, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                ),
+                Error::BadField("route.family"),
+            ),
+            (
+                frame(
+                    TAG_UDP_ROUTE,
+                    &[1, 4, 53, 0, 10, 0, 0, 1, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                ),
+                Error::BadField("route.family"),
+            ),
+            (
+                frame(
+                    TAG_UDP_ROUTE,
+                    &[0, 6, 0, 0, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                ),
+                Error::BadField("route.port"),
+            ),
+            (
+                frame(TAG_UDP_ROUTED, &[0xff, 0xff, 0xff, 0xff]),
+                Error::BadField("route.errno"),
             ),
             (
                 frame(TAG_SOCKETS_WANTED, &[6, 0, 0]),

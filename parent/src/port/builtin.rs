@@ -8,7 +8,11 @@
 //! With `--source-ip-transparent`, TCP connections to a server in the namespace come from
 //! the client's own address: the child marks those sockets `IP_TRANSPARENT` with a routing
 //! mark whose replies it routes back locally, and the parent binds them to the client's
-//! address before connecting.
+//! address before connecting. UDP flows do too: their sockets are `IP_TRANSPARENT`, bound to
+//! the client's address and left unconnected, and for each client address with a live flow
+//! the child keeps a local route that only the server port's UDP traffic looks up
+//! ([`Msg::UdpRoute`], counted per address here), so the server's replies come back to that
+//! socket instead of leaving by the default route.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -16,7 +20,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use proto::{MAX_SOCKETS, Msg, SocketsWanted};
+use proto::{MAX_SOCKETS, Msg, SocketsWanted, UdpRoute};
 use rustix::event::epoll;
 use rustix::io::Errno;
 use rustix::net::{
@@ -45,9 +49,11 @@ const UDP_FLOW: u64 = 2;
 
 /// How long the parent waits for the child to hand over a batch of sockets.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pools of sockets made by the child: IPv4 and IPv6, each TCP, UDP and transparent TCP
-/// (the `proto` of `SocketsWanted`).
-const POOLS: usize = 6;
+/// Pools of sockets made by the child: IPv4 and IPv6, each TCP, UDP, transparent TCP and
+/// transparent UDP (the `proto` of `SocketsWanted`).
+const POOLS: usize = 8;
+/// In [`Supply::pending`]: the answer to a `UdpRoute` add, not a batch of sockets.
+const ROUTE_ANSWER: usize = usize::MAX;
 /// A pool this low asks for the next batch, so one is usually there before it runs dry.
 const LOW_WATER: usize = MAX_SOCKETS as usize / 2;
 /// Epoll data of the child's socket in the listeners' set.
@@ -68,11 +74,16 @@ struct Pool {
     fds: Vec<OwnedFd>,
 }
 
-/// One UDP client: its address and the socket connected for it.
+/// One UDP client: its address and the socket inside for it.
 struct Flow {
     peer: SocketAddrAny,
     sock: OwnedFd,
     last: Instant,
+    /// Transparent: the socket is bound to the client's address and unconnected (replies
+    /// may come from any address of the server's); datagrams go to this target.
+    to: Option<SocketAddr>,
+    /// The client address whose reply route this flow holds.
+    routed: Option<IpAddr>,
 }
 
 struct Port {
@@ -107,6 +118,14 @@ struct Supply {
     /// to it, like one to loopback, stays in the namespace).
     transparent: bool,
     child_ip: Option<IpAddr>,
+    /// UDP flows may come from the client's address (until the child could not route).
+    udp_transparent: bool,
+    /// Client addresses with a reply route inside, and how many flows hold each.
+    routes: Vec<(IpAddr, u32)>,
+    /// Server ports (IPv4?, port) the child has a reply rule for.
+    ruled: Vec<(bool, u16)>,
+    /// The errno of the last `UdpRouted`, once read.
+    route_answer: Option<i32>,
 }
 
 /// The driver; shared with the API server as `Arc<dyn PortDriver>`.
@@ -143,10 +162,14 @@ impl Builtin {
                     pools: std::array::from_fn(|_| Pool {
                         fds: Vec::with_capacity(LOW_WATER + usize::from(MAX_SOCKETS)),
                     }),
-                    pending: Vec::with_capacity(POOLS),
+                    pending: Vec::with_capacity(POOLS + 1),
                     epoll: None,
                     transparent: false,
                     child_ip: None,
+                    udp_transparent: false,
+                    routes: Vec::new(),
+                    ruled: Vec::new(),
+                    route_answer: None,
                 },
                 buf: Vec::new(),
                 flow_idle: FLOW_IDLE,
@@ -176,11 +199,12 @@ impl Builtin {
         st.supply.child = Some(sock);
     }
 
-    /// `--source-ip-transparent`: TCP connections to loopback or to `child_ip` inside come
-    /// from the client's address. Ports added before this keep their targets.
+    /// `--source-ip-transparent`: TCP connections and UDP flows to loopback or to `child_ip`
+    /// inside come from the client's address. Ports added before this keep their targets.
     pub fn enable_transparency(&self, child_ip: Option<IpAddr>) {
         let mut st = self.lock();
         st.supply.transparent = true;
+        st.supply.udp_transparent = true;
         st.supply.child_ip = child_ip;
     }
 
@@ -248,9 +272,10 @@ impl Builtin {
     }
 }
 
-/// Which pool serves `family` (4 or 6) and `proto` (0 TCP, 1 UDP, 2 transparent TCP).
+/// Which pool serves `family` (4 or 6) and `proto` (0 TCP, 1 UDP, 2 transparent TCP,
+/// 3 transparent UDP).
 fn pool_index(family: u8, proto: u8) -> usize {
-    usize::from(family == 6) * 3 + usize::from(proto)
+    usize::from(family == 6) * 4 + usize::from(proto)
 }
 
 /// The address a connection to `target` should come from: the client's, when the port is
@@ -292,8 +317,8 @@ impl Supply {
             return;
         };
         let want = Msg::SocketsWanted(SocketsWanted {
-            family: if i < 3 { 4 } else { 6 },
-            proto: (i % 3) as u8,
+            family: if i < 4 { 4 } else { 6 },
+            proto: (i % 4) as u8,
             count: MAX_SOCKETS,
         });
         if child::fdpass::send(sock, &want, &[]).is_err() {
@@ -334,20 +359,113 @@ impl Supply {
             return;
         }
         let i = self.pending.remove(0);
+        if i == ROUTE_ANSWER {
+            let mut none = Vec::new();
+            match child::fdpass::recv(sock, &mut none) {
+                Ok(Msg::UdpRouted(r)) if none.is_empty() => self.route_answer = Some(r.errno),
+                _ => self.lose_child(),
+            }
+            return;
+        }
         let pool = &mut self.pools[i];
         let before = pool.fds.len();
         match child::fdpass::recv(sock, &mut pool.fds) {
-            Ok(Msg::SocketsMade(m)) if i % 3 == 2 && m.count > 0 && m.transparent == 0 => {
+            Ok(Msg::SocketsMade(m)) if i % 4 >= 2 && m.count > 0 && m.transparent == 0 => {
                 // The child could not set up the routing for this family (it said why):
                 // these are plain sockets, which must not be bound to a foreign address.
                 pool.fds.truncate(before);
-                self.transparent = false;
+                if i % 4 == 2 {
+                    self.transparent = false;
+                } else {
+                    self.udp_transparent = false;
+                }
             }
             Ok(Msg::SocketsMade(_)) => {}
             _ => {
                 pool.fds.truncate(before);
                 self.lose_child();
             }
+        }
+    }
+
+    /// Holds the reply route for a new transparent UDP flow from `client` to server port
+    /// `port`: asks the child (and waits for its answer) when the address has no route yet
+    /// or the port no rule.
+    ///
+    /// # Errors
+    /// The child's errno, or ETIMEDOUT / EPIPE when it does not answer.
+    fn route(&mut self, port: u16, client: IpAddr) -> Result<(), i32> {
+        let known = self.routes.iter().position(|(a, _)| *a == client);
+        let ruled = self.ruled.contains(&(client.is_ipv4(), port));
+        if known.is_none() || !ruled {
+            self.ask_route(true, port, client)?;
+            if !ruled {
+                self.ruled.push((client.is_ipv4(), port));
+            }
+        }
+        match known {
+            Some(i) => self.routes[i].1 += 1,
+            None => self.routes.push((client, 1)),
+        }
+        Ok(())
+    }
+
+    /// Lets go of a flow's reply route; the last flow of an address has the child delete it.
+    fn unroute(&mut self, port: u16, client: IpAddr) {
+        let Some(i) = self.routes.iter().position(|(a, _)| *a == client) else {
+            return;
+        };
+        self.routes[i].1 -= 1;
+        if self.routes[i].1 == 0 {
+            self.routes.swap_remove(i);
+            let _ = self.ask_route(false, port, client);
+        }
+    }
+
+    /// Sends a `UdpRoute`; an add waits up to [`CHILD_TIMEOUT`] for the `UdpRouted`.
+    fn ask_route(&mut self, add: bool, port: u16, client: IpAddr) -> Result<(), i32> {
+        const EPIPE: i32 = linux_raw_sys::errno::EPIPE as i32;
+        let sock = self.child.as_ref().ok_or(EPIPE)?;
+        let (family, mut addr) = (if client.is_ipv4() { 4 } else { 6 }, [0u8; 16]);
+        match client {
+            IpAddr::V4(a) => addr[..4].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => addr = a.octets(),
+        }
+        let msg = Msg::UdpRoute(UdpRoute {
+            add: u8::from(add),
+            family,
+            port,
+            addr,
+        });
+        if child::fdpass::send(sock, &msg, &[]).is_err() {
+            self.lose_child();
+            return Err(EPIPE);
+        }
+        if !add {
+            return Ok(());
+        }
+        self.route_answer = None;
+        self.pending.push(ROUTE_ANSWER);
+        let deadline = Instant::now() + CHILD_TIMEOUT;
+        while self.route_answer.is_none() && self.pending.contains(&ROUTE_ANSWER) {
+            let sock = self.child.as_ref().ok_or(EPIPE)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = rustix::event::Timespec::try_from(left).map_err(|_| EPIPE)?;
+            let mut fds = [rustix::event::PollFd::new(
+                sock,
+                rustix::event::PollFlags::IN,
+            )];
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
+                Ok(0) => return Err(linux_raw_sys::errno::ETIMEDOUT as i32),
+                Ok(_) => self.receive(),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.raw_os_error()),
+            }
+        }
+        match self.route_answer.take() {
+            Some(0) => Ok(()),
+            Some(e) => Err(e),
+            None => Err(EPIPE),
         }
     }
 
@@ -405,6 +523,45 @@ fn connect_inside(st: &mut Supply, target: Target, source: Option<SocketAddr>) -
     }
 }
 
+/// A socket inside for a new UDP flow from `peer`, where its datagrams go (`None`: it is
+/// connected) and the client address whose reply route it holds: from the client's own
+/// address when the port is transparent and the child routes the replies back, else
+/// connected from the namespace's own address.
+fn udp_flow_socket(
+    st: &mut Supply,
+    target: Target,
+    peer: &SocketAddrAny,
+) -> Option<(OwnedFd, Option<SocketAddr>, Option<IpAddr>)> {
+    let source = SocketAddr::try_from(peer.clone())
+        .ok()
+        .and_then(|p| source_for(target, p))
+        .filter(|_| st.udp_transparent);
+    if let Some(src) = source
+        && let Some(sock) = st.take(pool_index(if src.is_ipv4() { 4 } else { 6 }, 3))
+        && bind(&sock, &src).is_ok()
+    {
+        match st.route(target.addr.port(), src.ip()) {
+            Ok(()) => return Some((sock, Some(target.addr), Some(src.ip()))),
+            Err(errno) => {
+                // Say it once; from now on flows come from the namespace's own address.
+                st.udp_transparent = false;
+                crate::warn(&format!(
+                    "source IP transparent: UDP: {}; datagrams come from the child's own address",
+                    child::errno::describe(errno)
+                ));
+            }
+        }
+    }
+    connect_inside(st, target, None).map(|sock| (sock, None, None))
+}
+
+/// Closes a UDP flow and lets go of its reply route.
+fn close_flow(st: &mut Supply, flow: Flow, server_port: u16) {
+    if let Some(ip) = flow.routed {
+        st.unroute(server_port, ip);
+    }
+}
+
 /// Moves the datagrams waiting on a UDP listener (`kind` `UDP_LISTENER`) or on the socket of
 /// flow `kind - UDP_FLOW`, after closing the port's idle flows.
 fn udp_ready(st: &mut State, epfd: &OwnedFd, id: u32, kind: u64) {
@@ -422,11 +579,13 @@ fn udp_ready(st: &mut State, epfd: &OwnedFd, id: u32, kind: u64) {
         return;
     };
     let now = Instant::now();
+    let server_port = port.target.addr.port();
     for f in port.flows.iter_mut() {
         if f.as_ref()
             .is_some_and(|f| now.duration_since(f.last) >= *flow_idle)
+            && let Some(old) = f.take()
         {
-            *f = None;
+            close_flow(supply, old, server_port);
         }
     }
     if kind >= UDP_FLOW {
@@ -462,8 +621,10 @@ fn udp_ready(st: &mut State, epfd: &OwnedFd, id: u32, kind: u64) {
                 let i = (0..port.flows.len())
                     .min_by_key(|&i| port.flows[i].as_ref().map(|f| f.last))
                     .unwrap_or(0);
-                port.flows[i] = None;
-                let Some(sock) = connect_inside(supply, port.target, None) else {
+                if let Some(old) = port.flows[i].take() {
+                    close_flow(supply, old, server_port);
+                }
+                let Some((sock, to, routed)) = udp_flow_socket(supply, port.target, &peer) else {
                     continue;
                 };
                 if epoll::add(
@@ -474,19 +635,27 @@ fn udp_ready(st: &mut State, epfd: &OwnedFd, id: u32, kind: u64) {
                 )
                 .is_err()
                 {
+                    if let Some(ip) = routed {
+                        supply.unroute(server_port, ip);
+                    }
                     continue;
                 }
                 port.flows[i] = Some(Flow {
                     peer,
                     sock,
                     last: now,
+                    to,
+                    routed,
                 });
                 i
             }
         };
         if let Some(flow) = port.flows[slot].as_mut() {
             flow.last = now;
-            let _ = send(&flow.sock, &buf[..n], SendFlags::DONTWAIT);
+            let _ = match &flow.to {
+                Some(to) => sendto(&flow.sock, &buf[..n], SendFlags::DONTWAIT, to),
+                None => send(&flow.sock, &buf[..n], SendFlags::DONTWAIT),
+            };
         }
     }
 }
@@ -519,7 +688,6 @@ impl PortDriver for Builtin {
         })?;
         let mut target = dial_target(&spec)?;
         target.transparent = st.supply.transparent
-            && !udp
             && (target.addr.ip().is_loopback() || Some(target.addr.ip()) == st.supply.child_ip);
         let id = st.next_id;
         let kind = if udp { UDP_LISTENER } else { 0 };
@@ -559,7 +727,11 @@ impl PortDriver for Builtin {
         };
         // Closing the listener and the flows' sockets takes them out of the epoll set; live
         // connections go too.
-        st.ports.remove(i);
+        let port = st.ports.remove(i);
+        let server_port = port.target.addr.port();
+        for flow in port.flows.into_iter().flatten() {
+            close_flow(&mut st.supply, flow, server_port);
+        }
         st.pumps.close_group(id);
         Ok(())
     }
@@ -779,6 +951,62 @@ mod tests {
             }
         });
         asked
+    }
+
+    #[test]
+    fn udp_reply_routes_are_counted_per_client_address() {
+        let b = Builtin::new().unwrap();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        b.attach_child(ours);
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            let mut none = Vec::new();
+            while let Ok(Msg::UdpRoute(r)) = child::fdpass::recv(&theirs, &mut none) {
+                log.lock().unwrap().push((r.add, r.port, r.addr));
+                if r.add == 1 {
+                    // Port 9 stands for a kernel that refuses the rule.
+                    let errno = if r.port == 9 { 22 } else { 0 };
+                    let answer = Msg::UdpRouted(proto::UdpRouted { errno });
+                    let _ = child::fdpass::send(&theirs, &answer, &[]);
+                }
+            }
+        });
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let mut st = b.lock();
+        let sup = &mut st.supply;
+        // Two flows of one client to one port: one route; another port: its rule too.
+        assert_eq!(sup.route(53, v4), Ok(()));
+        assert_eq!(sup.route(53, v4), Ok(()));
+        assert_eq!(sup.route(54, v4), Ok(()));
+        assert_eq!(sup.route(53, v6), Ok(()));
+        // The route goes with the address's last flow.
+        sup.unroute(53, v4);
+        sup.unroute(53, v4);
+        sup.unroute(54, v4);
+        sup.unroute(53, v6);
+        assert!(sup.routes.is_empty());
+        assert_eq!(sup.route(9, v4), Err(22));
+        assert!(sup.routes.is_empty(), "a refused route is not counted");
+        drop(st);
+        let mut a4 = [0u8; 16];
+        a4[..4].copy_from_slice(&[192, 0, 2, 7]);
+        let a6 = match v6 {
+            IpAddr::V6(a) => a.octets(),
+            IpAddr::V4(_) => unreachable!(),
+        };
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (1, 53, a4),
+                (1, 54, a4),
+                (1, 53, a6),
+                (0, 54, a4),
+                (0, 53, a6),
+                (1, 9, a4)
+            ]
+        );
     }
 
     #[test]
