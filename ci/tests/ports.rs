@@ -77,6 +77,14 @@ impl Running {
             format!("--port-driver={driver}"),
         ];
         args.extend(extra.iter().cloned());
+        if extra.iter().any(|a| a == "--detach-netns") {
+            // The target stays in the host's network namespace; the servers go where the
+            // ports lead, as dockerd's containers do.
+            args.extend([
+                "nsenter".into(),
+                format!("--net={}", state.join("netns").display()),
+            ]);
+        }
         args.extend(["python3".into(), "-c".into(), ECHO.into()]);
         let child = rootlesskit(args).spawn();
         assert!(ci::wait_until(Duration::from_secs(15), || state
@@ -366,6 +374,41 @@ fn source_ip_transparent_shows_the_client_address_inside() {
         let (_, seen) = seen_from(format!("127.0.0.1:{p}").parse().unwrap()).unwrap();
         assert!(seen.starts_with("127.0.0.1:"), "{flag}: {seen}");
     }
+}
+
+#[test]
+fn source_ip_transparent_in_a_detached_namespace() {
+    let Some(ip) = host_ipv4() else {
+        skip!("the host has no non-loopback IPv4 address");
+    };
+    let p = free_port();
+    let Some(_r) = Running::start(
+        "ports-transparent-detached",
+        &[
+            "--detach-netns".into(),
+            "-p".into(),
+            format!("0.0.0.0:{p}:8002/tcp"),
+            "-p".into(),
+            format!("0.0.0.0:{p}:8003/udp"),
+        ],
+    ) else {
+        skip!("slirp4netns or python3 is not installed");
+    };
+    // The routing and the sockets are made in the detached namespace, not the child's own.
+    let to: SocketAddr = format!("{ip}:{p}").parse().unwrap();
+    let mut got = None;
+    assert!(
+        ci::wait_until(Duration::from_secs(15), || {
+            got = seen_from(to);
+            got.is_some()
+        }),
+        "no answer through {to}"
+    );
+    let (client, seen) = got.unwrap();
+    assert_eq!(seen, client, "tcp");
+    let c = UdpSocket::bind(format!("{ip}:0")).unwrap();
+    let seen = udp_seen_from(&c, to);
+    assert_eq!(seen, Some(c.local_addr().unwrap().to_string()), "udp");
 }
 
 /// Table 101 (UDP replies to transparent flows) inside the namespace, when the tests run as
