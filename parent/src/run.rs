@@ -327,6 +327,14 @@ impl<'a> Session<'a> {
     }
 
     fn handshake(&mut self, state: &StateDir) -> Result<(), Abort> {
+        // The child's namespaces exist once it has exec'd, so the driver can start while the
+        // child is still starting up; not with --detach-netns (the child makes that namespace
+        // after its exec) or --evacuate-cgroup2 (the processes move first, as upstream).
+        let early = !self.cfg.detach_netns && self.cfg.evacuate_cgroup2.is_none();
+        let mut started = None;
+        if early {
+            started = Some(self.start_network(state)?);
+        }
         self.expect(
             |m| matches!(m, Msg::ChildInitUserNsCompleted),
             "ChildInitUserNSCompleted",
@@ -337,68 +345,9 @@ impl<'a> Session<'a> {
                 Err(e) => return Err(Abort::Error("parent", e)),
             }
         }
-        let net = match (self.cfg.net, self.driver.as_mut()) {
-            (_, Some(driver)) => {
-                let netns = self
-                    .cfg
-                    .detach_netns
-                    .then(|| detached_netns_path(self.pid, state.path()));
-                let target = net::Target {
-                    child_pid: self.pid,
-                    netns: netns.as_deref(),
-                    state_dir: state.path(),
-                };
-                let watch = [self.sigfd.as_fd(), self.pidfd.as_fd()];
-                // Only a signal that ends the setup may interrupt the driver's start (which
-                // cannot resume after it): the others (SIGCHLD of its own helpers, SIGWINCH…)
-                // stay pending until the mask is whole again.
-                let _ = sys::set_signalfd_mask(self.sigfd, setup_interrupts());
-                let started = driver.start(target, &watch);
-                let _ = sys::set_signalfd_mask(self.sigfd, child::signals::handled());
-                let prepared = match started {
-                    Ok(p) => p,
-                    Err(net::StartError::Interrupted) => return Err(self.interrupted()),
-                    Err(net::StartError::Failed(e)) => {
-                        return Err(Abort::Error(
-                            "parent",
-                            format!("failed to setup network {}: {e}", driver.name()),
-                        ));
-                    }
-                };
-                net::resolv::write_files(state.path(), &prepared.dns)
-                    .map_err(|e| Abort::Error("parent", e))?;
-                self.s4nn_socket = prepared.api_socket.clone();
-                let a = prepared.net.addr;
-                let dhcp = prepared.net.mode == NetMode::Dhcp;
-                self.net_info = Some(api::NetworkDriverInfo {
-                    driver: driver.name().to_string(),
-                    dns: prepared.dns.clone(),
-                    // With DHCP the address comes with the child's NetLease.
-                    child_ip: if dhcp {
-                        String::new()
-                    } else {
-                        format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])
-                    },
-                    dynamic_child_ip: dhcp,
-                });
-                prepared.net
-            }
-            (Net::Host, None) => NetConfig::empty(NetMode::Host),
-            (Net::None, None) => {
-                self.net_info = Some(api::NetworkDriverInfo {
-                    driver: "none".into(),
-                    dns: Vec::new(),
-                    child_ip: String::new(),
-                    dynamic_child_ip: false,
-                });
-                NetConfig::empty(NetMode::Loopback)
-            }
-            (other, None) => {
-                return Err(Abort::Error(
-                    "parent",
-                    format!("network driver {other:?} is not supported yet"),
-                ));
-            }
+        let net = match started {
+            Some(net) => net,
+            None => self.start_network(state)?,
         };
         self.send(&Msg::NetworkDriverCompleted(net))?;
         let port = match self.cfg.port_driver {
@@ -467,6 +416,75 @@ impl<'a> Session<'a> {
             ports.attach_child(sock);
         }
         Ok(())
+    }
+
+    /// Starts the network driver (if any) and writes `resolv.conf` and `hosts` for it; what
+    /// the child is to configure.
+    fn start_network(&mut self, state: &StateDir) -> Result<NetConfig, Abort> {
+        let net = match (self.cfg.net, self.driver.as_mut()) {
+            (_, Some(driver)) => {
+                let netns = self
+                    .cfg
+                    .detach_netns
+                    .then(|| detached_netns_path(self.pid, state.path()));
+                let target = net::Target {
+                    child_pid: self.pid,
+                    netns: netns.as_deref(),
+                    state_dir: state.path(),
+                };
+                let watch = [self.sigfd.as_fd(), self.pidfd.as_fd()];
+                // Only a signal that ends the setup may interrupt the driver's start (which
+                // cannot resume after it): the others (SIGCHLD of its own helpers, SIGWINCH…)
+                // stay pending until the mask is whole again.
+                let _ = sys::set_signalfd_mask(self.sigfd, setup_interrupts());
+                let started = driver.start(target, &watch);
+                let _ = sys::set_signalfd_mask(self.sigfd, child::signals::handled());
+                let prepared = match started {
+                    Ok(p) => p,
+                    Err(net::StartError::Interrupted) => return Err(self.interrupted()),
+                    Err(net::StartError::Failed(e)) => {
+                        return Err(Abort::Error(
+                            "parent",
+                            format!("failed to setup network {}: {e}", driver.name()),
+                        ));
+                    }
+                };
+                net::resolv::write_files(state.path(), &prepared.dns)
+                    .map_err(|e| Abort::Error("parent", e))?;
+                self.s4nn_socket = prepared.api_socket.clone();
+                let a = prepared.net.addr;
+                let dhcp = prepared.net.mode == NetMode::Dhcp;
+                self.net_info = Some(api::NetworkDriverInfo {
+                    driver: driver.name().to_string(),
+                    dns: prepared.dns.clone(),
+                    // With DHCP the address comes with the child's NetLease.
+                    child_ip: if dhcp {
+                        String::new()
+                    } else {
+                        format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])
+                    },
+                    dynamic_child_ip: dhcp,
+                });
+                prepared.net
+            }
+            (Net::Host, None) => NetConfig::empty(NetMode::Host),
+            (Net::None, None) => {
+                self.net_info = Some(api::NetworkDriverInfo {
+                    driver: "none".into(),
+                    dns: Vec::new(),
+                    child_ip: String::new(),
+                    dynamic_child_ip: false,
+                });
+                NetConfig::empty(NetMode::Loopback)
+            }
+            (other, None) => {
+                return Err(Abort::Error(
+                    "parent",
+                    format!("network driver {other:?} is not supported yet"),
+                ));
+            }
+        };
+        Ok(net)
     }
 
     /// Reads the child's `NetLease` (DHCP) and writes `resolv.conf` for it, before `ChildReady`
@@ -575,13 +593,23 @@ impl<'a> Session<'a> {
     /// that is the error, not its bare exit.
     fn child_gone(&mut self) -> Abort {
         self.reap_blocking();
-        let mut fds = [PollFd::new(&self.sock, PollFlags::IN)];
-        let pending =
-            matches!(poll(&mut fds, Some(&rustix::event::Timespec::default())), Ok(n) if n > 0);
-        if pending && let Ok(Msg::ChildError(text)) = proto::read_frame(&mut self.sock) {
-            return Abort::Error("child ", text.as_str().to_string());
+        // Frames it sent before (ChildInitUserNSCompleted, if the driver started first) come
+        // ahead of the error; the child is gone, so the socket ends after them.
+        loop {
+            let mut fds = [PollFd::new(&self.sock, PollFlags::IN)];
+            let pending =
+                matches!(poll(&mut fds, Some(&rustix::event::Timespec::default())), Ok(n) if n > 0);
+            if !pending {
+                return Abort::ChildGone;
+            }
+            match proto::read_frame(&mut self.sock) {
+                Ok(Msg::ChildError(text)) => {
+                    return Abort::Error("child ", text.as_str().to_string());
+                }
+                Ok(_) => {}
+                Err(_) => return Abort::ChildGone,
+            }
         }
-        Abort::ChildGone
     }
 
     fn reap_blocking(&mut self) {
