@@ -320,6 +320,52 @@ fn a_child_failure_during_the_driver_start_gives_its_reason() {
     assert!(!state.exists(), "state dir left behind");
 }
 
+#[test]
+fn a_slirp4netns_probe_failure_is_one_line_and_leaves_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = ci::Scratch::new("probefails");
+    // The probe runs while the child is made, so its failure comes after that: it must still
+    // read as upstream's one line, and take the child and the state dir with it.
+    for (script, want) in [
+        (
+            "#!/bin/sh\necho 'Usage: slirp4netns [OPTION]... PID|PATH [TAPNAME]'\n",
+            "slirp4netns seems older than v0.4.0".to_string(),
+        ),
+        (
+            "#!/bin/sh\necho broken >&2\nexit 3\n",
+            format!(
+                "command \"{}\" failed, make sure slirp4netns v0.4.0+ is installed: \"broken\\n\": exit status 3",
+                format_args!("{} --help", d.join("fake-slirp4netns").display())
+            ),
+        ),
+        (
+            "#!/bin/sh\necho '--netns-type --cidr --api-socket --enable-sandbox --enable-seccomp'\n",
+            "unsupported slirp4netns version: lacks SupportsDisableHostLoopback".to_string(),
+        ),
+    ] {
+        let fake = d.join("fake-slirp4netns");
+        std::fs::write(&fake, script).unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let state = d.join("state");
+        let o = rootlesskit([
+            format!("--state-dir={}", state.display()),
+            "--net=slirp4netns".into(),
+            format!("--slirp4netns-binary={}", fake.display()),
+            "--disable-host-loopback".into(),
+            "true".into(),
+        ])
+        .output();
+        assert_eq!(o.code, 1, "{}", o.stderr);
+        assert_eq!(
+            o.stderr.lines().last().unwrap_or(""),
+            format!("[rootlesskit:parent] error: {want}"),
+            "{}",
+            o.stderr
+        );
+        assert!(!state.exists(), "state dir left behind");
+    }
+}
+
 /// A one-shot echo server on host IPv6 loopback; returns its port, or `None` without IPv6.
 fn echo_server_v6() -> Option<u16> {
     let l = TcpListener::bind("[::1]:0").ok()?;

@@ -306,8 +306,48 @@ pub fn run_with_output(
     exe: &Path,
     args: &[std::ffi::OsString],
 ) -> Result<(ExitStatus, Vec<u8>), String> {
-    let (status, output, _) = spawn_piped(exe, args, false)?.finish()?;
-    Ok((status, output))
+    start_with_output(exe, args)?.finish()
+}
+
+/// A program started by [`start_with_output`] whose output is collected later, so that it runs
+/// while the caller does something else. Dropped unfinished, it is still waited for.
+pub struct Pending(Option<Piped>);
+
+/// [`run_with_output`] in two steps: this starts the program, [`Pending::finish`] collects it.
+///
+/// # Errors
+/// As [`run_with_output`].
+pub fn start_with_output(exe: &Path, args: &[std::ffi::OsString]) -> Result<Pending, String> {
+    Ok(Pending(Some(spawn_piped(exe, args, false)?)))
+}
+
+impl Pending {
+    /// Reads the combined output to the end and waits for the program.
+    ///
+    /// # Errors
+    /// A read or wait failure.
+    pub fn finish(mut self) -> Result<(ExitStatus, Vec<u8>), String> {
+        let piped = self.0.take().ok_or("already finished")?;
+        let (status, output, _) = piped.finish()?;
+        Ok((status, output))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(piped) = self.0.take() {
+            let _ = piped.finish();
+        }
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Some(_) => "Pending(running)",
+            None => "Pending(done)",
+        })
+    }
 }
 
 /// Starts a long-running helper (slirp4netns, pasta): `exe args...` with the parent's environment, in a

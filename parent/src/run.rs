@@ -99,7 +99,8 @@ pub fn run(cfg: &Config, sigfd: &OwnedFd) -> Outcome {
             ));
         }
     };
-    // The network driver is looked up and probed before anything exists on disk, too.
+    // The network driver is looked up and probed before anything exists on disk, too; only
+    // slirp4netns's `--help` may still be running, read when the driver starts.
     let driver = match net::probe_config(cfg) {
         Ok(d) => d,
         Err(e) => return Outcome::parent_error(e),
@@ -423,6 +424,9 @@ impl<'a> Session<'a> {
     fn start_network(&mut self, state: &StateDir) -> Result<NetConfig, Abort> {
         let net = match (self.cfg.net, self.driver.as_mut()) {
             (_, Some(driver)) => {
+                // A probe left running in the background gives its errors as they would have
+                // come before the start (the state dir and the child go on the way out).
+                driver.settle().map_err(|e| Abort::Error("parent", e))?;
                 let netns = self
                     .cfg
                     .detach_netns

@@ -152,6 +152,15 @@ pub trait Driver {
         watch: &[BorrowedFd<'_>],
     ) -> Result<Prepared, StartError>;
 
+    /// Finishes a probe that was left running in the background (see
+    /// [`slirp4netns::Slirp4netns::probe_async`]), before [`Driver::start`].
+    ///
+    /// # Errors
+    /// The probe's errors, as a synchronous probe would have given them.
+    fn settle(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Ends the program if it is still running and waits for it. Idempotent; also run on drop.
     fn stop(&mut self);
 
@@ -175,7 +184,7 @@ pub trait Driver {
 pub fn probe(net: Net, opts: &NetOptions) -> Result<Option<Box<dyn Driver>>, String> {
     match net {
         Net::Host | Net::None => Ok(None),
-        Net::Slirp4netns => Ok(Some(Box::new(slirp4netns::Slirp4netns::probe(opts)?))),
+        Net::Slirp4netns => Ok(Some(Box::new(slirp4netns::Slirp4netns::probe_async(opts)?))),
         Net::Pasta => Ok(Some(Box::new(pasta::Pasta::probe(opts)?))),
         Net::Vpnkit => Ok(Some(Box::new(vpnkit::Vpnkit::probe(opts)?))),
         other => Err(format!(

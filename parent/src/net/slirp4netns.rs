@@ -255,7 +255,10 @@ pub(super) fn command_text(binary: &Path, args: &[OsString]) -> String {
 /// The slirp4netns network driver.
 #[derive(Debug)]
 pub struct Slirp4netns {
-    plan: Plan,
+    /// Known once the probe is settled.
+    plan: Option<Plan>,
+    /// A probe still running: the options and the `--help` on its way.
+    probing: Option<(NetOptions, PathBuf, exec::Pending)>,
     running: Option<Running>,
     ready_timeout: Duration,
 }
@@ -266,22 +269,34 @@ impl Slirp4netns {
     /// # Errors
     /// Go's lookup error, the `--help` failure, or a [`plan`] error.
     pub fn probe(opts: &NetOptions) -> Result<Slirp4netns, String> {
+        let mut d = Slirp4netns::probe_async(opts)?;
+        d.settle()?;
+        Ok(d)
+    }
+
+    /// [`Slirp4netns::probe`] with the `--help` left running: finds the binary (a missing one
+    /// is still an error before anything else happens) and starts `<binary> --help`, whose
+    /// output [`Driver::settle`] reads. The parent clones the child and writes its id maps
+    /// meanwhile: the probe's exec (≈1.5 ms of dynamic loading) is off the start's path.
+    ///
+    /// # Errors
+    /// Go's lookup error, or the `--help` that could not be started.
+    pub fn probe_async(opts: &NetOptions) -> Result<Slirp4netns, String> {
         let binary = exec::look_path(std::ffi::OsStr::new(&opts.binary))?;
-        let help = help_text(&binary)?;
-        let features = parse_help(&help)?;
-        let kernel = std::fs::read_to_string("/proc/self/status")
-            .map(|s| kernel_seccomp(&s))
-            .unwrap_or(false);
+        let help = exec::start_with_output(&binary, &["--help".into()])
+            .map_err(|e| help_failed(&binary, "", e))?;
         Ok(Slirp4netns {
-            plan: plan(opts, binary, features, kernel)?,
+            plan: None,
+            probing: Some((opts.clone(), binary, help)),
             running: None,
             ready_timeout: READY_TIMEOUT,
         })
     }
 
     /// The plan the probe settled on.
+    #[cfg(test)]
     pub fn plan(&self) -> &Plan {
-        &self.plan
+        self.plan.as_ref().expect("a settled probe")
     }
 
     /// The pid of the running slirp4netns, if any.
@@ -291,21 +306,24 @@ impl Slirp4netns {
 
     fn launch(&mut self, target: Target<'_>, watch: &[BorrowedFd<'_>]) -> Result<(), StartError> {
         let failed = StartError::Failed;
-        if target.netns.is_some() && self.plan.sandbox {
+        if target.netns.is_some() && self.plan.as_ref().is_some_and(|p| p.sandbox) {
             return Err(failed(
                 "slirp4netns sandbox is not compatible with detach-netns \
                  (https://github.com/rootless-containers/slirp4netns/issues/317)"
                     .into(),
             ));
         }
-        let args = self.plan.args(target);
-        let shown = command_text(&self.plan.binary, &args);
+        let Some(plan) = &self.plan else {
+            return Err(failed("slirp4netns was not probed".into()));
+        };
+        let args = plan.args(target);
+        let shown = command_text(&plan.binary, &args);
         let executing = |e: String| failed(format!("executing {shown}: {e}"));
         let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| executing(exec::errno_text(&e.into())))?;
-        let run = self.running.insert(
-            Running::start(&self.plan.binary, &args, vec![(ready_w, 3)]).map_err(executing)?,
-        );
+        let run = self
+            .running
+            .insert(Running::start(&plan.binary, &args, vec![(ready_w, 3)]).map_err(executing)?);
         let waiting = |e: String| failed(format!("waiting for ready fd ({shown}): {e}"));
         let mut read_ready = || {
             let mut buf = [0u8; 16];
@@ -334,28 +352,42 @@ impl Slirp4netns {
     }
 }
 
-/// `<binary> --help` with combined output.
-fn help_text(binary: &Path) -> Result<String, String> {
-    let fail = |text: &str, err: String| {
-        format!(
-            "command \"{} --help\" failed, make sure slirp4netns v0.4.0+ is installed: {}: {err}",
-            binary.display(),
-            exec::quote(text)
-        )
-    };
-    let (status, out) =
-        exec::run_with_output(binary, &["--help".into()]).map_err(|e| fail("", e))?;
+/// Upstream's error for a `--help` that failed, with what it printed.
+fn help_failed(binary: &Path, text: &str, err: String) -> String {
+    format!(
+        "command \"{} --help\" failed, make sure slirp4netns v0.4.0+ is installed: {}: {err}",
+        binary.display(),
+        exec::quote(text)
+    )
+}
+
+/// The output of a `<binary> --help` started by [`exec::start_with_output`].
+fn help_text(binary: &Path, help: exec::Pending) -> Result<String, String> {
+    let (status, out) = help.finish().map_err(|e| help_failed(binary, "", e))?;
     let text = String::from_utf8_lossy(&out).into_owned();
     if status.success() {
         Ok(text)
     } else {
-        Err(fail(&text, exec::exit_text(status)))
+        Err(help_failed(binary, &text, exec::exit_text(status)))
     }
 }
 
 impl Driver for Slirp4netns {
     fn name(&self) -> &'static str {
         "slirp4netns"
+    }
+
+    fn settle(&mut self) -> Result<(), String> {
+        let Some((opts, binary, help)) = self.probing.take() else {
+            return Ok(());
+        };
+        let help = help_text(&binary, help)?;
+        let features = parse_help(&help)?;
+        let kernel = std::fs::read_to_string("/proc/self/status")
+            .map(|s| kernel_seccomp(&s))
+            .unwrap_or(false);
+        self.plan = Some(plan(&opts, binary, features, kernel)?);
+        Ok(())
     }
 
     fn start(
@@ -366,8 +398,13 @@ impl Driver for Slirp4netns {
         if self.pid().is_some() {
             return Err(StartError::Failed("slirp4netns is already running".into()));
         }
+        self.settle().map_err(StartError::Failed)?;
         match self.launch(target, watch) {
-            Ok(()) => Ok(self.plan.prepared(target.state_dir)),
+            // `launch` refuses to run without a plan.
+            Ok(()) => match &self.plan {
+                Some(p) => Ok(p.prepared(target.state_dir)),
+                None => Err(StartError::Failed("slirp4netns was not probed".into())),
+            },
             Err(e) => {
                 self.stop();
                 Err(e)
@@ -916,7 +953,11 @@ mod tests {
             eprintln!("skipped: slirp4netns is not installed");
             return;
         };
-        let text = help_text(&path).unwrap();
+        let text = help_text(
+            &path,
+            exec::start_with_output(&path, &["--help".into()]).unwrap(),
+        )
+        .unwrap();
         assert_eq!(parse_help(&text), Ok(ALL));
     }
 
@@ -935,7 +976,8 @@ mod tests {
                 binary: binary.into(),
                 ..p
             })
-            .unwrap(),
+            .ok(),
+            probing: None,
             running: None,
             ready_timeout: timeout,
         }
@@ -1124,10 +1166,11 @@ mod tests {
             )
         );
         let mut sandboxed = Slirp4netns {
-            plan: Plan {
+            plan: Some(Plan {
                 sandbox: true,
                 ..d.plan().clone()
-            },
+            }),
+            probing: None,
             running: None,
             ready_timeout: READY_TIMEOUT,
         };
