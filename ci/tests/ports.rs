@@ -4,7 +4,7 @@
 //! datagrams from several clients each answered to the right one.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
@@ -14,7 +14,8 @@ use ci::{Run, Scratch, rootlesskit, skip};
 /// A threaded echo server on [::]:8000 (dual-stack) inside the namespace, a UDP echo
 /// server on [::]:8001 (dual-stack), on 127.0.0.1:8002 a server that tells each
 /// connection the address it came from, and on UDP 0.0.0.0:8003 one that answers each
-/// datagram with the address it came from.
+/// datagram with the address it came from; the last two for IPv6 on [::1]:8005 (TCP) and
+/// [::]:8004 (UDP).
 const ECHO: &str = "import socket,threading
 def udp():
   u=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)
@@ -34,6 +35,17 @@ def upeer():
   while True:
     d,a=q.recvfrom(65536);q.sendto(('%s %d\\n'%a).encode(),a)
 threading.Thread(target=upeer,daemon=True).start()
+def upeer6():
+  q=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);q.bind(('::',8004))
+  while True:
+    d,a=q.recvfrom(65536);q.sendto(('%s %d\\n'%a[:2]).encode(),a)
+threading.Thread(target=upeer6,daemon=True).start()
+def peer6():
+  p=socket.socket(socket.AF_INET6);p.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+  p.bind(('::1',8005));p.listen(64)
+  while True:
+    c,a=p.accept();c.sendall(('%s %d\\n'%a[:2]).encode());c.close()
+threading.Thread(target=peer6,daemon=True).start()
 s=socket.socket(socket.AF_INET6)
 s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
 s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)
@@ -409,6 +421,69 @@ fn source_ip_transparent_in_a_detached_namespace() {
     let c = UdpSocket::bind(format!("{ip}:0")).unwrap();
     let seen = udp_seen_from(&c, to);
     assert_eq!(seen, Some(c.local_addr().unwrap().to_string()), "udp");
+}
+
+/// The host's first global IPv6 address (from `/proc/net/if_inet6`), if it has one.
+fn host_ipv6() -> Option<std::net::Ipv6Addr> {
+    let table = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+    table.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // Fields: address (32 hex digits), index, prefix length, scope, flags, name.
+        if f.len() < 6 || f[3] != "00" {
+            return None;
+        }
+        let bits = u128::from_str_radix(f[0], 16).ok()?;
+        let ip = std::net::Ipv6Addr::from(bits);
+        (!ip.is_loopback()).then_some(ip)
+    })
+}
+
+#[test]
+fn source_ip_transparent_over_ipv6() {
+    let Some(ip) = host_ipv6() else {
+        // Not a skip: a host without IPv6 beyond loopback has nothing to forward here.
+        eprintln!("the host has no global IPv6 address: nothing to test");
+        return;
+    };
+    let p = free_port();
+    let Some(_r) = Running::start(
+        "ports-transparent-v6",
+        &[
+            "-p".into(),
+            format!("[::]:{p}:[::1]:8005/tcp6"),
+            "-p".into(),
+            format!("[::]:{p}:[::1]:8004/udp6"),
+        ],
+    ) else {
+        skip!("slirp4netns or python3 is not installed");
+    };
+    let to = SocketAddr::new(IpAddr::V6(ip), p);
+    let mut got = None;
+    assert!(
+        ci::wait_until(Duration::from_secs(15), || {
+            got = seen_from(to);
+            got.is_some()
+        }),
+        "no answer through {to}"
+    );
+    // Inside, the server sees the client's IPv6 address and port, for TCP and for UDP.
+    let (client, seen) = got.unwrap();
+    let client: SocketAddr = client.parse().unwrap();
+    assert_eq!(seen, format!("{}:{}", client.ip(), client.port()), "tcp");
+    let c = UdpSocket::bind(SocketAddr::new(IpAddr::V6(ip), 0)).unwrap();
+    let local = c.local_addr().unwrap();
+    assert_eq!(
+        udp_seen_from(&c, to),
+        Some(format!("{}:{}", local.ip(), local.port())),
+        "udp"
+    );
+    // From the host's loopback it stays the namespace's own.
+    let lo = UdpSocket::bind("[::1]:0").unwrap();
+    let seen = udp_seen_from(&lo, format!("[::1]:{p}").parse().unwrap());
+    assert!(
+        seen.as_deref().is_some_and(|s| s.starts_with("::1:")),
+        "{seen:?}"
+    );
 }
 
 /// Table 101 (UDP replies to transparent flows) inside the namespace, when the tests run as
