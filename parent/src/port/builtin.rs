@@ -126,6 +126,8 @@ struct Supply {
     ruled: Vec<(bool, u16)>,
     /// The errno of the last `UdpRouted`, once read.
     route_answer: Option<i32>,
+    /// [`CHILD_TIMEOUT`], shorter in tests.
+    timeout: Duration,
 }
 
 /// The driver; shared with the API server as `Arc<dyn PortDriver>`.
@@ -170,6 +172,7 @@ impl Builtin {
                     routes: Vec::new(),
                     ruled: Vec::new(),
                     route_answer: None,
+                    timeout: CHILD_TIMEOUT,
                 },
                 buf: Vec::new(),
                 flow_idle: FLOW_IDLE,
@@ -446,8 +449,10 @@ impl Supply {
         }
         self.route_answer = None;
         self.pending.push(ROUTE_ANSWER);
-        let deadline = Instant::now() + CHILD_TIMEOUT;
-        while self.route_answer.is_none() && self.pending.contains(&ROUTE_ANSWER) {
+        let deadline = Instant::now() + self.timeout;
+        // Ours is the last answer asked for: once none is pending, the last one read is ours
+        // (an earlier ask that timed out may still have its answer on the way).
+        while self.pending.contains(&ROUTE_ANSWER) {
             let sock = self.child.as_ref().ok_or(EPIPE)?;
             let left = deadline.saturating_duration_since(Instant::now());
             let timeout = rustix::event::Timespec::try_from(left).map_err(|_| EPIPE)?;
@@ -476,7 +481,7 @@ impl Supply {
         if self.pools[i].fds.len() <= LOW_WATER {
             self.request(i);
         }
-        let deadline = Instant::now() + CHILD_TIMEOUT;
+        let deadline = Instant::now() + self.timeout;
         while self.pools[i].fds.is_empty() && self.pending.contains(&i) {
             let sock = self.child.as_ref()?;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -1007,6 +1012,38 @@ mod tests {
                 (1, 9, a4)
             ]
         );
+    }
+
+    #[test]
+    fn a_late_route_answer_is_not_taken_for_the_next_one() {
+        let b = Builtin::new().unwrap();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        b.attach_child(ours);
+        std::thread::spawn(move || {
+            let mut none = Vec::new();
+            while let Ok(Msg::UdpRoute(r)) = child::fdpass::recv(&theirs, &mut none) {
+                // Port 1's answer, a refusal, comes after the parent gave up on it.
+                let errno = if r.port == 1 {
+                    std::thread::sleep(Duration::from_millis(300));
+                    22
+                } else {
+                    0
+                };
+                let answer = Msg::UdpRouted(proto::UdpRouted { errno });
+                let _ = child::fdpass::send(&theirs, &answer, &[]);
+            }
+        });
+        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut st = b.lock();
+        st.supply.timeout = Duration::from_millis(100);
+        assert_eq!(
+            st.supply.route(1, client),
+            Err(linux_raw_sys::errno::ETIMEDOUT as i32)
+        );
+        st.supply.timeout = Duration::from_secs(5);
+        // The late refusal arrives first; the answer to this ask is the one after it.
+        assert_eq!(st.supply.route(2, client), Ok(()));
+        assert!(st.supply.child.is_some());
     }
 
     #[test]
