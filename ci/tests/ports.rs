@@ -585,8 +585,13 @@ fn source_ip_transparent_udp_shows_the_client_address_inside() {
         let o = r.ctl(&["remove-ports", "1"]);
         assert_eq!(o.code, 0, "{}", o.stderr);
         if routes.is_some() {
-            let after = udp_reply_routes(&r).unwrap_or_default();
-            assert!(!after.contains(&format!("local {ip} ")), "{flag}: {after}");
+            // The child deletes it right after the answer to remove-ports; give it a moment.
+            let mut after = String::new();
+            let gone = ci::wait_until(Duration::from_secs(5), || {
+                after = udp_reply_routes(&r).unwrap_or_default();
+                !after.contains(&format!("local {ip} "))
+            });
+            assert!(gone, "{flag}: {after}");
         }
         let o = r.ctl(&["add-ports", &format!("0.0.0.0:{p}:8003/udp")]);
         assert_eq!(o.code, 0, "{}", o.stderr);
