@@ -100,6 +100,29 @@ impl<'a> Request<'a> {
     }
 }
 
+/// `struct rtmsg` of a route `ip route add` would make (protocol `boot`): family, destination
+/// prefix length, table, scope and type; no source prefix, TOS or flags.
+fn rtmsg(family: u8, dst_len: u8, table: u8, scope: u8, kind: u8) -> [u8; 12] {
+    let boot = nl::RTPROT_BOOT as u8;
+    [family, dst_len, 0, 0, table, boot, scope, kind, 0, 0, 0, 0]
+}
+
+/// `struct rtmsg` of a `local` route (scope host) in `table`.
+fn local_rtmsg(family: u8, dst_len: u8, table: u8) -> [u8; 12] {
+    let host = nl::rt_scope_t::RT_SCOPE_HOST as u8;
+    rtmsg(family, dst_len, table, host, nl::RTN_LOCAL as u8)
+}
+
+/// An `RTM_NEWRULE` request whose `struct fib_rule_hdr` sends what matches to `table`
+/// (family, dst_len, src_len, tos, table, two reserved bytes, action, flags); the caller adds
+/// the selectors and the priority.
+fn to_table_rule(buf: &mut [u8], seq: u32, family: u8, table: u8) -> io::Result<Request<'_>> {
+    let mut r = Request::new(buf, nl::RTM_NEWRULE as u16, CREATE, seq)?;
+    let to_table = nl::FR_ACT_TO_TBL as u8;
+    r.put(&[family, 0, 0, 0, table, 0, 0, to_table, 0, 0, 0, 0])?;
+    Ok(r)
+}
+
 /// `struct ifinfomsg`: family, type, index, flags and the mask of flags to change.
 fn ifinfomsg(index: u32, flags: u32, change: u32) -> [u8; 16] {
     let mut m = [0u8; 16];
@@ -171,20 +194,13 @@ pub fn encode_add_default_route_v4(
     gw: [u8; 4],
 ) -> io::Result<usize> {
     let mut r = Request::new(buf, RTM_NEWROUTE, CREATE, seq)?;
-    r.put(&[
-        AF_INET,                                 // rtm_family
-        0,                                       // rtm_dst_len: default route
-        0,                                       // rtm_src_len
-        0,                                       // rtm_tos
-        nl::rt_class_t::RT_TABLE_MAIN as u8,     // rtm_table
-        nl::RTPROT_BOOT as u8,                   // rtm_protocol, as `ip route add`
-        nl::rt_scope_t::RT_SCOPE_UNIVERSE as u8, // rtm_scope
-        nl::RTN_UNICAST as u8,                   // rtm_type
-        0,                                       // rtm_flags (u32)
-        0,
-        0,
-        0,
-    ])?;
+    r.put(&rtmsg(
+        AF_INET,
+        0, // the default route
+        nl::rt_class_t::RT_TABLE_MAIN as u8,
+        nl::rt_scope_t::RT_SCOPE_UNIVERSE as u8,
+        nl::RTN_UNICAST as u8,
+    ))?;
     r.attr(RTA_GATEWAY, &gw)?;
     r.attr(RTA_OIF, &index.to_ne_bytes())?;
     Ok(r.finish())
@@ -200,22 +216,7 @@ pub fn encode_add_fwmark_rule(
     table: u8,
     priority: u32,
 ) -> io::Result<usize> {
-    let mut r = Request::new(buf, nl::RTM_NEWRULE as u16, CREATE, seq)?;
-    // struct fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags (u32).
-    r.put(&[
-        family,
-        0,
-        0,
-        0,
-        table,
-        0,
-        0,
-        nl::FR_ACT_TO_TBL as u8,
-        0,
-        0,
-        0,
-        0,
-    ])?;
+    let mut r = to_table_rule(buf, seq, family, table)?;
     r.attr(nl::FRA_FWMARK as u16, &mark.to_ne_bytes())?;
     r.attr(nl::FRA_PRIORITY as u16, &priority.to_ne_bytes())?;
     Ok(r.finish())
@@ -232,20 +233,7 @@ pub fn encode_add_local_default_route(
     table: u8,
 ) -> io::Result<usize> {
     let mut r = Request::new(buf, RTM_NEWROUTE, CREATE, seq)?;
-    r.put(&[
-        family,
-        0, // rtm_dst_len: default route
-        0,
-        0,
-        table,
-        nl::RTPROT_BOOT as u8,
-        nl::rt_scope_t::RT_SCOPE_HOST as u8,
-        nl::RTN_LOCAL as u8,
-        0,
-        0,
-        0,
-        0,
-    ])?;
+    r.put(&local_rtmsg(family, 0, table))?;
     r.attr(RTA_OIF, &index.to_ne_bytes())?;
     Ok(r.finish())
 }
@@ -260,21 +248,7 @@ pub fn encode_add_udp_sport_rule(
     table: u8,
     priority: u32,
 ) -> io::Result<usize> {
-    let mut r = Request::new(buf, nl::RTM_NEWRULE as u16, CREATE, seq)?;
-    r.put(&[
-        family,
-        0,
-        0,
-        0,
-        table,
-        0,
-        0,
-        nl::FR_ACT_TO_TBL as u8,
-        0,
-        0,
-        0,
-        0,
-    ])?;
+    let mut r = to_table_rule(buf, seq, family, table)?;
     r.attr(
         nl::FRA_IP_PROTO as u16,
         &[linux_raw_sys::net::IPPROTO_UDP as u8],
@@ -306,20 +280,7 @@ pub fn encode_local_host_route(
         IpAddr::V4(a) => (AF_INET, 32, a.octets(), [0; 16]),
         IpAddr::V6(a) => (AF_INET6, 128, [0; 4], a.octets()),
     };
-    r.put(&[
-        family,
-        len,
-        0,
-        0,
-        table,
-        nl::RTPROT_BOOT as u8,
-        nl::rt_scope_t::RT_SCOPE_HOST as u8,
-        nl::RTN_LOCAL as u8,
-        0,
-        0,
-        0,
-        0,
-    ])?;
+    r.put(&local_rtmsg(family, len, table))?;
     r.attr(RTA_DST, if addr.is_ipv4() { &v4[..] } else { &v6[..] })?;
     r.attr(RTA_OIF, &index.to_ne_bytes())?;
     Ok(r.finish())
