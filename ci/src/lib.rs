@@ -174,6 +174,14 @@ impl Scratch {
     pub fn join(&self, p: &str) -> PathBuf {
         self.path.join(p)
     }
+
+    /// Writes an executable file `name` inside (a fake or wrapped helper program).
+    pub fn script(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.join(name);
+        fs::write(&p, text).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
 }
 
 impl Drop for Scratch {
@@ -398,6 +406,16 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     f()
+}
+
+/// Polls until `f` gives something or `timeout` passes; returns the last answer.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let mut got = None;
+    wait_until(timeout, || {
+        got = f();
+        got.is_some()
+    });
+    got
 }
 
 /// Whether a process with this pid exists (and is not a zombie).

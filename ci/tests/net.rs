@@ -251,22 +251,18 @@ fn slirp4netns_dying_under_a_running_target_is_reported() {
     assert!(!state.exists());
 }
 
+/// The real slirp4netns, a second late (its probes are not).
+const SLOW_SLIRP4NETNS: &str = "#!/bin/sh\ncase \"$1\" in --help|--version) exec slirp4netns \"$@\";; esac\nsleep 1\nexec slirp4netns \"$@\"\n";
+
 #[test]
 fn a_harmless_signal_during_the_driver_start_does_not_stall_it() {
     if !have("slirp4netns") || !tun_usable() {
         skip!("slirp4netns or /dev/net/tun is not available");
     }
-    use std::os::unix::fs::PermissionsExt;
     let d = ci::Scratch::new("winch");
     // The real slirp4netns, a second late: time for a SIGWINCH (a terminal resized) to land
     // while rootlesskit waits for it to be ready.
-    let slow = d.join("slow-slirp4netns");
-    std::fs::write(
-        &slow,
-        "#!/bin/sh\ncase \"$1\" in --help|--version) exec slirp4netns \"$@\";; esac\nsleep 1\nexec slirp4netns \"$@\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let slow = d.script("slow-slirp4netns", SLOW_SLIRP4NETNS);
     let child = rootlesskit([
         format!("--state-dir={}", d.join("state").display()),
         "--net=slirp4netns".into(),
@@ -289,17 +285,10 @@ fn a_child_failure_during_the_driver_start_gives_its_reason() {
     if !have("slirp4netns") || !tun_usable() {
         skip!("slirp4netns or /dev/net/tun is not available");
     }
-    use std::os::unix::fs::PermissionsExt;
     let d = ci::Scratch::new("childfails");
     // The child does its copy-up while the driver starts; a slow driver makes sure the copy-up
     // fails (and the child exits) while rootlesskit is still waiting for the driver.
-    let slow = d.join("slow-slirp4netns");
-    std::fs::write(
-        &slow,
-        "#!/bin/sh\ncase \"$1\" in --help|--version) exec slirp4netns \"$@\";; esac\nsleep 1\nexec slirp4netns \"$@\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let slow = d.script("slow-slirp4netns", SLOW_SLIRP4NETNS);
     let state = d.join("state");
     let o = rootlesskit([
         format!("--state-dir={}", state.display()),
@@ -322,7 +311,6 @@ fn a_child_failure_during_the_driver_start_gives_its_reason() {
 
 #[test]
 fn a_slirp4netns_probe_failure_is_one_line_and_leaves_nothing() {
-    use std::os::unix::fs::PermissionsExt;
     let d = ci::Scratch::new("probefails");
     // The probe runs while the child is made, so its failure comes after that: it must still
     // read as upstream's one line, and take the child and the state dir with it.
@@ -343,9 +331,7 @@ fn a_slirp4netns_probe_failure_is_one_line_and_leaves_nothing() {
             "unsupported slirp4netns version: lacks SupportsDisableHostLoopback".to_string(),
         ),
     ] {
-        let fake = d.join("fake-slirp4netns");
-        std::fs::write(&fake, script).unwrap();
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let fake = d.script("fake-slirp4netns", script);
         let state = d.join("state");
         let o = rootlesskit([
             format!("--state-dir={}", state.display()),

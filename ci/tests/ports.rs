@@ -367,14 +367,8 @@ fn source_ip_transparent_shows_the_client_address_inside() {
             skip!("slirp4netns or python3 is not installed");
         };
         let to: SocketAddr = format!("{ip}:{p}").parse().unwrap();
-        let mut got = None;
-        assert!(
-            ci::wait_until(Duration::from_secs(15), || {
-                got = seen_from(to);
-                got.is_some()
-            }),
-            "no answer through {to}"
-        );
+        let got = ci::wait_for(Duration::from_secs(15), || seen_from(to));
+        assert!(got.is_some(), "no answer through {to}");
         let (client, seen) = got.unwrap();
         if transparent {
             // The server inside sees the client's own address and port.
@@ -408,14 +402,8 @@ fn source_ip_transparent_in_a_detached_namespace() {
     };
     // The routing and the sockets are made in the detached namespace, not the child's own.
     let to: SocketAddr = format!("{ip}:{p}").parse().unwrap();
-    let mut got = None;
-    assert!(
-        ci::wait_until(Duration::from_secs(15), || {
-            got = seen_from(to);
-            got.is_some()
-        }),
-        "no answer through {to}"
-    );
+    let got = ci::wait_for(Duration::from_secs(15), || seen_from(to));
+    assert!(got.is_some(), "no answer through {to}");
     let (client, seen) = got.unwrap();
     assert_eq!(seen, client, "tcp");
     let c = UdpSocket::bind(format!("{ip}:0")).unwrap();
@@ -458,14 +446,8 @@ fn source_ip_transparent_over_ipv6() {
         skip!("slirp4netns or python3 is not installed");
     };
     let to = SocketAddr::new(IpAddr::V6(ip), p);
-    let mut got = None;
-    assert!(
-        ci::wait_until(Duration::from_secs(15), || {
-            got = seen_from(to);
-            got.is_some()
-        }),
-        "no answer through {to}"
-    );
+    let got = ci::wait_for(Duration::from_secs(15), || seen_from(to));
+    assert!(got.is_some(), "no answer through {to}");
     // Inside, the server sees the client's IPv6 address and port, for TCP and for UDP.
     let (client, seen) = got.unwrap();
     let client: SocketAddr = client.parse().unwrap();
@@ -542,14 +524,8 @@ fn source_ip_transparent_udp_shows_the_client_address_inside() {
         let clients: Vec<UdpSocket> = (0..2)
             .map(|_| UdpSocket::bind(format!("{ip}:0")).unwrap())
             .collect();
-        let mut seen = None;
-        assert!(
-            ci::wait_until(Duration::from_secs(15), || {
-                seen = udp_seen_from(&clients[0], to);
-                seen.is_some()
-            }),
-            "{flag}: no answer through {to}"
-        );
+        let seen = ci::wait_for(Duration::from_secs(15), || udp_seen_from(&clients[0], to));
+        assert!(seen.is_some(), "{flag}: no answer through {to}");
         for round in 0..3 {
             for c in &clients {
                 let seen = udp_seen_from(c, to)
@@ -596,12 +572,9 @@ fn source_ip_transparent_udp_shows_the_client_address_inside() {
         let o = r.ctl(&["add-ports", &format!("0.0.0.0:{p}:8003/udp")]);
         assert_eq!(o.code, 0, "{}", o.stderr);
         let c = UdpSocket::bind(format!("{ip}:0")).unwrap();
-        let mut again = None;
+        let again = ci::wait_for(Duration::from_secs(5), || udp_seen_from(&c, to));
         assert!(
-            ci::wait_until(Duration::from_secs(5), || {
-                again = udp_seen_from(&c, to);
-                again.is_some()
-            }),
+            again.is_some(),
             "{flag}: no answer after the port came back"
         );
         if transparent {
