@@ -30,7 +30,7 @@ pub const DEFAULT_IFNAME: &str = "tap0";
 pub const DEFAULT_CIDR: ([u8; 4], u8) = ([10, 0, 2, 0], 24);
 
 /// What a network driver needs to know from the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetOptions {
     /// `--mtu`; 0 picks the driver's default.
     pub mtu: u32,

@@ -332,16 +332,8 @@ mod tests {
 
     fn opts() -> NetOptions {
         NetOptions {
-            mtu: 0,
-            cidr: None,
-            ifname: None,
-            disable_host_loopback: false,
-            ipv6: false,
-            sandbox: String::new(),
-            seccomp: String::new(),
             binary: "pasta".into(),
-            driver_ports: false,
-            detach_netns: false,
+            ..NetOptions::default()
         }
     }
 

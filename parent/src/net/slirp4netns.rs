@@ -511,16 +511,10 @@ mod tests {
 
     fn opts() -> NetOptions {
         NetOptions {
-            mtu: 0,
-            cidr: None,
-            ifname: None,
-            disable_host_loopback: false,
-            ipv6: false,
+            binary: "slirp4netns".into(),
             sandbox: "false".into(),
             seccomp: "false".into(),
-            binary: "slirp4netns".into(),
-            driver_ports: false,
-            detach_netns: false,
+            ..NetOptions::default()
         }
     }
 

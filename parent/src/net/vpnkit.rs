@@ -279,16 +279,8 @@ mod tests {
 
     fn opts() -> NetOptions {
         NetOptions {
-            mtu: 0,
-            cidr: None,
-            ifname: None,
-            disable_host_loopback: false,
-            ipv6: false,
-            sandbox: String::new(),
-            seccomp: String::new(),
             binary: "vpnkit".into(),
-            driver_ports: false,
-            detach_netns: false,
+            ..NetOptions::default()
         }
     }
 
