@@ -1040,14 +1040,7 @@ fn network_value(c: &mut Cur<'_>, slot: &mut Option<NetworkDriverInfo>) {
         path: "networkDriver",
         typ: "api.NetworkDriverInfo",
     };
-    if c.peek() == b'n' {
-        c.skip();
-        *slot = None;
-        return;
-    }
-    // Go decodes a repeated key into the struct it already has.
-    let mut n = slot.take().unwrap_or_default();
-    let found = c.object(outer, &mut |c, key| {
+    nullable_object(c, slot, outer, &mut |c, key, n| {
         if key.eq_ignore_ascii_case("driver") {
             c.get_string(&mut n.driver, at("networkDriver.driver", "string"));
         } else if key.eq_ignore_ascii_case("dns") {
@@ -1067,9 +1060,6 @@ fn network_value(c: &mut Cur<'_>, slot: &mut Option<NetworkDriverInfo>) {
             c.skip();
         }
     });
-    if found {
-        *slot = Some(n);
-    }
 }
 
 fn port_driver_value(c: &mut Cur<'_>, slot: &mut Option<PortDriverInfo>) {
@@ -1085,13 +1075,7 @@ fn port_driver_value(c: &mut Cur<'_>, slot: &mut Option<PortDriverInfo>) {
         path: "portDriver",
         typ: "api.PortDriverInfo",
     };
-    if c.peek() == b'n' {
-        c.skip();
-        *slot = None;
-        return;
-    }
-    let mut p = slot.take().unwrap_or_default();
-    let found = c.object(outer, &mut |c, key| {
+    nullable_object(c, slot, outer, &mut |c, key, p| {
         if key.eq_ignore_ascii_case("driver") {
             c.get_string(&mut p.driver, at("portDriver.driver", "string"));
         } else if key.eq_ignore_ascii_case("protos") {
@@ -1109,8 +1093,25 @@ fn port_driver_value(c: &mut Cur<'_>, slot: &mut Option<PortDriverInfo>) {
             c.skip();
         }
     });
+}
+
+/// A pointer-to-struct field: `null` clears `slot`; an object decodes key by key with `field`
+/// into the struct already there (Go reuses it for a repeated key), or a new one.
+fn nullable_object<T: Default>(
+    c: &mut Cur<'_>,
+    slot: &mut Option<T>,
+    outer: At<'_>,
+    field: &mut dyn FnMut(&mut Cur<'_>, String, &mut T),
+) {
+    if c.peek() == b'n' {
+        c.skip();
+        *slot = None;
+        return;
+    }
+    let mut value = slot.take().unwrap_or_default();
+    let found = c.object(outer, &mut |c, key| field(c, key, &mut value));
     if found {
-        *slot = Some(p);
+        *slot = Some(value);
     }
 }
 
