@@ -966,25 +966,36 @@ mod tests {
         asked
     }
 
-    #[test]
-    fn udp_reply_routes_are_counted_per_client_address() {
-        let b = Builtin::new().unwrap();
+    /// Every `UdpRoute` the parent sends (add, port, address).
+    type RouteLog = std::sync::Arc<Mutex<Vec<(u8, u16, [u8; 16])>>>;
+
+    /// A child that only keeps reply routes: it logs each `UdpRoute` and answers an add with
+    /// the errno `answer` gives for its port.
+    fn fake_router(b: &Builtin, answer: impl Fn(u16) -> i32 + Send + 'static) -> RouteLog {
         let (ours, theirs) = UnixStream::pair().unwrap();
         b.attach_child(ours);
-        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let seen = RouteLog::default();
         let log = seen.clone();
         std::thread::spawn(move || {
             let mut none = Vec::new();
             while let Ok(Msg::UdpRoute(r)) = child::fdpass::recv(&theirs, &mut none) {
                 log.lock().unwrap().push((r.add, r.port, r.addr));
                 if r.add == 1 {
-                    // Port 9 stands for a kernel that refuses the rule.
-                    let errno = if r.port == 9 { 22 } else { 0 };
-                    let answer = Msg::UdpRouted(proto::UdpRouted { errno });
-                    let _ = child::fdpass::send(&theirs, &answer, &[]);
+                    let routed = Msg::UdpRouted(proto::UdpRouted {
+                        errno: answer(r.port),
+                    });
+                    let _ = child::fdpass::send(&theirs, &routed, &[]);
                 }
             }
         });
+        seen
+    }
+
+    #[test]
+    fn udp_reply_routes_are_counted_per_client_address() {
+        let b = Builtin::new().unwrap();
+        // Port 9 stands for a kernel that refuses the rule.
+        let seen = fake_router(&b, |port| if port == 9 { 22 } else { 0 });
         let v4: IpAddr = "192.0.2.7".parse().unwrap();
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
         let mut st = b.lock();
@@ -1025,20 +1036,13 @@ mod tests {
     #[test]
     fn a_late_route_answer_is_not_taken_for_the_next_one() {
         let b = Builtin::new().unwrap();
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        b.attach_child(ours);
-        std::thread::spawn(move || {
-            let mut none = Vec::new();
-            while let Ok(Msg::UdpRoute(r)) = child::fdpass::recv(&theirs, &mut none) {
-                // Port 1's answer, a refusal, comes after the parent gave up on it.
-                let errno = if r.port == 1 {
-                    std::thread::sleep(Duration::from_millis(300));
-                    22
-                } else {
-                    0
-                };
-                let answer = Msg::UdpRouted(proto::UdpRouted { errno });
-                let _ = child::fdpass::send(&theirs, &answer, &[]);
+        // Port 1's answer, a refusal, comes after the parent gave up on it.
+        fake_router(&b, |port| {
+            if port == 1 {
+                std::thread::sleep(Duration::from_millis(300));
+                22
+            } else {
+                0
             }
         });
         let client: IpAddr = "192.0.2.7".parse().unwrap();
@@ -1123,17 +1127,23 @@ mod tests {
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
-    #[test]
-    fn udp_datagrams_go_both_ways_per_client_and_removal_closes_the_port() {
-        use std::net::UdpSocket;
-        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let child_port = server.local_addr().unwrap().port();
+    /// A UDP echo server on 127.0.0.1, from a thread; returns its port.
+    fn udp_echo_server() -> u16 {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = server.local_addr().unwrap().port();
         std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while let Ok((n, from)) = server.recv_from(&mut buf) {
                 let _ = server.send_to(&buf[..n], from);
             }
         });
+        port
+    }
+
+    #[test]
+    fn udp_datagrams_go_both_ways_per_client_and_removal_closes_the_port() {
+        use std::net::UdpSocket;
+        let child_port = udp_echo_server();
         let b = Builtin::new().unwrap();
         fake_child(&b);
         let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -1204,14 +1214,7 @@ mod tests {
     #[test]
     fn udp_flow_table_is_bounded_and_idle_flows_close() {
         use std::net::UdpSocket;
-        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let child_port = server.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            while let Ok((n, from)) = server.recv_from(&mut buf) {
-                let _ = server.send_to(&buf[..n], from);
-            }
-        });
+        let child_port = udp_echo_server();
         let b = Builtin::new().unwrap();
         b.lock().flow_idle = Duration::from_millis(500);
         fake_child(&b);
