@@ -5,6 +5,7 @@
 pub mod cgroup;
 pub mod detach;
 pub mod dhcp;
+pub mod enter;
 pub mod errno;
 pub mod fdpass;
 pub mod golang;

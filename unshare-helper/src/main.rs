@@ -15,6 +15,11 @@
 //! writes one byte to descriptor 3 and then waits to be killed (upstream parks
 //! `nsenter ... sleep infinity` there).
 //!
+//! `rootlessctl exec` runs it as `rootlesskit-unshare --exec STATEDIR -- CMD...` (the
+//! namespace code lives here, not in `rootlessctl`, which has no room for it in its size budget):
+//! it enters the running instance's namespaces and runs the command there
+//! ([`child::enter`]); its errors are `rootlessctl`'s, `error: <text>`.
+//!
 //! Errors are one line, `[rootlesskit:unshare] error: <text>`, and exit status 1.
 
 use std::ffi::OsString;
@@ -49,6 +54,8 @@ enum Action {
     NetBind(PathBuf),
     /// `--hold-net USERNS NETNS`.
     HoldNet(PathBuf, PathBuf),
+    /// `--exec STATEDIR -- CMD...`.
+    Exec(PathBuf, Vec<OsString>),
 }
 
 /// Reads the command line (without argv\[0]): `--net-bind PATH` or `--net-bind=PATH`, exactly once.
@@ -63,6 +70,12 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String> {
         Some("--net-bind") => match it.next() {
             Some(p) if !p.is_empty() => Action::NetBind(p.into()),
             _ => return Err("missing value for --net-bind".into()),
+        },
+        Some("--exec") => match (it.next(), it.next()) {
+            (Some(dir), Some(dash)) if !dir.is_empty() && dash == "--" => {
+                return Ok(Action::Exec(dir.into(), it.collect()));
+            }
+            _ => return Err("--exec needs STATEDIR -- COMMAND".into()),
         },
         Some("--hold-net") => match (it.next(), it.next()) {
             (Some(u), Some(n)) if !u.is_empty() && !n.is_empty() => {
@@ -165,6 +178,16 @@ fn main() {
         }
         Ok(Action::NetBind(target)) => net_bind(&target),
         Ok(Action::HoldNet(userns, netns)) => hold_net(&userns, &netns),
+        Ok(Action::Exec(dir, argv)) => {
+            let code = match child::enter::exec(&dir, &argv) {
+                Ok(code) => code,
+                Err(child::enter::Failed(msg, code)) => {
+                    let _ = writeln!(std::io::stderr(), "error: {msg}");
+                    code
+                }
+            };
+            std::process::exit(code);
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = result {
@@ -200,6 +223,21 @@ mod tests {
                 "/proc/7/ns/user".into(),
                 "/run/rk/netns".into(),
             )),
+        );
+        check(
+            &["--exec", "/run/rk", "--", "id", "-u"],
+            Ok(Action::Exec(
+                "/run/rk".into(),
+                vec!["id".into(), "-u".into()],
+            )),
+        );
+        check(
+            &["--exec", "/run/rk", "--"],
+            Ok(Action::Exec("/run/rk".into(), vec![])),
+        );
+        check(
+            &["--exec", "/run/rk", "id"],
+            Err("--exec needs STATEDIR -- COMMAND"),
         );
         check(
             &["--hold-net", "/proc/7/ns/user"],

@@ -11,7 +11,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use parent::api::client::Client;
 use parent::api::{Info, json};
@@ -37,6 +37,7 @@ Commands:
    add-ports     forward ports from the host into the namespace
    remove-ports  stop forwarding ports
    info          show the API version, state dir, child pid and drivers
+   exec          run a command inside the namespaces of the running instance
    help, h       show this help, or the help of a command
 
 Global options:
@@ -47,7 +48,7 @@ Global options:
 ";
 
 /// The commands, their command-line synopsis and what they do.
-const COMMANDS: [(&str, &str, &str); 4] = [
+const COMMANDS: [(&str, &str, &str); 5] = [
     (
         "list-ports",
         "[--json]",
@@ -69,12 +70,20 @@ const COMMANDS: [(&str, &str, &str); 4] = [
         "[--json]",
         "Show the API version, the state dir, the child's pid and the drivers in use.",
     ),
+    (
+        "exec",
+        "[--state-dir DIR] [--] COMMAND [ARG...]",
+        "Run COMMAND in the namespaces of the running instance (state dir: --state-dir, else\n\
+         \x20  the directory of --socket, else $ROOTLESSKIT_STATE_DIR).",
+    ),
 ];
 
 fn command_help(name: &str) -> Option<String> {
     let (name, usage, about) = COMMANDS.iter().find(|c| c.0 == name)?;
     let json = if usage.starts_with("[--json]") {
         "   --json      print JSON\n"
+    } else if *name == "exec" {
+        "   --state-dir DIR  the state dir of the instance\n"
     } else {
         ""
     };
@@ -93,6 +102,11 @@ enum Action {
         name: &'static str,
         json: bool,
         args: Vec<String>,
+    },
+    /// `exec`: `--state-dir`, then the command line, bytes kept.
+    Exec {
+        state_dir: Option<OsString>,
+        argv: Vec<OsString>,
     },
 }
 
@@ -239,6 +253,19 @@ fn parse(args: &[OsString]) -> Result<(Globals, Action), Usage> {
             None => return Err(Usage(format!("No help topic for '{c}'"), 3)),
         },
     };
+    if name == "exec" {
+        let mut state_dir = None;
+        let flags = [("state-dir", true), ("help", false), ("h", false)];
+        while let Some((flag, value)) = next_flag(args, &mut i, &flags)? {
+            if flag == "state-dir" {
+                state_dir = value;
+            } else if is_on(&value) {
+                return Ok((g, Action::Print(command_help(name).unwrap_or_default())));
+            }
+        }
+        let argv = args[i..].to_vec();
+        return Ok((g, Action::Exec { state_dir, argv }));
+    }
     let has_json = name != "remove-ports";
     let mut json = false;
     let flags: &[(&str, bool)] = if has_json {
@@ -284,6 +311,25 @@ fn run(
             return 0;
         }
         Action::Run { name, json, args } => (name, json, args),
+        Action::Exec {
+            state_dir: dir,
+            argv,
+        } => {
+            let dir = match (dir, &globals.socket, state_dir) {
+                (Some(d), _, _) if !d.is_empty() => PathBuf::from(d),
+                (_, Some(s), _) if !s.is_empty() => {
+                    let s = PathBuf::from(s);
+                    s.parent().unwrap_or(Path::new(".")).to_path_buf()
+                }
+                (_, _, Some(d)) if !d.is_empty() => PathBuf::from(d),
+                _ => {
+                    let _ = writeln!(err, "error: please specify --state-dir");
+                    return 1;
+                }
+            };
+            let _ = writeln!(err, "error: {}", exec_helper(&dir, argv));
+            return 1;
+        }
     };
     match command(&globals, state_dir, name, json, &args, out, err) {
         Ok(()) => 0,
@@ -292,6 +338,38 @@ fn run(
             let _ = writeln!(err, "error: {msg}");
             1
         }
+    }
+}
+
+/// `exec`: the namespace work is done by `rootlesskit-unshare --exec` (found next to us or in
+/// `../libexec/rootlesskit/`), which replaces us, so the command's exit code and signals are
+/// ours; it has the room in its size budget that we lack. Returns only on failure.
+fn exec_helper(dir: &Path, argv: Vec<OsString>) -> String {
+    use child::sys::{CStrVec, execve};
+    let helper = match parent::run::find_helper(parent::run::UNSHARE_BIN) {
+        Ok(h) => h,
+        Err(e) => return e,
+    };
+    let mut args: Vec<OsString> = vec![
+        parent::run::UNSHARE_BIN.into(),
+        "--exec".into(),
+        dir.into(),
+        "--".into(),
+    ];
+    args.extend(argv);
+    let env = std::env::vars_os().map(|(k, v)| {
+        let mut e = k;
+        e.push("=");
+        e.push(v);
+        e
+    });
+    let path = std::ffi::CString::new(helper.as_os_str().as_bytes());
+    match (path, CStrVec::new(args), CStrVec::new(env)) {
+        (Ok(path), Ok(args), Ok(env)) => {
+            let e = execve(&path, &args, &env);
+            format!("exec {}: {}", helper.display(), child::errno::io_text(&e))
+        }
+        _ => "argument contains a NUL byte".to_string(),
     }
 }
 
@@ -712,6 +790,8 @@ mod tests {
             assert_eq!(ctl(&[c, "-h", "x"], None), expect);
             assert!(expect.1.contains(c), "{c}");
         }
+        assert!(command_help("exec").unwrap().contains("--state-dir DIR"));
+        assert!(APP_HELP.contains("   exec "));
         assert!(command_help("add-ports").unwrap().contains("--json"));
         assert!(!command_help("remove-ports").unwrap().contains("--json"));
         // Every flag and command upstream has is named in the help.
@@ -728,6 +808,47 @@ mod tests {
         ] {
             assert!(APP_HELP.contains(word), "{word}");
         }
+    }
+
+    #[test]
+    fn exec_command_lines() {
+        let exec = |dir: Option<&str>, argv: &[&str]| Action::Exec {
+            state_dir: dir.map(OsString::from),
+            argv: argv.iter().map(OsString::from).collect(),
+        };
+        #[track_caller]
+        fn check(args: &[&str], want: Action) {
+            assert_eq!(parse(&argv(args)).unwrap().1, want, "{args:?}");
+        }
+        check(&["exec", "--", "id", "-u"], exec(None, &["id", "-u"]));
+        // Flags stop at the command: its own flags are its own.
+        check(
+            &["exec", "--state-dir=/s", "sh", "-c", "--state-dir"],
+            exec(Some("/s"), &["sh", "-c", "--state-dir"]),
+        );
+        check(
+            &["exec", "-state-dir", "/s", "--", "--weird"],
+            exec(Some("/s"), &["--weird"]),
+        );
+        assert!(
+            matches!(parse(&argv(&["exec", "-h"])).unwrap().1, Action::Print(h) if h.contains("exec"))
+        );
+        assert_eq!(
+            ctl(&["exec", "--bogus"], None),
+            (
+                1,
+                String::new(),
+                "error: flag provided but not defined: -bogus\n".into()
+            )
+        );
+        assert_eq!(
+            ctl(&["exec", "true"], None),
+            (
+                1,
+                String::new(),
+                "error: please specify --state-dir\n".into()
+            )
+        );
     }
 
     /// A port table in memory with upstream's validation.
