@@ -105,6 +105,8 @@ pub struct Config {
     pub reaper: Reaper,
     pub evacuate_cgroup2: Option<String>,
     pub subid_source: SubidSource,
+    /// `--notify-ready`: who sends systemd `READY=1` through `$NOTIFY_SOCKET`.
+    pub notify_ready: crate::notify::Ready,
     /// The target command and its arguments (never empty after a successful parse of a run).
     pub command: Vec<OsString>,
 }
@@ -316,6 +318,7 @@ enum Id {
     Reaper,
     EvacuateCgroup2,
     SubidSource,
+    NotifyReady,
     Help,
     Version,
 }
@@ -617,6 +620,14 @@ const FLAGS: &[Flag] = &[
         "collect orphaned processes; needs --pidns [auto,true,false]",
     ),
     flag(
+        "notify-ready",
+        Id::NotifyReady,
+        Kind::Str,
+        Def::Str("target"),
+        PROCESS,
+        "with $NOTIFY_SOCKET (systemd Type=notify), who sends READY=1: the command, through rootlesskit's relay, or rootlesskit once the namespaces are up [target, child]",
+    ),
+    flag(
         "evacuate-cgroup2",
         Id::EvacuateCgroup2,
         Kind::Str,
@@ -694,6 +705,7 @@ struct Raw {
     reaper: String,
     evacuate_cgroup2: String,
     subid_source: String,
+    notify_ready: String,
     help: bool,
     version: bool,
 }
@@ -760,6 +772,7 @@ fn store(raw: &mut Raw, id: Id, value: OsString) -> Result<(), &'static str> {
         Id::Reaper => raw.reaper = text()?,
         Id::EvacuateCgroup2 => raw.evacuate_cgroup2 = text()?,
         Id::SubidSource => raw.subid_source = text()?,
+        Id::NotifyReady => raw.notify_ready = text()?,
         Id::Help => raw.help = bool_value()?,
         Id::Version => raw.version = bool_value()?,
     }
@@ -839,6 +852,15 @@ fn build(
         "false" => Reaper::False,
         other => return Err(CliError::plain(format!("unknown reaper mode: {other}"))),
     };
+    let notify_ready = match raw.notify_ready.as_str() {
+        "target" => crate::notify::Ready::Target,
+        "child" => crate::notify::Ready::Child,
+        other => {
+            return Err(CliError::plain(format!(
+                "unknown notify-ready mode: {other}"
+            )));
+        }
+    };
     let non_empty = |s: String| if s.is_empty() { None } else { Some(s) };
     Ok(Config {
         debug: raw.debug,
@@ -874,6 +896,7 @@ fn build(
         reaper,
         evacuate_cgroup2: non_empty(raw.evacuate_cgroup2),
         subid_source,
+        notify_ready,
         command,
     })
 }
@@ -1644,6 +1667,7 @@ mod tests {
             reaper: Reaper::Auto,
             evacuate_cgroup2: None,
             subid_source: SubidSource::Auto,
+            notify_ready: crate::notify::Ready::Target,
             command: cmd(&["sh"]),
         };
         assert_eq!(run(&["sh"]), expect);
@@ -2129,6 +2153,7 @@ mod tests {
             (Id::PortDriver, _) => "builtin",
             (Id::Reaper, _) => "true",
             (Id::SubidSource, _) => "static",
+            (Id::NotifyReady, _) => "child",
             (Id::Propagation, _) => "rslave",
             (Id::PrintSemver, _) => "major",
             (_, Kind::Int) => "1400",

@@ -8,6 +8,7 @@ pub mod exec;
 pub mod fuzzing;
 pub mod idmap;
 pub mod net;
+pub mod notify;
 pub mod port;
 pub mod run;
 pub mod statedir;

@@ -202,6 +202,8 @@ struct Session<'a> {
     pidfd: OwnedFd,
     sock: UnixStream,
     reaped: Option<Ended>,
+    /// The sd_notify relay, when `$NOTIFY_SOCKET` names a socket we reach.
+    notify: Option<crate::notify::Relay>,
 }
 
 /// Why the handshake stopped.
@@ -252,7 +254,9 @@ impl<'a> Session<'a> {
         let proto_fd: RawFd = 3 + nfds;
 
         let argv = child_argv(cfg, state.path(), proto_fd, listen, unshare);
-        let env = child_env(state.path());
+        let notify =
+            crate::notify::Relay::setup(state.path(), std::env::var_os("NOTIFY_SOCKET").as_deref());
+        let env = child_env(state.path(), notify.as_ref().map(|n| n.path()));
         let mut cmd = Command::new(helper, &argv, env)
             .map_err(|e| format!("failed to start the child: {}", io_text(&e)))?;
         let mut clone_flags = (g::CLONE_NEWUSER | g::CLONE_NEWNS) as u64;
@@ -324,6 +328,7 @@ impl<'a> Session<'a> {
             pidfd,
             sock,
             reaped: None,
+            notify,
         })
     }
 
@@ -408,6 +413,11 @@ impl<'a> Session<'a> {
             .write_child_pid(self.pid)
             .map_err(|e| Abort::Error("parent", e))?;
         self.send(&Msg::ParentGo)?;
+        if self.cfg.notify_ready == crate::notify::Ready::Child
+            && let Some(n) = self.notify.as_mut()
+        {
+            n.send_ready();
+        }
         if let Some(ports) = &self.ports {
             // From now on the child answers connect requests on this socket.
             let sock = self
@@ -736,6 +746,11 @@ impl<'a> Session<'a> {
                         }
                     }
                     API => api_ready = true,
+                    NOTIFY => {
+                        if let Some(n) = self.notify.as_mut() {
+                            n.relay();
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -783,6 +798,9 @@ impl<'a> Session<'a> {
         if let Some(server) = &self.api {
             add(server.as_fd(), API)?;
         }
+        if let Some(n) = &self.notify {
+            add(n.as_fd(), NOTIFY)?;
+        }
         Ok(ep)
     }
 }
@@ -796,6 +814,8 @@ const PORTS_ACCEPT: u64 = 3;
 /// A forwarded connection has data to move.
 const PORTS_DATA: u64 = 4;
 const API: u64 = 5;
+/// The target wrote to our `$NOTIFY_SOCKET`.
+const NOTIFY: u64 = 6;
 
 /// Signals whose default action would end an unprepared process: during setup they abort it.
 fn terminates_setup(sig: u32) -> bool {
@@ -928,8 +948,8 @@ fn propagation_name(p: &crate::cli::Propagation) -> String {
 }
 
 /// The child's environment: ours, plus the three documented variables (replacing any values
-/// an outer rootlesskit set).
-fn child_env(state: &Path) -> Vec<OsString> {
+/// an outer rootlesskit set), and `NOTIFY_SOCKET` naming our relay when there is one.
+fn child_env(state: &Path, notify: Option<&Path>) -> Vec<OsString> {
     const OURS: [&str; 3] = [
         "ROOTLESSKIT_STATE_DIR",
         "ROOTLESSKIT_PARENT_EUID",
@@ -937,6 +957,7 @@ fn child_env(state: &Path) -> Vec<OsString> {
     ];
     let mut env: Vec<OsString> = std::env::vars_os()
         .filter(|(k, _)| !OURS.iter().any(|o| OsStr::new(o) == k))
+        .filter(|(k, _)| notify.is_none() || k != "NOTIFY_SOCKET")
         .map(|(k, v)| {
             let mut e = k;
             e.push("=");
@@ -944,6 +965,11 @@ fn child_env(state: &Path) -> Vec<OsString> {
             e
         })
         .collect();
+    if let Some(path) = notify {
+        let mut e = OsString::from("NOTIFY_SOCKET=");
+        e.push(path.as_os_str());
+        env.push(e);
+    }
     let mut sd = OsString::from("ROOTLESSKIT_STATE_DIR=");
     sd.push(state.as_os_str());
     env.push(sd);
