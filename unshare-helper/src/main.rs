@@ -42,6 +42,9 @@ Creates a new network namespace with the loopback interface up, and bind-mounts 
 --detach-netns; not meant to be run by hand.
 
       --net-bind PATH   the file to pin the new network namespace on
+      --exec DIR -- CMD...
+                        run CMD in the namespaces of the instance with state dir DIR
+                        (what `rootlessctl exec` runs)
   -h, --help            show this help
       --version         print the version
 ";
