@@ -15,6 +15,8 @@ use std::fmt;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
+use crate::port::{PortSpec, check_family, parse_port_spec, validate_port_spec};
+
 /// The version we report; `--print-semver` prints its components.
 pub const VERSION: &str = "2.3.4";
 const VERSION_PARTS: [u32; 3] = [2, 3, 4];
@@ -96,7 +98,11 @@ pub struct Config {
     pub copy_up_mode: String,
     pub propagation: Propagation,
     pub port_driver: PortDriver,
-    pub publish: Vec<String>,
+    /// The `-p` specs, parsed and validated (ports in range; not yet against each other).
+    pub publish: Vec<PortSpec>,
+    /// Why a `-p` spec was refused, kept until [`check`] reports it where upstream does (after
+    /// the network and port driver checks); `publish` then holds the specs before it.
+    pub publish_error: Option<String>,
     pub source_ip_transparent: bool,
     pub pidns: bool,
     pub cgroupns: bool,
@@ -744,10 +750,10 @@ fn store(raw: &mut Raw, id: Id, value: OsString) -> Result<(), &'static str> {
         ),
         Id::CopyUpMode => raw.copy_up_mode = text()?,
         Id::PortDriver => raw.port_driver = text()?,
+        // urfave's slice: split on ',' and trimmed, but empty parts kept (`-p ""` is a spec).
         Id::Publish => {
-            for part in split_list(value.as_bytes()) {
-                raw.publish
-                    .push(String::from_utf8(part).map_err(|_| "invalid UTF-8")?);
+            for part in text()?.split(',') {
+                raw.publish.push(part.trim().to_owned());
             }
         }
         Id::SourceIpTransparent => raw.source_ip_transparent = bool_value()?,
@@ -840,6 +846,17 @@ fn build(
         other => return Err(CliError::plain(format!("unknown reaper mode: {other}"))),
     };
     let non_empty = |s: String| if s.is_empty() { None } else { Some(s) };
+    let mut publish = Vec::new();
+    let mut publish_error = None;
+    for text in &raw.publish {
+        match parse_publish(text) {
+            Ok(spec) => publish.push(spec),
+            Err(e) => {
+                publish_error = Some(e);
+                break;
+            }
+        }
+    }
     Ok(Config {
         debug: raw.debug,
         state_dir: if raw.state_dir.is_empty() {
@@ -865,7 +882,8 @@ fn build(
         copy_up_mode: raw.copy_up_mode,
         propagation: Propagation::from_name(&raw.propagation),
         port_driver,
-        publish: raw.publish,
+        publish,
+        publish_error,
         source_ip_transparent: raw.source_ip_transparent,
         pidns: raw.pidns,
         cgroupns: raw.cgroupns,
@@ -876,6 +894,16 @@ fn build(
         subid_source,
         command,
     })
+}
+
+/// One `-p` spec as upstream's `createParentOpt` takes it: `ParsePortSpec`, then
+/// `ValidatePortSpec` with no ports yet. A parent IP of the wrong family for the proto is
+/// refused here too, with the line upstream gives when it fails to bind it later.
+fn parse_publish(text: &str) -> Result<PortSpec, String> {
+    let spec = parse_port_spec(text)?;
+    validate_port_spec(&spec, &[])?;
+    check_family(&spec).map_err(|e| format!("failed to expose port {}: {e}", spec.go_value()))?;
+    Ok(spec)
 }
 
 /// Where Go's `flag` stops reading flags, and the arguments rewritten for lexopt.
@@ -1450,7 +1478,7 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
     }
     match cfg.port_driver {
         PortDriver::None => {
-            if !cfg.publish.is_empty() {
+            if !cfg.publish.is_empty() || cfg.publish_error.is_some() {
                 return Err("port driver \"none\" does not support publishing ports".into());
             }
         }
@@ -1478,7 +1506,10 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
         // Refused below, whatever the network.
         PortDriver::Pesto => {}
     }
-    // (Each -p spec is parsed and validated here upstream; see the port-spec parser.)
+    // Each -p spec is parsed and validated here upstream (`build` has done it).
+    if let Some(e) = &cfg.publish_error {
+        return Err(e.clone());
+    }
 
     // --- child side (createChildOpt), checked in the parent so that a bad flag cannot strand it ---
     if cfg.reaper == Reaper::True && !cfg.pidns {
@@ -1636,6 +1667,7 @@ mod tests {
             propagation: Propagation::Rprivate,
             port_driver: PortDriver::None,
             publish: vec![],
+            publish_error: None,
             source_ip_transparent: true,
             pidns: false,
             cgroupns: false,
@@ -1654,7 +1686,7 @@ mod tests {
         type Get = fn(&Config) -> String;
         let net: Get = |c| c.net.as_str().to_owned();
         let state: Get = |c| format!("{:?}", c.state_dir);
-        let publish: Get = |c| c.publish.join("|");
+        let publish: Get = |c| c.publish.iter().map(PortSpec::go_value).collect();
         let cases: &[(&[&str], Get, &str)] = &[
             (&["--net=none", "sh"], net, "none"),
             (&["-net=none", "sh"], net, "none"),
@@ -1665,12 +1697,20 @@ mod tests {
             (&["-state-dir", "-x", "sh"], state, "Some(\"-x\")"),
             (&["--state-dir=", "sh"], state, "None"),
             // -p, --p, -publish, --publish, separate or with '='.
-            (&["-p", "8080:80/tcp", "sh"], publish, "8080:80/tcp"),
-            (&["-p=8080:80/tcp", "sh"], publish, "8080:80/tcp"),
-            (&["--p", "8080:80/tcp", "sh"], publish, "8080:80/tcp"),
-            (&["--p=8080:80/tcp", "sh"], publish, "8080:80/tcp"),
-            (&["-publish", "8080:80/tcp", "sh"], publish, "8080:80/tcp"),
-            (&["--publish=8080:80/tcp", "sh"], publish, "8080:80/tcp"),
+            (&["-p", ":8080:80/tcp", "sh"], publish, "{tcp  8080 80 }"),
+            (&["-p=:8080:80/tcp", "sh"], publish, "{tcp  8080 80 }"),
+            (&["--p", ":8080:80/tcp", "sh"], publish, "{tcp  8080 80 }"),
+            (&["--p=:8080:80/tcp", "sh"], publish, "{tcp  8080 80 }"),
+            (
+                &["-publish", ":8080:80/tcp", "sh"],
+                publish,
+                "{tcp  8080 80 }",
+            ),
+            (
+                &["--publish=:8080:80/tcp", "sh"],
+                publish,
+                "{tcp  8080 80 }",
+            ),
             // Last one wins for scalars.
             (&["--net=none", "--net=host", "sh"], net, "host"),
             (&["-net=host", "--net", "none", "sh"], net, "none"),
@@ -1733,20 +1773,24 @@ mod tests {
         let cfg = run(&[
             "-p",
             "127.0.0.1:8080:80/tcp, 127.0.0.1:8443:443/tcp",
-            "-p= 53:53/udp ,,",
+            "-p= :53:53/udp\n",
             "--copy-up=/etc,/run",
             "--copy-up",
             " /var/lib ",
             "sh",
         ]);
         assert_eq!(
-            cfg.publish,
+            cfg.publish
+                .iter()
+                .map(PortSpec::go_value)
+                .collect::<Vec<_>>(),
             [
-                "127.0.0.1:8080:80/tcp",
-                "127.0.0.1:8443:443/tcp",
-                "53:53/udp"
+                "{tcp 127.0.0.1 8080 80 }",
+                "{tcp 127.0.0.1 8443 443 }",
+                "{udp  53 53 }"
             ]
         );
+        assert_eq!(cfg.publish_error, None);
         assert_eq!(
             cfg.copy_up,
             [
@@ -1755,7 +1799,85 @@ mod tests {
                 PathBuf::from("/var/lib")
             ]
         );
-        assert!(run(&["-p", "", "--copy-up=,", "sh"]).publish.is_empty());
+        assert!(run(&["--copy-up=,", "sh"]).copy_up.is_empty());
+    }
+
+    #[test]
+    fn publish_specs_are_parsed_and_checked_before_anything_runs() {
+        // urfave keeps empty parts of a split value, and "" is no spec.
+        let missing = r#"missing proto in PortSpec string: """#;
+        for value in [
+            "",
+            "127.0.0.1:8080:80/tcp,",
+            ",127.0.0.1:8080:80/tcp",
+            " \n ",
+        ] {
+            let args = [
+                "--net=slirp4netns",
+                "--port-driver=builtin",
+                "-p",
+                value,
+                "sh",
+            ];
+            assert_eq!(validated(&args), Err(missing.into()), "{value:?}");
+        }
+        let cases: &[(&str, &str)] = &[
+            (
+                "127.0.0.1:80:x/tcp",
+                r#"unexpected ChildPort in PortSpec string: "127.0.0.1:80:x/tcp": strconv.Atoi: parsing "x": invalid syntax"#,
+            ),
+            ("127.0.0.1:0:80/tcp", "invalid ParentPort: 0"),
+            ("127.0.0.1:1:65536/udp", "invalid ChildPort: 65536"),
+            (
+                "[::1]:19003:80/tcp4",
+                "failed to expose port {tcp4 ::1 19003 80 }: listen tcp4: address ::1: no suitable address found",
+            ),
+            (
+                "[2001:db8::1]:19003:127.0.0.1:80/udp4",
+                "failed to expose port {udp4 2001:db8::1 19003 80 127.0.0.1}: listen udp4: address 2001:db8::1: no suitable address found",
+            ),
+            (
+                "127.0.0.1:19003:80/tcp6",
+                "failed to expose port {tcp6 127.0.0.1 19003 80 }: listen tcp6: address 127.0.0.1: no suitable address found",
+            ),
+        ];
+        for (spec, want) in cases {
+            let args = [
+                "--net=slirp4netns",
+                "--port-driver=builtin",
+                "-p",
+                spec,
+                "sh",
+            ];
+            assert_eq!(validated(&args), Err(want.to_string()), "{spec}");
+        }
+        // Mapped addresses are IPv4 ones; the first bad spec is the one reported, after the
+        // driver checks (as upstream: "none" takes no spec at all, good or bad).
+        let cfg = run(&[
+            "-p",
+            "[::ffff:127.0.0.1]:8080:[::ffff:10.0.2.100]:80/tcp4",
+            "sh",
+        ]);
+        assert_eq!(cfg.publish_error, None);
+        assert_eq!(cfg.publish[0].parent_ip, "::ffff:127.0.0.1");
+        assert_eq!(
+            validated(&[
+                "--net=slirp4netns",
+                "--port-driver=builtin",
+                "-p",
+                ":1:1/tcp",
+                "-p",
+                "x",
+                "-p",
+                "y",
+                "sh"
+            ]),
+            Err(r#"missing proto in PortSpec string: "x""#.into())
+        );
+        assert_eq!(
+            validated(&["--net=slirp4netns", "-p", "x", "sh"]),
+            Err("port driver \"none\" does not support publishing ports".into())
+        );
     }
 
     #[test]
@@ -1772,7 +1894,10 @@ mod tests {
             assert_eq!(run(args).command, cmd(command), "{args:?}");
         }
         assert_eq!(run(&["sh", "-c", "x", "--net=y"]).net, Net::Host);
-        assert_eq!(run(&["-p", "--", "sh"]).publish, ["--"]);
+        assert_eq!(
+            run(&["-p", "--", "sh"]).publish_error.as_deref(),
+            Some(r#"missing proto in PortSpec string: "--""#)
+        );
     }
 
     #[test]
@@ -2218,7 +2343,6 @@ mod tests {
             ("--copy-up", |c| {
                 c.copy_up.iter().map(|p| p.display().to_string()).collect()
             }),
-            ("--publish", |c| c.publish.concat()),
         ];
         for (flag, get) in strings {
             assert_eq!(get(&run(&[flag, "v", "sh"])), "v", "{flag}");

@@ -511,10 +511,10 @@ impl<'a> Session<'a> {
 
     /// Publishes every `-p` spec, as upstream does before `child_pid` appears.
     fn publish(&self, driver: &dyn crate::port::PortDriver) -> Result<(), Abort> {
-        for text in &self.cfg.publish {
-            let spec = crate::port::parse_port_spec(text).map_err(|e| Abort::Error("parent", e))?;
-            driver.add(spec).map_err(|e| {
-                Abort::Error("parent", format!("failed to expose port {text}: {e}"))
+        for spec in &self.cfg.publish {
+            driver.add(spec.clone()).map_err(|e| {
+                let shown = spec.go_value();
+                Abort::Error("parent", format!("failed to expose port {shown}: {e}"))
             })?;
         }
         Ok(())

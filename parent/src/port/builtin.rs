@@ -30,6 +30,7 @@ use rustix::net::{
 };
 
 use super::pump::Pumps;
+use super::spec::{check_family, parse_ip};
 use super::{PortDriver, PortDriverInfo, PortSpec, PortStatus, validate_port_spec};
 
 /// Connections forwarded at once; beyond that new ones are closed.
@@ -750,19 +751,19 @@ impl PortDriver for Builtin {
     }
 }
 
-fn parse_ip(s: &str) -> Option<IpAddr> {
-    s.parse().ok()
-}
-
 /// Go's `net.Listen(proto, "<parentIP>:<port>")` (`ListenPacket` for UDP): `tcp`/`udp` on
 /// every address listens on both families (one IPv6 socket with IPV6_V6ONLY off),
 /// `tcp4`/`tcp6` (`udp4`/`udp6`) on one.
 fn listen_on(spec: &PortSpec, udp: bool) -> Result<OwnedFd, String> {
+    // After this, `tcp4` names an IPv4 address or `::` (Go's 0.0.0.0), `tcp6` no IPv4 one.
+    check_family(spec)?;
     let port = spec.parent_port as u16;
     let ip = parse_ip(&spec.parent_ip);
     let any = ip.is_none_or(|ip| ip.is_unspecified());
     let shown_host = match ip {
         Some(IpAddr::V6(_)) => format!("[{}]", spec.parent_ip),
+        // Go prints a mapped address in its IPv4 form.
+        Some(IpAddr::V4(a)) => a.to_string(),
         _ => spec.parent_ip.clone(),
     };
     let fail = |what: &str, e: Errno| {
@@ -879,9 +880,42 @@ mod tests {
             (spec("tcp", "0.0.0.0", "10.0.2.100"), "10.0.2.100:80"),
             (spec("tcp6", "::", ""), "[::]:80"),
             (spec("tcp", "0.0.0.0", "::1"), "[::1]:80"),
+            // IPv4-mapped addresses are the IPv4 ones (Go's To4()).
+            (spec("tcp", "::ffff:127.0.0.2", ""), "127.0.0.2:80"),
+            (spec("tcp", "::", "::ffff:10.0.2.100"), "10.0.2.100:80"),
         ] {
             let d = dial_target(&s).unwrap();
             assert_eq!(d.addr, want.parse().unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn listeners_bind_the_named_family_only() {
+        let bound = |proto: &str, ip: &str| {
+            let mut s = spec(proto, ip, "");
+            s.parent_port = 0;
+            listen_on(&s, proto.starts_with("udp")).map(|fd| {
+                rustix::net::getsockname(&fd)
+                    .ok()
+                    .and_then(|a| SocketAddr::try_from(a).ok())
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default()
+            })
+        };
+        assert_eq!(bound("tcp", "::ffff:127.0.0.1"), Ok("127.0.0.1".into()));
+        assert_eq!(bound("udp4", "::ffff:127.0.0.1"), Ok("127.0.0.1".into()));
+        assert_eq!(bound("tcp4", "::"), Ok("0.0.0.0".into()));
+        for (proto, ip) in [
+            ("tcp4", "::1"),
+            ("udp4", "2001:db8::1"),
+            ("tcp6", "127.0.0.1"),
+        ] {
+            assert_eq!(
+                bound(proto, ip),
+                Err(format!(
+                    "listen {proto}: address {ip}: no suitable address found"
+                ))
+            );
         }
     }
 

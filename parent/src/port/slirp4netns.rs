@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::spec::{check_family, parse_ip};
 use super::{PortDriver, PortDriverInfo, PortSpec, PortStatus, validate_port_spec};
 
 /// Largest reply we read from slirp4netns.
@@ -57,25 +58,34 @@ impl PortDriver for Slirp4netnsPorts {
 
     fn add(&self, spec: PortSpec) -> Result<PortStatus, String> {
         let mut ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());
-        validate_port_spec(&spec, &ports)?;
-        if spec.proto.ends_with('6') {
+        // Before validation, so that `tcp6` on an IPv4 address is refused for what it is.
+        if matches!(spec.proto.as_str(), "tcp6" | "udp6" | "sctp6") {
             return Err(format!("unsupported protocol {}", go_quote(&spec.proto)));
         }
+        validate_port_spec(&spec, &ports)?;
+        check_family(&spec)?;
+        // Addresses go to slirp4netns in their IPv4 form, an IPv4-mapped one too (upstream's
+        // `To4()`; upstream passes a mapped parent IP on as written, which slirp4netns refuses).
         let guest = if spec.child_ip.is_empty() {
             self.child_ip.clone()
         } else {
-            spec.child_ip.clone()
+            match parse_ip(&spec.child_ip) {
+                Some(IpAddr::V4(ip)) => ip.to_string(),
+                Some(IpAddr::V6(_)) => {
+                    return Err(format!("unsupported IP (v6?): {}", spec.child_ip));
+                }
+                None => return Err(format!("invalid IP: {}", go_quote(&spec.child_ip))),
+            }
         };
-        match guest.parse::<IpAddr>() {
-            Ok(IpAddr::V4(_)) => {}
-            Ok(IpAddr::V6(ip)) => return Err(format!("unsupported IP (v6?): {ip}")),
-            Err(_) => return Err(format!("invalid IP: {}", go_quote(&guest))),
-        }
+        let host = match parse_ip(&spec.parent_ip) {
+            Some(IpAddr::V4(ip)) => ip.to_string(),
+            _ => spec.parent_ip.clone(),
+        };
         let proto = spec.proto.trim_end_matches('4');
         let mut req = String::from("{\"execute\":\"add_hostfwd\",\"arguments\":{\"proto\":");
         crate::api::json::write_str(&mut req, proto);
         req.push_str(",\"host_addr\":");
-        crate::api::json::write_str(&mut req, &spec.parent_ip);
+        crate::api::json::write_str(&mut req, &host);
         req.push_str(&format!(
             ",\"host_port\":{},\"guest_addr\":",
             spec.parent_port
@@ -160,15 +170,15 @@ mod tests {
         let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let server = std::thread::spawn(move || {
             let mut got = Vec::new();
-            for (i, conn) in l.incoming().take(2).enumerate() {
+            for (i, conn) in l.incoming().take(3).enumerate() {
                 let mut c = conn.unwrap();
                 let mut req = String::new();
                 c.read_to_string(&mut req).unwrap();
                 got.push(req);
-                let reply = if i == 0 {
-                    "{\"return\": {\"id\": 7}}"
-                } else {
-                    "{\"return\": {}}"
+                let reply = match i {
+                    0 => "{\"return\": {\"id\": 7}}",
+                    1 => "{\"return\": {}}",
+                    _ => "{\"return\": {\"id\": 8}}",
                 };
                 c.write_all(reply.as_bytes()).unwrap();
             }
@@ -187,6 +197,13 @@ mod tests {
         assert_eq!(d.list(), [st]);
         d.remove(7).unwrap();
         assert!(d.list().is_empty());
+        // IPv4-mapped addresses go out in their IPv4 form and are listed as given.
+        let mapped = PortSpec {
+            parent_ip: "::ffff:127.0.0.1".into(),
+            child_ip: "::ffff:10.0.2.100".into(),
+            ..spec.clone()
+        };
+        assert_eq!(d.add(mapped.clone()).unwrap().spec, mapped);
         let got = server.join().unwrap();
         assert_eq!(
             got[0],
@@ -195,6 +212,20 @@ mod tests {
         assert_eq!(
             got[1],
             "{\"execute\":\"remove_hostfwd\",\"arguments\":{\"id\":7}}"
+        );
+        assert_eq!(
+            got[2],
+            "{\"execute\":\"add_hostfwd\",\"arguments\":{\"proto\":\"tcp\",\"host_addr\":\"127.0.0.1\",\"host_port\":8080,\"guest_addr\":\"10.0.2.100\",\"guest_port\":80}}"
+        );
+        // A real IPv6 child address is refused before slirp4netns is asked.
+        let v6_child = PortSpec {
+            child_ip: "fd00::1".into(),
+            parent_port: 8081,
+            ..spec.clone()
+        };
+        assert_eq!(
+            d.add(v6_child).unwrap_err(),
+            "unsupported IP (v6?): fd00::1"
         );
         // IPv6 is refused before slirp4netns is asked.
         let mut v6 = spec;
