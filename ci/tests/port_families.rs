@@ -66,9 +66,7 @@ impl Running {
         args.extend(["python3".into(), "-c".into(), SERVERS.into()]);
         let log = dir.join("log");
         let child = rootlesskit(args).spawn_logged(&log);
-        let up = ci::wait_until(Duration::from_secs(15), || {
-            state.join("child_pid").exists()
-        });
+        let up = ci::wait_until(Duration::from_secs(15), || state.join("child_pid").exists());
         assert!(
             up,
             "rootlesskit did not come up: {}",
@@ -181,19 +179,25 @@ fn api_refuses_a_parent_ip_of_the_other_family() {
     let (p1, p2, p3) = (free_port(), free_port(), free_port());
     for (json, proto, ip, port) in [
         (
-            format!(r#"{{"proto":"tcp4","parentIP":"::1","parentPort":{p1},"childIP":"127.0.0.1","childPort":8000}}"#),
+            format!(
+                r#"{{"proto":"tcp4","parentIP":"::1","parentPort":{p1},"childIP":"127.0.0.1","childPort":8000}}"#
+            ),
             "tcp4",
             "::1",
             p1,
         ),
         (
-            format!(r#"{{"proto":"udp4","parentIP":"2001:db8::1","parentPort":{p2},"childPort":8000}}"#),
+            format!(
+                r#"{{"proto":"udp4","parentIP":"2001:db8::1","parentPort":{p2},"childPort":8000}}"#
+            ),
             "udp4",
             "2001:db8::1",
             p2,
         ),
         (
-            format!(r#"{{"proto":"tcp6","parentIP":"127.0.0.1","parentPort":{p3},"childPort":8000}}"#),
+            format!(
+                r#"{{"proto":"tcp6","parentIP":"127.0.0.1","parentPort":{p3},"childPort":8000}}"#
+            ),
             "tcp6",
             "127.0.0.1",
             p3,
@@ -227,12 +231,16 @@ fn start_refuses_a_parent_ip_of_the_other_family() {
     for (spec, want, port) in [
         (
             format!("[::1]:{p1}:80/tcp4"),
-            format!("failed to expose port {{tcp4 ::1 {p1} 80 }}: listen tcp4: address ::1: no suitable address found"),
+            format!(
+                "failed to expose port {{tcp4 ::1 {p1} 80 }}: listen tcp4: address ::1: no suitable address found"
+            ),
             p1,
         ),
         (
             format!("[2001:db8::1]:{p2}:127.0.0.1:80/udp4"),
-            format!("failed to expose port {{udp4 2001:db8::1 {p2} 80 127.0.0.1}}: listen udp4: address 2001:db8::1: no suitable address found"),
+            format!(
+                "failed to expose port {{udp4 2001:db8::1 {p2} 80 127.0.0.1}}: listen udp4: address 2001:db8::1: no suitable address found"
+            ),
             p2,
         ),
     ] {
@@ -267,7 +275,13 @@ fn a_bad_publish_spec_is_refused_before_the_child_exists() {
             r#"missing proto in PortSpec string: """#,
         ),
     ] {
-        let args = ["--net=slirp4netns", "--port-driver=builtin", "-p", spec, "true"];
+        let args = [
+            "--net=slirp4netns",
+            "--port-driver=builtin",
+            "-p",
+            spec,
+            "true",
+        ];
         let o = rootlesskit(args)
             .env("TMPDIR", tmp.path.to_str().unwrap())
             .timeout(Duration::from_secs(30))
@@ -280,7 +294,10 @@ fn a_bad_publish_spec_is_refused_before_the_child_exists() {
         );
         // Only the parent speaks: no child was made, so none of its warnings shows.
         for line in o.stderr.lines() {
-            assert!(line.starts_with("[rootlesskit:parent] "), "{spec:?}: {line}");
+            assert!(
+                line.starts_with("[rootlesskit:parent] "),
+                "{spec:?}: {line}"
+            );
         }
         assert_eq!(
             std::fs::read_dir(&tmp.path).unwrap().count(),
@@ -315,10 +332,7 @@ fn a_mapped_parent_ip_listens_on_the_ipv4_address() {
     let o = r.ctl(&["add-ports", &spec]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     wait_echo(format!("127.0.0.1:{p2}").parse().unwrap());
-    assert_eq!(
-        bound_on(p2),
-        [format!("/proc/net/tcp {}", loopback(p2))]
-    );
+    assert_eq!(bound_on(p2), [format!("/proc/net/tcp {}", loopback(p2))]);
     let o = r.ctl(&["list-ports", "--json"]);
     assert!(
         o.stdout.contains(&format!(
@@ -393,7 +407,10 @@ fn a_mapped_child_ip_is_the_ipv4_address_with_the_builtin_driver() {
     let (client, seen) = got.unwrap_or_else(|| panic!("no answer through {to}"));
     assert_eq!(seen, client);
 
-    let o = r.ctl(&["add-ports", &format!("127.0.0.1:{p2}:[::ffff:127.0.0.1]:8000/tcp")]);
+    let o = r.ctl(&[
+        "add-ports",
+        &format!("127.0.0.1:{p2}:[::ffff:127.0.0.1]:8000/tcp"),
+    ]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     wait_echo(format!("127.0.0.1:{p2}").parse().unwrap());
 }
@@ -425,7 +442,10 @@ fn a_mapped_child_ip_works_with_the_slirp4netns_driver() {
         o.stdout
     );
     // A real IPv6 child address still cannot go through slirp4netns.
-    let o = r.ctl(&["add-ports", &format!("127.0.0.1:{}:[fd00::1]:8000/tcp", free_port())]);
+    let o = r.ctl(&[
+        "add-ports",
+        &format!("127.0.0.1:{}:[fd00::1]:8000/tcp", free_port()),
+    ]);
     assert_eq!(o.code, 1);
     assert_eq!(o.stderr.trim(), "error: unsupported IP (v6?): fd00::1");
 }
