@@ -384,7 +384,12 @@ mod tests {
     fn dirs_others_can_write_are_refused() {
         use std::os::unix::fs::PermissionsExt;
         let base = scratch("shared");
-        for (mode, ok) in [(0o777, false), (0o770, false), (0o1777, true), (0o700, true)] {
+        for (mode, ok) in [
+            (0o777, false),
+            (0o770, false),
+            (0o1777, true),
+            (0o700, true),
+        ] {
             fs::create_dir_all(&base).unwrap();
             fs::set_permissions(&base, fs::Permissions::from_mode(mode)).unwrap();
             match StateDir::create(Some(&base)) {

@@ -152,7 +152,10 @@ mod tests {
         let err = write_files(&dir, &["10.0.2.3".to_string()]).unwrap_err();
         assert!(err.ends_with("resolv.conf: file exists"), "{err}");
         let err = write_resolv_conf(&dir, &["10.0.2.3".to_string()]).unwrap_err();
-        assert!(err.ends_with("resolv.conf: too many levels of symbolic links"), "{err}");
+        assert!(
+            err.ends_with("resolv.conf: too many levels of symbolic links"),
+            "{err}"
+        );
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
         std::fs::remove_dir_all(&dir).unwrap();
     }
