@@ -231,6 +231,23 @@ fn state_dirs_others_could_write_in_are_refused() {
         );
         assert_eq!(entries(&dir), Vec::<String>::new(), "something was created");
     }
+    // Another user's symlink to a directory of ours: following it would wipe that directory.
+    let mine = user_dir(&d, "precious-dir", 0o700);
+    fs::write(mine.join("data"), "precious\n").unwrap();
+    let link = d.join("planted-link");
+    std::os::unix::fs::symlink(&mine, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(54321), Some(54321)).unwrap();
+    let o = rootlesskit([format!("--state-dir={}", link.display()).as_str(), "true"]).output();
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(
+        o.stderr,
+        format!(
+            "[rootlesskit:parent] error: refusing the state dir {}: it is a symlink owned by uid 54321, not by uid {}\n",
+            link.display(),
+            u.uid
+        )
+    );
+    assert_eq!(entries(&mine), ["data"]);
     // Still fine: a fresh directory (made by us), and one of ours inside sticky /tmp-like dir.
     let sticky = d.join("sticky");
     fs::create_dir(&sticky).unwrap();

@@ -33,8 +33,8 @@ impl StateDir {
     /// wiping whatever a crashed run left in it.
     ///
     /// An existing `explicit` directory must be owned by the effective user and not be group-
-    /// or world-writable unless it is sticky; otherwise it is refused before anything is made
-    /// in it.
+    /// or world-writable unless it is sticky, and a symlink to it must be the user's (or
+    /// root's); otherwise it is refused before anything is made or removed in it.
     ///
     /// # Errors
     /// One line naming the path, with upstream's wording where it has one.
@@ -46,16 +46,30 @@ impl StateDir {
             }
             Some(p) => {
                 let given = absolute(p)?;
-                if let Err(e) = fs::symlink_metadata(&given)
-                    && e.kind() == io::ErrorKind::NotFound
-                {
-                    fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o755)
-                        .create(&given)
-                        .map_err(|e| {
-                            format!("failed to create {}: {}", given.display(), errno_text(&e))
-                        })?;
+                match fs::symlink_metadata(&given) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        fs::DirBuilder::new()
+                            .recursive(true)
+                            .mode(0o755)
+                            .create(&given)
+                            .map_err(|e| {
+                                format!("failed to create {}: {}", given.display(), errno_text(&e))
+                            })?;
+                    }
+                    // A link someone else put there could point at any directory of ours,
+                    // which would be wiped.
+                    Ok(m) if m.file_type().is_symlink() => {
+                        use std::os::unix::fs::MetadataExt;
+                        let euid = rustix::process::geteuid().as_raw();
+                        if m.uid() != euid && m.uid() != 0 {
+                            return Err(format!(
+                                "refusing the state dir {}: it is a symlink owned by uid {}, not by uid {euid}",
+                                given.display(),
+                                m.uid()
+                            ));
+                        }
+                    }
+                    _ => {}
                 }
                 let real = fs::canonicalize(&given).map_err(|e| {
                     format!(
