@@ -252,7 +252,7 @@ impl<'a> Session<'a> {
         let proto_fd: RawFd = 3 + nfds;
 
         let argv = child_argv(cfg, state.path(), proto_fd, listen, unshare);
-        let env = child_env(state.path());
+        let env = child_env(state.given_path());
         let mut cmd = Command::new(helper, &argv, env)
             .map_err(|e| format!("failed to start the child: {}", io_text(&e)))?;
         let mut clone_flags = (g::CLONE_NEWUSER | g::CLONE_NEWNS) as u64;
@@ -393,7 +393,7 @@ impl<'a> Session<'a> {
                 None
             };
         let backend = api::Backend {
-            state_dir: state.path().to_string_lossy().into_owned(),
+            state_dir: state.given_path().to_string_lossy().into_owned(),
             child_pid: self.pid,
             network_driver: self.net_info.take(),
             port_driver,

@@ -64,6 +64,8 @@ pub fn http(data: &[u8]) {
             match http::parse_request(rest, limits) {
                 Ok(Parsed::Done(req, used)) => {
                     assert!(used > 0 && used <= rest.len());
+                    // The server's head deadline ends once a head is in: a whole request has one.
+                    assert!(http::head_received(&rest[..used], limits));
                     assert!(req.body.len() <= limits.max_body);
                     // A request parses the same from exactly its own bytes.
                     assert_eq!(
@@ -82,6 +84,10 @@ pub fn http(data: &[u8]) {
                 }
                 Ok(Parsed::Partial { need, .. }) => {
                     assert!(need > rest.len());
+                    // A body is awaited only after a whole head.
+                    if need > rest.len() + 1 {
+                        assert!(http::head_received(rest, limits));
+                    }
                     break;
                 }
                 Err(reject) => {
