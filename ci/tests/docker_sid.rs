@@ -416,14 +416,14 @@ impl Drop for Daemon {
         }
         // A failed test still takes its daemon and everything under it down.
         if let Some(mut child) = self.child.take() {
-            let _ = kill(child.id(), "TERM");
+            kill(child.id(), "TERM");
             if wait_timeout(&mut child, Duration::from_secs(30)).is_none() {
                 let _ = child.kill();
                 let _ = child.wait();
             }
         }
         for (pid, _) in self.new_processes() {
-            let _ = kill(pid, "KILL");
+            kill(pid, "KILL");
         }
     }
 }
