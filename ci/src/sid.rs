@@ -208,26 +208,33 @@ pub fn refused(addr: std::net::SocketAddr) -> bool {
     })
 }
 
-/// Ports free for TCP and UDP on every address, all different.
+/// Ports free for TCP and UDP on every address, all different, and below the ephemeral range:
+/// pasta (since 2026) forwards automatically only ports it may scan, 1–32767.
 pub fn free_ports<const N: usize>() -> [u16; N] {
     use std::net::{TcpListener, UdpSocket};
     let mut held = Vec::new();
     let mut out = [0u16; N];
     let mut i = 0;
-    while i < N {
-        let t = TcpListener::bind("[::]:0")
-            .or_else(|_| TcpListener::bind("0.0.0.0:0"))
-            .unwrap();
-        let port = t.local_addr().unwrap().port();
-        let free_udp = UdpSocket::bind(("::", port))
-            .or_else(|_| UdpSocket::bind(("0.0.0.0", port)))
-            .is_ok();
-        held.push(t);
-        if free_udp {
-            out[i] = port;
-            i += 1;
+    // Start somewhere that depends on the process, so that parallel runs rarely collide.
+    let start = 20000 + (std::process::id() % 10000) as u16;
+    for port in (start..32768).chain(20000..start) {
+        if i == N {
+            break;
         }
+        let Ok(t) =
+            TcpListener::bind(("::", port)).or_else(|_| TcpListener::bind(("0.0.0.0", port)))
+        else {
+            continue;
+        };
+        let Ok(u) = UdpSocket::bind(("::", port)).or_else(|_| UdpSocket::bind(("0.0.0.0", port)))
+        else {
+            continue;
+        };
+        held.push((t, u));
+        out[i] = port;
+        i += 1;
     }
+    assert_eq!(i, N, "no {N} free ports in 20000-32767");
     out
 }
 

@@ -70,11 +70,26 @@ fn pasta_implicit() {
     );
 }
 
+/// dockerd runs its iptables in the detached namespace from Docker 29 on (moby#47103); the
+/// script of such a release enables it with `DOCKERD_ROOTLESS_ROOTLESSKIT_DETACH_NETNS=true`
+/// (it prepends `--detach-netns` to the rootlesskit flags). Docker 28's dockerd runs iptables in
+/// the host's network namespace when rootlesskit detaches it, and fails, whatever rootlesskit.
 #[test]
 fn slirp4netns_builtin_detach_netns() {
+    if let Ok(root) = sid::root() {
+        let script =
+            fs::read_to_string(root.join(SCRIPT.trim_start_matches('/'))).unwrap_or_default();
+        if !script.contains("DOCKERD_ROOTLESS_ROOTLESSKIT_DETACH_NETNS") {
+            eprintln!(
+                "not applicable: docker.io {} has no detach-netns mode (Docker 29 has)",
+                sid::package_version(&root, "docker.io").unwrap_or_default()
+            );
+            return;
+        }
+    }
     run_case(
         "d28-detach",
-        &[("DOCKERD_ROOTLESS_ROOTLESSKIT_FLAGS", "--detach-netns")],
+        &[("DOCKERD_ROOTLESS_ROOTLESSKIT_DETACH_NETNS", "true")],
         Ports::Builtin,
     );
 }
@@ -115,7 +130,7 @@ fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
     );
     let server = daemon.docker_ok(&["version", "--format", "{{.Server.Version}}"]);
     eprintln!("dockerd {server}");
-    let detached = env.iter().any(|(_, v)| v.contains("--detach-netns"));
+    let detached = env.iter().any(|(k, _)| k.ends_with("_DETACH_NETNS"));
     assert_eq!(
         daemon.state_dir().join("netns").exists(),
         detached,
@@ -147,9 +162,11 @@ fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
     ]);
     let v4 = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     let v6 = |port: u16| -> SocketAddr { format!("[::1]:{port}").parse().unwrap() };
-    assert_eq!(sid::fetch(v4(lo)), PAGE);
-    assert_eq!(sid::fetch(v4(all)), PAGE);
-    if ports != Ports::Slirp4netns && ipv6_loopback() {
+    assert_eq!(sid::fetch(v4(lo)), PAGE, "-p {lo_spec}");
+    assert_eq!(sid::fetch(v4(all)), PAGE, "-p {all_spec} on 127.0.0.1");
+    // IPv6: the builtin driver publishes tcp6 too; slirp4netns has no IPv6 forwarding, and pasta
+    // runs with --ipv4-only without --ipv6 (as upstream).
+    if ports == Ports::Builtin && ipv6_loopback() {
         assert_eq!(sid::fetch(v6(all)), PAGE, "-p {all}:80 on [::1]");
     }
     if let Some(ip) = sid::host_ipv4() {
