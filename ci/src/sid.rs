@@ -276,3 +276,68 @@ pub fn host_ipv4() -> Option<std::net::Ipv4Addr> {
         _ => None,
     }
 }
+
+/// An OCI image layout tar (for `ctr images import`) of [`image_tar`]'s tree as one layer,
+/// named `docker.io/library/<name>:latest`.
+pub fn oci_tar(root: &Path, dir: &Path, name: &str) -> PathBuf {
+    use std::fs;
+    let layer = image_tar(root, dir);
+    let oci = dir.join("oci");
+    let _ = fs::remove_dir_all(&oci);
+    let blobs = oci.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    // Writes a blob and gives its descriptor's digest and size.
+    let blob = |bytes: &[u8]| -> (String, usize) {
+        let tmp = blobs.join("tmp");
+        fs::write(&tmp, bytes).unwrap();
+        let digest = sha256(&tmp);
+        fs::rename(&tmp, blobs.join(&digest)).unwrap();
+        (digest, bytes.len())
+    };
+    let (layer_digest, layer_size) = blob(&fs::read(&layer).unwrap());
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let config = format!(
+        r#"{{"architecture":"{arch}","os":"linux","config":{{"Cmd":["sh"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{layer_digest}"]}}}}"#
+    );
+    let (config_digest, config_size) = blob(config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config_digest}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer_digest}","size":{layer_size}}}]}}"#
+    );
+    let (manifest_digest, manifest_size) = blob(manifest.as_bytes());
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{manifest_digest}","size":{manifest_size},"annotations":{{"io.containerd.image.name":"docker.io/library/{name}:latest","org.opencontainers.image.ref.name":"latest"}},"platform":{{"architecture":"{arch}","os":"linux"}}}}]}}"#
+    );
+    fs::write(oci.join("index.json"), index).unwrap();
+    fs::write(oci.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let tar = dir.join("oci.tar");
+    let st = std::process::Command::new("tar")
+        .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
+        .arg(&oci)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar failed");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&tar, fs::Permissions::from_mode(0o644)).unwrap();
+    tar
+}
+
+/// The hex SHA-256 of a file (`sha256sum`).
+fn sha256(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
