@@ -294,34 +294,21 @@ impl Run {
     fn command(&self) -> Command {
         let user = test_user().expect("no test user: create one or set RKRS_TEST_USER");
         let ids = self.as_user.or(user.switch.then_some((user.uid, user.gid)));
-        let mut c = match (&self.inside, ids) {
-            (Some(root), Some((uid, gid))) => {
-                let mut c = Command::new("unshare");
-                c.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
-                    .arg(sid::ENTER)
-                    .arg("sid-enter")
-                    .arg(root)
-                    .arg("/usr/bin/setpriv")
-                    .arg(format!("--reuid={uid}"))
+        let mut c = match ids {
+            Some((uid, gid)) if self.inside.is_some() => {
+                sid::command(self.inside.as_deref().unwrap(), uid, gid, &self.program)
+            }
+            Some((uid, gid)) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
                     .arg(format!("--regid={gid}"))
                     .arg("--clear-groups")
                     .arg("--")
                     .arg(&self.program);
                 c
             }
-            (Some(_), None) => panic!("only root can enter another root filesystem"),
-            (None, ids) => match ids {
-                Some((uid, gid)) => {
-                    let mut c = Command::new("setpriv");
-                    c.arg(format!("--reuid={uid}"))
-                        .arg(format!("--regid={gid}"))
-                        .arg("--clear-groups")
-                        .arg("--")
-                        .arg(&self.program);
-                    c
-                }
-                None => Command::new(&self.program),
-            },
+            None if self.inside.is_some() => panic!("only root can enter another rootfs"),
+            None => Command::new(&self.program),
         };
         c.args(&self.args);
         c.current_dir(self.cwd.clone().unwrap_or_else(|| PathBuf::from("/")));

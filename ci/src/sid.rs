@@ -14,6 +14,7 @@
 //! Our static binaries run there unchanged (from the staged dir in `/tmp`).
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Where `.ci/sid-rootfs` leaves the current tree (a symlink to the one of this package list).
 const DEFAULT_ROOT: &str = "/var/cache/rkrs/sid";
@@ -35,6 +36,23 @@ cd /
 /bin/umount -l /.oldroot
 exec "$@"
 "#;
+
+/// `unshare --mount --propagation private -- sh -c ENTER sid-enter ROOT setpriv ... PROGRAM`:
+/// PROGRAM (a path inside `root`) as uid/gid inside `root`; the caller adds its arguments.
+pub(crate) fn command(root: &Path, uid: u32, gid: u32, program: &Path) -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+        .arg(ENTER)
+        .arg("sid-enter")
+        .arg(root)
+        .arg("/usr/bin/setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg("--clear-groups")
+        .arg("--")
+        .arg(program);
+    c
+}
 
 /// The sid tree, when it is built and these tests can enter it (as root); otherwise why not.
 pub fn root() -> Result<PathBuf, String> {
