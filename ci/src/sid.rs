@@ -74,6 +74,25 @@ pub fn root() -> Result<PathBuf, String> {
             root.display()
         ));
     }
+    let user = crate::test_user().ok_or("no test user: create one or set RKRS_TEST_USER")?;
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    let line = format!("{}:x:{}:{}:", user.name, user.uid, user.gid);
+    if !passwd.lines().any(|l| l.starts_with(&line)) {
+        return Err(format!(
+            "the sid rootfs has no user {} with uid {} (`.ci/sid-rootfs {}` adds it)",
+            user.name, user.uid, user.name
+        ));
+    }
+    let subuid = std::fs::read_to_string(root.join("etc/subuid")).unwrap_or_default();
+    if !subuid
+        .lines()
+        .any(|l| l.starts_with(&format!("{}:", user.name)))
+    {
+        return Err(format!(
+            "user {} has no subordinate ids in the sid rootfs's /etc/subuid",
+            user.name
+        ));
+    }
     Ok(root)
 }
 
