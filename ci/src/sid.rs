@@ -74,6 +74,9 @@ pub fn root() -> Result<PathBuf, String> {
             root.display()
         ));
     }
+    if !std::env::temp_dir().starts_with("/tmp") {
+        return Err("the sid rootfs sees the host's /tmp only: unset TMPDIR".into());
+    }
     let user = crate::test_user().ok_or("no test user: create one or set RKRS_TEST_USER")?;
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
     let line = format!("{}:x:{}:{}:", user.name, user.uid, user.gid);
