@@ -13,7 +13,10 @@ use rustix::io::Errno;
 /// Whether an `accept` (or a `pipe`, `socket`) failed for want of descriptors or kernel memory:
 /// the caller should stop taking work until some is freed, rather than retry at once.
 pub fn out_of_descriptors(e: Errno) -> bool {
-    matches!(e, Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
+    matches!(
+        e,
+        Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM
+    )
 }
 
 /// The soft `RLIMIT_NOFILE` in force (after `raise_nofile_limit`), `u64::MAX` when unlimited.
@@ -69,7 +72,10 @@ impl Throttle {
     /// Prints `msg` as a parent warning unless one was printed less than [`Throttle::EVERY`]
     /// ago; returns whether it did.
     pub fn warn(&mut self, now: Instant, msg: impl FnOnce() -> String) -> bool {
-        if self.last.is_some_and(|t| now.duration_since(t) < Self::EVERY) {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
             return false;
         }
         self.last = Some(now);
