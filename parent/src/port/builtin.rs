@@ -1388,6 +1388,76 @@ mod tests {
     }
 
     #[test]
+    fn a_full_pump_table_leaves_connections_in_the_backlog_until_a_pair_closes() {
+        use std::io::{Read, Write};
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let child_port = server.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in server.incoming() {
+                let Ok(mut c) = c else { continue };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 || c.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let b = Builtin::new().unwrap();
+        b.lock().pumps = Pumps::new(1).unwrap();
+        fake_child(&b);
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let parent_port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let mut s = spec("tcp4", "127.0.0.1", "");
+        s.parent_port = parent_port as i64;
+        s.child_port = child_port as i64;
+        b.add(s).unwrap();
+        let echo = |c: &mut std::net::TcpStream, msg: &[u8]| -> bool {
+            c.write_all(msg).unwrap();
+            c.set_nonblocking(true).unwrap();
+            let mut got = vec![0u8; msg.len()];
+            let deadline = Instant::now() + Duration::from_millis(500);
+            let mut n = 0;
+            while n < got.len() && Instant::now() < deadline {
+                b.accept_ready();
+                b.pump_ready();
+                match c.read(&mut got[n..]) {
+                    Ok(0) => return false,
+                    Ok(k) => n += k,
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+            n == got.len() && got == msg
+        };
+        let mut first = std::net::TcpStream::connect(("127.0.0.1", parent_port)).unwrap();
+        assert!(echo(&mut first, b"one"));
+        // The only slot is taken: the second waits, accepted by the kernel only.
+        let mut second = std::net::TcpStream::connect(("127.0.0.1", parent_port)).unwrap();
+        assert!(!echo(&mut second, b"two"));
+        assert_eq!(b.lock().ports[0].wait, Wait::Full);
+        // The first leaves; its slot goes to the second, which was not closed meanwhile.
+        drop(first);
+        let mut got = [0u8; 3];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            b.accept_ready();
+            b.pump_ready();
+            match second.read(&mut got) {
+                Ok(3) => break,
+                Ok(n) => panic!("read {n}"),
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("the waiting connection was not served: {e}"),
+            }
+        }
+        assert_eq!(&got, b"two");
+        // Which took the slot again.
+        assert_eq!(b.lock().ports[0].wait, Wait::Full);
+    }
+
+    #[test]
     fn tcp_connections_are_forwarded_with_one_child_round_trip_per_batch() {
         use std::io::{Read, Write};
         let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
