@@ -84,6 +84,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 /// Raises this test process's own soft descriptor limit to its hard one (it holds thousands
 /// of client sockets), with `prlimit` since this crate has no libc bindings.
+#[allow(clippy::disallowed_methods)]
 fn raise_own_limit() {
     let me = std::process::id();
     let (_, hard) = nofile(me);
@@ -202,6 +203,7 @@ impl Kit {
 }
 
 impl Drop for Kit {
+    #[allow(clippy::disallowed_methods)]
     fn drop(&mut self) {
         if let Some(c) = self.child.take() {
             // A stopped child would not pass the TERM on.
