@@ -109,7 +109,8 @@ struct Port {
     listener: OwnedFd,
     target: Target,
     wait: Wait,
-    /// UDP only: `MAX_FLOWS` slots, allocated when the port is added.
+    /// UDP only: up to `MAX_FLOWS` slots, added as clients come (a slot is some 200 bytes, and
+    /// hundreds of UDP ports may be published).
     flows: Vec<Option<Flow>>,
     /// UDP only: when idle flows were last looked for.
     swept: Instant,
@@ -763,10 +764,7 @@ fn udp_ready(st: &mut State, epfd: &OwnedFd, id: u32, kind: u64) {
         flow_idle,
         ..
     } = st;
-    let Some(port) = ports
-        .iter_mut()
-        .find(|p| p.status.id == id && !p.flows.is_empty())
-    else {
+    let Some(port) = ports.iter_mut().find(|p| p.status.id == id && p.target.udp) else {
         return;
     };
     let now = Instant::now();
@@ -835,11 +833,19 @@ fn udp_ready(st: &mut State, epfd: &OwnedFd, id: u32, kind: u64) {
         {
             Some(i) => i,
             None => {
-                // A free slot, else the least recently used one, closed after the new flow
-                // holds its reply route (the old one may be the same client's).
-                let i = (0..port.flows.len())
-                    .min_by_key(|&i| port.flows[i].as_ref().map(|f| f.last))
-                    .unwrap_or(0);
+                // A free slot, else a new one, else the least recently used one, closed after
+                // the new flow holds its reply route (the old one may be the same client's).
+                let free = port.flows.iter().position(Option::is_none);
+                let i = match free {
+                    Some(i) => i,
+                    None if port.flows.len() < MAX_FLOWS => {
+                        port.flows.push(None);
+                        port.flows.len() - 1
+                    }
+                    None => (0..port.flows.len())
+                        .min_by_key(|&i| port.flows[i].as_ref().map(|f| f.last))
+                        .unwrap_or(0),
+                };
                 let old = port.flows[i].take();
                 let made = udp_flow_socket(supply, port.target, &peer);
                 if let Some(old) = old {
@@ -920,12 +926,8 @@ impl PortDriver for Builtin {
         )
         .map_err(|e| format!("port driver: {e}"))?;
         st.next_id += 1;
-        let mut flows = Vec::new();
-        if udp {
-            flows.resize_with(MAX_FLOWS, || None);
-            if st.buf.is_empty() {
-                st.buf = vec![0; DATAGRAM_MAX];
-            }
+        if udp && st.buf.is_empty() {
+            st.buf = vec![0; DATAGRAM_MAX];
         }
         let status = PortStatus { id, spec };
         st.ports.push(Port {
@@ -933,7 +935,7 @@ impl PortDriver for Builtin {
             listener,
             target,
             wait: Wait::Armed,
-            flows,
+            flows: Vec::new(),
             swept: Instant::now(),
         });
         Ok(status)
@@ -1572,7 +1574,7 @@ mod tests {
         }
         let st = b.lock();
         let live = st.ports[0].flows.iter().filter(|f| f.is_some()).count();
-        assert_eq!((st.ports[0].flows.len(), live), (MAX_FLOWS, 3));
+        assert_eq!((st.ports[0].flows.len(), live), (3, 3));
         drop(st);
         b.remove(id).unwrap();
         assert!(UdpSocket::bind(("127.0.0.1", parent_port)).is_ok());
