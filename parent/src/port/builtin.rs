@@ -365,6 +365,8 @@ fn freed(st: &mut State, epfd: &OwnedFd) {
 /// Takes the listener of `st.ports[pi]` out of the set until descriptors are freed, and says
 /// so (once a minute at most).
 fn out_of_fds(st: &mut State, epfd: &OwnedFd, pi: usize, now: Instant, e: Errno) {
+    // Idle pipes are descriptors too: the API and the next connection need them more.
+    st.pumps.release_idle_pipes();
     st.pause.pause(now);
     st.ports[pi].set_wait(epfd, Wait::Descriptors);
     st.warned_fds.warn(now, || {
