@@ -422,3 +422,50 @@ fn eight_hundred_fifty_udp_ports_cost_little() {
     );
     assert!(kit.api_request() < Duration::from_millis(100));
 }
+
+#[test]
+fn out_of_descriptors_the_parent_waits_instead_of_spinning() {
+    let Some(kit) = Kit::start("emfile") else {
+        skip!("slirp4netns, python3 or prlimit is not installed");
+    };
+    let pid = kit.pid();
+    // A limit far below what the pump table was sized for: `accept` itself runs out.
+    let lowered = Run::program("/usr/bin/prlimit")
+        .args([format!("--pid={pid}"), "--nofile=150:150".into()])
+        .output();
+    ci::ok(&lowered);
+    let mut served = Vec::new();
+    let mut waiting = Vec::new();
+    for i in 0..40u32 {
+        let mut s = TcpStream::connect_timeout(&kit.addr(), Duration::from_secs(5)).unwrap();
+        s.write_all(&i.to_le_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut got = [0u8; 4];
+        match s.read_exact(&mut got) {
+            Ok(()) => served.push(s),
+            Err(_) => waiting.push((i, s)),
+        }
+    }
+    assert!(!waiting.is_empty(), "150 descriptors held 40 connections");
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    assert!(
+        used < 20,
+        "the parent used {used} ticks of CPU in 2 s out of descriptors"
+    );
+    // The served ones leave: the waiting ones get their descriptors, as many as fit.
+    let room = served.len();
+    drop(served);
+    let mut late = 0;
+    for (i, s) in waiting.iter_mut().take(room) {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = [0u8; 4];
+        s.read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("waiting connection {i}: {e}"));
+        assert_eq!(got, i.to_le_bytes());
+        late += 1;
+    }
+    assert_eq!(late, room);
+}

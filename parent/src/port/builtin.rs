@@ -154,6 +154,9 @@ struct Supply {
     failed: [bool; POOLS],
     /// An answer came (or the child went) since the listeners waiting for one were re-armed.
     answered: bool,
+    /// A batch came without its descriptors (this process is out of them): the listeners
+    /// waiting for the child wait for descriptors instead.
+    short: bool,
     /// The listeners' epoll set, where the child's socket is registered.
     epoll: Option<OwnedFd>,
     /// `--source-ip-transparent`, and the child's address on its interface (a connection
@@ -205,6 +208,7 @@ impl Builtin {
                     pending: Vec::with_capacity(2 * POOLS),
                     failed: [false; POOLS],
                     answered: false,
+                    short: false,
                     epoll: None,
                     transparent: false,
                     child_ip: None,
@@ -300,6 +304,13 @@ impl Builtin {
                 udp_ready(st, &self.listeners, id, raw >> 32);
             } else {
                 accept_tcp(st, &self.listeners, pi, now);
+            }
+        }
+        if std::mem::take(&mut st.supply.short) {
+            // Asking again at once would only repeat it: wait for a descriptor to be freed.
+            st.pause.pause(now);
+            for p in st.ports.iter_mut().filter(|p| p.wait == Wait::Child) {
+                p.set_wait(&self.listeners, Wait::Descriptors);
             }
         }
         if std::mem::take(&mut st.supply.answered) {
@@ -399,6 +410,10 @@ fn accept_tcp(st: &mut State, epfd: &OwnedFd, pi: usize, now: Instant) {
         if !tcp_ready(&mut st.supply, target) {
             st.ports[pi].set_wait(epfd, Wait::Child);
             return;
+        }
+        // The pair's pipes before the connection: out of descriptors, it stays in the backlog.
+        if let Err(super::pump::Error::Sys(e)) = st.pumps.ready_pipes() {
+            return out_of_fds(st, epfd, pi, now, e);
         }
         let (conn, peer) = match acceptfrom_with(
             &st.ports[pi].listener,
@@ -554,6 +569,10 @@ impl Supply {
                 } else {
                     self.udp_transparent = false;
                 }
+            }
+            // Sent, but none arrived: the kernel had no descriptor for them (MSG_CTRUNC).
+            Ok(Msg::SocketsMade(m)) if m.count > 0 && pool.fds.len() == before => {
+                self.short = true;
             }
             Ok(Msg::SocketsMade(_)) => self.failed[i] = pool.fds.len() == before,
             _ => {

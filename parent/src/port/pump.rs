@@ -211,7 +211,8 @@ impl Pumps {
             slots: Vec::new(),
             capacity,
             free: Vec::new(),
-            pool: Vec::with_capacity(idle_pipes),
+            // Room for the two of `ready_pipes` at least.
+            pool: Vec::with_capacity(idle_pipes.max(2)),
             pipe_size,
             live: 0,
             pipes_created: 0,
@@ -445,10 +446,28 @@ impl Pumps {
         2 * n
     }
 
-    fn take_pipe(&mut self) -> Result<Pipe, Error> {
-        if let Some(p) = self.pool.pop() {
-            return Ok(p);
+    /// Makes sure the next pair's two pipes are at hand in the idle pool, creating them now if
+    /// need be: a caller short of descriptors learns it before it accepts a connection, rather
+    /// than after (when it could only close it).
+    ///
+    /// # Errors
+    /// The errno of a failed `pipe` (`EMFILE` when out of descriptors).
+    pub fn ready_pipes(&mut self) -> Result<(), Error> {
+        while self.pool.len() < 2 {
+            let p = self.new_pipe()?;
+            self.pool.push(p);
         }
+        Ok(())
+    }
+
+    fn take_pipe(&mut self) -> Result<Pipe, Error> {
+        match self.pool.pop() {
+            Some(p) => Ok(p),
+            None => self.new_pipe(),
+        }
+    }
+
+    fn new_pipe(&mut self) -> Result<Pipe, Error> {
         let (r, w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
         if self.pipe_size > 0 {
             let _ = fcntl_setpipe_size(&w, self.pipe_size);
