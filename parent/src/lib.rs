@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod entry;
 pub mod exec;

@@ -689,7 +689,13 @@ impl<'a> Session<'a> {
         loop {
             let now = Instant::now();
             let api_wait = self.api.as_ref().and_then(|s| s.timeout(now));
-            let timeout = api_wait.map(|d| Timespec {
+            // A published port paused for want of descriptors tries again then.
+            let ports_wait = self.ports.as_ref().and_then(|p| p.timeout(now));
+            let wait = match (api_wait, ports_wait) {
+                (Some(a), Some(p)) => Some(a.min(p)),
+                (a, p) => a.or(p),
+            };
+            let timeout = wait.map(|d| Timespec {
                 tv_sec: d.as_secs() as _,
                 tv_nsec: d.subsec_nanos() as _,
             });
@@ -699,6 +705,11 @@ impl<'a> Session<'a> {
                 Err(e) => return Outcome::parent_error(format!("epoll_wait: {e}")),
             };
             let mut api_ready = api_wait.is_some_and(|d| now.elapsed() >= d);
+            if ports_wait.is_some_and(|d| now.elapsed() >= d)
+                && let Some(p) = &self.ports
+            {
+                p.accept_ready();
+            }
             let mut child_exited = false;
             for ev in &events[..n] {
                 match ev.data.u64() {

@@ -14,8 +14,12 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::process::{Signal, getpid, getppid, set_parent_process_death_signal};
+use rustix::process::{
+    Resource, Rlimit, Signal, getpid, getppid, getrlimit, set_parent_process_death_signal,
+    setrlimit,
+};
 use rustix::thread::UnshareFlags;
 
 use crate::sys::{self, CStrVec, Forked};
@@ -24,6 +28,53 @@ use linux_raw_sys::general as g;
 /// Descriptors of the spawner are moved at least this high before forking, so that placing
 /// descriptors at their target numbers in the new process never overwrites one still needed.
 const HIGH_FD: RawFd = 256;
+
+/// The soft and hard `RLIMIT_NOFILE` this process started with, once
+/// [`raise_nofile_limit`] raised the soft one (`u64::MAX` before: nothing to restore).
+static ORIGINAL_NOFILE: [AtomicU64; 2] = [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)];
+
+/// `setrlimit(RLIMIT_NOFILE)`—raises this process's soft descriptor limit to its hard one, as
+/// Go's runtime does at start, and remembers the original, which every process started with
+/// [`Command::spawn`] gets back before its exec (as Go's `syscall` restores it), so programs
+/// run from here see the limit they would have seen without us. Returns the soft limit now in
+/// force.
+///
+/// # References
+/// - [`setrlimit(2)`](https://man7.org/linux/man-pages/man2/setrlimit.2.html)
+pub fn raise_nofile_limit() -> u64 {
+    let now = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (now.current, now.maximum) else {
+        return u64::MAX;
+    };
+    let hard_n = hard.unwrap_or(u64::MAX);
+    if soft >= hard_n {
+        return soft;
+    }
+    let raised = Rlimit {
+        current: hard,
+        maximum: hard,
+    };
+    if setrlimit(Resource::Nofile, raised).is_err() {
+        return soft;
+    }
+    ORIGINAL_NOFILE[1].store(hard_n, Ordering::Relaxed);
+    ORIGINAL_NOFILE[0].store(soft, Ordering::Relaxed);
+    hard_n
+}
+
+/// Puts back the limit [`raise_nofile_limit`] raised; a raw syscall, fit for after the fork.
+fn restore_nofile_limit() -> io::Result<()> {
+    let soft = ORIGINAL_NOFILE[0].load(Ordering::Relaxed);
+    if soft == u64::MAX {
+        return Ok(());
+    }
+    let hard = ORIGINAL_NOFILE[1].load(Ordering::Relaxed);
+    let original = Rlimit {
+        current: Some(soft),
+        maximum: (hard != u64::MAX).then_some(hard),
+    };
+    setrlimit(Resource::Nofile, original).map_err(Into::into)
+}
 
 /// Where the exec failed, reported to the spawner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +303,9 @@ fn child_after_fork(
         let mut buf = [0u8; 32];
         let n = format_listen_pid(&mut buf, getpid().as_raw_nonzero().get() as u32);
         cmd.envp.patch(i, &buf[..n]);
+    }
+    if let Err(e) = restore_nofile_limit() {
+        return (Stage::Setup, e);
     }
     if let Err(e) = sys::default_action(g::SIGPIPE) {
         return (Stage::Setup, e);

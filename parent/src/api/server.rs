@@ -28,6 +28,7 @@ use crate::api::http::{
     self, CONTINUE, Limits, Parsed, Reject, Request, Response, clean_path, escape_path,
 };
 use crate::api::json;
+use crate::backoff::AcceptPause;
 use crate::port::go_atoi;
 
 /// Tunables of the server; [`Config::default`] is what rootlesskit uses.
@@ -266,8 +267,8 @@ pub struct Server {
     live: usize,
     /// Whether the listener is registered for `EPOLLIN` (it is not while every slot is busy).
     listening: bool,
-    /// After an accept error such as EMFILE the listener is left alone until then.
-    accept_paused_until: Option<Instant>,
+    /// After an accept error such as EMFILE the listener is left alone for a while.
+    accept_pause: AcceptPause,
 }
 
 /// The listener's epoll tag.
@@ -306,7 +307,7 @@ impl Server {
             config,
             epoll,
             listening: true,
-            accept_paused_until: None,
+            accept_pause: AcceptPause::default(),
         })
     }
 
@@ -342,7 +343,7 @@ impl Server {
     /// How long a caller may wait for [`Server::as_fd`] before [`Server::serve_ready`] must
     /// run anyway (a connection's deadline, or the end of an accept pause); `None` is forever.
     pub fn timeout(&self, now: Instant) -> Option<Duration> {
-        let mut wake = self.accept_paused_until;
+        let mut wake = self.accept_pause.deadline();
         for c in self.slots.iter().flatten() {
             wake = Some(wake.map_or(c.deadline, |w| w.min(c.deadline)));
         }
@@ -355,9 +356,7 @@ impl Server {
     pub fn serve_ready(&mut self) {
         let now = Instant::now();
         self.expire(now);
-        if self.accept_paused_until.is_some_and(|t| now >= t) {
-            self.accept_paused_until = None;
-        }
+        self.accept_pause.is_paused(now);
         self.arm_listener();
         let mut events = [epoll::Event {
             flags: epoll::EventFlags::empty(),
@@ -404,7 +403,7 @@ impl Server {
 
     /// Listens for new connections exactly when one could be taken.
     fn arm_listener(&mut self) {
-        let want = self.accept_paused_until.is_none()
+        let want = self.accept_pause.deadline().is_none()
             && (self.live < self.slots.len() || self.slots.iter().flatten().any(|c| !c.writing()));
         if want != self.listening {
             let flags = if want {
@@ -429,6 +428,8 @@ impl Server {
     fn close(&mut self, i: usize) {
         if self.slots[i].take().is_some() {
             self.live -= 1;
+            // A descriptor is free again: a listener paused for want of one may try now.
+            self.accept_pause.resume();
         }
     }
 
@@ -452,7 +453,7 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(_) => {
                     // Out of descriptors or memory: retry a little later instead of spinning.
-                    self.accept_paused_until = Some(Instant::now() + Duration::from_millis(100));
+                    self.accept_pause.pause(Instant::now());
                     self.arm_listener();
                     return;
                 }
