@@ -469,3 +469,30 @@ fn out_of_descriptors_the_parent_waits_instead_of_spinning() {
     }
     assert_eq!(late, room);
 }
+
+#[test]
+fn a_low_hard_descriptor_limit_still_starts_every_process() {
+    // Descriptors handed to a new process used to be parked at 256 and up before the fork,
+    // which fails with EINVAL under a hard limit of 256 or less (some batch systems and
+    // containers set 64 or 128): the child, slirp4netns and the target could not start.
+    if !ci::have("prlimit") || !Path::new("/usr/bin/slirp4netns").exists() {
+        skip!("prlimit or slirp4netns is missing");
+    }
+    let dir = Scratch::new("flood-lowlimit");
+    for net in ["--net=host", "--net=slirp4netns"] {
+        let out = Run::program("/usr/bin/prlimit")
+            .args(["--nofile=64:64"])
+            .args([ci::bin_dir().join("rootlesskit").into_os_string()])
+            .args([
+                format!("--state-dir={}", dir.join("state").display()),
+                net.into(),
+                "--disable-host-loopback".into(),
+                "sh".into(),
+                "-c".into(),
+                "ulimit -n".into(),
+            ])
+            .output();
+        assert_eq!(out.code, 0, "{net}: {}", out.stderr);
+        assert_eq!(out.stdout.trim(), "64", "{net}: the target's limit");
+    }
+}

@@ -25,8 +25,10 @@ use rustix::thread::UnshareFlags;
 use crate::sys::{self, CStrVec, Forked};
 use linux_raw_sys::general as g;
 
-/// Descriptors of the spawner are moved at least this high before forking, so that placing
-/// descriptors at their target numbers in the new process never overwrites one still needed.
+/// Descriptors of the spawner are moved at least this high before forking (or just above the
+/// highest target number, when that is lower than this process's descriptor limit allows), so
+/// that placing descriptors at their target numbers in the new process never overwrites one
+/// still needed.
 const HIGH_FD: RawFd = 256;
 
 /// The soft and hard `RLIMIT_NOFILE` this process started with, once
@@ -218,18 +220,31 @@ impl Command {
     /// Forks the new process. Returns at once; call [`Started::wait_exec`] (after sending the go
     /// byte, if one is awaited) to learn whether the exec succeeded.
     pub fn spawn(mut self) -> io::Result<Started> {
-        // Move every descriptor we hand over out of the way of the target numbers.
+        // Move every descriptor we hand over out of the way of the target numbers: to HIGH_FD
+        // and up, so they stay clear of what the spawner opens meanwhile, unless the descriptor
+        // limit is lower than that, where just above the highest target is enough.
+        let floor = self
+            .fds
+            .iter()
+            .map(|&(_, t)| t + 1)
+            .max()
+            .unwrap_or(3)
+            .max(3);
+        let floor = match getrlimit(Resource::Nofile).current {
+            Some(soft) if soft <= HIGH_FD as u64 + 64 => floor,
+            _ => HIGH_FD,
+        };
         let mut moved = Vec::with_capacity(self.fds.len());
         for (fd, target) in self.fds.drain(..) {
-            let high = rustix::io::fcntl_dupfd_cloexec(&fd, HIGH_FD)?;
+            let high = rustix::io::fcntl_dupfd_cloexec(&fd, floor)?;
             moved.push((high, target));
         }
         let go = match self.go.take() {
-            Some(fd) => Some(rustix::io::fcntl_dupfd_cloexec(&fd, HIGH_FD)?),
+            Some(fd) => Some(rustix::io::fcntl_dupfd_cloexec(&fd, floor)?),
             None => None,
         };
         let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        let err_w = rustix::io::fcntl_dupfd_cloexec(&err_w, HIGH_FD)?;
+        let err_w = rustix::io::fcntl_dupfd_cloexec(&err_w, floor)?;
         let me = getpid();
 
         // SAFETY: see the module docs: the child branch only calls `child_after_fork`, `report`
