@@ -23,7 +23,7 @@ pub fn cli(data: &[u8]) {
                 assert!(!msg.is_empty());
             }
         }
-        Ok(Action::Help | Action::Version | Action::PrintSemver(_)) => {}
+        Ok(Action::Help | Action::Version | Action::PrintSemver(_) | Action::Check { .. }) => {}
         Err(e) => {
             assert!(!e.message().is_empty());
             assert_eq!(e.usage_text("").is_some(), e.shows_usage());

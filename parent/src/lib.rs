@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod entry;
 pub mod exec;
