@@ -273,33 +273,14 @@ fn subids(maps: &Result<idmap::IdMaps, String>, notes: &[String]) -> Line {
 
 /// Ranges of /etc/subuid and /etc/subgid that other users share with this one.
 fn overlap(user: &idmap::User) -> Line {
-    let uid = user.uid.to_string();
-    let mine = |owner: &str| owner == uid || user.name.as_deref() == Some(owner);
     let mut clashes = Vec::new();
     for path in ["/etc/subuid", "/etc/subgid"] {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        let entries: Vec<(&str, u64, u64)> = text
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.trim().split(':');
-                let owner = f.next()?;
-                let start = f.next()?.parse().ok()?;
-                let count: u64 = f.next()?.parse().ok()?;
-                (!owner.starts_with('#')).then_some((owner, start, start + count))
-            })
-            .collect();
-        for (_, a, b) in entries.iter().filter(|e| mine(e.0)) {
-            for (other, c, d) in entries.iter().filter(|e| !mine(e.0)) {
-                if a < d && c < b {
-                    clashes.push(format!("{path}: {a}-{} with {other}", b - 1));
-                }
-            }
-        }
+        clashes.extend(shared_ranges(&text, path, user));
     }
     if clashes.is_empty() {
         ok("subid-overlap", "no range shared with another user".into())
     } else {
-        clashes.dedup();
         line(
             "subid-overlap",
             Status::Warn,
@@ -307,6 +288,32 @@ fn overlap(user: &idmap::User) -> Line {
             "give each user its own range: a shared one lets their containers reach each other's files",
         )
     }
+}
+
+/// `PATH: FIRST-LAST with OWNER` for each range of `user` in a subuid/subgid file that another
+/// owner's range overlaps; lines that are not `owner:start:count` with 32-bit numbers are skipped.
+pub fn shared_ranges(text: &str, path: &str, user: &idmap::User) -> Vec<String> {
+    let uid = user.uid.to_string();
+    let mine = |owner: &str| owner == uid || user.name.as_deref() == Some(owner);
+    let entries: Vec<(&str, u64, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.trim().split(':');
+            let owner = f.next()?;
+            let start = u64::from(f.next()?.parse::<u32>().ok()?);
+            let count = u64::from(f.next()?.parse::<u32>().ok()?);
+            (!owner.starts_with('#') && count > 0).then_some((owner, start, start + count))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (_, a, b) in entries.iter().filter(|e| mine(e.0)) {
+        for (other, c, d) in entries.iter().filter(|e| !mine(e.0)) {
+            if a < d && c < b {
+                out.push(format!("{path}: {a}-{} with {other}", b - 1));
+            }
+        }
+    }
+    out
 }
 
 /// newuidmap or newgidmap: found, and setuid root or with file capabilities.
@@ -634,6 +641,24 @@ fn state_dir(explicit: Option<&Path>) -> Line {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_subid_ranges() {
+        let me = idmap::User {
+            uid: 1001,
+            gid: 1001,
+            name: Some("me".into()),
+        };
+        let text = "me:100000:65536\n# x:0:1\nyou:165536:65536\nthem:165535:2\n1001:300000:10\nold:300009:1\nbad:1:x\nbig:4294967295:4294967295\n";
+        assert_eq!(
+            shared_ranges(text, "/etc/subuid", &me),
+            [
+                "/etc/subuid: 100000-165535 with them",
+                "/etc/subuid: 300000-300009 with old",
+            ]
+        );
+        assert!(shared_ranges("me:1:1\nyou:2:1\n", "f", &me).is_empty());
+    }
 
     #[test]
     fn text_and_json() {

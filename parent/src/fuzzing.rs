@@ -57,6 +57,9 @@ pub fn subid(data: &[u8]) {
         },
     ];
     for user in &users {
+        for shared in crate::check::shared_ranges(&text, "/etc/subuid", user) {
+            assert!(shared.starts_with("/etc/subuid: "));
+        }
         if let Ok(ranges) = parse_subid_file(&text, "/etc/subuid", user) {
             for (start, count) in ranges {
                 assert!(count > 0 && start.checked_add(count).is_some());
