@@ -249,3 +249,60 @@ fn unusable_tun_warns_with_a_hint() {
         "warn  tun            open /dev/net/tun: permission denied; hint: --net=slirp4netns, pasta and vpnkit need it: modprobe tun, and the device must be mode 0666"
     );
 }
+
+/// The check runs only the programs it reports on (newuidmap and newgidmap on the trial
+/// process, the drivers for their versions, getsubids under auto); its trial namespace runs
+/// nothing at all.
+#[test]
+fn runs_only_the_programs_it_reports_on() {
+    if !ci::am_root() || !ci::have("strace") {
+        skip!("needs root and strace to trace the unprivileged run");
+    }
+    let d = Scratch::new("check-strace");
+    let log = d.join("trace");
+    let u = ci::test_user().unwrap();
+    let st = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=execve", "-o"])
+        .arg(&log)
+        .args([
+            "setpriv",
+            &format!("--reuid={}", u.uid),
+            &format!("--regid={}", u.gid),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(ci::bin_dir().join("rootlesskit"))
+        .arg("--check")
+        .current_dir("/")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let trace = fs::read_to_string(&log).unwrap();
+    let programs = ci::executed_programs(&trace);
+    let allowed = [
+        "getsubids",
+        "newgidmap",
+        "newuidmap",
+        "pasta",
+        // pasta re-executes its AVX2 build where the CPU has it.
+        "pasta.avx2",
+        "passt.avx2",
+        "rootlesskit",
+        "setpriv",
+        "slirp4netns",
+        "vpnkit",
+    ];
+    for p in &programs {
+        assert!(allowed.contains(&p.as_str()), "{p} was executed:\n{trace}");
+    }
+    for p in ["newuidmap", "newgidmap", "rootlesskit"] {
+        assert!(programs.iter().any(|x| x == p), "{p} missing:\n{trace}");
+    }
+    // rootlesskit itself is executed once: by setpriv.
+    let ours = trace
+        .lines()
+        .filter(|l| l.contains("execve(\"") && l.contains("/rootlesskit\"") && !l.contains("= -1"))
+        .count();
+    assert_eq!(ours, 1, "{trace}");
+}
