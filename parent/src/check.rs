@@ -218,11 +218,7 @@ fn apparmor() -> Line {
     let profile = std::fs::read_dir("/etc/apparmor.d").ok().and_then(|dir| {
         dir.flatten().find_map(|e| {
             let text = std::fs::read_to_string(e.path()).ok()?;
-            let covers = text.lines().any(|l| {
-                let l = l.trim();
-                !l.starts_with('#') && l.contains(&exe_text) && l.contains('{')
-            }) && text.lines().any(|l| l.trim() == "userns,");
-            covers.then(|| e.path())
+            profile_allows_userns(&text, &exe_text).then(|| e.path())
         })
     });
     match profile {
@@ -242,6 +238,14 @@ fn apparmor() -> Line {
             "install share/rootlesskit/apparmor.d/usr.bin.rootlesskit from the release tarball (with this path) into /etc/apparmor.d and run apparmor_parser -r on it",
         ),
     }
+}
+
+/// Whether an AppArmor profile's text attaches to `exe` (a profile line naming the path and
+/// opening a block) and grants `userns,`.
+pub fn profile_allows_userns(text: &str, exe: &str) -> bool {
+    let code = || text.lines().map(str::trim).filter(|l| !l.starts_with('#'));
+    code().any(|l| l.split_whitespace().any(|w| w == exe) && l.ends_with('{'))
+        && code().any(|l| l == "userns,")
 }
 
 const SUBID_HINT: &str =
@@ -641,6 +645,26 @@ fn state_dir(explicit: Option<&Path>) -> Line {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apparmor_profiles() {
+        let exe = "/usr/bin/rootlesskit";
+        let ours = "abi <abi/4.0>,\ninclude <tunables/global>\n\nprofile rootlesskit /usr/bin/rootlesskit flags=(unconfined) {\n  userns,\n\n  include if exists <local/rootlesskit>\n}\n";
+        assert!(profile_allows_userns(ours, exe));
+        assert!(!profile_allows_userns(ours, "/opt/bin/rootlesskit"));
+        assert!(!profile_allows_userns(
+            &ours.replace("userns,", "# userns,"),
+            exe
+        ));
+        assert!(!profile_allows_userns(
+            "# profile x /usr/bin/rootlesskit {\nuserns,\n",
+            exe
+        ));
+        assert!(!profile_allows_userns(
+            "profile x /usr/bin/rootlesskit-child {\nuserns,\n}\n",
+            exe
+        ));
+    }
 
     #[test]
     fn shared_subid_ranges() {
