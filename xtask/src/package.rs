@@ -987,6 +987,13 @@ pub fn source_date_epoch(root: &Path) -> Result<u64> {
 pub fn write(root: &Path, dist_dir: &Path, arch: &str) -> Result<PathBuf> {
     let epoch = source_date_epoch(root)?;
     let (name, bytes) = tarball(dist_dir, arch, epoch)?;
+    // A bundle of an earlier version would sit beside this one and be taken for it.
+    for e in fs::read_dir(dist_dir).into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with("rootlesskit-") && n.ends_with(".tar.gz") && n != name {
+            let _ = fs::remove_file(e.path());
+        }
+    }
     let path = dist_dir.join(&name);
     fs::write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let sums = format!("{}  {name}\n", hex(&sha256(&bytes)));
