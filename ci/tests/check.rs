@@ -306,3 +306,25 @@ fn runs_only_the_programs_it_reports_on() {
         .count();
     assert_eq!(ours, 1, "{trace}");
 }
+
+/// The network driver named with `--check` is needed, so its absence fails the check.
+#[test]
+fn a_missing_driver_fails_when_net_names_it() {
+    let o = rootlesskit(["--check"]).output();
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let o = rootlesskit([
+        "--net=slirp4netns",
+        "--slirp4netns-binary=/nonexistent/slirp4netns",
+        "--check",
+    ])
+    .output();
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert_eq!(
+        check_line(&o, "slirp4netns"),
+        "fail  slirp4netns    exec: \"/nonexistent/slirp4netns\": stat /nonexistent/slirp4netns: no such file or directory; hint: install it to use --net=slirp4netns"
+    );
+    // Without --net naming it, the same missing program only warns.
+    let o = rootlesskit(["--slirp4netns-binary=/nonexistent/slirp4netns", "--check"]).output();
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(status_of(&o, "slirp4netns"), "warn", "{}", o.stdout);
+}

@@ -1,7 +1,8 @@
 //! `rootlesskit --check`: whether this host can run rootlesskit, one line per check (ok, warn or fail, with a hint), creating nothing.
 //!
 //! A check fails only when a plain `rootlesskit true` would fail because of it; what only some
-//! flags need (a network driver, `/dev/net/tun`, cgroup delegation) warns.
+//! flags need (a network driver, `/dev/net/tun`, cgroup delegation) warns, unless the `--net`
+//! given with `--check` needs it.
 //! The user namespace is tried for real: a process is cloned into new user and mount namespaces,
 //! gets its id maps the way a run would give them (newuidmap/newgidmap, or the single-id
 //! fallback), and exits without running anything.
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::Access;
 
-use crate::cli::{Config, SubidSource};
+use crate::cli::{Config, Net, SubidSource};
 use crate::{exec, idmap, run};
 
 /// The verdict of one check.
@@ -171,6 +172,19 @@ fn checks(cfg: &Config) -> Vec<Line> {
     out.push(cgroup());
     out.push(runtime_dir());
     out.push(state_dir(cfg.state_dir.as_deref()));
+    // What the `--net` given with `--check` needs fails instead of warning.
+    let needed: &[&str] = match cfg.net {
+        Net::Slirp4netns => &["slirp4netns", "tun"],
+        Net::Pasta => &["pasta", "tun"],
+        Net::Vpnkit => &["vpnkit", "tun"],
+        Net::LxcUserNic => &["lxc-user-nic"],
+        _ => &[],
+    };
+    for l in &mut out {
+        if l.status == Status::Warn && needed.contains(&l.name) {
+            l.status = Status::Fail;
+        }
+    }
     out
 }
 
@@ -448,7 +462,7 @@ fn first_line(exe: &Path, args: &[&str]) -> Result<String, String> {
 }
 
 fn missing(name: &'static str, e: String) -> Line {
-    let hint = format!("only --net={name} needs it");
+    let hint = format!("install it to use --net={name}");
     line(name, Status::Warn, e, &hint)
 }
 
