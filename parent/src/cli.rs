@@ -211,6 +211,10 @@ pub enum Action {
     PrintSemver(u32),
     /// Run a command; [`validate`] it first.
     Run(Config),
+    /// `--check` or `--check-json`: report whether this host can run us, create nothing, and
+    /// exit 0 or 1 (the flags given with it, such as `--subid-source`, are honoured; a
+    /// command is ignored, as `--help` ignores it).
+    Check { cfg: Config, json: bool },
 }
 
 /// A command line that cannot be used.
@@ -322,6 +326,8 @@ enum Id {
     Reaper,
     EvacuateCgroup2,
     SubidSource,
+    Check,
+    CheckJson,
     Help,
     Version,
 }
@@ -638,6 +644,22 @@ const FLAGS: &[Flag] = &[
         SUBID,
         "where subordinate ids come from: \"dynamic\" asks /usr/bin/getsubids, \"static\" reads /etc/{subuid,subgid} [auto,dynamic,static]",
     ),
+    flag(
+        "check",
+        Id::Check,
+        Kind::Bool,
+        Def::Bool(false),
+        MISC,
+        "check whether this host can run rootlesskit (user namespaces, subordinate ids, newuidmap, /dev/net/tun, network drivers, cgroups), print one line per check and exit; 0 when a plain \"rootlesskit true\" would work; creates nothing",
+    ),
+    flag(
+        "check-json",
+        Id::CheckJson,
+        Kind::Bool,
+        Def::Bool(false),
+        MISC,
+        "like --check, as one JSON object",
+    ),
     Flag {
         name: "help",
         alias: Some("h"),
@@ -700,6 +722,8 @@ struct Raw {
     reaper: String,
     evacuate_cgroup2: String,
     subid_source: String,
+    check: bool,
+    check_json: bool,
     help: bool,
     version: bool,
 }
@@ -766,6 +790,8 @@ fn store(raw: &mut Raw, id: Id, value: OsString) -> Result<(), &'static str> {
         Id::Reaper => raw.reaper = text()?,
         Id::EvacuateCgroup2 => raw.evacuate_cgroup2 = text()?,
         Id::SubidSource => raw.subid_source = text()?,
+        Id::Check => raw.check = bool_value()?,
+        Id::CheckJson => raw.check_json = bool_value()?,
         Id::Help => raw.help = bool_value()?,
         Id::Version => raw.version = bool_value()?,
     }
@@ -811,6 +837,10 @@ fn parse_inner<I: IntoIterator<Item = OsString>>(
             }
         };
         return Ok(Action::PrintSemver(VERSION_PARTS[index]));
+    }
+    if raw.check || raw.check_json {
+        let json = raw.check_json;
+        return build(raw, command, lxc_default).map(|cfg| Action::Check { cfg, json });
     }
     if command.is_empty() {
         return Err(CliError::plain("no command specified".to_owned()));
@@ -2277,7 +2307,9 @@ mod tests {
                     match (f.id, parse_args(&args)) {
                         (Id::Help, Ok(Action::Help))
                         | (Id::Version, Ok(Action::Version))
-                        | (Id::PrintSemver, Ok(Action::PrintSemver(2))) => {}
+                        | (Id::PrintSemver, Ok(Action::PrintSemver(2)))
+                        | (Id::Check, Ok(Action::Check { json: false, .. }))
+                        | (Id::CheckJson, Ok(Action::Check { json: true, .. })) => {}
                         (_, Ok(Action::Run(cfg))) => {
                             assert_ne!(cfg, default, "{args:?} changed nothing");
                             let same = seen.iter().find(|(n, c)| *n != f.name && *c == cfg);

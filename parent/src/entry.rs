@@ -49,6 +49,7 @@ pub fn main() -> i32 {
             let _ = writeln!(std::io::stdout(), "{n}");
             return 0;
         }
+        cli::Action::Check { cfg, json } => return crate::check::main(&cfg, json),
         cli::Action::Run(cfg) => cfg,
     };
     // Warnings are printed even when a later check fails, as upstream logs them as it goes.

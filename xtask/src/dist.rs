@@ -198,11 +198,12 @@ pub fn run(root: &Path, opts: &Options) -> Result<PathBuf> {
         }
     }
     println!("\ndist: binaries in {}", dist_dir.display());
-    if failures.is_empty() {
-        Ok(dist_dir)
-    } else {
-        Err(format!("dist check failed: {}", failures.join("; ")))
+    if !failures.is_empty() {
+        return Err(format!("dist check failed: {}", failures.join("; ")));
     }
+    let bundle = crate::package::write(root, &dist_dir, arch)?;
+    println!("dist: packager bundle {}", bundle.display());
+    Ok(dist_dir)
 }
 
 /// The packages named in [`BINARIES`], each once.
