@@ -211,6 +211,9 @@ fn slirp4netns_comes_back_with_its_route_and_published_ports() {
         let back = back.unwrap_or_else(|| panic!("round {round}: no round trip\n{}", o.stderr));
         let port_back =
             port_back.unwrap_or_else(|| panic!("round {round}: port not back\n{}", o.stderr));
+        eprintln!(
+            "round {round}: host round trip after {back:?}, published port after {port_back:?}"
+        );
         assert!(back <= BACK_WITHIN, "round {round}: host after {back:?}");
         assert!(
             port_back <= BACK_WITHIN,
