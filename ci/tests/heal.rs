@@ -236,6 +236,73 @@ fn slirp4netns_comes_back_with_its_route_and_published_ports() {
 }
 
 #[test]
+fn slirp4netns_comes_back_in_a_detached_namespace() {
+    if !usable("slirp4netns") {
+        skip!("slirp4netns, /dev/net/tun or busybox is not available");
+    }
+    let d = ci::Scratch::new("heal-detach");
+    let state = d.join("state");
+    let (host_port, seen) = host_server();
+    let published = free_port();
+    // The target stays in the host's network namespace; its helper enters the detached one
+    // (busybox's nsenter, in the test's own command only).
+    let inner = target_script(host_port);
+    let child = rootlesskit([
+        format!("--state-dir={}", state.display()),
+        "--net=slirp4netns".into(),
+        "--port-driver=slirp4netns".into(),
+        format!("--publish=127.0.0.1:{published}:80/tcp"),
+        "--detach-netns".into(),
+        "--pidns".into(),
+        "sh".into(),
+        "-c".into(),
+        format!("exec busybox nsenter --net=\"$ROOTLESSKIT_STATE_DIR/netns\" sh -c '{inner}'"),
+    ])
+    .spawn();
+    let rk = child.id();
+    assert!(
+        round_trip_after(
+            &seen,
+            Instant::now(),
+            Instant::now(),
+            Duration::from_secs(15)
+        )
+        .is_some(),
+        "no round trip to the host before any kill"
+    );
+    assert!(ci::wait_until(Duration::from_secs(10), || fetch(published) == "hi\n"));
+    let mut times = Vec::new();
+    for round in 1..=2 {
+        let slirp = drivers_of(rk, "slirp4netns");
+        assert_eq!(slirp.len(), 1, "round {round}: {slirp:?}");
+        let killed = kill(slirp[0]);
+        let dead = Instant::now();
+        let back = round_trip_after(&seen, dead, killed, Duration::from_secs(5));
+        let port_back = ci::wait_for(Duration::from_secs(5), || {
+            (fetch(published) == "hi\n").then(|| killed.elapsed())
+        });
+        times.push((back, port_back));
+    }
+    ci::send_signal(rk, "TERM");
+    let o = ci::wait_output(child, Duration::from_secs(20));
+    for (round, (back, port_back)) in times.iter().enumerate() {
+        let round = round + 1;
+        let back = back.unwrap_or_else(|| panic!("round {round}: no round trip\n{}", o.stderr));
+        let port_back =
+            port_back.unwrap_or_else(|| panic!("round {round}: port not back\n{}", o.stderr));
+        eprintln!(
+            "round {round}: host round trip after {back:?}, published port after {port_back:?}"
+        );
+        assert!(back <= BACK_WITHIN, "round {round}: host after {back:?}");
+        assert!(
+            port_back <= BACK_WITHIN,
+            "round {round}: port after {port_back:?}"
+        );
+    }
+    assert!(!state.exists());
+}
+
+#[test]
 fn without_restarts_a_dead_slirp4netns_stays_dead() {
     if !usable("slirp4netns") {
         skip!("slirp4netns, /dev/net/tun or busybox is not available");
