@@ -173,7 +173,7 @@ impl Slirp4netnsPorts {
                 }
                 Err(e) => warnings.push(format!(
                     "port {} (id {}) is no longer forwarded: {e}",
-                    status.spec.go_value(),
+                    spec_text(&status.spec),
                     status.id
                 )),
             }
@@ -214,6 +214,25 @@ impl Slirp4netnsPorts {
         req.push_str(&format!(",\"guest_port\":{}}}}}", spec.child_port));
         Ok(req)
     }
+}
+
+/// A spec as `-p` takes it: `127.0.0.1:8080:80/tcp`, `[::ffff:127.0.0.1]:8080:80/tcp`.
+fn spec_text(spec: &PortSpec) -> String {
+    let ip = &spec.parent_ip;
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.clone()
+    };
+    let child = match spec.child_ip.as_str() {
+        "" => String::new(),
+        ip if ip.contains(':') => format!("[{ip}]:"),
+        ip => format!("{ip}:"),
+    };
+    format!(
+        "{host}:{}:{child}{}/{}",
+        spec.parent_port, spec.child_port, spec.proto
+    )
 }
 
 fn go_quote(s: &str) -> String {
@@ -333,6 +352,85 @@ mod tests {
         let mut v6 = spec;
         v6.proto = "tcp6".into();
         assert_eq!(d.add(v6).unwrap_err(), "unsupported protocol \"tcp6\"");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_restarted_slirp4netns_gets_the_ports_again_under_the_old_ids() {
+        let dir = std::env::temp_dir().join(format!("rkrs-s4nn-heal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join(".s4nn.sock");
+        // Nobody listens yet: the new slirp4netns is not up, nothing changes.
+        let d = Slirp4netnsPorts::new(sock.clone(), "10.0.2.100".into());
+        assert_eq!(d.reapply(), Err(NotYet::Listening));
+        let serve = |replies: Vec<&'static str>| {
+            let _ = std::fs::remove_file(&sock);
+            let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                // Replies first: `zip` asks its first iterator first, and no more connections come.
+                for (reply, conn) in replies.into_iter().zip(l.incoming()) {
+                    let mut c = conn.unwrap();
+                    let mut req = String::new();
+                    c.read_to_string(&mut req).unwrap();
+                    got.push(req);
+                    c.write_all(reply.as_bytes()).unwrap();
+                }
+                got
+            })
+        };
+        let spec = |port: i64| PortSpec {
+            proto: "tcp".into(),
+            parent_ip: "127.0.0.1".into(),
+            parent_port: port,
+            child_ip: String::new(),
+            child_port: 80,
+        };
+        // The first slirp4netns: its ids are ours.
+        let first = serve(vec![
+            "{\"return\": {\"id\": 4}}",
+            "{\"return\": {\"id\": 5}}",
+        ]);
+        assert_eq!(d.add(spec(8080)).unwrap().id, 4);
+        assert_eq!(d.add(spec(8081)).unwrap().id, 5);
+        first.join().unwrap();
+        // The second numbers from 1 and refuses 8081 now.
+        let second = serve(vec![
+            "{\"return\": {\"id\": 1}}",
+            "{\"error\": {\"desc\": \"bad request: add_hostfwd: slirp_add_hostfwd failed\"}}",
+            "{\"return\": {\"id\": 2}}",
+            "{\"return\": {}}",
+        ]);
+        assert_eq!(
+            d.reapply(),
+            Ok(vec![
+                "port 127.0.0.1:8081:80/tcp (id 5) is no longer forwarded: reply.Error: map[desc:bad request: add_hostfwd: slirp_add_hostfwd failed]".to_string()
+            ])
+        );
+        assert_eq!(
+            d.list(),
+            [PortStatus {
+                id: 4,
+                spec: spec(8080)
+            }]
+        );
+        // A new port gets a new id of ours, not slirp4netns's 2 (which we never gave out, but
+        // 1 or 2 could have been ours).
+        assert_eq!(d.add(spec(9090)).unwrap().id, 6);
+        // Our id 4 is slirp4netns's 1 now.
+        d.remove(4).unwrap();
+        // An id we do not know is not passed on, since slirp4netns's ids are not ours.
+        assert_eq!(d.remove(1).unwrap_err(), UNKNOWN_ID);
+        let got = second.join().unwrap();
+        assert!(got[0].contains("\"host_port\":8080"), "{}", got[0]);
+        assert!(got[1].contains("\"host_port\":8081"), "{}", got[1]);
+        assert!(got[2].contains("\"host_port\":9090"), "{}", got[2]);
+        assert_eq!(
+            got[3],
+            "{\"execute\":\"remove_hostfwd\",\"arguments\":{\"id\":1}}"
+        );
+        assert_eq!(d.list().iter().map(|p| p.id).collect::<Vec<_>>(), [6]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
