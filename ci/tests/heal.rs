@@ -302,6 +302,56 @@ fn slirp4netns_comes_back_in_a_detached_namespace() {
     assert!(!state.exists());
 }
 
+/// With the builtin port driver the child's socket also carries its requests: the
+/// `NetReconfigure` frame goes on the same socket, and both keep working.
+#[test]
+fn slirp4netns_comes_back_under_the_builtin_port_driver() {
+    if !usable("slirp4netns") {
+        skip!("slirp4netns, /dev/net/tun or busybox is not available");
+    }
+    let d = ci::Scratch::new("heal-builtin");
+    let state = d.join("state");
+    let (host_port, seen) = host_server();
+    let published = free_port();
+    let child = rootlesskit([
+        format!("--state-dir={}", state.display()),
+        "--net=slirp4netns".into(),
+        "--port-driver=builtin".into(),
+        format!("--publish=127.0.0.1:{published}:80/tcp"),
+        "--pidns".into(),
+        "sh".into(),
+        "-c".into(),
+        target_script(host_port),
+    ])
+    .spawn();
+    let rk = child.id();
+    assert!(
+        round_trip_after(
+            &seen,
+            Instant::now(),
+            Instant::now(),
+            Duration::from_secs(15)
+        )
+        .is_some(),
+        "no round trip to the host before any kill"
+    );
+    assert!(ci::wait_until(Duration::from_secs(10), || fetch(published) == "hi\n"));
+    let slirp = drivers_of(rk, "slirp4netns");
+    assert_eq!(slirp.len(), 1, "{slirp:?}");
+    let killed = kill(slirp[0]);
+    let dead = Instant::now();
+    let back = round_trip_after(&seen, dead, killed, Duration::from_secs(5));
+    // Connections through the builtin driver (sockets the child makes) still work.
+    let port_ok = ci::wait_until(Duration::from_secs(5), || fetch(published) == "hi\n");
+    ci::send_signal(rk, "TERM");
+    let o = ci::wait_output(child, Duration::from_secs(20));
+    let back = back.unwrap_or_else(|| panic!("no round trip\n{}", o.stderr));
+    eprintln!("host round trip after {back:?}");
+    assert!(back <= BACK_WITHIN, "host after {back:?}");
+    assert!(port_ok, "{}", o.stderr);
+    assert!(!o.stderr.contains("failed to configure"), "{}", o.stderr);
+}
+
 #[test]
 fn without_restarts_a_dead_slirp4netns_stays_dead() {
     if !usable("slirp4netns") {
