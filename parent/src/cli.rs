@@ -87,6 +87,8 @@ pub struct Config {
     pub disable_host_loopback: bool,
     pub ipv6: bool,
     pub detach_netns: bool,
+    /// `--restart-net-driver`: restart slirp4netns or pasta when it dies under the target.
+    pub restart_net_driver: bool,
     pub pasta_binary: String,
     pub slirp4netns_binary: String,
     pub slirp4netns_sandbox: String,
@@ -322,6 +324,7 @@ enum Id {
     Utsns,
     Ipcns,
     DetachNetns,
+    RestartNetDriver,
     Propagation,
     Reaper,
     EvacuateCgroup2,
@@ -613,6 +616,14 @@ const FLAGS: &[Flag] = &[
         "keep the command in the host's network namespace and leave the new one detached for others to enter",
     ),
     flag(
+        "restart-net-driver",
+        Id::RestartNetDriver,
+        Kind::Bool,
+        Def::Bool(true),
+        NETWORK,
+        "start slirp4netns or pasta again (up to 5 times) when it dies while the command runs; not for vpnkit or lxc-user-nic",
+    ),
+    flag(
         "propagation",
         Id::Propagation,
         Kind::Str,
@@ -709,6 +720,7 @@ struct Raw {
     disable_host_loopback: bool,
     ipv6: bool,
     detach_netns: bool,
+    restart_net_driver: bool,
     copy_up: Vec<PathBuf>,
     copy_up_mode: String,
     propagation: String,
@@ -786,6 +798,7 @@ fn store(raw: &mut Raw, id: Id, value: OsString) -> Result<(), &'static str> {
         Id::Utsns => raw.utsns = bool_value()?,
         Id::Ipcns => raw.ipcns = bool_value()?,
         Id::DetachNetns => raw.detach_netns = bool_value()?,
+        Id::RestartNetDriver => raw.restart_net_driver = bool_value()?,
         Id::Propagation => raw.propagation = text()?,
         Id::Reaper => raw.reaper = text()?,
         Id::EvacuateCgroup2 => raw.evacuate_cgroup2 = text()?,
@@ -901,6 +914,7 @@ fn build(
         disable_host_loopback: raw.disable_host_loopback,
         ipv6: raw.ipv6,
         detach_netns: raw.detach_netns,
+        restart_net_driver: raw.restart_net_driver,
         pasta_binary: raw.pasta_binary,
         slirp4netns_binary: raw.slirp4netns_binary,
         slirp4netns_sandbox: raw.slirp4netns_sandbox,
@@ -1685,6 +1699,7 @@ mod tests {
             disable_host_loopback: false,
             ipv6: false,
             detach_netns: false,
+            restart_net_driver: true,
             pasta_binary: "pasta".into(),
             slirp4netns_binary: "slirp4netns".into(),
             slirp4netns_sandbox: "false".into(),
@@ -2278,7 +2293,9 @@ mod tests {
     /// A value for `f` that differs from its default, and the argv that sets it.
     fn sample_args(f: &Flag, spelled: &str) -> Vec<String> {
         let value = match (f.id, f.kind) {
-            (Id::SourceIpTransparent, _) => return vec![format!("{spelled}=false"), "sh".into()],
+            (Id::SourceIpTransparent | Id::RestartNetDriver, _) => {
+                return vec![format!("{spelled}=false"), "sh".into()];
+            }
             (_, Kind::Bool) => return vec![spelled.to_owned(), "sh".into()],
             (Id::Net, _) => "none",
             (Id::PortDriver, _) => "builtin",
@@ -2340,6 +2357,7 @@ mod tests {
             ("--source-ip-transparent=false", |c| {
                 !c.source_ip_transparent
             }),
+            ("--restart-net-driver=false", |c| !c.restart_net_driver),
         ];
         for (flag, get) in cases {
             assert!(get(&run(&[flag, "sh"])), "{flag}");

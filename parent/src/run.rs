@@ -197,6 +197,10 @@ struct Session<'a> {
     ports: Option<std::sync::Arc<crate::port::builtin::Builtin>>,
     /// slirp4netns's API socket, for `--port-driver=slirp4netns`.
     s4nn_socket: Option<PathBuf>,
+    /// The slirp4netns port driver, whose ports a restarted slirp4netns gets again.
+    s4nn_ports: Option<std::sync::Arc<crate::port::slirp4netns::Slirp4netnsPorts>>,
+    /// Watches the network driver under the running target (and restarts it).
+    healer: Option<net::heal::Healer>,
     sigfd: &'a OwnedFd,
     pid: i32,
     pidfd: OwnedFd,
@@ -319,6 +323,8 @@ impl<'a> Session<'a> {
             api: None,
             ports: None,
             s4nn_socket: None,
+            s4nn_ports: None,
+            healer: None,
             sigfd,
             pid,
             pidfd,
@@ -388,6 +394,7 @@ impl<'a> Session<'a> {
                     socket, child_ip,
                 ));
                 self.publish(&*driver)?;
+                self.s4nn_ports = Some(driver.clone());
                 Some(driver)
             } else {
                 None
@@ -407,6 +414,18 @@ impl<'a> Session<'a> {
         state
             .write_child_pid(self.pid)
             .map_err(|e| Abort::Error("parent", e))?;
+        if let Some(driver) = self.driver.as_deref() {
+            let netns =
+                (self.cfg.detach_netns).then(|| detached_netns_path(self.pid, state.path()));
+            let healer = net::heal::Healer::new(
+                driver,
+                self.cfg.restart_net_driver,
+                self.pid,
+                netns,
+                state.path().to_path_buf(),
+            );
+            self.healer = Some(healer.map_err(|e| Abort::Error("parent", e))?);
+        }
         self.send(&Msg::ParentGo)?;
         if let Some(ports) = &self.ports {
             // From now on the child answers connect requests on this socket.
@@ -722,18 +741,9 @@ impl<'a> Session<'a> {
                     }
                     CHILD => child_exited = true,
                     DRIVER => {
-                        if let Some(driver) = self.driver.as_mut() {
-                            // Its pidfd stays readable once it has exited: out of the set.
-                            if let Some(fd) = driver.exit_fd() {
-                                let _ = epoll::delete(&ep, fd);
-                            }
-                            // As upstream, the target keeps running (without a network); say
-                            // so once.
-                            let how = driver.describe_exit();
-                            warn(&format!(
-                                "network driver {} exited while the target was running: {how}",
-                                driver.name()
-                            ));
+                        // The driver died, or its restart moves on (net::heal).
+                        if let (Some(h), Some(d)) = (self.healer.as_mut(), self.driver.as_mut()) {
+                            h.ready(&mut **d, &mut self.sock, self.s4nn_ports.as_deref());
                         }
                     }
                     PORTS_ACCEPT => {
@@ -783,8 +793,8 @@ impl<'a> Session<'a> {
         };
         add(self.sigfd.as_fd(), SIGNAL)?;
         add(self.pidfd.as_fd(), CHILD)?;
-        if let Some(fd) = self.driver.as_ref().and_then(|d| d.exit_fd()) {
-            add(fd, DRIVER)?;
+        if let Some(healer) = &self.healer {
+            add(healer.as_fd(), DRIVER)?;
         }
         if let Some(p) = &self.ports {
             let [accept, data] = p.poll_fds();

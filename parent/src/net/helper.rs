@@ -38,7 +38,8 @@ pub(super) struct Running {
 }
 
 /// What the readiness descriptor said when it was readable.
-pub(super) enum Readiness {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
     /// The program is ready.
     Ready,
     /// Not yet (a partial line, a spurious wakeup): keep waiting.
