@@ -59,7 +59,7 @@ impl Netns {
         };
         let file = rustix::fs::open(
             path,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::RUSR,
         )
         .map_err(|e| fail(format!("open {}: {}", path.display(), errno_text(e))))?;

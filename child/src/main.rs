@@ -127,6 +127,7 @@ fn main() {
         transparent: [false; 2],
         udp_ruled: Vec::new(),
         vif: None,
+        reconfigure: false,
     };
     if let Err(text) = child.setup() {
         let _ = proto::write_frame(
@@ -184,6 +185,9 @@ struct Child {
     udp_ruled: Vec<(bool, u16)>,
     /// `--net=vpnkit`: the frames between the tap and vpnkit, moved from the target's loop.
     vif: Option<child::vpnkit::Pump>,
+    /// The driver leaves its interface to us (slirp4netns): the parent sends `NetReconfigure`
+    /// when a restarted driver made a new one.
+    reconfigure: bool,
 }
 
 impl Child {
@@ -327,6 +331,7 @@ impl Child {
             }
         }
         self.detached = detached;
+        self.reconfigure = net.mode == NetMode::Configure;
         self.send(&Msg::ChildReady)?;
         match self.recv()? {
             Msg::ParentGo => Ok(()),
@@ -437,13 +442,13 @@ impl Child {
         let target = started.pid;
         // From here on we only forward signals and reap: let the setup code leave memory.
         sys::page_out_own_image();
-        if !self.serve_ports {
+        if !self.serve_ports && !self.reconfigure {
             // The socket is done; the target must not keep the parent waiting on it.
             let _ = self.sock.shutdown(std::net::Shutdown::Both);
         }
         loop {
             let pumping = self.vif.as_ref().is_some_and(|p| p.running());
-            if (self.serve_ports || self.renewer.is_some() || pumping)
+            if (self.serve_ports || self.reconfigure || self.renewer.is_some() || pumping)
                 && !self.wait_signal_or_request(sigfd)
             {
                 continue;
@@ -487,7 +492,7 @@ impl Child {
             let mut watch = [(sigfd.as_fd(), PollFlags::IN); 5];
             let mut n = 1;
             let (mut req_at, mut dhcp_at, mut vif_at) = (None, None, None);
-            if self.serve_ports {
+            if self.serve_ports || self.reconfigure {
                 watch[n] = (self.sock.as_fd(), PollFlags::IN);
                 req_at = Some(n);
                 n += 1;
@@ -535,11 +540,42 @@ impl Child {
             match child::fdpass::recv(&self.sock, &mut none) {
                 Ok(Msg::SocketsWanted(w)) => self.hand_over_sockets(&w),
                 Ok(Msg::UdpRoute(r)) => self.udp_route(&r),
+                Ok(Msg::NetReconfigure(net)) if self.reconfigure => self.reconfigure_net(&net),
                 // The parent is gone or talks nonsense: stop listening to it.
-                _ => self.serve_ports = false,
+                _ => {
+                    self.serve_ports = false;
+                    self.reconfigure = false;
+                }
             }
         }
         false
+    }
+
+    /// Handles one `NetReconfigure`: the restarted driver's new interface gets the address, MTU
+    /// and default route again, in the namespace the target's network is in. resolv.conf and
+    /// hosts are unchanged (same addresses), so the /etc binds stay as they are.
+    fn reconfigure_net(&self, net: &NetConfig) {
+        let done = match &self.detached {
+            Some(ns) => configure_detached(ns, net),
+            None if net.mode == NetMode::Configure => {
+                let mtu = if net.mtu == 0 { 1500 } else { net.mtu };
+                child::netlink::activate_dev(
+                    net.ifname_str(),
+                    mtu,
+                    net.addr,
+                    net.prefix,
+                    net.gateway,
+                )
+                .map_err(|e| e.to_string())
+            }
+            None => Ok(()),
+        };
+        if let Err(e) = done {
+            warn(&format!(
+                "failed to configure {} again after the network driver restarted: {e}",
+                net.ifname_str()
+            ));
+        }
     }
 
     /// Answers one `SocketsWanted`: sockets made in the namespace the target's network is in.

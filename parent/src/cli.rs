@@ -15,6 +15,8 @@ use std::fmt;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
+use crate::port::{PortSpec, check_family, parse_port_spec, validate_port_spec};
+
 /// The version we report; `--print-semver` prints its components.
 pub const VERSION: &str = "2.3.4";
 const VERSION_PARTS: [u32; 3] = [2, 3, 4];
@@ -85,6 +87,8 @@ pub struct Config {
     pub disable_host_loopback: bool,
     pub ipv6: bool,
     pub detach_netns: bool,
+    /// `--restart-net-driver`: restart slirp4netns or pasta when it dies under the target.
+    pub restart_net_driver: bool,
     pub pasta_binary: String,
     pub slirp4netns_binary: String,
     pub slirp4netns_sandbox: String,
@@ -96,7 +100,11 @@ pub struct Config {
     pub copy_up_mode: String,
     pub propagation: Propagation,
     pub port_driver: PortDriver,
-    pub publish: Vec<String>,
+    /// The `-p` specs, parsed and validated (ports in range; not yet against each other).
+    pub publish: Vec<PortSpec>,
+    /// Why a `-p` spec was refused, kept until [`check`] reports it where upstream does (after
+    /// the network and port driver checks); `publish` then holds the specs before it.
+    pub publish_error: Option<String>,
     pub source_ip_transparent: bool,
     pub pidns: bool,
     pub cgroupns: bool,
@@ -207,6 +215,10 @@ pub enum Action {
     PrintSemver(u32),
     /// Run a command; [`validate`] it first.
     Run(Config),
+    /// `--check` or `--check-json`: report whether this host can run us, create nothing, and
+    /// exit 0 or 1 (the flags given with it, such as `--subid-source`, are honoured; a
+    /// command is ignored, as `--help` ignores it).
+    Check { cfg: Config, json: bool },
 }
 
 /// A command line that cannot be used.
@@ -314,11 +326,14 @@ enum Id {
     Utsns,
     Ipcns,
     DetachNetns,
+    RestartNetDriver,
     Propagation,
     Reaper,
     EvacuateCgroup2,
     SubidSource,
     NotifyReady,
+    Check,
+    CheckJson,
     Help,
     Version,
 }
@@ -604,6 +619,14 @@ const FLAGS: &[Flag] = &[
         "keep the command in the host's network namespace and leave the new one detached for others to enter",
     ),
     flag(
+        "restart-net-driver",
+        Id::RestartNetDriver,
+        Kind::Bool,
+        Def::Bool(true),
+        NETWORK,
+        "start slirp4netns or pasta again (up to 5 times) when it dies while the command runs; not for vpnkit or lxc-user-nic",
+    ),
+    flag(
         "propagation",
         Id::Propagation,
         Kind::Str,
@@ -642,6 +665,22 @@ const FLAGS: &[Flag] = &[
         Def::Str("auto"),
         SUBID,
         "where subordinate ids come from: \"dynamic\" asks /usr/bin/getsubids, \"static\" reads /etc/{subuid,subgid} [auto,dynamic,static]",
+    ),
+    flag(
+        "check",
+        Id::Check,
+        Kind::Bool,
+        Def::Bool(false),
+        MISC,
+        "check whether this host can run rootlesskit (user namespaces, subordinate ids, newuidmap, /dev/net/tun, network drivers, cgroups), print one line per check and exit; 0 when a plain \"rootlesskit true\" would work; creates nothing",
+    ),
+    flag(
+        "check-json",
+        Id::CheckJson,
+        Kind::Bool,
+        Def::Bool(false),
+        MISC,
+        "like --check, as one JSON object",
     ),
     Flag {
         name: "help",
@@ -692,6 +731,7 @@ struct Raw {
     disable_host_loopback: bool,
     ipv6: bool,
     detach_netns: bool,
+    restart_net_driver: bool,
     copy_up: Vec<PathBuf>,
     copy_up_mode: String,
     propagation: String,
@@ -706,6 +746,8 @@ struct Raw {
     evacuate_cgroup2: String,
     subid_source: String,
     notify_ready: String,
+    check: bool,
+    check_json: bool,
     help: bool,
     version: bool,
 }
@@ -756,10 +798,10 @@ fn store(raw: &mut Raw, id: Id, value: OsString) -> Result<(), &'static str> {
         ),
         Id::CopyUpMode => raw.copy_up_mode = text()?,
         Id::PortDriver => raw.port_driver = text()?,
+        // urfave's slice: split on ',' and trimmed, but empty parts kept (`-p ""` is a spec).
         Id::Publish => {
-            for part in split_list(value.as_bytes()) {
-                raw.publish
-                    .push(String::from_utf8(part).map_err(|_| "invalid UTF-8")?);
+            for part in text()?.split(',') {
+                raw.publish.push(part.trim().to_owned());
             }
         }
         Id::SourceIpTransparent => raw.source_ip_transparent = bool_value()?,
@@ -768,11 +810,14 @@ fn store(raw: &mut Raw, id: Id, value: OsString) -> Result<(), &'static str> {
         Id::Utsns => raw.utsns = bool_value()?,
         Id::Ipcns => raw.ipcns = bool_value()?,
         Id::DetachNetns => raw.detach_netns = bool_value()?,
+        Id::RestartNetDriver => raw.restart_net_driver = bool_value()?,
         Id::Propagation => raw.propagation = text()?,
         Id::Reaper => raw.reaper = text()?,
         Id::EvacuateCgroup2 => raw.evacuate_cgroup2 = text()?,
         Id::SubidSource => raw.subid_source = text()?,
         Id::NotifyReady => raw.notify_ready = text()?,
+        Id::Check => raw.check = bool_value()?,
+        Id::CheckJson => raw.check_json = bool_value()?,
         Id::Help => raw.help = bool_value()?,
         Id::Version => raw.version = bool_value()?,
     }
@@ -819,6 +864,10 @@ fn parse_inner<I: IntoIterator<Item = OsString>>(
         };
         return Ok(Action::PrintSemver(VERSION_PARTS[index]));
     }
+    if raw.check || raw.check_json {
+        let json = raw.check_json;
+        return build(raw, command, lxc_default).map(|cfg| Action::Check { cfg, json });
+    }
     if command.is_empty() {
         return Err(CliError::plain("no command specified".to_owned()));
     }
@@ -862,6 +911,17 @@ fn build(
         }
     };
     let non_empty = |s: String| if s.is_empty() { None } else { Some(s) };
+    let mut publish = Vec::new();
+    let mut publish_error = None;
+    for text in &raw.publish {
+        match parse_publish(text) {
+            Ok(spec) => publish.push(spec),
+            Err(e) => {
+                publish_error = Some(e);
+                break;
+            }
+        }
+    }
     Ok(Config {
         debug: raw.debug,
         state_dir: if raw.state_dir.is_empty() {
@@ -876,6 +936,7 @@ fn build(
         disable_host_loopback: raw.disable_host_loopback,
         ipv6: raw.ipv6,
         detach_netns: raw.detach_netns,
+        restart_net_driver: raw.restart_net_driver,
         pasta_binary: raw.pasta_binary,
         slirp4netns_binary: raw.slirp4netns_binary,
         slirp4netns_sandbox: raw.slirp4netns_sandbox,
@@ -887,7 +948,8 @@ fn build(
         copy_up_mode: raw.copy_up_mode,
         propagation: Propagation::from_name(&raw.propagation),
         port_driver,
-        publish: raw.publish,
+        publish,
+        publish_error,
         source_ip_transparent: raw.source_ip_transparent,
         pidns: raw.pidns,
         cgroupns: raw.cgroupns,
@@ -899,6 +961,16 @@ fn build(
         notify_ready,
         command,
     })
+}
+
+/// One `-p` spec as upstream's `createParentOpt` takes it: `ParsePortSpec`, then
+/// `ValidatePortSpec` with no ports yet. A parent IP of the wrong family for the proto is
+/// refused here too, with the line upstream gives when it fails to bind it later.
+fn parse_publish(text: &str) -> Result<PortSpec, String> {
+    let spec = parse_port_spec(text)?;
+    validate_port_spec(&spec, &[])?;
+    check_family(&spec).map_err(|e| format!("failed to expose port {}: {e}", spec.go_value()))?;
+    Ok(spec)
 }
 
 /// Where Go's `flag` stops reading flags, and the arguments rewritten for lexopt.
@@ -1473,7 +1545,7 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
     }
     match cfg.port_driver {
         PortDriver::None => {
-            if !cfg.publish.is_empty() {
+            if !cfg.publish.is_empty() || cfg.publish_error.is_some() {
                 return Err("port driver \"none\" does not support publishing ports".into());
             }
         }
@@ -1501,7 +1573,10 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
         // Refused below, whatever the network.
         PortDriver::Pesto => {}
     }
-    // (Each -p spec is parsed and validated here upstream; see the port-spec parser.)
+    // Each -p spec is parsed and validated here upstream (`build` has done it).
+    if let Some(e) = &cfg.publish_error {
+        return Err(e.clone());
+    }
 
     // --- child side (createChildOpt), checked in the parent so that a bad flag cannot strand it ---
     if cfg.reaper == Reaper::True && !cfg.pidns {
@@ -1647,6 +1722,7 @@ mod tests {
             disable_host_loopback: false,
             ipv6: false,
             detach_netns: false,
+            restart_net_driver: true,
             pasta_binary: "pasta".into(),
             slirp4netns_binary: "slirp4netns".into(),
             slirp4netns_sandbox: "false".into(),
@@ -1659,6 +1735,7 @@ mod tests {
             propagation: Propagation::Rprivate,
             port_driver: PortDriver::None,
             publish: vec![],
+            publish_error: None,
             source_ip_transparent: true,
             pidns: false,
             cgroupns: false,
@@ -1678,7 +1755,7 @@ mod tests {
         type Get = fn(&Config) -> String;
         let net: Get = |c| c.net.as_str().to_owned();
         let state: Get = |c| format!("{:?}", c.state_dir);
-        let publish: Get = |c| c.publish.join("|");
+        let publish: Get = |c| c.publish.iter().map(PortSpec::go_value).collect();
         let cases: &[(&[&str], Get, &str)] = &[
             (&["--net=none", "sh"], net, "none"),
             (&["-net=none", "sh"], net, "none"),
@@ -1689,12 +1766,20 @@ mod tests {
             (&["-state-dir", "-x", "sh"], state, "Some(\"-x\")"),
             (&["--state-dir=", "sh"], state, "None"),
             // -p, --p, -publish, --publish, separate or with '='.
-            (&["-p", "8080:80/tcp", "sh"], publish, "8080:80/tcp"),
-            (&["-p=8080:80/tcp", "sh"], publish, "8080:80/tcp"),
-            (&["--p", "8080:80/tcp", "sh"], publish, "8080:80/tcp"),
-            (&["--p=8080:80/tcp", "sh"], publish, "8080:80/tcp"),
-            (&["-publish", "8080:80/tcp", "sh"], publish, "8080:80/tcp"),
-            (&["--publish=8080:80/tcp", "sh"], publish, "8080:80/tcp"),
+            (&["-p", ":8080:80/tcp", "sh"], publish, "{tcp  8080 80 }"),
+            (&["-p=:8080:80/tcp", "sh"], publish, "{tcp  8080 80 }"),
+            (&["--p", ":8080:80/tcp", "sh"], publish, "{tcp  8080 80 }"),
+            (&["--p=:8080:80/tcp", "sh"], publish, "{tcp  8080 80 }"),
+            (
+                &["-publish", ":8080:80/tcp", "sh"],
+                publish,
+                "{tcp  8080 80 }",
+            ),
+            (
+                &["--publish=:8080:80/tcp", "sh"],
+                publish,
+                "{tcp  8080 80 }",
+            ),
             // Last one wins for scalars.
             (&["--net=none", "--net=host", "sh"], net, "host"),
             (&["-net=host", "--net", "none", "sh"], net, "none"),
@@ -1757,20 +1842,24 @@ mod tests {
         let cfg = run(&[
             "-p",
             "127.0.0.1:8080:80/tcp, 127.0.0.1:8443:443/tcp",
-            "-p= 53:53/udp ,,",
+            "-p= :53:53/udp\n",
             "--copy-up=/etc,/run",
             "--copy-up",
             " /var/lib ",
             "sh",
         ]);
         assert_eq!(
-            cfg.publish,
+            cfg.publish
+                .iter()
+                .map(PortSpec::go_value)
+                .collect::<Vec<_>>(),
             [
-                "127.0.0.1:8080:80/tcp",
-                "127.0.0.1:8443:443/tcp",
-                "53:53/udp"
+                "{tcp 127.0.0.1 8080 80 }",
+                "{tcp 127.0.0.1 8443 443 }",
+                "{udp  53 53 }"
             ]
         );
+        assert_eq!(cfg.publish_error, None);
         assert_eq!(
             cfg.copy_up,
             [
@@ -1779,7 +1868,85 @@ mod tests {
                 PathBuf::from("/var/lib")
             ]
         );
-        assert!(run(&["-p", "", "--copy-up=,", "sh"]).publish.is_empty());
+        assert!(run(&["--copy-up=,", "sh"]).copy_up.is_empty());
+    }
+
+    #[test]
+    fn publish_specs_are_parsed_and_checked_before_anything_runs() {
+        // urfave keeps empty parts of a split value, and "" is no spec.
+        let missing = r#"missing proto in PortSpec string: """#;
+        for value in [
+            "",
+            "127.0.0.1:8080:80/tcp,",
+            ",127.0.0.1:8080:80/tcp",
+            " \n ",
+        ] {
+            let args = [
+                "--net=slirp4netns",
+                "--port-driver=builtin",
+                "-p",
+                value,
+                "sh",
+            ];
+            assert_eq!(validated(&args), Err(missing.into()), "{value:?}");
+        }
+        let cases: &[(&str, &str)] = &[
+            (
+                "127.0.0.1:80:x/tcp",
+                r#"unexpected ChildPort in PortSpec string: "127.0.0.1:80:x/tcp": strconv.Atoi: parsing "x": invalid syntax"#,
+            ),
+            ("127.0.0.1:0:80/tcp", "invalid ParentPort: 0"),
+            ("127.0.0.1:1:65536/udp", "invalid ChildPort: 65536"),
+            (
+                "[::1]:19003:80/tcp4",
+                "failed to expose port {tcp4 ::1 19003 80 }: listen tcp4: address ::1: no suitable address found",
+            ),
+            (
+                "[2001:db8::1]:19003:127.0.0.1:80/udp4",
+                "failed to expose port {udp4 2001:db8::1 19003 80 127.0.0.1}: listen udp4: address 2001:db8::1: no suitable address found",
+            ),
+            (
+                "127.0.0.1:19003:80/tcp6",
+                "failed to expose port {tcp6 127.0.0.1 19003 80 }: listen tcp6: address 127.0.0.1: no suitable address found",
+            ),
+        ];
+        for (spec, want) in cases {
+            let args = [
+                "--net=slirp4netns",
+                "--port-driver=builtin",
+                "-p",
+                spec,
+                "sh",
+            ];
+            assert_eq!(validated(&args), Err(want.to_string()), "{spec}");
+        }
+        // Mapped addresses are IPv4 ones; the first bad spec is the one reported, after the
+        // driver checks (as upstream: "none" takes no spec at all, good or bad).
+        let cfg = run(&[
+            "-p",
+            "[::ffff:127.0.0.1]:8080:[::ffff:10.0.2.100]:80/tcp4",
+            "sh",
+        ]);
+        assert_eq!(cfg.publish_error, None);
+        assert_eq!(cfg.publish[0].parent_ip, "::ffff:127.0.0.1");
+        assert_eq!(
+            validated(&[
+                "--net=slirp4netns",
+                "--port-driver=builtin",
+                "-p",
+                ":1:1/tcp",
+                "-p",
+                "x",
+                "-p",
+                "y",
+                "sh"
+            ]),
+            Err(r#"missing proto in PortSpec string: "x""#.into())
+        );
+        assert_eq!(
+            validated(&["--net=slirp4netns", "-p", "x", "sh"]),
+            Err("port driver \"none\" does not support publishing ports".into())
+        );
     }
 
     #[test]
@@ -1796,7 +1963,10 @@ mod tests {
             assert_eq!(run(args).command, cmd(command), "{args:?}");
         }
         assert_eq!(run(&["sh", "-c", "x", "--net=y"]).net, Net::Host);
-        assert_eq!(run(&["-p", "--", "sh"]).publish, ["--"]);
+        assert_eq!(
+            run(&["-p", "--", "sh"]).publish_error.as_deref(),
+            Some(r#"missing proto in PortSpec string: "--""#)
+        );
     }
 
     #[test]
@@ -2147,7 +2317,9 @@ mod tests {
     /// A value for `f` that differs from its default, and the argv that sets it.
     fn sample_args(f: &Flag, spelled: &str) -> Vec<String> {
         let value = match (f.id, f.kind) {
-            (Id::SourceIpTransparent, _) => return vec![format!("{spelled}=false"), "sh".into()],
+            (Id::SourceIpTransparent | Id::RestartNetDriver, _) => {
+                return vec![format!("{spelled}=false"), "sh".into()];
+            }
             (_, Kind::Bool) => return vec![spelled.to_owned(), "sh".into()],
             (Id::Net, _) => "none",
             (Id::PortDriver, _) => "builtin",
@@ -2177,7 +2349,9 @@ mod tests {
                     match (f.id, parse_args(&args)) {
                         (Id::Help, Ok(Action::Help))
                         | (Id::Version, Ok(Action::Version))
-                        | (Id::PrintSemver, Ok(Action::PrintSemver(2))) => {}
+                        | (Id::PrintSemver, Ok(Action::PrintSemver(2)))
+                        | (Id::Check, Ok(Action::Check { json: false, .. }))
+                        | (Id::CheckJson, Ok(Action::Check { json: true, .. })) => {}
                         (_, Ok(Action::Run(cfg))) => {
                             assert_ne!(cfg, default, "{args:?} changed nothing");
                             let same = seen.iter().find(|(n, c)| *n != f.name && *c == cfg);
@@ -2208,6 +2382,7 @@ mod tests {
             ("--source-ip-transparent=false", |c| {
                 !c.source_ip_transparent
             }),
+            ("--restart-net-driver=false", |c| !c.restart_net_driver),
         ];
         for (flag, get) in cases {
             assert!(get(&run(&[flag, "sh"])), "{flag}");
@@ -2243,7 +2418,6 @@ mod tests {
             ("--copy-up", |c| {
                 c.copy_up.iter().map(|p| p.display().to_string()).collect()
             }),
-            ("--publish", |c| c.publish.concat()),
         ];
         for (flag, get) in strings {
             assert_eq!(get(&run(&[flag, "v", "sh"])), "v", "{flag}");

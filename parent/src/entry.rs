@@ -18,6 +18,10 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    // As upstream (Go's runtime does it there): the soft descriptor limit up to the hard one, so
+    // that forwarded connections are not capped at 1024 descriptors; programs started from
+    // here get the original back (see `raise_nofile_limit`).
+    child::spawn::raise_nofile_limit();
     let action = match cli::parse(std::env::args_os().skip(1)) {
         Ok(a) => a,
         Err(e) => {
@@ -45,6 +49,7 @@ pub fn main() -> i32 {
             let _ = writeln!(std::io::stdout(), "{n}");
             return 0;
         }
+        cli::Action::Check { cfg, json } => return crate::check::main(&cfg, json),
         cli::Action::Run(cfg) => cfg,
     };
     // Warnings are printed even when a later check fails, as upstream logs them as it goes.

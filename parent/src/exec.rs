@@ -401,6 +401,31 @@ fn start(
 }
 
 // ---------------------------------------------------------------------------------------------
+// The trial namespace of `--check` (used by `check`).
+
+/// `clone3(flags)` of a process that never execs anything: it waits for a go byte that never
+/// comes, so `with` can act on it (write its id maps) while it waits; then the pipe closes, the
+/// process exits and is reaped. Nothing is run and nothing outlives the call.
+///
+/// # Errors
+/// The `clone3` failure (its errno says why namespaces are refused).
+pub fn trial_namespaces<R>(flags: u64, with: impl FnOnce(i32) -> R) -> io::Result<R> {
+    let (go_r, go_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let none: [OsString; 0] = [];
+    let mut cmd = child::spawn::Command::new(Path::new("/"), ["rootlesskit"], none)?;
+    // The new process never execs, so it must close its copy of the write end itself, or the
+    // read of the go byte would never see the end of the pipe.
+    cmd.clone_flags(flags)
+        .wait_for_go(go_r)
+        .close_in_child(std::os::fd::AsRawFd::as_raw_fd(&go_w));
+    let started = cmd.spawn()?;
+    let result = with(started.pid);
+    drop(go_w);
+    let _ = wait_status(started.pid);
+    Ok(result)
+}
+
+// ---------------------------------------------------------------------------------------------
 // The real `docker-proxy` (used by `rootlesskit-docker-proxy`).
 
 /// `execve(exe, argv, environ)`—replaces this process with `exe`: `argv[0]` and the rest of

@@ -23,7 +23,7 @@ pub fn cli(data: &[u8]) {
                 assert!(!msg.is_empty());
             }
         }
-        Ok(Action::Help | Action::Version | Action::PrintSemver(_)) => {}
+        Ok(Action::Help | Action::Version | Action::PrintSemver(_) | Action::Check { .. }) => {}
         Err(e) => {
             assert!(!e.message().is_empty());
             assert_eq!(e.usage_text("").is_some(), e.shows_usage());
@@ -57,6 +57,9 @@ pub fn subid(data: &[u8]) {
         },
     ];
     for user in &users {
+        for shared in crate::check::shared_ranges(&text, "/etc/subuid", user) {
+            assert!(shared.starts_with("/etc/subuid: "));
+        }
         if let Ok(ranges) = parse_subid_file(&text, "/etc/subuid", user) {
             for (start, count) in ranges {
                 assert!(count > 0 && start.checked_add(count).is_some());

@@ -2,6 +2,8 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod backoff;
+pub mod check;
 pub mod cli;
 pub mod entry;
 pub mod exec;

@@ -197,6 +197,10 @@ struct Session<'a> {
     ports: Option<std::sync::Arc<crate::port::builtin::Builtin>>,
     /// slirp4netns's API socket, for `--port-driver=slirp4netns`.
     s4nn_socket: Option<PathBuf>,
+    /// The slirp4netns port driver, whose ports a restarted slirp4netns gets again.
+    s4nn_ports: Option<std::sync::Arc<crate::port::slirp4netns::Slirp4netnsPorts>>,
+    /// Watches the network driver under the running target (and restarts it).
+    healer: Option<net::heal::Healer>,
     sigfd: &'a OwnedFd,
     pid: i32,
     pidfd: OwnedFd,
@@ -254,9 +258,14 @@ impl<'a> Session<'a> {
         let proto_fd: RawFd = 3 + nfds;
 
         let argv = child_argv(cfg, state.path(), proto_fd, listen, unshare);
+        // Bound in the real directory; the target names it through the given one, as it does
+        // the state dir.
         let notify =
             crate::notify::Relay::setup(state.path(), std::env::var_os("NOTIFY_SOCKET").as_deref());
-        let env = child_env(state.path(), notify.as_ref().map(|n| n.path()));
+        let notify_path = notify
+            .as_ref()
+            .map(|_| state.given_path().join(crate::notify::SOCKET_NAME));
+        let env = child_env(state.given_path(), notify_path.as_deref());
         let mut cmd = Command::new(helper, &argv, env)
             .map_err(|e| format!("failed to start the child: {}", io_text(&e)))?;
         let mut clone_flags = (g::CLONE_NEWUSER | g::CLONE_NEWNS) as u64;
@@ -323,6 +332,8 @@ impl<'a> Session<'a> {
             api: None,
             ports: None,
             s4nn_socket: None,
+            s4nn_ports: None,
+            healer: None,
             sigfd,
             pid,
             pidfd,
@@ -393,12 +404,13 @@ impl<'a> Session<'a> {
                     socket, child_ip,
                 ));
                 self.publish(&*driver)?;
+                self.s4nn_ports = Some(driver.clone());
                 Some(driver)
             } else {
                 None
             };
         let backend = api::Backend {
-            state_dir: state.path().to_string_lossy().into_owned(),
+            state_dir: state.given_path().to_string_lossy().into_owned(),
             child_pid: self.pid,
             network_driver: self.net_info.take(),
             port_driver,
@@ -412,6 +424,18 @@ impl<'a> Session<'a> {
         state
             .write_child_pid(self.pid)
             .map_err(|e| Abort::Error("parent", e))?;
+        if let Some(driver) = self.driver.as_deref() {
+            let netns =
+                (self.cfg.detach_netns).then(|| detached_netns_path(self.pid, state.path()));
+            let healer = net::heal::Healer::new(
+                driver,
+                self.cfg.restart_net_driver,
+                self.pid,
+                netns,
+                state.path().to_path_buf(),
+            );
+            self.healer = Some(healer.map_err(|e| Abort::Error("parent", e))?);
+        }
         self.send(&Msg::ParentGo)?;
         if self.cfg.notify_ready == crate::notify::Ready::Child
             && let Some(n) = self.notify.as_mut()
@@ -521,10 +545,10 @@ impl<'a> Session<'a> {
 
     /// Publishes every `-p` spec, as upstream does before `child_pid` appears.
     fn publish(&self, driver: &dyn crate::port::PortDriver) -> Result<(), Abort> {
-        for text in &self.cfg.publish {
-            let spec = crate::port::parse_port_spec(text).map_err(|e| Abort::Error("parent", e))?;
-            driver.add(spec).map_err(|e| {
-                Abort::Error("parent", format!("failed to expose port {text}: {e}"))
+        for spec in &self.cfg.publish {
+            driver.add(spec.clone()).map_err(|e| {
+                let shown = spec.go_value();
+                Abort::Error("parent", format!("failed to expose port {shown}: {e}"))
             })?;
         }
         Ok(())
@@ -699,7 +723,13 @@ impl<'a> Session<'a> {
         loop {
             let now = Instant::now();
             let api_wait = self.api.as_ref().and_then(|s| s.timeout(now));
-            let timeout = api_wait.map(|d| Timespec {
+            // A published port paused for want of descriptors tries again then.
+            let ports_wait = self.ports.as_ref().and_then(|p| p.timeout(now));
+            let wait = match (api_wait, ports_wait) {
+                (Some(a), Some(p)) => Some(a.min(p)),
+                (a, p) => a.or(p),
+            };
+            let timeout = wait.map(|d| Timespec {
                 tv_sec: d.as_secs() as _,
                 tv_nsec: d.subsec_nanos() as _,
             });
@@ -709,6 +739,11 @@ impl<'a> Session<'a> {
                 Err(e) => return Outcome::parent_error(format!("epoll_wait: {e}")),
             };
             let mut api_ready = api_wait.is_some_and(|d| now.elapsed() >= d);
+            if ports_wait.is_some_and(|d| now.elapsed() >= d)
+                && let Some(p) = &self.ports
+            {
+                p.accept_ready();
+            }
             let mut child_exited = false;
             for ev in &events[..n] {
                 match ev.data.u64() {
@@ -721,18 +756,9 @@ impl<'a> Session<'a> {
                     }
                     CHILD => child_exited = true,
                     DRIVER => {
-                        if let Some(driver) = self.driver.as_mut() {
-                            // Its pidfd stays readable once it has exited: out of the set.
-                            if let Some(fd) = driver.exit_fd() {
-                                let _ = epoll::delete(&ep, fd);
-                            }
-                            // As upstream, the target keeps running (without a network); say
-                            // so once.
-                            let how = driver.describe_exit();
-                            warn(&format!(
-                                "network driver {} exited while the target was running: {how}",
-                                driver.name()
-                            ));
+                        // The driver died, or its restart moves on (net::heal).
+                        if let (Some(h), Some(d)) = (self.healer.as_mut(), self.driver.as_mut()) {
+                            h.ready(&mut **d, &mut self.sock, self.s4nn_ports.as_deref());
                         }
                     }
                     PORTS_ACCEPT => {
@@ -787,8 +813,8 @@ impl<'a> Session<'a> {
         };
         add(self.sigfd.as_fd(), SIGNAL)?;
         add(self.pidfd.as_fd(), CHILD)?;
-        if let Some(fd) = self.driver.as_ref().and_then(|d| d.exit_fd()) {
-            add(fd, DRIVER)?;
+        if let Some(healer) = &self.healer {
+            add(healer.as_fd(), DRIVER)?;
         }
         if let Some(p) = &self.ports {
             let [accept, data] = p.poll_fds();

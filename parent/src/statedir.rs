@@ -1,5 +1,9 @@
 //! The state directory: creation or crash-recovery reuse, the `lock` file, `child_pid`, and
 //! removal of everything on exit.
+//!
+//! An explicit directory must belong to us and be writable by nobody else (or be sticky), and a
+//! symlink to it is resolved once: every file is made in the real directory, with
+//! `O_NOFOLLOW`, so no one else can plant a link in it that we would write through.
 
 use std::fs;
 use std::io::{self, Write};
@@ -12,7 +16,10 @@ use rustix::fs::{FlockOperation, Mode, OFlags, flock};
 /// A locked state directory. Dropping it removes the directory with everything in it.
 #[derive(Debug)]
 pub struct StateDir {
+    /// The real directory, symlinks resolved.
     path: PathBuf,
+    /// The absolute path as given, which the target sees in `$ROOTLESSKIT_STATE_DIR`.
+    given: PathBuf,
     // Held for the life of the run: the shared lock on the directory keeps systemd-tmpfiles
     // away (upstream issue #185), the exclusive one on `lock` keeps a second instance away.
     _dir: Option<OwnedFd>,
@@ -25,25 +32,61 @@ impl StateDir {
     /// when `explicit` is `None`; otherwise takes over `explicit`, creating it if needed and
     /// wiping whatever a crashed run left in it.
     ///
+    /// An existing `explicit` directory must be owned by the effective user and not be group-
+    /// or world-writable unless it is sticky, and a symlink to it must be the user's (or
+    /// root's); otherwise it is refused before anything is made or removed in it.
+    ///
     /// # Errors
     /// One line naming the path, with upstream's wording where it has one.
     pub fn create(explicit: Option<&Path>) -> Result<StateDir, String> {
-        let path = match explicit {
-            None => make_temp_dir()?,
+        let (path, given) = match explicit {
+            None => {
+                let p = make_temp_dir()?;
+                (p.clone(), p)
+            }
             Some(p) => {
-                let p = absolute(p)?;
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o755)
-                    .create(&p)
-                    .map_err(|e| format!("failed to create {}: {}", p.display(), errno_text(&e)))?;
-                p
+                let given = absolute(p)?;
+                match fs::symlink_metadata(&given) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        fs::DirBuilder::new()
+                            .recursive(true)
+                            .mode(0o755)
+                            .create(&given)
+                            .map_err(|e| {
+                                format!("failed to create {}: {}", given.display(), errno_text(&e))
+                            })?;
+                    }
+                    // A link someone else put there could point at any directory of ours,
+                    // which would be wiped.
+                    Ok(m) if m.file_type().is_symlink() => {
+                        use std::os::unix::fs::MetadataExt;
+                        let euid = rustix::process::geteuid().as_raw();
+                        if m.uid() != euid && m.uid() != 0 {
+                            return Err(format!(
+                                "refusing the state dir {}: it is a symlink owned by uid {}, not by uid {euid}",
+                                given.display(),
+                                m.uid()
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+                let real = fs::canonicalize(&given).map_err(|e| {
+                    format!(
+                        "state dir is inaccessible: {}: {}",
+                        given.display(),
+                        errno_text(&e)
+                    )
+                })?;
+                check_private(&given, &real)?;
+                (real, given)
             }
         };
         // Not armed until we hold the lock: a refused second instance must not remove the
         // directory of the running one.
         let mut dir = StateDir {
             path,
+            given,
             _dir: None,
             _lock: None,
             removed: true,
@@ -83,16 +126,22 @@ impl StateDir {
         Ok(dir)
     }
 
-    /// The absolute path.
+    /// The real absolute path (symlinks resolved), where every file is made.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The absolute path as given (the real one for a directory we made up), which upstream
+    /// passes on in `$ROOTLESSKIT_STATE_DIR` and shows in `GET /v1/info`.
+    pub fn given_path(&self) -> &Path {
+        &self.given
     }
 
     fn take_lock(&self) -> Result<OwnedFd, String> {
         let lock_path = self.path.join("lock");
         let fd = rustix::fs::open(
             &lock_path,
-            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| {
@@ -134,6 +183,7 @@ impl StateDir {
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .custom_flags(OFlags::NOFOLLOW.bits() as i32)
             .mode(0o444)
             .open(&p)
             .map_err(|e| format!("failed to write {}: {}", p.display(), errno_text(&e)))?;
@@ -148,6 +198,12 @@ impl StateDir {
         }
         self.removed = true;
         let r = fs::remove_dir_all(&self.path);
+        // Upstream removes the path it was given: a symlink to the directory goes too.
+        if self.given != self.path
+            && fs::symlink_metadata(&self.given).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            let _ = fs::remove_file(&self.given);
+        }
         self._lock = None;
         self._dir = None;
         match r {
@@ -168,6 +224,35 @@ impl Drop for StateDir {
             crate::warn(&e);
         }
     }
+}
+
+/// Refuses a directory that someone else could plant files in: one not owned by the effective
+/// user, or group- or world-writable without the sticky bit (a sticky one, like `/tmp`, only
+/// lets others add names, which `O_NOFOLLOW` and `O_EXCL` make harmless).
+fn check_private(given: &Path, real: &Path) -> Result<(), String> {
+    let st = rustix::fs::stat(real).map_err(|e| {
+        format!(
+            "state dir is inaccessible: {}: {}",
+            given.display(),
+            errno_text(&e.into())
+        )
+    })?;
+    let euid = rustix::process::geteuid().as_raw();
+    if st.st_uid != euid {
+        return Err(format!(
+            "refusing the state dir {}: it is owned by uid {}, not by uid {euid}",
+            given.display(),
+            st.st_uid
+        ));
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(format!(
+            "refusing the state dir {}: it is writable by others (mode {mode:04o}) and not sticky",
+            given.display()
+        ));
+    }
+    Ok(())
 }
 
 fn absolute(p: &Path) -> Result<PathBuf, String> {
@@ -289,6 +374,51 @@ mod tests {
         assert_eq!(mode & 0o777, 0o444);
         d.remove().unwrap();
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn symlinked_dir_is_resolved_and_cleaned() {
+        let base = scratch("link");
+        let real = base.join("real");
+        fs::create_dir_all(&real).unwrap();
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let mut d = StateDir::create(Some(&link)).unwrap();
+        assert_eq!(d.path(), real);
+        assert_eq!(d.given_path(), link);
+        assert!(real.join("lock").exists());
+        d.write_child_pid(1).unwrap();
+        d.remove().unwrap();
+        assert!(!real.exists());
+        assert!(fs::symlink_metadata(&link).is_err());
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn dirs_others_can_write_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = scratch("shared");
+        for (mode, ok) in [
+            (0o777, false),
+            (0o770, false),
+            (0o1777, true),
+            (0o700, true),
+        ] {
+            fs::create_dir_all(&base).unwrap();
+            fs::set_permissions(&base, fs::Permissions::from_mode(mode)).unwrap();
+            match StateDir::create(Some(&base)) {
+                Ok(mut d) => {
+                    assert!(ok, "{mode:o} accepted");
+                    d.remove().unwrap();
+                }
+                Err(e) => {
+                    assert!(!ok, "{mode:o}: {e}");
+                    assert!(e.contains("is writable by others"), "{e}");
+                    assert_eq!(fs::read_dir(&base).unwrap().count(), 0);
+                    fs::remove_dir(&base).unwrap();
+                }
+            }
+        }
     }
 
     #[test]

@@ -278,7 +278,8 @@ impl fmt::Debug for ErrorText {
 /// → parent `PortDriverCompleted` → (child `NetLease`, for a [`NetMode::Dhcp`] network) → child
 /// `ChildReady` (or `ChildError` at any point) → parent `ParentGo`, after which the child starts
 /// the target. From then on the parent may send `SocketsWanted` requests, each answered by one
-/// `SocketsMade`, and `UdpRoute` requests, each add answered by one `UdpRouted`, in order.
+/// `SocketsMade`, and `UdpRoute` requests, each add answered by one `UdpRouted`, in order, and
+/// `NetReconfigure` (unanswered) when a restarted network driver made a new interface.
 // Frames are fixed-size by design and live on the stack; boxing the error text would put the
 // allocator on the pipe path for nothing.
 #[allow(clippy::large_enum_variant)]
@@ -307,6 +308,10 @@ pub enum Msg {
     UdpRoute(UdpRoute),
     /// Child → parent: whether an added [`Msg::UdpRoute`] is in place.
     UdpRouted(UdpRouted),
+    /// Parent → child, while the target runs: the network driver was restarted and made a new
+    /// interface; configure it again as for `NetworkDriverCompleted` (mode `Configure`). Not
+    /// answered: a failure is the child's warning.
+    NetReconfigure(NetConfig),
 }
 
 const TAG_CHILD_INIT: u8 = 1;
@@ -320,6 +325,7 @@ const TAG_SOCKETS_MADE: u8 = 10;
 const TAG_NET_LEASE: u8 = 11;
 const TAG_UDP_ROUTE: u8 = 12;
 const TAG_UDP_ROUTED: u8 = 13;
+const TAG_NET_RECONFIGURE: u8 = 14;
 
 const NET_BODY: usize = 1 + IFNAMSIZ + 4 + 1 + 4 + 4 + 16 + 4 + 6 + 16;
 const PORT_BODY: usize = 1;
@@ -332,7 +338,7 @@ const UDP_ROUTED_BODY: usize = 4;
 fn body_len(tag: u8) -> Result<usize, Error> {
     Ok(match tag {
         TAG_CHILD_INIT | TAG_CHILD_READY | TAG_PARENT_GO => 0,
-        TAG_NET | TAG_NET_LEASE => NET_BODY,
+        TAG_NET | TAG_NET_LEASE | TAG_NET_RECONFIGURE => NET_BODY,
         TAG_PORT => PORT_BODY,
         TAG_CHILD_ERROR => ERROR_BODY,
         TAG_SOCKETS_WANTED => SOCKETS_WANTED_BODY,
@@ -357,6 +363,7 @@ impl Msg {
             Msg::NetLease(_) => TAG_NET_LEASE,
             Msg::UdpRoute(_) => TAG_UDP_ROUTE,
             Msg::UdpRouted(_) => TAG_UDP_ROUTED,
+            Msg::NetReconfigure(_) => TAG_NET_RECONFIGURE,
         }
     }
 
@@ -374,6 +381,7 @@ impl Msg {
             Msg::NetLease(_) => "NetLease",
             Msg::UdpRoute(_) => "UdpRoute",
             Msg::UdpRouted(_) => "UdpRouted",
+            Msg::NetReconfigure(_) => "NetReconfigure",
         }
     }
 
@@ -389,7 +397,7 @@ impl Msg {
         let body = &mut out[HEADER_LEN..HEADER_LEN + len];
         body.fill(0);
         match self {
-            Msg::NetworkDriverCompleted(n) | Msg::NetLease(n) => {
+            Msg::NetworkDriverCompleted(n) | Msg::NetLease(n) | Msg::NetReconfigure(n) => {
                 let mut w = Cursor { buf: body, at: 0 };
                 w.put(&[n.mode as u8]);
                 w.put(&n.ifname);
@@ -465,7 +473,7 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
         TAG_CHILD_INIT => Msg::ChildInitUserNsCompleted,
         TAG_CHILD_READY => Msg::ChildReady,
         TAG_PARENT_GO => Msg::ParentGo,
-        TAG_NET | TAG_NET_LEASE => {
+        TAG_NET | TAG_NET_LEASE | TAG_NET_RECONFIGURE => {
             let mut r = Reader { buf: body, at: 0 };
             let mode = NetMode::from_u8(r.get::<1>()[0])?;
             let ifname = r.get::<IFNAMSIZ>();
@@ -505,6 +513,8 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
             };
             if tag == TAG_NET_LEASE {
                 Msg::NetLease(net)
+            } else if tag == TAG_NET_RECONFIGURE {
+                Msg::NetReconfigure(net)
             } else {
                 Msg::NetworkDriverCompleted(net)
             }
@@ -739,6 +749,7 @@ mod tests {
                 n.mtu = 1500;
                 n
             }),
+            Msg::NetReconfigure(net()),
         ]
     }
 
@@ -833,6 +844,23 @@ mod tests {
             ),
             (frame(0, &[]), Error::BadTag(0)),
             (frame(200, &[]), Error::BadTag(200)),
+            (frame(15, &[]), Error::BadTag(15)),
+            (
+                {
+                    // The interface of a NetReconfigure is checked as the first one's.
+                    let mut b = good_net.clone();
+                    b[1..1 + IFNAMSIZ].fill(b'x');
+                    frame(TAG_NET_RECONFIGURE, &b)
+                },
+                Error::BadField("net.ifname"),
+            ),
+            (
+                frame(TAG_NET_RECONFIGURE, &good_net[1..]),
+                Error::BadLength {
+                    tag: TAG_NET_RECONFIGURE,
+                    len: good_net.len() as u32 - 1,
+                },
+            ),
             (
                 frame(TAG_CHILD_READY, &[0]),
                 Error::BadLength {

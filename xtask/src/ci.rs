@@ -61,6 +61,7 @@ fn run_steps(root: &Path, opts: &dist::Options, steps: &[Step]) -> Result<()> {
             Step::Dist => dist::run(root, opts).map(|d| dist_dir = Some(d)),
             Step::Test => match &dist_dir {
                 Some(dir) => {
+                    prepare(root)?;
                     let dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());
                     let env = test_env(&dir, std::env::var("CI").ok().as_deref());
                     println!(
@@ -84,6 +85,50 @@ fn run_steps(root: &Path, opts: &dist::Options, steps: &[Step]) -> Result<()> {
     }
     println!("\n==> all {} steps passed", steps.len());
     Ok(())
+}
+
+/// The user the integration tests run the binaries as when they run as root (ci/src/lib.rs).
+const TEST_USER: &str = "rkrs-test";
+
+/// As root on a machine that was never prepared (no test user), runs `.ci/run --prepare` first:
+/// the packages, the test user with subordinate ids, the test bridges and the Debian sid
+/// rootfs, as `.ci/run` does before it calls us. As any other user the tests run as that user,
+/// and those that cannot run there skip with their reason.
+fn prepare(root: &Path) -> Result<()> {
+    if !is_root() {
+        return Ok(());
+    }
+    let user = std::env::var("RKRS_TEST_USER").unwrap_or_else(|_| TEST_USER.into());
+    if has_user(
+        &std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+        &user,
+    ) {
+        return Ok(());
+    }
+    if user != TEST_USER {
+        return Err(format!("RKRS_TEST_USER={user}: no such user"));
+    }
+    println!(
+        "==> no test user {user}: preparing this machine (.ci/run --prepare: packages, the user \
+         with subordinate ids, test bridges, the Debian sid rootfs)"
+    );
+    crate::run_status(crate::command(root.join(".ci/run")).arg("--prepare"))
+}
+
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|r| r.split_whitespace().nth(1))
+        == Some("0")
+}
+
+/// Whether an /etc/passwd text has a line for `user`.
+fn has_user(passwd: &str, user: &str) -> bool {
+    passwd
+        .lines()
+        .any(|l| l.split(':').next() == Some(user) && l.matches(':').count() >= 6)
 }
 
 /// The environment of the test step: where the static binaries are, and whether a skipped
@@ -138,6 +183,17 @@ mod tests {
         for (ci, expect) in cases {
             assert_eq!(test_env(dir, ci), expect, "CI={ci:?}");
         }
+    }
+
+    #[test]
+    fn passwd_lookup() {
+        let passwd =
+            "root:x:0:0:root:/root:/bin/bash\nrkrs-test:x:1001:1001::/home/rkrs-test:/bin/sh\n";
+        assert!(has_user(passwd, "rkrs-test"));
+        assert!(has_user(passwd, "root"));
+        assert!(!has_user(passwd, "rkrs"));
+        assert!(!has_user(passwd, "rkrs-test2"));
+        assert!(!has_user("rkrs-test\n", "rkrs-test"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod ci;
 mod dist;
 mod elf;
 mod fuzz;
+mod package;
 mod tidy;
 
 use std::ffi::OsStr;
@@ -27,6 +28,10 @@ Commands:
         statically linked (musl when its Rust std is installed, else glibc with +crt-static),
         copy them to <target>/dist/ and check each: no ELF interpreter, no DT_NEEDED, no
         nsswitch.conf, `--version` works in an empty environment, size within budget.
+        Then writes the packager bundle <target>/dist/rootlesskit-VERSION-ARCH.tar.gz (laid
+        out for /usr: binaries, man pages and completions made from their --help, AppArmor
+        profile, SHA256SUMS; reproducible, mtimes from SOURCE_DATE_EPOCH or the last commit)
+        and <target>/dist/SHA256SUMS for it.
   tidy  Source rules (module docs, unsafe only in src/sys/ with SAFETY comments, no
         process spawning outside parent/src/exec.rs, runtime dependencies) plus a
         `cargo tree` check of the runtime crates' dependency graphs.

@@ -14,16 +14,69 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::process::{Signal, getpid, getppid, set_parent_process_death_signal};
+use rustix::process::{
+    Resource, Rlimit, Signal, getpid, getppid, getrlimit, set_parent_process_death_signal,
+    setrlimit,
+};
 use rustix::thread::UnshareFlags;
 
 use crate::sys::{self, CStrVec, Forked};
 use linux_raw_sys::general as g;
 
-/// Descriptors of the spawner are moved at least this high before forking, so that placing
-/// descriptors at their target numbers in the new process never overwrites one still needed.
+/// Descriptors of the spawner are moved at least this high before forking (or just above the
+/// highest target number, when that is lower than this process's descriptor limit allows), so
+/// that placing descriptors at their target numbers in the new process never overwrites one
+/// still needed.
 const HIGH_FD: RawFd = 256;
+
+/// The soft and hard `RLIMIT_NOFILE` this process started with, once
+/// [`raise_nofile_limit`] raised the soft one (`u64::MAX` before: nothing to restore).
+static ORIGINAL_NOFILE: [AtomicU64; 2] = [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)];
+
+/// `setrlimit(RLIMIT_NOFILE)`—raises this process's soft descriptor limit to its hard one, as
+/// Go's runtime does at start, and remembers the original, which every process started with
+/// [`Command::spawn`] gets back before its exec (as Go's `syscall` restores it), so programs
+/// run from here see the limit they would have seen without us. Returns the soft limit now in
+/// force.
+///
+/// # References
+/// - [`setrlimit(2)`](https://man7.org/linux/man-pages/man2/setrlimit.2.html)
+pub fn raise_nofile_limit() -> u64 {
+    let now = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (now.current, now.maximum) else {
+        return u64::MAX;
+    };
+    let hard_n = hard.unwrap_or(u64::MAX);
+    if soft >= hard_n {
+        return soft;
+    }
+    let raised = Rlimit {
+        current: hard,
+        maximum: hard,
+    };
+    if setrlimit(Resource::Nofile, raised).is_err() {
+        return soft;
+    }
+    ORIGINAL_NOFILE[1].store(hard_n, Ordering::Relaxed);
+    ORIGINAL_NOFILE[0].store(soft, Ordering::Relaxed);
+    hard_n
+}
+
+/// Puts back the limit [`raise_nofile_limit`] raised; a raw syscall, fit for after the fork.
+fn restore_nofile_limit() -> io::Result<()> {
+    let soft = ORIGINAL_NOFILE[0].load(Ordering::Relaxed);
+    if soft == u64::MAX {
+        return Ok(());
+    }
+    let hard = ORIGINAL_NOFILE[1].load(Ordering::Relaxed);
+    let original = Rlimit {
+        current: Some(soft),
+        maximum: (hard != u64::MAX).then_some(hard),
+    };
+    setrlimit(Resource::Nofile, original).map_err(Into::into)
+}
 
 /// Where the exec failed, reported to the spawner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,18 +220,31 @@ impl Command {
     /// Forks the new process. Returns at once; call [`Started::wait_exec`] (after sending the go
     /// byte, if one is awaited) to learn whether the exec succeeded.
     pub fn spawn(mut self) -> io::Result<Started> {
-        // Move every descriptor we hand over out of the way of the target numbers.
+        // Move every descriptor we hand over out of the way of the target numbers: to HIGH_FD
+        // and up, so they stay clear of what the spawner opens meanwhile, unless the descriptor
+        // limit is lower than that, where just above the highest target is enough.
+        let floor = self
+            .fds
+            .iter()
+            .map(|&(_, t)| t + 1)
+            .max()
+            .unwrap_or(3)
+            .max(3);
+        let floor = match getrlimit(Resource::Nofile).current {
+            Some(soft) if soft <= HIGH_FD as u64 + 64 => floor,
+            _ => HIGH_FD,
+        };
         let mut moved = Vec::with_capacity(self.fds.len());
         for (fd, target) in self.fds.drain(..) {
-            let high = rustix::io::fcntl_dupfd_cloexec(&fd, HIGH_FD)?;
+            let high = rustix::io::fcntl_dupfd_cloexec(&fd, floor)?;
             moved.push((high, target));
         }
         let go = match self.go.take() {
-            Some(fd) => Some(rustix::io::fcntl_dupfd_cloexec(&fd, HIGH_FD)?),
+            Some(fd) => Some(rustix::io::fcntl_dupfd_cloexec(&fd, floor)?),
             None => None,
         };
         let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        let err_w = rustix::io::fcntl_dupfd_cloexec(&err_w, HIGH_FD)?;
+        let err_w = rustix::io::fcntl_dupfd_cloexec(&err_w, floor)?;
         let me = getpid();
 
         // SAFETY: see the module docs: the child branch only calls `child_after_fork`, `report`
@@ -252,6 +318,9 @@ fn child_after_fork(
         let mut buf = [0u8; 32];
         let n = format_listen_pid(&mut buf, getpid().as_raw_nonzero().get() as u32);
         cmd.envp.patch(i, &buf[..n]);
+    }
+    if let Err(e) = restore_nofile_limit() {
+        return (Stage::Setup, e);
     }
     if let Err(e) = sys::default_action(g::SIGPIPE) {
         return (Stage::Setup, e);

@@ -7,8 +7,9 @@ use std::sync::Mutex;
 
 use crate::api::http::{self, Limits, Parsed, Response};
 use crate::api::{Backend, json, server};
+use crate::port::spec::{is_ip, parse_ip};
 use crate::port::{PortDriver, PortDriverInfo, PortSpec, PortStatus, go_atoi, validate_port_spec};
-use crate::port::{parse_port_spec, spec::is_ip};
+use crate::port::{check_family, parse_port_spec};
 
 /// A port table in memory, so that routed requests reach a driver.
 struct MemDriver(Mutex<Vec<PortStatus>>);
@@ -63,6 +64,8 @@ pub fn http(data: &[u8]) {
             match http::parse_request(rest, limits) {
                 Ok(Parsed::Done(req, used)) => {
                     assert!(used > 0 && used <= rest.len());
+                    // The server's head deadline ends once a head is in: a whole request has one.
+                    assert!(http::head_received(&rest[..used], limits));
                     assert!(req.body.len() <= limits.max_body);
                     // A request parses the same from exactly its own bytes.
                     assert_eq!(
@@ -81,6 +84,10 @@ pub fn http(data: &[u8]) {
                 }
                 Ok(Parsed::Partial { need, .. }) => {
                     assert!(need > rest.len());
+                    // A body is awaited only after a whole head.
+                    if need > rest.len() + 1 {
+                        assert!(http::head_received(rest, limits));
+                    }
                     break;
                 }
                 Err(reject) => {
@@ -140,9 +147,28 @@ pub fn port_spec(data: &[u8]) {
         text.parse::<std::net::IpAddr>().is_ok(),
         "{text:?}"
     );
+    // Go's To4(): exactly the IPv4-mapped IPv6 addresses (::ffff:0:0/96) become IPv4 ones.
+    if let Ok(std::net::IpAddr::V6(a)) = text.parse::<std::net::IpAddr>() {
+        let o = a.octets();
+        let mapped = o[..10] == [0; 10] && o[10..12] == [0xff, 0xff];
+        assert_eq!(
+            parse_ip(&text).is_some_and(|ip| ip.is_ipv4()),
+            mapped,
+            "{text:?}"
+        );
+    }
     let Ok(spec) = parse_port_spec(&text) else {
         return;
     };
+    // The family check decides on the parent IP alone, and an IPv4 address always fits `tcp4`.
+    let family = check_family(&spec);
+    if let Err(e) = &family {
+        assert!(e.ends_with("no suitable address found"), "{e}");
+        assert!(spec.proto.ends_with('4') || spec.proto.ends_with('6'));
+    }
+    if spec.proto.ends_with('4') && parse_ip(&spec.parent_ip).is_some_and(|ip| ip.is_ipv4()) {
+        assert_eq!(family, Ok(()));
+    }
     assert!(spec.parent_ip.is_empty() || is_ip(&spec.parent_ip));
     assert!(spec.child_ip.is_empty() || is_ip(&spec.child_ip));
     let host = |ip: &str| {

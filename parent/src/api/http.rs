@@ -298,6 +298,21 @@ fn decode_chunked(
     }
 }
 
+/// Whether `buf` holds the whole head of its first request (empty lines before it skipped, as
+/// [`parse_request`] skips them), so that only a body may still be on its way.
+pub fn head_received(buf: &[u8], limits: Limits) -> bool {
+    let mut start = 0;
+    loop {
+        match &buf[start..] {
+            [b'\r', b'\n', ..] => start += 2,
+            [b'\n', ..] => start += 1,
+            _ => break,
+        }
+    }
+    let rest = &buf[start..];
+    head_end(&rest[..rest.len().min(limits.max_header)]).is_some()
+}
+
 /// Parses the first request in `buf`.
 ///
 /// # Errors

@@ -4,9 +4,11 @@
 //!
 //! Every connection is non-blocking and holds at most one request head and body
 //! ([`Limits`]); pipelined requests wait in the socket until the answer before them is sent.
-//! A request must arrive whole within the read timeout, an idle keep-alive connection is
-//! closed after the idle timeout, and when every slot is taken the longest-idle connection
-//! makes room for a new one. Port-driver calls run on the server thread, one at a time.
+//! A request's head must arrive within the head timeout and the whole request within the read
+//! timeout, an idle keep-alive connection is closed after the idle timeout, and when every slot
+//! is taken the connection that has gone longest without a finished request (idle, or holding
+//! a partial one) makes room for a new one, so a slow-loris flood cannot keep a good client
+//! out. Port-driver calls run on the server thread, one at a time.
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -26,6 +28,7 @@ use crate::api::http::{
     self, CONTINUE, Limits, Parsed, Reject, Request, Response, clean_path, escape_path,
 };
 use crate::api::json;
+use crate::backoff::AcceptPause;
 use crate::port::go_atoi;
 
 /// Tunables of the server; [`Config::default`] is what rootlesskit uses.
@@ -36,6 +39,8 @@ pub struct Config {
     pub max_conns: usize,
     /// Time for a request to arrive whole once it has begun, and for an answer to be taken.
     pub read_timeout: Duration,
+    /// Time for a request's head to arrive once it has begun (capped by `read_timeout`).
+    pub head_timeout: Duration,
     /// Time a keep-alive connection may wait for its next request.
     pub idle_timeout: Duration,
 }
@@ -46,6 +51,7 @@ impl Default for Config {
             limits: Limits::default(),
             max_conns: 64,
             read_timeout: Duration::from_secs(10),
+            head_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(60),
         }
     }
@@ -261,8 +267,8 @@ pub struct Server {
     live: usize,
     /// Whether the listener is registered for `EPOLLIN` (it is not while every slot is busy).
     listening: bool,
-    /// After an accept error such as EMFILE the listener is left alone until then.
-    accept_paused_until: Option<Instant>,
+    /// After an accept error such as EMFILE the listener is left alone for a while.
+    accept_pause: AcceptPause,
 }
 
 /// The listener's epoll tag.
@@ -301,7 +307,7 @@ impl Server {
             config,
             epoll,
             listening: true,
-            accept_paused_until: None,
+            accept_pause: AcceptPause::default(),
         })
     }
 
@@ -337,7 +343,7 @@ impl Server {
     /// How long a caller may wait for [`Server::as_fd`] before [`Server::serve_ready`] must
     /// run anyway (a connection's deadline, or the end of an accept pause); `None` is forever.
     pub fn timeout(&self, now: Instant) -> Option<Duration> {
-        let mut wake = self.accept_paused_until;
+        let mut wake = self.accept_pause.deadline();
         for c in self.slots.iter().flatten() {
             wake = Some(wake.map_or(c.deadline, |w| w.min(c.deadline)));
         }
@@ -350,9 +356,7 @@ impl Server {
     pub fn serve_ready(&mut self) {
         let now = Instant::now();
         self.expire(now);
-        if self.accept_paused_until.is_some_and(|t| now >= t) {
-            self.accept_paused_until = None;
-        }
+        self.accept_pause.is_paused(now);
         self.arm_listener();
         let mut events = [epoll::Event {
             flags: epoll::EventFlags::empty(),
@@ -385,10 +389,22 @@ impl Server {
         self.arm_listener();
     }
 
+    /// The connection to close for a new one when every slot is taken: of those not sending an
+    /// answer, the one that has gone longest without finishing a request (accepted or last
+    /// answered earliest), be it idle or holding a partial request.
+    fn evictable(&self) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().filter(|c| !c.writing()).map(|c| (i, c.since)))
+            .min_by_key(|&(_, since)| since)
+            .map(|(i, _)| i)
+    }
+
     /// Listens for new connections exactly when one could be taken.
     fn arm_listener(&mut self) {
-        let want = self.accept_paused_until.is_none()
-            && (self.live < self.slots.len() || self.slots.iter().flatten().any(Conn::is_idle));
+        let want = self.accept_pause.deadline().is_none()
+            && (self.live < self.slots.len() || self.slots.iter().flatten().any(|c| !c.writing()));
         if want != self.listening {
             let flags = if want {
                 epoll::EventFlags::IN
@@ -412,6 +428,8 @@ impl Server {
     fn close(&mut self, i: usize) {
         if self.slots[i].take().is_some() {
             self.live -= 1;
+            // A descriptor is free again: a listener paused for want of one may try now.
+            self.accept_pause.resume();
         }
     }
 
@@ -435,7 +453,7 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(_) => {
                     // Out of descriptors or memory: retry a little later instead of spinning.
-                    self.accept_paused_until = Some(Instant::now() + Duration::from_millis(100));
+                    self.accept_pause.pause(Instant::now());
                     self.arm_listener();
                     return;
                 }
@@ -445,23 +463,18 @@ impl Server {
             }
             let slot = match self.slots.iter().position(Option::is_none) {
                 Some(i) => i,
-                None => {
-                    let oldest = self
-                        .slots
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, c)| c.as_ref().filter(|c| c.is_idle()).map(|c| (i, c)))
-                        .min_by_key(|(_, c)| c.deadline)
-                        .map(|(i, _)| i);
-                    match oldest {
-                        Some(i) => {
-                            self.close(i);
-                            i
+                None => match self.evictable() {
+                    Some(i) => {
+                        if let Some(c) = &mut self.slots[i] {
+                            // A partial request gets its 408, if the socket takes it now.
+                            c.on_timeout();
                         }
-                        // Every slot is busy: this one is turned away.
-                        None => return,
+                        self.close(i);
+                        i
                     }
-                }
+                    // Every slot is sending an answer: this one is turned away.
+                    None => return,
+                },
             };
             let tag = slot as u64 + 1;
             let data = epoll::EventData::new_u64(tag);
@@ -496,7 +509,13 @@ struct Conn {
     continue_sent: bool,
     eof: bool,
     deadline: Instant,
+    /// When it was accepted or last finished a request: the oldest gives way first.
+    since: Instant,
+    /// When the request in `buf` began, and whether its head is in.
+    began: Instant,
+    head_in: bool,
     read_timeout: Duration,
+    head_timeout: Duration,
     idle_timeout: Duration,
     limits: Limits,
     /// Registered for `EPOLLOUT` (sending an answer) rather than `EPOLLIN`.
@@ -507,6 +526,7 @@ struct Conn {
 
 impl Conn {
     fn new(stream: UnixStream, config: &Config, tag: u64) -> Conn {
+        let now = Instant::now();
         Conn {
             stream,
             buf: Vec::new(),
@@ -516,8 +536,12 @@ impl Conn {
             close_after: false,
             continue_sent: false,
             eof: false,
-            deadline: Instant::now() + config.idle_timeout,
+            deadline: now + config.idle_timeout,
+            since: now,
+            began: now,
+            head_in: false,
             read_timeout: config.read_timeout,
+            head_timeout: config.head_timeout.min(config.read_timeout),
             idle_timeout: config.idle_timeout,
             limits: config.limits,
             armed_out: false,
@@ -545,10 +569,6 @@ impl Conn {
 
     fn writing(&self) -> bool {
         self.sent < self.out.len()
-    }
-
-    fn is_idle(&self) -> bool {
-        self.buf.is_empty() && !self.writing()
     }
 
     fn capacity(&self) -> usize {
@@ -625,8 +645,11 @@ impl Conn {
                 }
                 Ok(n) => {
                     if self.buf.is_empty() {
-                        // A request begins: it has the read timeout to arrive whole.
-                        self.deadline = now + self.read_timeout;
+                        // A request begins: its head has the head timeout to arrive, the
+                        // whole of it the read timeout.
+                        self.began = now;
+                        self.head_in = false;
+                        self.deadline = now + self.head_timeout;
                     }
                     self.buf.extend_from_slice(&chunk[..n]);
                 }
@@ -662,6 +685,10 @@ impl Conn {
                     wants_continue,
                 }) => {
                     self.need = need;
+                    if !self.head_in && http::head_received(&self.buf, config.limits) {
+                        self.head_in = true;
+                        self.deadline = self.began + self.read_timeout;
+                    }
                     if self.buf.len() >= self.capacity() {
                         // Only chunk framing can get here: too much of it for one body.
                         self.respond_reject(Reject {
@@ -682,12 +709,16 @@ impl Conn {
                 Ok(Parsed::Done(req, used)) => {
                     self.buf.drain(..used);
                     self.need = 0;
+                    self.began = Instant::now();
+                    self.head_in = false;
                     self.continue_sent = false;
                     let response = route(backend, &req);
                     let head = req.method == "HEAD";
                     response.write(&mut self.out, req.http10, req.keep_alive, head, unix_now());
                     self.close_after = !req.keep_alive;
-                    self.deadline = Instant::now() + self.read_timeout;
+                    let now = Instant::now();
+                    self.deadline = now + self.read_timeout;
+                    self.since = now;
                     if !self.flush() {
                         return false;
                     }
@@ -1125,7 +1156,7 @@ mod tests {
     }
 
     #[test]
-    fn connections_are_bounded_and_idle_ones_make_room() {
+    fn connections_are_bounded_and_the_oldest_gives_way() {
         let config = Config {
             max_conns: 4,
             ..Config::default()
@@ -1136,36 +1167,63 @@ mod tests {
             .map(|_| {
                 let mut s = connect(&h);
                 s.write_all(b"GET /v1/info HTTP/1.1\r\n").unwrap();
+                std::thread::sleep(Duration::from_millis(20));
                 s
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(100));
-        // A fifth waits in the backlog: nothing is answered yet.
+        // Finishing one request makes it the youngest.
+        busy[1].write_all(b"Host: x\r\n\r\n").unwrap();
+        assert!(read_response(&mut busy[1]).starts_with("HTTP/1.1 200 OK"));
+        // A fifth is served at once: the oldest partial request gives way with a 408.
         let mut fifth = connect(&h);
         fifth
             .write_all(b"GET /v1/ports HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        fifth
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        let mut byte = [0u8; 1];
-        assert!(
-            fifth.read(&mut byte).is_err(),
-            "answered while every slot was busy"
-        );
-        // Finishing one request frees nothing (keep-alive), but its connection is now idle
-        // and gives way to the waiting one.
-        busy[0].write_all(b"Host: x\r\n\r\n").unwrap();
-        assert!(read_response(&mut busy[0]).starts_with("HTTP/1.1 200 OK"));
-        fifth
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
         assert!(read_response(&mut fifth).ends_with("null"));
-        assert_eq!(read_all(&mut busy[0]), "", "the idle connection was closed");
-        for s in &mut busy[1..] {
-            s.write_all(b"Host: x\r\n\r\n").unwrap();
-            assert!(read_response(s).starts_with("HTTP/1.1 200 OK"));
-        }
+        assert!(read_all(&mut busy[0]).starts_with("HTTP/1.1 408 Request Timeout\r\n"));
+        // A sixth takes the next oldest partial's slot, not the one answered since.
+        let mut sixth = connect(&h);
+        sixth
+            .write_all(b"GET /v1/ports HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert!(read_response(&mut sixth).ends_with("null"));
+        assert!(read_all(&mut busy[2]).starts_with("HTTP/1.1 408"));
+        busy[1]
+            .write_all(b"GET /v1/ports HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert!(read_response(&mut busy[1]).ends_with("null"));
+        busy[3].write_all(b"Host: x\r\n\r\n").unwrap();
+        assert!(read_response(&mut busy[3]).starts_with("HTTP/1.1 200 OK"));
+    }
+
+    #[test]
+    fn a_head_has_less_time_than_a_body() {
+        let config = Config {
+            head_timeout: Duration::from_millis(200),
+            read_timeout: Duration::from_secs(5),
+            ..Config::default()
+        };
+        let (_dir, h, _) = start("head", config);
+        let t = Instant::now();
+        // Leading empty lines do not count as a head.
+        let mut slow_head = connect(&h);
+        slow_head
+            .write_all(b"\r\n\r\nGET /v1/info HTTP/1.1\r\nHo")
+            .unwrap();
+        let mut slow_body = connect(&h);
+        slow_body
+            .write_all(b"POST /v1/ports HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{")
+            .unwrap();
+        assert!(read_all(&mut slow_head).starts_with("HTTP/1.1 408 Request Timeout\r\n"));
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(150) && took < Duration::from_secs(4),
+            "{took:?}"
+        );
+        // The body still has the read timeout.
+        std::thread::sleep(Duration::from_millis(200));
+        slow_body.write_all(b"}").unwrap();
+        assert!(read_response(&mut slow_body).starts_with("HTTP/1.1 400 Bad Request"));
     }
 
     #[test]

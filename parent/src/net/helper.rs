@@ -1,6 +1,6 @@
 //! A network driver program run as our child (slirp4netns, pasta): launching it with its output
-//! in a memfd, waiting for its readiness signal while watching its pidfd, and killing it at the
-//! end.
+//! in a memfd, waiting for its readiness signal while watching its pidfd, and killing and
+//! reaping it at the end.
 //!
 //! [`exec::start_helper`] gives it `SIGKILL` as its parent-death signal, so it cannot outlive
 //! rootlesskit, not even a SIGKILLed one.
@@ -18,6 +18,11 @@ use rustix::process::{Pid, WaitOptions, waitpid};
 
 use crate::exec;
 
+/// How long [`Running::kill`] waits for a killed program to be gone before leaving it to
+/// whoever reaps us. It normally takes 10 to 40 ms (closing its tap waits for the kernel); only
+/// a program stuck in the kernel takes longer, and it must not hold up our exit.
+const REAP_LIMIT: Duration = Duration::from_secs(1);
+
 /// Lines of the program's output quoted in an error.
 const TAIL_LINES: usize = 5;
 const TAIL_BYTES: usize = 1000;
@@ -33,7 +38,8 @@ pub(super) struct Running {
 }
 
 /// What the readiness descriptor said when it was readable.
-pub(super) enum Readiness {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
     /// The program is ready.
     Ready,
     /// Not yet (a partial line, a spurious wakeup): keep waiting.
@@ -233,27 +239,51 @@ impl Running {
         }
     }
 
-    /// SIGKILL, not waited for: the process is certain to die, but its exit may still be
-    /// running when we return, since closing its tap waits for an RCU grace period in the
-    /// kernel (10 to 40 ms here, most of a short run's wall time). We are about to exit, and
-    /// init reaps it then. (Its host-forwarded ports are closed before the tap: a restart
-    /// with the same `-p` right away was tried and binds fine.)
+    /// SIGKILL, then reaped: its exit takes a while, since closing its tap waits for an RCU
+    /// grace period in the kernel (10 to 40 ms here), and a program we leave unreaped becomes
+    /// a zombie of whoever inherits it when we exit, which piles up under a subreaper that
+    /// does not reap (a container's init, a CI runner). So we wait for its pidfd, but at most
+    /// [`REAP_LIMIT`]: one stuck in the kernel is left behind rather than holding up our exit.
     pub(super) fn kill(&mut self) {
         if self.reaped {
             return;
         }
         self.reaped = true;
         let _ = rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL);
-        let Some(pid) = Pid::from_raw(self.pid) else {
+        reap_within(self.pid, &self.pidfd, REAP_LIMIT);
+    }
+}
+
+/// Waits up to `limit` for the process `pid` (with `pidfd`) to end, and reaps it if it did.
+pub(super) fn reap_within(pid: i32, pidfd: &OwnedFd, limit: Duration) {
+    let Some(pid) = Pid::from_raw(pid) else {
+        return;
+    };
+    let deadline = Instant::now() + limit;
+    loop {
+        match waitpid(Some(pid), WaitOptions::NOHANG) {
+            Ok(None) | Err(Errno::INTR) => {}
+            // Reaped, or not ours to reap (ECHILD).
+            Ok(Some(_)) | Err(_) => return,
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return;
+        }
+        let timeout = Timespec {
+            tv_sec: left.as_secs() as _,
+            tv_nsec: left.subsec_nanos() as _,
         };
-        // A zombie is left for whoever reaps us: the pid stays taken until then.
-        let _ = waitpid(Some(pid), WaitOptions::NOHANG);
+        let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(_) => return,
+        }
     }
 }
 
 /// What a driver that runs one program answers for [`Driver::stop`](super::Driver::stop):
-/// the program is killed (not waited for) and forgotten.
+/// the program is killed, reaped (within [`REAP_LIMIT`]) and forgotten.
 pub(super) fn stop(running: &mut Option<Running>) {
     if let Some(mut run) = running.take() {
         run.kill();

@@ -6,6 +6,7 @@
 //! upstream's error line. `start` runs once the child's namespaces exist: it launches the
 //! program, waits until the network is there and returns what the child must configure.
 
+pub mod heal;
 mod helper;
 pub mod lxc_user_nic;
 pub mod pasta;
@@ -19,6 +20,8 @@ use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use proto::{NetConfig, NetMode};
+
+pub use helper::Readiness;
 
 use crate::cli::{Config, Net, PortDriver};
 
@@ -174,6 +177,42 @@ pub trait Driver {
     /// ended, with the tail of its output.
     fn describe_exit(&mut self) -> String {
         String::new()
+    }
+
+    /// Whether [`Driver::relaunch`] can start the program again after it died (slirp4netns
+    /// and pasta; not vpnkit or lxc-user-nic).
+    fn restartable(&self) -> bool {
+        false
+    }
+
+    /// Starts the program again for `target` after it died, without waiting: readiness is
+    /// [`Driver::ready_fd`] becoming readable and [`Driver::check_ready`] saying so, its end
+    /// [`Driver::exit_fd`] as before.
+    ///
+    /// # Errors
+    /// Why it could not be started.
+    fn relaunch(&mut self, _target: Target<'_>) -> Result<(), String> {
+        Err(format!("restarting {} is not supported yet", self.name()))
+    }
+
+    /// While a relaunched program is not ready yet: the descriptor its readiness comes on.
+    fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    /// Reads [`Driver::ready_fd`] once it was readable; on [`Readiness::Ready`] or
+    /// [`Readiness::Closed`] the descriptor is gone.
+    ///
+    /// # Errors
+    /// A failed read.
+    fn check_ready(&mut self) -> Result<Readiness, String> {
+        Ok(Readiness::Closed)
+    }
+
+    /// What the child must configure again once a relaunched program is ready (slirp4netns
+    /// makes a new, unconfigured tap); `None` when the program configures it itself (pasta).
+    fn reconfigure(&self) -> Option<NetConfig> {
+        None
     }
 }
 

@@ -161,6 +161,9 @@ pub struct Pasta {
     plan: Plan,
     running: Option<Running>,
     ready_timeout: Duration,
+    /// A relaunched pasta's pid FIFO, its path, and what was read from it so far, until a
+    /// whole line came.
+    pending: Option<(OwnedFd, PathBuf, Vec<u8>)>,
 }
 
 impl Pasta {
@@ -189,6 +192,7 @@ impl Pasta {
             plan: plan(opts, binary, Features { host_lo_to_ns_lo })?,
             running: None,
             ready_timeout: READY_TIMEOUT,
+            pending: None,
         })
     }
 
@@ -264,24 +268,27 @@ impl Pasta {
 /// Reads what pasta writes into the FIFO; ready at the end of the first line, the pid.
 fn pid_line_reader(fifo: &OwnedFd) -> impl FnMut() -> Result<Readiness, String> + '_ {
     let mut got = Vec::new();
-    move || {
-        let mut buf = [0u8; 32];
-        match rustix::io::read(fifo, &mut buf) {
-            Ok(0) => Ok(Readiness::Closed),
-            Ok(n) => {
-                got.extend_from_slice(&buf[..n]);
-                Ok(if got.contains(&b'\n') {
-                    Readiness::Ready
-                } else {
-                    Readiness::NotYet
-                })
-            }
-            Err(Errno::INTR) | Err(Errno::AGAIN) => Ok(Readiness::NotYet),
-            Err(e) => Err(format!(
-                "reading the pid of pasta: {}",
-                exec::errno_text(&e.into())
-            )),
+    move || read_pid_line(fifo, &mut got)
+}
+
+/// One read of the pid FIFO, `got` holding what came before: ready once a whole line is there.
+fn read_pid_line(fifo: &OwnedFd, got: &mut Vec<u8>) -> Result<Readiness, String> {
+    let mut buf = [0u8; 32];
+    match rustix::io::read(fifo, &mut buf) {
+        Ok(0) => Ok(Readiness::Closed),
+        Ok(n) => {
+            got.extend_from_slice(&buf[..n]);
+            Ok(if got.contains(&b'\n') {
+                Readiness::Ready
+            } else {
+                Readiness::NotYet
+            })
         }
+        Err(Errno::INTR) | Err(Errno::AGAIN) => Ok(Readiness::NotYet),
+        Err(e) => Err(format!(
+            "reading the pid of pasta: {}",
+            exec::errno_text(&e.into())
+        )),
     }
 }
 
@@ -318,10 +325,58 @@ impl Driver for Pasta {
     fn describe_exit(&mut self) -> String {
         helper::describe_exit(&mut self.running)
     }
+
+    fn restartable(&self) -> bool {
+        true
+    }
+
+    fn relaunch(&mut self, target: Target<'_>) -> Result<(), String> {
+        self.stop();
+        self.drop_pending();
+        let args = self.plan.args(target);
+        let fifo_path = target.state_dir.join(PID_FIFO);
+        let fifo = Self::open_fifo(&fifo_path)?;
+        match Running::start(&self.plan.binary, &args, Vec::new()) {
+            Ok(run) => {
+                self.running = Some(run);
+                self.pending = Some((fifo, fifo_path, Vec::new()));
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&fifo_path);
+                Err(e)
+            }
+        }
+    }
+
+    fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.pending.as_ref().map(|(fd, _, _)| fd.as_fd())
+    }
+
+    fn check_ready(&mut self) -> Result<Readiness, String> {
+        let Some((fifo, _, got)) = self.pending.as_mut() else {
+            return Ok(Readiness::Closed);
+        };
+        let r = read_pid_line(fifo, got);
+        if !matches!(r, Ok(Readiness::NotYet)) {
+            self.drop_pending();
+        }
+        r
+    }
+}
+
+impl Pasta {
+    /// Forgets a relaunch's FIFO and removes its file.
+    fn drop_pending(&mut self) {
+        if let Some((_, path, _)) = self.pending.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 impl Drop for Pasta {
     fn drop(&mut self) {
+        self.drop_pending();
         self.stop();
     }
 }

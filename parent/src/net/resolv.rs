@@ -27,7 +27,8 @@ fn hosts_bytes(host_etc_hosts: &[u8], hostname: &str) -> Vec<u8> {
 }
 
 /// Writes `<state_dir>/resolv.conf` for `dns` and `<state_dir>/hosts` from this host's
-/// `/etc/hosts` and host name, both mode 0644 (less the umask).
+/// `/etc/hosts` and host name, both mode 0644 (less the umask). Both are new files: a name
+/// already there (a symlink someone planted) is an error, never followed.
 ///
 /// # Errors
 /// `open /etc/hosts: <errno>` or `writing <path>: <errno>`.
@@ -36,28 +37,40 @@ pub fn write_files(state_dir: &Path, dns: &[String]) -> Result<(), String> {
         std::fs::read("/etc/hosts").map_err(|e| format!("open /etc/hosts: {}", errno_text(&e)))?;
     let uname = rustix::system::uname();
     let hostname = uname.nodename().to_string_lossy();
-    write_0644(&state_dir.join("resolv.conf"), resolv_conf(dns).as_bytes())?;
+    write_0644(
+        &state_dir.join("resolv.conf"),
+        resolv_conf(dns).as_bytes(),
+        true,
+    )?;
     write_0644(
         &state_dir.join("hosts"),
         &hosts_bytes(&etc_hosts, &hostname),
+        true,
     )
 }
 
 /// Rewrites `<state_dir>/resolv.conf` for `dns` in place (a bind mount of it shows the new
-/// text), for the DNS server a DHCP lease names once the child has it.
+/// text), for the DNS server a DHCP lease names once the child has it. A symlink there is not
+/// followed.
 ///
 /// # Errors
 /// `writing <path>: <errno>`.
 pub fn write_resolv_conf(state_dir: &Path, dns: &[String]) -> Result<(), String> {
-    write_0644(&state_dir.join("resolv.conf"), resolv_conf(dns).as_bytes())
+    write_0644(
+        &state_dir.join("resolv.conf"),
+        resolv_conf(dns).as_bytes(),
+        false,
+    )
 }
 
-fn write_0644(path: &Path, data: &[u8]) -> Result<(), String> {
+/// Writes `data` to a file `path` made now (`new`) or already there, never through a symlink.
+fn write_0644(path: &Path, data: &[u8], new: bool) -> Result<(), String> {
     let fail = |e: std::io::Error| format!("writing {}: {}", path.display(), errno_text(&e));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(new)
+        .truncate(!new)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .mode(0o644)
         .open(path)
         .map_err(fail)?;
@@ -125,6 +138,25 @@ mod tests {
                 missing.join("resolv.conf").display()
             ))
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn planted_symlinks_are_not_followed() {
+        let dir = std::env::temp_dir().join(format!("rkrs-net-resolv-ln-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("resolv.conf")).unwrap();
+        let err = write_files(&dir, &["10.0.2.3".to_string()]).unwrap_err();
+        assert!(err.ends_with("resolv.conf: file exists"), "{err}");
+        let err = write_resolv_conf(&dir, &["10.0.2.3".to_string()]).unwrap_err();
+        assert!(
+            err.ends_with("resolv.conf: too many levels of symbolic links"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -6,11 +6,11 @@
 //! and the child configures it from the [`NetMode::Configure`] frame.
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use proto::NetMode;
+use proto::{NetConfig, NetMode};
 use rustix::io::Errno;
 
 use super::helper::{self, Readiness, Running, Wait};
@@ -261,6 +261,8 @@ pub struct Slirp4netns {
     probing: Option<(NetOptions, PathBuf, exec::Pending)>,
     running: Option<Running>,
     ready_timeout: Duration,
+    /// A relaunched slirp4netns's ready pipe, until it is ready.
+    pending: Option<OwnedFd>,
 }
 
 impl Slirp4netns {
@@ -290,6 +292,7 @@ impl Slirp4netns {
             probing: Some((opts.clone(), binary, help)),
             running: None,
             ready_timeout: READY_TIMEOUT,
+            pending: None,
         })
     }
 
@@ -304,7 +307,9 @@ impl Slirp4netns {
         self.running.as_ref().filter(|r| !r.reaped).map(|r| r.pid)
     }
 
-    fn launch(&mut self, target: Target<'_>, watch: &[BorrowedFd<'_>]) -> Result<(), StartError> {
+    /// Starts slirp4netns for `target` with a ready pipe on its fd 3; the read end, and the
+    /// command line as shown in errors.
+    fn spawn(&mut self, target: Target<'_>) -> Result<(OwnedFd, String), StartError> {
         let failed = StartError::Failed;
         if target.netns.is_some() && self.plan.as_ref().is_some_and(|p| p.sandbox) {
             return Err(failed(
@@ -321,22 +326,19 @@ impl Slirp4netns {
         let executing = |e: String| failed(format!("executing {shown}: {e}"));
         let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| executing(exec::errno_text(&e.into())))?;
-        let run = self
-            .running
-            .insert(Running::start(&plan.binary, &args, vec![(ready_w, 3)]).map_err(executing)?);
-        let waiting = |e: String| failed(format!("waiting for ready fd ({shown}): {e}"));
-        let mut read_ready = || {
-            let mut buf = [0u8; 16];
-            match rustix::io::read(&ready_r, &mut buf) {
-                Ok(0) => Ok(Readiness::Closed),
-                Ok(_) => Ok(Readiness::Ready),
-                Err(Errno::INTR) | Err(Errno::AGAIN) => Ok(Readiness::NotYet),
-                Err(e) => Err(format!(
-                    "failed to read from slirp4netns sync pipe: {}",
-                    exec::errno_text(&e.into())
-                )),
-            }
+        self.running =
+            Some(Running::start(&plan.binary, &args, vec![(ready_w, 3)]).map_err(executing)?);
+        Ok((ready_r, shown))
+    }
+
+    fn launch(&mut self, target: Target<'_>, watch: &[BorrowedFd<'_>]) -> Result<(), StartError> {
+        let failed = StartError::Failed;
+        let (ready_r, shown) = self.spawn(target)?;
+        let Some(run) = self.running.as_mut() else {
+            return Err(failed("slirp4netns is not running".into()));
         };
+        let waiting = |e: String| failed(format!("waiting for ready fd ({shown}): {e}"));
+        let mut read_ready = || read_ready_pipe(&ready_r);
         match run.wait_ready(
             "slirp4netns",
             ready_r.as_fd(),
@@ -349,6 +351,20 @@ impl Slirp4netns {
             Err(Wait::Failed(e)) => Err(waiting(e)),
             Err(Wait::Exited(status)) => Err(waiting(run.exit_summary("slirp4netns", status))),
         }
+    }
+}
+
+/// Reads slirp4netns's ready pipe once it was readable: any byte means ready.
+fn read_ready_pipe(ready: &OwnedFd) -> Result<Readiness, String> {
+    let mut buf = [0u8; 16];
+    match rustix::io::read(ready, &mut buf) {
+        Ok(0) => Ok(Readiness::Closed),
+        Ok(_) => Ok(Readiness::Ready),
+        Err(Errno::INTR) | Err(Errno::AGAIN) => Ok(Readiness::NotYet),
+        Err(e) => Err(format!(
+            "failed to read from slirp4netns sync pipe: {}",
+            exec::errno_text(&e.into())
+        )),
     }
 }
 
@@ -422,6 +438,42 @@ impl Driver for Slirp4netns {
 
     fn describe_exit(&mut self) -> String {
         helper::describe_exit(&mut self.running)
+    }
+
+    fn restartable(&self) -> bool {
+        self.plan.is_some()
+    }
+
+    fn relaunch(&mut self, target: Target<'_>) -> Result<(), String> {
+        self.stop();
+        self.pending = None;
+        // The dead one's API socket file is left behind; the new one binds the same path, and
+        // its appearance tells that it listens.
+        if self.plan.as_ref().is_some_and(|p| p.api_socket) {
+            let _ = std::fs::remove_file(target.state_dir.join(API_SOCKET));
+        }
+        let (ready, _) = self.spawn(target).map_err(|e| e.to_string())?;
+        self.pending = Some(ready);
+        Ok(())
+    }
+
+    fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.pending.as_ref().map(|fd| fd.as_fd())
+    }
+
+    fn check_ready(&mut self) -> Result<Readiness, String> {
+        let Some(fd) = &self.pending else {
+            return Ok(Readiness::Closed);
+        };
+        let r = read_ready_pipe(fd);
+        if !matches!(r, Ok(Readiness::NotYet)) {
+            self.pending = None;
+        }
+        r
+    }
+
+    fn reconfigure(&self) -> Option<NetConfig> {
+        self.plan.as_ref().map(|p| p.prepared(Path::new("")).net)
     }
 }
 
@@ -974,6 +1026,7 @@ mod tests {
             probing: None,
             running: None,
             ready_timeout: timeout,
+            pending: None,
         }
     }
 
@@ -1167,6 +1220,7 @@ mod tests {
             probing: None,
             running: None,
             ready_timeout: READY_TIMEOUT,
+            pending: None,
         };
         assert_eq!(
             sandboxed.start(target(Some("/x/netns")), &[]),

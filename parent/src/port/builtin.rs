@@ -13,12 +13,20 @@
 //! the child keeps a local route that only the server port's UDP traffic looks up
 //! ([`Msg::UdpRoute`], counted per address here), so the server's replies come back to that
 //! socket instead of leaving by the default route.
+//!
+//! Nothing here waits for the child: a listener whose next connection (or new UDP client)
+//! needs a socket that has not arrived yet, or a reply route not yet confirmed, leaves the
+//! epoll set, and what arrives meanwhile stays in the kernel (the listen backlog, the socket's
+//! receive queue) until the child's answer is read from the loop. A listener out of
+//! descriptors, or with the pumps full, pauses the same way ([`crate::backoff`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::backoff::{AcceptPause, Throttle, nofile_limit, out_of_descriptors};
 
 use proto::{MAX_SOCKETS, Msg, SocketsWanted, UdpRoute};
 use rustix::event::epoll;
@@ -30,10 +38,9 @@ use rustix::net::{
 };
 
 use super::pump::Pumps;
+use super::spec::{check_family, parse_ip};
 use super::{PortDriver, PortDriverInfo, PortSpec, PortStatus, validate_port_spec};
 
-/// Connections forwarded at once; beyond that new ones are closed.
-const MAX_CONNS: usize = 1024;
 /// Accepts handled per wakeup and listener before the loop gets a turn again.
 const ACCEPT_BURST: usize = 64;
 /// UDP clients remembered per port; a new one beyond that replaces the least recently seen.
@@ -48,13 +55,11 @@ const DATAGRAM_MAX: usize = 65507;
 const UDP_LISTENER: u64 = 1;
 const UDP_FLOW: u64 = 2;
 
-/// How long the parent waits for the child to hand over a batch of sockets.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pools of sockets made by the child: IPv4 and IPv6, each TCP, UDP, transparent TCP and
 /// transparent UDP (the `proto` of `SocketsWanted`).
 const POOLS: usize = 8;
-/// In [`Supply::pending`]: the answer to a `UdpRoute` add, not a batch of sockets.
-const ROUTE_ANSWER: usize = usize::MAX;
+/// How many frames of the child one turn of the loop reads at most.
+const CHILD_BURST: usize = 16;
 /// A pool this low asks for the next batch, so one is usually there before it runs dry.
 const LOW_WATER: usize = MAX_SOCKETS as usize / 2;
 /// Epoll data of the child's socket in the listeners' set.
@@ -87,11 +92,26 @@ struct Flow {
     routed: Option<IpAddr>,
 }
 
+/// Why a listener is out of the epoll set, or that it is in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Registered: connections (datagrams) are taken as they come.
+    Armed,
+    /// For a socket or a reply route from the child: until its next answer.
+    Child,
+    /// Every pump slot is taken: until a pair closes.
+    Full,
+    /// Out of descriptors: until one is freed or the pause ends.
+    Descriptors,
+}
+
 struct Port {
     status: PortStatus,
     listener: OwnedFd,
     target: Target,
-    /// UDP only: `MAX_FLOWS` slots, allocated when the port is added.
+    wait: Wait,
+    /// UDP only: up to `MAX_FLOWS` slots, added as clients come (a slot is some 200 bytes, and
+    /// hundreds of UDP ports may be published).
     flows: Vec<Option<Flow>>,
     /// UDP only: when idle flows were last looked for.
     swept: Instant,
@@ -106,6 +126,20 @@ struct State {
     buf: Vec<u8>,
     /// [`FLOW_IDLE`], shorter in tests.
     flow_idle: Duration,
+    /// Set when an accept runs out of descriptors.
+    pause: AcceptPause,
+    /// The warnings for running out of descriptors and of pump slots.
+    warned_fds: Throttle,
+    warned_full: Throttle,
+}
+
+/// An answer the child owes, in the order asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// A batch for this pool.
+    Batch(usize),
+    /// `UdpRouted` for a reply route to `client` for server port `port`.
+    Route { port: u16, client: IpAddr },
 }
 
 /// Where sockets inside the namespace come from.
@@ -113,8 +147,17 @@ struct Supply {
     child: Option<UnixStream>,
     /// Sockets from the child, by [`pool_index`]; each holds at most one batch and a half.
     pools: [Pool; POOLS],
-    /// Pools whose batch was asked for, oldest first (at most one request per pool).
-    pending: Vec<usize>,
+    /// Answers asked for, oldest first (at most one batch per pool, one route per address and
+    /// port).
+    pending: Vec<Ask>,
+    /// Pools whose last batch came back empty (the child could not make sockets): their
+    /// connections are closed rather than kept waiting, until a batch comes.
+    failed: [bool; POOLS],
+    /// An answer came (or the child went) since the listeners waiting for one were re-armed.
+    answered: bool,
+    /// A batch came without its descriptors (this process is out of them): the listeners
+    /// waiting for the child wait for descriptors instead.
+    short: bool,
     /// The listeners' epoll set, where the child's socket is registered.
     epoll: Option<OwnedFd>,
     /// `--source-ip-transparent`, and the child's address on its interface (a connection
@@ -127,10 +170,6 @@ struct Supply {
     routes: Vec<(IpAddr, u32)>,
     /// Server ports (IPv4?, port) the child has a reply rule for.
     ruled: Vec<(bool, u16)>,
-    /// The errno of the last `UdpRouted`, once read.
-    route_answer: Option<i32>,
-    /// [`CHILD_TIMEOUT`], shorter in tests.
-    timeout: Duration,
 }
 
 /// The driver; shared with the API server as `Arc<dyn PortDriver>`.
@@ -148,7 +187,7 @@ impl Builtin {
     /// # Errors
     /// When the epoll sets cannot be created.
     pub fn new() -> Result<Builtin, String> {
-        let pumps = Pumps::new(MAX_CONNS).map_err(|e| format!("port driver: {e}"))?;
+        let pumps = Pumps::for_fd_limit(nofile_limit()).map_err(|e| format!("port driver: {e}"))?;
         let pumps_fd = pumps
             .as_fd()
             .try_clone_to_owned()
@@ -167,18 +206,22 @@ impl Builtin {
                     pools: std::array::from_fn(|_| Pool {
                         fds: Vec::with_capacity(LOW_WATER + usize::from(MAX_SOCKETS)),
                     }),
-                    pending: Vec::with_capacity(POOLS + 1),
+                    pending: Vec::with_capacity(2 * POOLS),
+                    failed: [false; POOLS],
+                    answered: false,
+                    short: false,
                     epoll: None,
                     transparent: false,
                     child_ip: None,
                     udp_transparent: false,
                     routes: Vec::new(),
                     ruled: Vec::new(),
-                    route_answer: None,
-                    timeout: CHILD_TIMEOUT,
                 },
                 buf: Vec::new(),
                 flow_idle: FLOW_IDLE,
+                pause: AcceptPause::default(),
+                warned_fds: Throttle::default(),
+                warned_full: Throttle::default(),
             }),
         })
     }
@@ -219,7 +262,8 @@ impl Builtin {
         [self.listeners.as_fd(), self.pumps_fd.as_fd()]
     }
 
-    /// Accepts waiting connections and has the child connect the other end of each.
+    /// Accepts waiting connections and has the child connect the other end of each; reads the
+    /// child's answers. Also call it when [`Builtin::timeout`] has run out.
     pub fn accept_ready(&self) {
         let mut events = [epoll::Event {
             flags: epoll::EventFlags::empty(),
@@ -235,46 +279,180 @@ impl Builtin {
         };
         let mut guard = self.lock();
         let st = &mut *guard;
+        let now = Instant::now();
+        if !st.pause.is_paused(now) {
+            wake(st, &self.listeners, Wait::Descriptors);
+        }
         for ev in &events[..n] {
             let raw = ev.data.u64();
             if raw == CHILD_EVENT {
-                st.supply.receive_if_ready();
+                st.supply.receive_ready();
                 continue;
             }
             let id = raw as u32;
-            if raw >> 32 != 0 {
+            if raw >> 32 >= UDP_FLOW {
                 udp_ready(st, &self.listeners, id, raw >> 32);
                 continue;
             }
-            for _ in 0..ACCEPT_BURST {
-                let Some(port) = st.ports.iter().find(|p| p.status.id == id) else {
-                    break;
-                };
-                let (conn, peer) = match acceptfrom_with(
-                    &port.listener,
-                    SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-                ) {
-                    Ok(c) => c,
-                    Err(_) => break,
-                };
-                let target = port.target;
-                let source = peer
-                    .and_then(|p| SocketAddr::try_from(p).ok())
-                    .and_then(|p| source_for(target, p));
-                let Some(inner) = connect_inside(&mut st.supply, target, source) else {
-                    // No socket from the child, or the connect failed at once: the client
-                    // sees a close. A refusal that comes later closes the pair in the pumps.
-                    continue;
-                };
-                // On error (too many connections) both sockets are closed by the pumps.
-                let _ = st.pumps.add_nonblocking(conn, inner, id);
+            let Some(pi) = st.ports.iter().position(|p| p.status.id == id) else {
+                continue;
+            };
+            // An event queued before the listener left the set.
+            if st.ports[pi].wait != Wait::Armed {
+                continue;
             }
+            if raw >> 32 == UDP_LISTENER {
+                udp_ready(st, &self.listeners, id, raw >> 32);
+            } else {
+                accept_tcp(st, &self.listeners, pi, now);
+            }
+        }
+        if std::mem::take(&mut st.supply.short) {
+            // Asking again at once would only repeat it: wait for a descriptor to be freed.
+            st.pause.pause(now);
+            for p in st.ports.iter_mut().filter(|p| p.wait == Wait::Child) {
+                p.set_wait(&self.listeners, Wait::Descriptors);
+            }
+        }
+        if std::mem::take(&mut st.supply.answered) {
+            wake(st, &self.listeners, Wait::Child);
         }
     }
 
     /// Moves whatever data is ready.
     pub fn pump_ready(&self) {
-        self.lock().pumps.run_ready();
+        let mut st = self.lock();
+        let before = st.pumps.len();
+        st.pumps.run_ready();
+        if st.pumps.len() < before {
+            freed(&mut st, &self.listeners);
+        }
+    }
+
+    /// How long the parent's loop may wait before [`Builtin::accept_ready`] must run although
+    /// nothing is readable: until a listener paused for want of descriptors may try again.
+    pub fn timeout(&self, now: Instant) -> Option<Duration> {
+        let st = self.lock();
+        let paused = st.ports.iter().any(|p| p.wait == Wait::Descriptors);
+        let until = st.pause.deadline().filter(|_| paused)?;
+        Some(until.saturating_duration_since(now) + Duration::from_millis(1))
+    }
+}
+
+/// Epoll data of a port's listener.
+fn listener_data(port: &Port) -> epoll::EventData {
+    let kind = if port.target.udp { UDP_LISTENER } else { 0 };
+    epoll::EventData::new_u64(kind << 32 | u64::from(port.status.id))
+}
+
+impl Port {
+    /// Takes the listener out of the epoll set (any wait) or puts it back ([`Wait::Armed`]).
+    fn set_wait(&mut self, epfd: &OwnedFd, wait: Wait) {
+        if (wait == Wait::Armed) != (self.wait == Wait::Armed) {
+            let flags = if wait == Wait::Armed {
+                epoll::EventFlags::IN
+            } else {
+                epoll::EventFlags::empty()
+            };
+            let _ = epoll::modify(epfd, &self.listener, listener_data(self), flags);
+        }
+        self.wait = wait;
+    }
+}
+
+/// Re-arms every listener that waits for `why`.
+fn wake(st: &mut State, epfd: &OwnedFd, why: Wait) {
+    for p in st.ports.iter_mut().filter(|p| p.wait == why) {
+        p.set_wait(epfd, Wait::Armed);
+    }
+}
+
+/// A pair closed: its descriptors and its slot are free again.
+fn freed(st: &mut State, epfd: &OwnedFd) {
+    st.pause.resume();
+    wake(st, epfd, Wait::Full);
+    wake(st, epfd, Wait::Descriptors);
+}
+
+/// Takes the listener of `st.ports[pi]` out of the set until descriptors are freed, and says
+/// so (once a minute at most).
+fn out_of_fds(st: &mut State, epfd: &OwnedFd, pi: usize, now: Instant, e: Errno) {
+    // Idle pipes are descriptors too: the API and the next connection need them more.
+    st.pumps.release_idle_pipes();
+    st.pause.pause(now);
+    st.ports[pi].set_wait(epfd, Wait::Descriptors);
+    st.warned_fds.warn(now, || {
+        format!(
+            "port driver: {}: {} forwarded connections, descriptor limit {}; new connections wait",
+            child::errno::describe(e.raw_os_error()),
+            st.pumps.len(),
+            nofile_limit()
+        )
+    });
+}
+
+/// Accepts the connections waiting on TCP port `st.ports[pi]` while each can be served at
+/// once: a socket from the child is at hand, a pump slot and descriptors are free. Otherwise
+/// the listener waits out of the epoll set and the connections stay in its backlog.
+fn accept_tcp(st: &mut State, epfd: &OwnedFd, pi: usize, now: Instant) {
+    let id = st.ports[pi].status.id;
+    let target = st.ports[pi].target;
+    for _ in 0..ACCEPT_BURST {
+        if st.pumps.is_full() {
+            st.ports[pi].set_wait(epfd, Wait::Full);
+            let (n, limit) = (st.pumps.len(), nofile_limit());
+            st.warned_full.warn(now, || {
+                format!(
+                    "port driver: {n} forwarded connections, the most descriptor limit {limit} allows; new connections wait"
+                )
+            });
+            return;
+        }
+        if !tcp_ready(&mut st.supply, target) {
+            st.ports[pi].set_wait(epfd, Wait::Child);
+            return;
+        }
+        // The pair's pipes before the connection: out of descriptors, it stays in the backlog.
+        if let Err(super::pump::Error::Sys(e)) = st.pumps.ready_pipes() {
+            return out_of_fds(st, epfd, pi, now, e);
+        }
+        let (conn, peer) = match acceptfrom_with(
+            &st.ports[pi].listener,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        ) {
+            Ok(c) => c,
+            Err(Errno::INTR | Errno::CONNABORTED) => continue,
+            Err(e) if out_of_descriptors(e) => return out_of_fds(st, epfd, pi, now, e),
+            Err(_) => return,
+        };
+        let source = peer
+            .and_then(|p| SocketAddr::try_from(p).ok())
+            .and_then(|p| source_for(target, p));
+        let Some(inner) = connect_inside(&mut st.supply, target, source) else {
+            // The child cannot make sockets, or is gone, or the connect failed at once: the
+            // client sees a close. A refusal that comes later closes the pair in the pumps.
+            continue;
+        };
+        // On error both sockets are closed by the pumps.
+        if let Err(super::pump::Error::Sys(e)) = st.pumps.add_nonblocking(conn, inner, id)
+            && out_of_descriptors(e)
+        {
+            return out_of_fds(st, epfd, pi, now, e);
+        }
+    }
+}
+
+/// Whether a connection to `target` can be connected inside at once (or is to be refused at
+/// once); asks the child for what runs low.
+fn tcp_ready(sup: &mut Supply, target: Target) -> bool {
+    let family = if target.addr.is_ipv4() { 4 } else { 6 };
+    let plain = sup.can_take(pool_index(family, 0));
+    // A transparent port needs both: its loopback clients connect from the namespace's own
+    // address. Both are asked for (no short circuit).
+    if target.transparent && sup.transparent {
+        plain & sup.can_take(pool_index(family, 2))
+    } else {
+        plain
     }
 }
 
@@ -305,18 +483,19 @@ fn source_for(target: Target, client: SocketAddr) -> Option<SocketAddr> {
 impl Supply {
     /// Stops using the child's socket (it is gone or talks nonsense). The socket is a dup of
     /// the one the parent's loop watches, so it must leave the epoll set explicitly, or it
-    /// would stay readable there at end of file.
+    /// would stay readable there at end of file. Listeners waiting for it go on (and refuse).
     fn lose_child(&mut self) {
         if let (Some(ep), Some(sock)) = (&self.epoll, &self.child) {
             let _ = epoll::delete(ep, sock);
         }
         self.child = None;
         self.pending.clear();
+        self.answered = true;
     }
 
     /// Asks the child for a batch for pool `i` unless one is on its way.
     fn request(&mut self, i: usize) {
-        if self.pending.contains(&i) {
+        if self.pending.contains(&Ask::Batch(i)) {
             return;
         }
         let Some(sock) = self.child.as_ref() else {
@@ -331,24 +510,27 @@ impl Supply {
             self.lose_child();
             return;
         }
-        self.pending.push(i);
+        self.pending.push(Ask::Batch(i));
     }
 
-    /// [`receive`](Supply::receive) when the child's socket is still readable: an accept
-    /// earlier in the same batch of events may have waited for (and read) the answer that
-    /// made it readable, and reading on would take an empty socket for a gone child.
-    fn receive_if_ready(&mut self) {
-        let Some(sock) = self.child.as_ref() else {
-            return;
-        };
-        let mut fds = [rustix::event::PollFd::new(
-            sock,
-            rustix::event::PollFlags::IN,
-        )];
-        if matches!(
-            rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default())),
-            Ok(n) if n > 0
-        ) {
+    /// Reads the answers waiting on the child's socket (a few per turn, so a chatty child does
+    /// not hold up the loop; the socket stays readable for the next turn). Checks readability
+    /// first: an event for an answer that was read already must not be taken for a gone child.
+    fn receive_ready(&mut self) {
+        for _ in 0..CHILD_BURST {
+            let Some(sock) = self.child.as_ref() else {
+                return;
+            };
+            let mut fds = [rustix::event::PollFd::new(
+                sock,
+                rustix::event::PollFlags::IN,
+            )];
+            if !matches!(
+                rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default())),
+                Ok(n) if n > 0
+            ) {
+                return;
+            }
             self.receive();
         }
     }
@@ -364,15 +546,18 @@ impl Supply {
             self.lose_child();
             return;
         }
-        let i = self.pending.remove(0);
-        if i == ROUTE_ANSWER {
-            let mut none = Vec::new();
-            match child::fdpass::recv(sock, &mut none) {
-                Ok(Msg::UdpRouted(r)) if none.is_empty() => self.route_answer = Some(r.errno),
-                _ => self.lose_child(),
+        self.answered = true;
+        let i = match self.pending.remove(0) {
+            Ask::Batch(i) => i,
+            Ask::Route { port, client } => {
+                let mut none = Vec::new();
+                match child::fdpass::recv(sock, &mut none) {
+                    Ok(Msg::UdpRouted(r)) if none.is_empty() => self.routed(port, client, r.errno),
+                    _ => self.lose_child(),
+                }
+                return;
             }
-            return;
-        }
+        };
         let pool = &mut self.pools[i];
         let before = pool.fds.len();
         match child::fdpass::recv(sock, &mut pool.fds) {
@@ -386,7 +571,11 @@ impl Supply {
                     self.udp_transparent = false;
                 }
             }
-            Ok(Msg::SocketsMade(_)) => {}
+            // Sent, but none arrived: the kernel had no descriptor for them (MSG_CTRUNC).
+            Ok(Msg::SocketsMade(m)) if m.count > 0 && pool.fds.len() == before => {
+                self.short = true;
+            }
+            Ok(Msg::SocketsMade(_)) => self.failed[i] = pool.fds.len() == before,
             _ => {
                 pool.fds.truncate(before);
                 self.lose_child();
@@ -394,26 +583,62 @@ impl Supply {
         }
     }
 
-    /// Holds the reply route for a new transparent UDP flow from `client` to server port
-    /// `port`: asks the child (and waits for its answer) when the address has no route yet
-    /// or the port no rule.
+    /// Whether a transparent UDP flow from `client` to server port `port` has its reply route
+    /// (and the port its rule) inside. If not, asks the child once and answers false until
+    /// the child's answer is read ([`Supply::routed`]).
+    fn route_ready(&mut self, port: u16, client: IpAddr) -> bool {
+        let known = self.routes.iter().any(|(a, _)| *a == client);
+        if known && self.ruled.contains(&(client.is_ipv4(), port)) {
+            return true;
+        }
+        if self.pending.contains(&Ask::Route { port, client }) {
+            return false;
+        }
+        if self.ask_route(true, port, client).is_err() {
+            // The child is gone: the flow comes from the namespace's own address.
+            self.udp_transparent = false;
+            return true;
+        }
+        self.pending.push(Ask::Route { port, client });
+        false
+    }
+
+    /// The child's answer to a route ask: the route and rule exist (no flow holds them yet),
+    /// or it could not make them, and flows come from the namespace's own address from now on.
+    fn routed(&mut self, port: u16, client: IpAddr, errno: i32) {
+        if errno != 0 {
+            if self.udp_transparent {
+                // Say it once.
+                self.udp_transparent = false;
+                crate::warn(&format!(
+                    "source IP transparent: UDP: {}; datagrams come from the child's own address",
+                    child::errno::describe(errno)
+                ));
+            }
+            return;
+        }
+        if !self.routes.iter().any(|(a, _)| *a == client) {
+            self.routes.push((client, 0));
+        }
+        if !self.ruled.contains(&(client.is_ipv4(), port)) {
+            self.ruled.push((client.is_ipv4(), port));
+        }
+    }
+
+    /// Counts a new transparent UDP flow from `client` to server port `port` on its reply
+    /// route, which [`Supply::route_ready`] made sure of.
     ///
     /// # Errors
-    /// The child's errno, or ETIMEDOUT / EPIPE when it does not answer.
+    /// EAGAIN when the route is not (or no longer) there.
     fn route(&mut self, port: u16, client: IpAddr) -> Result<(), i32> {
         let known = self.routes.iter().position(|(a, _)| *a == client);
-        let ruled = self.ruled.contains(&(client.is_ipv4(), port));
-        if known.is_none() || !ruled {
-            self.ask_route(true, port, client)?;
-            if !ruled {
-                self.ruled.push((client.is_ipv4(), port));
-            }
-        }
         match known {
-            Some(i) => self.routes[i].1 += 1,
-            None => self.routes.push((client, 1)),
+            Some(i) if self.ruled.contains(&(client.is_ipv4(), port)) => {
+                self.routes[i].1 += 1;
+                Ok(())
+            }
+            _ => Err(linux_raw_sys::errno::EAGAIN as i32),
         }
-        Ok(())
     }
 
     /// Lets go of a flow's reply route; the last flow of an address has the child delete it.
@@ -421,14 +646,14 @@ impl Supply {
         let Some(i) = self.routes.iter().position(|(a, _)| *a == client) else {
             return;
         };
-        self.routes[i].1 -= 1;
+        self.routes[i].1 = self.routes[i].1.saturating_sub(1);
         if self.routes[i].1 == 0 {
             self.routes.swap_remove(i);
             let _ = self.ask_route(false, port, client);
         }
     }
 
-    /// Sends a `UdpRoute`; an add waits up to [`CHILD_TIMEOUT`] for the `UdpRouted`.
+    /// Sends a `UdpRoute`; the `UdpRouted` of an add is read later from the loop.
     fn ask_route(&mut self, add: bool, port: u16, client: IpAddr) -> Result<(), i32> {
         const EPIPE: i32 = linux_raw_sys::errno::EPIPE as i32;
         let sock = self.child.as_ref().ok_or(EPIPE)?;
@@ -447,58 +672,24 @@ impl Supply {
             self.lose_child();
             return Err(EPIPE);
         }
-        if !add {
-            return Ok(());
-        }
-        self.route_answer = None;
-        self.pending.push(ROUTE_ANSWER);
-        let deadline = Instant::now() + self.timeout;
-        // Ours is the last answer asked for: once none is pending, the last one read is ours
-        // (an earlier ask that timed out may still have its answer on the way).
-        while self.pending.contains(&ROUTE_ANSWER) {
-            let sock = self.child.as_ref().ok_or(EPIPE)?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let timeout = rustix::event::Timespec::try_from(left).map_err(|_| EPIPE)?;
-            let mut fds = [rustix::event::PollFd::new(
-                sock,
-                rustix::event::PollFlags::IN,
-            )];
-            match rustix::event::poll(&mut fds, Some(&timeout)) {
-                Ok(0) => return Err(linux_raw_sys::errno::ETIMEDOUT as i32),
-                Ok(_) => self.receive(),
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(e.raw_os_error()),
-            }
-        }
-        match self.route_answer.take() {
-            Some(0) => Ok(()),
-            Some(e) => Err(e),
-            None => Err(EPIPE),
-        }
+        Ok(())
     }
 
-    /// A socket for pool `i`, asking for the next batch while this one runs low. When the
-    /// pool is empty, waits up to [`CHILD_TIMEOUT`] for the answer on its way; `None` when
-    /// the child cannot make sockets or is gone.
-    fn take(&mut self, i: usize) -> Option<OwnedFd> {
+    /// Whether [`Supply::take`] on pool `i` would not have to wait: a socket is at hand, or
+    /// none will come (the child is gone, or its last batch came back empty). Asks for the
+    /// next batch while the pool runs low.
+    fn can_take(&mut self, i: usize) -> bool {
         if self.pools[i].fds.len() <= LOW_WATER {
             self.request(i);
         }
-        let deadline = Instant::now() + self.timeout;
-        while self.pools[i].fds.is_empty() && self.pending.contains(&i) {
-            let sock = self.child.as_ref()?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let timeout = rustix::event::Timespec::try_from(left).ok()?;
-            let mut fds = [rustix::event::PollFd::new(
-                sock,
-                rustix::event::PollFlags::IN,
-            )];
-            match rustix::event::poll(&mut fds, Some(&timeout)) {
-                Ok(0) => return None,
-                Ok(_) => self.receive(),
-                Err(Errno::INTR) => {}
-                Err(_) => return None,
-            }
+        !self.pools[i].fds.is_empty() || self.child.is_none() || self.failed[i]
+    }
+
+    /// A socket for pool `i`, asking for the next batch while this one runs low; `None` when
+    /// the pool is empty (then call [`Supply::can_take`] first to know whether to wait).
+    fn take(&mut self, i: usize) -> Option<OwnedFd> {
+        if self.pools[i].fds.len() <= LOW_WATER {
+            self.request(i);
         }
         self.pools[i].fds.pop()
     }
@@ -548,19 +739,34 @@ fn udp_flow_socket(
         && let Some(sock) = st.take(pool_index(if src.is_ipv4() { 4 } else { 6 }, 3))
         && bind(&sock, &src).is_ok()
     {
-        match st.route(target.addr.port(), src.ip()) {
-            Ok(()) => return Some((sock, Some(target.addr), Some(src.ip()))),
-            Err(errno) => {
-                // Say it once; from now on flows come from the namespace's own address.
-                st.udp_transparent = false;
-                crate::warn(&format!(
-                    "source IP transparent: UDP: {}; datagrams come from the child's own address",
-                    child::errno::describe(errno)
-                ));
-            }
+        // The route is there ([`udp_flow_ready`] made sure); if it went, from our own address.
+        if st.route(target.addr.port(), src.ip()).is_ok() {
+            return Some((sock, Some(target.addr), Some(src.ip())));
         }
     }
     connect_inside(st, target, None).map(|sock| (sock, None, None))
+}
+
+/// Whether a new UDP flow from `peer` to `target` can be made at once (or is to be dropped at
+/// once): the sockets it may need are at hand and, for a transparent one, its reply route is
+/// in place. Asks the child for what is missing.
+fn udp_flow_ready(st: &mut Supply, target: Target, peer: &SocketAddrAny) -> bool {
+    let family = if target.addr.is_ipv4() { 4 } else { 6 };
+    let plain = st.can_take(pool_index(family, 1));
+    let source = SocketAddr::try_from(peer.clone())
+        .ok()
+        .and_then(|p| source_for(target, p))
+        .filter(|_| st.udp_transparent);
+    match source {
+        None => plain,
+        // The plain pool too: the fallback when the bind fails. Everything is asked for at
+        // once (no short circuit).
+        Some(src) => {
+            plain
+                & st.can_take(pool_index(family, 3))
+                & st.route_ready(target.addr.port(), src.ip())
+        }
+    }
 }
 
 /// Closes a UDP flow and lets go of its reply route.
@@ -580,10 +786,7 @@ fn udp_ready(st: &mut State, epfd: &OwnedFd, id: u32, kind: u64) {
         flow_idle,
         ..
     } = st;
-    let Some(port) = ports
-        .iter_mut()
-        .find(|p| p.status.id == id && !p.flows.is_empty())
-    else {
+    let Some(port) = ports.iter_mut().find(|p| p.status.id == id && p.target.udp) else {
         return;
     };
     let now = Instant::now();
@@ -617,7 +820,30 @@ fn udp_ready(st: &mut State, epfd: &OwnedFd, id: u32, kind: u64) {
         }
         return;
     }
+    let family = if port.target.addr.is_ipv4() { 4 } else { 6 };
     for _ in 0..ACCEPT_BURST {
+        // When a new client could not be served at once, look at the next datagram's sender
+        // first without taking it: a new client then waits in the socket's queue, with the
+        // listener out of the epoll set until the child's answer comes.
+        let maybe_wait =
+            port.target.transparent || supply.pools[pool_index(family, 1)].fds.is_empty();
+        if maybe_wait {
+            let Ok((_, _, Some(peer))) = recvfrom(
+                &port.listener,
+                &mut [0u8; 0],
+                RecvFlags::DONTWAIT | RecvFlags::PEEK,
+            ) else {
+                break;
+            };
+            let known = port
+                .flows
+                .iter()
+                .any(|f| f.as_ref().is_some_and(|f| f.peer == peer));
+            if !known && !udp_flow_ready(supply, port.target, &peer) {
+                port.set_wait(epfd, Wait::Child);
+                break;
+            }
+        }
         let Ok((n, _, Some(peer))) = recvfrom(&port.listener, &mut buf[..], RecvFlags::DONTWAIT)
         else {
             break;
@@ -629,14 +855,25 @@ fn udp_ready(st: &mut State, epfd: &OwnedFd, id: u32, kind: u64) {
         {
             Some(i) => i,
             None => {
-                // A free slot, else the least recently used one.
-                let i = (0..port.flows.len())
-                    .min_by_key(|&i| port.flows[i].as_ref().map(|f| f.last))
-                    .unwrap_or(0);
-                if let Some(old) = port.flows[i].take() {
+                // A free slot, else a new one, else the least recently used one, closed after
+                // the new flow holds its reply route (the old one may be the same client's).
+                let free = port.flows.iter().position(Option::is_none);
+                let i = match free {
+                    Some(i) => i,
+                    None if port.flows.len() < MAX_FLOWS => {
+                        port.flows.push(None);
+                        port.flows.len() - 1
+                    }
+                    None => (0..port.flows.len())
+                        .min_by_key(|&i| port.flows[i].as_ref().map(|f| f.last))
+                        .unwrap_or(0),
+                };
+                let old = port.flows[i].take();
+                let made = udp_flow_socket(supply, port.target, &peer);
+                if let Some(old) = old {
                     close_flow(supply, old, server_port);
                 }
-                let Some((sock, to, routed)) = udp_flow_socket(supply, port.target, &peer) else {
+                let Some((sock, to, routed)) = made else {
                     continue;
                 };
                 if epoll::add(
@@ -711,19 +948,16 @@ impl PortDriver for Builtin {
         )
         .map_err(|e| format!("port driver: {e}"))?;
         st.next_id += 1;
-        let mut flows = Vec::new();
-        if udp {
-            flows.resize_with(MAX_FLOWS, || None);
-            if st.buf.is_empty() {
-                st.buf = vec![0; DATAGRAM_MAX];
-            }
+        if udp && st.buf.is_empty() {
+            st.buf = vec![0; DATAGRAM_MAX];
         }
         let status = PortStatus { id, spec };
         st.ports.push(Port {
             status: status.clone(),
             listener,
             target,
-            flows,
+            wait: Wait::Armed,
+            flows: Vec::new(),
             swept: Instant::now(),
         });
         Ok(status)
@@ -745,24 +979,26 @@ impl PortDriver for Builtin {
         for flow in port.flows.into_iter().flatten() {
             close_flow(&mut st.supply, flow, server_port);
         }
-        st.pumps.close_group(id);
+        if st.pumps.close_group(id) > 0 {
+            freed(&mut st, &self.listeners);
+        }
         Ok(())
     }
-}
-
-fn parse_ip(s: &str) -> Option<IpAddr> {
-    s.parse().ok()
 }
 
 /// Go's `net.Listen(proto, "<parentIP>:<port>")` (`ListenPacket` for UDP): `tcp`/`udp` on
 /// every address listens on both families (one IPv6 socket with IPV6_V6ONLY off),
 /// `tcp4`/`tcp6` (`udp4`/`udp6`) on one.
 fn listen_on(spec: &PortSpec, udp: bool) -> Result<OwnedFd, String> {
+    // After this, `tcp4` names an IPv4 address or `::` (Go's 0.0.0.0), `tcp6` no IPv4 one.
+    check_family(spec)?;
     let port = spec.parent_port as u16;
     let ip = parse_ip(&spec.parent_ip);
     let any = ip.is_none_or(|ip| ip.is_unspecified());
     let shown_host = match ip {
         Some(IpAddr::V6(_)) => format!("[{}]", spec.parent_ip),
+        // Go prints a mapped address in its IPv4 form.
+        Some(IpAddr::V4(a)) => a.to_string(),
         _ => spec.parent_ip.clone(),
     };
     let fail = |what: &str, e: Errno| {
@@ -879,9 +1115,42 @@ mod tests {
             (spec("tcp", "0.0.0.0", "10.0.2.100"), "10.0.2.100:80"),
             (spec("tcp6", "::", ""), "[::]:80"),
             (spec("tcp", "0.0.0.0", "::1"), "[::1]:80"),
+            // IPv4-mapped addresses are the IPv4 ones (Go's To4()).
+            (spec("tcp", "::ffff:127.0.0.2", ""), "127.0.0.2:80"),
+            (spec("tcp", "::", "::ffff:10.0.2.100"), "10.0.2.100:80"),
         ] {
             let d = dial_target(&s).unwrap();
             assert_eq!(d.addr, want.parse().unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn listeners_bind_the_named_family_only() {
+        let bound = |proto: &str, ip: &str| {
+            let mut s = spec(proto, ip, "");
+            s.parent_port = 0;
+            listen_on(&s, proto.starts_with("udp")).map(|fd| {
+                rustix::net::getsockname(&fd)
+                    .ok()
+                    .and_then(|a| SocketAddr::try_from(a).ok())
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default()
+            })
+        };
+        assert_eq!(bound("tcp", "::ffff:127.0.0.1"), Ok("127.0.0.1".into()));
+        assert_eq!(bound("udp4", "::ffff:127.0.0.1"), Ok("127.0.0.1".into()));
+        assert_eq!(bound("tcp4", "::"), Ok("0.0.0.0".into()));
+        for (proto, ip) in [
+            ("tcp4", "::1"),
+            ("udp4", "2001:db8::1"),
+            ("tcp6", "127.0.0.1"),
+        ] {
+            assert_eq!(
+                bound(proto, ip),
+                Err(format!(
+                    "listen {proto}: address {ip}: no suitable address found"
+                ))
+            );
         }
     }
 
@@ -991,6 +1260,28 @@ mod tests {
         seen
     }
 
+    /// Reads the child's answers until none is owed (at most 5 s), as the loop would.
+    fn settle(sup: &mut Supply) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sup.pending.is_empty() {
+            assert!(Instant::now() < deadline, "the child did not answer");
+            sup.receive_ready();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A route for `client` and `port` as the UDP path makes it: ask, read the answer, count.
+    fn route(sup: &mut Supply, port: u16, client: IpAddr) -> Result<(), ()> {
+        if !sup.route_ready(port, client) {
+            settle(sup);
+            // A refusal turns transparency off; the UDP path asks no more then.
+            if !sup.udp_transparent || !sup.route_ready(port, client) {
+                return Err(());
+            }
+        }
+        sup.route(port, client).map_err(|_| ())
+    }
+
     #[test]
     fn udp_reply_routes_are_counted_per_client_address() {
         let b = Builtin::new().unwrap();
@@ -1000,19 +1291,22 @@ mod tests {
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
         let mut st = b.lock();
         let sup = &mut st.supply;
+        sup.udp_transparent = true;
         // Two flows of one client to one port: one route; another port: its rule too.
-        assert_eq!(sup.route(53, v4), Ok(()));
-        assert_eq!(sup.route(53, v4), Ok(()));
-        assert_eq!(sup.route(54, v4), Ok(()));
-        assert_eq!(sup.route(53, v6), Ok(()));
+        assert_eq!(route(sup, 53, v4), Ok(()));
+        assert_eq!(route(sup, 53, v4), Ok(()));
+        assert_eq!(route(sup, 54, v4), Ok(()));
+        assert_eq!(route(sup, 53, v6), Ok(()));
         // The route goes with the address's last flow.
         sup.unroute(53, v4);
         sup.unroute(53, v4);
         sup.unroute(54, v4);
         sup.unroute(53, v6);
         assert!(sup.routes.is_empty());
-        assert_eq!(sup.route(9, v4), Err(22));
+        // A refusal: not counted, and UDP flows are no longer transparent.
+        assert_eq!(route(sup, 9, v4), Err(()));
         assert!(sup.routes.is_empty(), "a refused route is not counted");
+        assert!(!sup.udp_transparent);
         drop(st);
         let mut a4 = [0u8; 16];
         a4[..4].copy_from_slice(&[192, 0, 2, 7]);
@@ -1034,27 +1328,33 @@ mod tests {
     }
 
     #[test]
-    fn a_late_route_answer_is_not_taken_for_the_next_one() {
+    fn a_route_ask_does_not_wait_for_the_child() {
         let b = Builtin::new().unwrap();
-        // Port 1's answer, a refusal, comes after the parent gave up on it.
-        fake_router(&b, |port| {
+        let (go, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        // The child answers port 1 only when let go (a stopped child).
+        fake_router(&b, move |port| {
             if port == 1 {
-                std::thread::sleep(Duration::from_millis(300));
-                22
-            } else {
-                0
+                let _ = gate.lock().unwrap().recv();
             }
+            0
         });
         let client: IpAddr = "192.0.2.7".parse().unwrap();
         let mut st = b.lock();
-        st.supply.timeout = Duration::from_millis(100);
-        assert_eq!(
-            st.supply.route(1, client),
-            Err(linux_raw_sys::errno::ETIMEDOUT as i32)
-        );
-        st.supply.timeout = Duration::from_secs(5);
-        // The late refusal arrives first; the answer to this ask is the one after it.
-        assert_eq!(st.supply.route(2, client), Ok(()));
+        st.supply.udp_transparent = true;
+        let t0 = Instant::now();
+        assert!(!st.supply.route_ready(1, client));
+        // Asked once, however often the loop comes by meanwhile.
+        assert!(!st.supply.route_ready(1, client));
+        st.supply.receive_ready();
+        assert!(!st.supply.route_ready(1, client));
+        assert!(t0.elapsed() < Duration::from_millis(500));
+        assert_eq!(st.supply.pending.len(), 1);
+        go.send(()).unwrap();
+        settle(&mut st.supply);
+        assert!(st.supply.answered);
+        assert!(st.supply.route_ready(1, client));
+        assert_eq!(st.supply.route(1, client), Ok(()));
         assert!(st.supply.child.is_some());
     }
 
@@ -1063,13 +1363,155 @@ mod tests {
         let b = Builtin::new().unwrap();
         fake_child(&b);
         let mut st = b.lock();
-        // An accept earlier in the same batch of events read the answer itself; the event
-        // that announced it arrives afterwards with nothing left to read.
+        // The answer was read on an earlier event; the event that announced it arrives
+        // afterwards with nothing left to read.
         let i = pool_index(4, 0);
-        assert!(st.supply.take(i).is_some());
-        st.supply.receive_if_ready();
+        assert!(!st.supply.can_take(i));
+        settle(&mut st.supply);
+        st.supply.receive_ready();
         assert!(st.supply.child.is_some());
         assert!(st.supply.take(i).is_some());
+    }
+
+    #[test]
+    fn a_connection_waits_in_the_backlog_while_the_child_is_slow() {
+        use std::io::{Read, Write};
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let child_port = server.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut c in server.incoming().flatten() {
+                let mut buf = [0u8; 4];
+                if c.read_exact(&mut buf).is_ok() {
+                    let _ = c.write_all(&buf);
+                }
+            }
+        });
+        let b = Builtin::new().unwrap();
+        // A child that does not answer until let go: it holds its end unread.
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        b.attach_child(ours);
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let parent_port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let mut s = spec("tcp4", "127.0.0.1", "");
+        s.parent_port = parent_port as i64;
+        s.child_port = child_port as i64;
+        let id = b.add(s).unwrap().id;
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", parent_port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"ping").unwrap();
+        let t0 = Instant::now();
+        b.accept_ready();
+        assert!(t0.elapsed() < Duration::from_millis(500), "the loop waited");
+        // The listener left the set: the loop is not woken for it again (no spin).
+        assert_eq!(b.lock().ports[0].wait, Wait::Child);
+        let mut fds = [rustix::event::PollFd::new(
+            &b.listeners,
+            rustix::event::PollFlags::IN,
+        )];
+        assert_eq!(
+            rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default())).unwrap(),
+            0
+        );
+        // The child wakes up and answers the request it finds.
+        let mut none = Vec::new();
+        let Ok(Msg::SocketsWanted(w)) = child::fdpass::recv(&theirs, &mut none) else {
+            panic!("no request");
+        };
+        let mut made: [Option<OwnedFd>; MAX_SOCKETS as usize] = Default::default();
+        let (count, _) = child::ports::make_sockets(&w, false, &mut made).unwrap();
+        let out: Vec<BorrowedFd<'_>> = made.iter().flatten().map(|f| f.as_fd()).collect();
+        let answer = proto::SocketsMade {
+            count: count as u8,
+            transparent: 0,
+            errno: 0,
+        };
+        child::fdpass::send(&theirs, &Msg::SocketsMade(answer), &out).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = [0u8; 4];
+        c.set_nonblocking(true).unwrap();
+        loop {
+            b.accept_ready();
+            b.pump_ready();
+            match c.read(&mut got) {
+                Ok(4) => break,
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                r => panic!("no echo: {r:?}"),
+            }
+        }
+        assert_eq!(&got, b"ping");
+        assert_eq!(b.lock().ports[0].wait, Wait::Armed);
+        b.remove(id).unwrap();
+    }
+
+    #[test]
+    fn a_full_pump_table_leaves_connections_in_the_backlog_until_a_pair_closes() {
+        use std::io::{Read, Write};
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let child_port = server.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in server.incoming() {
+                let Ok(mut c) = c else { continue };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 || c.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let b = Builtin::new().unwrap();
+        b.lock().pumps = Pumps::new(1).unwrap();
+        fake_child(&b);
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let parent_port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let mut s = spec("tcp4", "127.0.0.1", "");
+        s.parent_port = parent_port as i64;
+        s.child_port = child_port as i64;
+        b.add(s).unwrap();
+        let echo = |c: &mut std::net::TcpStream, msg: &[u8]| -> bool {
+            c.write_all(msg).unwrap();
+            c.set_nonblocking(true).unwrap();
+            let mut got = vec![0u8; msg.len()];
+            let deadline = Instant::now() + Duration::from_millis(500);
+            let mut n = 0;
+            while n < got.len() && Instant::now() < deadline {
+                b.accept_ready();
+                b.pump_ready();
+                match c.read(&mut got[n..]) {
+                    Ok(0) => return false,
+                    Ok(k) => n += k,
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+            n == got.len() && got == msg
+        };
+        let mut first = std::net::TcpStream::connect(("127.0.0.1", parent_port)).unwrap();
+        assert!(echo(&mut first, b"one"));
+        // The only slot is taken: the second waits, accepted by the kernel only.
+        let mut second = std::net::TcpStream::connect(("127.0.0.1", parent_port)).unwrap();
+        assert!(!echo(&mut second, b"two"));
+        assert_eq!(b.lock().ports[0].wait, Wait::Full);
+        // The first leaves; its slot goes to the second, which was not closed meanwhile.
+        drop(first);
+        let mut got = [0u8; 3];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            b.accept_ready();
+            b.pump_ready();
+            match second.read(&mut got) {
+                Ok(3) => break,
+                Ok(n) => panic!("read {n}"),
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("the waiting connection was not served: {e}"),
+            }
+        }
+        assert_eq!(&got, b"two");
+        // Which took the slot again.
+        assert_eq!(b.lock().ports[0].wait, Wait::Full);
     }
 
     #[test]
@@ -1187,7 +1629,7 @@ mod tests {
         }
         let st = b.lock();
         let live = st.ports[0].flows.iter().filter(|f| f.is_some()).count();
-        assert_eq!((st.ports[0].flows.len(), live), (MAX_FLOWS, 3));
+        assert_eq!((st.ports[0].flows.len(), live), (3, 3));
         drop(st);
         b.remove(id).unwrap();
         assert!(UdpSocket::bind(("127.0.0.1", parent_port)).is_ok());

@@ -19,10 +19,17 @@
 //!
 //! # Memory
 //!
-//! The slot table, the free list and the idle-pipe pool are allocated once in [`Pumps::new`]
-//! and never grow: adding, pumping and closing a connection allocate nothing on the heap.
-//! Pipes are kernel objects taken from the pool (a pipe comes back when its pair closes empty)
-//! or created when the pool is empty.
+//! The slot table, the free list and the idle-pipe pool are allocated in [`Pumps::new`] for up
+//! to [`INITIAL_SLOTS`] pairs; past that the table doubles, up to its capacity, so a high
+//! descriptor limit costs no memory until it is used: adding, pumping and closing a connection
+//! allocate nothing on the heap otherwise. Pipes are kernel objects taken from the pool (a
+//! pipe comes back when its pair closes empty) or created when the pool is empty.
+//!
+//! # Descriptors
+//!
+//! A pair holds six descriptors (two sockets, two pipes). [`Pumps::for_fd_limit`] sizes the
+//! table and the idle-pipe pool from the process's descriptor limit, so that a full table
+//! leaves room for everything else instead of running into `EMFILE`.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -49,6 +56,23 @@ pub const PIPE_SIZE: usize = 256 * 1024;
 
 /// Most pipes kept idle for reuse; more are closed so a burst does not keep its quota.
 pub const IDLE_PIPES: usize = 64;
+
+/// Slots allocated up front; the table doubles from there up to its capacity.
+pub const INITIAL_SLOTS: usize = 1024;
+
+/// Descriptors one pair holds: two sockets and two pipes of two ends.
+pub const FDS_PER_PAIR: u64 = 6;
+
+/// The pair capacity and the idle-pipe pool for a process whose soft descriptor limit is
+/// `limit`: an eighth of the limit (at least 256) is left for the listeners, the API, the
+/// child's sockets and UDP flows, and the idle pipes hold at most a thirty-second of it.
+pub fn limits_for(limit: u64) -> (usize, usize) {
+    let limit = limit.min(1 << 24);
+    let idle = (limit / 64).min(IDLE_PIPES as u64);
+    let reserve = (limit / 8).max(256) + 2 * idle;
+    let pairs = (limit.saturating_sub(reserve) / FDS_PER_PAIR).max(16);
+    (pairs as usize, idle as usize)
+}
 
 /// Why [`Pumps::add`] refused a pair. The pair's sockets are closed either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,10 +160,12 @@ enum Pass {
     Failed,
 }
 
-/// A fixed-capacity set of socket pairs whose bytes are spliced both ways.
+/// A bounded set of socket pairs whose bytes are spliced both ways.
 pub struct Pumps {
     epoll: OwnedFd,
     slots: Vec<Slot>,
+    /// The most slots the table grows to.
+    capacity: usize,
     free: Vec<u32>,
     pool: Vec<Pipe>,
     pipe_size: usize,
@@ -166,25 +192,49 @@ impl Pumps {
     /// (0 keeps the kernel's default). An unprivileged user past `pipe-user-pages-soft` gets
     /// smaller pipes; that only costs throughput.
     pub fn with_pipe_size(capacity: usize, pipe_size: usize) -> Result<Pumps, Error> {
+        Pumps::with_limits(capacity, IDLE_PIPES.min(2 * capacity), pipe_size)
+    }
+
+    /// A table sized for a process whose soft descriptor limit is `limit` ([`limits_for`]).
+    pub fn for_fd_limit(limit: u64) -> Result<Pumps, Error> {
+        let (pairs, idle) = limits_for(limit);
+        Pumps::with_limits(pairs, idle, PIPE_SIZE)
+    }
+
+    /// At most `capacity` pairs and `idle_pipes` pipes kept for reuse.
+    fn with_limits(capacity: usize, idle_pipes: usize, pipe_size: usize) -> Result<Pumps, Error> {
         // Slot numbers go into 31 bits of the epoll data.
         let capacity = capacity.min(1 << 30);
         let epoll = epoll::create(CreateFlags::CLOEXEC)?;
-        let mut slots = Vec::with_capacity(capacity);
-        slots.extend((0..capacity).map(|_| Slot {
-            generation: 0,
-            pair: None,
-        }));
-        // Popped from the end: slot 0 first.
-        let free = (0..capacity as u32).rev().collect();
-        Ok(Pumps {
+        let mut pumps = Pumps {
             epoll,
-            slots,
-            free,
-            pool: Vec::with_capacity(IDLE_PIPES.min(2 * capacity)),
+            slots: Vec::new(),
+            capacity,
+            free: Vec::new(),
+            // Room for the two of `ready_pipes` at least.
+            pool: Vec::with_capacity(idle_pipes.max(2)),
             pipe_size,
             live: 0,
             pipes_created: 0,
-        })
+        };
+        pumps.grow(capacity.min(INITIAL_SLOTS));
+        Ok(pumps)
+    }
+
+    /// Adds slots up to `to` in all; the new ones are taken lowest first.
+    fn grow(&mut self, to: usize) {
+        let from = self.slots.len();
+        if to <= from {
+            return;
+        }
+        self.slots.reserve_exact(to - from);
+        self.free.reserve_exact(to - from);
+        self.slots.extend((from..to).map(|_| Slot {
+            generation: 0,
+            pair: None,
+        }));
+        // Popped from the end: the lowest slot first.
+        self.free.extend((from as u32..to as u32).rev());
     }
 
     /// The epoll fd: poll it for readability and call [`run_ready`](Pumps::run_ready).
@@ -204,7 +254,12 @@ impl Pumps {
 
     /// The most pairs the table holds.
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.capacity
+    }
+
+    /// True when every slot is taken: [`add`](Pumps::add) would fail with [`Error::Full`].
+    pub fn is_full(&self) -> bool {
+        self.live >= self.capacity
     }
 
     /// Pipe and memory counters.
@@ -227,7 +282,7 @@ impl Pumps {
     /// [`Error::Full`] when every slot is taken, or the errno of a failed pipe, `ioctl` or
     /// epoll call. The sockets are closed then, so the peers see the connection end.
     pub fn add(&mut self, a: OwnedFd, b: OwnedFd, group: u32) -> Result<PairId, Error> {
-        if self.free.is_empty() {
+        if self.is_full() {
             return Err(Error::Full);
         }
         rustix::io::ioctl_fionbio(&a, true)?;
@@ -238,6 +293,9 @@ impl Pumps {
     /// [`add`](Pumps::add) for sockets that are non-blocking already (accepted or made with
     /// `SOCK_NONBLOCK`): two system calls fewer per connection.
     pub fn add_nonblocking(&mut self, a: OwnedFd, b: OwnedFd, group: u32) -> Result<PairId, Error> {
+        if self.free.is_empty() {
+            self.grow(self.slots.len().saturating_mul(2).min(self.capacity));
+        }
         let Some(&slot) = self.free.last() else {
             return Err(Error::Full);
         };
@@ -380,10 +438,36 @@ impl Pumps {
         }
     }
 
-    fn take_pipe(&mut self) -> Result<Pipe, Error> {
-        if let Some(p) = self.pool.pop() {
-            return Ok(p);
+    /// Closes the idle pipes (the pool keeps its room): when the process is out of
+    /// descriptors, they serve better elsewhere. Returns how many descriptors that freed.
+    pub fn release_idle_pipes(&mut self) -> usize {
+        let n = self.pool.len();
+        self.pool.clear();
+        2 * n
+    }
+
+    /// Makes sure the next pair's two pipes are at hand in the idle pool, creating them now if
+    /// need be: a caller short of descriptors learns it before it accepts a connection, rather
+    /// than after (when it could only close it).
+    ///
+    /// # Errors
+    /// The errno of a failed `pipe` (`EMFILE` when out of descriptors).
+    pub fn ready_pipes(&mut self) -> Result<(), Error> {
+        while self.pool.len() < 2 {
+            let p = self.new_pipe()?;
+            self.pool.push(p);
         }
+        Ok(())
+    }
+
+    fn take_pipe(&mut self) -> Result<Pipe, Error> {
+        match self.pool.pop() {
+            Some(p) => Ok(p),
+            None => self.new_pipe(),
+        }
+    }
+
+    fn new_pipe(&mut self) -> Result<Pipe, Error> {
         let (r, w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
         if self.pipe_size > 0 {
             let _ = fcntl_setpipe_size(&w, self.pipe_size);
@@ -829,6 +913,41 @@ mod tests {
     }
 
     #[test]
+    fn the_table_and_the_pipe_pool_follow_the_descriptor_limit() {
+        for limit in [256, 1024, 4096, 20_000, 1 << 20, u64::MAX] {
+            let (pairs, idle) = limits_for(limit);
+            let used = pairs as u64 * FDS_PER_PAIR + 2 * idle as u64;
+            // A full table and pool leave at least an eighth of the limit (and 256) free.
+            assert!(
+                limit < 512 || used + (limit.min(1 << 24) / 8).max(256) <= limit,
+                "{limit}: {pairs} pairs, {idle} idle pipes"
+            );
+            assert!(idle <= IDLE_PIPES);
+        }
+        assert_eq!(limits_for(1024), (122, 16));
+        // 2,000 held connections fit under the hard limit of 20,000 the tests run with.
+        assert!(limits_for(20_000).0 > 2_000);
+    }
+
+    #[test]
+    fn the_table_grows_to_its_capacity_and_no_further() {
+        let mut pumps = Pumps::with_limits(INITIAL_SLOTS + 2, 0, 0).unwrap();
+        let mut peers = Vec::new();
+        for _ in 0..INITIAL_SLOTS + 2 {
+            let (a, pa) = UnixStream::pair().unwrap();
+            let (b, pb) = UnixStream::pair().unwrap();
+            peers.push((pa, pb));
+            pumps.add(a.into(), b.into(), 0).unwrap();
+        }
+        assert!(pumps.is_full());
+        let (a, _pa) = UnixStream::pair().unwrap();
+        let (b, _pb) = UnixStream::pair().unwrap();
+        assert_eq!(pumps.add(a.into(), b.into(), 0), Err(Error::Full));
+        assert_eq!(pumps.slots.len(), INITIAL_SLOTS + 2);
+        assert_eq!(pumps.close_group(0), INITIAL_SLOTS + 2);
+    }
+
+    #[test]
     fn pipes_are_reused() {
         let mut p = Proxy::new(4, backend(echo));
         for i in 0..5 {
@@ -837,6 +956,8 @@ mod tests {
         }
         let stats = p.pumps.stats();
         assert_eq!((stats.pipes_created, stats.pipes_idle), (2, 2));
+        assert_eq!(p.pumps.release_idle_pipes(), 4);
+        assert_eq!(p.pumps.stats().pipes_idle, 0);
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //! `1.2.3.4:1:1.2.3.5:2:80/tcp` became child port 802); a bad child IP is reported as
 //! `unexpected ChildIP` (upstream said ParentIP); and the parent and child port messages carry
 //! their own labels (upstream swapped them). `invalid ParentPort: 0` prints the plain number,
-//! where Go's `%q` of an int printed a quoted rune (`'\x00'`).
+//! where Go's `%q` of an int printed a quoted rune (`'\x00'`). A parent IP of the wrong family
+//! for the protocol (`[::1]…/tcp4`) is refused when the spec is validated, with the text Go's
+//! `net.Listen` gives upstream when it binds.
+
+use std::net::{IpAddr, Ipv6Addr};
 
 /// A forwarding request: the API's `Spec` object.
 ///
@@ -23,6 +27,17 @@ pub struct PortSpec {
     /// Where to connect inside the namespace; empty means the driver's default.
     pub child_ip: String,
     pub child_port: i64,
+}
+
+impl PortSpec {
+    /// Go's `%v` of upstream's `port.Spec`, as its messages print a spec:
+    /// `{tcp 127.0.0.1 8080 80 }` (proto, parent IP, parent port, child port, child IP).
+    pub fn go_value(&self) -> String {
+        format!(
+            "{{{} {} {} {} {}}}",
+            self.proto, self.parent_ip, self.parent_port, self.child_port, self.child_ip
+        )
+    }
 }
 
 /// A published port: the API's `Status` object.
@@ -123,6 +138,44 @@ fn is_ipv6(mut s: &[u8]) -> bool {
         }
     }
     s.is_empty() && (filled < 16) == ellipsis
+}
+
+/// The address a spec's IP text names, as the drivers use it: Go's `net.ParseIP` followed by
+/// `To4()` where that applies, so an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is the IPv4
+/// address. `None` for text [`is_ip`] refuses (and for the empty "not given").
+pub fn parse_ip(s: &str) -> Option<IpAddr> {
+    if !is_ip(s) {
+        return None;
+    }
+    s.parse().ok().map(|ip: IpAddr| ip.to_canonical())
+}
+
+/// Go's address filter for `net.Listen(proto, …)`, applied to the parent IP: `tcp4`/`udp4`/
+/// `sctp4` take only an address with an IPv4 form (IPv4 or IPv4-mapped), the `6` protocols only
+/// one without; `::` passes for the `4` protocols too (Go adds `0.0.0.0` beside it). The drivers
+/// run it before they bind or ask slirp4netns, and `cli` for every `-p`, so a mismatch is
+/// refused (400, or at start) and never bound to some other address. The child IP may be of
+/// either family, as upstream dials it without the `4` or `6`.
+///
+/// # Errors
+/// Go's text: `listen tcp4: address ::1: no suitable address found`.
+pub fn check_family(spec: &PortSpec) -> Result<(), String> {
+    let Some(ip) = parse_ip(&spec.parent_ip) else {
+        return Ok(());
+    };
+    let fits = match spec.proto.as_bytes().last() {
+        Some(b'4') => ip.is_ipv4() || ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        Some(b'6') => ip.is_ipv6(),
+        _ => true,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "listen {}: address {}: no suitable address found",
+            spec.proto, spec.parent_ip
+        ))
+    }
 }
 
 /// Go's `strconv.Atoi` on a 64-bit machine: optional sign, decimal digits, `i64` range.
@@ -243,6 +296,7 @@ enum BracketState {
 }
 
 /// Upstream's `ValidatePortSpec`: the proto, both IPs and both ports, then conflicts.
+/// The parent IP's family is [`check_family`]'s, run by the drivers and for `-p`.
 ///
 /// Two specs conflict when proto, parent IP and parent port are identical as written: `tcp`
 /// and `tcp4`, or `""` and `0.0.0.0`, never conflict here (the bind may still fail). Child
@@ -479,6 +533,79 @@ mod tests {
                 check(std::str::from_utf8(&buf).unwrap());
             }
         }
+    }
+
+    #[test]
+    fn mapped_addresses_are_their_ipv4_form() {
+        let v4 = |s: &str| Some(IpAddr::V4(s.parse().unwrap()));
+        let v6 = |s: &str| Some(IpAddr::V6(s.parse().unwrap()));
+        assert_eq!(parse_ip("::ffff:127.0.0.1"), v4("127.0.0.1"));
+        assert_eq!(parse_ip("::FFFF:7f00:1"), v4("127.0.0.1"));
+        assert_eq!(parse_ip("0:0:0:0:0:ffff:10.0.2.100"), v4("10.0.2.100"));
+        assert_eq!(parse_ip("::ffff:0.0.0.0"), v4("0.0.0.0"));
+        assert_eq!(parse_ip("1.2.3.4"), v4("1.2.3.4"));
+        // Go's To4() maps only ::ffff:0:0/96, not the old IPv4-compatible form.
+        assert_eq!(parse_ip("::127.0.0.1"), v6("::127.0.0.1"));
+        assert_eq!(parse_ip("::1"), v6("::1"));
+        assert_eq!(parse_ip("::fffe:127.0.0.1"), v6("::fffe:7f00:1"));
+        for bad in ["", "[::1]", "127.000.0.1", "fe80::1%eth0", "::ffff:1.2.3"] {
+            assert_eq!(parse_ip(bad), None, "{bad:?}");
+        }
+        // In a spec, brackets and all.
+        check(
+            "[::ffff:127.0.0.1]:8080:[::ffff:10.0.2.100]:80/tcp4",
+            Ok(spec(
+                "tcp4",
+                "::ffff:127.0.0.1",
+                8080,
+                "::ffff:10.0.2.100",
+                80,
+            )),
+        );
+    }
+
+    #[test]
+    fn parent_ip_must_fit_the_protos_family() {
+        let check = |proto: &str, parent_ip: &str, child_ip: &str, expect: Result<(), String>| {
+            let s = spec(proto, parent_ip, 8080, child_ip, 80);
+            assert_eq!(check_family(&s), expect, "{s:?}");
+        };
+        let refused = |proto: &str, ip: &str| {
+            Err(format!(
+                "listen {proto}: address {ip}: no suitable address found"
+            ))
+        };
+        for (proto, ip) in [
+            ("tcp4", "::1"),
+            ("udp4", "2001:db8::1"),
+            ("sctp4", "::1"),
+            ("tcp4", "::127.0.0.1"),
+            ("tcp6", "127.0.0.1"),
+            ("udp6", "0.0.0.0"),
+            ("tcp6", "::ffff:127.0.0.1"),
+            ("udp6", "::ffff:0.0.0.0"),
+        ] {
+            check(proto, ip, "", refused(proto, ip));
+        }
+        for (proto, ip) in [
+            ("tcp4", ""),
+            ("tcp4", "127.0.0.1"),
+            ("tcp4", "::ffff:127.0.0.1"),
+            ("udp4", "::ffff:0.0.0.0"),
+            // Go adds 0.0.0.0 beside "::", so `tcp4` on "::" listens there.
+            ("tcp4", "::"),
+            ("tcp6", ""),
+            ("tcp6", "::"),
+            ("udp6", "::1"),
+            ("tcp", "::1"),
+            ("udp", "127.0.0.1"),
+            ("tcp", "::ffff:127.0.0.1"),
+        ] {
+            check(proto, ip, "", Ok(()));
+        }
+        // The child IP is dialled without the 4 or 6: either family will do.
+        check("tcp4", "127.0.0.1", "::1", Ok(()));
+        check("tcp6", "::1", "10.0.2.100", Ok(()));
     }
 
     #[test]
