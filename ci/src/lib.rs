@@ -18,6 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod sid;
+
 /// Skips the current test with a reason, or fails it when `RKRS_MUST_WORK=1`.
 #[macro_export]
 macro_rules! skip {
@@ -210,6 +212,7 @@ pub struct Run {
     timeout: Duration,
     cwd: Option<PathBuf>,
     as_user: Option<(u32, u32)>,
+    inside: Option<PathBuf>,
 }
 
 /// `rootlesskit ARGS...` as the test user.
@@ -237,6 +240,7 @@ impl Run {
             timeout: Duration::from_secs(60),
             cwd: None,
             as_user: None,
+            inside: None,
         }
     }
 
@@ -280,20 +284,44 @@ impl Run {
         self
     }
 
+    /// Runs inside the root filesystem `root` (see [`sid`]; root only), with the program's path
+    /// as seen there.
+    pub fn inside(mut self, root: &Path) -> Run {
+        self.inside = Some(root.to_path_buf());
+        self
+    }
+
     fn command(&self) -> Command {
         let user = test_user().expect("no test user: create one or set RKRS_TEST_USER");
         let ids = self.as_user.or(user.switch.then_some((user.uid, user.gid)));
-        let mut c = match ids {
-            Some((uid, gid)) => {
-                let mut c = Command::new("setpriv");
-                c.arg(format!("--reuid={uid}"))
+        let mut c = match (&self.inside, ids) {
+            (Some(root), Some((uid, gid))) => {
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+                    .arg(sid::ENTER)
+                    .arg("sid-enter")
+                    .arg(root)
+                    .arg("/usr/bin/setpriv")
+                    .arg(format!("--reuid={uid}"))
                     .arg(format!("--regid={gid}"))
                     .arg("--clear-groups")
                     .arg("--")
                     .arg(&self.program);
                 c
             }
-            None => Command::new(&self.program),
+            (Some(_), None) => panic!("only root can enter another root filesystem"),
+            (None, ids) => match ids {
+                Some((uid, gid)) => {
+                    let mut c = Command::new("setpriv");
+                    c.arg(format!("--reuid={uid}"))
+                        .arg(format!("--regid={gid}"))
+                        .arg("--clear-groups")
+                        .arg("--")
+                        .arg(&self.program);
+                    c
+                }
+                None => Command::new(&self.program),
+            },
         };
         c.args(&self.args);
         c.current_dir(self.cwd.clone().unwrap_or_else(|| PathBuf::from("/")));
