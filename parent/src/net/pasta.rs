@@ -31,6 +31,14 @@ pub const MINIMUM_VERSION: &str = "2023_06_25";
 pub const PID_FIFO: &str = "pasta.pid";
 /// How long pasta may take to configure the namespace.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// pasta's control socket in the state dir (`--conf-path`), for `--port-driver=pesto`.
+pub const CONTROL_SOCKET: &str = "pasta.sock";
+/// The namespace's fixed IPv6 address with `--ipv6` (upstream #620), and its prefix length.
+pub const CHILD_IP6: &str = "fd00::100";
+/// The IPv6 gateway pasta answers as with `--ipv6`; it maps it to the host's `::1`.
+pub const GATEWAY6: &str = "fd00::2";
+/// The IPv6 DNS forwarder with `--ipv6`.
+pub const DNS6: &str = "fd00::3";
 
 /// The optional features of an installed pasta.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,14 +58,16 @@ pub struct Plan {
     pub ifname: String,
     /// The child's addresses.
     pub addrs: Addrs,
-    /// `--no-map-gw`.
+    /// `--no-map-gw --tcp-ns=none --udp-ns=none`.
     pub disable_host_loopback: bool,
-    /// Without it, `--ipv4-only`.
+    /// The fixed IPv6 configuration; without it, `--ipv4-only`.
     pub ipv6: bool,
     /// `--tcp-ports=auto --udp-ports=auto` (`--port-driver=implicit`) instead of `none`.
     pub implicit_ports: bool,
     /// `--host-lo-to-ns-lo`.
     pub host_lo_to_ns_lo: bool,
+    /// `--port-driver=pesto`: pasta opens its control socket ([`CONTROL_SOCKET`]).
+    pub control_socket: bool,
 }
 
 /// Turns options and probe results into a [`Plan`].
@@ -76,6 +86,7 @@ pub fn plan(opts: &NetOptions, binary: PathBuf, features: Features) -> Result<Pl
         ipv6: opts.ipv6,
         implicit_ports: opts.driver_ports,
         host_lo_to_ns_lo: features.host_lo_to_ns_lo,
+        control_socket: opts.pesto,
     })
 }
 
@@ -95,8 +106,21 @@ impl Plan {
             format!("--gateway={}", super::ipv4_text(self.addrs.gateway)).into(),
             format!("--dns-forward={}", super::ipv4_text(self.addrs.dns)).into(),
         ];
+        if self.ipv6 {
+            // Fixed, as upstream since #620: without them pasta copies the host's IPv6 address
+            // and routes into the namespace, and the host's own address becomes a local one
+            // there.
+            args.push(format!("--address={CHILD_IP6}").into());
+            args.push(format!("--gateway={GATEWAY6}").into());
+            args.push(format!("--dns-forward={DNS6}").into());
+        }
         if self.disable_host_loopback {
+            // `--no-map-gw` closes the gateway's mapping to the host's loopback; pasta's
+            // namespace-to-host forwarding (`-T`/`-U`, `auto` by default) would still splice a
+            // connection to the namespace's 127.0.0.1:PORT to the host's (upstream #612).
             args.push("--no-map-gw".into());
+            args.push("--tcp-ns=none".into());
+            args.push("--udp-ns=none".into());
         }
         if !self.ipv6 {
             args.push("--ipv4-only".into());
@@ -106,6 +130,12 @@ impl Plan {
         args.push(format!("--udp-ports={ports}").into());
         if self.host_lo_to_ns_lo {
             args.push("--host-lo-to-ns-lo".into());
+        }
+        if self.control_socket {
+            args.push(prefixed(
+                "--conf-path=",
+                &target.state_dir.join(CONTROL_SOCKET),
+            ));
         }
         args.push(prefixed("--pid=", &target.state_dir.join(PID_FIFO)));
         match target.netns {
@@ -118,8 +148,13 @@ impl Plan {
         args
     }
 
-    /// What the child gets, and the DNS servers.
-    pub fn prepared(&self) -> Prepared {
+    /// What the child gets, the DNS servers, and pasta's control socket under `state_dir`
+    /// when the pesto port driver will use it.
+    pub fn prepared(&self, state_dir: &Path) -> Prepared {
+        let mut dns = vec![super::ipv4_text(self.addrs.dns)];
+        if self.ipv6 {
+            dns.push(DNS6.into());
+        }
         Prepared {
             net: super::net_config(
                 NetMode::Preconfigured,
@@ -128,8 +163,8 @@ impl Plan {
                 self.mtu,
                 None,
             ),
-            api_socket: None,
-            dns: vec![super::ipv4_text(self.addrs.dns)],
+            api_socket: self.control_socket.then(|| state_dir.join(CONTROL_SOCKET)),
+            dns,
         }
     }
 }
@@ -185,6 +220,10 @@ impl Pasta {
         let host_lo_to_ns_lo =
             exec::run_with_output(&binary, &["--host-lo-to-ns-lo".into(), "--version".into()])
                 .is_ok_and(|(status, _)| status.success());
+        if opts.pesto {
+            // The port driver's client; pasta releases that ship it have `--conf-path`.
+            crate::port::pesto::look_up()?;
+        }
         Ok(Pasta {
             plan: plan(opts, binary, Features { host_lo_to_ns_lo })?,
             running: None,
@@ -299,7 +338,7 @@ impl Driver for Pasta {
             return Err(StartError::Failed("pasta is already running".into()));
         }
         match self.launch(target, watch) {
-            Ok(()) => Ok(self.plan.prepared()),
+            Ok(()) => Ok(self.plan.prepared(target.state_dir)),
             Err(e) => {
                 self.stop();
                 Err(e)
@@ -376,7 +415,10 @@ mod tests {
             },
             none,
             None,
-            format!("{BASE} --no-map-gw --ipv4-only --tcp-ports=none --udp-ports=none {PID} 4242"),
+            format!(
+                "{BASE} --no-map-gw --tcp-ns=none --udp-ns=none --ipv4-only --tcp-ports=none \
+                 --udp-ports=none {PID} 4242"
+            ),
         );
         check(
             NetOptions {
@@ -385,7 +427,22 @@ mod tests {
             },
             none,
             None,
-            format!("{BASE} --tcp-ports=none --udp-ports=none {PID} 4242"),
+            format!(
+                "{BASE} --address=fd00::100 --gateway=fd00::2 --dns-forward=fd00::3 \
+                 --tcp-ports=none --udp-ports=none {PID} 4242"
+            ),
+        );
+        check(
+            NetOptions {
+                pesto: true,
+                ..opts()
+            },
+            none,
+            None,
+            format!(
+                "{BASE} --ipv4-only --tcp-ports=none --udp-ports=none \
+                 --conf-path=/run/user/1000/rk/pasta.sock {PID} 4242"
+            ),
         );
         check(
             NetOptions {
@@ -418,8 +475,9 @@ mod tests {
             Some("/proc/4242/root/tmp/rk/netns"),
             format!(
                 "--stderr --foreground --ns-ifname=eth0 --mtu=1500 --config-net \
-                 --address=10.8.0.100 --netmask=16 --gateway=10.8.0.2 --dns-forward=10.8.0.3 --no-map-gw \
-                 --tcp-ports=auto --udp-ports=auto --host-lo-to-ns-lo {PID} \
+                 --address=10.8.0.100 --netmask=16 --gateway=10.8.0.2 --dns-forward=10.8.0.3 \
+                 --address=fd00::100 --gateway=fd00::2 --dns-forward=fd00::3 \
+                 --no-map-gw --tcp-ns=none --udp-ns=none --tcp-ports=auto --udp-ports=auto --host-lo-to-ns-lo {PID} \
                  --userns=/proc/4242/ns/user --netns=/proc/4242/root/tmp/rk/netns"
             ),
         );
@@ -460,7 +518,7 @@ mod tests {
         };
         let got = plan(&o, "/usr/bin/pasta".into(), Features::default())
             .unwrap()
-            .prepared();
+            .prepared(Path::new("/run/rk"));
         assert_eq!(got.net.mode, NetMode::Preconfigured);
         assert_eq!(got.net.ifname_str(), "tap0");
         assert_eq!(
@@ -474,8 +532,21 @@ mod tests {
             ([10, 0, 2, 100], 24, [10, 0, 2, 2], [10, 0, 2, 3], 9000)
         );
         assert_eq!(got.net.dns6, [0; 16]);
-        assert_eq!(got.dns, ["10.0.2.3"]);
+        // pasta forwards fd00::3 to the host's resolver.
+        assert_eq!(got.dns, ["10.0.2.3", "fd00::3"]);
         assert_eq!(got.api_socket, None);
+        let pesto = plan(
+            &NetOptions {
+                pesto: true,
+                ..opts()
+            },
+            "/usr/bin/pasta".into(),
+            Features::default(),
+        )
+        .unwrap()
+        .prepared(Path::new("/run/rk"));
+        assert_eq!(pesto.dns, ["10.0.2.3"]);
+        assert_eq!(pesto.api_socket, Some(PathBuf::from("/run/rk/pasta.sock")));
     }
 
     #[test]
@@ -627,7 +698,7 @@ mod tests {
         // Slow to configure: the wait must last until the pid is written.
         let mut p = fake(&dir, "pasta", "sleep 0.3", Duration::from_secs(20));
         let got = start(&mut p, &dir.0, &[]).unwrap();
-        assert_eq!(got, p.plan().prepared());
+        assert_eq!(got, p.plan().prepared(&dir.0));
         assert_eq!(
             std::fs::read_to_string(dir.0.join("pasta.args")).unwrap(),
             format!(
