@@ -45,6 +45,46 @@ pub const DNS6: &str = "fd00::3";
 pub struct Features {
     /// `--host-lo-to-ns-lo` is accepted (passt 2024_10_30 and later need it for `127.0.0.1` ports).
     pub host_lo_to_ns_lo: bool,
+    /// `--tcp-ns=none` leaves `--tcp-ports=auto` alone. Releases before 2023_03_20 (Debian 12's
+    /// 2023-03-09, whose `--version` says "unknown version") swapped the two directions' port
+    /// scans: there `-T none` stops publishing the namespace's ports while `-t auto` goes on
+    /// forwarding the namespace's 127.0.0.1 to the host's.
+    pub separate_port_scans: bool,
+}
+
+/// The first day with pasta's port scans fixed (passt commit 418f75a, 2023-03-20).
+const SCANS_FIXED: u32 = 2023_03_21;
+
+/// The release date in pasta's `--version` output (`pasta 2023_06_25.32660ce`, Debian's
+/// `pasta 0.0~git20261002.cba3570-1`) as `YYYYMMDD`, if it names one.
+pub fn version_date(version: &str) -> Option<u32> {
+    let first = version.lines().next()?;
+    let b = first.as_bytes();
+    (0..b.len()).find_map(|i| {
+        let digits = |r: std::ops::Range<usize>| {
+            b.get(r.clone())
+                .filter(|d| d.iter().all(u8::is_ascii_digit))
+                .map(|d| d.iter().fold(0u32, |n, c| n * 10 + u32::from(c - b'0')))
+        };
+        if i > 0 && b[i - 1].is_ascii_digit() {
+            return None;
+        }
+        let (y, m, d) = if b.get(i + 4) == Some(&b'_') && b.get(i + 7) == Some(&b'_') {
+            (
+                digits(i..i + 4)?,
+                digits(i + 5..i + 7)?,
+                digits(i + 8..i + 10)?,
+            )
+        } else {
+            (
+                digits(i..i + 4)?,
+                digits(i + 4..i + 6)?,
+                digits(i + 6..i + 8)?,
+            )
+        };
+        ((2020..2100).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d))
+            .then_some(y * 10000 + m * 100 + d)
+    })
 }
 
 /// Everything decided before launch.
@@ -58,8 +98,11 @@ pub struct Plan {
     pub ifname: String,
     /// The child's addresses.
     pub addrs: Addrs,
-    /// `--no-map-gw --tcp-ns=none --udp-ns=none`.
+    /// `--no-map-gw`.
     pub disable_host_loopback: bool,
+    /// `--tcp-ns=none --udp-ns=none`: `--disable-host-loopback`, unless an old pasta's
+    /// implicit ports need them (see [`Features::separate_port_scans`]).
+    pub no_ns_forwarding: bool,
     /// The fixed IPv6 configuration; without it, `--ipv4-only`.
     pub ipv6: bool,
     /// `--tcp-ports=auto --udp-ports=auto` (`--port-driver=implicit`) instead of `none`.
@@ -78,6 +121,8 @@ pub fn plan(opts: &NetOptions, binary: PathBuf, features: Features) -> Result<Pl
     let ifname = super::interface_name(opts.ifname.as_deref())?;
     let addrs = Addrs::of(opts.cidr)?;
     Ok(Plan {
+        no_ns_forwarding: opts.disable_host_loopback
+            && (features.separate_port_scans || !opts.driver_ports),
         binary,
         mtu: if opts.mtu == 0 { DEFAULT_MTU } else { opts.mtu },
         ifname,
@@ -119,6 +164,8 @@ impl Plan {
             // namespace-to-host forwarding (`-T`/`-U`, `auto` by default) would still splice a
             // connection to the namespace's 127.0.0.1:PORT to the host's (upstream #612).
             args.push("--no-map-gw".into());
+        }
+        if self.no_ns_forwarding {
             args.push("--tcp-ns=none".into());
             args.push("--udp-ns=none".into());
         }
@@ -217,6 +264,8 @@ impl Pasta {
         if !status.success() {
             return Err(fail(&out, exec::exit_text(status)));
         }
+        let separate_port_scans =
+            version_date(&String::from_utf8_lossy(&out)).is_some_and(|d| d >= SCANS_FIXED);
         let host_lo_to_ns_lo =
             exec::run_with_output(&binary, &["--host-lo-to-ns-lo".into(), "--version".into()])
                 .is_ok_and(|(status, _)| status.success());
@@ -224,8 +273,20 @@ impl Pasta {
             // The port driver's client; pasta releases that ship it have `--conf-path`.
             crate::port::pesto::look_up()?;
         }
+        let features = Features {
+            host_lo_to_ns_lo,
+            separate_port_scans,
+        };
+        let plan = plan(opts, binary, features)?;
+        if plan.disable_host_loopback && !plan.no_ns_forwarding {
+            crate::warn(
+                "this pasta (older than 2023_03_20) cannot keep the namespace from the host's \
+                 loopback with --port-driver=implicit: --disable-host-loopback closes only the \
+                 gateway's path; upgrade pasta (passt)",
+            );
+        }
         Ok(Pasta {
-            plan: plan(opts, binary, Features { host_lo_to_ns_lo })?,
+            plan,
             running: None,
             ready_timeout: READY_TIMEOUT,
         })
@@ -401,6 +462,7 @@ mod tests {
         let none = Features::default();
         let lo = Features {
             host_lo_to_ns_lo: true,
+            separate_port_scans: true,
         };
         check(
             opts(),
@@ -453,6 +515,33 @@ mod tests {
             None,
             format!("{BASE} --ipv4-only --tcp-ports=auto --udp-ports=auto {PID} 4242"),
         );
+        // Before 2023_03_20 `-T none` would stop `-t auto` (and not close the loopback path).
+        check(
+            NetOptions {
+                driver_ports: true,
+                disable_host_loopback: true,
+                ..opts()
+            },
+            none,
+            None,
+            format!("{BASE} --no-map-gw --ipv4-only --tcp-ports=auto --udp-ports=auto {PID} 4242"),
+        );
+        check(
+            NetOptions {
+                driver_ports: true,
+                disable_host_loopback: true,
+                ..opts()
+            },
+            Features {
+                separate_port_scans: true,
+                ..none
+            },
+            None,
+            format!(
+                "{BASE} --no-map-gw --tcp-ns=none --udp-ns=none --ipv4-only --tcp-ports=auto \
+                 --udp-ports=auto {PID} 4242"
+            ),
+        );
         check(
             opts(),
             lo,
@@ -481,6 +570,24 @@ mod tests {
                  --userns=/proc/4242/ns/user --netns=/proc/4242/root/tmp/rk/netns"
             ),
         );
+    }
+
+    #[test]
+    fn release_dates() {
+        for (text, want) in [
+            (
+                "pasta 2023_06_25.32660ce\nCopyright Red Hat\n",
+                Some(2023_06_25),
+            ),
+            ("pasta 0.0~git20261002.cba3570-1\n", Some(2026_10_02)),
+            ("pasta 0.0~git20230309.7c7625d-1\n", Some(2023_03_09)),
+            ("pasta unknown version\nCopyright Red Hat\n", None),
+            ("pasta 2023_13_01\n", None),
+            ("", None),
+            ("pasta 1.2.3\n2023_06_25\n", None),
+        ] {
+            assert_eq!(version_date(text), want, "{text:?}");
+        }
     }
 
     #[test]
