@@ -442,3 +442,60 @@ fn ipv4_only_implicit_ports_without_host_loopback() {
     );
     assert_eq!(sid::fetch(addr("127.0.0.1", port)), sid::PAGE);
 }
+
+/// The host's pasta (Debian 12's 2023-03-09 here, outside the sid tree) still works with the
+/// new options: `--disable-host-loopback` closes both paths when pasta publishes nothing, the
+/// fixed IPv6 configuration is taken, and implicit ports with `--disable-host-loopback` still
+/// publish (that release swapped its `-t`/`-T` scans, so `-T none` is not passed to it).
+#[test]
+fn the_hosts_pasta_with_the_new_options() {
+    if !ci::have("pasta") || !ci::tun_usable() || !ci::have("busybox") {
+        skip!("pasta, busybox or /dev/net/tun is not available on the host");
+    }
+    let run = |args: &[&str], script: &str| {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend(["/bin/sh".into(), "-c".into(), script.into()]);
+        let o = ci::rootlesskit(all)
+            .timeout(Duration::from_secs(60))
+            .output();
+        assert_eq!(o.code, 0, "{args:?}: {o:?}");
+        o
+    };
+    let (port, _t) = greeter("127.0.0.1");
+    let script = probe_script(&[("10.0.2.2", port), ("127.0.0.1", port)])
+        .replace("busybox nc", "/bin/busybox nc");
+    let closed = run(&["--net=pasta", "--disable-host-loopback"], &script);
+    assert!(!reached(&closed, "10.0.2.2"), "{closed:?}");
+    assert!(!reached(&closed, "127.0.0.1"), "{closed:?}");
+
+    if host_ipv6().is_ok() {
+        let o = run(&["--net=pasta", "--ipv6"], "grep tap0 /proc/net/if_inet6");
+        assert!(
+            o.stdout.contains("fd000000000000000000000000000100 "),
+            "{o:?}"
+        );
+    }
+
+    let dir = Scratch::new("host-implicit");
+    std::fs::write(dir.join("index.html"), sid::PAGE).unwrap();
+    let web = low_port_listener("0.0.0.0").local_addr().unwrap().port();
+    let mut child = ci::rootlesskit([
+        "--net=pasta".to_string(),
+        "--disable-host-loopback".into(),
+        "--port-driver=implicit".into(),
+        "/bin/busybox".into(),
+        "httpd".into(),
+        "-f".into(),
+        "-p".into(),
+        web.to_string(),
+        "-h".into(),
+        dir.path.display().to_string(),
+    ])
+    .spawn();
+    let got = ci::wait_for(Duration::from_secs(15), || {
+        sid::http_get(addr("127.0.0.1", web)).ok()
+    });
+    ci::send_signal(child.id(), "TERM");
+    let _ = child.wait();
+    assert_eq!(got.as_deref(), Some(sid::PAGE));
+}
