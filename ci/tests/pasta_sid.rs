@@ -272,9 +272,16 @@ impl Drop for Running {
     }
 }
 
-/// The target for the pesto tests: an HTTP server on 8000 and a UDP echo server on 8001.
-const SERVERS: &str = "busybox httpd -f -p 8000 -h WWW &\n\
-                       exec /usr/bin/socat UDP-RECVFROM:8001,fork EXEC:/bin/cat";
+/// The target for the pesto tests: an HTTP server on 8000 and a UDP echo server on 8001, on
+/// the namespace's address only, as Docker's docker-proxy listens (pesto's rules lead there,
+/// not to the namespace's loopback).
+const SERVERS: &str = "busybox httpd -f -p 10.0.2.100:8000 -h WWW &\n\
+                       exec /usr/bin/socat UDP-RECVFROM:8001,bind=10.0.2.100,fork EXEC:/bin/cat";
+
+/// The same HTTP server on the namespace's IPv4 and IPv6 addresses (the latter retried while
+/// it may still be tentative).
+const SERVERS6: &str = "busybox httpd -f -p 10.0.2.100:8000 -h WWW &\n\
+                        until busybox httpd -f -p [fd00::100]:8000 -h WWW; do sleep 0.2; done";
 
 fn addr(ip: &str, port: u16) -> SocketAddr {
     format!("{ip}:{port}").parse().unwrap()
@@ -375,7 +382,7 @@ fn pesto_ipv6() {
         &root,
         "pesto6",
         &["--net=pasta", "--ipv6", "--port-driver=pesto", "-p", &spec0],
-        SERVERS,
+        SERVERS6,
     );
     assert_eq!(sid::fetch(addr("[::1]", at_start)), sid::PAGE);
     let info = rk.ctl_ok(&["info"]);

@@ -107,7 +107,7 @@ pub struct Plan {
     pub ipv6: bool,
     /// `--tcp-ports=auto --udp-ports=auto` (`--port-driver=implicit`) instead of `none`.
     pub implicit_ports: bool,
-    /// `--host-lo-to-ns-lo`.
+    /// `--host-lo-to-ns-lo` (not with pesto's rules).
     pub host_lo_to_ns_lo: bool,
     /// `--port-driver=pesto`: pasta opens its control socket ([`CONTROL_SOCKET`]).
     pub control_socket: bool,
@@ -175,7 +175,9 @@ impl Plan {
         let ports = if self.implicit_ports { "auto" } else { "none" };
         args.push(format!("--tcp-ports={ports}").into());
         args.push(format!("--udp-ports={ports}").into());
-        if self.host_lo_to_ns_lo {
+        // Only for pasta's own forwarding: pesto's rules lead to the namespace's address, where
+        // the API's users (Docker's docker-proxy) listen, not to its loopback.
+        if self.host_lo_to_ns_lo && !self.control_socket {
             args.push("--host-lo-to-ns-lo".into());
         }
         if self.control_socket {
@@ -499,7 +501,7 @@ mod tests {
                 pesto: true,
                 ..opts()
             },
-            none,
+            lo,
             None,
             format!(
                 "{BASE} --ipv4-only --tcp-ports=none --udp-ports=none \
