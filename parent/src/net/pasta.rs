@@ -53,7 +53,7 @@ pub struct Features {
 }
 
 /// The first day with pasta's port scans fixed (passt commit 418f75a, 2023-03-20).
-const SCANS_FIXED: u32 = 2023_03_21;
+const SCANS_FIXED: u32 = 20230321;
 
 /// The release date in pasta's `--version` output (`pasta 2023_06_25.32660ce`, Debian's
 /// `pasta 0.0~git20261002.cba3570-1`) as `YYYYMMDD`, if it names one.
@@ -579,10 +579,10 @@ mod tests {
         for (text, want) in [
             (
                 "pasta 2023_06_25.32660ce\nCopyright Red Hat\n",
-                Some(2023_06_25),
+                Some(20230625),
             ),
-            ("pasta 0.0~git20261002.cba3570-1\n", Some(2026_10_02)),
-            ("pasta 0.0~git20230309.7c7625d-1\n", Some(2023_03_09)),
+            ("pasta 0.0~git20261002.cba3570-1\n", Some(20261002)),
+            ("pasta 0.0~git20230309.7c7625d-1\n", Some(20230309)),
             ("pasta unknown version\nCopyright Red Hat\n", None),
             ("pasta 2023_13_01\n", None),
             ("", None),
