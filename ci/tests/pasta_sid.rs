@@ -506,3 +506,40 @@ fn the_hosts_pasta_with_the_new_options() {
     let _ = child.wait();
     assert_eq!(got.as_deref(), Some(sid::PAGE));
 }
+
+/// Without `pesto` in `$PATH` (Debian 12's passt has none), `--port-driver=pesto` is one line
+/// before anything is created.
+#[test]
+fn pesto_missing_is_one_clear_error() {
+    if !ci::have("pasta") {
+        skip!("pasta is not installed on the host");
+    }
+    let d = Scratch::new("no-pesto");
+    let bin = d.join("bin");
+    let tmp = d.join("tmp");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::create_dir(&tmp).unwrap();
+    // setpriv too: the harness finds it through the same `$PATH`.
+    for program in ["pasta", "setpriv", "newuidmap", "newgidmap"] {
+        let path = Path::new("/usr/bin").join(program);
+        if path.exists() {
+            std::os::unix::fs::symlink(path, bin.join(program)).unwrap();
+        }
+    }
+    std::os::unix::fs::chown(&tmp, ci::test_user().map(|u| u.uid), None).unwrap();
+    let o = ci::rootlesskit(["--net=pasta", "--port-driver=pesto", "true"])
+        .env("PATH", bin.to_str().unwrap())
+        .env("TMPDIR", tmp.to_str().unwrap())
+        .output();
+    assert_eq!(o.code, 1, "{o:?}");
+    assert_eq!(
+        o.stderr.lines().last(),
+        Some(r#"[rootlesskit:parent] error: exec: "pesto": executable file not found in $PATH"#),
+        "{o:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "a state dir was left"
+    );
+}
