@@ -50,10 +50,16 @@ pub struct Features {
     /// scans: there `-T none` stops publishing the namespace's ports while `-t auto` goes on
     /// forwarding the namespace's 127.0.0.1 to the host's.
     pub separate_port_scans: bool,
+    /// Address-less forwarding specs (`-t auto`, and `-T`/`-U`, which take no address) are
+    /// dual-stack ones, refused when IPv6 is off: passt 2026_05_07 up to 2026_05_26, which
+    /// then falls back to one family (upstream #591).
+    pub dual_stack_specs_only: bool,
 }
 
-/// The first day with pasta's port scans fixed (passt commit 418f75a, 2023-03-20).
+/// The first release with pasta's port scans fixed (passt commit 418f75a, 2023-03-20).
 const SCANS_FIXED: u32 = 20230321;
+/// The releases that refuse address-less forwarding specs without IPv6 (upstream #591).
+const DUAL_STACK_ONLY: std::ops::Range<u32> = 20260507..20260526;
 
 /// The release date in pasta's `--version` output (`pasta 2023_06_25.32660ce`, Debian's
 /// `pasta 0.0~git20261002.cba3570-1`) as `YYYYMMDD`, if it names one.
@@ -107,6 +113,9 @@ pub struct Plan {
     pub ipv6: bool,
     /// `--tcp-ports=auto --udp-ports=auto` (`--port-driver=implicit`) instead of `none`.
     pub implicit_ports: bool,
+    /// `0.0.0.0/auto` instead of `auto`: IPv4-only on a release that takes only dual-stack
+    /// address-less specs (see [`Features::dual_stack_specs_only`]).
+    pub ipv4_auto: bool,
     /// `--host-lo-to-ns-lo` (not with pesto's rules).
     pub host_lo_to_ns_lo: bool,
     /// `--port-driver=pesto`: pasta opens its control socket ([`CONTROL_SOCKET`]).
@@ -121,8 +130,10 @@ pub fn plan(opts: &NetOptions, binary: PathBuf, features: Features) -> Result<Pl
     let ifname = super::interface_name(opts.ifname.as_deref())?;
     let addrs = Addrs::of(opts.cidr)?;
     Ok(Plan {
-        no_ns_forwarding: opts.disable_host_loopback
-            && (features.separate_port_scans || !opts.driver_ports),
+        no_ns_forwarding: (opts.disable_host_loopback
+            && (features.separate_port_scans || !opts.driver_ports))
+            || (features.dual_stack_specs_only && !opts.ipv6),
+        ipv4_auto: features.dual_stack_specs_only && !opts.ipv6,
         binary,
         mtu: if opts.mtu == 0 { DEFAULT_MTU } else { opts.mtu },
         ifname,
@@ -172,7 +183,11 @@ impl Plan {
         if !self.ipv6 {
             args.push("--ipv4-only".into());
         }
-        let ports = if self.implicit_ports { "auto" } else { "none" };
+        let ports = match (self.implicit_ports, self.ipv4_auto) {
+            (false, _) => "none",
+            (true, false) => "auto",
+            (true, true) => "0.0.0.0/auto",
+        };
         args.push(format!("--tcp-ports={ports}").into());
         args.push(format!("--udp-ports={ports}").into());
         // Only for pasta's own forwarding: pesto's rules lead to the namespace's address, where
@@ -266,8 +281,9 @@ impl Pasta {
         if !status.success() {
             return Err(fail(&out, exec::exit_text(status)));
         }
-        let separate_port_scans =
-            version_date(&String::from_utf8_lossy(&out)).is_some_and(|d| d >= SCANS_FIXED);
+        let date = version_date(&String::from_utf8_lossy(&out));
+        let separate_port_scans = date.is_some_and(|d| d >= SCANS_FIXED);
+        let dual_stack_specs_only = date.is_some_and(|d| DUAL_STACK_ONLY.contains(&d));
         let host_lo_to_ns_lo =
             exec::run_with_output(&binary, &["--host-lo-to-ns-lo".into(), "--version".into()])
                 .is_ok_and(|(status, _)| status.success());
@@ -278,8 +294,16 @@ impl Pasta {
         let features = Features {
             host_lo_to_ns_lo,
             separate_port_scans,
+            dual_stack_specs_only,
         };
         let plan = plan(opts, binary, features)?;
+        if plan.no_ns_forwarding && !plan.disable_host_loopback {
+            crate::warn(
+                "this pasta (2026_05_07) cannot forward the namespace's loopback to the host's \
+                 without IPv6 (upstream #591): that forwarding is off; use --ipv6 or another \
+                 pasta (passt) release",
+            );
+        }
         if plan.disable_host_loopback && !plan.no_ns_forwarding {
             crate::warn(
                 "this pasta (older than 2023_03_20) cannot keep the namespace from the host's \
@@ -465,6 +489,11 @@ mod tests {
         let lo = Features {
             host_lo_to_ns_lo: true,
             separate_port_scans: true,
+            dual_stack_specs_only: false,
+        };
+        let may2026 = Features {
+            dual_stack_specs_only: true,
+            ..lo
         };
         check(
             opts(),
@@ -552,6 +581,33 @@ mod tests {
                 "{BASE} --ipv4-only --tcp-ports=none --udp-ports=none --host-lo-to-ns-lo {PID} 4242"
             ),
         );
+        // passt 2026_05_07 without IPv6: every spec names an IPv4 address, and `-T`/`-U`,
+        // which cannot, are off (upstream #591).
+        check(
+            NetOptions {
+                driver_ports: true,
+                ..opts()
+            },
+            may2026,
+            None,
+            format!(
+                "{BASE} --tcp-ns=none --udp-ns=none --ipv4-only --tcp-ports=0.0.0.0/auto \
+                 --udp-ports=0.0.0.0/auto --host-lo-to-ns-lo {PID} 4242"
+            ),
+        );
+        check(
+            NetOptions {
+                driver_ports: true,
+                ipv6: true,
+                ..opts()
+            },
+            may2026,
+            None,
+            format!(
+                "{BASE} --address=fd00::100 --gateway=fd00::2 --dns-forward=fd00::3 \
+                 --tcp-ports=auto --udp-ports=auto --host-lo-to-ns-lo {PID} 4242"
+            ),
+        );
         check(
             NetOptions {
                 mtu: 1500,
@@ -583,6 +639,7 @@ mod tests {
             ),
             ("pasta 0.0~git20261002.cba3570-1\n", Some(20261002)),
             ("pasta 0.0~git20230309.7c7625d-1\n", Some(20230309)),
+            ("pasta 2026_05_07.1afd4ed\n", Some(20260507)),
             ("pasta unknown version\nCopyright Red Hat\n", None),
             ("pasta 2023_13_01\n", None),
             ("", None),
@@ -759,6 +816,41 @@ mod tests {
                 .err()
                 .as_deref(),
             Some(r#"exec: "no-such-pasta-for-rkrs": executable file not found in $PATH"#)
+        );
+    }
+
+    #[test]
+    fn probing_reads_the_release() {
+        let dir = TempDir::new("release");
+        let with = |name: &str, version: &str, o: NetOptions| {
+            let bin = dir.script(name, &format!("echo '{version}'\nexit 0"));
+            let p = probe(&bin, o).unwrap();
+            (p.plan().no_ns_forwarding, p.plan().ipv4_auto)
+        };
+        let implicit = NetOptions {
+            driver_ports: true,
+            ..opts()
+        };
+        let guarded = NetOptions {
+            disable_host_loopback: true,
+            ..implicit.clone()
+        };
+        // Debian 12's: -T none would stop -t auto, so it is not passed (with a warning).
+        assert_eq!(
+            with("deb12", "pasta unknown version", guarded.clone()),
+            (false, false)
+        );
+        assert_eq!(
+            with("sid", "pasta 0.0~git20261002.cba3570-1", guarded),
+            (true, false)
+        );
+        assert_eq!(
+            with("may", "pasta 2026_05_07.1afd4ed", implicit.clone()),
+            (true, true)
+        );
+        assert_eq!(
+            with("june", "pasta 2026_06_11.a9c61ff", implicit),
+            (false, false)
         );
     }
 

@@ -3,8 +3,10 @@
 //! pasta's control socket (`$STATE_DIR/pasta.sock`, pasta's `--conf-path`). pasta listens on
 //! the host and forwards to the namespace's address, keeping the client's source address.
 //!
-//! pesto's protocol is passt's internal business (it fetches the whole table, edits it and
-//! sends it back; nothing documents it as stable), so we run the program rather than speak it.
+//! pesto's protocol is passt's internal business: packed native-endian structs that pesto and
+//! pasta build from the same headers (it fetches the whole table, edits it and sends it back),
+//! versioned, and version 2 dropped version 1 without a fallback. The installed `pesto` always
+//! speaks its own pasta's version, so we run the program rather than speak the protocol.
 //! Each call is short and bounded by pasta answering on a local socket; like the slirp4netns
 //! driver's socket calls it runs in the parent's loop.
 
