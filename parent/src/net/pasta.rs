@@ -62,9 +62,13 @@ const SCANS_FIXED: u32 = 20230321;
 const DUAL_STACK_ONLY: std::ops::Range<u32> = 20260507..20260526;
 
 /// The release date in pasta's `--version` output (`pasta 2023_06_25.32660ce`, Debian's
-/// `pasta 0.0~git20261002.cba3570-1`) as `YYYYMMDD`, if it names one.
+/// `pasta 0.0~git20261002.cba3570-1`) as `YYYYMMDD`, if it names one: the first line that
+/// starts with the program's name (a warning on stderr, such as a missing AVX2 build, may come
+/// first).
 pub fn version_date(version: &str) -> Option<u32> {
-    let first = version.lines().next()?;
+    let first = version
+        .lines()
+        .find(|l| l.starts_with("pasta ") || l.starts_with("passt "))?;
     let b = first.as_bytes();
     (0..b.len()).find_map(|i| {
         let digits = |r: std::ops::Range<usize>| {
@@ -640,6 +644,12 @@ mod tests {
             ("pasta 0.0~git20261002.cba3570-1\n", Some(20261002)),
             ("pasta 0.0~git20230309.7c7625d-1\n", Some(20230309)),
             ("pasta 2026_05_07.1afd4ed\n", Some(20260507)),
+            (
+                "Can't run AVX2 build, using non-AVX2 version: No such file or directory\n\
+                 pasta 2026_05_07.1afd4ed\n",
+                Some(20260507),
+            ),
+            ("unknown 2026_05_07\n", None),
             ("pasta unknown version\nCopyright Red Hat\n", None),
             ("pasta 2023_13_01\n", None),
             ("", None),
