@@ -434,8 +434,8 @@ fn bad_network_flags_fail_cleanly_and_leave_nothing() {
             "--net=gvisor-tap-vsock: not supported yet",
         ),
         (
-            &["--net=pasta", "--port-driver=pesto", "true"][..],
-            "--port-driver=pesto: not supported yet",
+            &["--net=slirp4netns", "--port-driver=pesto", "true"][..],
+            "port driver requires pasta network",
         ),
         (
             &["--net=vpnkit", "--cidr=10.0.2.0/24", "true"][..],

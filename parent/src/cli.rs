@@ -41,8 +41,7 @@ pub enum PortDriver {
     Builtin,
     Slirp4netns,
     GvisorTapVsock,
-    /// Upstream v3.1: ports through pasta's `pesto` client. Parsed, then refused as not
-    /// supported yet.
+    /// Upstream v3.1: ports through pasta's `pesto` client (`--net=pasta` only).
     Pesto,
 }
 
@@ -559,7 +558,7 @@ const FLAGS: &[Flag] = &[
         Kind::Str,
         Def::Str("none"),
         PORT,
-        "how ports reach a non-host network [none, implicit (for pasta), builtin, slirp4netns]",
+        "how ports reach a non-host network [none, implicit (for pasta), pesto (for pasta), builtin, slirp4netns]",
     ),
     Flag {
         name: "publish",
@@ -1480,7 +1479,6 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
                     .into(),
             );
             // (The PATH lookup of --pasta-binary comes here upstream.)
-            // (pesto, v3.1's pasta port driver, passes here and is refused as not supported.)
             if !matches!(
                 cfg.port_driver,
                 PortDriver::None | PortDriver::Implicit | PortDriver::Pesto
@@ -1570,8 +1568,11 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
                 return Err("port driver requires non-host network".into());
             }
         }
-        // Refused below, whatever the network.
-        PortDriver::Pesto => {}
+        PortDriver::Pesto => {
+            if cfg.net != Net::Pasta {
+                return Err("port driver requires pasta network".into());
+            }
+        }
     }
     // Each -p spec is parsed and validated here upstream (`build` has done it).
     if let Some(e) = &cfg.publish_error {
@@ -1611,10 +1612,7 @@ fn unsupported(cfg: &Config) -> Option<String> {
         return Some(format!("--net={}: not supported yet", cfg.net.as_str()));
     }
     // implicit needs no port driver object: pasta forwards by itself.
-    if matches!(
-        cfg.port_driver,
-        PortDriver::GvisorTapVsock | PortDriver::Pesto
-    ) {
+    if cfg.port_driver == PortDriver::GvisorTapVsock {
         return Some(format!(
             "--port-driver={}: not supported yet",
             cfg.port_driver.as_str()
@@ -2462,7 +2460,7 @@ mod tests {
             "--help, -h  ",
             "--version, -v  ",
             "[host, none, pasta(experimental), slirp4netns, vpnkit, lxc-user-nic(experimental)] (default: \"host\")",
-            "[none, implicit (for pasta), builtin, slirp4netns] (default: \"none\")",
+            "[none, implicit (for pasta), pesto (for pasta), builtin, slirp4netns] (default: \"none\")",
             "[auto, true, false] (default: \"false\")",
             "[rprivate, rslave] (default: \"rprivate\")",
             "[auto,true,false] (default: \"auto\")",
@@ -2676,12 +2674,12 @@ mod tests {
                 "--port-driver=gvisor-tap-vsock: not supported yet",
             ),
             (
-                &["--net=pasta", "--port-driver=pesto", "sh"],
-                "--port-driver=pesto: not supported yet",
+                &["--port-driver=pesto", "sh"],
+                "port driver requires pasta network",
             ),
             (
-                &["--port-driver=pesto", "sh"],
-                "--port-driver=pesto: not supported yet",
+                &["--net=slirp4netns", "--port-driver=pesto", "sh"],
+                "port driver requires pasta network",
             ),
             (
                 &["--net=lxc-user-nic", "--cidr=10.0.3.0/24", "sh"],

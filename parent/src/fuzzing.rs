@@ -81,6 +81,23 @@ pub fn dhcp_reply(data: &[u8]) {
     child::dhcp::fuzz_reply(data);
 }
 
+/// `pasta --version` output: a release date, when one is read, is a real-looking day that a
+/// `pasta `/`passt ` line spells.
+pub fn pasta_version(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Some(d) = crate::net::pasta::version_date(&text) {
+        assert!((20200101..21000000).contains(&d), "{d}");
+        let (y, m, day) = (d / 10000, d / 100 % 100, d % 100);
+        assert!(
+            text.lines()
+                .any(|l| (l.starts_with("pasta ") || l.starts_with("passt "))
+                    && (l.contains(&format!("{y}_{m:02}_{day:02}"))
+                        || l.contains(&format!("{y}{m:02}{day:02}")))),
+            "{d} not in {text:?}"
+        );
+    }
+}
+
 /// Runs `f` on every input the fuzzers kept for `target` (and every crash they found, once
 /// fixed), so that `cargo test` replays the committed corpus; returns how many there were.
 #[cfg(test)]
@@ -121,6 +138,14 @@ mod tests {
         assert!(
             replay("dhcp_reply", super::dhcp_reply) > 0,
             "no dhcp_reply corpus"
+        );
+    }
+
+    #[test]
+    fn pasta_version_corpus_replays() {
+        assert!(
+            replay("pasta_version", super::pasta_version) > 0,
+            "no pasta_version corpus"
         );
     }
 

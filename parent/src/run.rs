@@ -195,7 +195,8 @@ struct Session<'a> {
     api: Option<api::server::Server>,
     /// The builtin port driver, when `--port-driver=builtin`.
     ports: Option<std::sync::Arc<crate::port::builtin::Builtin>>,
-    /// slirp4netns's API socket, for `--port-driver=slirp4netns`.
+    /// slirp4netns's API socket (`--port-driver=slirp4netns`), or pasta's control socket
+    /// (`--port-driver=pesto`).
     s4nn_socket: Option<PathBuf>,
     /// The slirp4netns port driver, whose ports a restarted slirp4netns gets again.
     s4nn_ports: Option<std::sync::Arc<crate::port::slirp4netns::Slirp4netnsPorts>>,
@@ -406,6 +407,8 @@ impl<'a> Session<'a> {
                 self.publish(&*driver)?;
                 self.s4nn_ports = Some(driver.clone());
                 Some(driver)
+            } else if self.cfg.port_driver == PortDriver::Pesto {
+                Some(self.pesto_ports()?)
             } else {
                 None
             };
@@ -541,6 +544,34 @@ impl<'a> Session<'a> {
             info.dns = dns;
         }
         Ok(())
+    }
+
+    /// `--port-driver=pesto`: pasta's control socket (`prepared.api_socket`) and the
+    /// namespace's addresses, with the `-p` ports published.
+    fn pesto_ports(&self) -> Result<std::sync::Arc<dyn crate::port::PortDriver>, Abort> {
+        let fail = |e: String| Abort::Error("parent", e);
+        let socket = self
+            .s4nn_socket
+            .clone()
+            .ok_or_else(|| fail("pasta has no control socket".into()))?;
+        let child_ip = self
+            .net_info
+            .as_ref()
+            .and_then(|n| n.child_ip.parse().ok())
+            .ok_or_else(|| fail("pasta reported no child IP".into()))?;
+        let child_ip6 = self
+            .cfg
+            .ipv6
+            .then(|| net::pasta::CHILD_IP6.parse().ok())
+            .flatten();
+        let driver = std::sync::Arc::new(crate::port::pesto::PestoPorts::new(
+            crate::port::pesto::look_up().map_err(fail)?,
+            socket,
+            child_ip,
+            child_ip6,
+        ));
+        self.publish(&*driver)?;
+        Ok(driver)
     }
 
     /// Publishes every `-p` spec, as upstream does before `child_pid` appears.

@@ -220,6 +220,7 @@ mod tests {
             binary: binary.into(),
             driver_ports: false,
             detach_netns: false,
+            pesto: false,
         }
     }
 

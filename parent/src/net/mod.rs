@@ -56,6 +56,8 @@ pub struct NetOptions {
     pub driver_ports: bool,
     /// `--detach-netns`.
     pub detach_netns: bool,
+    /// `--port-driver=pesto`: pasta opens its control socket and `pesto` must be installed.
+    pub pesto: bool,
 }
 
 impl NetOptions {
@@ -93,6 +95,7 @@ impl NetOptions {
                 PortDriver::Slirp4netns | PortDriver::Implicit
             ),
             detach_netns: cfg.detach_netns,
+            pesto: cfg.port_driver == PortDriver::Pesto,
         })
     }
 }
@@ -114,7 +117,8 @@ pub struct Target<'a> {
 pub struct Prepared {
     /// The body of the `NetworkDriverCompleted` frame for the child.
     pub net: NetConfig,
-    /// slirp4netns's API socket, when the slirp4netns port driver will talk to it.
+    /// slirp4netns's API socket, or pasta's control socket, when the slirp4netns or pesto port
+    /// driver will talk to it.
     pub api_socket: Option<PathBuf>,
     /// The DNS servers, in resolv.conf order, for `resolv.conf` and the API's info.
     pub dns: Vec<String>,
@@ -528,6 +532,7 @@ mod tests {
                 binary: "slirp4netns".into(),
                 driver_ports: false,
                 detach_netns: false,
+                pesto: false,
             }
         );
         let opts = NetOptions::from_config(&config(&[

@@ -31,12 +31,70 @@ pub const MINIMUM_VERSION: &str = "2023_06_25";
 pub const PID_FIFO: &str = "pasta.pid";
 /// How long pasta may take to configure the namespace.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// pasta's control socket in the state dir (`--conf-path`), for `--port-driver=pesto`.
+pub const CONTROL_SOCKET: &str = "pasta.sock";
+/// The namespace's fixed IPv6 address with `--ipv6` (upstream #620), and its prefix length.
+pub const CHILD_IP6: &str = "fd00::100";
+/// The IPv6 gateway pasta answers as with `--ipv6`; it maps it to the host's `::1`.
+pub const GATEWAY6: &str = "fd00::2";
+/// The IPv6 DNS forwarder with `--ipv6`.
+pub const DNS6: &str = "fd00::3";
 
 /// The optional features of an installed pasta.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Features {
     /// `--host-lo-to-ns-lo` is accepted (passt 2024_10_30 and later need it for `127.0.0.1` ports).
     pub host_lo_to_ns_lo: bool,
+    /// `--tcp-ns=none` leaves `--tcp-ports=auto` alone. Releases before 2023_03_20 (Debian 12's
+    /// 2023-03-09, whose `--version` says "unknown version") swapped the two directions' port
+    /// scans: there `-T none` stops publishing the namespace's ports while `-t auto` goes on
+    /// forwarding the namespace's 127.0.0.1 to the host's.
+    pub separate_port_scans: bool,
+    /// Address-less forwarding specs (`-t auto`, and `-T`/`-U`, which take no address) are
+    /// dual-stack ones, refused when IPv6 is off: passt 2026_05_07 up to 2026_05_26, which
+    /// then falls back to one family (upstream #591).
+    pub dual_stack_specs_only: bool,
+}
+
+/// The first release with pasta's port scans fixed (passt commit 418f75a, 2023-03-20).
+const SCANS_FIXED: u32 = 20230321;
+/// The releases that refuse address-less forwarding specs without IPv6 (upstream #591).
+const DUAL_STACK_ONLY: std::ops::Range<u32> = 20260507..20260526;
+
+/// The release date in pasta's `--version` output (`pasta 2023_06_25.32660ce`, Debian's
+/// `pasta 0.0~git20261002.cba3570-1`) as `YYYYMMDD`, if it names one: the first line that
+/// starts with the program's name (a warning on stderr, such as a missing AVX2 build, may come
+/// first).
+pub fn version_date(version: &str) -> Option<u32> {
+    let first = version
+        .lines()
+        .find(|l| l.starts_with("pasta ") || l.starts_with("passt "))?;
+    let b = first.as_bytes();
+    (0..b.len()).find_map(|i| {
+        let digits = |r: std::ops::Range<usize>| {
+            b.get(r.clone())
+                .filter(|d| d.iter().all(u8::is_ascii_digit))
+                .map(|d| d.iter().fold(0u32, |n, c| n * 10 + u32::from(c - b'0')))
+        };
+        if i > 0 && b[i - 1].is_ascii_digit() {
+            return None;
+        }
+        let (y, m, d) = if b.get(i + 4) == Some(&b'_') && b.get(i + 7) == Some(&b'_') {
+            (
+                digits(i..i + 4)?,
+                digits(i + 5..i + 7)?,
+                digits(i + 8..i + 10)?,
+            )
+        } else {
+            (
+                digits(i..i + 4)?,
+                digits(i + 4..i + 6)?,
+                digits(i + 6..i + 8)?,
+            )
+        };
+        ((2020..2100).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d))
+            .then_some(y * 10000 + m * 100 + d)
+    })
 }
 
 /// Everything decided before launch.
@@ -52,12 +110,20 @@ pub struct Plan {
     pub addrs: Addrs,
     /// `--no-map-gw`.
     pub disable_host_loopback: bool,
-    /// Without it, `--ipv4-only`.
+    /// `--tcp-ns=none --udp-ns=none`: `--disable-host-loopback`, unless an old pasta's
+    /// implicit ports need them (see [`Features::separate_port_scans`]).
+    pub no_ns_forwarding: bool,
+    /// The fixed IPv6 configuration; without it, `--ipv4-only`.
     pub ipv6: bool,
     /// `--tcp-ports=auto --udp-ports=auto` (`--port-driver=implicit`) instead of `none`.
     pub implicit_ports: bool,
-    /// `--host-lo-to-ns-lo`.
+    /// `0.0.0.0/auto` instead of `auto`: IPv4-only on a release that takes only dual-stack
+    /// address-less specs (see [`Features::dual_stack_specs_only`]).
+    pub ipv4_auto: bool,
+    /// `--host-lo-to-ns-lo` (not with pesto's rules).
     pub host_lo_to_ns_lo: bool,
+    /// `--port-driver=pesto`: pasta opens its control socket ([`CONTROL_SOCKET`]).
+    pub control_socket: bool,
 }
 
 /// Turns options and probe results into a [`Plan`].
@@ -68,6 +134,10 @@ pub fn plan(opts: &NetOptions, binary: PathBuf, features: Features) -> Result<Pl
     let ifname = super::interface_name(opts.ifname.as_deref())?;
     let addrs = Addrs::of(opts.cidr)?;
     Ok(Plan {
+        no_ns_forwarding: (opts.disable_host_loopback
+            && (features.separate_port_scans || !opts.driver_ports))
+            || (features.dual_stack_specs_only && !opts.ipv6),
+        ipv4_auto: features.dual_stack_specs_only && !opts.ipv6,
         binary,
         mtu: if opts.mtu == 0 { DEFAULT_MTU } else { opts.mtu },
         ifname,
@@ -76,6 +146,7 @@ pub fn plan(opts: &NetOptions, binary: PathBuf, features: Features) -> Result<Pl
         ipv6: opts.ipv6,
         implicit_ports: opts.driver_ports,
         host_lo_to_ns_lo: features.host_lo_to_ns_lo,
+        control_socket: opts.pesto,
     })
 }
 
@@ -95,17 +166,44 @@ impl Plan {
             format!("--gateway={}", super::ipv4_text(self.addrs.gateway)).into(),
             format!("--dns-forward={}", super::ipv4_text(self.addrs.dns)).into(),
         ];
+        if self.ipv6 {
+            // Fixed, as upstream since #620: without them pasta copies the host's IPv6 address
+            // and routes into the namespace, and the host's own address becomes a local one
+            // there.
+            args.push(format!("--address={CHILD_IP6}").into());
+            args.push(format!("--gateway={GATEWAY6}").into());
+            args.push(format!("--dns-forward={DNS6}").into());
+        }
         if self.disable_host_loopback {
+            // `--no-map-gw` closes the gateway's mapping to the host's loopback; pasta's
+            // namespace-to-host forwarding (`-T`/`-U`, `auto` by default) would still splice a
+            // connection to the namespace's 127.0.0.1:PORT to the host's (upstream #612).
             args.push("--no-map-gw".into());
+        }
+        if self.no_ns_forwarding {
+            args.push("--tcp-ns=none".into());
+            args.push("--udp-ns=none".into());
         }
         if !self.ipv6 {
             args.push("--ipv4-only".into());
         }
-        let ports = if self.implicit_ports { "auto" } else { "none" };
+        let ports = match (self.implicit_ports, self.ipv4_auto) {
+            (false, _) => "none",
+            (true, false) => "auto",
+            (true, true) => "0.0.0.0/auto",
+        };
         args.push(format!("--tcp-ports={ports}").into());
         args.push(format!("--udp-ports={ports}").into());
-        if self.host_lo_to_ns_lo {
+        // Only for pasta's own forwarding: pesto's rules lead to the namespace's address, where
+        // the API's users (Docker's docker-proxy) listen, not to its loopback.
+        if self.host_lo_to_ns_lo && !self.control_socket {
             args.push("--host-lo-to-ns-lo".into());
+        }
+        if self.control_socket {
+            args.push(prefixed(
+                "--conf-path=",
+                &target.state_dir.join(CONTROL_SOCKET),
+            ));
         }
         args.push(prefixed("--pid=", &target.state_dir.join(PID_FIFO)));
         match target.netns {
@@ -118,8 +216,13 @@ impl Plan {
         args
     }
 
-    /// What the child gets, and the DNS servers.
-    pub fn prepared(&self) -> Prepared {
+    /// What the child gets, the DNS servers, and pasta's control socket under `state_dir`
+    /// when the pesto port driver will use it.
+    pub fn prepared(&self, state_dir: &Path) -> Prepared {
+        let mut dns = vec![super::ipv4_text(self.addrs.dns)];
+        if self.ipv6 {
+            dns.push(DNS6.into());
+        }
         Prepared {
             net: super::net_config(
                 NetMode::Preconfigured,
@@ -128,8 +231,8 @@ impl Plan {
                 self.mtu,
                 None,
             ),
-            api_socket: None,
-            dns: vec![super::ipv4_text(self.addrs.dns)],
+            api_socket: self.control_socket.then(|| state_dir.join(CONTROL_SOCKET)),
+            dns,
         }
     }
 }
@@ -185,11 +288,38 @@ impl Pasta {
         if !status.success() {
             return Err(fail(&out, exec::exit_text(status)));
         }
+        let date = version_date(&String::from_utf8_lossy(&out));
+        let separate_port_scans = date.is_some_and(|d| d >= SCANS_FIXED);
+        let dual_stack_specs_only = date.is_some_and(|d| DUAL_STACK_ONLY.contains(&d));
         let host_lo_to_ns_lo =
             exec::run_with_output(&binary, &["--host-lo-to-ns-lo".into(), "--version".into()])
                 .is_ok_and(|(status, _)| status.success());
+        if opts.pesto {
+            // The port driver's client; pasta releases that ship it have `--conf-path`.
+            crate::port::pesto::look_up()?;
+        }
+        let features = Features {
+            host_lo_to_ns_lo,
+            separate_port_scans,
+            dual_stack_specs_only,
+        };
+        let plan = plan(opts, binary, features)?;
+        if plan.no_ns_forwarding && !plan.disable_host_loopback {
+            crate::warn(
+                "this pasta (2026_05_07) cannot forward the namespace's loopback to the host's \
+                 without IPv6 (upstream #591): that forwarding is off; use --ipv6 or another \
+                 pasta (passt) release",
+            );
+        }
+        if plan.disable_host_loopback && !plan.no_ns_forwarding {
+            crate::warn(
+                "this pasta (older than 2023_03_20) cannot keep the namespace from the host's \
+                 loopback with --port-driver=implicit: --disable-host-loopback closes only the \
+                 gateway's path; upgrade pasta (passt)",
+            );
+        }
         Ok(Pasta {
-            plan: plan(opts, binary, Features { host_lo_to_ns_lo })?,
+            plan,
             running: None,
             ready_timeout: READY_TIMEOUT,
             pending: None,
@@ -306,7 +436,7 @@ impl Driver for Pasta {
             return Err(StartError::Failed("pasta is already running".into()));
         }
         match self.launch(target, watch) {
-            Ok(()) => Ok(self.plan.prepared()),
+            Ok(()) => Ok(self.plan.prepared(target.state_dir)),
             Err(e) => {
                 self.stop();
                 Err(e)
@@ -417,6 +547,12 @@ mod tests {
         let none = Features::default();
         let lo = Features {
             host_lo_to_ns_lo: true,
+            separate_port_scans: true,
+            dual_stack_specs_only: false,
+        };
+        let may2026 = Features {
+            dual_stack_specs_only: true,
+            ..lo
         };
         check(
             opts(),
@@ -431,7 +567,10 @@ mod tests {
             },
             none,
             None,
-            format!("{BASE} --no-map-gw --ipv4-only --tcp-ports=none --udp-ports=none {PID} 4242"),
+            format!(
+                "{BASE} --no-map-gw --tcp-ns=none --udp-ns=none --ipv4-only --tcp-ports=none \
+                 --udp-ports=none {PID} 4242"
+            ),
         );
         check(
             NetOptions {
@@ -440,7 +579,22 @@ mod tests {
             },
             none,
             None,
-            format!("{BASE} --tcp-ports=none --udp-ports=none {PID} 4242"),
+            format!(
+                "{BASE} --address=fd00::100 --gateway=fd00::2 --dns-forward=fd00::3 \
+                 --tcp-ports=none --udp-ports=none {PID} 4242"
+            ),
+        );
+        check(
+            NetOptions {
+                pesto: true,
+                ..opts()
+            },
+            lo,
+            None,
+            format!(
+                "{BASE} --ipv4-only --tcp-ports=none --udp-ports=none \
+                 --conf-path=/run/user/1000/rk/pasta.sock {PID} 4242"
+            ),
         );
         check(
             NetOptions {
@@ -451,12 +605,66 @@ mod tests {
             None,
             format!("{BASE} --ipv4-only --tcp-ports=auto --udp-ports=auto {PID} 4242"),
         );
+        // Before 2023_03_20 `-T none` would stop `-t auto` (and not close the loopback path).
+        check(
+            NetOptions {
+                driver_ports: true,
+                disable_host_loopback: true,
+                ..opts()
+            },
+            none,
+            None,
+            format!("{BASE} --no-map-gw --ipv4-only --tcp-ports=auto --udp-ports=auto {PID} 4242"),
+        );
+        check(
+            NetOptions {
+                driver_ports: true,
+                disable_host_loopback: true,
+                ..opts()
+            },
+            Features {
+                separate_port_scans: true,
+                ..none
+            },
+            None,
+            format!(
+                "{BASE} --no-map-gw --tcp-ns=none --udp-ns=none --ipv4-only --tcp-ports=auto \
+                 --udp-ports=auto {PID} 4242"
+            ),
+        );
         check(
             opts(),
             lo,
             None,
             format!(
                 "{BASE} --ipv4-only --tcp-ports=none --udp-ports=none --host-lo-to-ns-lo {PID} 4242"
+            ),
+        );
+        // passt 2026_05_07 without IPv6: every spec names an IPv4 address, and `-T`/`-U`,
+        // which cannot, are off (upstream #591).
+        check(
+            NetOptions {
+                driver_ports: true,
+                ..opts()
+            },
+            may2026,
+            None,
+            format!(
+                "{BASE} --tcp-ns=none --udp-ns=none --ipv4-only --tcp-ports=0.0.0.0/auto \
+                 --udp-ports=0.0.0.0/auto --host-lo-to-ns-lo {PID} 4242"
+            ),
+        );
+        check(
+            NetOptions {
+                driver_ports: true,
+                ipv6: true,
+                ..opts()
+            },
+            may2026,
+            None,
+            format!(
+                "{BASE} --address=fd00::100 --gateway=fd00::2 --dns-forward=fd00::3 \
+                 --tcp-ports=auto --udp-ports=auto --host-lo-to-ns-lo {PID} 4242"
             ),
         );
         check(
@@ -473,11 +681,37 @@ mod tests {
             Some("/proc/4242/root/tmp/rk/netns"),
             format!(
                 "--stderr --foreground --ns-ifname=eth0 --mtu=1500 --config-net \
-                 --address=10.8.0.100 --netmask=16 --gateway=10.8.0.2 --dns-forward=10.8.0.3 --no-map-gw \
-                 --tcp-ports=auto --udp-ports=auto --host-lo-to-ns-lo {PID} \
+                 --address=10.8.0.100 --netmask=16 --gateway=10.8.0.2 --dns-forward=10.8.0.3 \
+                 --address=fd00::100 --gateway=fd00::2 --dns-forward=fd00::3 \
+                 --no-map-gw --tcp-ns=none --udp-ns=none --tcp-ports=auto --udp-ports=auto --host-lo-to-ns-lo {PID} \
                  --userns=/proc/4242/ns/user --netns=/proc/4242/root/tmp/rk/netns"
             ),
         );
+    }
+
+    #[test]
+    fn release_dates() {
+        for (text, want) in [
+            (
+                "pasta 2023_06_25.32660ce\nCopyright Red Hat\n",
+                Some(20230625),
+            ),
+            ("pasta 0.0~git20261002.cba3570-1\n", Some(20261002)),
+            ("pasta 0.0~git20230309.7c7625d-1\n", Some(20230309)),
+            ("pasta 2026_05_07.1afd4ed\n", Some(20260507)),
+            (
+                "Can't run AVX2 build, using non-AVX2 version: No such file or directory\n\
+                 pasta 2026_05_07.1afd4ed\n",
+                Some(20260507),
+            ),
+            ("unknown 2026_05_07\n", None),
+            ("pasta unknown version\nCopyright Red Hat\n", None),
+            ("pasta 2023_13_01\n", None),
+            ("", None),
+            ("pasta 1.2.3\n2023_06_25\n", None),
+        ] {
+            assert_eq!(version_date(text), want, "{text:?}");
+        }
     }
 
     #[test]
@@ -515,7 +749,7 @@ mod tests {
         };
         let got = plan(&o, "/usr/bin/pasta".into(), Features::default())
             .unwrap()
-            .prepared();
+            .prepared(Path::new("/run/rk"));
         assert_eq!(got.net.mode, NetMode::Preconfigured);
         assert_eq!(got.net.ifname_str(), "tap0");
         assert_eq!(
@@ -529,8 +763,21 @@ mod tests {
             ([10, 0, 2, 100], 24, [10, 0, 2, 2], [10, 0, 2, 3], 9000)
         );
         assert_eq!(got.net.dns6, [0; 16]);
-        assert_eq!(got.dns, ["10.0.2.3"]);
+        // pasta forwards fd00::3 to the host's resolver.
+        assert_eq!(got.dns, ["10.0.2.3", "fd00::3"]);
         assert_eq!(got.api_socket, None);
+        let pesto = plan(
+            &NetOptions {
+                pesto: true,
+                ..opts()
+            },
+            "/usr/bin/pasta".into(),
+            Features::default(),
+        )
+        .unwrap()
+        .prepared(Path::new("/run/rk"));
+        assert_eq!(pesto.dns, ["10.0.2.3"]);
+        assert_eq!(pesto.api_socket, Some(PathBuf::from("/run/rk/pasta.sock")));
     }
 
     #[test]
@@ -638,6 +885,41 @@ mod tests {
     }
 
     #[test]
+    fn probing_reads_the_release() {
+        let dir = TempDir::new("release");
+        let with = |name: &str, version: &str, o: NetOptions| {
+            let bin = dir.script(name, &format!("echo '{version}'\nexit 0"));
+            let p = probe(&bin, o).unwrap();
+            (p.plan().no_ns_forwarding, p.plan().ipv4_auto)
+        };
+        let implicit = NetOptions {
+            driver_ports: true,
+            ..opts()
+        };
+        let guarded = NetOptions {
+            disable_host_loopback: true,
+            ..implicit.clone()
+        };
+        // Debian 12's: -T none would stop -t auto, so it is not passed (with a warning).
+        assert_eq!(
+            with("deb12", "pasta unknown version", guarded.clone()),
+            (false, false)
+        );
+        assert_eq!(
+            with("sid", "pasta 0.0~git20261002.cba3570-1", guarded),
+            (true, false)
+        );
+        assert_eq!(
+            with("may", "pasta 2026_05_07.1afd4ed", implicit.clone()),
+            (true, true)
+        );
+        assert_eq!(
+            with("june", "pasta 2026_06_11.a9c61ff", implicit),
+            (false, false)
+        );
+    }
+
+    #[test]
     fn probing_the_installed_pasta() {
         let Ok(path) = exec::look_path(OsStr::new("pasta")) else {
             eprintln!("skipped: pasta is not installed");
@@ -682,7 +964,7 @@ mod tests {
         // Slow to configure: the wait must last until the pid is written.
         let mut p = fake(&dir, "pasta", "sleep 0.3", Duration::from_secs(20));
         let got = start(&mut p, &dir.0, &[]).unwrap();
-        assert_eq!(got, p.plan().prepared());
+        assert_eq!(got, p.plan().prepared(&dir.0));
         assert_eq!(
             std::fs::read_to_string(dir.0.join("pasta.args")).unwrap(),
             format!(

@@ -1,7 +1,9 @@
 //! Port forwarding as the API sees it: the spec and status types, their validation, and the
-//! [`PortDriver`] trait that the builtin and slirp4netns drivers implement for the API server.
+//! [`PortDriver`] trait that the builtin, slirp4netns and pesto drivers implement for the API
+//! server.
 
 pub mod builtin;
+pub mod pesto;
 pub mod pump;
 pub mod slirp4netns;
 pub mod spec;

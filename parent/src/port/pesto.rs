@@ -1,0 +1,363 @@
+//! The pesto port driver (`--port-driver=pesto`, with `--net=pasta`): every port is a rule in
+//! the running pasta's forwarding table, added and deleted by passt's own client `pesto` over
+//! pasta's control socket (`$STATE_DIR/pasta.sock`, pasta's `--conf-path`). pasta listens on
+//! the host and forwards to the namespace's address, keeping the client's source address.
+//!
+//! pesto's protocol is passt's internal business: packed native-endian structs that pesto and
+//! pasta build from the same headers (it fetches the whole table, edits it and sends it back),
+//! versioned, and version 2 dropped version 1 without a fallback. The installed `pesto` always
+//! speaks its own pasta's version, so we run the program rather than speak the protocol.
+//! Each call is short and bounded by pasta answering on a local socket; like the slirp4netns
+//! driver's socket calls it runs in the parent's loop.
+
+use std::ffi::{OsStr, OsString};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use super::spec::{check_family, parse_ip};
+use super::{PortDriver, PortDriverInfo, PortSpec, PortStatus, validate_port_spec};
+use crate::exec;
+
+/// The client program, looked up in `$PATH` (it comes with pasta in the passt package).
+pub const BINARY: &str = "pesto";
+
+/// The driver; shared with the API server.
+pub struct PestoPorts {
+    binary: PathBuf,
+    socket: PathBuf,
+    /// The namespace's IPv4 address, the only IPv4 child IP pasta can forward to.
+    child_ip: IpAddr,
+    /// The namespace's IPv6 address with `--ipv6`.
+    child_ip6: Option<IpAddr>,
+    state: Mutex<State>,
+}
+
+struct State {
+    next_id: u32,
+    /// Each published port with the pesto rule (`-t`/`-u` and its spec) that deletes it.
+    ports: Vec<(PortStatus, &'static str, String)>,
+}
+
+impl PestoPorts {
+    /// A driver running `binary` against pasta's control `socket`, for a namespace with the
+    /// address `child_ip` (and `child_ip6` with `--ipv6`).
+    pub fn new(
+        binary: PathBuf,
+        socket: PathBuf,
+        child_ip: IpAddr,
+        child_ip6: Option<IpAddr>,
+    ) -> PestoPorts {
+        PestoPorts {
+            binary,
+            socket,
+            child_ip,
+            child_ip6,
+            state: Mutex::new(State {
+                next_id: 1,
+                ports: Vec::new(),
+            }),
+        }
+    }
+
+    /// `pesto <op> <-t|-u> <rule> <socket>`; pesto's own words when it fails.
+    fn call(&self, op: &str, flag: &str, rule: &str) -> Result<(), String> {
+        let args: Vec<OsString> = vec![
+            op.into(),
+            flag.into(),
+            rule.into(),
+            self.socket.clone().into_os_string(),
+        ];
+        let (status, out) = exec::run_with_output(&self.binary, &args)?;
+        if status.success() {
+            return Ok(());
+        }
+        let said = String::from_utf8_lossy(&out);
+        let said: Vec<&str> = said
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut text = format!("pesto {op} {flag} {rule}: {}", exec::exit_text(status));
+        if !said.is_empty() {
+            text.push_str(": ");
+            text.push_str(&said.join("; "));
+        }
+        Err(text)
+    }
+}
+
+/// pesto's flag and rule for a spec: `-t` or `-u`, and `[ADDRESS/]PARENT:CHILD`.
+///
+/// The parent IP is written in its IPv4 form when it has one (an IPv4-mapped address too).
+/// Without `--ipv6` pasta runs IPv4-only, and an address-less rule would be a dual-stack one,
+/// which passt 2026_05_07 refuses there (upstream #591), so every IPv4-only rule names
+/// `0.0.0.0` at least. With `--ipv6`, `tcp`/`udp` on a wildcard (`""`, `0.0.0.0`, `::`) is
+/// pasta's dual-stack rule, as the builtin driver listens on both families for them.
+///
+/// # Errors
+/// An IPv6 rule without `--ipv6`, a protocol pasta cannot forward.
+pub fn rule(spec: &PortSpec, ipv6: bool) -> Result<(&'static str, String), String> {
+    let proto = spec.proto.as_str();
+    let flag = match proto {
+        "tcp" | "tcp4" | "tcp6" => "-t",
+        "udp" | "udp4" | "udp6" => "-u",
+        _ => return Err(format!("unsupported protocol {}", go_quote(proto))),
+    };
+    let family = proto.as_bytes()[3..].first().copied();
+    let parent = parse_ip(&spec.parent_ip);
+    let v6_parent = matches!(parent, Some(IpAddr::V6(ip)) if !ip.is_unspecified());
+    if !ipv6 && (family == Some(b'6') || v6_parent) {
+        let what = if v6_parent {
+            format!("ParentIP {}", go_quote(&spec.parent_ip))
+        } else {
+            format!("proto {}", go_quote(proto))
+        };
+        return Err(format!(
+            "the pesto port driver forwards IPv6 only with --ipv6 ({what})"
+        ));
+    }
+    let wildcard = parent.is_none_or(|ip| ip.is_unspecified());
+    let address = match (family, parent) {
+        (Some(b'4'), _) if wildcard => Some("0.0.0.0".to_string()),
+        (Some(b'6'), _) if wildcard => Some("::".to_string()),
+        (_, _) if wildcard => (!ipv6).then(|| "0.0.0.0".to_string()),
+        (_, ip) => ip.map(|ip| ip.to_string()),
+    };
+    let ports = format!("{}:{}", spec.parent_port, spec.child_port);
+    Ok((
+        flag,
+        match address {
+            Some(a) => format!("{a}/{ports}"),
+            None => ports,
+        },
+    ))
+}
+
+impl PortDriver for PestoPorts {
+    fn info(&self) -> PortDriverInfo {
+        let mut protos = vec!["tcp", "tcp4", "udp", "udp4"];
+        if self.child_ip6.is_some() {
+            protos.extend(["tcp6", "udp6"]);
+        }
+        PortDriverInfo {
+            driver: "pesto".into(),
+            protos: protos.into_iter().map(String::from).collect(),
+            // pasta forwards to the namespace's own address, never to its loopback.
+            disallow_loopback_child_ip: true,
+        }
+    }
+
+    fn add(&self, spec: PortSpec) -> Result<PortStatus, String> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let listed: Vec<PortStatus> = state.ports.iter().map(|(s, _, _)| s.clone()).collect();
+        validate_port_spec(&spec, &listed)?;
+        check_family(&spec)?;
+        if !spec.child_ip.is_empty() {
+            let got = parse_ip(&spec.child_ip);
+            if got != Some(self.child_ip) && (got.is_none() || got != self.child_ip6) {
+                let mut own = self.child_ip.to_string();
+                if let Some(v6) = self.child_ip6 {
+                    own.push_str(&format!(" or {v6}"));
+                }
+                return Err(format!(
+                    "the pesto port driver forwards only to the namespace's address ({own}), \
+                     not to ChildIP {}",
+                    spec.child_ip
+                ));
+            }
+        }
+        let (flag, rule) = rule(&spec, self.child_ip6.is_some())?;
+        self.call("-A", flag, &rule)?;
+        let id = state.next_id;
+        state.next_id += 1;
+        let status = PortStatus { id, spec };
+        state.ports.push((status.clone(), flag, rule));
+        Ok(status)
+    }
+
+    fn list(&self) -> Vec<PortStatus> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.ports.iter().map(|(s, _, _)| s.clone()).collect()
+    }
+
+    fn remove(&self, id: u32) -> Result<(), String> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(at) = state.ports.iter().position(|(s, _, _)| s.id == id) else {
+            return Err(format!("unknown id: {id}"));
+        };
+        let (_, flag, rule) = &state.ports[at];
+        self.call("-D", flag, rule)?;
+        state.ports.remove(at);
+        Ok(())
+    }
+}
+
+/// Looks `pesto` up in `$PATH`.
+///
+/// # Errors
+/// Go's lookup error.
+pub fn look_up() -> Result<PathBuf, String> {
+    exec::look_path(OsStr::new(BINARY))
+}
+
+fn go_quote(s: &str) -> String {
+    child::golang::quote(s.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{TempDir, retry_busy};
+
+    fn spec(proto: &str, parent_ip: &str, pp: i64, child_ip: &str) -> PortSpec {
+        PortSpec {
+            proto: proto.into(),
+            parent_ip: parent_ip.into(),
+            parent_port: pp,
+            child_ip: child_ip.into(),
+            child_port: 80,
+        }
+    }
+
+    #[test]
+    fn rules() {
+        let ok = |s: PortSpec, ipv6: bool, flag: &str, want: &str| {
+            assert_eq!(
+                rule(&s, ipv6),
+                Ok((if flag == "-t" { "-t" } else { "-u" }, want.to_string())),
+                "{s:?} ipv6={ipv6}"
+            );
+        };
+        // IPv4-only pasta: always an IPv4 address (passt 2026_05_07 refuses dual-stack rules).
+        ok(spec("tcp", "", 8080, ""), false, "-t", "0.0.0.0/8080:80");
+        ok(
+            spec("tcp", "0.0.0.0", 8080, ""),
+            false,
+            "-t",
+            "0.0.0.0/8080:80",
+        );
+        ok(spec("tcp4", "", 8080, ""), false, "-t", "0.0.0.0/8080:80");
+        ok(
+            spec("udp", "127.0.0.1", 53, ""),
+            false,
+            "-u",
+            "127.0.0.1/53:80",
+        );
+        ok(
+            spec("tcp", "::ffff:127.0.0.1", 1, ""),
+            false,
+            "-t",
+            "127.0.0.1/1:80",
+        );
+        ok(spec("udp4", "::", 5353, ""), false, "-u", "0.0.0.0/5353:80");
+        // With IPv6: the wildcard on tcp/udp is dual-stack, as the builtin driver listens.
+        ok(spec("tcp", "", 8080, ""), true, "-t", "8080:80");
+        ok(spec("tcp", "0.0.0.0", 8080, ""), true, "-t", "8080:80");
+        ok(spec("udp", "::", 8080, ""), true, "-u", "8080:80");
+        ok(spec("tcp4", "", 8080, ""), true, "-t", "0.0.0.0/8080:80");
+        ok(spec("tcp6", "", 8080, ""), true, "-t", "::/8080:80");
+        ok(spec("tcp6", "::1", 8080, ""), true, "-t", "::1/8080:80");
+        ok(spec("tcp", "::1", 8080, ""), true, "-t", "::1/8080:80");
+        let bad = |s: PortSpec, want: &str| assert_eq!(rule(&s, false).unwrap_err(), want);
+        bad(
+            spec("tcp6", "", 8080, ""),
+            "the pesto port driver forwards IPv6 only with --ipv6 (proto \"tcp6\")",
+        );
+        bad(
+            spec("tcp", "::1", 8080, ""),
+            "the pesto port driver forwards IPv6 only with --ipv6 (ParentIP \"::1\")",
+        );
+        assert_eq!(
+            rule(&spec("sctp", "", 1, ""), true).unwrap_err(),
+            "unsupported protocol \"sctp\""
+        );
+    }
+
+    /// A fake pesto that logs its arguments and fails for port 9999 the way pesto does.
+    fn fake(dir: &TempDir) -> PathBuf {
+        let log = dir.0.join("pesto.log");
+        dir.script(
+            "pesto",
+            &format!(
+                "echo \"$@\" >> {}\n\
+                 case \"$3\" in *9999:*) echo 'Unable to add rule TCP [0.0.0.0]:9999' >&2; \
+                 exit 1;; esac\nexit 0",
+                log.display()
+            ),
+        )
+    }
+
+    #[test]
+    fn adds_lists_and_removes_through_pesto() {
+        let dir = TempDir::new("pesto");
+        let bin = fake(&dir);
+        let sock = dir.0.join("pasta.sock");
+        let v4: IpAddr = "10.0.2.100".parse().unwrap();
+        let d = PestoPorts::new(bin, sock.clone(), v4, None);
+        assert_eq!(d.info().protos, ["tcp", "tcp4", "udp", "udp4"]);
+        assert!(d.info().disallow_loopback_child_ip);
+        let a = retry_busy(|| d.add(spec("tcp", "", 8080, ""))).unwrap();
+        assert_eq!(a.id, 1);
+        // The namespace's address, also IPv4-mapped, is the one child IP allowed.
+        let b = retry_busy(|| d.add(spec("udp", "127.0.0.1", 8081, "::ffff:10.0.2.100"))).unwrap();
+        assert_eq!(b.id, 2);
+        assert_eq!(d.list(), [a.clone(), b.clone()]);
+        assert_eq!(
+            d.add(spec("tcp", "", 8080, "")).unwrap_err(),
+            "conflict with ID 1"
+        );
+        assert_eq!(
+            d.add(spec("tcp", "", 8082, "127.0.0.1")).unwrap_err(),
+            "the pesto port driver forwards only to the namespace's address (10.0.2.100), not \
+             to ChildIP 127.0.0.1"
+        );
+        assert_eq!(
+            retry_busy(|| match d.add(spec("tcp", "", 9999, "")) {
+                Err(e) if e.contains("text file busy") => Err(e),
+                other => Ok(other),
+            })
+            .unwrap()
+            .unwrap_err(),
+            "pesto -A -t 0.0.0.0/9999:80: exit status 1: Unable to add rule TCP [0.0.0.0]:9999"
+        );
+        retry_busy(|| d.remove(1)).unwrap();
+        assert_eq!(d.remove(1).unwrap_err(), "unknown id: 1");
+        assert_eq!(d.list(), [b]);
+        // Ids are not reused.
+        assert_eq!(
+            retry_busy(|| d.add(spec("tcp", "", 8080, ""))).unwrap().id,
+            3
+        );
+        let s = sock.display();
+        assert_eq!(
+            std::fs::read_to_string(dir.0.join("pesto.log")).unwrap(),
+            format!(
+                "-A -t 0.0.0.0/8080:80 {s}\n-A -u 127.0.0.1/8081:80 {s}\n\
+                 -A -t 0.0.0.0/9999:80 {s}\n-D -t 0.0.0.0/8080:80 {s}\n-A -t 0.0.0.0/8080:80 {s}\n"
+            )
+        );
+    }
+
+    #[test]
+    fn ipv6_child_address() {
+        let dir = TempDir::new("pesto6");
+        let bin = fake(&dir);
+        let d = PestoPorts::new(
+            bin,
+            dir.0.join("pasta.sock"),
+            "10.0.2.100".parse().unwrap(),
+            Some("fd00::100".parse().unwrap()),
+        );
+        assert_eq!(
+            d.info().protos,
+            ["tcp", "tcp4", "udp", "udp4", "tcp6", "udp6"]
+        );
+        retry_busy(|| d.add(spec("tcp6", "::1", 8080, "fd00::100"))).unwrap();
+        assert_eq!(
+            d.add(spec("tcp6", "::1", 8081, "fd00::1")).unwrap_err(),
+            "the pesto port driver forwards only to the namespace's address (10.0.2.100 or \
+             fd00::100), not to ChildIP fd00::1"
+        );
+    }
+}
