@@ -6,7 +6,7 @@
 
 use std::io::IoSliceMut;
 use std::mem::MaybeUninit;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -57,9 +57,15 @@ impl FakeSystemd {
 
     /// The next message and its sender's pid, waiting at most `wait`.
     fn recv(&self, wait: Duration) -> Option<(String, i32)> {
+        self.recv_with_fds(wait).map(|(m, pid, _)| (m, pid))
+    }
+
+    /// [`FakeSystemd::recv`], with the descriptors that came along.
+    fn recv_with_fds(&self, wait: Duration) -> Option<(String, i32, Vec<OwnedFd>)> {
         let deadline = Instant::now() + wait;
         let mut buf = [0u8; 4096];
-        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+        let mut space =
+            [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmCredentials(1), ScmRights(4))];
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
             self.sock
@@ -70,16 +76,19 @@ impl FakeSystemd {
             match rustix::net::recvmsg(&self.sock, &mut iov, &mut control, RecvFlags::empty()) {
                 Ok(r) => {
                     let n = r.bytes;
-                    let pid = control
-                        .drain()
-                        .find_map(|m| match m {
+                    let (mut pid, mut fds) = (None, Vec::new());
+                    for m in control.drain() {
+                        match m {
                             RecvAncillaryMessage::ScmCredentials(c) => {
-                                Some(c.pid.as_raw_nonzero().get())
+                                pid = Some(c.pid.as_raw_nonzero().get());
                             }
-                            _ => None,
-                        })
-                        .expect("no SCM_CREDENTIALS");
-                    return Some((String::from_utf8_lossy(&buf[..n]).into_owned(), pid));
+                            RecvAncillaryMessage::ScmRights(r) => fds.extend(r),
+                            _ => {}
+                        }
+                    }
+                    let pid = pid.expect("no SCM_CREDENTIALS");
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    return Some((text, pid, fds));
                 }
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(rustix::io::Errno::AGAIN) => return None,
@@ -202,4 +211,42 @@ fn bad_notify_ready_is_one_line() {
         o.stderr
     );
     assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
+}
+
+#[test]
+fn stored_descriptors_are_passed_on() {
+    if !python() {
+        skip!("{PYTHON} is not installed");
+    }
+    let d = Scratch::new("notify-fdstore");
+    let path = d.join("notify");
+    let systemd = FakeSystemd::at_path(&path);
+    // The target stores the read end of a pipe that holds a line.
+    let script = r#"
+import os, socket
+r, w = os.pipe()
+os.write(w, b"kept\n")
+os.close(w)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.connect(os.environ["NOTIFY_SOCKET"])
+socket.send_fds(s, [b"FDSTORE=1\nFDNAME=pipe"], [r])
+"#;
+    let child = rootlesskit([PYTHON, "-c", script])
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .spawn();
+    let rk = child.id() as i32;
+    ok(&ci::wait_output(child, Duration::from_secs(30)));
+    let (msg, pid, fds) = systemd
+        .recv_with_fds(Duration::from_secs(5))
+        .expect("no FDSTORE message");
+    assert_eq!(msg, "FDSTORE=1\nFDNAME=pipe");
+    assert_eq!(pid, rk);
+    assert_eq!(fds.len(), 1);
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::fs::File::from(fds.into_iter().next().unwrap()),
+        &mut text,
+    )
+    .unwrap();
+    assert_eq!(text, "kept\n");
 }
