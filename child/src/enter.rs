@@ -79,8 +79,11 @@ pub fn exec(state_dir: &Path, argv: &[OsString]) -> Result<i32, Failed> {
     };
     let mut flags = T::empty();
     for (kind, t, _) in KINDS {
-        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
-            .map_err(|_| stale("is not running"))?;
+        let link = format!("/proc/{pid}/ns/{kind}");
+        let theirs = std::fs::read_link(&link).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => stale("is not running"),
+            _ => fail(format!("readlink {link}: {}", io_text(&e))),
+        })?;
         if std::fs::read_link(format!("/proc/self/ns/{kind}")).ok() != Some(theirs) {
             flags |= t;
         }

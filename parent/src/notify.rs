@@ -33,6 +33,9 @@ pub const SOCKET_NAME: &str = "notify.sock";
 /// The largest message systemd reads (its `NOTIFY_BUFFER_MAX`, a pipe buffer).
 pub const MAX_MESSAGE: usize = 4096;
 
+/// Messages forwarded per wake-up of the loop.
+const BATCH: usize = 32;
+
 /// The most descriptors one message passes on.
 const MAX_FDS: usize = 64;
 
@@ -127,12 +130,13 @@ impl Relay {
         self.send(b"READY=1", &[]);
     }
 
-    /// Forwards every message waiting on our socket.
+    /// Forwards the messages waiting on our socket, at most [`BATCH`] per call so that a
+    /// chatty target cannot starve the loop (the socket stays readable for the next round).
     pub fn relay(&mut self) {
         let mut buf = [0u8; MAX_MESSAGE];
         let mut out = [0u8; MAX_OUT];
         let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-        loop {
+        for _ in 0..BATCH {
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let mut iov = [IoSliceMut::new(&mut buf)];
             let got = match rustix::net::recvmsg(
