@@ -298,3 +298,40 @@ fn no_running_instance_is_one_clear_line() {
     assert_eq!(o.code, 1);
     assert_eq!(o.stderr, "error: please specify --state-dir\n");
 }
+
+#[test]
+fn the_helper_is_found_in_libexec_or_named_when_missing() {
+    use std::os::unix::fs::PermissionsExt;
+    let inst = Instance::start("layout", &[]);
+    // The packaged layout: bin/rootlessctl, libexec/rootlesskit/rootlesskit-unshare.
+    let bin = inst.dir.join("usr/bin");
+    let libexec = inst.dir.join("usr/libexec/rootlesskit");
+    for (dir, name) in [(&bin, "rootlessctl"), (&libexec, "rootlesskit-unshare")] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::copy(ci::bin_dir().join(name), dir.join(name)).unwrap();
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for d in ["usr", "usr/bin", "usr/libexec", "usr/libexec/rootlesskit"] {
+        std::fs::set_permissions(inst.dir.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let ctl = || {
+        Run::program(bin.join("rootlessctl"))
+            .args(["exec", "--"])
+            .args(id_u())
+            .env("ROOTLESSKIT_STATE_DIR", inst.state().to_str().unwrap())
+            .output()
+    };
+    let o = ctl();
+    ok(&o);
+    assert_eq!(o.stdout.trim(), "0");
+    std::fs::remove_file(libexec.join("rootlesskit-unshare")).unwrap();
+    let o = ctl();
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr
+            .starts_with("error: cannot find rootlesskit-unshare: looked for "),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
+}

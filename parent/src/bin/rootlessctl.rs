@@ -346,16 +346,8 @@ fn run(
 /// ours; it has the room in its size budget that we lack. Returns only on failure.
 fn exec_helper(dir: &Path, argv: Vec<OsString>) -> String {
     use child::sys::{CStrVec, execve};
-    let helper = match parent::run::find_helper(parent::run::UNSHARE_BIN) {
-        Ok(h) => h,
-        Err(e) => return e,
-    };
-    let mut args: Vec<OsString> = vec![
-        parent::run::UNSHARE_BIN.into(),
-        "--exec".into(),
-        dir.into(),
-        "--".into(),
-    ];
+    const HELPER: &str = parent::run::UNSHARE_BIN;
+    let mut args: Vec<OsString> = vec![HELPER.into(), "--exec".into(), dir.into(), "--".into()];
     args.extend(argv);
     let env = std::env::vars_os().map(|(k, v)| {
         let mut e = k;
@@ -363,14 +355,29 @@ fn exec_helper(dir: &Path, argv: Vec<OsString>) -> String {
         e.push(v);
         e
     });
-    let path = std::ffi::CString::new(helper.as_os_str().as_bytes());
-    match (path, CStrVec::new(args), CStrVec::new(env)) {
-        (Ok(path), Ok(args), Ok(env)) => {
-            let e = execve(&path, &args, &env);
-            format!("exec {}: {}", helper.display(), child::errno::io_text(&e))
+    let (Ok(args), Ok(env)) = (CStrVec::new(args), CStrVec::new(env)) else {
+        return "argument contains a NUL byte".to_string();
+    };
+    let exe = std::fs::read_link("/proc/self/exe").unwrap_or_default();
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let candidates = [
+        dir.join(HELPER),
+        dir.join("../libexec/rootlesskit").join(HELPER),
+    ];
+    for c in &candidates {
+        let Ok(path) = std::ffi::CString::new(c.as_os_str().as_bytes()) else {
+            continue;
+        };
+        let e = execve(&path, &args, &env);
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return format!("exec {}: {}", c.display(), child::errno::io_text(&e));
         }
-        _ => "argument contains a NUL byte".to_string(),
     }
+    format!(
+        "cannot find {HELPER}: looked for {} and {}",
+        candidates[0].display(),
+        candidates[1].display()
+    )
 }
 
 /// The client for the socket the flags or `$ROOTLESSKIT_STATE_DIR` name.
