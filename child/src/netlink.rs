@@ -93,6 +93,23 @@ impl<'a> Request<'a> {
         self.put(payload)
     }
 
+    /// Appends a nested attribute of type `ty` (with `NLA_F_NESTED` set, as libmnl does) whose
+    /// payload is what `inner` appends; its length is filled in afterwards.
+    pub fn nest(
+        &mut self,
+        ty: u16,
+        inner: impl FnOnce(&mut Self) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let start = self.len;
+        self.put(&[0, 0, 0, 0])?;
+        inner(self)?;
+        let len = u16::try_from(self.len - start).map_err(|_| Errno::NOBUFS)?;
+        let ty = ty | nl::NLA_F_NESTED as u16;
+        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        self.buf[start + 2..start + 4].copy_from_slice(&ty.to_ne_bytes());
+        Ok(())
+    }
+
     /// Writes the total length into the header and returns it.
     pub fn finish(self) -> usize {
         self.buf[..4].copy_from_slice(&(self.len as u32).to_ne_bytes());
@@ -411,12 +428,12 @@ impl Netlink {
     }
 }
 
-fn from_kernel(from: Option<SocketAddrAny>) -> bool {
+pub(crate) fn from_kernel(from: Option<SocketAddrAny>) -> bool {
     from.and_then(|a| SocketAddrNetlink::try_from(a).ok())
         .is_some_and(|a| a.pid() == 0)
 }
 
-fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+pub(crate) fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
         match f() {
             Err(Errno::INTR) => continue,
