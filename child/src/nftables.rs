@@ -20,14 +20,14 @@
 //! }
 //! ```
 //!
-//! Our transparent TCP sockets carry the routing mark (see [`crate::ports`]). The output chain
-//! moves it from their packets to their connection and clears it on the packet: the mark
-//! would route everything to the `local` table, so a connection DNATed to a container would
-//! be delivered here instead of reaching it; cleared, it is routed by the main table (a `route`
-//! chain routes the packet again when it changes the mark, and NAT does after a DNAT). The
-//! prerouting chain puts the mark back on every packet of such a connection that arrives (the
-//! container's replies from the bridge, or our own SYN looped back to a server in the
-//! namespace, whose accepted socket inherits it through `tcp_fwmark_accept`), so the fwmark
+//! Our transparent sockets (TCP and UDP) carry the routing mark (see [`crate::ports`]). The
+//! output chain moves it from their packets to their connection and clears it on the packet:
+//! the mark would route everything to the `local` table, so a connection DNATed to a container
+//! would be delivered here instead of reaching it; cleared, it is routed by the main table (a
+//! `route` chain routes the packet again when it changes the mark, and NAT does after a DNAT).
+//! The prerouting chain puts the mark back on every packet of such a connection that arrives
+//! (the container's replies from the bridge, or our own packets looped back to a server in the
+//! namespace, whose accepted TCP socket inherits it through `tcp_fwmark_accept`), so the fwmark
 //! rule routes them to the `local` table and they reach the socket bound to the client's
 //! address. Only the original direction is cleared: a server's accepted socket keeps the mark
 //! on its replies.

@@ -16,7 +16,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -49,6 +49,9 @@ fn userland_proxy_off_the_container_sees_the_client() {
         client.to_string(),
         "the container behind a DNATed port does not see the client's address"
     );
+    let udp = daemon.udp_peer_seen_by_container(client);
+    eprintln!("UDP: client {client}, the container saw {udp:?}");
+    assert_eq!(udp, Ok(client.to_string()), "UDP");
 }
 
 #[test]
@@ -210,6 +213,40 @@ impl Daemon {
             read_all(to).map_err(|e| last = e).ok()
         });
         seen.unwrap_or_else(|| panic!("nothing read from {to}: {last}"))
+    }
+
+    /// Like [`Daemon::peer_seen_by_container`] for UDP: the container answers each datagram to
+    /// its port 9999 with the address it came from.
+    fn udp_peer_seen_by_container(&self, client: IpAddr) -> Result<String, String> {
+        let [port] = sid::free_ports();
+        let spec = format!("{port}:9999/udp");
+        self.docker_ok(&[
+            "run",
+            "-d",
+            "-p",
+            &spec,
+            IMAGE,
+            "/usr/bin/socat",
+            "UDP-RECVFROM:9999,fork",
+            "SYSTEM:echo $SOCAT_PEERADDR",
+        ]);
+        let s = UdpSocket::bind((client, 0)).map_err(|e| e.to_string())?;
+        s.connect((client, port)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut last = String::new();
+        let seen = ci::wait_for(Duration::from_secs(20), || {
+            let _ = s.send(b"who am i");
+            let mut buf = [0u8; 128];
+            match s.recv(&mut buf) {
+                Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).trim().to_string()),
+                Err(e) => {
+                    last = e.to_string();
+                    None
+                }
+            }
+        });
+        seen.ok_or_else(|| format!("no UDP answer from {client}:{port}: {last}"))
     }
 
     /// Whether one of the daemon's processes is dockerd's userland proxy.
