@@ -338,7 +338,7 @@ impl Child {
                 };
                 if let Err(e) = marked {
                     warn(&format!(
-                        "source IP transparent: nf_tables: {e}; connections NATed onward from the namespace (a container behind dockerd's userland-proxy=false) fail"
+                        "source IP transparent: nf_tables: {e}; connections that the namespace NATs onward (to a container behind dockerd's userland-proxy=false) get no replies"
                     ));
                 }
             }
