@@ -52,6 +52,8 @@ fn userland_proxy_off_the_container_sees_the_client() {
     let udp = daemon.udp_peer_seen_by_container(client);
     eprintln!("UDP: client {client}, the container saw {udp:?}");
     assert_eq!(udp, Ok(client.to_string()), "UDP");
+    // Bulk data both ways through the DNAT: the bridge's MTU is not the loopback's.
+    daemon.echo_4mb(client);
 }
 
 #[test]
@@ -247,6 +249,53 @@ impl Daemon {
             }
         });
         seen.ok_or_else(|| format!("no UDP answer from {client}:{port}: {last}"))
+    }
+
+    /// Sends 4 MiB to an echo server in a container, from `client`, and checks that the same
+    /// bytes come back.
+    fn echo_4mb(&self, client: IpAddr) {
+        let [port] = sid::free_ports();
+        let spec = format!("{port}:81");
+        self.docker_ok(&[
+            "run",
+            "-d",
+            "-p",
+            &spec,
+            IMAGE,
+            "/usr/bin/socat",
+            "TCP-LISTEN:81,fork,reuseaddr",
+            "EXEC:/bin/cat",
+        ]);
+        let to = SocketAddr::new(client, port);
+        let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        let mut last = String::new();
+        let back = ci::wait_for(Duration::from_secs(20), || {
+            let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))
+                .map_err(|e| last = e.to_string())
+                .ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut w = s.try_clone().unwrap();
+            let out = data.clone();
+            let writer = std::thread::spawn(move || {
+                use std::io::Write;
+                let r = w.write_all(&out);
+                let _ = w.shutdown(std::net::Shutdown::Write);
+                r
+            });
+            let mut got = Vec::new();
+            let read = s.read_to_end(&mut got);
+            let wrote = writer.join().unwrap();
+            match (read, wrote) {
+                (Ok(_), Ok(())) if !got.is_empty() => Some(got),
+                (r, w) => {
+                    last = format!("read {r:?}, write {w:?}, {} bytes back", got.len());
+                    None
+                }
+            }
+        });
+        let back = back.unwrap_or_else(|| panic!("no echo from {to}: {last}"));
+        assert_eq!(back.len(), data.len(), "bytes echoed");
+        assert!(back == data, "the echo differs");
     }
 
     /// Whether one of the daemon's processes is dockerd's userland proxy.
