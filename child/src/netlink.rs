@@ -492,8 +492,9 @@ pub const TRANSPARENT_MARK: u32 = 100;
 /// and get their replies, in the current network namespace, for IPv4 and IPv6:
 /// marked packets are routed by a table in which every address is local, and
 /// `tcp_fwmark_accept` gives the server's accepted socket the mark of the connection's SYN,
-/// so its replies are marked too. This replaces upstream's `ip rule`, `ip route`, `sysctl`
-/// and iptables CONNMARK rules; it covers servers that run in this namespace.
+/// so its replies are marked too. This replaces upstream's `ip rule`, `ip route` and `sysctl`;
+/// it covers servers that run in this namespace, and [`crate::nftables`] (upstream's iptables
+/// CONNMARK rules) covers the targets that NAT sends onward.
 ///
 /// Returns, for IPv4 and for IPv6, `Ok` or the first step that failed as `<step>: <errno>`.
 pub fn source_routing() -> [Result<(), String>; 2] {
