@@ -11,6 +11,7 @@ pub mod fdpass;
 pub mod golang;
 pub mod mount;
 pub mod netlink;
+pub mod nftables;
 pub mod ports;
 pub mod signals;
 pub mod sys;

@@ -329,6 +329,23 @@ impl Child {
                     )),
                 }
             }
+            if self.transparent.contains(&true) {
+                // The connection marks for targets that NAT sends onward (a container behind
+                // dockerd's userland-proxy=false); servers in the namespace do without them.
+                let marked = match &detached {
+                    Some(ns) => ns
+                        .within(
+                            || Ok(child::nftables::add_reply_marks().map_err(|e| e.to_string())),
+                        )
+                        .and_then(|r| r),
+                    None => child::nftables::add_reply_marks().map_err(|e| e.to_string()),
+                };
+                if let Err(e) = marked {
+                    warn(&format!(
+                        "source IP transparent: nf_tables: {e}; connections that the namespace NATs onward (to a container behind dockerd's userland-proxy=false) get no replies"
+                    ));
+                }
+            }
         }
         self.detached = detached;
         self.reconfigure = net.mode == NetMode::Configure;

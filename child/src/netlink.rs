@@ -93,6 +93,23 @@ impl<'a> Request<'a> {
         self.put(payload)
     }
 
+    /// Appends a nested attribute of type `ty` (with `NLA_F_NESTED` set, as libmnl does) whose
+    /// payload is what `inner` appends; its length is filled in afterwards.
+    pub fn nest(
+        &mut self,
+        ty: u16,
+        inner: impl FnOnce(&mut Self) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let start = self.len;
+        self.put(&[0, 0, 0, 0])?;
+        inner(self)?;
+        let len = u16::try_from(self.len - start).map_err(|_| Errno::NOBUFS)?;
+        let ty = ty | nl::NLA_F_NESTED as u16;
+        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        self.buf[start + 2..start + 4].copy_from_slice(&ty.to_ne_bytes());
+        Ok(())
+    }
+
     /// Writes the total length into the header and returns it.
     pub fn finish(self) -> usize {
         self.buf[..4].copy_from_slice(&(self.len as u32).to_ne_bytes());
@@ -411,12 +428,12 @@ impl Netlink {
     }
 }
 
-fn from_kernel(from: Option<SocketAddrAny>) -> bool {
+pub(crate) fn from_kernel(from: Option<SocketAddrAny>) -> bool {
     from.and_then(|a| SocketAddrNetlink::try_from(a).ok())
         .is_some_and(|a| a.pid() == 0)
 }
 
-fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+pub(crate) fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
         match f() {
             Err(Errno::INTR) => continue,
@@ -475,8 +492,9 @@ pub const TRANSPARENT_MARK: u32 = 100;
 /// and get their replies, in the current network namespace, for IPv4 and IPv6:
 /// marked packets are routed by a table in which every address is local, and
 /// `tcp_fwmark_accept` gives the server's accepted socket the mark of the connection's SYN,
-/// so its replies are marked too. This replaces upstream's `ip rule`, `ip route`, `sysctl`
-/// and iptables CONNMARK rules; it covers servers that run in this namespace.
+/// so its replies are marked too. This replaces upstream's `ip rule`, `ip route` and `sysctl`;
+/// it covers servers that run in this namespace, and [`crate::nftables`] (upstream's iptables
+/// CONNMARK rules) covers the targets that NAT sends onward.
 ///
 /// Returns, for IPv4 and for IPv6, `Ok` or the first step that failed as `<step>: <errno>`.
 pub fn source_routing() -> [Result<(), String>; 2] {

@@ -14,12 +14,14 @@ use crate::netlink::TRANSPARENT_MARK;
 use crate::sys;
 
 /// Makes up to `out.len()` non-blocking sockets of the wanted family and protocol in the
-/// calling thread's network namespace, into `out` from the start. For `proto` 2, and when
-/// `transparent` says the routing for it is in place, TCP sockets get `IP_TRANSPARENT`
-/// (`IPV6_TRANSPARENT`) and the routing mark, which need CAP_NET_ADMIN here and nothing
-/// later: whoever holds such a socket may bind it to the client's address. For `proto` 3,
-/// UDP sockets get `IP_TRANSPARENT` alone (their replies are routed by port, see
-/// [`crate::netlink::udp_reply_route`]).
+/// calling thread's network namespace, into `out` from the start. For `proto` 2 (TCP) and 3
+/// (UDP), and when `transparent` says the routing for it is in place, the sockets get
+/// `IP_TRANSPARENT` (`IPV6_TRANSPARENT`) and the routing mark, which need CAP_NET_ADMIN here
+/// and nothing later: whoever holds such a socket may bind it to the client's address. The
+/// mark routes the replies of a server in the namespace back to a TCP socket (the accepted
+/// socket inherits it); UDP replies from such a server are routed by port (see
+/// [`crate::netlink::udp_reply_route`]); for both, it marks the connection when NAT sends it
+/// onward (see [`crate::nftables`]).
 ///
 /// Returns how many it made and whether they are transparent.
 ///
@@ -53,9 +55,6 @@ pub fn make_sockets(
         };
         if transparent {
             let marked = sys::setsockopt_int(&fd, level, option, 1).and_then(|()| {
-                if w.proto == 3 {
-                    return Ok(());
-                }
                 sys::setsockopt_int(&fd, n::SOL_SOCKET, n::SO_MARK, TRANSPARENT_MARK as i32)
             });
             if marked.is_err() {
@@ -112,7 +111,7 @@ mod tests {
     }
 
     #[test]
-    fn only_transparent_tcp_sockets_are_marked() {
+    fn plain_sockets_are_not_transparent() {
         let mut out: [Option<OwnedFd>; 2] = Default::default();
         let (made, transparent) = make_sockets(&want(4, 0, 2), true, &mut out).unwrap();
         assert_eq!((made, transparent), (2, false));
