@@ -82,6 +82,8 @@ pub fn exec(state_dir: &Path, argv: &[OsString]) -> Result<i32, Failed> {
         let link = format!("/proc/{pid}/ns/{kind}");
         let theirs = std::fs::read_link(&link).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => stale("is not running"),
+            // A pid reused by a process of another user.
+            std::io::ErrorKind::PermissionDenied => stale("belongs to another user"),
             _ => fail(format!("readlink {link}: {}", io_text(&e))),
         })?;
         if std::fs::read_link(format!("/proc/self/ns/{kind}")).ok() != Some(theirs) {

@@ -274,16 +274,28 @@ fn no_running_instance_is_one_clear_line() {
     };
     // No instance at all.
     check(&d.join("missing"), "child_pid: no such file or directory");
-    // A child_pid of a process that is gone.
-    #[allow(clippy::disallowed_methods)] // a process to be gone, nothing of ours
-    let mut dead = std::process::Command::new("true").spawn().unwrap();
-    let pid = dead.id();
-    dead.wait().unwrap();
-    std::fs::write(d.join("child_pid"), format!("{pid}\n")).unwrap();
-    check(
-        &d.path,
-        &format!("process {pid} from child_pid is not running"),
-    );
+    // A child_pid of a process that is gone (pids are reused quickly on a busy machine with
+    // a small pid_max: try again when ours was taken meanwhile).
+    for attempt in 0.. {
+        #[allow(clippy::disallowed_methods)] // a process to be gone, nothing of ours
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let pid = dead.id();
+        dead.wait().unwrap();
+        std::fs::write(d.join("child_pid"), format!("{pid}\n")).unwrap();
+        let o = ctl_exec(&d.path, &["true"]).output();
+        if Path::new(&format!("/proc/{pid}")).exists() && attempt < 5 {
+            continue;
+        }
+        assert_eq!(o.code, 1, "{o:?}");
+        assert_eq!(
+            o.stderr.trim_end(),
+            format!(
+                "error: no running rootlesskit instance in {}: process {pid} from child_pid is not running",
+                d.path.display()
+            )
+        );
+        break;
+    }
     // A live process that is no instance's child (it shares our user namespace).
     let mut other = Run::program("/bin/sleep").args(["1000"]).spawn();
     std::fs::write(d.join("child_pid"), format!("{}\n", other.id())).unwrap();
