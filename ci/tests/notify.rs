@@ -250,3 +250,31 @@ socket.send_fds(s, [b"FDSTORE=1\nFDNAME=pipe"], [r])
     .unwrap();
     assert_eq!(text, "kept\n");
 }
+
+#[test]
+fn a_state_dir_too_long_for_a_socket_address_passes_the_variable_through() {
+    let d = Scratch::new("notify-long");
+    let path = d.join("notify");
+    let systemd = FakeSystemd::at_path(&path);
+    // api.sock still fits a socket address (107 bytes), notify.sock no longer does.
+    let pad = 97 - d.path.as_os_str().len() - 1;
+    let state = d.join(&"s".repeat(pad));
+    assert_eq!(state.join("api.sock").as_os_str().len(), 106);
+    let o = rootlesskit([
+        &format!("--state-dir={}", state.display()),
+        "sh",
+        "-c",
+        "echo $NOTIFY_SOCKET",
+    ])
+    .env("NOTIFY_SOCKET", path.to_str().unwrap())
+    .output();
+    ok(&o);
+    assert_eq!(o.stdout.trim(), path.to_str().unwrap());
+    assert!(
+        o.stderr
+            .contains("warning: cannot relay $NOTIFY_SOCKET through "),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(systemd.recv(Duration::from_millis(100)), None);
+}

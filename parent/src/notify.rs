@@ -82,18 +82,22 @@ fn dgram_socket() -> rustix::io::Result<OwnedFd> {
 }
 
 impl Relay {
-    /// The relay for `$NOTIFY_SOCKET`, bound at `state/notify.sock`; `None` (pass the variable
-    /// through) when it is unset or unreachable. A socket we cannot make is a warning, not an
-    /// error: the target then talks to systemd directly, as before.
-    pub fn setup(state: &Path, notify_socket: Option<&OsStr>) -> Option<Relay> {
+    /// The relay for `$NOTIFY_SOCKET`, bound at `state/notify.sock` and named to the target
+    /// through `named` (the state dir as given, which may be a symlink to `state`); `None` (pass
+    /// the variable through) when it is unset or unreachable. A socket we cannot make, or a name
+    /// too long for a socket address, is a warning, not an error: the target then talks to
+    /// systemd directly, as before.
+    pub fn setup(state: &Path, named: &Path, notify_socket: Option<&OsStr>) -> Option<Relay> {
         let upstream = upstream_address(notify_socket?.as_bytes())?;
         // Is anybody there? A datagram connect sends nothing.
         let probe = dgram_socket().ok()?;
         rustix::net::connect(&probe, &upstream).ok()?;
-        let path = state.join(SOCKET_NAME);
+        let path = named.join(SOCKET_NAME);
         let made = || -> rustix::io::Result<(OwnedFd, OwnedFd)> {
+            // The target's sd_notify must be able to address it.
+            SocketAddrUnix::new(&path)?;
             let sock = dgram_socket()?;
-            rustix::net::bind(&sock, &SocketAddrUnix::new(&path)?)?;
+            rustix::net::bind(&sock, &SocketAddrUnix::new(state.join(SOCKET_NAME))?)?;
             Ok((sock, dgram_socket()?))
         };
         match made() {
@@ -338,8 +342,9 @@ mod tests {
     #[test]
     fn unreachable_socket_is_passed_through() {
         let dir = std::env::temp_dir();
-        assert!(Relay::setup(&dir, None).is_none());
-        assert!(Relay::setup(&dir, Some(OsStr::new("/nonexistent/notify"))).is_none());
-        assert!(Relay::setup(&dir, Some(OsStr::new("vsock:2:3"))).is_none());
+        assert!(Relay::setup(&dir, &dir, None).is_none());
+        let none = Some(OsStr::new("/nonexistent/notify"));
+        assert!(Relay::setup(&dir, &dir, none).is_none());
+        assert!(Relay::setup(&dir, &dir, Some(OsStr::new("vsock:2:3"))).is_none());
     }
 }

@@ -261,12 +261,12 @@ impl<'a> Session<'a> {
         let argv = child_argv(cfg, state.path(), proto_fd, listen, unshare);
         // Bound in the real directory; the target names it through the given one, as it does
         // the state dir.
-        let notify =
-            crate::notify::Relay::setup(state.path(), std::env::var_os("NOTIFY_SOCKET").as_deref());
-        let notify_path = notify
-            .as_ref()
-            .map(|_| state.given_path().join(crate::notify::SOCKET_NAME));
-        let env = child_env(state.given_path(), notify_path.as_deref());
+        let notify = crate::notify::Relay::setup(
+            state.path(),
+            state.given_path(),
+            std::env::var_os("NOTIFY_SOCKET").as_deref(),
+        );
+        let env = child_env(state.given_path(), notify.as_ref().map(|n| n.path()));
         let mut cmd = Command::new(helper, &argv, env)
             .map_err(|e| format!("failed to start the child: {}", io_text(&e)))?;
         let mut clone_flags = (g::CLONE_NEWUSER | g::CLONE_NEWNS) as u64;
