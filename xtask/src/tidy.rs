@@ -9,11 +9,19 @@ use std::fs;
 use std::path::Path;
 
 /// Crates that end up in the shipped binaries.
-pub const RUNTIME_CRATES: &[&str] = &["parent", "child", "proto", "unshare-helper"];
+pub const RUNTIME_CRATES: &[&str] = &["parent", "child", "proto", "sys", "unshare-helper"];
 /// Crate directories whose `.rs` files must follow the rules.
-const CHECKED_DIRS: &[&str] = &["parent", "child", "proto", "unshare-helper", "xtask", "ci"];
+const CHECKED_DIRS: &[&str] = &[
+    "parent",
+    "child",
+    "proto",
+    "sys",
+    "unshare-helper",
+    "xtask",
+    "ci",
+];
 /// What a runtime crate's manifest may name under `[dependencies]`.
-const ALLOWED_DEPS: &[&str] = &["rustix", "linux-raw-sys", "lexopt", "proto", "child"];
+const ALLOWED_DEPS: &[&str] = &["rustix", "linux-raw-sys", "lexopt", "proto", "sys", "child"];
 /// What may appear in `cargo tree -e normal` of a runtime crate (bitflags comes with rustix).
 const ALLOWED_TREE: &[&str] = &[
     "rustix",
@@ -21,6 +29,7 @@ const ALLOWED_TREE: &[&str] = &[
     "lexopt",
     "bitflags",
     "proto",
+    "sys",
     "child",
     "parent",
     "unshare-helper",
@@ -711,7 +720,7 @@ mod tests {
             .collect();
         let expect: Vec<(usize, String)> = expect
             .iter()
-            .map(|(l, n)| (*l, format!("runtime crate depends on `{n}` (allowed: rustix, linux-raw-sys, lexopt, proto, child)")))
+            .map(|(l, n)| (*l, format!("runtime crate depends on `{n}` (allowed: rustix, linux-raw-sys, lexopt, proto, sys, child)")))
             .collect();
         assert_eq!(got, expect, "\n{src}");
     }
@@ -761,8 +770,8 @@ mod tests {
         assert_eq!(
             dep_tree_problems("child", bad),
             [
-                "cargo tree -p child: `libc v0.2.180` is not allowed in a runtime binary (allowed: rustix, linux-raw-sys, lexopt, bitflags, proto, child, parent, unshare-helper)",
-                "cargo tree -p child: `errno v0.3.1` is not allowed in a runtime binary (allowed: rustix, linux-raw-sys, lexopt, bitflags, proto, child, parent, unshare-helper)",
+                "cargo tree -p child: `libc v0.2.180` is not allowed in a runtime binary (allowed: rustix, linux-raw-sys, lexopt, bitflags, proto, sys, child, parent, unshare-helper)",
+                "cargo tree -p child: `errno v0.3.1` is not allowed in a runtime binary (allowed: rustix, linux-raw-sys, lexopt, bitflags, proto, sys, child, parent, unshare-helper)",
             ]
         );
     }
