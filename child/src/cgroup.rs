@@ -8,8 +8,6 @@
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 
-use crate::errno::io_text;
-
 /// One line of `/proc/<pid>/mountinfo`, with the escaped paths decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfo<'a> {
@@ -152,7 +150,7 @@ pub fn evacuate(pid: i32, name: &str) -> Result<Vec<String>, String> {
         Err(e) => {
             warnings.push(format!(
                 "failed to find mountpoint for cgroup2: {}",
-                io_text(&e)
+                sys::errno::text(&e)
             ));
             String::new()
         }
@@ -161,7 +159,10 @@ pub fn evacuate(pid: i32, name: &str) -> Result<Vec<String>, String> {
     let cgroup = match fs::read(&proc_cgroup) {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(e) => {
-            warnings.push(format!("failed to read \"{proc_cgroup}\": {}", io_text(&e)));
+            warnings.push(format!(
+                "failed to read \"{proc_cgroup}\": {}",
+                sys::errno::text(&e)
+            ));
             String::new()
         }
     };
@@ -201,31 +202,31 @@ fn evacuate_with(
         .recursive(true)
         .mode(0o755)
         .create(&new_path)
-        .map_err(|e| format!("mkdir {new_path}: {}", io_text(&e)))?;
+        .map_err(|e| format!("mkdir {new_path}: {}", sys::errno::text(&e)))?;
 
     // Moving the processes out first lets us enable every controller, threaded ones included.
     let procs_path = join(&old_path, "cgroup.procs");
     let procs = fs::read_to_string(&procs_path)
-        .map_err(|e| format!("open {procs_path}: {}", io_text(&e)))?;
+        .map_err(|e| format!("open {procs_path}: {}", sys::errno::text(&e)))?;
     let new_procs = join(&new_path, "cgroup.procs");
     for pid in procs.split('\n').filter(|p| !p.is_empty() && *p != "0") {
         if let Err(e) = fs::write(&new_procs, pid) {
             warnings.push(format!(
                 "failed to move process {pid} to cgroup \"{new_group}\": {}",
-                io_text(&e)
+                sys::errno::text(&e)
             ));
         }
     }
 
     let controllers_path = join(&old_path, "cgroup.controllers");
     let controllers = fs::read_to_string(&controllers_path)
-        .map_err(|e| format!("open {controllers_path}: {}", io_text(&e)))?;
+        .map_err(|e| format!("open {controllers_path}: {}", sys::errno::text(&e)))?;
     let subtree_control = join(&old_path, "cgroup.subtree_control");
     for controller in controllers.split_whitespace() {
         if let Err(e) = fs::write(&subtree_control, format!("+{controller}")) {
             warnings.push(format!(
                 "failed to enable controller \"{controller}\": {}",
-                io_text(&e)
+                sys::errno::text(&e)
             ));
         }
     }

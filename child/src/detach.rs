@@ -15,17 +15,11 @@ use rustix::fs::{Mode, OFlags};
 use rustix::process::{Pid, WaitOptions, waitpid};
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
-use crate::errno::io_text;
-use crate::golang::quote;
-use crate::mount::errno_text;
-use crate::signals::Ended;
-use crate::spawn::{Command, Stage};
+use sys::golang::quote;
+use sys::process::Ended;
+use sys::spawn::{Command, Stage};
 
-/// The namespace file's name in the state dir.
-pub const FILE_NAME: &str = "netns";
-
-/// argv\[0] of the helper, and its name in messages.
-pub const HELPER_NAME: &str = "rootlesskit-unshare";
+use proto::UNSHARE_HELPER_NAME;
 
 /// What the helper prints before its error text.
 const HELPER_ERROR: &str = "[rootlesskit:unshare] error: ";
@@ -62,7 +56,7 @@ impl Netns {
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::RUSR,
         )
-        .map_err(|e| fail(format!("open {}: {}", path.display(), errno_text(e))))?;
+        .map_err(|e| fail(format!("open {}: {}", path.display(), sys::errno::text(e))))?;
         drop(file);
         run_helper(helper, path).map_err(fail)?;
         Netns::open(path).map_err(fail)
@@ -74,7 +68,7 @@ impl Netns {
     /// `open <path>: <errno>`.
     pub fn open(path: &Path) -> Result<Netns, String> {
         let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| format!("open {}: {}", path.display(), errno_text(e)))?;
+            .map_err(|e| format!("open {}: {}", path.display(), sys::errno::text(e)))?;
         Ok(Netns {
             fd,
             path: path.to_path_buf(),
@@ -112,12 +106,12 @@ impl Netns {
                         format!(
                             "failed to enter the network namespace {}: {}",
                             path.display(),
-                            errno_text(e)
+                            sys::errno::text(e)
                         )
                     })?;
                     f()
                 })
-                .map_err(|e| format!("failed to start a thread: {}", io_text(&e)))?;
+                .map_err(|e| format!("failed to start a thread: {}", sys::errno::text(&e)))?;
             worker
                 .join()
                 .unwrap_or_else(|_| Err("the network namespace thread panicked".into()))
@@ -140,19 +134,19 @@ fn enter(fd: BorrowedFd<'_>) -> rustix::io::Result<()> {
 /// waits for it.
 fn run_helper(helper: &Path, target: &Path) -> Result<(), String> {
     let argv = [
-        OsStr::new(HELPER_NAME),
+        OsStr::new(UNSHARE_HELPER_NAME),
         OsStr::new("--net-bind"),
         target.as_os_str(),
     ];
     let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| format!("pipe: {}", errno_text(e)))?;
-    let out_w2 = out_w.try_clone().map_err(|e| io_text(&e))?;
-    let mut cmd = Command::new(helper, argv, Vec::new()).map_err(|e| io_text(&e))?;
+        .map_err(|e| format!("pipe: {}", sys::errno::text(e)))?;
+    let out_w2 = out_w.try_clone().map_err(|e| sys::errno::text(&e))?;
+    let mut cmd = Command::new(helper, argv, Vec::new()).map_err(|e| sys::errno::text(&e))?;
     cmd.fd(out_w, 1).fd(out_w2, 2);
     // `spawn` consumes the command, and with it our copies of the write end.
     let mut started = cmd
         .spawn()
-        .map_err(|e| format!("fork/exec {}: {}", helper.display(), io_text(&e)))?;
+        .map_err(|e| format!("fork/exec {}: {}", helper.display(), sys::errno::text(&e)))?;
     let exec = started.wait_exec();
     let mut output = Vec::new();
     if exec.is_ok() {
@@ -163,8 +157,12 @@ fn run_helper(helper: &Path, target: &Path) -> Result<(), String> {
     let ended = wait(started.pid);
     if let Err(e) = exec {
         return Err(match e.stage {
-            Stage::Exec => format!("fork/exec {}: {}", helper.display(), io_text(&e.error)),
-            _ => io_text(&e.error),
+            Stage::Exec => format!(
+                "fork/exec {}: {}",
+                helper.display(),
+                sys::errno::text(&e.error)
+            ),
+            _ => sys::errno::text(&e.error),
         });
     }
     match ended {
@@ -202,9 +200,12 @@ fn explain(ended: Option<Ended>, output: &[u8]) -> String {
     }
     let how = ended.map_or_else(|| "could not be waited for".to_string(), Ended::describe);
     if text.is_empty() {
-        format!("{HELPER_NAME}: {how}")
+        format!("{UNSHARE_HELPER_NAME}: {how}")
     } else {
-        format!("{HELPER_NAME}: {how} (out={})", quote(text.as_bytes()))
+        format!(
+            "{UNSHARE_HELPER_NAME}: {how} (out={})",
+            quote(text.as_bytes())
+        )
     }
 }
 
@@ -255,7 +256,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rkrs-detach-unit-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let target = dir.join(FILE_NAME);
+        let target = dir.join(proto::NETNS_FILE_NAME);
         let err = Netns::create(Path::new("/nonexistent/rootlesskit-unshare"), &target)
             .err()
             .unwrap();

@@ -22,7 +22,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, ipproto, sockopt};
 
-use crate::errno::{describe, io_text};
+use sys::errno::{text as describe, text as io_text};
 
 /// The server's port.
 pub const SERVER_PORT: u16 = 67;
@@ -389,11 +389,11 @@ impl Client {
             Some(ipproto::UDP),
         )
         .map_err(|e| fail("socket", e))?;
-        let mac = crate::sys::hardware_address(sock.as_fd(), ifname)
+        let mac = sys::net::hardware_address(sock.as_fd(), ifname)
             .map_err(|e| fail_io("hardware address", e))?;
         sockopt::set_socket_reuseaddr(&sock, true).map_err(|e| fail("SO_REUSEADDR", e))?;
         sockopt::set_socket_broadcast(&sock, true).map_err(|e| fail("SO_BROADCAST", e))?;
-        crate::sys::bind_to_device(sock.as_fd(), ifname)
+        sys::net::bind_to_device(sock.as_fd(), ifname)
             .map_err(|e| fail_io("SO_BINDTODEVICE", e))?;
         rustix::net::bind(
             &sock,
@@ -693,8 +693,8 @@ impl Renewer {
 /// # Errors
 /// The first failing step, as one line.
 pub fn configure(ifname: &str, mtu: u32) -> Result<(Lease, Client), String> {
-    use crate::mount::Error;
-    let mut nl = crate::netlink::Netlink::open()
+    use sys::mount::Error;
+    let mut nl = sys::netlink::Netlink::open()
         .map_err(Error::sys("open a netlink socket for", ifname))
         .map_err(|e| e.to_string())?;
     let index = nl

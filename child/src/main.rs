@@ -13,12 +13,11 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use child::detach::Netns;
-use child::errno::io_text;
-use child::signals::{self, Ended};
-use child::spawn::{Command, Stage};
-use child::sys;
 use proto::{Msg, NetConfig, NetMode};
 use rustix::process::{Pid, Signal, WaitOptions, set_parent_process_death_signal, wait, waitpid};
+use sys::process::Ended;
+use sys::signal;
+use sys::spawn::{Command, Stage};
 
 const WHO: &str = "[rootlesskit:child ]";
 
@@ -96,13 +95,13 @@ fn parse_args() -> Result<Args, String> {
 fn main() {
     // Signals first, before anything can arrive: they are read through a signalfd, which
     // also makes them deliverable to us as PID 1 of a new pid namespace.
-    let sigfd = match sys::block_signals(signals::handled())
-        .and_then(|()| sys::signalfd(signals::handled()))
+    let sigfd = match sys::signal::block_signals(signal::handled())
+        .and_then(|()| sys::signal::signalfd(signal::handled()))
     {
         Ok(fd) => fd,
         Err(e) => die(&format!(
             "failed to set up signal handling: {}",
-            io_text(&e)
+            sys::errno::text(&e)
         )),
     };
     let args = match parse_args() {
@@ -112,9 +111,9 @@ fn main() {
         }
         Err(e) => die(&e),
     };
-    let sock = match sys::adopt_inherited_fd(args.fd) {
+    let sock = match sys::fd::adopt_inherited_fd(args.fd) {
         Ok(fd) => UnixStream::from(fd),
-        Err(e) => die(&format!("bad --fd {}: {}", args.fd, io_text(&e))),
+        Err(e) => die(&format!("bad --fd {}: {}", args.fd, sys::errno::text(&e))),
     };
     // Re-armed after exec; if the parent died before this line, the socket says so below.
     let _ = set_parent_process_death_signal(Some(Signal::KILL));
@@ -149,7 +148,7 @@ fn configure_detached(ns: &Netns, net: &NetConfig) -> Result<(), String> {
     }
     let mtu = if net.mtu == 0 { 1500 } else { net.mtu };
     ns.within(|| {
-        child::netlink::activate_dev(net.ifname_str(), mtu, net.addr, net.prefix, net.gateway)
+        sys::netlink::activate_dev(net.ifname_str(), mtu, net.addr, net.prefix, net.gateway)
             .map_err(|e| e.to_string())
     })
 }
@@ -208,11 +207,11 @@ impl Child {
     fn setup(&mut self) -> Result<(), String> {
         if self.args.pidns {
             // Upstream's fallbacks, kept: read-only, then carry on with a warning.
-            if let Err(e) = child::mount::mount_proc() {
+            if let Err(e) = sys::mount::mount_proc() {
                 warn(&format!(
                     "failed to mount procfs, falling back to read-only mount: {e}"
                 ));
-                if let Err(e) = child::mount::mount_proc_read_only() {
+                if let Err(e) = sys::mount::mount_proc_read_only() {
                     warn(&format!("failed to mount procfs: {e}"));
                 }
             }
@@ -221,7 +220,7 @@ impl Child {
         let detached = match &self.args.detach_netns {
             Some(helper) => Some(Netns::create(
                 helper,
-                &self.args.state_dir.join(child::detach::FILE_NAME),
+                &self.args.state_dir.join(proto::NETNS_FILE_NAME),
             )?),
             None => None,
         };
@@ -274,26 +273,26 @@ impl Child {
             }
             configure_detached(ns, &net)?;
         } else if net.mode != NetMode::Host {
-            for w in child::mount::remount_sysfs(self.args.evacuate_cgroup2)
-                .map_err(|e| e.to_string())?
+            for w in
+                sys::mount::remount_sysfs(self.args.evacuate_cgroup2).map_err(|e| e.to_string())?
             {
                 warn(&w);
             }
         } else if self.args.evacuate_cgroup2 {
-            child::mount::mount_cgroup2_for_evacuation().map_err(|e| e.to_string())?;
+            sys::mount::mount_cgroup2_for_evacuation().map_err(|e| e.to_string())?;
         }
         match net.mode {
             _ if detached.is_some() => {}
             NetMode::Host => {}
-            NetMode::Loopback => child::netlink::loopback_up().map_err(|e| e.to_string())?,
+            NetMode::Loopback => sys::netlink::loopback_up().map_err(|e| e.to_string())?,
             NetMode::Configure | NetMode::Preconfigured | NetMode::Vpnkit => {
-                child::netlink::loopback_up().map_err(|e| e.to_string())?;
+                sys::netlink::loopback_up().map_err(|e| e.to_string())?;
                 if net.mode == NetMode::Vpnkit {
                     self.vif = Some(child::vpnkit::attach(&net, &self.args.state_dir, None)?);
                 }
                 if net.mode == NetMode::Configure {
                     let mtu = if net.mtu == 0 { 1500 } else { net.mtu };
-                    child::netlink::activate_dev(
+                    sys::netlink::activate_dev(
                         net.ifname_str(),
                         mtu,
                         net.addr,
@@ -305,7 +304,7 @@ impl Child {
                 self.bind_etc_files()?;
             }
             NetMode::Dhcp => {
-                child::netlink::loopback_up().map_err(|e| e.to_string())?;
+                sys::netlink::loopback_up().map_err(|e| e.to_string())?;
                 let (lease, client) = child::dhcp::configure(net.ifname_str(), net.mtu)?;
                 self.report_lease(&net, lease, client)?;
                 self.bind_etc_files()?;
@@ -316,9 +315,9 @@ impl Child {
             // trip into it.
             let routed = match &detached {
                 Some(ns) => ns
-                    .within(|| Ok(child::netlink::source_routing()))
+                    .within(|| Ok(sys::netlink::source_routing()))
                     .unwrap_or_else(|e| [Err(e.clone()), Err(e)]),
-                None => child::netlink::source_routing(),
+                None => sys::netlink::source_routing(),
             };
             for (i, r) in routed.into_iter().enumerate() {
                 match r {
@@ -358,10 +357,10 @@ impl Child {
 
     /// `--propagation` and `--copy-up`, upstream's order.
     fn mounts(&self) -> Result<(), String> {
-        if let Some(p) = child::mount::Propagation::from_str(&self.args.propagation) {
-            child::mount::set_propagation(p).map_err(|e| e.to_string())?;
+        if let Some(p) = sys::mount::Propagation::from_str(&self.args.propagation) {
+            sys::mount::set_propagation(p).map_err(|e| e.to_string())?;
         }
-        child::mount::copy_up(&self.args.copy_up).map_err(|e| e.to_string())
+        sys::mount::copy_up(&self.args.copy_up).map_err(|e| e.to_string())
     }
 
     /// Sends a DHCP lease to the parent, which writes resolv.conf from it before it reads
@@ -386,7 +385,7 @@ impl Child {
             .args
             .copy_up
             .iter()
-            .any(|d| child::mount::clean_path(d) == std::path::Path::new("/etc"));
+            .any(|d| sys::mount::clean_path(d) == std::path::Path::new("/etc"));
         if !etc_copied {
             warn(
                 "Mounting /etc/resolv.conf without copying-up /etc. Note that /etc/resolv.conf in the namespace will be unmounted when it is recreated on the host. Unless /etc/resolv.conf is statically configured, copying-up /etc is highly recommended. Please refer to RootlessKit documentation for further information.",
@@ -396,10 +395,15 @@ impl Child {
             let dst = std::path::Path::new("/etc").join(name);
             if etc_copied {
                 let _ = std::fs::remove_file(&dst);
-                std::fs::write(&dst, b"")
-                    .map_err(|e| format!("failed to create {}: {}", dst.display(), io_text(&e)))?;
+                std::fs::write(&dst, b"").map_err(|e| {
+                    format!(
+                        "failed to create {}: {}",
+                        dst.display(),
+                        sys::errno::text(&e)
+                    )
+                })?;
             }
-            child::mount::bind_file(&self.args.state_dir.join(name), &dst)
+            sys::mount::bind_file(&self.args.state_dir.join(name), &dst)
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
@@ -419,7 +423,7 @@ impl Child {
             say(format_args!("{WHO} error: command {shown} exited: {text}"));
             1
         };
-        let path = match child::golang::look_path(&argv[0], std::env::var_os("PATH").as_deref()) {
+        let path = match sys::golang::look_path(&argv[0], std::env::var_os("PATH").as_deref()) {
             Ok(p) => p,
             Err(e) => return fail(e),
         };
@@ -438,7 +442,7 @@ impl Child {
         };
         let mut cmd = match cmd {
             Ok(c) => c,
-            Err(e) => return fail(io_text(&e)),
+            Err(e) => return fail(sys::errno::text(&e)),
         };
         cmd.setsid(self.args.reaper);
         for fd in 3..3 + self.args.listen_fds {
@@ -446,19 +450,29 @@ impl Child {
         }
         let mut started = match cmd.spawn() {
             Ok(s) => s,
-            Err(e) => return fail(format!("fork/exec {}: {}", path.display(), io_text(&e))),
+            Err(e) => {
+                return fail(format!(
+                    "fork/exec {}: {}",
+                    path.display(),
+                    sys::errno::text(&e)
+                ));
+            }
         };
         if let Err(e) = started.wait_exec() {
             let _ = waitpid(Pid::from_raw(started.pid), WaitOptions::empty());
             let what = match e.stage {
-                Stage::Exec => format!("fork/exec {}: {}", path.display(), io_text(&e.error)),
-                _ => io_text(&e.error),
+                Stage::Exec => format!(
+                    "fork/exec {}: {}",
+                    path.display(),
+                    sys::errno::text(&e.error)
+                ),
+                _ => sys::errno::text(&e.error),
             };
             return fail(what);
         }
         let target = started.pid;
         // From here on we only forward signals and reap: let the setup code leave memory.
-        sys::page_out_own_image();
+        sys::mem::page_out_own_image();
         if !self.serve_ports && !self.reconfigure {
             // The socket is done; the target must not keep the parent waiting on it.
             let _ = self.sock.shutdown(std::net::Shutdown::Both);
@@ -470,10 +484,10 @@ impl Child {
             {
                 continue;
             }
-            let info = match sys::read_signal(sigfd) {
+            let info = match sys::signal::read_signal(sigfd) {
                 Ok(i) => i,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return fail(format!("reading signals: {}", io_text(&e))),
+                Err(e) => return fail(format!("reading signals: {}", sys::errno::text(&e))),
             };
             if info.signo == 17 {
                 if let Some(ended) = self.reap(target) {
@@ -488,8 +502,8 @@ impl Child {
                         }
                     };
                 }
-            } else if signals::is_forwarded(info.signo) {
-                let _ = sys::pidfd_send_signal(&started.pidfd, info.signo);
+            } else if signal::is_forwarded(info.signo) {
+                let _ = sys::signal::pidfd_send_signal(&started.pidfd, info.signo);
             }
         }
     }
@@ -554,7 +568,7 @@ impl Child {
         }
         if req {
             let mut none = Vec::new();
-            match child::fdpass::recv(&self.sock, &mut none) {
+            match sys::fdpass::recv(&self.sock, &mut none) {
                 Ok(Msg::SocketsWanted(w)) => self.hand_over_sockets(&w),
                 Ok(Msg::UdpRoute(r)) => self.udp_route(&r),
                 Ok(Msg::NetReconfigure(net)) if self.reconfigure => self.reconfigure_net(&net),
@@ -576,14 +590,8 @@ impl Child {
             Some(ns) => configure_detached(ns, net),
             None if net.mode == NetMode::Configure => {
                 let mtu = if net.mtu == 0 { 1500 } else { net.mtu };
-                child::netlink::activate_dev(
-                    net.ifname_str(),
-                    mtu,
-                    net.addr,
-                    net.prefix,
-                    net.gateway,
-                )
-                .map_err(|e| e.to_string())
+                sys::netlink::activate_dev(net.ifname_str(), mtu, net.addr, net.prefix, net.gateway)
+                    .map_err(|e| e.to_string())
             }
             None => Ok(()),
         };
@@ -611,7 +619,7 @@ impl Child {
         };
         // One small list per batch of sockets, not per connection.
         let out: Vec<BorrowedFd<'_>> = fds.iter().flatten().map(|f| f.as_fd()).collect();
-        let _ = child::fdpass::send(
+        let _ = sys::fdpass::send(
             &self.sock,
             &Msg::SocketsMade(proto::SocketsMade {
                 count: count as u8,
@@ -637,15 +645,14 @@ impl Child {
         } else {
             match &self.detached {
                 Some(ns) => ns
-                    .within(|| Ok(child::netlink::udp_reply_route(add, r.port, client, ruled)))
+                    .within(|| Ok(sys::netlink::udp_reply_route(add, r.port, client, ruled)))
                     .unwrap_or(Err(rustix::io::Errno::NETUNREACH)),
-                None => child::netlink::udp_reply_route(add, r.port, client, ruled),
+                None => sys::netlink::udp_reply_route(add, r.port, client, ruled),
             }
         };
         if add {
             let errno = done.err().map_or(0, |e| e.raw_os_error());
-            let _ =
-                child::fdpass::send(&self.sock, &Msg::UdpRouted(proto::UdpRouted { errno }), &[]);
+            let _ = sys::fdpass::send(&self.sock, &Msg::UdpRouted(proto::UdpRouted { errno }), &[]);
         }
     }
 

@@ -5,7 +5,7 @@
 //! Upstream v3 runs `iptables -t mangle … CONNMARK` for this. We run no program: the ruleset
 //! below is sent as one nf_tables batch, encoded by pure functions into a fixed buffer (tested
 //! byte for byte against what `nft -f` of the same text sends), and the kernel confirms each
-//! message (`NLM_F_ACK`), which [`crate::netlink::scan_reply`] reads.
+//! message (`NLM_F_ACK`), which [`sys::netlink::scan_reply`] reads.
 //!
 //! ```text
 //! table inet rootlesskit {
@@ -37,7 +37,7 @@ use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
 use linux_raw_sys::netlink as nl;
 
-use crate::netlink::{Request, TRANSPARENT_MARK, from_kernel, retry, scan_reply};
+use sys::netlink::{Request, TRANSPARENT_MARK, from_kernel, retry, scan_reply};
 
 /// Size of the batch and reply buffer: the batch is 824 bytes, an error echoes one message
 /// (the largest is 364) after a 20-byte header.

@@ -10,8 +10,7 @@ use linux_raw_sys::net as n;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType, socket_with};
 
-use crate::netlink::TRANSPARENT_MARK;
-use crate::sys;
+use sys::netlink::TRANSPARENT_MARK;
 
 /// Makes up to `out.len()` non-blocking sockets of the wanted family and protocol in the
 /// calling thread's network namespace, into `out` from the start. For `proto` 2 (TCP) and 3
@@ -20,7 +19,7 @@ use crate::sys;
 /// and nothing later: whoever holds such a socket may bind it to the client's address. The
 /// mark routes the replies of a server in the namespace back to a TCP socket (the accepted
 /// socket inherits it); UDP replies from such a server are routed by port (see
-/// [`crate::netlink::udp_reply_route`]); for both, it marks the connection when NAT sends it
+/// [`sys::netlink::udp_reply_route`]); for both, it marks the connection when NAT sends it
 /// onward (see [`crate::nftables`]).
 ///
 /// Returns how many it made and whether they are transparent.
@@ -54,8 +53,8 @@ pub fn make_sockets(
             Err(_) => break,
         };
         if transparent {
-            let marked = sys::setsockopt_int(&fd, level, option, 1).and_then(|()| {
-                sys::setsockopt_int(&fd, n::SOL_SOCKET, n::SO_MARK, TRANSPARENT_MARK as i32)
+            let marked = sys::net::setsockopt_int(&fd, level, option, 1).and_then(|()| {
+                sys::net::setsockopt_int(&fd, n::SOL_SOCKET, n::SO_MARK, TRANSPARENT_MARK as i32)
             });
             if marked.is_err() {
                 // Then none of this batch is: the parent treats a batch alike.

@@ -22,12 +22,6 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
 
-use crate::errno::io_text;
-use crate::mount::errno_text;
-
-/// The socket vpnkit serves in the state dir (`vpnkit --ethernet <statedir>/<this>`).
-pub const SOCKET_NAME: &str = "vpnkit-ethernet.sock";
-
 /// How long each step of the session setup may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -47,17 +41,17 @@ pub fn open_tap(name: &str, mac: [u8; 6]) -> Result<OwnedFd, String> {
         OFlags::RDWR | OFlags::CLOEXEC | OFlags::NONBLOCK,
         Mode::empty(),
     )
-    .map_err(|e| fail(format!("open /dev/net/tun: {}", errno_text(e))))?;
-    crate::sys::tun_set_iff_tap(&fd, name).map_err(|e| fail(io_text(&e)))?;
-    let mut nl = crate::netlink::Netlink::open().map_err(|e| {
+    .map_err(|e| fail(format!("open /dev/net/tun: {}", sys::errno::text(e))))?;
+    sys::net::tun_set_iff_tap(&fd, name).map_err(|e| fail(sys::errno::text(&e)))?;
+    let mut nl = sys::netlink::Netlink::open().map_err(|e| {
         format!(
             "failed to open a netlink socket for {name}: {}",
-            errno_text(e)
+            sys::errno::text(e)
         )
     })?;
     nl.link_index(name)
         .and_then(|index| nl.set_mac(index, mac))
-        .map_err(|e| format!("failed to set address of {name}: {}", errno_text(e)))?;
+        .map_err(|e| format!("failed to set address of {name}: {}", sys::errno::text(e)))?;
     Ok(fd)
 }
 
@@ -76,7 +70,7 @@ pub fn attach(
     let mtu = if net.mtu == 0 { 1500 } else { net.mtu };
     let setup = || {
         let tap = open_tap(dev, net.mac)?;
-        crate::netlink::activate_dev(dev, mtu, net.addr, net.prefix, net.gateway)
+        sys::netlink::activate_dev(dev, mtu, net.addr, net.prefix, net.gateway)
             .map_err(|e| e.to_string())?;
         Ok(tap)
     };
@@ -84,7 +78,7 @@ pub fn attach(
         Some(ns) => ns.within(setup)?,
         None => setup()?,
     };
-    let sock = connect(&state_dir.join(SOCKET_NAME), &net.uuid)?;
+    let sock = connect(&state_dir.join(proto::VPNKIT_SOCKET_NAME), &net.uuid)?;
     Ok(Pump::new(tap, sock))
 }
 
@@ -183,7 +177,7 @@ fn io(e: std::io::Error) -> String {
     if e.kind() == std::io::ErrorKind::WouldBlock {
         return "i/o timeout".into();
     }
-    io_text(&e)
+    sys::errno::text(&e)
 }
 
 /// What a pump step ended with.
@@ -274,7 +268,12 @@ impl Pump {
                 Ok((n, _)) => n,
                 Err(Errno::AGAIN) => return Ok(()),
                 Err(Errno::INTR) => continue,
-                Err(e) => return Err(Stop::Failed(format!("vif2tap: read: {}", errno_text(e)))),
+                Err(e) => {
+                    return Err(Stop::Failed(format!(
+                        "vif2tap: read: {}",
+                        sys::errno::text(e)
+                    )));
+                }
             };
             self.rx_len += n;
             let mut at = 0;
@@ -298,7 +297,12 @@ impl Pump {
                 Ok(n) => n,
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => return Ok(()),
-                Err(e) => return Err(Stop::Failed(format!("tap2vif: read: {}", errno_text(e)))),
+                Err(e) => {
+                    return Err(Stop::Failed(format!(
+                        "tap2vif: read: {}",
+                        sys::errno::text(e)
+                    )));
+                }
             };
             self.tx[..2].copy_from_slice(&(n as u16).to_le_bytes());
             self.tx_at = 0;
@@ -320,7 +324,12 @@ impl Pump {
                 Err(Errno::AGAIN) => return Ok(()),
                 Err(Errno::INTR) => {}
                 Err(Errno::PIPE) | Err(Errno::CONNRESET) => return Err(Stop::Closed),
-                Err(e) => return Err(Stop::Failed(format!("tap2vif: write: {}", errno_text(e)))),
+                Err(e) => {
+                    return Err(Stop::Failed(format!(
+                        "tap2vif: write: {}",
+                        sys::errno::text(e)
+                    )));
+                }
             }
         }
         self.tx_at = 0;

@@ -135,7 +135,7 @@ fn read_trim(path: &str) -> Option<String> {
 }
 
 fn errno(e: &std::io::Error) -> String {
-    exec::errno_text(e)
+    sys::errno::text(e)
 }
 
 fn checks(cfg: &Config) -> Vec<Line> {

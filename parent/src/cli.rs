@@ -277,7 +277,7 @@ impl CliError {
         if let Some(s) = self.suggestion() {
             out.push_str(&format!(
                 "Did you mean {}?\n\n",
-                child::golang::quote(s.as_bytes())
+                sys::golang::quote(s.as_bytes())
             ));
         }
         out.push_str(help);
@@ -857,7 +857,7 @@ fn parse_inner<I: IntoIterator<Item = OsString>>(
             other => {
                 return Err(CliError::plain(format!(
                     "expected --print-semver=(major|minor|patch), got {}",
-                    child::golang::quote(other.as_bytes())
+                    sys::golang::quote(other.as_bytes())
                 )));
             }
         };
@@ -890,7 +890,7 @@ fn build(
         other => {
             return Err(CliError::plain(format!(
                 "unknown subid source {}",
-                child::golang::quote(other.as_bytes())
+                sys::golang::quote(other.as_bytes())
             )));
         }
     };
@@ -1065,7 +1065,7 @@ fn parse_flags(args: Vec<OsString>) -> Result<(Raw, Vec<OsString>), CliError> {
             if store(&mut raw, f.id, value.clone()).is_err() {
                 return Err(CliError::usage(format!(
                     "invalid boolean value {} for -{name}: parse error",
-                    child::golang::quote(value.as_bytes())
+                    sys::golang::quote(value.as_bytes())
                 )));
             }
         } else {
@@ -1075,7 +1075,7 @@ fn parse_flags(args: Vec<OsString>) -> Result<(Raw, Vec<OsString>), CliError> {
             if let Err(why) = store(&mut raw, f.id, value.clone()) {
                 return Err(CliError::usage(format!(
                     "invalid value {} for flag -{name}: {why}",
-                    child::golang::quote(value.as_bytes())
+                    sys::golang::quote(value.as_bytes())
                 )));
             }
         }
@@ -1374,9 +1374,9 @@ fn flag_names(f: &Flag) -> String {
 fn flag_usage(f: &Flag, lxc_default: &str) -> String {
     let default = match f.def {
         Def::Hidden => None,
-        Def::Str(s) => Some(child::golang::quote(s.as_bytes())),
+        Def::Str(s) => Some(sys::golang::quote(s.as_bytes())),
         Def::LxcProbe if lxc_default.is_empty() => None,
-        Def::LxcProbe => Some(child::golang::quote(lxc_default.as_bytes())),
+        Def::LxcProbe => Some(sys::golang::quote(lxc_default.as_bytes())),
         Def::Bool(b) => Some(b.to_string()),
         Def::Int(n) => Some(n.to_string()),
     };
@@ -1421,7 +1421,7 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
         if group.contains('/') {
             return Err(format!(
                 "unexpected evacuation group name {}: must not contain \"/\"",
-                child::golang::quote(group.as_bytes())
+                sys::golang::quote(group.as_bytes())
             ));
         }
     }
@@ -1501,7 +1501,7 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
                 other => {
                     return Err(format!(
                         "unsupported slirp4netns-sandbox mode: {}",
-                        child::golang::quote(other.as_bytes())
+                        sys::golang::quote(other.as_bytes())
                     ));
                 }
             }
@@ -1510,7 +1510,7 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
                 other => {
                     return Err(format!(
                         "unsupported slirp4netns-seccomp mode: {}",
-                        child::golang::quote(other.as_bytes())
+                        sys::golang::quote(other.as_bytes())
                     ));
                 }
             }
@@ -2136,7 +2136,7 @@ mod tests {
                 e.message(),
                 format!(
                     "invalid value {} for flag -mtu: parse error",
-                    child::golang::quote(text.as_bytes())
+                    sys::golang::quote(text.as_bytes())
                 )
             );
         }
@@ -2988,7 +2988,7 @@ mod tests {
             ("é\u{a0}".as_bytes(), "\"é\\u00a0\""),
         ];
         for (input, want) in cases {
-            assert_eq!(child::golang::quote(input), *want);
+            assert_eq!(sys::golang::quote(input), *want);
         }
     }
 }

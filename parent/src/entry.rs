@@ -6,11 +6,10 @@ use crate::{UPSTREAM_VERSION, cli, error, run, warn};
 
 /// `rootlesskit`'s whole life; returns the exit code.
 pub fn main() -> i32 {
-    use child::{signals, sys};
     // Block the signals we handle before anything else, so none is lost or acts by default
     // while we set up; they are read through the signalfd.
-    let sigfd = match sys::block_signals(signals::handled())
-        .and_then(|()| sys::signalfd(signals::handled()))
+    let sigfd = match sys::signal::block_signals(sys::signal::handled())
+        .and_then(|()| sys::signal::signalfd(sys::signal::handled()))
     {
         Ok(fd) => fd,
         Err(e) => {
@@ -21,7 +20,7 @@ pub fn main() -> i32 {
     // As upstream (Go's runtime does it there): the soft descriptor limit up to the hard one, so
     // that forwarded connections are not capped at 1024 descriptors; programs started from
     // here get the original back (see `raise_nofile_limit`).
-    child::spawn::raise_nofile_limit();
+    sys::spawn::raise_nofile_limit();
     let action = match cli::parse(std::env::args_os().skip(1)) {
         Ok(a) => a,
         Err(e) => {
@@ -66,8 +65,8 @@ pub fn main() -> i32 {
     if let Some(sig) = outcome.raise {
         // Die by the signal that interrupted setup, now that the state dir is gone.
         let _ = std::io::stdout().flush();
-        let _ = sys::unblock_signals(sys::SigSet(1 << (sig - 1)));
-        let _ = sys::kill(std::process::id() as i32, sig);
+        let _ = sys::signal::unblock_signals(sys::signal::SigSet(1 << (sig - 1)));
+        let _ = sys::signal::kill(std::process::id() as i32, sig);
     }
     outcome.code
 }

@@ -27,9 +27,9 @@ struct Piped {
 /// Starts `exe args...` with stdin from `/dev/null` and stdout and stderr on pipes: one
 /// shared pipe (like Go's `CombinedOutput`), or with `separate` one each.
 fn spawn_piped(exe: &Path, args: &[OsString], separate: bool) -> Result<Piped, String> {
-    let sys = |e: rustix::io::Errno| errno_text(&e.into());
+    let sys = |e: rustix::io::Errno| sys::errno::text(e);
     let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(sys);
-    let devnull = std::fs::File::open("/dev/null").map_err(|e| errno_text(&e))?;
+    let devnull = std::fs::File::open("/dev/null").map_err(|e| sys::errno::text(&e))?;
     let (out, out_w) = pipe()?;
     let mut fds = vec![(OwnedFd::from(devnull), 0)];
     let err = if separate {
@@ -38,7 +38,7 @@ fn spawn_piped(exe: &Path, args: &[OsString], separate: bool) -> Result<Piped, S
         fds.push((err_w, 2));
         Some(err)
     } else {
-        fds.push((out_w.try_clone().map_err(|e| errno_text(&e))?, 1));
+        fds.push((out_w.try_clone().map_err(|e| sys::errno::text(&e))?, 1));
         fds.push((out_w, 2));
         None
     };
@@ -56,7 +56,7 @@ fn read_to_end(fd: &OwnedFd) -> Result<Vec<u8>, String> {
             Ok(0) => return Ok(out),
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(errno_text(&e.into())),
+            Err(e) => return Err(sys::errno::text(e)),
         }
     }
 }
@@ -69,7 +69,7 @@ fn wait_status(pid: i32) -> Result<ExitStatus, String> {
             Ok(Some((_, st))) => return Ok(ExitStatus::from_raw(st.as_raw())),
             Ok(None) => {}
             Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(errno_text(&e.into())),
+            Err(e) => return Err(sys::errno::text(e)),
         }
     }
 }
@@ -145,14 +145,12 @@ fn go_signal_name(sig: i32) -> String {
     }
 }
 
-/// An OS error as Go prints it (`permission denied`), without Rust's `(os error N)`.
-pub fn errno_text(err: &io::Error) -> String {
-    child::errno::io_text(err)
-}
+/// [`sys::errno::text`] under its old name, for `idmap.rs` until that file's split lands.
+pub use sys::errno::text as errno_text;
 
 /// Go's `strconv.Quote` (what `%q` prints).
 pub fn quote(s: &str) -> String {
-    child::golang::quote(s.as_bytes())
+    sys::golang::quote(s.as_bytes())
 }
 
 /// `exec.LookPath(name)` against the current `$PATH`.
@@ -166,12 +164,12 @@ pub fn look_path(name: &OsStr) -> Result<PathBuf, String> {
 
 /// [`look_path`] with an explicit `$PATH` value (`None` = unset), so tests need no global state.
 pub fn look_path_in(name: &OsStr, path_env: Option<&OsStr>) -> Result<PathBuf, String> {
-    child::golang::look_path(name, path_env)
+    sys::golang::look_path(name, path_env)
 }
 
 /// Go's message for a helper that could not be started: `fork/exec /usr/bin/x: permission denied`.
 fn spawn_error(program: &Path, err: &io::Error) -> String {
-    format!("fork/exec {}: {}", program.display(), errno_text(err))
+    format!("fork/exec {}: {}", program.display(), sys::errno::text(err))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -384,7 +382,7 @@ fn start(
         kv.push(v);
         kv
     });
-    let mut cmd = child::spawn::Command::new(exe, &argv, env).map_err(|e| spawn_error(exe, &e))?;
+    let mut cmd = sys::spawn::Command::new(exe, &argv, env).map_err(|e| spawn_error(exe, &e))?;
     cmd.setsid(setsid).pdeathsig(true);
     for (fd, target) in fds {
         cmd.fd(fd, target);
@@ -412,7 +410,7 @@ fn start(
 pub fn trial_namespaces<R>(flags: u64, with: impl FnOnce(i32) -> R) -> io::Result<R> {
     let (go_r, go_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let none: [OsString; 0] = [];
-    let mut cmd = child::spawn::Command::new(Path::new("/"), ["rootlesskit"], none)?;
+    let mut cmd = sys::spawn::Command::new(Path::new("/"), ["rootlesskit"], none)?;
     // The new process never execs, so it must close its copy of the write end itself, or the
     // read of the go byte would never see the end of the pipe.
     cmd.clone_flags(flags)
@@ -451,8 +449,8 @@ pub fn exec_replace(
     });
     let (path, argv, envp) = match (
         std::ffi::CString::new(exe.as_os_str().as_bytes()),
-        child::sys::CStrVec::new(argv),
-        child::sys::CStrVec::new(env),
+        sys::process::CStrVec::new(argv),
+        sys::process::CStrVec::new(env),
     ) {
         (Ok(p), Ok(a), Ok(e)) => (p, a, e),
         (Err(_), _, _) => {
@@ -461,14 +459,14 @@ pub fn exec_replace(
         (_, Err(e), _) | (_, _, Err(e)) => return e,
     };
     if let Some(fd) = keep_fd
-        && let Err(e) = child::sys::dup_to(fd, fd)
+        && let Err(e) = sys::fd::dup_to(fd, fd)
     {
         return e;
     }
-    if let Err(e) = child::sys::unblock_all_signals() {
+    if let Err(e) = sys::signal::unblock_all_signals() {
         return e;
     }
-    child::sys::execve(&path, &argv, &envp)
+    sys::process::execve(&path, &argv, &envp)
 }
 
 /// Starts `exe args...` as our child with the environment, stdio and the inheritable
@@ -539,14 +537,20 @@ mod tests {
     #[test]
     fn errno_texts() {
         let check = |errno: i32, expect: &str| {
-            assert_eq!(errno_text(&io::Error::from_raw_os_error(errno)), expect);
+            assert_eq!(
+                sys::errno::text(&io::Error::from_raw_os_error(errno)),
+                expect
+            );
         };
         check(1, "operation not permitted");
         check(2, "no such file or directory");
         check(13, "permission denied");
         check(21, "is a directory");
         // A message that is not an errno is passed on as it is.
-        assert_eq!(errno_text(&io::Error::other("custom text")), "custom text");
+        assert_eq!(
+            sys::errno::text(&io::Error::other("custom text")),
+            "custom text"
+        );
     }
 
     #[test]
@@ -689,8 +693,8 @@ mod tests {
     #[test]
     fn helpers_start_with_an_empty_signal_mask() {
         // The mask is per thread and this test thread ends afterwards, so blocking is harmless.
-        let usr1_term = child::sys::SigSet((1 << (10 - 1)) | (1 << (15 - 1)));
-        child::sys::block_signals(usr1_term).unwrap();
+        let usr1_term = sys::signal::SigSet((1 << (10 - 1)) | (1 << (15 - 1)));
+        sys::signal::block_signals(usr1_term).unwrap();
         // grep directly, not through sh: a shell may reset the mask itself.
         let grep = if Path::new("/bin/grep").exists() {
             "/bin/grep"
@@ -701,7 +705,7 @@ mod tests {
             Path::new(grep),
             &strings(&["^SigBlk:", "/proc/self/status"]),
         );
-        child::sys::unblock_signals(usr1_term).unwrap();
+        sys::signal::unblock_signals(usr1_term).unwrap();
         let (_, output) = out.unwrap();
         assert_eq!(
             String::from_utf8_lossy(&output),

@@ -9,14 +9,13 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use child::errno::io_text;
-use child::signals::{self, Ended};
-use child::spawn::{Command, Stage};
-use child::sys;
 use linux_raw_sys::general as g;
 use proto::{Msg, NetConfig, NetMode, PortMode};
 use rustix::event::{PollFd, PollFlags, Timespec, epoll, poll};
 use rustix::thread::UnshareFlags;
+use sys::process::Ended;
+use sys::signal;
+use sys::spawn::{Command, Stage};
 
 use crate::cli::{Config, Net, PortDriver, Reaper};
 use crate::statedir::StateDir;
@@ -47,12 +46,12 @@ impl Outcome {
 pub const CHILD_BIN: &str = "rootlesskit-child";
 
 /// The helper that makes the detached network namespace of `--detach-netns`.
-pub const UNSHARE_BIN: &str = child::detach::HELPER_NAME;
+pub const UNSHARE_BIN: &str = proto::UNSHARE_HELPER_NAME;
 
 /// Finds a helper binary next to our own executable, then in `../libexec/rootlesskit/`.
 pub fn find_helper(name: &str) -> Result<PathBuf, String> {
     let exe = std::fs::read_link("/proc/self/exe")
-        .map_err(|e| format!("cannot find our own executable: {}", io_text(&e)))?;
+        .map_err(|e| format!("cannot find our own executable: {}", sys::errno::text(&e)))?;
     let dir = exe.parent().unwrap_or(Path::new("/"));
     let candidates = [
         dir.join(name),
@@ -251,9 +250,9 @@ impl<'a> Session<'a> {
         sigfd: &'a OwnedFd,
     ) -> Result<Session<'a>, String> {
         let (sock, child_sock) = UnixStream::pair()
-            .map_err(|e| format!("failed to create a socket pair: {}", io_text(&e)))?;
+            .map_err(|e| format!("failed to create a socket pair: {}", sys::errno::text(&e)))?;
         let (go_r, go_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| format!("failed to create a pipe: {}", io_text(&e.into())))?;
+            .map_err(|e| format!("failed to create a pipe: {}", sys::errno::text(e)))?;
         let listen = listen_fds();
         let nfds = listen.map(|(n, _)| n).unwrap_or(0);
         let proto_fd: RawFd = 3 + nfds;
@@ -268,7 +267,7 @@ impl<'a> Session<'a> {
         );
         let env = child_env(state.given_path(), notify.as_ref().map(|n| n.path()));
         let mut cmd = Command::new(helper, &argv, env)
-            .map_err(|e| format!("failed to start the child: {}", io_text(&e)))?;
+            .map_err(|e| format!("failed to start the child: {}", sys::errno::text(&e)))?;
         let mut clone_flags = (g::CLONE_NEWUSER | g::CLONE_NEWNS) as u64;
         if cfg.pidns {
             clone_flags |= g::CLONE_NEWPID as u64;
@@ -295,10 +294,13 @@ impl<'a> Session<'a> {
             cmd.keep_fd(fd);
         }
         let mut started = cmd.spawn().map_err(|e| start_error(helper, &e))?;
-        let pidfd = started.pidfd.try_clone().map_err(|e| io_text(&e))?;
+        let pidfd = started
+            .pidfd
+            .try_clone()
+            .map_err(|e| sys::errno::text(&e))?;
         let pid = started.pid;
         let kill_and_reap = |msg: String| {
-            let _ = sys::pidfd_send_signal(&pidfd, g::SIGKILL);
+            let _ = sys::signal::pidfd_send_signal(&pidfd, g::SIGKILL);
             let _ = rustix::process::waitpid(
                 rustix::process::Pid::from_raw(pid),
                 rustix::process::WaitOptions::empty(),
@@ -312,17 +314,21 @@ impl<'a> Session<'a> {
         if let Err(e) = rustix::io::write(&go_w, &[1]) {
             return Err(kill_and_reap(format!(
                 "failed to start the child: {}",
-                io_text(&e.into())
+                sys::errno::text(e)
             )));
         }
         drop(go_w);
         if let Err(e) = started.wait_exec() {
             let what = match e.stage {
                 Stage::Exec | Stage::Go => {
-                    format!("fork/exec {}: {}", helper.display(), io_text(&e.error))
+                    format!(
+                        "fork/exec {}: {}",
+                        helper.display(),
+                        sys::errno::text(&e.error)
+                    )
                 }
-                Stage::Unshare => format!("unshare: {}", io_text(&e.error)),
-                Stage::Setup => io_text(&e.error),
+                Stage::Unshare => format!("unshare: {}", sys::errno::text(&e.error)),
+                Stage::Setup => sys::errno::text(&e.error),
             };
             return Err(kill_and_reap(format!("failed to start the child: {what}")));
         }
@@ -447,10 +453,9 @@ impl<'a> Session<'a> {
         }
         if let Some(ports) = &self.ports {
             // From now on the child answers connect requests on this socket.
-            let sock = self
-                .sock
-                .try_clone()
-                .map_err(|e| Abort::Error("parent", format!("port driver: {}", io_text(&e))))?;
+            let sock = self.sock.try_clone().map_err(|e| {
+                Abort::Error("parent", format!("port driver: {}", sys::errno::text(&e)))
+            })?;
             ports.attach_child(sock);
         }
         Ok(())
@@ -477,9 +482,9 @@ impl<'a> Session<'a> {
                 // Only a signal that ends the setup may interrupt the driver's start (which
                 // cannot resume after it): the others (SIGCHLD of its own helpers, SIGWINCH…)
                 // stay pending until the mask is whole again.
-                let _ = sys::set_signalfd_mask(self.sigfd, setup_interrupts());
+                let _ = sys::signal::set_signalfd_mask(self.sigfd, setup_interrupts());
                 let started = driver.start(target, &watch);
-                let _ = sys::set_signalfd_mask(self.sigfd, child::signals::handled());
+                let _ = sys::signal::set_signalfd_mask(self.sigfd, sys::signal::handled());
                 let prepared = match started {
                     Ok(p) => p,
                     Err(net::StartError::Interrupted) => return Err(self.interrupted()),
@@ -606,7 +611,7 @@ impl<'a> Session<'a> {
                 )
             };
             if sig_ready {
-                if let Ok(info) = sys::read_signal(self.sigfd)
+                if let Ok(info) = sys::signal::read_signal(self.sigfd)
                     && terminates_setup(info.signo)
                 {
                     return Err(Abort::Signal(info.signo));
@@ -649,7 +654,7 @@ impl<'a> Session<'a> {
         let pending =
             matches!(poll(&mut fds, Some(&rustix::event::Timespec::default())), Ok(n) if n > 0);
         if pending
-            && let Ok(info) = sys::read_signal(self.sigfd)
+            && let Ok(info) = sys::signal::read_signal(self.sigfd)
             && terminates_setup(info.signo)
         {
             return Abort::Signal(info.signo);
@@ -707,7 +712,7 @@ impl<'a> Session<'a> {
 
     fn abort(mut self, why: Abort) -> Outcome {
         if self.reaped.is_none() {
-            let _ = sys::pidfd_send_signal(&self.pidfd, g::SIGKILL);
+            let _ = sys::signal::pidfd_send_signal(&self.pidfd, g::SIGKILL);
             self.reap_blocking();
         }
         match why {
@@ -742,7 +747,7 @@ impl<'a> Session<'a> {
     /// After the handshake: serve the API and forward signals to the child until it exits.
     fn supervise(mut self) -> Outcome {
         // From here on we only supervise: let the setup code leave memory.
-        sys::page_out_own_image();
+        sys::mem::page_out_own_image();
         let ep = match self.supervision_set() {
             Ok(ep) => ep,
             Err(e) => return Outcome::parent_error(e),
@@ -779,10 +784,10 @@ impl<'a> Session<'a> {
             for ev in &events[..n] {
                 match ev.data.u64() {
                     SIGNAL => {
-                        if let Ok(info) = sys::read_signal(self.sigfd)
-                            && signals::is_forwarded(info.signo)
+                        if let Ok(info) = sys::signal::read_signal(self.sigfd)
+                            && signal::is_forwarded(info.signo)
                         {
-                            let _ = sys::pidfd_send_signal(&self.pidfd, info.signo);
+                            let _ = sys::signal::pidfd_send_signal(&self.pidfd, info.signo);
                         }
                     }
                     CHILD => child_exited = true,
@@ -831,7 +836,7 @@ impl<'a> Session<'a> {
     /// The one epoll set the supervision loop waits on: signals, the child's pidfd, the network
     /// driver's exit, the port driver's two sets and the API server's set, each registered once.
     fn supervision_set(&self) -> Result<OwnedFd, String> {
-        let fail = |e: rustix::io::Errno| format!("epoll: {}", io_text(&e.into()));
+        let fail = |e: rustix::io::Errno| format!("epoll: {}", sys::errno::text(e));
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(fail)?;
         let add = |fd: BorrowedFd<'_>, tag: u64| {
             epoll::add(
@@ -880,9 +885,9 @@ fn terminates_setup(sig: u32) -> bool {
 }
 
 /// The handled signals that [`terminates_setup`] says abort it.
-fn setup_interrupts() -> sys::SigSet {
-    let all = child::signals::handled();
-    sys::SigSet((1..=64u32).fold(0, |m, sig| {
+fn setup_interrupts() -> sys::signal::SigSet {
+    let all = sys::signal::handled();
+    sys::signal::SigSet((1..=64u32).fold(0, |m, sig| {
         if all.contains(sig) && terminates_setup(sig) {
             m | 1 << (sig - 1)
         } else {
@@ -901,12 +906,12 @@ fn new_netns(cfg: &Config) -> bool {
 /// lives: `/proc/<pid>/root<state>/netns` (`state` is absolute).
 fn detached_netns_path(pid: i32, state: &Path) -> PathBuf {
     let mut p = OsString::from(format!("/proc/{pid}/root"));
-    p.push(state.join(child::detach::FILE_NAME).as_os_str());
+    p.push(state.join(proto::NETNS_FILE_NAME).as_os_str());
     PathBuf::from(p)
 }
 
 fn start_error(helper: &Path, e: &std::io::Error) -> String {
-    let mut msg = format!("failed to start the child: {}", io_text(e));
+    let mut msg = format!("failed to start the child: {}", sys::errno::text(e));
     if e.raw_os_error() == Some(linux_raw_sys::errno::EACCES as i32) {
         if let Ok(s) =
             std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
@@ -916,7 +921,7 @@ fn start_error(helper: &Path, e: &std::io::Error) -> String {
         }
         msg = format!(
             "failed to start the child: fork/exec /proc/self/exe: {}",
-            io_text(e)
+            sys::errno::text(e)
         );
     }
     msg

@@ -53,7 +53,11 @@ impl StateDir {
                             .mode(0o755)
                             .create(&given)
                             .map_err(|e| {
-                                format!("failed to create {}: {}", given.display(), errno_text(&e))
+                                format!(
+                                    "failed to create {}: {}",
+                                    given.display(),
+                                    sys::errno::text(&e)
+                                )
                             })?;
                     }
                     // A link someone else put there could point at any directory of ours,
@@ -75,7 +79,7 @@ impl StateDir {
                     format!(
                         "state dir is inaccessible: {}: {}",
                         given.display(),
-                        errno_text(&e)
+                        sys::errno::text(&e)
                     )
                 })?;
                 check_private(&given, &real)?;
@@ -118,7 +122,7 @@ impl StateDir {
                 return Err(format!(
                     "state dir is inaccessible: {}: {}",
                     dir.path.display(),
-                    errno_text(&e.into())
+                    sys::errno::text(e)
                 ));
             }
         }
@@ -148,7 +152,7 @@ impl StateDir {
             format!(
                 "failed to open {}: {}",
                 lock_path.display(),
-                errno_text(&e.into())
+                sys::errno::text(e)
             )
         })?;
         flock(&fd, FlockOperation::NonBlockingLockExclusive).map_err(|_| {
@@ -161,8 +165,13 @@ impl StateDir {
     }
 
     fn wipe_except_lock(&self) -> Result<(), String> {
-        let entries = fs::read_dir(&self.path)
-            .map_err(|e| format!("failed to read {}: {}", self.path.display(), errno_text(&e)))?;
+        let entries = fs::read_dir(&self.path).map_err(|e| {
+            format!(
+                "failed to read {}: {}",
+                self.path.display(),
+                sys::errno::text(&e)
+            )
+        })?;
         for entry in entries.flatten() {
             if entry.file_name() == "lock" {
                 continue;
@@ -172,7 +181,7 @@ impl StateDir {
                 Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
                 _ => fs::remove_file(&p),
             };
-            r.map_err(|e| format!("failed to remove {}: {}", p.display(), errno_text(&e)))?;
+            r.map_err(|e| format!("failed to remove {}: {}", p.display(), sys::errno::text(&e)))?;
         }
         Ok(())
     }
@@ -186,9 +195,9 @@ impl StateDir {
             .custom_flags(OFlags::NOFOLLOW.bits() as i32)
             .mode(0o444)
             .open(&p)
-            .map_err(|e| format!("failed to write {}: {}", p.display(), errno_text(&e)))?;
+            .map_err(|e| format!("failed to write {}: {}", p.display(), sys::errno::text(&e)))?;
         f.write_all(pid.to_string().as_bytes())
-            .map_err(|e| format!("failed to write {}: {}", p.display(), errno_text(&e)))
+            .map_err(|e| format!("failed to write {}: {}", p.display(), sys::errno::text(&e)))
     }
 
     /// Removes the directory and everything in it, then releases the locks.
@@ -212,7 +221,7 @@ impl StateDir {
             Err(e) => Err(format!(
                 "failed to remove {}: {}",
                 self.path.display(),
-                errno_text(&e)
+                sys::errno::text(&e)
             )),
         }
     }
@@ -234,7 +243,7 @@ fn check_private(given: &Path, real: &Path) -> Result<(), String> {
         format!(
             "state dir is inaccessible: {}: {}",
             given.display(),
-            errno_text(&e.into())
+            sys::errno::text(e)
         )
     })?;
     let euid = rustix::process::geteuid().as_raw();
@@ -259,8 +268,12 @@ fn absolute(p: &Path) -> Result<PathBuf, String> {
     if p.is_absolute() {
         return Ok(clean(p));
     }
-    let cwd = std::env::current_dir()
-        .map_err(|e| format!("failed to get the current directory: {}", errno_text(&e)))?;
+    let cwd = std::env::current_dir().map_err(|e| {
+        format!(
+            "failed to get the current directory: {}",
+            sys::errno::text(&e)
+        )
+    })?;
     Ok(clean(&cwd.join(p)))
 }
 
@@ -298,7 +311,7 @@ fn make_temp_dir() -> Result<PathBuf, String> {
                 return Err(format!(
                     "creating a state directory: mkdir {}: {}",
                     p.display(),
-                    errno_text(&e)
+                    sys::errno::text(&e)
                 ));
             }
         }
@@ -323,8 +336,6 @@ fn random_seed() -> u64 {
         .unwrap_or(0);
     t ^ (std::process::id() as u64) << 32
 }
-
-use child::errno::io_text as errno_text;
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,14 @@ use std::io::{self, Read, Write};
 
 pub mod vmnet;
 
+/// The file in the state dir on which `--detach-netns` pins the detached network namespace.
+pub const NETNS_FILE_NAME: &str = "netns";
+/// argv\[0] of the helper that makes that namespace (`rootlesskit-unshare`), and its name in
+/// messages; the parent also runs it for `rootlessctl exec` and lxc-user-nic.
+pub const UNSHARE_HELPER_NAME: &str = "rootlesskit-unshare";
+/// The socket vpnkit serves in the state dir (`vpnkit --ethernet <statedir>/<this>`).
+pub const VPNKIT_SOCKET_NAME: &str = "vpnkit-ethernet.sock";
+
 /// The first two bytes of every frame: `RK` in little-endian order.
 pub const MAGIC: u16 = u16::from_le_bytes(*b"RK");
 /// Protocol version; both ends are always built from the same tree, so any other value is a bug

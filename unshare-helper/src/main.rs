@@ -18,9 +18,11 @@
 //! `rootlessctl exec` runs it as `rootlesskit-unshare --exec STATEDIR -- CMD...` (the
 //! namespace code lives here, not in `rootlessctl`, which has no room for it in its size budget):
 //! it enters the running instance's namespaces and runs the command there
-//! ([`child::enter`]); its errors are `rootlessctl`'s, `error: <text>`.
+//! ([`crate::enter`]); its errors are `rootlessctl`'s, `error: <text>`.
 //!
 //! Errors are one line, `[rootlesskit:unshare] error: <text>`, and exit status 1.
+
+mod enter;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -96,7 +98,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String> {
         _ => {
             return Err(format!(
                 "unexpected argument {}; {USAGE}",
-                child::golang::quote(first.as_encoded_bytes())
+                sys::golang::quote(first.as_encoded_bytes())
             ));
         }
     };
@@ -104,7 +106,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String> {
         None => Ok(action),
         Some(extra) => Err(format!(
             "unexpected argument {}; {USAGE}",
-            child::golang::quote(extra.as_encoded_bytes())
+            sys::golang::quote(extra.as_encoded_bytes())
         )),
     }
 }
@@ -115,14 +117,14 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String> {
 /// `failed to unshare the network namespace: <errno>`, `failed to bring up lo: <errno>` or
 /// `failed to create bind mount on <target>: <errno>`.
 fn net_bind(target: &Path) -> Result<(), String> {
-    child::sys::unshare(UnshareFlags::NEWNET).map_err(|e| {
+    sys::process::unshare(UnshareFlags::NEWNET).map_err(|e| {
         format!(
             "failed to unshare the network namespace: {}",
-            child::errno::io_text(&e)
+            sys::errno::text(&e)
         )
     })?;
-    child::netlink::loopback_up().map_err(|e| e.to_string())?;
-    child::mount::bind_file(Path::new(OWN_NETNS), target).map_err(|e| e.to_string())
+    sys::netlink::loopback_up().map_err(|e| e.to_string())?;
+    sys::mount::bind_file(Path::new(OWN_NETNS), target).map_err(|e| e.to_string())
 }
 
 /// Joins `userns`, then `netns` (opened first, from outside), reports on descriptor 3 and waits
@@ -136,7 +138,7 @@ fn hold_net(userns: &Path, netns: &Path) -> Result<(), String> {
     use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
     let open = |p: &Path| {
         rustix::fs::open(p, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| format!("open {}: {}", p.display(), child::mount::errno_text(e)))
+            .map_err(|e| format!("open {}: {}", p.display(), sys::errno::text(e)))
     };
     let (user, net) = (open(userns)?, open(netns)?);
     for (fd, kind, path) in [
@@ -147,7 +149,7 @@ fn hold_net(userns: &Path, netns: &Path) -> Result<(), String> {
             format!(
                 "failed to enter {}: {}",
                 path.display(),
-                child::mount::errno_text(e)
+                sys::errno::text(e)
             )
         })?;
     }
@@ -157,9 +159,8 @@ fn hold_net(userns: &Path, netns: &Path) -> Result<(), String> {
     if rustix::process::getppid().is_none() {
         return Err("rootlesskit is gone".into());
     }
-    child::sys::write_raw(3, b"1")
-        .map_err(|e| format!("write to fd 3: {}", child::errno::io_text(&e)))?;
-    child::sys::close_raw(3);
+    sys::fd::write_raw(3, b"1").map_err(|e| format!("write to fd 3: {}", sys::errno::text(&e)))?;
+    sys::fd::close_raw(3);
     loop {
         let _ = rustix::event::poll(&mut [], None);
     }
@@ -182,9 +183,9 @@ fn main() {
         Ok(Action::NetBind(target)) => net_bind(&target),
         Ok(Action::HoldNet(userns, netns)) => hold_net(&userns, &netns),
         Ok(Action::Exec(dir, argv)) => {
-            let code = match child::enter::exec(&dir, &argv) {
+            let code = match crate::enter::exec(&dir, &argv) {
                 Ok(code) => code,
-                Err(child::enter::Failed(msg, code)) => {
+                Err(crate::enter::Failed(msg, code)) => {
                     let _ = writeln!(std::io::stderr(), "error: {msg}");
                     code
                 }

@@ -187,7 +187,7 @@ pub fn check_rust(rel: &str, text: &str) -> Vec<Violation> {
 
     let krate = rel.split('/').next().unwrap_or("");
     let runtime = RUNTIME_CRATES.contains(&krate);
-    let in_sys = runtime && rel.starts_with(&format!("{krate}/src/sys/"));
+    let in_sys = rel.starts_with("sys/src/");
     let code = mask(text);
     let raw_lines: Vec<&str> = text.lines().collect();
 
@@ -207,8 +207,7 @@ pub fn check_rust(rel: &str, text: &str) -> Vec<Violation> {
         } else if !in_sys {
             report(
                 line,
-                "`unsafe` outside a runtime crate's src/sys/ directory (move it into a sys module)"
-                    .into(),
+                "`unsafe` outside the sys crate (move it into a sys module)".into(),
             );
         }
         if block && !has_safety_comment(&raw_lines, line - 1) {
@@ -584,8 +583,7 @@ mod tests {
     }
 
     const NO_DOC: &str = "file does not start with a `//!` line saying what it owns";
-    const OUTSIDE: &str =
-        "`unsafe` outside a runtime crate's src/sys/ directory (move it into a sys module)";
+    const OUTSIDE: &str = "`unsafe` outside the sys crate (move it into a sys module)";
     const NO_SAFETY: &str = "`unsafe` block without a `// SAFETY:` comment in the 3 lines above";
     const COMMAND: &str =
         "`std::process::Command` outside parent/src/exec.rs (only exec.rs runs programs)";
@@ -603,23 +601,24 @@ mod tests {
     #[test]
     fn unsafe_placement_and_safety_comments() {
         let ok = "//! Sys.\nfn f() {\n    // SAFETY: fd is open.\n    unsafe { g() }\n}\n";
-        check("child/src/sys/fd.rs", ok, &[]);
-        check("child/src/sys/nested/fd.rs", ok, &[]);
+        check("sys/src/fd.rs", ok, &[]);
+        check("sys/src/nested/fd.rs", ok, &[]);
+        check("child/src/sys/fd.rs", ok, &[(4, OUTSIDE)]);
         check("child/src/fd.rs", ok, &[(4, OUTSIDE)]);
         check("xtask/src/sys/fd.rs", ok, &[(4, OUTSIDE)]);
         check("ci/src/lib.rs", ok, &[(4, OUTSIDE)]);
         let far = "//! Sys.\n// SAFETY: too far.\n\n\n\nunsafe { g() }\n";
-        check("proto/src/sys/a.rs", far, &[(6, NO_SAFETY)]);
+        check("sys/src/a.rs", far, &[(6, NO_SAFETY)]);
         let three = "//! Sys.\n// SAFETY: three lines up.\nlet x =\n    y;\nunsafe { g() }\n";
-        check("proto/src/sys/a.rs", three, &[]);
+        check("sys/src/a.rs", three, &[]);
         let long = "//! Sys.\n// SAFETY: a long argument\n// that goes on\n// and on\n// and on.\nunsafe { g() }\n";
-        check("proto/src/sys/a.rs", long, &[]);
+        check("sys/src/a.rs", long, &[]);
         let none = "//! Sys.\nfn f() { unsafe { g() } }\n";
-        check("proto/src/sys/a.rs", none, &[(2, NO_SAFETY)]);
+        check("sys/src/a.rs", none, &[(2, NO_SAFETY)]);
         check("proto/src/a.rs", none, &[(2, OUTSIDE), (2, NO_SAFETY)]);
-        // Functions, impls, externs and attributes need no SAFETY comment but stay in sys/.
+        // Functions, impls, externs and attributes need no SAFETY comment but stay in the sys crate.
         let decls = "//! Sys.\npub unsafe fn f() {}\nunsafe impl Send for X {}\n#[unsafe(no_mangle)]\nfn g() {}\n";
-        check("unshare-helper/src/sys/a.rs", decls, &[]);
+        check("sys/src/a.rs", decls, &[]);
         check(
             "unshare-helper/src/a.rs",
             decls,

@@ -8,8 +8,6 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use child::errno::io_text;
-
 use crate::api::Info;
 use crate::api::http::{self, ClientResponse};
 use crate::api::json;
@@ -36,7 +34,7 @@ impl Client {
     /// `stat /x/api.sock: no such file or directory`.
     pub fn new(socket: &Path) -> Result<Client, String> {
         std::fs::metadata(socket)
-            .map_err(|e| format!("stat {}: {}", socket.display(), io_text(&e)))?;
+            .map_err(|e| format!("stat {}: {}", socket.display(), sys::errno::text(&e)))?;
         Ok(Client {
             socket: socket.to_path_buf(),
             timeout: None,
@@ -64,13 +62,20 @@ impl Client {
             _ => "Get",
         };
         let url = format!("http://rootlesskit{path}");
-        let fail = |cause: &str| format!("{op} {}: {cause}", child::golang::quote(url.as_bytes()));
+        let fail = |cause: &str| format!("{op} {}: {cause}", sys::golang::quote(url.as_bytes()));
         let sock = self.socket.display();
         let io_fail = |what: &str, e: std::io::Error| {
-            fail(&format!("{what} unix {sock}: {what}: {}", io_text(&e)))
+            fail(&format!(
+                "{what} unix {sock}: {what}: {}",
+                sys::errno::text(&e)
+            ))
         };
-        let mut stream = UnixStream::connect(&self.socket)
-            .map_err(|e| fail(&format!("dial unix {sock}: connect: {}", io_text(&e))))?;
+        let mut stream = UnixStream::connect(&self.socket).map_err(|e| {
+            fail(&format!(
+                "dial unix {sock}: connect: {}",
+                sys::errno::text(&e)
+            ))
+        })?;
         if self.timeout.is_some() {
             let _ = stream.set_read_timeout(self.timeout);
             let _ = stream.set_write_timeout(self.timeout);
@@ -152,7 +157,7 @@ pub fn status_error(status: u16, body: &[u8]) -> String {
     format!(
         "unexpected HTTP status {}, body={}",
         http::reason(status),
-        child::golang::quote(body)
+        sys::golang::quote(body)
     )
 }
 

@@ -258,7 +258,7 @@ fn quote_char(c: u8) -> String {
         0xad => "\\u00ad".to_string(),
         // A byte becomes the rune U+0000..U+00FF, quoted as Go's strconv.Quote does.
         _ => {
-            let q = child::golang::quote((c as char).encode_utf8(&mut [0; 4]).as_bytes());
+            let q = sys::golang::quote((c as char).encode_utf8(&mut [0; 4]).as_bytes());
             q[1..q.len() - 1].to_string()
         }
     };

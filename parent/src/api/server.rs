@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use child::errno::io_text;
 use rustix::event::{PollFd, PollFlags, Timespec, epoll, poll};
 use rustix::net::SendFlags;
 
@@ -157,7 +156,13 @@ fn remove_port(backend: &Backend, id_text: &str) -> Response {
 /// Go's form: `listen unix /x/api.sock: bind: invalid argument` (the path is too long for a
 /// socket address), `…: bind: permission denied`.
 pub fn listen(path: &Path) -> Result<UnixListener, String> {
-    let fail = |e: &io::Error| format!("listen unix {}: bind: {}", path.display(), io_text(e));
+    let fail = |e: &io::Error| {
+        format!(
+            "listen unix {}: bind: {}",
+            path.display(),
+            sys::errno::text(e)
+        )
+    };
     let name = path.file_name().map(OsStrExt::as_bytes).unwrap_or_default();
     // sun_path holds 108 bytes including the terminating NUL.
     if name.is_empty() || path.as_os_str().len() >= 108 {
@@ -228,7 +233,7 @@ pub fn spawn(path: &Path, backend: Backend) -> Result<Handle, String> {
 pub fn spawn_with(path: &Path, backend: Backend, config: Config) -> Result<Handle, String> {
     let listener = listen(path)?;
     let (stop_rd, stop_wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| format!("cannot start the API thread: {}", io_text(&e.into())))?;
+        .map_err(|e| format!("cannot start the API thread: {}", sys::errno::text(e)))?;
     let mut server = Server::new(listener, backend, config).inspect_err(|_| {
         let _ = std::fs::remove_file(path);
     })?;
@@ -242,7 +247,7 @@ pub fn spawn_with(path: &Path, backend: Backend, config: Config) -> Result<Handl
         })
         .map_err(|e| {
             let _ = std::fs::remove_file(path);
-            format!("cannot start the API thread: {}", io_text(&e))
+            format!("cannot start the API thread: {}", sys::errno::text(&e))
         })?;
     Ok(Handle {
         stop: Some(stop_wr),
@@ -288,7 +293,7 @@ impl Server {
         mut config: Config,
     ) -> Result<Server, String> {
         config.max_conns = config.max_conns.clamp(1, MAX_CONNS);
-        let fail = |e: rustix::io::Errno| format!("API server: {}", io_text(&e.into()));
+        let fail = |e: rustix::io::Errno| format!("API server: {}", sys::errno::text(e));
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(fail)?;
         epoll::add(
             &epoll,
@@ -325,7 +330,7 @@ impl Server {
             match poll(&mut fds, timeout.as_ref()) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(format!("poll: {}", io_text(&e.into()))),
+                Err(e) => return Err(format!("poll: {}", sys::errno::text(e))),
             }
             if !fds[0].revents().is_empty() {
                 return Ok(());

@@ -172,7 +172,7 @@ fn next_flag(
         (Some(false), Some(v)) if parse_bool(&v.to_string_lossy()).is_none() => Err(Usage(
             format!(
                 "invalid boolean value {} for -{name}: parse error",
-                child::golang::quote(v.as_bytes())
+                sys::golang::quote(v.as_bytes())
             ),
             1,
         )),
@@ -345,7 +345,7 @@ fn run(
 /// `../libexec/rootlesskit/`), which replaces us, so the command's exit code and signals are
 /// ours; it has the room in its size budget that we lack. Returns only on failure.
 fn exec_helper(dir: &Path, argv: Vec<OsString>) -> String {
-    use child::sys::{CStrVec, execve};
+    use sys::process::{CStrVec, execve};
     const HELPER: &str = parent::run::UNSHARE_BIN;
     let mut args: Vec<OsString> = vec![HELPER.into(), "--exec".into(), dir.into(), "--".into()];
     args.extend(argv);
@@ -370,7 +370,7 @@ fn exec_helper(dir: &Path, argv: Vec<OsString>) -> String {
         };
         let e = execve(&path, &args, &env);
         if e.kind() != std::io::ErrorKind::NotFound {
-            return format!("exec {}: {}", c.display(), child::errno::io_text(&e));
+            return format!("exec {}: {}", c.display(), sys::errno::text(&e));
         }
     }
     format!(

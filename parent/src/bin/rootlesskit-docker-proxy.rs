@@ -258,10 +258,9 @@ fn real_proxy_args(flags: &Flags, child_ip: &str) -> Vec<OsString> {
 
 /// The whole run; returns the exit code.
 fn run(args: &[OsString]) -> i32 {
-    use child::sys;
     // Docker stops the proxy with SIGINT; block it (and SIGTERM) at once so that neither is
     // lost or acts by default before the port is removed again.
-    let stop = sys::SigSet((1 << (2 - 1)) | (1 << (15 - 1)));
+    let stop = sys::signal::SigSet((1 << (2 - 1)) | (1 << (15 - 1)));
     let flags = match parse_flags(args) {
         Ok(Action::Proxy(f)) => f,
         Ok(Action::Help) => {
@@ -281,8 +280,8 @@ fn run(args: &[OsString]) -> i32 {
         Err(e) => return fail(None, &e),
     };
     // Taken before anything else can be opened at number 3.
-    let status = sys::adopt_inherited_fd(STATUS_FD).ok();
-    let sigfd = match sys::block_signals(stop).and_then(|()| sys::signalfd(stop)) {
+    let status = sys::fd::adopt_inherited_fd(STATUS_FD).ok();
+    let sigfd = match sys::signal::block_signals(stop).and_then(|()| sys::signal::signalfd(stop)) {
         Ok(fd) => fd,
         Err(e) => return fail(status, &format!("failed to set up signal handling: {e}")),
     };
@@ -338,7 +337,7 @@ fn serve(
             return Err(format!(
                 "exec {}: {}",
                 exe.display(),
-                exec::errno_text(&err)
+                sys::errno::text(&err)
             ));
         }
         Plan::Ignore(warning) => {
@@ -382,8 +381,8 @@ fn serve(
             return Err(format!("error while starting {REAL_PROXY}: {e}"));
         }
     };
-    let waited = child::sys::read_signal(sigfd);
-    let killed = child::sys::pidfd_send_signal(&pidfd, 9);
+    let waited = sys::signal::read_signal(sigfd);
+    let killed = sys::signal::pidfd_send_signal(&pidfd, 9);
     let _ = rustix::process::waitpid(
         rustix::process::Pid::from_raw(pid),
         rustix::process::WaitOptions::empty(),

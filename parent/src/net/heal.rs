@@ -86,7 +86,7 @@ impl Healer {
         netns: Option<PathBuf>,
         state_dir: PathBuf,
     ) -> Result<Healer, String> {
-        let fail = |what: &str, e: Errno| format!("{what}: {}", crate::exec::errno_text(&e.into()));
+        let fail = |what: &str, e: Errno| format!("{what}: {}", sys::errno::text(e));
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(|e| fail("epoll", e))?;
         let timer = timerfd_create(
             TimerfdClockId::Monotonic,
@@ -270,7 +270,7 @@ impl Healer {
             warn(&format!(
                 "restarting network driver {} failed: epoll: {}",
                 driver.name(),
-                crate::exec::errno_text(&e.into())
+                sys::errno::text(e)
             ));
             self.forget(driver);
             driver.stop();

@@ -69,11 +69,11 @@ impl Running {
         args: &[OsString],
         extra: Vec<(OwnedFd, RawFd)>,
     ) -> Result<Running, String> {
-        let sys = |e: Errno| exec::errno_text(&e.into());
+        let sys = |e: Errno| sys::errno::text(e);
         let log = rustix::fs::memfd_create("driver-output", rustix::fs::MemfdFlags::CLOEXEC)
             .map_err(sys)?;
-        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| exec::errno_text(&e));
-        let devnull = std::fs::File::open("/dev/null").map_err(|e| exec::errno_text(&e))?;
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| sys::errno::text(&e));
+        let devnull = std::fs::File::open("/dev/null").map_err(|e| sys::errno::text(&e))?;
         let mut fds = vec![
             (OwnedFd::from(devnull), 0),
             (dup(&log)?, 1),
@@ -132,10 +132,7 @@ impl Running {
                 Ok(_) => {}
                 Err(Errno::INTR) => continue,
                 Err(e) => {
-                    return Err(Wait::Failed(format!(
-                        "poll: {}",
-                        exec::errno_text(&e.into())
-                    )));
+                    return Err(Wait::Failed(format!("poll: {}", sys::errno::text(e))));
                 }
             }
             let exited = !fds[0].revents().is_empty();

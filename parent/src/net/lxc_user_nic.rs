@@ -106,7 +106,7 @@ impl LxcUserNic {
 fn start_holder(helper: &Path, child_pid: i32, netns: &Path) -> Result<(i32, OwnedFd), String> {
     let fail = |e: String| format!("cannot enter the detached network namespace: {e}");
     let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| fail(exec::errno_text(&e.into())))?;
+        .map_err(|e| fail(sys::errno::text(e)))?;
     let args = [
         OsString::from("--hold-net"),
         format!("/proc/{child_pid}/ns/user").into(),
@@ -130,7 +130,7 @@ fn start_holder(helper: &Path, child_pid: i32, netns: &Path) -> Result<(i32, Own
 
 /// Kills and reaps the holder.
 fn stop_holder(pid: i32, pidfd: &OwnedFd) {
-    let _ = child::sys::pidfd_send_signal(pidfd, linux_raw_sys::general::SIGKILL);
+    let _ = sys::signal::pidfd_send_signal(pidfd, linux_raw_sys::general::SIGKILL);
     let _ = rustix::process::waitpid(
         rustix::process::Pid::from_raw(pid),
         rustix::process::WaitOptions::empty(),

@@ -339,9 +339,8 @@ impl Pasta {
     /// Makes the FIFO at `path` (replacing a stale file) and opens its read end, non-blocking so
     /// that neither the open nor a read waits for pasta.
     fn open_fifo(path: &Path) -> Result<OwnedFd, String> {
-        let sys = |what: &str, e: Errno| {
-            format!("{what} {}: {}", path.display(), exec::errno_text(&e.into()))
-        };
+        let sys =
+            |what: &str, e: Errno| format!("{what} {}: {}", path.display(), sys::errno::text(e));
         let _ = std::fs::remove_file(path);
         rustix::fs::mknodat(CWD, path, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0)
             .map_err(|e| sys("mkfifo", e))?;
@@ -415,10 +414,7 @@ fn read_pid_line(fifo: &OwnedFd, got: &mut Vec<u8>) -> Result<Readiness, String>
             })
         }
         Err(Errno::INTR) | Err(Errno::AGAIN) => Ok(Readiness::NotYet),
-        Err(e) => Err(format!(
-            "reading the pid of pasta: {}",
-            exec::errno_text(&e.into())
-        )),
+        Err(e) => Err(format!("reading the pid of pasta: {}", sys::errno::text(e))),
     }
 }
 

@@ -5,8 +5,6 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::exec::errno_text;
-
 /// `resolv.conf` for `dns`: one `nameserver <ip>` line per server, in order.
 pub fn resolv_conf(dns: &[String]) -> String {
     dns.iter().map(|ip| format!("nameserver {ip}\n")).collect()
@@ -33,8 +31,8 @@ fn hosts_bytes(host_etc_hosts: &[u8], hostname: &str) -> Vec<u8> {
 /// # Errors
 /// `open /etc/hosts: <errno>` or `writing <path>: <errno>`.
 pub fn write_files(state_dir: &Path, dns: &[String]) -> Result<(), String> {
-    let etc_hosts =
-        std::fs::read("/etc/hosts").map_err(|e| format!("open /etc/hosts: {}", errno_text(&e)))?;
+    let etc_hosts = std::fs::read("/etc/hosts")
+        .map_err(|e| format!("open /etc/hosts: {}", sys::errno::text(&e)))?;
     let uname = rustix::system::uname();
     let hostname = uname.nodename().to_string_lossy();
     write_0644(
@@ -65,7 +63,7 @@ pub fn write_resolv_conf(state_dir: &Path, dns: &[String]) -> Result<(), String>
 
 /// Writes `data` to a file `path` made now (`new`) or already there, never through a symlink.
 fn write_0644(path: &Path, data: &[u8], new: bool) -> Result<(), String> {
-    let fail = |e: std::io::Error| format!("writing {}: {}", path.display(), errno_text(&e));
+    let fail = |e: std::io::Error| format!("writing {}: {}", path.display(), sys::errno::text(&e));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(new)

@@ -325,7 +325,7 @@ impl Slirp4netns {
         let shown = command_text(&plan.binary, &args);
         let executing = |e: String| failed(format!("executing {shown}: {e}"));
         let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| executing(exec::errno_text(&e.into())))?;
+            .map_err(|e| executing(sys::errno::text(e)))?;
         self.running =
             Some(Running::start(&plan.binary, &args, vec![(ready_w, 3)]).map_err(executing)?);
         Ok((ready_r, shown))
@@ -363,7 +363,7 @@ fn read_ready_pipe(ready: &OwnedFd) -> Result<Readiness, String> {
         Err(Errno::INTR) | Err(Errno::AGAIN) => Ok(Readiness::NotYet),
         Err(e) => Err(format!(
             "failed to read from slirp4netns sync pipe: {}",
-            exec::errno_text(&e.into())
+            sys::errno::text(e)
         )),
     }
 }

@@ -69,7 +69,7 @@ impl Plan {
     pub fn args(&self, state_dir: &Path) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec![
             "--ethernet".into(),
-            state_dir.join(child::vpnkit::SOCKET_NAME).into(),
+            state_dir.join(proto::VPNKIT_SOCKET_NAME).into(),
             "--mtu".into(),
             self.mtu.to_string().into(),
         ];
@@ -145,14 +145,14 @@ impl Vpnkit {
         state_dir: &Path,
         watch: &[BorrowedFd<'_>],
     ) -> Result<Prepared, StartError> {
-        let socket = state_dir.join(child::vpnkit::SOCKET_NAME);
+        let socket = state_dir.join(proto::VPNKIT_SOCKET_NAME);
         let uuid = vmnet::uuid_v4(random16());
         let text = vmnet::uuid_text(&uuid);
         let mut tries = self.tries;
         let stream = loop {
             let last = match UnixStream::connect(&socket) {
                 Ok(s) => break Ok(s),
-                Err(e) => exec::errno_text(&e),
+                Err(e) => sys::errno::text(&e),
             };
             if tries == 0 {
                 break Err(format!(

@@ -384,7 +384,7 @@ fn out_of_fds(st: &mut State, epfd: &OwnedFd, pi: usize, now: Instant, e: Errno)
     st.warned_fds.warn(now, || {
         format!(
             "port driver: {}: {} forwarded connections, descriptor limit {}; new connections wait",
-            child::errno::describe(e.raw_os_error()),
+            sys::errno::text(e.raw_os_error()),
             st.pumps.len(),
             nofile_limit()
         )
@@ -506,7 +506,7 @@ impl Supply {
             proto: (i % 4) as u8,
             count: MAX_SOCKETS,
         });
-        if child::fdpass::send(sock, &want, &[]).is_err() {
+        if sys::fdpass::send(sock, &want, &[]).is_err() {
             self.lose_child();
             return;
         }
@@ -551,7 +551,7 @@ impl Supply {
             Ask::Batch(i) => i,
             Ask::Route { port, client } => {
                 let mut none = Vec::new();
-                match child::fdpass::recv(sock, &mut none) {
+                match sys::fdpass::recv(sock, &mut none) {
                     Ok(Msg::UdpRouted(r)) if none.is_empty() => self.routed(port, client, r.errno),
                     _ => self.lose_child(),
                 }
@@ -560,7 +560,7 @@ impl Supply {
         };
         let pool = &mut self.pools[i];
         let before = pool.fds.len();
-        match child::fdpass::recv(sock, &mut pool.fds) {
+        match sys::fdpass::recv(sock, &mut pool.fds) {
             Ok(Msg::SocketsMade(m)) if i % 4 >= 2 && m.count > 0 && m.transparent == 0 => {
                 // The child could not set up the routing for this family (it said why):
                 // these are plain sockets, which must not be bound to a foreign address.
@@ -612,7 +612,7 @@ impl Supply {
                 self.udp_transparent = false;
                 crate::warn(&format!(
                     "source IP transparent: UDP: {}; datagrams come from the child's own address",
-                    child::errno::describe(errno)
+                    sys::errno::text(errno)
                 ));
             }
             return;
@@ -668,7 +668,7 @@ impl Supply {
             port,
             addr,
         });
-        if child::fdpass::send(sock, &msg, &[]).is_err() {
+        if sys::fdpass::send(sock, &msg, &[]).is_err() {
             self.lose_child();
             return Err(EPIPE);
         }
@@ -1005,7 +1005,7 @@ fn listen_on(spec: &PortSpec, udp: bool) -> Result<OwnedFd, String> {
         format!(
             "listen {} {shown_host}:{port}: {what}: {}",
             spec.proto,
-            child::errno::describe(e.raw_os_error())
+            sys::errno::text(e.raw_os_error())
         )
     };
     let is4 = spec.proto.ends_with('4');
@@ -1216,7 +1216,7 @@ mod tests {
         let counter = asked.clone();
         std::thread::spawn(move || {
             let mut none = Vec::new();
-            while let Ok(Msg::SocketsWanted(w)) = child::fdpass::recv(&theirs, &mut none) {
+            while let Ok(Msg::SocketsWanted(w)) = sys::fdpass::recv(&theirs, &mut none) {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut fds: [Option<OwnedFd>; MAX_SOCKETS as usize] = Default::default();
                 let (count, errno) = match child::ports::make_sockets(&w, false, &mut fds) {
@@ -1229,7 +1229,7 @@ mod tests {
                     transparent: 0,
                     errno,
                 };
-                let _ = child::fdpass::send(&theirs, &Msg::SocketsMade(made), &out);
+                let _ = sys::fdpass::send(&theirs, &Msg::SocketsMade(made), &out);
             }
         });
         asked
@@ -1247,13 +1247,13 @@ mod tests {
         let log = seen.clone();
         std::thread::spawn(move || {
             let mut none = Vec::new();
-            while let Ok(Msg::UdpRoute(r)) = child::fdpass::recv(&theirs, &mut none) {
+            while let Ok(Msg::UdpRoute(r)) = sys::fdpass::recv(&theirs, &mut none) {
                 log.lock().unwrap().push((r.add, r.port, r.addr));
                 if r.add == 1 {
                     let routed = Msg::UdpRouted(proto::UdpRouted {
                         errno: answer(r.port),
                     });
-                    let _ = child::fdpass::send(&theirs, &routed, &[]);
+                    let _ = sys::fdpass::send(&theirs, &routed, &[]);
                 }
             }
         });
@@ -1415,7 +1415,7 @@ mod tests {
         );
         // The child wakes up and answers the request it finds.
         let mut none = Vec::new();
-        let Ok(Msg::SocketsWanted(w)) = child::fdpass::recv(&theirs, &mut none) else {
+        let Ok(Msg::SocketsWanted(w)) = sys::fdpass::recv(&theirs, &mut none) else {
             panic!("no request");
         };
         let mut made: [Option<OwnedFd>; MAX_SOCKETS as usize] = Default::default();
@@ -1426,7 +1426,7 @@ mod tests {
             transparent: 0,
             errno: 0,
         };
-        child::fdpass::send(&theirs, &Msg::SocketsMade(answer), &out).unwrap();
+        sys::fdpass::send(&theirs, &Msg::SocketsMade(answer), &out).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut got = [0u8; 4];
         c.set_nonblocking(true).unwrap();

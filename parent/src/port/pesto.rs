@@ -202,7 +202,7 @@ pub fn look_up() -> Result<PathBuf, String> {
 }
 
 fn go_quote(s: &str) -> String {
-    child::golang::quote(s.as_bytes())
+    sys::golang::quote(s.as_bytes())
 }
 
 #[cfg(test)]

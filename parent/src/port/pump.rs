@@ -87,7 +87,7 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Full => f.write_str("too many connections"),
-            Error::Sys(e) => f.write_str(child::errno::describe(e.raw_os_error())),
+            Error::Sys(e) => f.write_str(&sys::errno::text(*e)),
         }
     }
 }

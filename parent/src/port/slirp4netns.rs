@@ -236,7 +236,7 @@ fn spec_text(spec: &PortSpec) -> String {
 }
 
 fn go_quote(s: &str) -> String {
-    child::golang::quote(s.as_bytes())
+    sys::golang::quote(s.as_bytes())
 }
 
 /// Reads slirp4netns's answer: `{"return": {"id": N}}` gives `Some(N)`, `{"return": {}}`

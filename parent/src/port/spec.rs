@@ -62,7 +62,7 @@ fn check_proto(proto: &str) -> Result<(), String> {
 }
 
 fn quote(s: &str) -> String {
-    child::golang::quote(s.as_bytes())
+    sys::golang::quote(s.as_bytes())
 }
 
 /// Go's `net.ParseIP(s) != nil`: dotted IPv4 without leading zeros, or IPv6 (with an embedded

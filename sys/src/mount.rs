@@ -58,7 +58,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Sys { what, path, errno } => {
-                write!(f, "failed to {what} {path}: {}", errno_text(*errno))
+                write!(f, "failed to {what} {path}: {}", crate::errno::text(*errno))
             }
             Error::NotCopyable { path } => write!(f, "{path} cannot be copied up"),
         }
@@ -66,11 +66,6 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
-
-/// `errno` in upstream's (Go's) lowercase words, for example `no such file or directory`.
-pub fn errno_text(errno: Errno) -> String {
-    crate::errno::io_text(&std::io::Error::from_raw_os_error(errno.raw_os_error()))
-}
 
 /// A `--propagation` value for the root mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,11 +402,11 @@ pub fn remount_sysfs(evacuating_cgroup2: bool) -> Result<Vec<String>, Error> {
     if let Err(e) = mount_fs("sysfs", "/sys", MountFlags::empty()) {
         warnings.push(format!(
             "failed to mount sysfs, falling back to read-only mount: {}",
-            errno_text(e)
+            crate::errno::text(e)
         ));
         if let Err(e) = mount_fs("sysfs", "/sys", MountFlags::RDONLY) {
             // When /sys/firmware is masked even a read-only sysfs is refused.
-            warnings.push(format!("failed to mount sysfs: {}", errno_text(e)));
+            warnings.push(format!("failed to mount sysfs: {}", crate::errno::text(e)));
         }
     }
     match cgroups {

@@ -16,11 +16,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
-use crate::errno::io_text;
-use crate::signals::{self, Ended};
-use crate::sys;
 use rustix::process::{Pid, PidfdFlags, WaitOptions};
 use rustix::thread::{LinkNameSpaceType as L, ThreadNameSpaceType as T};
+use sys::process::Ended;
 
 /// The namespaces an instance may have, in the order they are entered one by one (user first:
 /// it gives the capabilities the others need).
@@ -84,7 +82,7 @@ pub fn exec(state_dir: &Path, argv: &[OsString]) -> Result<i32, Failed> {
             std::io::ErrorKind::NotFound => stale("is not running"),
             // A pid reused by a process of another user.
             std::io::ErrorKind::PermissionDenied => stale("belongs to another user"),
-            _ => fail(format!("readlink {link}: {}", io_text(&e))),
+            _ => fail(format!("readlink {link}: {}", sys::errno::text(&e))),
         })?;
         if std::fs::read_link(format!("/proc/self/ns/{kind}")).ok() != Some(theirs) {
             flags |= t;
@@ -108,7 +106,7 @@ pub fn exec(state_dir: &Path, argv: &[OsString]) -> Result<i32, Failed> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| stale("is not running"))?;
-    if sys::pidfd_send_signal(&pidfd, 0).is_err() {
+    if sys::signal::pidfd_send_signal(&pidfd, 0).is_err() {
         return Err(stale("is not running"));
     }
     let entered = match rustix::thread::move_into_thread_name_spaces(pidfd.as_fd(), flags) {
@@ -122,7 +120,7 @@ pub fn exec(state_dir: &Path, argv: &[OsString]) -> Result<i32, Failed> {
     entered.map_err(|e| {
         fail(format!(
             "cannot enter the namespaces of process {pid}: {}",
-            io_text(&e.into())
+            sys::errno::text(&e.into())
         ))
     })?;
     drop(fds);
@@ -131,7 +129,7 @@ pub fn exec(state_dir: &Path, argv: &[OsString]) -> Result<i32, Failed> {
     if let Some(c) = &cwd {
         let _ = rustix::process::chdir(c);
     }
-    let path = crate::golang::look_path(name, std::env::var_os("PATH").as_deref())
+    let path = sys::golang::look_path(name, std::env::var_os("PATH").as_deref())
         .map_err(|e| Failed(e, 127))?;
     if flags.contains(T::PROCESS_ID) {
         run_forked(&path, argv, env)
@@ -139,9 +137,9 @@ pub fn exec(state_dir: &Path, argv: &[OsString]) -> Result<i32, Failed> {
         let exec_failed = |e: std::io::Error| exec_error(&path, &e);
         let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
             .map_err(|_| fail("command contains a NUL byte".into()))?;
-        let argv = sys::CStrVec::new(argv).map_err(|e| fail(io_text(&e)))?;
-        let envp = sys::CStrVec::new(env).map_err(|e| fail(io_text(&e)))?;
-        Err(exec_failed(sys::execve(&c_path, &argv, &envp)))
+        let argv = sys::process::CStrVec::new(argv).map_err(|e| fail(sys::errno::text(&e)))?;
+        let envp = sys::process::CStrVec::new(env).map_err(|e| fail(sys::errno::text(&e)))?;
+        Err(exec_failed(sys::process::execve(&c_path, &argv, &envp)))
     }
 }
 
@@ -153,7 +151,7 @@ fn open_child(state: &Path) -> Result<(i32, OwnedFd), Failed> {
             "no running rootlesskit instance in {}: {}: {}",
             state.display(),
             file.display(),
-            io_text(&e)
+            sys::errno::text(&e)
         ))
     })?;
     let bad = || {
@@ -172,7 +170,7 @@ fn open_child(state: &Path) -> Result<(i32, OwnedFd), Failed> {
                 state.display()
             ))
         } else {
-            fail(format!("pidfd_open {pid}: {}", io_text(&e.into())))
+            fail(format!("pidfd_open {pid}: {}", sys::errno::text(&e.into())))
         }
     })?;
     Ok((pid, pidfd))
@@ -215,7 +213,7 @@ fn command_env(pid: i32, state: &Path) -> Vec<OsString> {
 /// mounts (where we are now); without it that file is absent, or no namespace.
 fn enter_detached_netns(state: &Path) -> Result<(), Failed> {
     let Ok(fd) = rustix::fs::open(
-        state.join(crate::detach::FILE_NAME),
+        state.join(proto::NETNS_FILE_NAME),
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     ) else {
@@ -225,7 +223,7 @@ fn enter_detached_netns(state: &Path) -> Result<(), Failed> {
         Ok(()) | Err(rustix::io::Errno::INVAL) => Ok(()),
         Err(e) => Err(fail(format!(
             "cannot enter the detached network namespace: {}",
-            io_text(&e.into())
+            sys::errno::text(&e.into())
         ))),
     }
 }
@@ -236,28 +234,31 @@ fn exec_error(path: &Path, e: &std::io::Error) -> Failed {
     } else {
         126
     };
-    Failed(format!("exec {}: {}", path.display(), io_text(e)), code)
+    Failed(
+        format!("exec {}: {}", path.display(), sys::errno::text(e)),
+        code,
+    )
 }
 
 /// Forks the command (it lands in the instance's pid namespace), forwards our signals to it and
 /// returns its exit code.
 fn run_forked(path: &Path, argv: &[OsString], env: Vec<OsString>) -> Result<i32, Failed> {
-    let sigfd = sys::block_signals(signals::handled())
-        .and_then(|()| sys::signalfd(signals::handled()))
-        .map_err(|e| fail(format!("signals: {}", io_text(&e))))?;
-    let cmd = crate::spawn::Command::new(path, argv, env).map_err(|e| fail(io_text(&e)))?;
+    let sigfd = sys::signal::block_signals(sys::signal::handled())
+        .and_then(|()| sys::signal::signalfd(sys::signal::handled()))
+        .map_err(|e| fail(format!("signals: {}", sys::errno::text(&e))))?;
+    let cmd = sys::spawn::Command::new(path, argv, env).map_err(|e| fail(sys::errno::text(&e)))?;
     let mut started = cmd
         .spawn()
-        .map_err(|e| fail(format!("fork: {}", io_text(&e))))?;
+        .map_err(|e| fail(format!("fork: {}", sys::errno::text(&e))))?;
     if let Err(e) = started.wait_exec() {
         let _ = rustix::process::waitpid(Pid::from_raw(started.pid), WaitOptions::empty());
         return Err(exec_error(path, &e.error));
     }
     loop {
-        let info = match sys::read_signal(&sigfd) {
+        let info = match sys::signal::read_signal(&sigfd) {
             Ok(i) => i,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(fail(format!("reading signals: {}", io_text(&e)))),
+            Err(e) => return Err(fail(format!("reading signals: {}", sys::errno::text(&e)))),
         };
         if info.signo == 17 {
             while let Ok(Some((pid, st))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
@@ -267,8 +268,8 @@ fn run_forked(path: &Path, argv: &[OsString], env: Vec<OsString>) -> Result<i32,
                     return Ok(ended.exit_code());
                 }
             }
-        } else if signals::is_forwarded(info.signo) {
-            let _ = sys::pidfd_send_signal(&started.pidfd, info.signo);
+        } else if sys::signal::is_forwarded(info.signo) {
+            let _ = sys::signal::pidfd_send_signal(&started.pidfd, info.signo);
         }
     }
 }

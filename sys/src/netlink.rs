@@ -428,12 +428,12 @@ impl Netlink {
     }
 }
 
-pub(crate) fn from_kernel(from: Option<SocketAddrAny>) -> bool {
+pub fn from_kernel(from: Option<SocketAddrAny>) -> bool {
     from.and_then(|a| SocketAddrNetlink::try_from(a).ok())
         .is_some_and(|a| a.pid() == 0)
 }
 
-pub(crate) fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+pub fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
         match f() {
             Err(Errno::INTR) => continue,

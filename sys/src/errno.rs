@@ -1,9 +1,57 @@
 //! errno values rendered as Go renders them (lowercase, no "(os error N)"), since our messages
-//! must read like upstream's.
+//! must read like upstream's: one function, [`text`], for a bare code, a rustix `Errno` or an
+//! `io::Error`.
 
-/// The text Go's `syscall.Errno.Error()` gives for `code` on Linux.
-pub fn describe(code: i32) -> &'static str {
-    match code {
+use std::io;
+
+/// What [`text`] renders: an errno however it arrived.
+pub enum Source<'a> {
+    /// A bare errno number.
+    Code(i32),
+    /// An `io::Error`, which may carry no errno at all.
+    Io(&'a io::Error),
+}
+
+impl From<i32> for Source<'_> {
+    fn from(code: i32) -> Self {
+        Source::Code(code)
+    }
+}
+
+impl From<rustix::io::Errno> for Source<'_> {
+    fn from(e: rustix::io::Errno) -> Self {
+        Source::Code(e.raw_os_error())
+    }
+}
+
+impl<'a> From<&'a io::Error> for Source<'a> {
+    fn from(e: &'a io::Error) -> Self {
+        Source::Io(e)
+    }
+}
+
+/// The text Go's `syscall.Errno.Error()` gives on Linux (`errno N` for a code it does not
+/// name); for an `io::Error` without an errno, its own text.
+pub fn text<'a>(e: impl Into<Source<'a>>) -> String {
+    render(e.into())
+}
+
+fn render(e: Source<'_>) -> String {
+    let code = match e {
+        Source::Code(code) => code,
+        Source::Io(e) => match e.raw_os_error() {
+            Some(code) => code,
+            None => return e.to_string(),
+        },
+    };
+    match go_text(code) {
+        Some(t) => t.to_string(),
+        None => format!("errno {code}"),
+    }
+}
+
+fn go_text(code: i32) -> Option<&'static str> {
+    Some(match code {
         1 => "operation not permitted",
         2 => "no such file or directory",
         3 => "no such process",
@@ -50,27 +98,18 @@ pub fn describe(code: i32) -> &'static str {
         110 => "connection timed out",
         111 => "connection refused",
         113 => "no route to host",
-        _ => "unknown error",
-    }
-}
-
-/// [`describe`] for an `io::Error`, falling back to its own text when it carries no errno.
-pub fn io_text(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) if describe(code) != "unknown error" => describe(code).to_string(),
-        Some(code) => format!("errno {code}"),
-        None => e.to_string(),
-    }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn matches_go_wording() {
-        assert_eq!(super::describe(2), "no such file or directory");
-        assert_eq!(super::describe(13), "permission denied");
+        assert_eq!(super::text(2), "no such file or directory");
+        assert_eq!(super::text(13), "permission denied");
         assert_eq!(
-            super::io_text(&std::io::Error::from_raw_os_error(4095)),
+            super::text(&std::io::Error::from_raw_os_error(4095)),
             "errno 4095"
         );
     }

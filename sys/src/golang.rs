@@ -7,8 +7,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::errno::io_text;
-
 /// Go's `%q`: double quotes, backslash escapes, `\xNN` for bytes that are not UTF-8.
 pub fn quote(s: &[u8]) -> String {
     let mut out = String::from("\"");
@@ -87,10 +85,10 @@ pub fn look_path(name: &OsStr, path_env: Option<&OsStr>) -> Result<PathBuf, Stri
 
 /// Go's `findExecutable`: a non-directory that the effective ids may execute.
 fn find_executable(file: &Path) -> Result<(), String> {
-    let meta =
-        std::fs::metadata(file).map_err(|e| format!("stat {}: {}", file.display(), io_text(&e)))?;
+    let meta = std::fs::metadata(file)
+        .map_err(|e| format!("stat {}: {}", file.display(), crate::errno::text(&e)))?;
     if meta.is_dir() {
-        return Err(io_text(&io::Error::from_raw_os_error(
+        return Err(crate::errno::text(&io::Error::from_raw_os_error(
             rustix::io::Errno::ISDIR.raw_os_error(),
         )));
     }
@@ -108,6 +106,6 @@ fn find_executable(file: &Path) -> Result<(), String> {
                 Err("permission denied".to_string())
             }
         }
-        Err(e) => Err(io_text(&io::Error::from(e))),
+        Err(e) => Err(crate::errno::text(&io::Error::from(e))),
     }
 }

@@ -4,10 +4,9 @@
 //!
 //! # Safety
 //!
-//! The one `unsafe` call is [`sys::clone3_fork`]: between it and `execve` the new process runs
+//! The one `unsafe` call is [`process::clone3_fork`]: between it and `execve` the new process runs
 //! only `child_after_fork`, which makes raw syscalls on memory prepared before the fork (no
 //! allocation, no locks, no printing), so frozen locks of other threads cannot bite.
-#![allow(unsafe_code)]
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -22,7 +21,8 @@ use rustix::process::{
 };
 use rustix::thread::UnshareFlags;
 
-use crate::sys::{self, CStrVec, Forked};
+use crate::process::{self, CStrVec, Forked};
+use crate::{fd, signal};
 use linux_raw_sys::general as g;
 
 /// Descriptors of the spawner are moved at least this high before forking (or just above the
@@ -248,12 +248,12 @@ impl Command {
         let me = getpid();
 
         // SAFETY: see the module docs: the child branch only calls `child_after_fork`, `report`
-        // and `sys::exit`, which make raw syscalls on memory prepared above.
-        match unsafe { sys::clone3_fork(self.clone_flags) }? {
+        // and `process::exit`, which make raw syscalls on memory prepared above.
+        match unsafe { process::clone3_fork(self.clone_flags) }? {
             Forked::Child => {
                 let fail = child_after_fork(&mut self, me, &moved, go.as_ref(), &err_w);
                 report(&err_w, fail.0, &fail.1);
-                sys::exit(127)
+                process::exit(127)
             }
             Forked::Parent { pid, pidfd } => {
                 drop(err_w);
@@ -274,7 +274,7 @@ fn child_after_fork(
     _err_w: &OwnedFd,
 ) -> (Stage, io::Error) {
     for fd in &cmd.close_fds {
-        sys::close_raw(*fd);
+        fd::close_raw(*fd);
     }
     if cmd.pdeathsig {
         if let Err(e) = set_parent_process_death_signal(Some(Signal::KILL)) {
@@ -284,33 +284,33 @@ fn child_after_fork(
         // namespace the parent is invisible (ppid 0) and the go pipe catches it instead.
         let ppid = getppid();
         if ppid.is_some() && ppid != Some(spawner) {
-            sys::exit(1);
+            process::exit(1);
         }
     }
     if let Some(go) = go {
         let mut b = [0u8; 1];
-        match sys::read_raw(go.as_raw_fd(), &mut b) {
+        match fd::read_raw(go.as_raw_fd(), &mut b) {
             Ok(1) => {}
-            _ => sys::exit(1),
+            _ => process::exit(1),
         }
     }
     if !cmd.unshare.is_empty()
-        && let Err(e) = sys::unshare(cmd.unshare)
+        && let Err(e) = process::unshare(cmd.unshare)
     {
         return (Stage::Unshare, e);
     }
     if cmd.setsid
-        && let Err(e) = sys::setsid()
+        && let Err(e) = process::setsid()
     {
         return (Stage::Setup, e);
     }
     for (fd, target) in fds {
-        if let Err(e) = sys::dup_to(fd.as_raw_fd(), *target) {
+        if let Err(e) = fd::dup_to(fd.as_raw_fd(), *target) {
             return (Stage::Setup, e);
         }
     }
     for fd in &cmd.keep_fds {
-        if let Err(e) = sys::dup_to(*fd, *fd) {
+        if let Err(e) = fd::dup_to(*fd, *fd) {
             return (Stage::Setup, e);
         }
     }
@@ -322,13 +322,16 @@ fn child_after_fork(
     if let Err(e) = restore_nofile_limit() {
         return (Stage::Setup, e);
     }
-    if let Err(e) = sys::default_action(g::SIGPIPE) {
+    if let Err(e) = signal::default_action(g::SIGPIPE) {
         return (Stage::Setup, e);
     }
-    if let Err(e) = sys::unblock_all_signals() {
+    if let Err(e) = signal::unblock_all_signals() {
         return (Stage::Setup, e);
     }
-    (Stage::Exec, sys::execve(&cmd.path, &cmd.argv, &cmd.envp))
+    (
+        Stage::Exec,
+        process::execve(&cmd.path, &cmd.argv, &cmd.envp),
+    )
 }
 
 /// Writes `LISTEN_PID=<pid>` into `buf` without allocating; returns its length.
@@ -357,7 +360,7 @@ fn report(err_w: &OwnedFd, stage: Stage, error: &io::Error) {
     let mut msg = [0u8; 5];
     msg[0] = stage as u8;
     msg[1..].copy_from_slice(&code.to_le_bytes());
-    let _ = sys::write_raw(err_w.as_fd().as_raw_fd(), &msg);
+    let _ = fd::write_raw(err_w.as_fd().as_raw_fd(), &msg);
 }
 
 /// A process that has been forked and is on its way to exec.
@@ -375,7 +378,7 @@ impl Started {
         let mut msg = [0u8; 5];
         let mut got = 0;
         while got < msg.len() {
-            match sys::read_raw(self.err_r.as_raw_fd(), &mut msg[got..]) {
+            match fd::read_raw(self.err_r.as_raw_fd(), &mut msg[got..]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(error) => {

@@ -1,0 +1,138 @@
+//! Socket and interface calls rustix 1.1 lacks: `SO_BINDTODEVICE`, `SIOCGIFHWADDR`, `TUNSETIFF`
+//! and integer socket options (`IP_TRANSPARENT`, `SO_MARK`).
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use linux_raw_sys::general as g;
+
+use crate::raw::{check, syscall6};
+
+/// `setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, name)`—sends and receives on `fd` only through
+/// interface `name` (rustix 1.1 has no wrapper). The DHCP client needs it: before it has an
+/// address, only the device pins its broadcasts to the right link.
+///
+/// # Errors
+/// `EINVAL` for a name of 16 bytes or more, else the kernel's errno (`ENODEV`).
+///
+/// # References
+/// - [`socket(7)`](https://man7.org/linux/man-pages/man7/socket.7.html)
+pub fn bind_to_device(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    let mut buf = [0u8; 16];
+    if name.len() >= buf.len() || name.bytes().any(|b| b == 0) {
+        return Err(io::Error::from_raw_os_error(
+            linux_raw_sys::errno::EINVAL as i32,
+        ));
+    }
+    buf[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: the kernel reads at most `name.len() + 1` bytes (our length argument) from `buf`,
+    // which lives on our stack for the whole call and is NUL-terminated there.
+    check(unsafe {
+        syscall6(
+            g::__NR_setsockopt,
+            [
+                fd.as_raw_fd() as usize,
+                linux_raw_sys::net::SOL_SOCKET as usize,
+                linux_raw_sys::net::SO_BINDTODEVICE as usize,
+                buf.as_ptr() as usize,
+                name.len() + 1,
+                0,
+            ],
+        )
+    })
+    .map(drop)
+}
+
+/// `ioctl(fd, SIOCGIFHWADDR)`—the hardware (MAC) address of Ethernet interface `name`, asked
+/// through any socket `fd` of the interface's network namespace.
+///
+/// # Errors
+/// `EINVAL` for a bad name, else the kernel's errno (`ENODEV`).
+///
+/// # References
+/// - [`netdevice(7)`](https://man7.org/linux/man-pages/man7/netdevice.7.html)
+pub fn hardware_address(fd: BorrowedFd<'_>, name: &str) -> io::Result<[u8; 6]> {
+    // struct ifreq: ifr_name[16], then a union whose `struct sockaddr ifr_hwaddr` holds the
+    // family (2 bytes) and the address in `sa_data`; 40 bytes in all on 64-bit targets.
+    let mut ifreq = [0u8; 40];
+    if name.len() >= 16 || name.bytes().any(|b| b == 0) {
+        return Err(io::Error::from_raw_os_error(
+            linux_raw_sys::errno::EINVAL as i32,
+        ));
+    }
+    ifreq[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: SIOCGIFHWADDR reads the NUL-terminated name from, and writes one `struct ifreq`
+    // (at most 40 bytes) into, `ifreq`, which we own for the whole call.
+    check(unsafe {
+        syscall6(
+            g::__NR_ioctl,
+            [
+                fd.as_raw_fd() as usize,
+                linux_raw_sys::ioctl::SIOCGIFHWADDR as usize,
+                ifreq.as_mut_ptr() as usize,
+                0,
+                0,
+                0,
+            ],
+        )
+    })?;
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&ifreq[18..24]);
+    Ok(mac)
+}
+
+/// `ioctl(fd, TUNSETIFF, {name, IFF_TAP | IFF_NO_PI})` on an open `/dev/net/tun`: creates the tap
+/// device `name` in the network namespace the descriptor was opened in and attaches it to `fd`
+/// (frames without the packet-information header). The device lives as long as the descriptor.
+///
+/// # References
+/// - [Universal TUN/TAP device driver](https://docs.kernel.org/networking/tuntap.html)
+pub fn tun_set_iff_tap(fd: &OwnedFd, name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // `struct ifreq`: 16 bytes of name, then the union of which `ifr_flags` (a short) comes
+    // first; 40 bytes in all on 64-bit targets.
+    let mut ifr = [0u8; 40];
+    if name.is_empty() || name.len() >= 16 || name.contains('\0') {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    ifr[..name.len()].copy_from_slice(name.as_bytes());
+    let flags = (linux_raw_sys::if_tun::IFF_TAP | linux_raw_sys::if_tun::IFF_NO_PI) as u16;
+    ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes one `struct ifreq` at the pointer; `ifr` is ours, 40
+    // bytes (the size of `struct ifreq` on 64-bit Linux), and lives through the call.
+    check(unsafe {
+        syscall6(
+            g::__NR_ioctl,
+            [
+                fd.as_raw_fd() as usize,
+                linux_raw_sys::ioctl::TUNSETIFF as usize,
+                ifr.as_mut_ptr() as usize,
+                0,
+                0,
+                0,
+            ],
+        )
+    })
+    .map(drop)
+}
+
+/// `setsockopt(fd, level, name, &value, 4)` for the integer options rustix does not cover
+/// (`IP_TRANSPARENT`, `IPV6_TRANSPARENT`, `SO_MARK`).
+pub fn setsockopt_int(fd: &OwnedFd, level: u32, name: u32, value: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the kernel reads exactly `size_of::<i32>()` bytes from a live local value.
+    check(unsafe {
+        syscall6(
+            g::__NR_setsockopt,
+            [
+                fd.as_raw_fd() as usize,
+                level as usize,
+                name as usize,
+                &value as *const i32 as usize,
+                std::mem::size_of::<i32>(),
+                0,
+            ],
+        )
+    })
+    .map(drop)
+}
