@@ -2,9 +2,9 @@
 //! OS layer it shares with the other binaries is the `sys` crate.
 #![deny(unsafe_code)]
 
-pub mod cgroup;
 pub mod detach;
 pub mod dhcp;
+mod fuzzing;
 pub mod nftables;
 pub mod ports;
 pub mod vpnkit;

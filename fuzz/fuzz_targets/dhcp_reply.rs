@@ -1,4 +1,4 @@
-//! Fuzz target for the DHCP reply parser of the child (body in `parent::fuzzing::dhcp_reply`).
+//! Fuzz target for the DHCP reply parser of the child (body in `child::dhcp::fuzz_reply`).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| parent::fuzzing::dhcp_reply(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| child::dhcp::fuzz_reply(data));

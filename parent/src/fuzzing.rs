@@ -76,11 +76,6 @@ pub fn subid(data: &[u8]) {
     }
 }
 
-/// A datagram from the bridge's DHCP server, as the child reads it (`child::dhcp`).
-pub fn dhcp_reply(data: &[u8]) {
-    child::dhcp::fuzz_reply(data);
-}
-
 /// `pasta --version` output: a release date, when one is read, is a real-looking day that a
 /// `pasta `/`passt ` line spells.
 pub fn pasta_version(data: &[u8]) {
@@ -131,14 +126,6 @@ mod tests {
         ] {
             super::cli(input);
         }
-    }
-
-    #[test]
-    fn dhcp_reply_corpus_replays() {
-        assert!(
-            replay("dhcp_reply", super::dhcp_reply) > 0,
-            "no dhcp_reply corpus"
-        );
     }
 
     #[test]

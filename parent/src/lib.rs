@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod cgroup;
 pub mod check;
 pub mod cli;
 pub mod entry;

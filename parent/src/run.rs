@@ -364,7 +364,7 @@ impl<'a> Session<'a> {
             "ChildInitUserNSCompleted",
         )?;
         if let Some(group) = &self.cfg.evacuate_cgroup2 {
-            match child::cgroup::evacuate(self.pid, group) {
+            match crate::cgroup::evacuate(self.pid, group) {
                 Ok(warnings) => warnings.iter().for_each(|w| warn(w)),
                 Err(e) => return Err(Abort::Error("parent", e)),
             }

@@ -25,3 +25,4 @@ mod raw;
 pub mod signal;
 #[allow(unsafe_code)]
 pub mod spawn;
+pub mod vmnet;

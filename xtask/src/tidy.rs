@@ -21,7 +21,8 @@ const CHECKED_DIRS: &[&str] = &[
     "ci",
 ];
 /// What a runtime crate's manifest may name under `[dependencies]`.
-const ALLOWED_DEPS: &[&str] = &["rustix", "linux-raw-sys", "lexopt", "proto", "sys", "child"];
+/// (`child` is a binary only: no other crate may import it.)
+const ALLOWED_DEPS: &[&str] = &["rustix", "linux-raw-sys", "lexopt", "proto", "sys"];
 /// What may appear in `cargo tree -e normal` of a runtime crate (bitflags comes with rustix).
 const ALLOWED_TREE: &[&str] = &[
     "rustix",
@@ -719,14 +720,14 @@ mod tests {
             .collect();
         let expect: Vec<(usize, String)> = expect
             .iter()
-            .map(|(l, n)| (*l, format!("runtime crate depends on `{n}` (allowed: rustix, linux-raw-sys, lexopt, proto, sys, child)")))
+            .map(|(l, n)| (*l, format!("runtime crate depends on `{n}` (allowed: rustix, linux-raw-sys, lexopt, proto, sys)")))
             .collect();
         assert_eq!(got, expect, "\n{src}");
     }
 
     #[test]
     fn runtime_dependencies() {
-        let ok = "[package]\nname = \"parent\"\n\n[dependencies]\nrustix.workspace = true\nlinux-raw-sys = { workspace = true }\nlexopt = \"0.3\"\nproto = { path = \"../proto\" }\nchild.workspace = true\n\n[lints]\nworkspace = true\n";
+        let ok = "[package]\nname = \"parent\"\n\n[dependencies]\nrustix.workspace = true\nlinux-raw-sys = { workspace = true }\nlexopt = \"0.3\"\nproto = { path = \"../proto\" }\nsys.workspace = true\n\n[lints]\nworkspace = true\n";
         check_toml(ok, &[]);
         check_toml(
             "[dependencies]\nrustix = \"1\"\nserde = \"1\" # no\n",
@@ -737,6 +738,8 @@ mod tests {
             &[(2, "libc")],
         );
         check_toml("[build-dependencies]\ncc = \"1\"\n", &[(2, "cc")]);
+        // The child is a binary: no crate imports it.
+        check_toml("[dependencies]\nchild.workspace = true\n", &[(2, "child")]);
         check_toml(
             "[target.'cfg(target_os = \"linux\")'.dependencies]\nnix = \"0.32\"\n",
             &[(2, "nix")],

@@ -173,7 +173,7 @@ impl Vpnkit {
                 return Err(StartError::Interrupted);
             }
         };
-        let (with, why) = match stream.map(|s| child::vpnkit::interface(s, &uuid)) {
+        let (with, why) = match stream.map(|s| sys::vmnet::interface(s, &uuid)) {
             Err(why) => ("", why),
             Ok(Ok((s, mac, ip))) => {
                 self.session = Some(s);

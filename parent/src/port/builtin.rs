@@ -1207,8 +1207,37 @@ mod tests {
         assert_eq!(b.add(s).unwrap().id, 2);
     }
 
-    /// Plays the child: answers every request with `child::ports::make_sockets`, and
-    /// counts the requests.
+    /// What the child's `ports::make_sockets` makes without transparency: up to `w.count`
+    /// non-blocking sockets of the family and kind asked for.
+    fn plain_sockets(
+        w: &SocketsWanted,
+        out: &mut [Option<OwnedFd>],
+    ) -> Result<(usize, bool), rustix::io::Errno> {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        let family = if w.family == 4 {
+            AddressFamily::INET
+        } else {
+            AddressFamily::INET6
+        };
+        let kind = if w.proto % 2 == 1 {
+            SocketType::DGRAM
+        } else {
+            SocketType::STREAM
+        };
+        let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+        let mut made = 0;
+        for slot in out.iter_mut().take(usize::from(w.count)) {
+            *slot = match rustix::net::socket_with(family, kind, flags, None) {
+                Ok(fd) => Some(fd),
+                Err(e) if made == 0 => return Err(e),
+                Err(_) => break,
+            };
+            made += 1;
+        }
+        Ok((made, false))
+    }
+
+    /// Plays the child: answers every request with [`plain_sockets`], and counts the requests.
     fn fake_child(b: &Builtin) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
         let (ours, theirs) = UnixStream::pair().unwrap();
         b.attach_child(ours);
@@ -1219,7 +1248,7 @@ mod tests {
             while let Ok(Msg::SocketsWanted(w)) = sys::fdpass::recv(&theirs, &mut none) {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut fds: [Option<OwnedFd>; MAX_SOCKETS as usize] = Default::default();
-                let (count, errno) = match child::ports::make_sockets(&w, false, &mut fds) {
+                let (count, errno) = match plain_sockets(&w, &mut fds) {
                     Ok((n, _)) => (n, 0),
                     Err(e) => (0, e.raw_os_error()),
                 };
@@ -1419,7 +1448,7 @@ mod tests {
             panic!("no request");
         };
         let mut made: [Option<OwnedFd>; MAX_SOCKETS as usize] = Default::default();
-        let (count, _) = child::ports::make_sockets(&w, false, &mut made).unwrap();
+        let (count, _) = plain_sockets(&w, &mut made).unwrap();
         let out: Vec<BorrowedFd<'_>> = made.iter().flatten().map(|f| f.as_fd()).collect();
         let answer = proto::SocketsMade {
             count: count as u8,

@@ -1,7 +1,6 @@
 //! cgroup2 evacuation (`--evacuate-cgroup2`), run by the parent outside the namespaces, plus the
 //! `/proc/<pid>/mountinfo` and `/proc/<pid>/cgroup` parsers it needs.
 //!
-//! It lives in the child library only so both binaries can share it.
 //! Moving every process of our cgroup into a sub-group lets the payload (for example dockerd with
 //! `--cgroupns`) enable controllers on our group, which cgroup2's "no internal processes" rule otherwise forbids.
 
