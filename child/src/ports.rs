@@ -12,9 +12,9 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType, socket_with};
 
 use sys::netlink::TRANSPARENT_MARK;
 
-/// Makes up to `out.len()` non-blocking sockets of the wanted family and protocol in the
-/// calling thread's network namespace, into `out` from the start. For `proto` 2 (TCP) and 3
-/// (UDP), and when `transparent` says the routing for it is in place, the sockets get
+/// Makes up to `out.len()` non-blocking sockets of the wanted family and kind in the
+/// calling thread's network namespace, into `out` from the start. For the transparent kinds
+/// (TCP and UDP), and when `transparent` says the routing for it is in place, the sockets get
 /// `IP_TRANSPARENT` (`IPV6_TRANSPARENT`) and the routing mark, which need CAP_NET_ADMIN here
 /// and nothing later: whoever holds such a socket may bind it to the client's address. The
 /// mark routes the replies of a server in the namespace back to a TCP socket (the accepted
@@ -35,11 +35,11 @@ pub fn make_sockets(
         4 => (AddressFamily::INET, n::SOL_IP, n::IP_TRANSPARENT),
         _ => (AddressFamily::INET6, n::SOL_IPV6, n::IPV6_TRANSPARENT),
     };
-    let kind = match w.proto {
-        1 | 3 => SocketType::DGRAM,
-        _ => SocketType::STREAM,
+    let kind = match w.kind.is_udp() {
+        true => SocketType::DGRAM,
+        false => SocketType::STREAM,
     };
-    let mut transparent = transparent && w.proto >= 2;
+    let mut transparent = transparent && w.kind.is_transparent();
     let mut made = 0;
     for slot in out.iter_mut().take(usize::from(w.count)) {
         let fd = match socket_with(
@@ -79,7 +79,7 @@ mod tests {
     fn want(family: u8, proto: u8, count: u8) -> proto::SocketsWanted {
         proto::SocketsWanted {
             family,
-            proto,
+            kind: proto::SocketKind::ALL[usize::from(proto)],
             count,
         }
     }

@@ -193,6 +193,45 @@ pub enum PortMode {
 /// The most sockets one [`Msg::SocketsMade`] carries.
 pub const MAX_SOCKETS: u8 = 32;
 
+/// The kind of socket a [`SocketsWanted`] asks for (its byte on the wire is the discriminant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SocketKind {
+    /// A TCP socket.
+    Tcp = 0,
+    /// A UDP socket.
+    Udp = 1,
+    /// A TCP socket that may connect from a client's address (`IP_TRANSPARENT` and the
+    /// routing mark, when the child could set up the routing).
+    TransparentTcp = 2,
+    /// A UDP socket that may send from a client's address (`IP_TRANSPARENT`; the replies find
+    /// it through [`Msg::UdpRoute`]).
+    TransparentUdp = 3,
+}
+
+impl SocketKind {
+    /// Every kind, in wire order.
+    pub const ALL: [SocketKind; 4] = [
+        SocketKind::Tcp,
+        SocketKind::Udp,
+        SocketKind::TransparentTcp,
+        SocketKind::TransparentUdp,
+    ];
+
+    /// A datagram socket.
+    pub const fn is_udp(self) -> bool {
+        matches!(self, SocketKind::Udp | SocketKind::TransparentUdp)
+    }
+
+    /// One that may use a client's address.
+    pub const fn is_transparent(self) -> bool {
+        matches!(
+            self,
+            SocketKind::TransparentTcp | SocketKind::TransparentUdp
+        )
+    }
+}
+
 /// Parent → child, once the target runs: make `count` unconnected sockets inside the
 /// namespace and hand them over (builtin port driver). A socket belongs to the network
 /// namespace it was made in, so the parent connects them itself, without a round trip per
@@ -201,11 +240,8 @@ pub const MAX_SOCKETS: u8 = 32;
 pub struct SocketsWanted {
     /// 4 for IPv4, 6 for IPv6.
     pub family: u8,
-    /// 0 for TCP, 1 for UDP, 2 for TCP sockets that may connect from a client's address
-    /// (`IP_TRANSPARENT` and the routing mark, when the child could set up the routing),
-    /// 3 for UDP sockets that may send from a client's address (`IP_TRANSPARENT`; the replies
-    /// find them through [`Msg::UdpRoute`]).
-    pub proto: u8,
+    /// What kind.
+    pub kind: SocketKind,
     /// How many, 1 to [`MAX_SOCKETS`].
     pub count: u8,
 }
@@ -423,7 +459,7 @@ impl Msg {
                 body[0..2].copy_from_slice(&t.len.to_le_bytes());
                 body[2..].copy_from_slice(&t.buf);
             }
-            Msg::SocketsWanted(w) => body.copy_from_slice(&[w.family, w.proto, w.count]),
+            Msg::SocketsWanted(w) => body.copy_from_slice(&[w.family, w.kind as u8, w.count]),
             Msg::SocketsMade(m) => {
                 body[0] = m.count;
                 body[1] = m.transparent;
@@ -546,15 +582,15 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
             if body[0] != 4 && body[0] != 6 {
                 return Err(Error::BadField("sockets.family"));
             }
-            if body[1] > 3 {
+            let Some(&kind) = SocketKind::ALL.get(usize::from(body[1])) else {
                 return Err(Error::BadField("sockets.proto"));
-            }
+            };
             if body[2] == 0 || body[2] > MAX_SOCKETS {
                 return Err(Error::BadField("sockets.count"));
             }
             Msg::SocketsWanted(SocketsWanted {
                 family: body[0],
-                proto: body[1],
+                kind,
                 count: body[2],
             })
         }
@@ -708,17 +744,17 @@ mod tests {
             Msg::PortDriverCompleted(PortMode::BuiltinTransparent),
             Msg::SocketsWanted(SocketsWanted {
                 family: 4,
-                proto: 0,
+                kind: SocketKind::Tcp,
                 count: 1,
             }),
             Msg::SocketsWanted(SocketsWanted {
                 family: 6,
-                proto: 1,
+                kind: SocketKind::Udp,
                 count: MAX_SOCKETS,
             }),
             Msg::SocketsWanted(SocketsWanted {
                 family: 4,
-                proto: 2,
+                kind: SocketKind::TransparentTcp,
                 count: 7,
             }),
             Msg::SocketsMade(SocketsMade {
@@ -733,7 +769,7 @@ mod tests {
             }),
             Msg::SocketsWanted(SocketsWanted {
                 family: 6,
-                proto: 3,
+                kind: SocketKind::TransparentUdp,
                 count: 2,
             }),
             Msg::UdpRoute(UdpRoute {

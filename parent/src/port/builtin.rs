@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::backoff::{AcceptPause, Throttle, nofile_limit, out_of_descriptors};
 
-use proto::{MAX_SOCKETS, Msg, SocketsWanted, UdpRoute};
+use proto::{MAX_SOCKETS, Msg, SocketKind, SocketsWanted, UdpRoute};
 use rustix::event::epoll;
 use rustix::io::Errno;
 use rustix::net::{
@@ -56,7 +56,7 @@ const UDP_LISTENER: u64 = 1;
 const UDP_FLOW: u64 = 2;
 
 /// Pools of sockets made by the child: IPv4 and IPv6, each TCP, UDP, transparent TCP and
-/// transparent UDP (the `proto` of `SocketsWanted`).
+/// transparent UDP (the `kind` of `SocketsWanted`).
 const POOLS: usize = 8;
 /// How many frames of the child one turn of the loop reads at most.
 const CHILD_BURST: usize = 16;
@@ -446,20 +446,19 @@ fn accept_tcp(st: &mut State, epfd: &OwnedFd, pi: usize, now: Instant) {
 /// once); asks the child for what runs low.
 fn tcp_ready(sup: &mut Supply, target: Target) -> bool {
     let family = if target.addr.is_ipv4() { 4 } else { 6 };
-    let plain = sup.can_take(pool_index(family, 0));
+    let plain = sup.can_take(pool_index(family, SocketKind::Tcp));
     // A transparent port needs both: its loopback clients connect from the namespace's own
     // address. Both are asked for (no short circuit).
     if target.transparent && sup.transparent {
-        plain & sup.can_take(pool_index(family, 2))
+        plain & sup.can_take(pool_index(family, SocketKind::TransparentTcp))
     } else {
         plain
     }
 }
 
-/// Which pool serves `family` (4 or 6) and `proto` (0 TCP, 1 UDP, 2 transparent TCP,
-/// 3 transparent UDP).
-fn pool_index(family: u8, proto: u8) -> usize {
-    usize::from(family == 6) * 4 + usize::from(proto)
+/// Which pool serves `family` (4 or 6) and `kind`.
+fn pool_index(family: u8, kind: SocketKind) -> usize {
+    usize::from(family == 6) * 4 + kind as usize
 }
 
 /// The address a connection to `target` should come from: the client's, when the port is
@@ -503,7 +502,7 @@ impl Supply {
         };
         let want = Msg::SocketsWanted(SocketsWanted {
             family: if i < 4 { 4 } else { 6 },
-            proto: (i % 4) as u8,
+            kind: SocketKind::ALL[i % 4],
             count: MAX_SOCKETS,
         });
         if sys::fdpass::send(sock, &want, &[]).is_err() {
@@ -699,18 +698,20 @@ impl Supply {
 /// TCP connects without waiting: the pumps move data once it is established.
 fn connect_inside(st: &mut Supply, target: Target, source: Option<SocketAddr>) -> Option<OwnedFd> {
     let family = if target.addr.is_ipv4() { 4 } else { 6 };
-    let proto = match (target.udp, source.is_some() && st.transparent) {
-        (true, _) => 1,
-        (false, true) => 2,
-        (false, false) => 0,
+    let kind = match (target.udp, source.is_some() && st.transparent) {
+        (true, _) => SocketKind::Udp,
+        (false, true) => SocketKind::TransparentTcp,
+        (false, false) => SocketKind::Tcp,
     };
-    let sock = match st.take(pool_index(family, proto)) {
+    let sock = match st.take(pool_index(family, kind)) {
         Some(s) => s,
         // Transparency fell through: connect from the namespace's own address.
-        None if proto == 2 => st.take(pool_index(family, 0))?,
+        None if kind == SocketKind::TransparentTcp => {
+            st.take(pool_index(family, SocketKind::Tcp))?
+        }
         None => return None,
     };
-    if proto == 2
+    if kind == SocketKind::TransparentTcp
         && let Some(src) = source
     {
         // Taken (say, the client's port is in use inside): then from our own address.
@@ -736,7 +737,10 @@ fn udp_flow_socket(
         .and_then(|p| source_for(target, p))
         .filter(|_| st.udp_transparent);
     if let Some(src) = source
-        && let Some(sock) = st.take(pool_index(if src.is_ipv4() { 4 } else { 6 }, 3))
+        && let Some(sock) = st.take(pool_index(
+            if src.is_ipv4() { 4 } else { 6 },
+            SocketKind::TransparentUdp,
+        ))
         && bind(&sock, &src).is_ok()
     {
         // The route is there ([`udp_flow_ready`] made sure); if it went, from our own address.
@@ -752,7 +756,7 @@ fn udp_flow_socket(
 /// in place. Asks the child for what is missing.
 fn udp_flow_ready(st: &mut Supply, target: Target, peer: &SocketAddrAny) -> bool {
     let family = if target.addr.is_ipv4() { 4 } else { 6 };
-    let plain = st.can_take(pool_index(family, 1));
+    let plain = st.can_take(pool_index(family, SocketKind::Udp));
     let source = SocketAddr::try_from(peer.clone())
         .ok()
         .and_then(|p| source_for(target, p))
@@ -763,7 +767,7 @@ fn udp_flow_ready(st: &mut Supply, target: Target, peer: &SocketAddrAny) -> bool
         // once (no short circuit).
         Some(src) => {
             plain
-                & st.can_take(pool_index(family, 3))
+                & st.can_take(pool_index(family, SocketKind::TransparentUdp))
                 & st.route_ready(target.addr.port(), src.ip())
         }
     }
@@ -825,8 +829,10 @@ fn udp_ready(st: &mut State, epfd: &OwnedFd, id: u32, kind: u64) {
         // When a new client could not be served at once, look at the next datagram's sender
         // first without taking it: a new client then waits in the socket's queue, with the
         // listener out of the epoll set until the child's answer comes.
-        let maybe_wait =
-            port.target.transparent || supply.pools[pool_index(family, 1)].fds.is_empty();
+        let maybe_wait = port.target.transparent
+            || supply.pools[pool_index(family, SocketKind::Udp)]
+                .fds
+                .is_empty();
         if maybe_wait {
             let Ok((_, _, Some(peer))) = recvfrom(
                 &port.listener,
@@ -1219,7 +1225,7 @@ mod tests {
         } else {
             AddressFamily::INET6
         };
-        let kind = if w.proto % 2 == 1 {
+        let kind = if w.kind.is_udp() {
             SocketType::DGRAM
         } else {
             SocketType::STREAM
@@ -1394,7 +1400,7 @@ mod tests {
         let mut st = b.lock();
         // The answer was read on an earlier event; the event that announced it arrives
         // afterwards with nothing left to read.
-        let i = pool_index(4, 0);
+        let i = pool_index(4, SocketKind::Tcp);
         assert!(!st.supply.can_take(i));
         settle(&mut st.supply);
         st.supply.receive_ready();
