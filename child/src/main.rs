@@ -111,7 +111,11 @@ fn main() {
         }
         Err(e) => die(&e),
     };
-    let sock = match sys::fd::adopt_inherited_fd(args.fd) {
+    #[allow(unsafe_code)]
+    // SAFETY: rootlesskit starts us with the socket placed at `--fd` (at least 3), so that
+    // number was open at exec, and nothing opened since (only the signalfd, which took a free
+    // number) can own it; this is the one adoption.
+    let sock = match unsafe { sys::fd::adopt_inherited_fd(args.fd) } {
         Ok(fd) => UnixStream::from(fd),
         Err(e) => die(&format!("bad --fd {}: {}", args.fd, sys::errno::text(&e))),
     };

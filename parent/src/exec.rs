@@ -438,7 +438,7 @@ pub fn trial_namespaces<R>(flags: u64, with: impl FnOnce(i32) -> R) -> io::Resul
 pub fn exec_replace(
     exe: &Path,
     argv: &[std::ffi::OsString],
-    keep_fd: Option<std::os::fd::RawFd>,
+    keep_fd: Option<std::os::fd::BorrowedFd<'_>>,
 ) -> io::Error {
     use std::os::unix::ffi::OsStrExt;
     let env = std::env::vars_os().map(|(k, v)| {
@@ -459,7 +459,7 @@ pub fn exec_replace(
         (_, Err(e), _) | (_, _, Err(e)) => return e,
     };
     if let Some(fd) = keep_fd
-        && let Err(e) = sys::fd::dup_to(fd, fd)
+        && let Err(e) = sys::fd::clear_cloexec(fd)
     {
         return e;
     }

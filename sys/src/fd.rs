@@ -1,98 +1,79 @@
-//! Descriptors by number: placing one at a fixed number, raw reads and writes after a fork,
-//! closing, and adopting one inherited across exec.
+//! Descriptors by number: placing one at a fixed number and closing one after a fork, raw reads
+//! and writes there, and adopting one inherited across exec. Whatever can close or overwrite a
+//! descriptor that an `OwnedFd` owns is an `unsafe fn`; the rest takes borrowed descriptors.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::mem::ManuallyDrop;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use linux_raw_sys::general as g;
+use rustix::io::{DupFlags, Errno, FdFlags};
 
-use crate::raw::{check, syscall6};
-
-/// `dup3(old, new, 0)`, then leaves `new` without `FD_CLOEXEC`. When `old == new`, just clears
+/// `dup3(old, new, 0)`, which leaves `new` without `FD_CLOEXEC`; when `old == new`, just clears
 /// `FD_CLOEXEC`. Async-signal-safe.
-pub fn dup_to(old: RawFd, new: RawFd) -> io::Result<()> {
-    // SAFETY: integers only.
-    unsafe {
-        if old == new {
-            check(syscall6(
-                g::__NR_fcntl,
-                [old as usize, g::F_SETFD as usize, 0, 0, 0, 0],
-            ))?;
-        } else {
-            check(syscall6(
-                g::__NR_dup3,
-                [old as usize, new as usize, 0, 0, 0, 0],
-            ))?;
-        }
+///
+/// # Safety
+/// `new` is closed and replaced: no `OwnedFd` of this process that will still be used may own
+/// it. In practice, call it only in a new process after [`crate::process::clone3_fork`], whose
+/// `OwnedFd` values are never used or dropped again before `execve`.
+pub unsafe fn dup_to(old: RawFd, new: RawFd) -> io::Result<()> {
+    // SAFETY: `old` is only borrowed for the call; the caller vouches that it is open.
+    let old_fd = unsafe { BorrowedFd::borrow_raw(old) };
+    if old == new {
+        return clear_cloexec(old_fd);
     }
-    Ok(())
+    // SAFETY: the caller gives up whatever `new` was; the value is never dropped (ManuallyDrop),
+    // so the descriptor placed there is left open for the exec.
+    let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(new) });
+    rustix::io::dup3(old_fd, &mut target, DupFlags::empty()).map_err(Into::into)
 }
 
-/// Raw `read` on a descriptor number, for use after [`clone3_fork`].
-pub fn read_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+/// Clears `FD_CLOEXEC` on `fd`, so that it stays open across our next `execve`.
+pub fn clear_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    rustix::io::fcntl_setfd(fd, FdFlags::empty()).map_err(Into::into)
+}
+
+/// `read` that retries on `EINTR`; async-signal-safe, for use after a fork.
+pub fn read_raw(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     loop {
-        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-        let r = unsafe {
-            syscall6(
-                g::__NR_read,
-                [fd as usize, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0],
-            )
-        };
-        match check(r) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
+        match rustix::io::read(fd, &mut *buf) {
+            Err(Errno::INTR) => continue,
+            other => return other.map_err(Into::into),
         }
     }
 }
 
-/// Raw `write` on a descriptor number, for use after [`clone3_fork`].
-pub fn write_raw(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: the kernel reads at most `buf.len()` bytes from `buf`.
-    check(unsafe {
-        syscall6(
-            g::__NR_write,
-            [fd as usize, buf.as_ptr() as usize, buf.len(), 0, 0, 0],
-        )
-    })
+/// `write`, once; async-signal-safe, for use after a fork.
+pub fn write_raw(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    rustix::io::write(fd, buf).map_err(Into::into)
 }
 
-/// Raw `close`, for use after [`clone3_fork`] on descriptors the process does not own as
-/// `OwnedFd` values (their owner's destructor never runs there).
-pub fn close_raw(fd: RawFd) {
-    // SAFETY: integers only; closing a descriptor number that no live OwnedFd of this process
-    // will use again.
-    unsafe {
-        syscall6(g::__NR_close, [fd as usize, 0, 0, 0, 0, 0]);
-    }
+/// `close` of a bare descriptor number.
+///
+/// # Safety
+/// No `OwnedFd` of this process that will still be used or dropped may own `fd`: in practice,
+/// only in a new process after [`crate::process::clone3_fork`] (the owner's destructor never
+/// runs there).
+pub unsafe fn close_raw(fd: RawFd) {
+    // SAFETY: the caller vouches that nothing owns `fd` any more.
+    unsafe { rustix::io::close(fd) }
 }
 
 /// Takes ownership of descriptor `fd`, inherited from the process that exec'd us and named on
-/// our command line, and marks it close-on-exec so it goes no further.
+/// our command line, and marks it close-on-exec so it goes no further. Fails for 0 to 2 and
+/// for a number that is not open.
 ///
-/// Call it at most once per number, before anything else could own that number: it checks
-/// that the descriptor is open (`F_GETFD`) but cannot know about another owner.
-pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+/// # Safety
+/// Nothing else in this process may own `fd`: call it at most once per number, at the start of
+/// `main`, before anything could have been opened at that number.
+pub unsafe fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     if fd < 3 {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
-    // SAFETY: integers only.
-    unsafe {
-        check(syscall6(
-            g::__NR_fcntl,
-            [fd as usize, g::F_GETFD as usize, 0, 0, 0, 0],
-        ))?;
-        check(syscall6(
-            g::__NR_fcntl,
-            [
-                fd as usize,
-                g::F_SETFD as usize,
-                g::FD_CLOEXEC as usize,
-                0,
-                0,
-                0,
-            ],
-        ))?;
-    }
+    // SAFETY: only borrowed for the two fcntl calls; F_GETFD fails with EBADF when it is not
+    // open.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_getfd(borrowed)?;
+    rustix::io::fcntl_setfd(borrowed, FdFlags::CLOEXEC)?;
     // SAFETY: the descriptor is open (checked above) and, per this function's contract, no
     // other value in this process owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })

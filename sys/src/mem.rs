@@ -1,9 +1,5 @@
 //! Memory: giving back the resident pages of our own image once a process only supervises.
 
-use linux_raw_sys::general as g;
-
-use crate::raw::syscall6;
-
 /// `madvise(MADV_DONTNEED)` over the mappings of our own file that hold no private copy of
 /// any page: once a process only supervises, the code and constants that parsed flags and set
 /// up namespaces need not stay resident. (`MADV_PAGEOUT` would be gentler but the kernel
@@ -25,12 +21,13 @@ pub fn page_out_own_image() {
         // the file's bytes, so dropping them loses nothing and the next access reads the same
         // bytes back. Nothing can write it in between: it is not writable and we are the only
         // thread.
-        unsafe {
-            syscall6(
-                g::__NR_madvise,
-                [start, end - start, g::MADV_DONTNEED as usize, 0, 0, 0],
-            );
-        }
+        let _ = unsafe {
+            rustix::mm::madvise(
+                start as *mut _,
+                end - start,
+                rustix::mm::Advice::LinuxDontNeed,
+            )
+        };
     }
 }
 

@@ -120,10 +120,9 @@ pub fn unshare(flags: rustix::thread::UnshareFlags) -> io::Result<()> {
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(Into::into)
 }
 
-/// `setsid()`.
+/// `setsid()`; async-signal-safe.
 pub fn setsid() -> io::Result<()> {
-    // SAFETY: no arguments.
-    check(unsafe { syscall6(g::__NR_setsid, [0; 6]) }).map(drop)
+    rustix::process::setsid().map(drop).map_err(Into::into)
 }
 
 /// An argv or envp array built before forking: owned C strings plus the NULL-terminated

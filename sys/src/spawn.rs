@@ -274,7 +274,9 @@ fn child_after_fork(
     _err_w: &OwnedFd,
 ) -> (Stage, io::Error) {
     for fd in &cmd.close_fds {
-        fd::close_raw(*fd);
+        // SAFETY: we are the new process: the spawner's `OwnedFd` values are never used or
+        // dropped here before the exec or exit.
+        unsafe { fd::close_raw(*fd) };
     }
     if cmd.pdeathsig {
         if let Err(e) = set_parent_process_death_signal(Some(Signal::KILL)) {
@@ -289,7 +291,7 @@ fn child_after_fork(
     }
     if let Some(go) = go {
         let mut b = [0u8; 1];
-        match fd::read_raw(go.as_raw_fd(), &mut b) {
+        match fd::read_raw(go.as_fd(), &mut b) {
             Ok(1) => {}
             _ => process::exit(1),
         }
@@ -305,12 +307,15 @@ fn child_after_fork(
         return (Stage::Setup, e);
     }
     for (fd, target) in fds {
-        if let Err(e) = fd::dup_to(fd.as_raw_fd(), *target) {
+        // SAFETY: as above, no owner of `target` runs again in this process; `fd` itself sits
+        // above every target (see HIGH_FD), so it is not overwritten before its own turn.
+        if let Err(e) = unsafe { fd::dup_to(fd.as_raw_fd(), *target) } {
             return (Stage::Setup, e);
         }
     }
     for fd in &cmd.keep_fds {
-        if let Err(e) = fd::dup_to(*fd, *fd) {
+        // SAFETY: with old == new nothing is closed, only FD_CLOEXEC cleared.
+        if let Err(e) = unsafe { fd::dup_to(*fd, *fd) } {
             return (Stage::Setup, e);
         }
     }
@@ -360,7 +365,7 @@ fn report(err_w: &OwnedFd, stage: Stage, error: &io::Error) {
     let mut msg = [0u8; 5];
     msg[0] = stage as u8;
     msg[1..].copy_from_slice(&code.to_le_bytes());
-    let _ = fd::write_raw(err_w.as_fd().as_raw_fd(), &msg);
+    let _ = fd::write_raw(err_w.as_fd(), &msg);
 }
 
 /// A process that has been forked and is on its way to exec.
@@ -378,7 +383,7 @@ impl Started {
         let mut msg = [0u8; 5];
         let mut got = 0;
         while got < msg.len() {
-            match fd::read_raw(self.err_r.as_raw_fd(), &mut msg[got..]) {
+            match fd::read_raw(self.err_r.as_fd(), &mut msg[got..]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(error) => {

@@ -136,6 +136,10 @@ fn hold_net(userns: &Path, netns: &Path) -> Result<(), String> {
     use rustix::fd::AsFd;
     use rustix::fs::{Mode, OFlags};
     use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+    #[allow(unsafe_code)]
+    // SAFETY: rootlesskit passes the report pipe at 3; taken once, before this process opens
+    // anything, so no other value can own that number.
+    let report = unsafe { sys::fd::adopt_inherited_fd(3) };
     let open = |p: &Path| {
         rustix::fs::open(p, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| format!("open {}: {}", p.display(), sys::errno::text(e)))
@@ -159,8 +163,10 @@ fn hold_net(userns: &Path, netns: &Path) -> Result<(), String> {
     if rustix::process::getppid().is_none() {
         return Err("rootlesskit is gone".into());
     }
-    sys::fd::write_raw(3, b"1").map_err(|e| format!("write to fd 3: {}", sys::errno::text(&e)))?;
-    sys::fd::close_raw(3);
+    let write_fd3 = |e: &std::io::Error| format!("write to fd 3: {}", sys::errno::text(e));
+    let report = report.map_err(|e| write_fd3(&e))?;
+    sys::fd::write_raw(report.as_fd(), b"1").map_err(|e| write_fd3(&e))?;
+    drop(report);
     loop {
         let _ = rustix::event::poll(&mut [], None);
     }

@@ -37,6 +37,9 @@ const ALLOWED_TREE: &[&str] = &[
 ];
 /// The one file that may run programs, and may hold one `unsafe { cmd.pre_exec(..) }`.
 const EXEC_RS: &str = "parent/src/exec.rs";
+/// The one `unsafe` call allowed outside the sys crate: a binary adopting a descriptor it
+/// inherited, which only its `main` can argue for.
+const ADOPT_CALL: &str = "sys::fd::adopt_inherited_fd(";
 /// How far above an `unsafe {` the `// SAFETY:` comment may be.
 const SAFETY_WINDOW: usize = 3;
 
@@ -198,7 +201,10 @@ pub fn check_rust(rel: &str, text: &str) -> Vec<Violation> {
         let after = code[pos + "unsafe".len()..].trim_start();
         let block = after.starts_with('{');
         let pre_exec = rel == EXEC_RS && block && is_pre_exec_call(after[1..].trim_start());
-        if pre_exec && !pre_exec_seen {
+        let adopt = runtime && block && after[1..].trim_start().starts_with(ADOPT_CALL);
+        if adopt {
+            // A binary taking a descriptor it inherited: its caller's argument, not sys's.
+        } else if pre_exec && !pre_exec_seen {
             pre_exec_seen = true;
         } else if pre_exec {
             report(
@@ -606,6 +612,9 @@ mod tests {
         check("sys/src/nested/fd.rs", ok, &[]);
         check("child/src/sys/fd.rs", ok, &[(4, OUTSIDE)]);
         check("child/src/fd.rs", ok, &[(4, OUTSIDE)]);
+        let adopt = "//! Main.\n// SAFETY: inherited, taken once.\nlet s = unsafe { sys::fd::adopt_inherited_fd(3) };\n";
+        check("child/src/main.rs", adopt, &[]);
+        check("xtask/src/main.rs", adopt, &[(3, OUTSIDE)]);
         check("xtask/src/sys/fd.rs", ok, &[(4, OUTSIDE)]);
         check("ci/src/lib.rs", ok, &[(4, OUTSIDE)]);
         let far = "//! Sys.\n// SAFETY: too far.\n\n\n\nunsafe { g() }\n";

@@ -11,7 +11,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
 use parent::api::Info;
@@ -279,8 +279,10 @@ fn run(args: &[OsString]) -> i32 {
         }
         Err(e) => return fail(None, &e),
     };
-    // Taken before anything else can be opened at number 3.
-    let status = sys::fd::adopt_inherited_fd(STATUS_FD).ok();
+    #[allow(unsafe_code)]
+    // SAFETY: taken once, before anything else can be opened at number 3 (only flags were
+    // parsed so far), so no other value owns it.
+    let status = unsafe { sys::fd::adopt_inherited_fd(STATUS_FD) }.ok();
     let sigfd = match sys::signal::block_signals(stop).and_then(|()| sys::signal::signalfd(stop)) {
         Ok(fd) => fd,
         Err(e) => return fail(status, &format!("failed to set up signal handling: {e}")),
@@ -333,7 +335,7 @@ fn serve(
             let exe = exec::look_path(OsStr::new(REAL_PROXY))?;
             let mut argv = vec![OsString::from(REAL_PROXY)];
             argv.extend(args.iter().cloned());
-            let err = exec::exec_replace(&exe, &argv, status.map(AsRawFd::as_raw_fd));
+            let err = exec::exec_replace(&exe, &argv, status.map(AsFd::as_fd));
             return Err(format!(
                 "exec {}: {}",
                 exe.display(),
