@@ -89,9 +89,10 @@ pub unsafe fn clone3_fork(flags: u64) -> io::Result<Forked> {
     };
     match check(r)? {
         0 => Ok(Forked::Child),
-        // SAFETY: on success the kernel stored a fresh descriptor in `pidfd` that only we own.
         pid => Ok(Forked::Parent {
             pid: pid as i32,
+            // SAFETY: on success the kernel stored a fresh descriptor in `pidfd` that only we
+            // own.
             pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
         }),
     }

@@ -2,7 +2,8 @@
 //!
 //! The checks read the source text, not the compiler's view, so they are deliberately simple.
 //! Comments, strings and char literals are blanked out first (see [`mask`]), so a rule only
-//! fires on real code; the `// SAFETY:` check then looks at the original lines.
+//! fires on real code. That every `unsafe` block argues itself in a `// SAFETY:` comment is
+//! clippy's `undocumented_unsafe_blocks`, which tidy only checks is switched on.
 
 use std::fmt;
 use std::fs;
@@ -37,11 +38,12 @@ const ALLOWED_TREE: &[&str] = &[
 ];
 /// The one file that may run programs, and may hold one `unsafe { cmd.pre_exec(..) }`.
 const EXEC_RS: &str = "parent/src/exec.rs";
+/// Workspace lints that must stay `"deny"`: `unsafe` only where allowed, and every `unsafe`
+/// block with its `// SAFETY:` comment.
+const WORKSPACE_LINTS: &[&str] = &["unsafe_code", "undocumented_unsafe_blocks"];
 /// The one `unsafe` call allowed outside the sys crate: a binary adopting a descriptor it
 /// inherited, which only its `main` can argue for.
 const ADOPT_CALL: &str = "sys::fd::adopt_inherited_fd(";
-/// How far above an `unsafe {` the `// SAFETY:` comment may be.
-const SAFETY_WINDOW: usize = 3;
 
 /// One broken rule, printed as `file:line: message`.
 #[derive(Debug, PartialEq, Eq)]
@@ -139,7 +141,28 @@ pub fn check_workspace(root: &Path) -> crate::Result<(usize, Vec<Violation>)> {
             Err(e) => return Err(format!("cannot read {rel}: {e}")),
         }
     }
+    match fs::read_to_string(root.join("Cargo.toml")) {
+        Ok(text) => out.extend(check_workspace_lints(&text)),
+        Err(e) => return Err(format!("cannot read Cargo.toml: {e}")),
+    }
     Ok((count, out))
+}
+
+/// The workspace lints tidy leaves to the compiler must stay switched on.
+fn check_workspace_lints(toml: &str) -> Vec<Violation> {
+    let on = |name: &str| {
+        toml.lines()
+            .any(|l| l.split_whitespace().collect::<String>() == format!("{name}=\"deny\""))
+    };
+    WORKSPACE_LINTS
+        .iter()
+        .filter(|name| !on(name))
+        .map(|name| Violation {
+            file: "Cargo.toml".into(),
+            line: 1,
+            msg: format!("workspace lint `{name}` must be \"deny\""),
+        })
+        .collect()
 }
 
 /// Collects `.rs` files as `/`-separated paths relative to `root`, skipping `target` and hidden dirs.
@@ -193,7 +216,6 @@ pub fn check_rust(rel: &str, text: &str) -> Vec<Violation> {
     let runtime = RUNTIME_CRATES.contains(&krate);
     let in_sys = rel.starts_with("sys/src/");
     let code = mask(text);
-    let raw_lines: Vec<&str> = text.lines().collect();
 
     let mut pre_exec_seen = false;
     for pos in keyword_positions(&code, "unsafe") {
@@ -215,14 +237,6 @@ pub fn check_rust(rel: &str, text: &str) -> Vec<Violation> {
             report(
                 line,
                 "`unsafe` outside the sys crate (move it into a sys module)".into(),
-            );
-        }
-        if block && !has_safety_comment(&raw_lines, line - 1) {
-            report(
-                line,
-                format!(
-                    "`unsafe` block without a `// SAFETY:` comment in the {SAFETY_WINDOW} lines above"
-                ),
             );
         }
     }
@@ -247,20 +261,6 @@ pub fn check_rust(rel: &str, text: &str) -> Vec<Violation> {
 fn is_pre_exec_call(s: &str) -> bool {
     let ident_len = s.bytes().take_while(|&b| is_ident_byte(b)).count();
     ident_len > 0 && s[ident_len..].starts_with(".pre_exec(")
-}
-
-/// A `// SAFETY:` comment within the lines just above `idx` (0-based), or anywhere in the
-/// unbroken run of comment lines directly above it.
-fn has_safety_comment(lines: &[&str], idx: usize) -> bool {
-    let is_safety = |l: &str| l.contains("// SAFETY:");
-    if (1..=SAFETY_WINDOW.min(idx)).any(|k| is_safety(lines[idx - k])) {
-        return true;
-    }
-    lines[..idx]
-        .iter()
-        .rev()
-        .take_while(|l| l.trim_start().starts_with("//"))
-        .any(|l| is_safety(l))
 }
 
 /// Byte offsets in `code` that use `std::process::Command`: the path `process::Command`, a
@@ -591,7 +591,6 @@ mod tests {
 
     const NO_DOC: &str = "file does not start with a `//!` line saying what it owns";
     const OUTSIDE: &str = "`unsafe` outside the sys crate (move it into a sys module)";
-    const NO_SAFETY: &str = "`unsafe` block without a `// SAFETY:` comment in the 3 lines above";
     const COMMAND: &str =
         "`std::process::Command` outside parent/src/exec.rs (only exec.rs runs programs)";
     const TWO_PRE_EXEC: &str =
@@ -617,16 +616,11 @@ mod tests {
         check("xtask/src/main.rs", adopt, &[(3, OUTSIDE)]);
         check("xtask/src/sys/fd.rs", ok, &[(4, OUTSIDE)]);
         check("ci/src/lib.rs", ok, &[(4, OUTSIDE)]);
-        let far = "//! Sys.\n// SAFETY: too far.\n\n\n\nunsafe { g() }\n";
-        check("sys/src/a.rs", far, &[(6, NO_SAFETY)]);
-        let three = "//! Sys.\n// SAFETY: three lines up.\nlet x =\n    y;\nunsafe { g() }\n";
-        check("sys/src/a.rs", three, &[]);
-        let long = "//! Sys.\n// SAFETY: a long argument\n// that goes on\n// and on\n// and on.\nunsafe { g() }\n";
-        check("sys/src/a.rs", long, &[]);
+        // Whether a block has its `// SAFETY:` comment is clippy's `undocumented_unsafe_blocks`.
         let none = "//! Sys.\nfn f() { unsafe { g() } }\n";
-        check("sys/src/a.rs", none, &[(2, NO_SAFETY)]);
-        check("proto/src/a.rs", none, &[(2, OUTSIDE), (2, NO_SAFETY)]);
-        // Functions, impls, externs and attributes need no SAFETY comment but stay in the sys crate.
+        check("sys/src/a.rs", none, &[]);
+        check("proto/src/a.rs", none, &[(2, OUTSIDE)]);
+        // Functions, impls, externs and attributes stay in the sys crate too.
         let decls = "//! Sys.\npub unsafe fn f() {}\nunsafe impl Send for X {}\n#[unsafe(no_mangle)]\nfn g() {}\n";
         check("sys/src/a.rs", decls, &[]);
         check(
@@ -665,6 +659,21 @@ mod tests {
     }
 
     #[test]
+    fn workspace_lints_stay_on() {
+        let ok = "[workspace.lints.rust]\nunsafe_code = \"deny\"\n\n[workspace.lints.clippy]\nundocumented_unsafe_blocks = \"deny\"\n";
+        assert_eq!(check_workspace_lints(ok), []);
+        let off = "[workspace.lints.rust]\nunsafe_code = \"deny\"\n[workspace.lints.clippy]\nundocumented_unsafe_blocks = \"warn\"\n";
+        let got: Vec<String> = check_workspace_lints(off)
+            .into_iter()
+            .map(|v| v.msg)
+            .collect();
+        assert_eq!(
+            got,
+            ["workspace lint `undocumented_unsafe_blocks` must be \"deny\""]
+        );
+    }
+
+    #[test]
     fn the_one_pre_exec_in_exec_rs() {
         let one = "//! Exec.\n// SAFETY: only async-signal-safe calls.\nunsafe { cmd.pre_exec(reset_mask) };\n";
         check("parent/src/exec.rs", one, &[]);
@@ -673,8 +682,6 @@ mod tests {
         check("parent/src/idmap.rs", one, &[(3, OUTSIDE)]);
         let two = format!("{one}// SAFETY: again.\nunsafe {{ cmd.pre_exec(g) }};\n");
         check("parent/src/exec.rs", &two, &[(5, TWO_PRE_EXEC)]);
-        let missing = "//! Exec.\nunsafe { cmd.pre_exec(reset_mask) };\n";
-        check("parent/src/exec.rs", missing, &[(2, NO_SAFETY)]);
         let other = "//! Exec.\n// SAFETY: no.\nunsafe { libc_call() };\n";
         check("parent/src/exec.rs", other, &[(3, OUTSIDE)]);
     }
