@@ -5,6 +5,8 @@
 pub mod detach;
 pub mod dhcp;
 mod fuzzing;
+pub mod mount;
 pub mod nftables;
 pub mod ports;
+pub mod routing;
 pub mod vpnkit;

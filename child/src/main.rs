@@ -211,11 +211,11 @@ impl Child {
     fn setup(&mut self) -> Result<(), String> {
         if self.args.pidns {
             // Upstream's fallbacks, kept: read-only, then carry on with a warning.
-            if let Err(e) = sys::mount::mount_proc() {
+            if let Err(e) = child::mount::mount_proc() {
                 warn(&format!(
                     "failed to mount procfs, falling back to read-only mount: {e}"
                 ));
-                if let Err(e) = sys::mount::mount_proc_read_only() {
+                if let Err(e) = child::mount::mount_proc_read_only() {
                     warn(&format!("failed to mount procfs: {e}"));
                 }
             }
@@ -277,13 +277,13 @@ impl Child {
             }
             configure_detached(ns, &net)?;
         } else if net.mode != NetMode::Host {
-            for w in
-                sys::mount::remount_sysfs(self.args.evacuate_cgroup2).map_err(|e| e.to_string())?
+            for w in child::mount::remount_sysfs(self.args.evacuate_cgroup2)
+                .map_err(|e| e.to_string())?
             {
                 warn(&w);
             }
         } else if self.args.evacuate_cgroup2 {
-            sys::mount::mount_cgroup2_for_evacuation().map_err(|e| e.to_string())?;
+            child::mount::mount_cgroup2_for_evacuation().map_err(|e| e.to_string())?;
         }
         match net.mode {
             _ if detached.is_some() => {}
@@ -319,9 +319,9 @@ impl Child {
             // trip into it.
             let routed = match &detached {
                 Some(ns) => ns
-                    .within(|| Ok(sys::netlink::source_routing()))
+                    .within(|| Ok(child::routing::source_routing()))
                     .unwrap_or_else(|e| [Err(e.clone()), Err(e)]),
-                None => sys::netlink::source_routing(),
+                None => child::routing::source_routing(),
             };
             for (i, r) in routed.into_iter().enumerate() {
                 match r {
@@ -361,10 +361,10 @@ impl Child {
 
     /// `--propagation` and `--copy-up`, upstream's order.
     fn mounts(&self) -> Result<(), String> {
-        if let Some(p) = sys::mount::Propagation::from_str(&self.args.propagation) {
-            sys::mount::set_propagation(p).map_err(|e| e.to_string())?;
+        if let Some(p) = child::mount::Propagation::from_str(&self.args.propagation) {
+            child::mount::set_propagation(p).map_err(|e| e.to_string())?;
         }
-        sys::mount::copy_up(&self.args.copy_up).map_err(|e| e.to_string())
+        child::mount::copy_up(&self.args.copy_up).map_err(|e| e.to_string())
     }
 
     /// Sends a DHCP lease to the parent, which writes resolv.conf from it before it reads
@@ -389,7 +389,7 @@ impl Child {
             .args
             .copy_up
             .iter()
-            .any(|d| sys::mount::clean_path(d) == std::path::Path::new("/etc"));
+            .any(|d| child::mount::clean_path(d) == std::path::Path::new("/etc"));
         if !etc_copied {
             warn(
                 "Mounting /etc/resolv.conf without copying-up /etc. Note that /etc/resolv.conf in the namespace will be unmounted when it is recreated on the host. Unless /etc/resolv.conf is statically configured, copying-up /etc is highly recommended. Please refer to RootlessKit documentation for further information.",
@@ -649,9 +649,9 @@ impl Child {
         } else {
             match &self.detached {
                 Some(ns) => ns
-                    .within(|| Ok(sys::netlink::udp_reply_route(add, r.port, client, ruled)))
+                    .within(|| Ok(child::routing::udp_reply_route(add, r.port, client, ruled)))
                     .unwrap_or(Err(rustix::io::Errno::NETUNREACH)),
-                None => sys::netlink::udp_reply_route(add, r.port, client, ruled),
+                None => child::routing::udp_reply_route(add, r.port, client, ruled),
             }
         };
         if add {

@@ -37,7 +37,8 @@ use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
 use linux_raw_sys::netlink as nl;
 
-use sys::netlink::{Request, TRANSPARENT_MARK, from_kernel, retry, scan_reply};
+use crate::routing::TRANSPARENT_MARK;
+use sys::netlink::{Request, from_kernel, retry, scan_reply};
 
 /// Size of the batch and reply buffer: the batch is 824 bytes, an error echoes one message
 /// (the largest is 364) after a 20-byte header.

@@ -10,7 +10,7 @@ use linux_raw_sys::net as n;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType, socket_with};
 
-use sys::netlink::TRANSPARENT_MARK;
+use crate::routing::TRANSPARENT_MARK;
 
 /// Makes up to `out.len()` non-blocking sockets of the wanted family and kind in the
 /// calling thread's network namespace, into `out` from the start. For the transparent kinds
@@ -19,7 +19,7 @@ use sys::netlink::TRANSPARENT_MARK;
 /// and nothing later: whoever holds such a socket may bind it to the client's address. The
 /// mark routes the replies of a server in the namespace back to a TCP socket (the accepted
 /// socket inherits it); UDP replies from such a server are routed by port (see
-/// [`sys::netlink::udp_reply_route`]); for both, it marks the connection when NAT sends it
+/// [`crate::routing::udp_reply_route`]); for both, it marks the connection when NAT sends it
 /// onward (see [`crate::nftables`]).
 ///
 /// Returns how many it made and whether they are transparent.
