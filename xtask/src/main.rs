@@ -32,7 +32,7 @@ Commands:
         out for /usr: binaries, man pages and completions made from their --help, AppArmor
         profile, SHA256SUMS; reproducible, mtimes from SOURCE_DATE_EPOCH or the last commit)
         and <target>/dist/SHA256SUMS for it.
-  tidy  Source rules (module docs, unsafe only in src/sys/ with SAFETY comments, no
+  tidy  Source rules (module docs, unsafe only in the sys crate, the SAFETY lint kept on, no
         process spawning outside parent/src/exec.rs, runtime dependencies) plus a
         `cargo tree` check of the runtime crates' dependency graphs.
   fuzz [--seconds N] [--replay] [TARGET...]
