@@ -228,8 +228,8 @@ pub fn indent(compact: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{full_info, spec};
     use super::*;
+    use crate::api::json::tests::{full_info, spec};
 
     #[test]
     fn encodes_exact_bytes() {

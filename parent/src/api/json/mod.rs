@@ -12,14 +12,12 @@
 
 mod decode;
 mod encode;
-mod scan;
 
 pub(crate) use decode::{
-    decode_error_message, decode_info, decode_spec, decode_status, decode_status_list,
+    decode_error_message, decode_info, decode_spec, decode_status, decode_status_list, read_value,
 };
 pub(crate) use encode::{encode_error, encode_status_list, write_spec, write_str};
 pub use encode::{encode_info, indent, write_status};
-pub(crate) use scan::read_value;
 
 #[cfg(test)]
 mod tests {
