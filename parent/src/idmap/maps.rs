@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::SubidSource;
 use crate::exec::{self, quote};
 
-use super::getsubids::dynamic_subids;
-use super::subid::static_subids;
+use super::sources::{dynamic_subids, static_subids};
 use super::{FALLBACK_NOTE, IdMaps, Range, User};
 
 /// The arguments for newuidmap/newgidmap after the pid: `inside outside count` per range.

@@ -44,16 +44,15 @@ pub struct IdMaps {
 }
 
 mod apply;
-mod getsubids;
 mod maps;
 mod passwd;
+mod sources;
 mod subid;
 
 pub(crate) use apply::apply;
-pub(crate) use getsubids::parse_getsubids;
 pub(crate) use maps::compute;
 pub(crate) use passwd::{current_user, parse_passwd};
-pub(crate) use subid::parse_subid_file;
+pub(crate) use subid::{parse_getsubids, parse_subid_file};
 
 #[cfg(test)]
 mod tests {

@@ -1,11 +1,8 @@
-//! /etc/subuid and /etc/subgid: Go's `Atoi`, the file parser with upstream's error texts, and `--subid-source=static`.
+//! The parsers of subordinate ids, with upstream's error texts: Go's `Atoi`, the lines of /etc/subuid and /etc/subgid, and what `getsubids` prints.
 
-use std::io;
+use crate::exec::quote;
 
-use crate::exec::{self, quote};
-
-use super::maps::{Host, Subids};
-use super::{SUBGID_PATH, SUBUID_PATH, User};
+use super::User;
 
 /// Go's `strconv.Atoi` narrowed to `u32`: optional sign, then ASCII digits only.
 ///
@@ -99,30 +96,57 @@ pub(crate) fn parse_subid_file(
     }
     Ok(ranges)
 }
-/// `--subid-source=static`: /etc/subuid and /etc/subgid; a missing file holds no ranges.
-pub(super) fn static_subids(host: &dyn Host, user: &User) -> Result<Subids, String> {
-    let mut lists = Vec::with_capacity(2);
-    for path in [SUBUID_PATH, SUBGID_PATH] {
-        let ranges = match host.read(path) {
-            Ok(text) => parse_subid_file(&text, path, user)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Subids::Missing(format!(
-                    "in {path} (the file does not exist)"
-                )));
-            }
-            Err(e) => return Err(format!("open {path}: {}", exec::errno_text(&e))),
+/// The ranges printed by `getsubids [-g] <user>`: `(start, count)` pairs.
+///
+/// Lines look like `0: tester 100000 65536`. Warnings (extra fields) are dropped here; see
+/// `parse_getsubids_warn`.
+///
+/// # Errors
+/// `line 2: unparsable line "..."` (upstream's text, lines counted from 1 including skipped ones),
+/// `line 2: unparsable line "...": failed to Atoi("x"): strconv.Atoi: parsing "x": invalid syntax`,
+/// and ours for a count of 0 or a range past the last id: `line 2: invalid range "...": ...`.
+pub(crate) fn parse_getsubids(text: &str) -> Result<Vec<(u32, u32)>, String> {
+    parse_getsubids_warn(text, &mut |_| {})
+}
+
+/// [`parse_getsubids`], reporting upstream's warnings (`line N: line "..." contains unknown fields`).
+pub(super) fn parse_getsubids_warn(
+    text: &str,
+    warn: &mut dyn FnMut(String),
+) -> Result<Vec<(u32, u32)>, String> {
+    let mut ranges = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let n = index + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let unparsable = || format!("line {n}: unparsable line {}", quote(line));
+        let unknown = || format!("line {n}: line {} contains unknown fields", quote(line));
+        let parts: Vec<&str> = line.split(':').collect();
+        if parts.len() < 2 {
+            return Err(unparsable());
+        }
+        if parts.len() > 2 {
+            warn(unknown());
+        }
+        let triplet: Vec<&str> = parts[1].split_whitespace().collect();
+        if triplet.len() < 3 {
+            return Err(unparsable());
+        }
+        if triplet.len() > 3 {
+            warn(unknown());
+        }
+        let number = |field: &str| {
+            atoi(field)
+                .map_err(|e| format!("{}: failed to Atoi({}): {e}", unparsable(), quote(field)))
         };
-        lists.push(ranges);
+        let (start, count) = (number(triplet[1])?, number(triplet[2])?);
+        check_range(start, count)
+            .map_err(|why| format!("line {n}: invalid range {}: {why}", quote(line)))?;
+        ranges.push((start, count));
     }
-    let gids = lists.pop().unwrap_or_default();
-    let uids = lists.pop().unwrap_or_default();
-    Ok(if uids.is_empty() {
-        Subids::Missing(format!("in {SUBUID_PATH}"))
-    } else if gids.is_empty() {
-        Subids::Missing(format!("in {SUBGID_PATH}"))
-    } else {
-        Subids::Found { uids, gids }
-    })
+    Ok(ranges)
 }
 
 #[cfg(test)]
@@ -258,5 +282,92 @@ mod tests {
             Err(r#"strconv.Atoi: parsing "1_000": invalid syntax"#),
         );
         check("１", Err(r#"strconv.Atoi: parsing "１": invalid syntax"#));
+    }
+
+    // --- getsubids ------------------------------------------------------------------------------
+
+    #[test]
+    fn getsubids_output() {
+        let check = |text: &str, expect: Result<Vec<(u32, u32)>, &str>, warnings: &[&str]| {
+            let mut warned = Vec::new();
+            let got = parse_getsubids_warn(text, &mut |w| warned.push(w));
+            assert_eq!(got, expect.map_err(str::to_string), "{text:?}");
+            assert_eq!(warned, warnings, "{text:?}");
+            assert_eq!(parse_getsubids(text), got, "{text:?}");
+        };
+        // Upstream's unit test.
+        check(
+            "# foo\n0: foo 100000 655360\n",
+            Ok(vec![(100000, 655360)]),
+            &[],
+        );
+        check("", Ok(vec![]), &[]);
+        check("\n  \n# only comments\n", Ok(vec![]), &[]);
+        check(
+            "0: tester 100000 65536\n1: tester 200000 1000\n",
+            Ok(vec![(100000, 65536), (200000, 1000)]),
+            &[],
+        );
+        check(
+            "  0:tester\t100000   65536  \r\n",
+            Ok(vec![(100000, 65536)]),
+            &[],
+        );
+        // Unparsable lines; N counts skipped lines too.
+        check(
+            "# c\n\nError fetching ranges\n",
+            Err(r#"line 3: unparsable line "Error fetching ranges""#),
+            &[],
+        );
+        check(
+            "0: tester 100000\n",
+            Err(r#"line 1: unparsable line "0: tester 100000""#),
+            &[],
+        );
+        check("0:\n", Err(r#"line 1: unparsable line "0:""#), &[]);
+        check(
+            "0: tester x 65536\n",
+            Err(
+                r#"line 1: unparsable line "0: tester x 65536": failed to Atoi("x"): strconv.Atoi: parsing "x": invalid syntax"#,
+            ),
+            &[],
+        );
+        check(
+            "0: tester 100000 99999999999\n",
+            Err(
+                r#"line 1: unparsable line "0: tester 100000 99999999999": failed to Atoi("99999999999"): strconv.Atoi: parsing "99999999999": value out of range"#,
+            ),
+            &[],
+        );
+        // Extra fields only warn.
+        check(
+            "0: tester 100000 65536 extra\n",
+            Ok(vec![(100000, 65536)]),
+            &[r#"line 1: line "0: tester 100000 65536 extra" contains unknown fields"#],
+        );
+        check(
+            "0: tester 100000 65536: x\n",
+            Ok(vec![(100000, 65536)]),
+            &[r#"line 1: line "0: tester 100000 65536: x" contains unknown fields"#],
+        );
+        // An error after a warning keeps the warning.
+        check(
+            "0: a 1 2 3\n1: b\n",
+            Err(r#"line 2: unparsable line "1: b""#),
+            &[r#"line 1: line "0: a 1 2 3" contains unknown fields"#],
+        );
+        // Ours: empty ranges and ranges past the last id.
+        check(
+            "0: tester 100000 0\n",
+            Err(r#"line 1: invalid range "0: tester 100000 0": the count is 0"#),
+            &[],
+        );
+        check(
+            "0: tester 4294967295 1\n",
+            Err(
+                r#"line 1: invalid range "0: tester 4294967295 1": start + count exceeds 4294967295"#,
+            ),
+            &[],
+        );
     }
 }
