@@ -1,6 +1,21 @@
 //! Port forwarding through the builtin driver: throughput, CPU per GB and connections/s against the reference and the host loopback.
 
-use super::*;
+use std::fs;
+use std::io::{Read, Write as _};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::Result;
+
+use super::STATE_DIR;
+use super::idle::{descendants, stat_ppid, stop};
+use super::profile::{ConnProfile, Profile, profile_connections, profile_forwarding};
+use super::runner::{Runner, describe_status, last_line, on_path, reader, run_capture};
+use super::startup::{Side, progress, progress_done};
+use super::stats::{median, percentile};
 
 /// Rounds per side of every forwarding measurement; the sides take turns in every round.
 pub(super) const FWD_ROUNDS: usize = 3;

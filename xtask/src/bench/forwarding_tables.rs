@@ -1,6 +1,16 @@
 //! The forwarding results as tables and verdicts: throughput, connections/s and CPU per GB, each side against the targets.
 
-use super::*;
+use std::fmt::Write as _;
+
+use super::forwarding::{
+    CLK_TCK, CONNS, CONNS_WARMUP, ECHO_NAME, FWD_FLAGS, FWD_ROUNDS, Forwarding, FwdSeries,
+    IPERF_SECONDS, LOOPBACK, PORT, iperf_client_argv,
+};
+use super::profile::{
+    CONN_PROFILE_SYMBOLS, PROFILE_CLIENT_SECONDS, PROFILE_SECONDS, PROFILE_SYMBOLS, Profile,
+};
+use super::report::{Report, Verdict, note};
+use super::stats::{Table, median, ratio};
 
 /// `median (min–max)` with `decimals` places.
 fn med_range(xs: &[f64], decimals: usize) -> String {
@@ -426,6 +436,7 @@ fn fwd_label(who: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::stats::percentile;
 
     #[test]
     fn latency_percentiles_and_ranges() {

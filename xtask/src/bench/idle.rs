@@ -1,6 +1,16 @@
 //! Idle memory: RSS and PSS of an idle tree, read from /proc once the state dir has `child_pid`.
 
-use super::*;
+use std::fs;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use crate::Result;
+
+use super::forwarding::{Server, proc_parents};
+use super::runner::{Runner, describe_status, kill_group, kill_pid, last_line};
+use super::startup::{Side, progress, progress_done};
+use super::{RSS_RUNS, RSS_SETTLE, START_TIMEOUT, STATE_DIR};
 
 /// One idle tree, read from /proc.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -176,6 +186,7 @@ pub(super) fn kib_field(text: &str, key: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::runner::status_ids;
 
     #[test]
     fn proc_fields() {

@@ -1,6 +1,12 @@
 //! The machine and the binaries: CPU, kernel, load, git tree, versions, and binary sizes.
 
-use super::*;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use super::binary_names;
+use super::idle::kib_field;
+use super::runner::{Runner, on_path};
 
 #[derive(Debug, Default)]
 pub(super) struct Machine {
@@ -144,6 +150,7 @@ pub(super) fn sizes(bin_dir: &Path, reference: Option<&Path>) -> Sizes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::runner::{passwd_ids, passwd_name};
 
     #[test]
     fn machine_fields() {

@@ -21,16 +21,9 @@
 //! New rows are table entries: [`SCENARIOS`] (rootlesskit flags, identical on both sides),
 //! [`STICKS`] (commands that measure the machine) and [`targets`].
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::fs;
-use std::io::{IsTerminal, Read, Write as _};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{Result, dist};
 
@@ -326,16 +319,13 @@ mod stats;
 mod trace;
 
 pub use forwarding::echo_server;
-use forwarding::*;
-use forwarding_tables::*;
-use idle::*;
-use machine::*;
-use profile::*;
-use report::*;
-use runner::*;
-use startup::*;
-use stats::*;
-use trace::*;
+use forwarding::{ECHO_NAME, forwarding};
+use idle::idle_memory;
+use machine::{Machine, read_loadavg, sizes, versions};
+use report::Report;
+use runner::{Runner, Scratch, User, WHO, copy_0755, mkdir_0755, on_path, stage, stage_one};
+use startup::{Side, run_rounds, startup_rows};
+use trace::trace;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,18 @@
 //! Where the forwarding time goes: a perf profile of the parent while iperf3 runs, and of a burst of connections.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::Result;
+
+use super::forwarding::{
+    ECHO_PORT, IPERF_PORT, Server, echo_once, echo_target, free_port, fwd_argv, iperf_client_argv,
+    iperf_server_argv,
+};
+use super::runner::{Runner, last_line, run_capture};
+use super::startup::Side;
 
 // Where the forwarding time goes: a perf profile of the parent while iperf3 runs.
 

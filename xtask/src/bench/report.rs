@@ -1,6 +1,19 @@
 //! The report: the targets and their verdicts, the numbered notes, and the text written to the terminal and BENCHMARKS.md.
 
-use super::*;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use super::forwarding::Forwarding;
+use super::forwarding_tables::forwarding_targets;
+use super::idle::{IdleMetric, IdleSeries};
+use super::machine::{Machine, Sizes};
+use super::startup::{Series, TimedRow};
+use super::stats::{Table, med_p90, median, mib, ratio, thousands};
+use super::trace::{Span, by_program, covered, is_helper};
+use super::{
+    DEFAULT_REFERENCE, MAX_FAILURES, RSS_RUNS, RSS_SETTLE, STATE_DIR, TARGET, TIME_SCRIPT,
+    WARMUP_ROUNDS,
+};
 
 #[derive(Debug, PartialEq, Clone, Copy)]
 pub(super) enum Verdict {
@@ -491,6 +504,8 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::idle::Idle;
+    use crate::bench::startup::Sample;
 
     #[test]
     fn targets_from_results() {

@@ -1,6 +1,18 @@
 //! Who runs the measured commands, and where: the unprivileged user, the scratch dir of staged binaries, and running one command with a timeout.
 
-use super::*;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::Result;
+
+use super::startup::{Sample, parse_time_output};
+use super::{PATH_ENV, SAMPLE_TIMEOUT, TIME_SCRIPT};
 
 /// The user every measured command runs as.
 #[derive(Clone, Debug)]

@@ -1,6 +1,10 @@
 //! Startup: the timed rows (wall and CPU of `rootlesskit ... true`), the interleaved rounds, and parsing what the timing script prints.
 
-use super::*;
+use std::io::{IsTerminal, Write as _};
+use std::path::PathBuf;
+
+use super::runner::{Runner, on_path};
+use super::{MAX_FAILURES, SCENARIOS, STICKS, TARGET, WARMUP_ROUNDS};
 
 /// One implementation under test.
 pub(super) struct Side {

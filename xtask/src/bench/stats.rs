@@ -1,6 +1,6 @@
 //! Statistics and formatting: median, percentiles, ratios, and the text and Markdown tables.
 
-use super::*;
+use std::fmt::Write as _;
 
 /// The median (the mean of the middle two for an even count).
 pub(super) fn median(xs: &[f64]) -> Option<f64> {

@@ -1,6 +1,13 @@
 //! Where the time goes: an strace timeline of one run, cut into spans per program.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use crate::Result;
+
+use super::runner::{Runner, describe_status, last_line, run_capture};
+use super::{SAMPLE_TIMEOUT, TARGET};
 
 /// One program's stretch of a process's life: from its execve to the next execve or the exit.
 #[derive(Clone, Debug, PartialEq)]
