@@ -9,11 +9,12 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, ipproto, sockopt};
 
+use crate::errno::{describe, io_text};
+
 use super::wire::{
     CLIENT_PORT, Lease, REPLY_MAX, REQUEST_LEN, Reply, SERVER_PORT, encode_request, kind,
     parse_reply,
 };
-use crate::errno::{describe, io_text};
 
 /// Retransmission waits for one message, as RFC 2131 §4.1 suggests (doubling), 30 s in all:
 /// upstream's read timeout.
