@@ -1,4 +1,6 @@
-//! The DHCP client's state machine: the socket bound to the interface, one DISCOVER/OFFER/REQUEST/ACK exchange with RFC 2131's retransmissions, and the `Renewer` that reruns it from the event loop.
+//! The DHCP client's state machine: the socket bound to the interface, one
+//! DISCOVER/OFFER/REQUEST/ACK exchange with RFC 2131's retransmissions, and the `Renewer` that
+//! reruns it from the event loop.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};

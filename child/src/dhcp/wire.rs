@@ -1,4 +1,6 @@
-//! DHCPv4 on the wire, pure code: the message kinds and options we use, building a DISCOVER or REQUEST into a fixed buffer, parsing a reply with every length checked, and the lease an ACK gives.
+//! DHCPv4 on the wire, pure code: the message kinds and options we use, building a DISCOVER or
+//! REQUEST into a fixed buffer, parsing a reply with every length checked, and the lease an ACK
+//! gives.
 
 use std::fmt;
 use std::time::{Duration, Instant};

@@ -1,4 +1,5 @@
-//! Applying the maps: newuidmap/newgidmap, or for the fallback `deny` to setgroups and the maps written to /proc.
+//! Applying the maps: newuidmap/newgidmap, or for the fallback `deny` to setgroups and the maps
+//! written to /proc.
 
 use std::io;
 

@@ -1,4 +1,5 @@
-//! Computing the maps: the `Host` trait (faked in tests), `--subid-source` auto/static/dynamic, stacking ranges from 1, the single-id fallback, and the newuidmap arguments.
+//! Computing the maps: the `Host` trait (faked in tests), `--subid-source` auto/static/dynamic,
+//! stacking ranges from 1, the single-id fallback, and the newuidmap arguments.
 
 use std::ffi::{OsStr, OsString};
 use std::io;

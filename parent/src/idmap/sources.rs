@@ -1,4 +1,5 @@
-//! Where the subordinate ids come from: `--subid-source=static` reads /etc/subuid and /etc/subgid, `--subid-source=dynamic` runs shadow's `getsubids`, with upstream's error and warning texts.
+//! Where the subordinate ids come from: `--subid-source=static` reads /etc/subuid and /etc/subgid,
+//! `--subid-source=dynamic` runs shadow's `getsubids`, with upstream's error and warning texts.
 
 use std::ffi::OsStr;
 use std::io;

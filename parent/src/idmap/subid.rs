@@ -1,4 +1,5 @@
-//! The parsers of subordinate ids, with upstream's error texts: Go's `Atoi`, the lines of /etc/subuid and /etc/subgid, and what `getsubids` prints.
+//! The parsers of subordinate ids, with upstream's error texts: Go's `Atoi`, the lines of
+//! /etc/subuid and /etc/subgid, and what `getsubids` prints.
 
 use crate::exec::quote;
 

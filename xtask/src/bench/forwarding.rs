@@ -1,4 +1,5 @@
-//! Port forwarding through the builtin driver: throughput, CPU per GB and connections/s against the reference and the host loopback.
+//! Port forwarding through the builtin driver: throughput, CPU per GB and connections/s against the
+//! reference and the host loopback.
 
 use std::fs;
 use std::io::{Read, Write as _};

@@ -1,4 +1,5 @@
-//! The forwarding results as tables and verdicts: throughput, connections/s and CPU per GB, each side against the targets.
+//! The forwarding results as tables and verdicts: throughput, connections/s and CPU per GB, each
+//! side against the targets.
 
 use std::fmt::Write as _;
 

@@ -1,4 +1,5 @@
-//! Where the forwarding time goes: a perf profile of the parent while iperf3 runs, and of a burst of connections.
+//! Where the forwarding time goes: a perf profile of the parent while iperf3 runs, and of a burst
+//! of connections.
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,4 +1,5 @@
-//! The report: the targets and their verdicts, the numbered notes, and the text written to the terminal and BENCHMARKS.md.
+//! The report: the targets and their verdicts, the numbered notes, and the text written to the
+//! terminal and BENCHMARKS.md.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

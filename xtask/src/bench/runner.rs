@@ -1,4 +1,5 @@
-//! Who runs the measured commands, and where: the unprivileged user, the scratch dir of staged binaries, and running one command with a timeout.
+//! Who runs the measured commands, and where: the unprivileged user, the scratch dir of staged
+//! binaries, and running one command with a timeout.
 
 use std::fs;
 use std::io::Read;

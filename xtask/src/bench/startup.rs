@@ -1,4 +1,5 @@
-//! Startup: the timed rows (wall and CPU of `rootlesskit ... true`), the interleaved rounds, and parsing what the timing script prints.
+//! Startup: the timed rows (wall and CPU of `rootlesskit ... true`), the interleaved rounds, and
+//! parsing what the timing script prints.
 
 use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;

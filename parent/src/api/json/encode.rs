@@ -1,4 +1,5 @@
-//! JSON encoding of the API objects (spec, status, info, error) with Go's field names and `omitempty`, and Go's `json.Indent`.
+//! JSON encoding of the API objects (spec, status, info, error) with Go's field names and
+//! `omitempty`, and Go's `json.Indent`.
 
 use std::fmt::Write as _;
 
