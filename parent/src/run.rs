@@ -19,6 +19,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, epoll, poll};
 use rustix::thread::UnshareFlags;
 
 use crate::cli::{Config, Net, PortDriver, Reaper};
+use crate::libexec::{CHILD_BIN, UNSHARE_BIN, find_helper};
 use crate::statedir::StateDir;
 use crate::{api, exec, idmap, net, warn};
 
@@ -41,33 +42,6 @@ impl Outcome {
             raise: None,
         }
     }
-}
-
-/// The name of the child binary, found next to `rootlesskit`.
-pub const CHILD_BIN: &str = "rootlesskit-child";
-
-/// The helper that makes the detached network namespace of `--detach-netns`.
-pub const UNSHARE_BIN: &str = child::detach::HELPER_NAME;
-
-/// Finds a helper binary next to our own executable, then in `../libexec/rootlesskit/`.
-pub fn find_helper(name: &str) -> Result<PathBuf, String> {
-    let exe = std::fs::read_link("/proc/self/exe")
-        .map_err(|e| format!("cannot find our own executable: {}", io_text(&e)))?;
-    let dir = exe.parent().unwrap_or(Path::new("/"));
-    let candidates = [
-        dir.join(name),
-        dir.join("../libexec/rootlesskit").join(name),
-    ];
-    for c in &candidates {
-        if c.is_file() {
-            return Ok(c.clone());
-        }
-    }
-    Err(format!(
-        "cannot find {name}: looked for {} and {}",
-        candidates[0].display(),
-        candidates[1].display()
-    ))
 }
 
 /// Everything after validation. Never returns without having removed the state directory.

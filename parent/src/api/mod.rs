@@ -14,7 +14,9 @@ pub mod server;
 
 use std::sync::Arc;
 
-pub use crate::port::{PortDriver, PortDriverInfo};
+use crate::port::PortDriver;
+/// The `portDriver` object of [`Info`], defined with the port drivers.
+pub use crate::port::PortDriverInfo;
 
 /// The REST API version upstream v2.3.4 (and v3) reports; clients never negotiate it.
 pub const API_VERSION: &str = "1.1.1";

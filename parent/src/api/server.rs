@@ -744,8 +744,8 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Info, NetworkDriverInfo, PortDriver, PortDriverInfo};
-    use crate::port::{PortSpec, PortStatus, validate_port_spec};
+    use crate::api::{Info, NetworkDriverInfo, PortDriverInfo};
+    use crate::port::{PortDriver, PortSpec, PortStatus, validate_port_spec};
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 

@@ -346,7 +346,7 @@ fn run(
 /// ours; it has the room in its size budget that we lack. Returns only on failure.
 fn exec_helper(dir: &Path, argv: Vec<OsString>) -> String {
     use child::sys::{CStrVec, execve};
-    const HELPER: &str = parent::run::UNSHARE_BIN;
+    const HELPER: &str = parent::libexec::UNSHARE_BIN;
     let mut args: Vec<OsString> = vec![HELPER.into(), "--exec".into(), dir.into(), "--".into()];
     args.extend(argv);
     let env = std::env::vars_os().map(|(k, v)| {
@@ -540,8 +540,8 @@ fn info_text(info: &Info) -> String {
 mod tests {
     use super::*;
     use parent::api::server::{self, Handle};
-    use parent::api::{Backend, NetworkDriverInfo, PortDriver, PortDriverInfo};
-    use parent::port::validate_port_spec;
+    use parent::api::{Backend, NetworkDriverInfo, PortDriverInfo};
+    use parent::port::{PortDriver, validate_port_spec};
     use std::path::Path;
     use std::sync::{Arc, Mutex};
 

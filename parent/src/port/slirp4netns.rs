@@ -203,14 +203,14 @@ impl Slirp4netnsPorts {
         };
         let proto = spec.proto.trim_end_matches('4');
         let mut req = String::from("{\"execute\":\"add_hostfwd\",\"arguments\":{\"proto\":");
-        crate::api::json::write_str(&mut req, proto);
+        crate::gojson::write_str(&mut req, proto);
         req.push_str(",\"host_addr\":");
-        crate::api::json::write_str(&mut req, &host);
+        crate::gojson::write_str(&mut req, &host);
         req.push_str(&format!(
             ",\"host_port\":{},\"guest_addr\":",
             spec.parent_port
         ));
-        crate::api::json::write_str(&mut req, &guest);
+        crate::gojson::write_str(&mut req, &guest);
         req.push_str(&format!(",\"guest_port\":{}}}}}", spec.child_port));
         Ok(req)
     }
