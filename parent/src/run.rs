@@ -168,12 +168,12 @@ struct Session<'a> {
     /// The API server, served from the supervision loop (no thread).
     api: Option<api::server::Server>,
     /// The builtin port driver, when `--port-driver=builtin`.
-    ports: Option<std::sync::Arc<crate::port::builtin::Builtin>>,
+    ports: Option<std::rc::Rc<crate::port::builtin::Builtin>>,
     /// slirp4netns's API socket (`--port-driver=slirp4netns`), or pasta's control socket
     /// (`--port-driver=pesto`).
     s4nn_socket: Option<PathBuf>,
     /// The slirp4netns port driver, whose ports a restarted slirp4netns gets again.
-    s4nn_ports: Option<std::sync::Arc<crate::port::slirp4netns::Slirp4netnsPorts>>,
+    s4nn_ports: Option<std::rc::Rc<crate::port::slirp4netns::Slirp4netnsPorts>>,
     /// Watches the network driver under the running target (and restarts it).
     healer: Option<net::heal::Healer>,
     sigfd: &'a OwnedFd,
@@ -354,9 +354,9 @@ impl<'a> Session<'a> {
         self.expect(|m| matches!(m, Msg::ChildReady), "ChildReady")?;
         // The API socket exists before child_pid, which is what scripts wait for, and both
         // exist before the target starts.
-        let port_driver: Option<std::sync::Arc<dyn crate::port::PortDriver>> =
+        let port_driver: Option<std::rc::Rc<dyn crate::port::PortDriver>> =
             if self.cfg.port_driver == PortDriver::Builtin {
-                let builtin = std::sync::Arc::new(
+                let builtin = std::rc::Rc::new(
                     crate::port::builtin::Builtin::new().map_err(|e| Abort::Error("parent", e))?,
                 );
                 if self.cfg.source_ip_transparent {
@@ -375,7 +375,7 @@ impl<'a> Session<'a> {
                     .as_ref()
                     .map(|n| n.child_ip.clone())
                     .unwrap_or_default();
-                let driver = std::sync::Arc::new(crate::port::slirp4netns::Slirp4netnsPorts::new(
+                let driver = std::rc::Rc::new(crate::port::slirp4netns::Slirp4netnsPorts::new(
                     socket, child_ip,
                 ));
                 self.publish(&*driver)?;
@@ -522,7 +522,7 @@ impl<'a> Session<'a> {
 
     /// `--port-driver=pesto`: pasta's control socket (`prepared.api_socket`) and the
     /// namespace's addresses, with the `-p` ports published.
-    fn pesto_ports(&self) -> Result<std::sync::Arc<dyn crate::port::PortDriver>, Abort> {
+    fn pesto_ports(&self) -> Result<std::rc::Rc<dyn crate::port::PortDriver>, Abort> {
         let fail = |e: String| Abort::Error("parent", e);
         let socket = self
             .s4nn_socket
@@ -538,7 +538,7 @@ impl<'a> Session<'a> {
             .ipv6
             .then(|| net::pasta::CHILD_IP6.parse().ok())
             .flatten();
-        let driver = std::sync::Arc::new(crate::port::pesto::PestoPorts::new(
+        let driver = std::rc::Rc::new(crate::port::pesto::PestoPorts::new(
             crate::port::pesto::look_up().map_err(fail)?,
             socket,
             child_ip,

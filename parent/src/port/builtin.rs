@@ -20,10 +20,10 @@
 //! receive queue) until the child's answer is read from the loop. A listener out of
 //! descriptors, or with the pumps full, pauses the same way ([`crate::backoff`]).
 
+use std::cell::{RefCell, RefMut};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::backoff::{AcceptPause, Throttle, nofile_limit, out_of_descriptors};
@@ -172,13 +172,14 @@ struct Supply {
     ruled: Vec<(bool, u16)>,
 }
 
-/// The driver; shared with the API server as `Arc<dyn PortDriver>`.
+/// The driver; shared with the API server as `Rc<dyn PortDriver>`, on the parent's one thread.
 pub struct Builtin {
     /// Readable when a listener has a connection waiting.
     listeners: OwnedFd,
-    /// A second handle on the pumps' epoll set, to poll without taking the lock.
+    /// A second handle on the pumps' epoll set (which lives in the state), for the parent's
+    /// loop to wait on.
     pumps_fd: OwnedFd,
-    state: Mutex<State>,
+    state: RefCell<State>,
 }
 
 impl Builtin {
@@ -197,7 +198,7 @@ impl Builtin {
         Ok(Builtin {
             listeners,
             pumps_fd,
-            state: Mutex::new(State {
+            state: RefCell::new(State {
                 next_id: 1,
                 ports: Vec::new(),
                 pumps,
@@ -226,10 +227,9 @@ impl Builtin {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock aborts the process (panic = "abort"), so a poisoned
-        // lock can only be seen in tests; the state is still consistent then.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// The state, for one call: no method calls another while holding it.
+    fn lock(&self) -> RefMut<'_, State> {
+        self.state.borrow_mut()
     }
 
     /// The socket on which the child hands over sockets. Its answers are read from the
@@ -1095,6 +1095,7 @@ fn dial_target(spec: &PortSpec) -> Result<Target, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     fn spec(proto: &str, parent_ip: &str, child_ip: &str) -> PortSpec {
         PortSpec {
@@ -1532,7 +1533,7 @@ mod tests {
                 });
             }
         });
-        let b = std::sync::Arc::new(Builtin::new().unwrap());
+        let b = Builtin::new().unwrap();
         let asked = fake_child(&b);
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let parent_port = probe.local_addr().unwrap().port();
@@ -1541,30 +1542,27 @@ mod tests {
         s.parent_port = parent_port as i64;
         s.child_port = child_port as i64;
         b.add(s).unwrap();
-        // The parent's loop, reduced to the driver.
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let looper = {
-            let (b, stop) = (b.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    b.accept_ready();
-                    b.pump_ready();
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-            })
-        };
-        let n = usize::from(MAX_SOCKETS) + 8;
-        for i in 0..n {
-            let mut c = std::net::TcpStream::connect(("127.0.0.1", parent_port)).unwrap();
-            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let msg = format!("hello {i}");
-            c.write_all(msg.as_bytes()).unwrap();
-            let mut got = vec![0u8; msg.len()];
-            c.read_exact(&mut got).unwrap();
-            assert_eq!(got, msg.as_bytes());
+        // The clients on a thread of their own, the parent's loop (reduced to the driver) here.
+        let clients = std::thread::spawn(move || {
+            let n = usize::from(MAX_SOCKETS) + 8;
+            for i in 0..n {
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", parent_port)).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let msg = format!("hello {i}");
+                c.write_all(msg.as_bytes()).unwrap();
+                let mut got = vec![0u8; msg.len()];
+                c.read_exact(&mut got).unwrap();
+                assert_eq!(got, msg.as_bytes());
+            }
+        });
+        while !clients.is_finished() {
+            b.accept_ready();
+            b.pump_ready();
+            std::thread::sleep(Duration::from_micros(200));
         }
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        looper.join().unwrap();
+        clients
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
         // One batch served the first MAX_SOCKETS connections, a second one the rest.
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
