@@ -437,7 +437,7 @@ fn command(
             }
             let ids = args
                 .iter()
-                .map(|s| go_atoi(s).map_err(|e| e.to_string()))
+                .map(|s| go_atoi(s))
                 .collect::<Result<Vec<i64>, String>>()?;
             let c = client(g, state_dir, err)?;
             for id in ids {

@@ -10,7 +10,8 @@ pub mod slirp4netns;
 pub mod spec;
 
 pub use spec::{
-    AtoiError, PortSpec, PortStatus, check_family, go_atoi, parse_port_spec, validate_port_spec,
+    AtoiError, PortSpec, PortStatus, atoi, check_family, go_atoi, parse_port_spec,
+    validate_port_spec,
 };
 
 /// What `GET /v1/info` says about the port driver (`portDriver`).

@@ -178,58 +178,60 @@ pub fn check_family(spec: &PortSpec) -> Result<(), String> {
     }
 }
 
-/// Why [`go_atoi`] refused its input (which each variant holds), as Go's `strconv.NumError`
-/// tells `ErrSyntax` from `ErrRange`; shown in Go's words.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why [`atoi`] refused its input, as Go's `strconv.NumError` tells `ErrSyntax` from
+/// `ErrRange`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AtoiError {
-    /// Not an optionally signed run of decimal digits: `invalid syntax`.
-    Syntax(String),
-    /// Digits, but outside `i64`: `value out of range`.
-    Range(String),
+    /// Not an optionally signed run of decimal digits.
+    Syntax,
+    /// Digits, but outside `i64`.
+    Range,
 }
 
-impl std::fmt::Display for AtoiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (input, what) = match self {
-            AtoiError::Syntax(s) => (s, "invalid syntax"),
-            AtoiError::Range(s) => (s, "value out of range"),
+/// Go's `strconv.Atoi` with Go's error text: [`atoi`] for callers that only show the error.
+///
+/// # Errors
+/// `strconv.Atoi: parsing "x": invalid syntax`,
+/// `strconv.Atoi: parsing "99999999999999999999": value out of range`.
+pub fn go_atoi(s: &str) -> Result<i64, String> {
+    atoi(s).map_err(|e| {
+        let what = match e {
+            AtoiError::Syntax => "invalid syntax",
+            AtoiError::Range => "value out of range",
         };
-        write!(f, "strconv.Atoi: parsing {}: {what}", quote(input))
-    }
+        format!("strconv.Atoi: parsing {}: {what}", quote(s))
+    })
 }
 
 /// Go's `strconv.Atoi` on a 64-bit machine: optional sign, decimal digits, `i64` range.
 ///
 /// # Errors
-/// [`AtoiError::Syntax`] (`strconv.Atoi: parsing "x": invalid syntax`) or
-/// [`AtoiError::Range`] (`strconv.Atoi: parsing "99999999999999999999": value out of range`;
-/// overflow is reported as soon as it happens, before any later bad character, as Go does).
-pub fn go_atoi(s: &str) -> Result<i64, AtoiError> {
-    let syntax = || AtoiError::Syntax(s.to_string());
-    let range = || AtoiError::Range(s.to_string());
+/// [`AtoiError::Syntax`], or [`AtoiError::Range`] (overflow is reported as soon as it happens,
+/// before any later bad character, as Go does).
+pub fn atoi(s: &str) -> Result<i64, AtoiError> {
     let (neg, digits) = match s.as_bytes() {
         [b'+', rest @ ..] => (false, rest),
         [b'-', rest @ ..] => (true, rest),
         rest => (false, rest),
     };
     if digits.is_empty() {
-        return Err(syntax());
+        return Err(AtoiError::Syntax);
     }
     let mut n: u64 = 0;
     for &c in digits {
         if !c.is_ascii_digit() {
-            return Err(syntax());
+            return Err(AtoiError::Syntax);
         }
         n = n
             .checked_mul(10)
             .and_then(|n| n.checked_add(u64::from(c - b'0')))
-            .ok_or_else(range)?;
+            .ok_or(AtoiError::Range)?;
     }
     let limit = 1u64 << 63;
     match (neg, n) {
         (false, n) if n < limit => Ok(n as i64),
         (true, n) if n <= limit => Ok((n as i64).wrapping_neg()),
-        _ => Err(range()),
+        _ => Err(AtoiError::Range),
     }
 }
 
@@ -632,13 +634,7 @@ mod tests {
     #[test]
     fn atoi_matches_go() {
         let ok = |s: &str, n: i64| assert_eq!(go_atoi(s), Ok(n), "{s:?}");
-        let err = |s: &str, e: &str| {
-            assert_eq!(
-                go_atoi(s).map_err(|e| e.to_string()),
-                Err(e.to_string()),
-                "{s:?}"
-            )
-        };
+        let err = |s: &str, e: &str| assert_eq!(go_atoi(s), Err(e.to_string()), "{s:?}");
         ok("0", 0);
         ok("+7", 7);
         ok("-007", -7);
