@@ -19,6 +19,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, epoll, poll};
 use rustix::thread::UnshareFlags;
 
 use crate::cli::{Config, Net, PortDriver, Reaper};
+use crate::libexec::{CHILD_BIN, UNSHARE_BIN, find_helper};
 use crate::statedir::StateDir;
 use crate::{api, exec, idmap, net, warn};
 
@@ -41,33 +42,6 @@ impl Outcome {
             raise: None,
         }
     }
-}
-
-/// The name of the child binary, found next to `rootlesskit`.
-pub const CHILD_BIN: &str = "rootlesskit-child";
-
-/// The helper that makes the detached network namespace of `--detach-netns`.
-pub const UNSHARE_BIN: &str = child::detach::HELPER_NAME;
-
-/// Finds a helper binary next to our own executable, then in `../libexec/rootlesskit/`.
-pub fn find_helper(name: &str) -> Result<PathBuf, String> {
-    let exe = std::fs::read_link("/proc/self/exe")
-        .map_err(|e| format!("cannot find our own executable: {}", io_text(&e)))?;
-    let dir = exe.parent().unwrap_or(Path::new("/"));
-    let candidates = [
-        dir.join(name),
-        dir.join("../libexec/rootlesskit").join(name),
-    ];
-    for c in &candidates {
-        if c.is_file() {
-            return Ok(c.clone());
-        }
-    }
-    Err(format!(
-        "cannot find {name}: looked for {} and {}",
-        candidates[0].display(),
-        candidates[1].display()
-    ))
 }
 
 /// Everything after validation. Never returns without having removed the state directory.
@@ -194,12 +168,12 @@ struct Session<'a> {
     /// The API server, served from the supervision loop (no thread).
     api: Option<api::server::Server>,
     /// The builtin port driver, when `--port-driver=builtin`.
-    ports: Option<std::sync::Arc<crate::port::builtin::Builtin>>,
+    ports: Option<std::rc::Rc<crate::port::builtin::Builtin>>,
     /// slirp4netns's API socket (`--port-driver=slirp4netns`), or pasta's control socket
     /// (`--port-driver=pesto`).
     s4nn_socket: Option<PathBuf>,
     /// The slirp4netns port driver, whose ports a restarted slirp4netns gets again.
-    s4nn_ports: Option<std::sync::Arc<crate::port::slirp4netns::Slirp4netnsPorts>>,
+    s4nn_ports: Option<std::rc::Rc<crate::port::slirp4netns::Slirp4netnsPorts>>,
     /// Watches the network driver under the running target (and restarts it).
     healer: Option<net::heal::Healer>,
     sigfd: &'a OwnedFd,
@@ -380,9 +354,9 @@ impl<'a> Session<'a> {
         self.expect(|m| matches!(m, Msg::ChildReady), "ChildReady")?;
         // The API socket exists before child_pid, which is what scripts wait for, and both
         // exist before the target starts.
-        let port_driver: Option<std::sync::Arc<dyn crate::port::PortDriver>> =
+        let port_driver: Option<std::rc::Rc<dyn crate::port::PortDriver>> =
             if self.cfg.port_driver == PortDriver::Builtin {
-                let builtin = std::sync::Arc::new(
+                let builtin = std::rc::Rc::new(
                     crate::port::builtin::Builtin::new().map_err(|e| Abort::Error("parent", e))?,
                 );
                 if self.cfg.source_ip_transparent {
@@ -401,7 +375,7 @@ impl<'a> Session<'a> {
                     .as_ref()
                     .map(|n| n.child_ip.clone())
                     .unwrap_or_default();
-                let driver = std::sync::Arc::new(crate::port::slirp4netns::Slirp4netnsPorts::new(
+                let driver = std::rc::Rc::new(crate::port::slirp4netns::Slirp4netnsPorts::new(
                     socket, child_ip,
                 ));
                 self.publish(&*driver)?;
@@ -548,7 +522,7 @@ impl<'a> Session<'a> {
 
     /// `--port-driver=pesto`: pasta's control socket (`prepared.api_socket`) and the
     /// namespace's addresses, with the `-p` ports published.
-    fn pesto_ports(&self) -> Result<std::sync::Arc<dyn crate::port::PortDriver>, Abort> {
+    fn pesto_ports(&self) -> Result<std::rc::Rc<dyn crate::port::PortDriver>, Abort> {
         let fail = |e: String| Abort::Error("parent", e);
         let socket = self
             .s4nn_socket
@@ -564,7 +538,7 @@ impl<'a> Session<'a> {
             .ipv6
             .then(|| net::pasta::CHILD_IP6.parse().ok())
             .flatten();
-        let driver = std::sync::Arc::new(crate::port::pesto::PestoPorts::new(
+        let driver = std::rc::Rc::new(crate::port::pesto::PestoPorts::new(
             crate::port::pesto::look_up().map_err(fail)?,
             socket,
             child_ip,

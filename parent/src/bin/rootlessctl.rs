@@ -346,7 +346,7 @@ fn run(
 /// ours; it has the room in its size budget that we lack. Returns only on failure.
 fn exec_helper(dir: &Path, argv: Vec<OsString>) -> String {
     use child::sys::{CStrVec, execve};
-    const HELPER: &str = parent::run::UNSHARE_BIN;
+    const HELPER: &str = parent::libexec::UNSHARE_BIN;
     let mut args: Vec<OsString> = vec![HELPER.into(), "--exec".into(), dir.into(), "--".into()];
     args.extend(argv);
     let env = std::env::vars_os().map(|(k, v)| {
@@ -539,11 +539,12 @@ fn info_text(info: &Info) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parent::api::server::{self, Handle};
-    use parent::api::{Backend, NetworkDriverInfo, PortDriver, PortDriverInfo};
-    use parent::port::validate_port_spec;
+    use parent::api::server::{self, Server};
+    use parent::api::{Backend, NetworkDriverInfo};
+    use parent::port::PortDriver;
+    use parent::port::fake::FakePorts;
     use std::path::Path;
-    use std::sync::{Arc, Mutex};
+    use std::rc::Rc;
 
     fn argv(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()
@@ -858,39 +859,11 @@ mod tests {
         );
     }
 
-    /// A port table in memory with upstream's validation.
-    #[derive(Default)]
-    struct FakeDriver(Mutex<(u32, Vec<PortStatus>)>);
-
-    impl PortDriver for FakeDriver {
-        fn info(&self) -> PortDriverInfo {
-            PortDriverInfo::builtin()
-        }
-        fn add(&self, spec: PortSpec) -> Result<PortStatus, String> {
-            let mut t = self.0.lock().unwrap();
-            validate_port_spec(&spec, &t.1)?;
-            t.0 += 1;
-            let status = PortStatus { id: t.0, spec };
-            t.1.push(status.clone());
-            Ok(status)
-        }
-        fn list(&self) -> Vec<PortStatus> {
-            self.0.lock().unwrap().1.clone()
-        }
-        fn remove(&self, id: u32) -> Result<(), String> {
-            let mut t = self.0.lock().unwrap();
-            let n = t.1.len();
-            t.1.retain(|p| p.id != id);
-            if t.1.len() == n {
-                return Err(format!("unknown id: {id}"));
-            }
-            Ok(())
-        }
-    }
-
+    /// A server on `api.sock` in a scratch directory; a test serves it on its own thread
+    /// ([`Server::serve_while`]) while the client runs on another.
     struct Env {
         dir: PathBuf,
-        server: Option<Handle>,
+        server: Option<Server>,
     }
 
     impl Drop for Env {
@@ -900,7 +873,14 @@ mod tests {
         }
     }
 
-    fn serve(tag: &str, driver: Option<Arc<dyn PortDriver>>) -> Env {
+    impl Env {
+        fn serve_while<T: Send>(&mut self, client: impl FnOnce() -> T + Send) -> T {
+            let server = self.server.as_mut().unwrap();
+            server.serve_while(client).unwrap()
+        }
+    }
+
+    fn serve(tag: &str, driver: Option<Rc<dyn PortDriver>>) -> Env {
         let dir = std::env::temp_dir().join(format!("rkctl-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).unwrap();
@@ -915,7 +895,8 @@ mod tests {
             }),
             port_driver: driver,
         };
-        let server = server::spawn(&dir.join("api.sock"), backend).unwrap();
+        let server =
+            Server::bind(&dir.join("api.sock"), backend, server::Config::default()).unwrap();
         Env {
             dir,
             server: Some(server),
@@ -927,7 +908,7 @@ mod tests {
     /// byte, when Debian's rootlessctl is installed.
     #[test]
     fn end_to_end_against_our_server() {
-        let env = serve("e2e", Some(Arc::new(FakeDriver::default())));
+        let mut env = serve("e2e", Some(Rc::new(FakePorts::default())));
         let state = env.dir.to_str().unwrap().to_string();
         let go = Path::new("/usr/bin/rootlessctl");
         if !go.exists() {
@@ -1004,55 +985,61 @@ mod tests {
                 "}}\n",
             ), state), String::new()),
         ];
-        for (args, code, out, err) in &steps {
-            // Through $ROOTLESSKIT_STATE_DIR, as a target inside rootlesskit would.
-            assert_eq!(
-                ctl(args, Some(&state)),
-                (*code, out.clone(), err.clone()),
-                "{args:?}"
-            );
-        }
-        // Upstream's client, replaying the same session against a fresh server.
-        if go.exists() {
-            let env2 = serve("e2e-go", Some(Arc::new(FakeDriver::default())));
-            let sock = env2.dir.join("api.sock");
-            let state2 = env2.dir.to_str().unwrap().to_string();
+        env.serve_while(|| {
             for (args, code, out, err) in &steps {
-                let mut argv: Vec<OsString> = vec!["--socket".into(), sock.clone().into()];
-                argv.extend(args.iter().map(OsString::from));
-                let (status, combined) = parent::exec::run_with_output(go, &argv).unwrap();
-                let mut combined = String::from_utf8_lossy(&combined).into_owned();
-                // On a usage error upstream also prints the command's help; we do not.
-                if combined.starts_with("Incorrect Usage") {
-                    combined = combined[combined.rfind("error: ").unwrap()..].to_string();
-                }
+                // Through $ROOTLESSKIT_STATE_DIR, as a target inside rootlesskit would.
                 assert_eq!(
-                    (status.code(), combined),
-                    (Some(*code), format!("{out}{err}").replace(&state, &state2)),
-                    "go {args:?}"
+                    ctl(args, Some(&state)),
+                    (*code, out.clone(), err.clone()),
+                    "{args:?}"
                 );
             }
+        });
+        // Upstream's client, replaying the same session against a fresh server.
+        if go.exists() {
+            let mut env2 = serve("e2e-go", Some(Rc::new(FakePorts::default())));
+            let sock = env2.dir.join("api.sock");
+            let state2 = env2.dir.to_str().unwrap().to_string();
+            env2.serve_while(|| {
+                for (args, code, out, err) in &steps {
+                    let mut argv: Vec<OsString> = vec!["--socket".into(), sock.clone().into()];
+                    argv.extend(args.iter().map(OsString::from));
+                    let (status, combined) = parent::exec::run_with_output(go, &argv).unwrap();
+                    let mut combined = String::from_utf8_lossy(&combined).into_owned();
+                    // On a usage error upstream also prints the command's help; we do not.
+                    if combined.starts_with("Incorrect Usage") {
+                        combined = combined[combined.rfind("error: ").unwrap()..].to_string();
+                    }
+                    assert_eq!(
+                        (status.code(), combined),
+                        (Some(*code), format!("{out}{err}").replace(&state, &state2)),
+                        "go {args:?}"
+                    );
+                }
+            });
         }
     }
 
     #[test]
     fn without_a_port_driver() {
-        let env = serve("nodriver", None);
+        let mut env = serve("nodriver", None);
         let state = env.dir.to_str().unwrap().to_string();
         let e = |msg: &str| format!("error: {msg}\n");
-        for args in [
-            &["list-ports"][..],
-            &["add-ports", "127.0.0.1:8080:80/tcp"],
-            &["remove-ports", "1"],
-        ] {
-            assert_eq!(
-                ctl(args, Some(&state)),
-                (1, String::new(), e("no PortDriver is available")),
-                "{args:?}"
-            );
-        }
-        let (code, out, _) = ctl(&["info"], Some(&state));
-        assert_eq!(code, 0);
-        assert!(out.ends_with("  - IP: 10.0.2.100\n"), "{out}");
+        env.serve_while(|| {
+            for args in [
+                &["list-ports"][..],
+                &["add-ports", "127.0.0.1:8080:80/tcp"],
+                &["remove-ports", "1"],
+            ] {
+                assert_eq!(
+                    ctl(args, Some(&state)),
+                    (1, String::new(), e("no PortDriver is available")),
+                    "{args:?}"
+                );
+            }
+            let (code, out, _) = ctl(&["info"], Some(&state));
+            assert_eq!(code, 0);
+            assert!(out.ends_with("  - IP: 10.0.2.100\n"), "{out}");
+        });
     }
 }

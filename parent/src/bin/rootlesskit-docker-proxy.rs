@@ -18,7 +18,7 @@ use parent::api::Info;
 use parent::api::client::Client;
 use parent::exec;
 use parent::port::spec::is_ip;
-use parent::port::{PortSpec, go_atoi};
+use parent::port::{AtoiError, PortSpec, atoi};
 
 /// The program we stand in for, looked up in `$PATH`.
 const REAL_PROXY: &str = "docker-proxy";
@@ -115,8 +115,8 @@ fn parse_flags(args: &[OsString]) -> Result<Action, String> {
             }
         };
         let int = |v: &str| {
-            go_atoi(v).map_err(|e| {
-                let why = if e.contains("out of range") {
+            atoi(v).map_err(|e| {
+                let why = if e == AtoiError::Range {
                     "value out of range"
                 } else {
                     "parse error"

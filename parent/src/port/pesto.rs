@@ -10,10 +10,10 @@
 //! Each call is short and bounded by pasta answering on a local socket; like the slirp4netns
 //! driver's socket calls it runs in the parent's loop.
 
+use std::cell::RefCell;
 use std::ffi::{OsStr, OsString};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use super::spec::{check_family, parse_ip};
 use super::{PortDriver, PortDriverInfo, PortSpec, PortStatus, validate_port_spec};
@@ -30,7 +30,7 @@ pub struct PestoPorts {
     child_ip: IpAddr,
     /// The namespace's IPv6 address with `--ipv6`.
     child_ip6: Option<IpAddr>,
-    state: Mutex<State>,
+    state: RefCell<State>,
 }
 
 struct State {
@@ -53,7 +53,7 @@ impl PestoPorts {
             socket,
             child_ip,
             child_ip6,
-            state: Mutex::new(State {
+            state: RefCell::new(State {
                 next_id: 1,
                 ports: Vec::new(),
             }),
@@ -149,7 +149,7 @@ impl PortDriver for PestoPorts {
     }
 
     fn add(&self, spec: PortSpec) -> Result<PortStatus, String> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.borrow_mut();
         let listed: Vec<PortStatus> = state.ports.iter().map(|(s, _, _)| s.clone()).collect();
         validate_port_spec(&spec, &listed)?;
         check_family(&spec)?;
@@ -177,12 +177,12 @@ impl PortDriver for PestoPorts {
     }
 
     fn list(&self) -> Vec<PortStatus> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.state.borrow();
         state.ports.iter().map(|(s, _, _)| s.clone()).collect()
     }
 
     fn remove(&self, id: u32) -> Result<(), String> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.borrow_mut();
         let Some(at) = state.ports.iter().position(|(s, _, _)| s.id == id) else {
             return Err(format!("unknown id: {id}"));
         };

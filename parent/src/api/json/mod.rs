@@ -16,7 +16,7 @@ mod encode;
 pub(crate) use decode::{
     decode_error_message, decode_info, decode_spec, decode_status, decode_status_list, read_value,
 };
-pub(crate) use encode::{encode_error, encode_status_list, write_spec, write_str};
+pub(crate) use encode::{encode_error, encode_status_list, write_spec};
 pub use encode::{encode_info, indent, write_status};
 
 #[cfg(test)]
