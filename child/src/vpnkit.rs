@@ -61,6 +61,20 @@ pub fn open_tap(name: &str, mac: [u8; 6]) -> Result<OwnedFd, String> {
     Ok(fd)
 }
 
+/// The tap of a [`proto::NetMode::Tap`] network, made and configured in the current network
+/// namespace like any driver's device; its descriptor goes to the parent.
+///
+/// # Errors
+/// The first step that failed, as one line.
+pub fn tap_for_parent(net: &NetConfig) -> Result<OwnedFd, String> {
+    let dev = net.ifname_str();
+    let mtu = if net.mtu == 0 { 1500 } else { net.mtu };
+    let tap = open_tap(dev, net.mac)?;
+    crate::netlink::activate_dev(dev, mtu, net.addr, net.prefix, net.gateway)
+        .map_err(|e| e.to_string())?;
+    Ok(tap)
+}
+
 /// Everything the child does for [`proto::NetMode::Vpnkit`] but the `/etc` files: the tap with
 /// vpnkit's MAC, configured like any driver's device (inside `detached` when given), and our
 /// session on `<state_dir>/vpnkit-ethernet.sock` for the parent's interface.

@@ -13,6 +13,7 @@ pub mod run;
 pub mod statedir;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod usernet;
 
 use std::io::Write;
 

@@ -197,6 +197,8 @@ struct Session<'a> {
     ports: Option<std::sync::Arc<crate::port::builtin::Builtin>>,
     /// slirp4netns's API socket, for `--port-driver=slirp4netns`.
     s4nn_socket: Option<PathBuf>,
+    /// `--net=gvisor-tap-vsock`: our own network on the child's tap.
+    usernet: Option<crate::usernet::Stack>,
     sigfd: &'a OwnedFd,
     pid: i32,
     pidfd: OwnedFd,
@@ -319,6 +321,7 @@ impl<'a> Session<'a> {
             api: None,
             ports: None,
             s4nn_socket: None,
+            usernet: None,
             sigfd,
             pid,
             pidfd,
@@ -359,6 +362,9 @@ impl<'a> Session<'a> {
         self.send(&Msg::PortDriverCompleted(port))?;
         if net.mode == NetMode::Dhcp {
             self.take_lease(state)?;
+        }
+        if net.mode == NetMode::Tap {
+            self.take_tap(&net)?;
         }
         self.expect(|m| matches!(m, Msg::ChildReady), "ChildReady")?;
         // The API socket exists before child_pid, which is what scripts wait for, and both
@@ -509,6 +515,19 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Reads the child's `TapMade` and starts our own network on the tap it carries.
+    fn take_tap(&mut self, net: &NetConfig) -> Result<(), Abort> {
+        let mut fds = Vec::with_capacity(1);
+        self.expect_with_fds(|m| matches!(m, Msg::TapMade), "TapMade", &mut fds)?;
+        let tap = fds
+            .pop()
+            .ok_or_else(|| Abort::Error("parent", "TapMade came without the tap".into()))?;
+        let cfg = crate::usernet::Config::new(net, !self.cfg.disable_host_loopback);
+        let stack = crate::usernet::Stack::new(tap, cfg).map_err(|e| Abort::Error("parent", e))?;
+        self.usernet = Some(stack);
+        Ok(())
+    }
+
     /// Publishes every `-p` spec, as upstream does before `child_pid` appears.
     fn publish(&self, driver: &dyn crate::port::PortDriver) -> Result<(), Abort> {
         for text in &self.cfg.publish {
@@ -522,6 +541,17 @@ impl<'a> Session<'a> {
 
     /// Waits for the next frame while watching signals and the child's death.
     fn expect(&mut self, want: fn(&Msg) -> bool, name: &str) -> Result<Msg, Abort> {
+        self.expect_with_fds(want, name, &mut Vec::new())
+    }
+
+    /// [`Session::expect`], keeping the descriptors that came with the frame (as many as
+    /// `fds` has spare capacity for).
+    fn expect_with_fds(
+        &mut self,
+        want: fn(&Msg) -> bool,
+        name: &str,
+        fds: &mut Vec<OwnedFd>,
+    ) -> Result<Msg, Abort> {
         loop {
             let (sock_ready, sig_ready, child_ready) = {
                 let mut fds = [
@@ -549,7 +579,7 @@ impl<'a> Session<'a> {
                 continue;
             }
             if sock_ready {
-                return match proto::read_frame(&mut self.sock) {
+                return match child::fdpass::recv(&self.sock, fds) {
                     Ok(Msg::ChildError(text)) => {
                         Err(Abort::Error("child ", text.as_str().to_string()))
                     }
@@ -689,7 +719,12 @@ impl<'a> Session<'a> {
         loop {
             let now = Instant::now();
             let api_wait = self.api.as_ref().and_then(|s| s.timeout(now));
-            let timeout = api_wait.map(|d| Timespec {
+            let net_wait = self.usernet.as_ref().and_then(|n| n.timeout(now));
+            let wait = match (api_wait, net_wait) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = wait.map(|d| Timespec {
                 tv_sec: d.as_secs() as _,
                 tv_nsec: d.subsec_nanos() as _,
             });
@@ -699,6 +734,7 @@ impl<'a> Session<'a> {
                 Err(e) => return Outcome::parent_error(format!("epoll_wait: {e}")),
             };
             let mut api_ready = api_wait.is_some_and(|d| now.elapsed() >= d);
+            let mut net_ready = net_wait.is_some_and(|d| now.elapsed() >= d);
             let mut child_exited = false;
             for ev in &events[..n] {
                 match ev.data.u64() {
@@ -736,11 +772,15 @@ impl<'a> Session<'a> {
                         }
                     }
                     API => api_ready = true,
+                    USERNET => net_ready = true,
                     _ => {}
                 }
             }
             if api_ready && let Some(server) = self.api.as_mut() {
                 server.serve_ready();
+            }
+            if net_ready && let Some(stack) = self.usernet.as_mut() {
+                stack.ready(Instant::now());
             }
             if child_exited {
                 self.reap_blocking();
@@ -783,6 +823,9 @@ impl<'a> Session<'a> {
         if let Some(server) = &self.api {
             add(server.as_fd(), API)?;
         }
+        if let Some(stack) = &self.usernet {
+            add(stack.as_fd(), USERNET)?;
+        }
         Ok(ep)
     }
 }
@@ -796,6 +839,8 @@ const PORTS_ACCEPT: u64 = 3;
 /// A forwarded connection has data to move.
 const PORTS_DATA: u64 = 4;
 const API: u64 = 5;
+/// The user-mode network has frames or host sockets to serve.
+const USERNET: u64 = 6;
 
 /// Signals whose default action would end an unprepared process: during setup they abort it.
 fn terminates_setup(sig: u32) -> bool {

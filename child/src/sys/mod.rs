@@ -426,6 +426,64 @@ pub fn bind_to_device(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     .map(drop)
 }
 
+/// `setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, offset)`—where the next `MSG_PEEK` read starts
+/// (rustix 1.1 has no wrapper). The user-mode network peeks a host TCP socket's data at the
+/// offset of the first byte the namespace has not been sent yet, so that the socket's own
+/// receive queue holds what may still have to be sent again (TCP supports it since Linux 6.10).
+///
+/// # Errors
+/// The kernel's errno (`EOPNOTSUPP` before 6.10 for TCP).
+///
+/// # References
+/// - [`socket(7)`](https://man7.org/linux/man-pages/man7/socket.7.html)
+pub fn set_peek_offset(fd: BorrowedFd<'_>, offset: i32) -> io::Result<()> {
+    let value = offset.to_ne_bytes();
+    // SAFETY: the kernel reads exactly `value.len()` (4) bytes, an int, from `value`, which lives
+    // on our stack for the whole call.
+    check(unsafe {
+        syscall6(
+            g::__NR_setsockopt,
+            [
+                fd.as_raw_fd() as usize,
+                linux_raw_sys::net::SOL_SOCKET as usize,
+                linux_raw_sys::net::SO_PEEK_OFF as usize,
+                value.as_ptr() as usize,
+                value.len(),
+                0,
+            ],
+        )
+    })
+    .map(drop)
+}
+
+/// `ioctl(fd, SIOCOUTQ)`—how many bytes a TCP socket holds that its peer has not acknowledged
+/// yet (or not been sent), which tells the user-mode network how much of the send buffer is free.
+///
+/// # Errors
+/// The kernel's errno.
+///
+/// # References
+/// - [`tcp(7)`](https://man7.org/linux/man-pages/man7/tcp.7.html)
+pub fn outq(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut value = 0i32;
+    // SAFETY: SIOCOUTQ writes one int at the pointer, which is our local `value`, alive and
+    // exclusively ours through the call.
+    check(unsafe {
+        syscall6(
+            g::__NR_ioctl,
+            [
+                fd.as_raw_fd() as usize,
+                linux_raw_sys::ioctl::TIOCOUTQ as usize,
+                (&raw mut value) as usize,
+                0,
+                0,
+                0,
+            ],
+        )
+    })?;
+    Ok(value.max(0) as u32)
+}
+
 /// `ioctl(fd, SIOCGIFHWADDR)`—the hardware (MAC) address of Ethernet interface `name`, asked
 /// through any socket `fd` of the interface's network namespace.
 ///

@@ -1,0 +1,463 @@
+//! The user-mode network of `--net=gvisor-tap-vsock`, run inside the parent: the child made a
+//! tap in the namespace and handed us its descriptor, and we are the other end of that wire.
+//! We answer ARP and ICMP echo for the gateway, carry UDP per flow and TCP per connection on
+//! host sockets (layer-4 translation, as pasta does: the namespace's TCP ends here and a host
+//! TCP connection carries the bytes on), and forward DNS sent to the gateway to the host's
+//! first nameserver.
+//!
+//! Everything runs from the parent's one epoll loop: [`Stack::as_fd`] is an epoll set holding
+//! the tap and every host socket, [`Stack::ready`] moves what can be moved and
+//! [`Stack::timeout`] says when the next timer (a retransmission, a flow's expiry) is due.
+//! Memory is bounded and allocated up front: two frame buffers, and fixed tables of TCP
+//! connections and UDP flows. A host TCP socket's own receive queue holds what the namespace
+//! has not acknowledged yet (peeked with `SO_PEEK_OFF`, dropped once acknowledged), so a
+//! connection needs no buffer of its own.
+
+pub mod tcp;
+pub mod udp;
+pub mod wire;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use rustix::event::epoll;
+use rustix::io::Errno;
+
+use wire::{ETH_LEN, Frame, IP_LEN};
+
+/// The gateway's MAC address, as upstream's.
+pub const GATEWAY_MAC: [u8; 6] = [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xdd];
+/// The MAC the child gives its tap.
+pub const CHILD_MAC: [u8; 6] = [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee];
+/// Default MTU, as upstream's.
+pub const DEFAULT_MTU: u32 = 65520;
+/// The largest frame the tap can carry (MTU 65535 plus the Ethernet header).
+const FRAME_MAX: usize = 65535 + ETH_LEN;
+/// Frames read from the tap per wake-up before the host sockets get a turn.
+const TAP_BATCH: usize = 64;
+
+/// The network's addresses and policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// The gateway (and DNS server) address, net+1.
+    pub gateway: [u8; 4],
+    /// The child's address, net+100.
+    pub child: [u8; 4],
+    /// The prefix length of the network.
+    pub prefix: u8,
+    /// The interface MTU.
+    pub mtu: u32,
+    /// Whether the gateway address reaches the host's 127.0.0.1 (no `--disable-host-loopback`).
+    pub host_loopback: bool,
+    /// Where DNS queries to the gateway go: the host's first IPv4 nameserver.
+    pub nameserver: Option<[u8; 4]>,
+}
+
+impl Config {
+    /// The network the child configured from `net`, with the host's first IPv4 nameserver
+    /// from its `/etc/resolv.conf` for DNS.
+    pub fn new(net: &proto::NetConfig, host_loopback: bool) -> Config {
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        Config {
+            gateway: net.gateway,
+            child: net.addr,
+            prefix: net.prefix,
+            mtu: if net.mtu == 0 { DEFAULT_MTU } else { net.mtu },
+            host_loopback,
+            nameserver: nameservers(&resolv).first().copied(),
+        }
+    }
+
+    /// Where a connection or datagram from the namespace to `dst:port` goes on the host, or
+    /// `None` when it must be refused.
+    pub fn host_addr(&self, dst: [u8; 4], port: u16) -> Option<SocketAddrV4> {
+        if dst == self.gateway {
+            if port == 53
+                && let Some(ns) = self.nameserver
+            {
+                return Some(SocketAddrV4::new(Ipv4Addr::from(ns), 53));
+            }
+            return self
+                .host_loopback
+                .then(|| SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        }
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0);
+        let broadcast = u32::from_be_bytes(self.child) | !mask;
+        let d = u32::from_be_bytes(dst);
+        // Loopback, "this network", multicast and broadcast never leave; nor does the child's
+        // own address.
+        if dst[0] == 127 || dst[0] == 0 || dst[0] >= 224 || d == broadcast || dst == self.child {
+            return None;
+        }
+        Some(SocketAddrV4::new(Ipv4Addr::from(dst), port))
+    }
+}
+
+/// The IPv4 nameservers of a resolv.conf text, in order.
+pub fn nameservers(text: &str) -> Vec<[u8; 4]> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("nameserver")).then_some(())?;
+            words.next()?.parse::<Ipv4Addr>().ok().map(|a| a.octets())
+        })
+        .collect()
+}
+
+/// What went wrong, counted (a hostile or broken namespace must not fill our log).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames from the tap we did not understand or refused.
+    pub dropped: u64,
+    /// Frames we could not write to the tap (its queue was full).
+    pub tap_full: u64,
+    /// TCP connections refused because the table was full.
+    pub tcp_over_limit: u64,
+    /// UDP datagrams dropped because the flow table was full.
+    pub udp_over_limit: u64,
+}
+
+/// Where frames we build go: the tap, one fixed buffer, the two MAC addresses.
+pub struct Out<'a> {
+    tap: BorrowedFd<'a>,
+    /// The frame under construction; the transport part starts at [`Out::L4`].
+    pub buf: &'a mut [u8],
+    child_mac: [u8; 6],
+    mtu: u32,
+    counters: &'a mut Counters,
+}
+
+impl Out<'_> {
+    /// Offset of the transport header in [`Out::buf`].
+    pub const L4: usize = ETH_LEN + IP_LEN;
+
+    /// Wraps the `l4_len` transport bytes at [`Out::L4`] in IPv4 and Ethernet headers and
+    /// writes the frame to the tap; whether it went (the tap's queue may be full).
+    pub fn send_ip(&mut self, src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: usize) -> bool {
+        wire::put_ethernet(self.buf, self.child_mac, GATEWAY_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut self.buf[ETH_LEN..], src, dst, proto, l4_len);
+        self.send_raw(Out::L4 + l4_len)
+    }
+
+    fn send_raw(&mut self, len: usize) -> bool {
+        loop {
+            match rustix::io::write(self.tap, &self.buf[..len]) {
+                Ok(_) => return true,
+                Err(Errno::INTR) => {}
+                Err(_) => {
+                    self.counters.tap_full += 1;
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+// Tags of the stack's epoll set: the kind in the top byte, then a generation and an index.
+const TAG_TAP: u64 = 0;
+const KIND_TCP: u64 = 1;
+const KIND_UDP: u64 = 2;
+
+/// The epoll tag of entry `index` (generation `generation`) of table `kind`.
+fn tag(kind: u64, generation: u32, index: usize) -> u64 {
+    kind << 56 | u64::from(generation & 0xff_ffff) << 32 | index as u64
+}
+
+/// The user-mode network.
+pub struct Stack {
+    cfg: Config,
+    tap: OwnedFd,
+    ep: OwnedFd,
+    rx: Box<[u8]>,
+    tx: Box<[u8]>,
+    child_mac: [u8; 6],
+    tcp: tcp::Table,
+    udp: udp::Table,
+    counters: Counters,
+}
+
+impl Stack {
+    /// The network for `cfg` on `tap` (non-blocking).
+    ///
+    /// # Errors
+    /// `user-mode network: <why>` when the epoll set cannot be made.
+    pub fn new(tap: OwnedFd, cfg: Config) -> Result<Stack, String> {
+        let fail = |e: Errno| format!("user-mode network: epoll: {e}");
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(fail)?;
+        epoll::add(
+            &ep,
+            &tap,
+            epoll::EventData::new_u64(TAG_TAP),
+            epoll::EventFlags::IN,
+        )
+        .map_err(fail)?;
+        Ok(Stack {
+            cfg,
+            tap,
+            ep,
+            rx: vec![0u8; FRAME_MAX].into_boxed_slice(),
+            tx: vec![0u8; FRAME_MAX].into_boxed_slice(),
+            child_mac: CHILD_MAC,
+            tcp: tcp::Table::new(&cfg),
+            udp: udp::Table::new(),
+            counters: Counters::default(),
+        })
+    }
+
+    /// The epoll set to wait on: readable when [`Stack::ready`] has work.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.ep.as_fd()
+    }
+
+    /// What was dropped so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// How long until a timer is due, if one is armed.
+    pub fn timeout(&self, now: Instant) -> Option<Duration> {
+        let due = [self.tcp.deadline(), self.udp.deadline()]
+            .into_iter()
+            .flatten()
+            .min()?;
+        Some(due.saturating_duration_since(now))
+    }
+
+    /// Moves everything that can move now and runs the timers that are due.
+    pub fn ready(&mut self, now: Instant) {
+        let mut events = [epoll::Event {
+            flags: epoll::EventFlags::empty(),
+            data: epoll::EventData::new_u64(0),
+        }; 32];
+        let n = epoll::wait(
+            &self.ep,
+            &mut events,
+            Some(&rustix::event::Timespec::default()),
+        )
+        .unwrap_or_default();
+        let mut tap_ready = false;
+        for ev in &events[..n] {
+            let t = ev.data.u64();
+            let (kind, generation, index) = (t >> 56, (t >> 32) as u32 & 0xff_ffff, t as u32);
+            let Stack {
+                tap,
+                tx,
+                tcp,
+                udp,
+                counters,
+                child_mac,
+                ep,
+                cfg,
+                ..
+            } = self;
+            let mut out = Out {
+                tap: tap.as_fd(),
+                buf: tx,
+                child_mac: *child_mac,
+                mtu: cfg.mtu,
+                counters,
+            };
+            match kind {
+                _ if t == TAG_TAP => tap_ready = true,
+                KIND_TCP => {
+                    tcp.socket_ready(index as usize, generation, ev.flags, &mut out, ep, now)
+                }
+                KIND_UDP => udp.socket_ready(index as usize, generation, &mut out, cfg, now),
+                _ => {}
+            }
+        }
+        if tap_ready {
+            self.read_tap(now);
+        }
+        let Stack {
+            tap,
+            tx,
+            tcp,
+            udp,
+            counters,
+            child_mac,
+            ep,
+            cfg,
+            ..
+        } = self;
+        let mut out = Out {
+            tap: tap.as_fd(),
+            buf: tx,
+            child_mac: *child_mac,
+            mtu: cfg.mtu,
+            counters,
+        };
+        tcp.timers(&mut out, ep, now);
+        udp.expire(ep, now);
+    }
+
+    /// Reads up to a batch of frames from the tap and handles each.
+    fn read_tap(&mut self, now: Instant) {
+        for _ in 0..TAP_BATCH {
+            let n = match rustix::io::read(&self.tap, &mut self.rx[..]) {
+                Ok(n) => n,
+                Err(Errno::INTR) => continue,
+                Err(_) => break,
+            };
+            self.frame(n, now);
+        }
+        let Stack {
+            tap,
+            tx,
+            tcp,
+            counters,
+            child_mac,
+            cfg,
+            ..
+        } = self;
+        let mut out = Out {
+            tap: tap.as_fd(),
+            buf: tx,
+            child_mac: *child_mac,
+            mtu: cfg.mtu,
+            counters,
+        };
+        tcp.flush_acks(&mut out);
+    }
+
+    /// Handles one frame of `n` bytes in the receive buffer.
+    fn frame(&mut self, n: usize, now: Instant) {
+        let Stack {
+            cfg,
+            tap,
+            ep,
+            rx,
+            tx,
+            child_mac,
+            tcp,
+            udp,
+            counters,
+        } = self;
+        let frame = Frame::parse(&rx[..n]);
+        // The child's MAC is the one we set, but a namespace may change it: follow it.
+        if let Frame::Echo(eth, ip, _) | Frame::Udp(eth, ip, _) | Frame::Tcp(eth, ip, _) = &frame
+            && ip.src == cfg.child
+        {
+            *child_mac = eth.src;
+        }
+        let mut out = Out {
+            tap: tap.as_fd(),
+            buf: tx,
+            child_mac: *child_mac,
+            mtu: cfg.mtu,
+            counters,
+        };
+        match frame {
+            Frame::Arp(_, arp) if arp.op == 1 && arp.tpa == cfg.gateway => {
+                let len = wire::put_arp_reply(out.buf, GATEWAY_MAC, cfg.gateway, arp.sha, arp.spa);
+                out.send_raw(len);
+            }
+            Frame::Echo(_, ip, echo) if ip.dst == cfg.gateway => {
+                let len = wire::put_echo_reply(&mut out.buf[Out::L4..], &echo);
+                out.send_ip(cfg.gateway, ip.src, wire::PROTO_ICMP, len);
+            }
+            Frame::Udp(_, ip, u) => udp.from_child(&ip, &u, &mut out, cfg, ep, now),
+            Frame::Tcp(_, ip, t) => tcp.from_child(&ip, &t, &mut out, cfg, ep, now),
+            Frame::Arp(..) => {}
+            _ => out.counters.dropped += 1,
+        }
+    }
+}
+
+/// Adds `fd` to the stack's epoll set.
+fn watch(ep: &OwnedFd, fd: BorrowedFd<'_>, tag: u64, flags: epoll::EventFlags) -> bool {
+    epoll::add(ep, fd, epoll::EventData::new_u64(tag), flags).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config {
+            gateway: [10, 0, 2, 1],
+            child: [10, 0, 2, 100],
+            prefix: 24,
+            mtu: 65520,
+            host_loopback: true,
+            nameserver: Some([192, 0, 2, 53]),
+        }
+    }
+
+    #[test]
+    fn where_traffic_goes() {
+        let c = cfg();
+        let at = |ip: [u8; 4], port| SocketAddrV4::new(Ipv4Addr::from(ip), port);
+        assert_eq!(
+            c.host_addr([10, 0, 2, 1], 8080),
+            Some(at([127, 0, 0, 1], 8080))
+        );
+        assert_eq!(
+            c.host_addr([10, 0, 2, 1], 53),
+            Some(at([192, 0, 2, 53], 53))
+        );
+        assert_eq!(c.host_addr([1, 1, 1, 1], 443), Some(at([1, 1, 1, 1], 443)));
+        assert_eq!(
+            c.host_addr([169, 254, 169, 254], 80),
+            Some(at([169, 254, 169, 254], 80))
+        );
+        for refused in [
+            [127, 0, 0, 1],
+            [0, 0, 0, 0],
+            [224, 0, 0, 1],
+            [255, 255, 255, 255],
+            [10, 0, 2, 255],
+            [10, 0, 2, 100],
+        ] {
+            assert_eq!(c.host_addr(refused, 80), None, "{refused:?}");
+        }
+        let closed = Config {
+            host_loopback: false,
+            ..c
+        };
+        assert_eq!(closed.host_addr([10, 0, 2, 1], 8080), None);
+        // DNS is the host's resolver, loopback or not.
+        assert_eq!(
+            closed.host_addr([10, 0, 2, 1], 53),
+            Some(at([192, 0, 2, 53], 53))
+        );
+        let no_dns = Config {
+            nameserver: None,
+            host_loopback: false,
+            ..c
+        };
+        assert_eq!(no_dns.host_addr([10, 0, 2, 1], 53), None);
+        // Another cidr moves the gateway with it.
+        let other = Config {
+            gateway: [192, 168, 7, 1],
+            child: [192, 168, 7, 100],
+            host_loopback: false,
+            ..c
+        };
+        assert_eq!(other.host_addr([192, 168, 7, 1], 80), None);
+        assert_eq!(
+            other.host_addr([10, 0, 2, 1], 80),
+            Some(at([10, 0, 2, 1], 80))
+        );
+    }
+
+    #[test]
+    fn resolv_conf_nameservers() {
+        let text = "# comment\nnameserver 127.0.0.53\nsearch lan\nnameserver ::1\n\
+                    nameserver   192.0.2.1 # trailing\noptions edns0\nnameserver bogus\n";
+        assert_eq!(nameservers(text), vec![[127, 0, 0, 53], [192, 0, 2, 1]]);
+        assert!(nameservers("").is_empty());
+    }
+
+    #[test]
+    fn tags_round_trip() {
+        let t = tag(KIND_TCP, 0x0123_4567, 511);
+        assert_eq!(t >> 56, KIND_TCP);
+        assert_eq!((t >> 32) as u32 & 0xff_ffff, 0x23_4567);
+        assert_eq!(t as u32, 511);
+        assert_ne!(tag(KIND_UDP, 0, 0), TAG_TAP);
+    }
+}
