@@ -460,4 +460,221 @@ mod tests {
         assert_eq!(t as u32, 511);
         assert_ne!(tag(KIND_UDP, 0, 0), TAG_TAP);
     }
+
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    use std::io::{Read, Write};
+    use wire::{TcpOut, flags};
+
+    const CHILD: [u8; 4] = [10, 0, 2, 100];
+    const GW: [u8; 4] = [10, 0, 2, 1];
+
+    /// A stack on one end of a datagram socketpair standing in for the tap; the other end is
+    /// the namespace.
+    fn stack(host_loopback: bool) -> (Stack, OwnedFd) {
+        let (tap, peer) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let c = Config {
+            host_loopback,
+            nameserver: None,
+            ..cfg()
+        };
+        (Stack::new(tap, c).unwrap(), peer)
+    }
+
+    /// Runs the stack until `want` frames came out of the tap (or two seconds passed).
+    fn frames(st: &mut Stack, peer: &OwnedFd, want: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut first = true;
+        while first || got.len() < want && Instant::now() < deadline {
+            first = false;
+            st.ready(Instant::now());
+            let mut buf = vec![0u8; FRAME_MAX];
+            while let Ok(n) = rustix::io::read(peer, &mut buf) {
+                got.push(buf[..n].to_vec());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        got
+    }
+
+    /// A TCP segment from the child to the gateway's `port`.
+    fn segment(port: u16, seq: u32, ack: u32, fl: u8, data: &[u8], wscale: bool) -> Vec<u8> {
+        let seg = TcpOut {
+            src: (CHILD, 40000),
+            dst: (GW, port),
+            seq,
+            ack,
+            flags: fl,
+            window: 65535,
+            syn_opts: (fl & flags::SYN != 0).then_some((1460, wscale.then_some(7))),
+        };
+        let hl = wire::tcp_header_len(&seg);
+        let mut f = vec![0u8; Out::L4 + hl + data.len()];
+        f[Out::L4 + hl..].copy_from_slice(data);
+        let n = wire::put_tcp(&mut f[Out::L4..], &seg, data.len());
+        wire::put_ethernet(&mut f, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut f[ETH_LEN..], CHILD, GW, wire::PROTO_TCP, n);
+        f
+    }
+
+    fn tcp_of(f: &[u8]) -> (u32, u32, u8, Vec<u8>, u16) {
+        let Frame::Tcp(eth, ip, t) = Frame::parse(f) else {
+            panic!("not a TCP frame: {f:?}")
+        };
+        assert_eq!(
+            (eth.src, eth.dst, ip.src, ip.dst),
+            (GATEWAY_MAC, CHILD_MAC, GW, CHILD)
+        );
+        (t.seq, t.ack, t.flags, t.payload.to_vec(), t.window)
+    }
+
+    #[test]
+    fn arp_and_ping_of_the_gateway() {
+        let (mut st, peer) = stack(true);
+        let mut f = vec![0u8; 42];
+        wire::put_ethernet(&mut f, [0xff; 6], CHILD_MAC, wire::ETHERTYPE_ARP);
+        f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        f[22..28].copy_from_slice(&CHILD_MAC);
+        f[28..32].copy_from_slice(&CHILD);
+        f[38..42].copy_from_slice(&GW);
+        rustix::io::write(&peer, &f).unwrap();
+        // An ARP request for another address gets no answer.
+        f[41] = 7;
+        rustix::io::write(&peer, &f).unwrap();
+        let mut icmp = [8u8, 0, 0, 0, 1, 2, 0, 1, b'x', b'y'];
+        let c = wire::checksum(&icmp, 0);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut p = vec![0u8; Out::L4 + icmp.len()];
+        wire::put_ethernet(&mut p, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut p[ETH_LEN..], CHILD, GW, wire::PROTO_ICMP, icmp.len());
+        p[Out::L4..].copy_from_slice(&icmp);
+        rustix::io::write(&peer, &p).unwrap();
+        // Garbage is counted and dropped.
+        rustix::io::write(&peer, &[0u8; 20]).unwrap();
+        let got = frames(&mut st, &peer, 2);
+        assert_eq!(got.len(), 2, "{got:?}");
+        let Frame::Arp(_, arp) = Frame::parse(&got[0]) else {
+            panic!("no ARP reply")
+        };
+        assert_eq!(
+            (arp.op, arp.sha, arp.spa, arp.tpa),
+            (2, GATEWAY_MAC, GW, CHILD)
+        );
+        let Frame::Other = Frame::parse(&got[1]) else {
+            panic!("an echo reply is not an echo request")
+        };
+        assert_eq!(&got[1][Out::L4..Out::L4 + 1], &[0]);
+        assert_eq!(&got[1][Out::L4 + 4..], &icmp[4..]);
+        assert_eq!(st.counters().dropped, 1);
+    }
+
+    #[test]
+    fn tcp_to_a_closed_port_or_without_host_loopback_is_reset() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (mut st, peer) = stack(true);
+        rustix::io::write(&peer, &segment(port, 1000, 0, flags::SYN, &[], false)).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        let (_, ack, fl, _, _) = tcp_of(&got[0]);
+        assert_eq!((ack, fl), (1001, flags::RST | flags::ACK));
+
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (mut st, peer) = stack(false);
+        rustix::io::write(&peer, &segment(port, 5, 0, flags::SYN, &[], false)).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        assert_eq!(tcp_of(&got[0]).2, flags::RST | flags::ACK);
+        l.set_nonblocking(true).unwrap();
+        assert!(l.accept().is_err(), "nothing reached the host");
+    }
+
+    #[test]
+    fn tcp_handshake_data_both_ways_and_close() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (mut st, peer) = stack(true);
+        rustix::io::write(&peer, &segment(port, 1000, 0, flags::SYN, &[], true)).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        let (mut host, _) = l.accept().unwrap();
+        let (iss, ack, fl, _, win) = tcp_of(&got[0]);
+        assert_eq!((ack, fl), (1001, flags::SYN | flags::ACK));
+        assert!(win > 0);
+        // Options: MSS and our window scale.
+        let Frame::Tcp(_, _, t) = Frame::parse(&got[0]) else {
+            unreachable!()
+        };
+        assert_eq!((t.mss, t.wscale), (Some(65480), Some(7)));
+        let us = iss.wrapping_add(1);
+        rustix::io::write(&peer, &segment(port, 1001, us, flags::ACK, &[], true)).unwrap();
+        // Namespace → host.
+        rustix::io::write(
+            &peer,
+            &segment(port, 1001, us, flags::ACK | flags::PSH, b"hello", true),
+        )
+        .unwrap();
+        let got = frames(&mut st, &peer, 1);
+        let (_, ack, fl, _, _) = tcp_of(&got[0]);
+        assert_eq!((ack, fl), (1006, flags::ACK));
+        let mut buf = [0u8; 5];
+        host.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+        // A retransmission of what we have is acknowledged again, not written twice.
+        rustix::io::write(
+            &peer,
+            &segment(port, 1001, us, flags::ACK | flags::PSH, b"hello", true),
+        )
+        .unwrap();
+        assert_eq!(tcp_of(&frames(&mut st, &peer, 1)[0]).1, 1006);
+        // Host → namespace, then the host closes: data, then FIN.
+        host.write_all(b"world").unwrap();
+        host.shutdown(std::net::Shutdown::Write).unwrap();
+        let got = frames(&mut st, &peer, 2);
+        let (seq, ack, _, data, _) = tcp_of(&got[0]);
+        assert_eq!((seq, ack, data.as_slice()), (us, 1006, &b"world"[..]));
+        let (seq, _, fl, _, _) = tcp_of(&got[1]);
+        assert_eq!((seq, fl), (us + 5, flags::FIN | flags::ACK));
+        // Unacknowledged, it comes again after the timeout (go-back-N, data first).
+        let got = frames(&mut st, &peer, 2);
+        assert_eq!(tcp_of(&got[0]).3, b"world");
+        // The namespace acknowledges both and closes its side: the host sees EOF, and the
+        // connection is gone.
+        rustix::io::write(
+            &peer,
+            &segment(port, 1006, us + 6, flags::ACK | flags::FIN, &[], true),
+        )
+        .unwrap();
+        let got = frames(&mut st, &peer, 1);
+        let (_, ack, fl, _, _) = tcp_of(&got[0]);
+        assert_eq!((ack, fl), (1007, flags::ACK));
+        let mut rest = Vec::new();
+        host.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        assert!(st.tcp.is_empty());
+    }
+
+    #[test]
+    fn tcp_reset_from_the_namespace_resets_the_host() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (mut st, peer) = stack(true);
+        rustix::io::write(&peer, &segment(port, 1, 0, flags::SYN, &[], false)).unwrap();
+        let (iss, ..) = tcp_of(&frames(&mut st, &peer, 1)[0]);
+        let (mut host, _) = l.accept().unwrap();
+        rustix::io::write(&peer, &segment(port, 2, iss + 1, flags::ACK, &[], false)).unwrap();
+        rustix::io::write(&peer, &segment(port, 2, iss + 1, flags::RST, &[], false)).unwrap();
+        frames(&mut st, &peer, 0);
+        assert!(st.tcp.is_empty());
+        host.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 1];
+        let e = host.read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+    }
 }

@@ -65,12 +65,16 @@ struct Conn {
     iss: u32,
     snd_una: u32,
     snd_nxt: u32,
+    /// The highest sequence number sent so far (`snd_nxt` goes back on a retransmission).
+    snd_max: u32,
     snd_wnd: u32,
     child_ws: u8,
     our_ws: u8,
     mss: usize,
     host_eof: bool,
     fin_sent: bool,
+    /// The sequence number of our FIN, once it was sent.
+    fin_seq: Option<u32>,
     peek_off: bool,
     rto: Duration,
     rto_at: Option<Instant>,
@@ -91,7 +95,16 @@ impl Conn {
 
     /// Whether our FIN has been acknowledged.
     fn fin_acked(&self) -> bool {
-        self.fin_sent && self.snd_una == self.snd_nxt
+        self.fin_seq
+            .is_some_and(|f| self.snd_una == f.wrapping_add(1))
+    }
+
+    /// Moves `snd_nxt` forward to `seq`, keeping `snd_max` the highest.
+    fn sent_up_to(&mut self, seq: u32) {
+        self.snd_nxt = seq;
+        if seq_gt(seq, self.snd_max) {
+            self.snd_max = seq;
+        }
     }
 
     /// The window we advertise for the host socket's free send buffer.
@@ -108,13 +121,19 @@ impl Conn {
     }
 
     fn segment(&self, seq: u32, fl: u8) -> TcpOut {
+        // The window of a SYN is never scaled.
+        let shift = if fl & flags::SYN != 0 { 0 } else { self.our_ws };
+        self.segment_with(seq, fl, (self.window() >> shift).min(65535) as u16)
+    }
+
+    fn segment_with(&self, seq: u32, fl: u8, window: u16) -> TcpOut {
         TcpOut {
             src: self.remote,
             dst: self.child,
             seq,
             ack: self.rcv_nxt,
             flags: fl,
-            window: (self.window() >> self.our_ws).min(65535) as u16,
+            window,
             syn_opts: None,
         }
     }
@@ -166,6 +185,8 @@ impl Conn {
         }
         let mss = self.mss.min(out_mss(out));
         let mut offset = self.inflight();
+        // One window for the whole burst: asking the socket per segment costs two syscalls.
+        let window = (self.window() >> self.our_ws).min(65535) as u16;
         if self.peek_off && child::sys::set_peek_offset(self.sock.as_fd(), offset as i32).is_err() {
             return Err(());
         }
@@ -188,7 +209,7 @@ impl Conn {
                 Err(Errno::AGAIN) => break,
                 Err(_) => return Err(()),
             };
-            let seg = self.segment(self.snd_nxt, flags::ACK | flags::PSH);
+            let seg = self.segment_with(self.snd_nxt, flags::ACK | flags::PSH, window);
             let len = wire::put_tcp(&mut out.buf[Out::L4..], &seg, n);
             if !out.send_ip(self.remote.0, self.child.0, wire::PROTO_TCP, len) {
                 // The tap is full: try again shortly from where we are.
@@ -199,13 +220,14 @@ impl Conn {
                 return Ok(());
             }
             self.ack_due = false;
-            self.snd_nxt = self.snd_nxt.wrapping_add(n as u32);
+            self.sent_up_to(self.snd_nxt.wrapping_add(n as u32));
             offset += n as u32;
             self.arm(now);
         }
         if self.host_eof && !self.fin_sent {
             if self.send_flags(out, self.snd_nxt, flags::FIN | flags::ACK) {
-                self.snd_nxt = self.snd_nxt.wrapping_add(1);
+                self.fin_seq = Some(self.snd_nxt);
+                self.sent_up_to(self.snd_nxt.wrapping_add(1));
                 self.fin_sent = true;
                 self.ack_due = false;
                 self.arm(now);
@@ -360,21 +382,27 @@ impl Table {
             c.snd_una = t.ack;
             c.rto_at = None;
             c.retries = 0;
-        } else if seq_gt(t.ack, c.snd_una) && seq_ge(c.snd_nxt, t.ack) {
+        } else if seq_gt(t.ack, c.snd_una) && seq_ge(c.snd_max, t.ack) {
             let acked = t.ack.wrapping_sub(c.snd_una);
-            let fin_now_acked = c.fin_sent && t.ack == c.snd_nxt;
+            let fin_now_acked = c.fin_seq.is_some_and(|f| t.ack == f.wrapping_add(1));
             let data = acked - u32::from(fin_now_acked);
+            // After going back, an acknowledgment can cover what was sent before.
+            if seq_gt(t.ack, c.snd_nxt) {
+                c.snd_nxt = t.ack;
+                c.fin_sent = fin_now_acked;
+                c.host_eof |= fin_now_acked;
+            }
             c.discard(data, &mut out.buf[..]);
             c.snd_una = t.ack;
             c.retries = 0;
             c.dupacks = 0;
             c.rto = RTO_MIN;
-            c.rto_at = (c.snd_una != c.snd_nxt).then(|| now + c.rto);
+            c.rto_at = (c.snd_una != c.snd_max).then(|| now + c.rto);
         } else if t.ack == c.snd_una
             && t.payload.is_empty()
             && t.flags & flags::FIN == 0
             && window == c.snd_wnd
-            && c.snd_nxt != c.snd_una
+            && c.snd_max != c.snd_una
         {
             c.dupacks = c.dupacks.saturating_add(1);
             if c.dupacks == 3 {
@@ -519,6 +547,7 @@ impl Table {
             iss,
             snd_una: iss,
             snd_nxt: iss,
+            snd_max: iss,
             // The window of a SYN is never scaled.
             snd_wnd: u32::from(t.window),
             child_ws,
@@ -526,6 +555,7 @@ impl Table {
             mss: usize::from(t.mss.unwrap_or(536)).max(64),
             host_eof: false,
             fin_sent: false,
+            fin_seq: None,
             peek_off,
             rto: RTO_MIN,
             rto_at: None,
@@ -560,7 +590,7 @@ impl Table {
             match sockopt::socket_error(&c.sock) {
                 Ok(Ok(())) => {
                     c.state = State::SynSent;
-                    c.snd_nxt = c.iss.wrapping_add(1);
+                    c.sent_up_to(c.iss.wrapping_add(1));
                     if !c.send_flags(out, c.iss, flags::SYN | flags::ACK) {
                         c.rto_at = Some(now + TAP_RETRY);
                     }
