@@ -488,3 +488,61 @@ fn sigkill_of_rootlesskit_leaves_nothing_running() {
         "the child survived SIGKILL of rootlesskit"
     );
 }
+
+#[test]
+fn connections_beyond_the_limit_are_refused_and_bounded() {
+    need_tap_and_busybox!();
+    if !have("python3") {
+        skip!("python3 (many connections from inside the namespace) is not installed");
+    }
+    // A host listener that accepts and holds every connection.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let d = Scratch::new("usernet-flood");
+    let state = d.join("state");
+    let ctl = ci::bin_dir().join("rootlessctl");
+    let script = format!(
+        "python3 -c '\nimport socket, time\nok = refused = 0\nheld = []\n\
+         for i in range(600):\n    s = socket.socket()\n    s.settimeout(5)\n    \
+         try:\n        s.connect((\"10.0.2.1\", {port})); held.append(s); ok += 1\n    \
+         except OSError:\n        refused += 1; s.close()\n\
+         print(ok, refused, flush=True)\ntime.sleep(2)\n'; \
+         {ctl} --socket=$ROOTLESSKIT_STATE_DIR/api.sock info | grep -c gvisor-tap-vsock",
+        ctl = ctl.display()
+    );
+    let child = rootlesskit([
+        format!("--state-dir={}", state.display()),
+        "--net=gvisor-tap-vsock".into(),
+        "sh".into(),
+        "-c".into(),
+        script,
+    ])
+    .spawn();
+    let pid = child.id();
+    // The parent's descriptors while the connections are held: the 512 host sockets and a
+    // few of its own, never one per refused connection.
+    let mut most = 0;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(60) && ci::pid_alive(pid) {
+        if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            most = most.max(fds.count());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = ci::wait_output(child, Duration::from_secs(30));
+    ok(&o);
+    assert_eq!(o.stdout, "512 88\n1\n", "{}", o.stderr);
+    assert!(most >= 512 && most < 540, "parent fds: {most}");
+    assert_eq!(
+        o.stderr.matches("more than 512 TCP connections").count(),
+        1,
+        "{}",
+        o.stderr
+    );
+}
