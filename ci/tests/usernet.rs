@@ -538,7 +538,7 @@ fn connections_beyond_the_limit_are_refused_and_bounded() {
     let o = ci::wait_output(child, Duration::from_secs(30));
     ok(&o);
     assert_eq!(o.stdout, "512 88\n1\n", "{}", o.stderr);
-    assert!(most >= 512 && most < 540, "parent fds: {most}");
+    assert!((512..540).contains(&most), "parent fds: {most}");
     assert_eq!(
         o.stderr.matches("more than 512 TCP connections").count(),
         1,
