@@ -188,6 +188,37 @@ mod tests {
         assert_eq!(kinds, [true; 5]);
     }
 
+    /// Without cargo-fuzz at hand: the seeds with a few thousand random byte flips, cuts and
+    /// length changes each, from a fixed xorshift stream.
+    #[test]
+    fn usernet_frame_mutations_never_panic() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/usernet_frame");
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let seed = std::fs::read(e.path()).unwrap();
+            for _ in 0..3000 {
+                let mut f = seed.clone();
+                for _ in 0..1 + next() % 4 {
+                    let r = next();
+                    let at = (r >> 8) as usize % f.len().max(1);
+                    match r % 4 {
+                        0 if !f.is_empty() => f[at] ^= 1 << (r >> 40) % 8,
+                        1 if !f.is_empty() => f[at] = (r >> 32) as u8,
+                        2 => f.truncate(at),
+                        _ => f.extend_from_slice(&(r as u32).to_be_bytes()),
+                    }
+                }
+                super::usernet_frame(&f);
+            }
+        }
+    }
+
     #[test]
     fn subid_corpus_replays() {
         replay("subid", super::subid);
