@@ -208,7 +208,7 @@ mod tests {
                     let r = next();
                     let at = (r >> 8) as usize % f.len().max(1);
                     match r % 4 {
-                        0 if !f.is_empty() => f[at] ^= 1 << (r >> 40) % 8,
+                        0 if !f.is_empty() => f[at] ^= 1 << ((r >> 40) % 8),
                         1 if !f.is_empty() => f[at] = (r >> 32) as u8,
                         2 => f.truncate(at),
                         _ => f.extend_from_slice(&(r as u32).to_be_bytes()),
