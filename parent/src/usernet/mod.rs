@@ -320,7 +320,7 @@ impl Stack {
             mtu: cfg.mtu,
             counters,
         };
-        tcp.flush_acks(&mut out);
+        tcp.flush_acks(&mut out, now);
     }
 
     /// Handles one frame of `n` bytes in the receive buffer.

@@ -30,6 +30,11 @@ pub const MAX_CONNS: usize = 512;
 const OUR_WSCALE: u8 = 7;
 /// The window we advertise at most (with scaling; 65535 without).
 const MAX_WINDOW: u32 = 4 << 20;
+/// A window below this is looked at again after [`WINDOW_RECHECK`], and a larger one then
+/// announced: the namespace would otherwise wait for its persist timer.
+const WINDOW_LOW: u32 = 512 << 10;
+/// How soon a small window is looked at again (doubling, up to 256 times as long).
+const WINDOW_RECHECK: Duration = Duration::from_millis(1);
 /// First retransmission timeout, and its bounds.
 const RTO_MIN: Duration = Duration::from_millis(200);
 const RTO_MAX: Duration = Duration::from_secs(10);
@@ -78,6 +83,12 @@ struct Conn {
     peek_off: bool,
     rto: Duration,
     rto_at: Option<Instant>,
+    /// The window last advertised, and when to see whether it has grown.
+    adv_wnd: u32,
+    wnd_check_at: Option<Instant>,
+    /// How many looks in a row found the window as small: each waits twice as long (a host
+    /// reader that stopped reading must not keep us awake).
+    wnd_backoff: u8,
     retries: u8,
     dupacks: u8,
 }
@@ -114,8 +125,10 @@ impl Conn {
         }
         let size = sockopt::socket_send_buffer_size(&self.sock).unwrap_or(0) as u32;
         let queued = child::sys::outq(self.sock.as_fd()).unwrap_or(0);
-        // The kernel doubles SO_SNDBUF for its bookkeeping; half is for data.
-        let free = (size / 2).saturating_sub(queued).max(64 << 10);
+        // The kernel's buffer accounting includes its bookkeeping: count half of it as room
+        // for data. The socket does not tell us when it drains (only after a refused write),
+        // so a small window is looked at again shortly (`wnd_check_at`).
+        let free = (size / 2).saturating_sub(queued);
         let max = if self.our_ws == 0 { 65535 } else { MAX_WINDOW };
         free.min(max)
     }
@@ -147,6 +160,34 @@ impl Conn {
         }
         let len = wire::put_tcp(&mut out.buf[Out::L4..], &seg, 0);
         out.send_ip(self.remote.0, self.child.0, wire::PROTO_TCP, len)
+    }
+
+    /// Sends an acknowledgment with the current window (`always`), or only if the window grew
+    /// well beyond the one last advertised; keeps looking while it is small.
+    fn window_update(&mut self, out: &mut Out<'_>, now: Instant, always: bool) {
+        let window = self.window();
+        let grew = window
+            >= self
+                .adv_wnd
+                .saturating_mul(2)
+                .max(self.adv_wnd + (64 << 10));
+        if always || grew {
+            let field = (window >> self.our_ws).min(65535) as u16;
+            let seg = self.segment_with(self.snd_nxt, flags::ACK, field);
+            let len = wire::put_tcp(&mut out.buf[Out::L4..], &seg, 0);
+            out.send_ip(self.remote.0, self.child.0, wire::PROTO_TCP, len);
+            self.adv_wnd = u32::from(field) << self.our_ws;
+            self.wnd_backoff = 0;
+        } else {
+            self.wnd_backoff = (self.wnd_backoff + 1).min(8);
+        }
+        let max = if self.our_ws == 0 {
+            32 << 10
+        } else {
+            WINDOW_LOW
+        };
+        self.wnd_check_at = (self.adv_wnd < max && !self.child_fin && self.state == State::Open)
+            .then(|| now + WINDOW_RECHECK * (1 << self.wnd_backoff));
     }
 
     fn arm(&mut self, now: Instant) {
@@ -187,6 +228,7 @@ impl Conn {
         let mut offset = self.inflight();
         // One window for the whole burst: asking the socket per segment costs two syscalls.
         let window = (self.window() >> self.our_ws).min(65535) as u16;
+        self.adv_wnd = u32::from(window) << self.our_ws;
         if self.peek_off && child::sys::set_peek_offset(self.sock.as_fd(), offset as i32).is_err() {
             return Err(());
         }
@@ -309,7 +351,12 @@ impl Table {
 
     /// The earliest retransmission timer.
     pub fn deadline(&self) -> Option<Instant> {
-        self.conns.iter().flatten().filter_map(|c| c.rto_at).min()
+        self.conns
+            .iter()
+            .flatten()
+            .flat_map(|c| [c.rto_at, c.wnd_check_at])
+            .flatten()
+            .min()
     }
 
     fn close(&mut self, index: usize, ep: &OwnedFd, reset_host: bool) {
@@ -559,6 +606,9 @@ impl Table {
             peek_off,
             rto: RTO_MIN,
             rto_at: None,
+            adv_wnd: 0,
+            wnd_check_at: None,
+            wnd_backoff: 0,
             retries: 0,
             dupacks: 0,
         });
@@ -615,9 +665,13 @@ impl Table {
             return;
         }
         if ev.contains(epoll::EventFlags::OUT) && c.write_blocked {
-            // Room in the send buffer again: tell the namespace the window is open.
+            // Room in the send buffer again: tell the namespace the window is open, and
+            // repeat it three times so that it resends what the socket refused now (fast
+            // retransmit) instead of after its timeout.
             c.write_blocked = false;
-            c.send_flags(out, c.snd_nxt, flags::ACK);
+            for _ in 0..4 {
+                c.send_flags(out, c.snd_nxt, flags::ACK);
+            }
         }
         if c.pump(out, now).is_err() {
             self.reset(index, out, ep);
@@ -631,13 +685,13 @@ impl Table {
     }
 
     /// Sends the acknowledgments that segments of this batch left due.
-    pub fn flush_acks(&mut self, out: &mut Out<'_>) {
+    pub fn flush_acks(&mut self, out: &mut Out<'_>, now: Instant) {
         for i in self.pending_acks.drain(..) {
             if let Some(c) = self.conns[i].as_mut()
                 && c.ack_due
             {
                 c.ack_due = false;
-                c.send_flags(out, c.snd_nxt, flags::ACK);
+                c.window_update(out, now, true);
             }
         }
     }
@@ -648,6 +702,9 @@ impl Table {
             let Some(c) = self.conns[index].as_mut() else {
                 continue;
             };
+            if c.wnd_check_at.is_some_and(|t| now >= t) {
+                c.window_update(out, now, false);
+            }
             if c.rto_at.is_none_or(|t| now < t) {
                 continue;
             }
