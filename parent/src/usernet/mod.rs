@@ -300,7 +300,17 @@ impl Stack {
             let n = match rustix::io::read(&self.tap, &mut self.rx[..]) {
                 Ok(n) => n,
                 Err(Errno::INTR) => continue,
-                Err(_) => break,
+                Err(Errno::AGAIN) => break,
+                Err(e) => {
+                    // The device is gone (deleted inside): stop watching it, or its error
+                    // would wake us forever.
+                    let _ = epoll::delete(&self.ep, &self.tap);
+                    crate::warn(&format!(
+                        "user-mode network: reading the tap failed: {}; the namespace has no network from now on",
+                        child::errno::io_text(&e.into())
+                    ));
+                    break;
+                }
             };
             self.frame(n, now);
         }
@@ -676,5 +686,50 @@ mod tests {
         let mut buf = [0u8; 1];
         let e = host.read(&mut buf).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+    }
+
+    /// A UDP datagram from the child to `dst:port`.
+    fn datagram(dst: [u8; 4], port: u16, data: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; Out::L4 + wire::UDP_LEN + data.len()];
+        f[Out::L4 + wire::UDP_LEN..].copy_from_slice(data);
+        let n = wire::put_udp(&mut f[Out::L4..], (CHILD, 5353), (dst, port), data.len());
+        wire::put_ethernet(&mut f, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut f[ETH_LEN..], CHILD, dst, wire::PROTO_UDP, n);
+        f
+    }
+
+    #[test]
+    fn udp_flows_carry_replies_and_expire() {
+        let host = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = host.local_addr().unwrap().port();
+        let (mut st, peer) = stack(true);
+        rustix::io::write(&peer, &datagram(GW, port, b"hi")).unwrap();
+        frames(&mut st, &peer, 0);
+        let mut buf = [0u8; 16];
+        host.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let (n, from) = host.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hi");
+        host.send_to(b"back", from).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        let Frame::Udp(_, ip, u) = Frame::parse(&got[0]) else {
+            panic!("no reply")
+        };
+        assert_eq!((ip.src, ip.dst), (GW, CHILD));
+        assert_eq!(
+            (u.src_port, u.dst_port, u.payload),
+            (port, 5353, &b"back"[..])
+        );
+        assert_eq!(st.udp.len(), 1);
+        // Idle for a minute: closed.
+        st.ready(Instant::now() + udp::IDLE + Duration::from_secs(2));
+        assert!(st.udp.is_empty());
+        // Without host loopback the gateway takes no datagrams.
+        let (mut st, peer) = stack(false);
+        rustix::io::write(&peer, &datagram(GW, port, b"no")).unwrap();
+        frames(&mut st, &peer, 0);
+        assert!(st.udp.is_empty());
+        host.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert!(host.recv_from(&mut buf).is_err());
     }
 }
