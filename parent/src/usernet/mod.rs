@@ -732,4 +732,35 @@ mod tests {
             .unwrap();
         assert!(host.recv_from(&mut buf).is_err());
     }
+
+    #[test]
+    fn tcp_probes_a_shut_window_and_sends_once_it_opens() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (mut st, peer) = stack(true);
+        rustix::io::write(&peer, &segment(port, 1, 0, flags::SYN, &[], false)).unwrap();
+        let (iss, ..) = tcp_of(&frames(&mut st, &peer, 1)[0]);
+        let (mut host, _) = l.accept().unwrap();
+        let us = iss.wrapping_add(1);
+        // The handshake's ACK shuts the window.
+        let mut ack = segment(port, 2, us, flags::ACK, &[], false);
+        let win = Out::L4 + 14;
+        ack[win..win + 4].copy_from_slice(&[0, 0, 0, 0]);
+        let c = wire::checksum(
+            &ack[Out::L4..],
+            wire::pseudo_sum(CHILD, GW, wire::PROTO_TCP, 20),
+        );
+        ack[Out::L4 + 16..Out::L4 + 18].copy_from_slice(&c.to_be_bytes());
+        rustix::io::write(&peer, &ack).unwrap();
+        host.write_all(b"held").unwrap();
+        // No data, but a probe below the next sequence number after the timeout.
+        let got = frames(&mut st, &peer, 1);
+        let (seq, _, fl, data, _) = tcp_of(&got[0]);
+        assert_eq!((seq, fl, data.len()), (us.wrapping_sub(1), flags::ACK, 0));
+        // The window opens: the data goes.
+        rustix::io::write(&peer, &segment(port, 2, us, flags::ACK, &[], false)).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        let (seq, _, _, data, _) = tcp_of(&got[0]);
+        assert_eq!((seq, data.as_slice()), (us, &b"held"[..]));
+    }
 }

@@ -238,6 +238,11 @@ impl Conn {
                 room = room.min(NO_PEEK_OFF_INFLIGHT.saturating_sub(offset));
             }
             if room == 0 {
+                if self.snd_wnd == 0 && offset == 0 {
+                    // The namespace's window is shut: probe it now and then, in case the
+                    // update that opens it is lost.
+                    self.arm(now);
+                }
                 break;
             }
             let want = (room as usize).min(mss);
@@ -719,6 +724,12 @@ impl Table {
                 State::Connecting => {}
                 State::SynSent => {
                     c.send_flags(out, c.iss, flags::SYN | flags::ACK);
+                    c.arm(now);
+                }
+                State::Open if c.snd_wnd == 0 && c.snd_una == c.snd_max => {
+                    // A window probe: an old sequence number, answered with the window.
+                    c.retries = 0;
+                    c.send_flags(out, c.snd_nxt.wrapping_sub(1), flags::ACK);
                     c.arm(now);
                 }
                 State::Open => {
