@@ -97,7 +97,8 @@ pub enum NetMode {
     /// Like [`NetMode::Configure`], but the child first creates the tap `ifname` itself with
     /// [`NetConfig::mac`], and hands its descriptor to the parent in a [`Msg::TapMade`] before
     /// `ChildReady`: the parent's own user-mode network (`--net=gvisor-tap-vsock`) reads and
-    /// writes its frames.
+    /// writes its frames, each behind a `virtio_net_hdr` (`IFF_VNET_HDR`, with checksum and TSO
+    /// offloads).
     Tap = 6,
 }
 

@@ -618,6 +618,39 @@ fn droppable_mappings(smaps: &str, path: &str) -> Vec<(usize, usize)> {
 /// # References
 /// - [Universal TUN/TAP device driver](https://docs.kernel.org/networking/tuntap.html)
 pub fn tun_set_iff_tap(fd: &OwnedFd, name: &str) -> io::Result<()> {
+    tun_set_iff(fd, name, 0)
+}
+
+/// [`tun_set_iff_tap`] with `IFF_VNET_HDR` (each frame read or written carries a 10-byte
+/// `virtio_net_hdr` first), then `ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)`: we
+/// take frames whose transport checksum is left to us and TCP segments of up to 64 KiB, so
+/// the namespace sends large segments whatever its MTU.
+///
+/// # Errors
+/// As [`tun_set_iff_tap`], or the kernel's errno for the offloads.
+pub fn tun_set_iff_tap_vnet(fd: &OwnedFd, name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    tun_set_iff(fd, name, linux_raw_sys::if_tun::IFF_VNET_HDR)?;
+    let offloads = linux_raw_sys::if_tun::TUN_F_CSUM | linux_raw_sys::if_tun::TUN_F_TSO4;
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long of flags) and
+    // touches no memory of ours.
+    check(unsafe {
+        syscall6(
+            g::__NR_ioctl,
+            [
+                fd.as_raw_fd() as usize,
+                linux_raw_sys::ioctl::TUNSETOFFLOAD as usize,
+                offloads as usize,
+                0,
+                0,
+                0,
+            ],
+        )
+    })
+    .map(drop)
+}
+
+fn tun_set_iff(fd: &OwnedFd, name: &str, extra: u32) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // `struct ifreq`: 16 bytes of name, then the union of which `ifr_flags` (a short) comes
     // first; 40 bytes in all on 64-bit targets.
@@ -626,7 +659,7 @@ pub fn tun_set_iff_tap(fd: &OwnedFd, name: &str) -> io::Result<()> {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
     ifr[..name.len()].copy_from_slice(name.as_bytes());
-    let flags = (linux_raw_sys::if_tun::IFF_TAP | linux_raw_sys::if_tun::IFF_NO_PI) as u16;
+    let flags = (linux_raw_sys::if_tun::IFF_TAP | linux_raw_sys::if_tun::IFF_NO_PI | extra) as u16;
     ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
     // SAFETY: TUNSETIFF reads and writes one `struct ifreq` at the pointer; `ifr` is ours, 40
     // bytes (the size of `struct ifreq` on 64-bit Linux), and lives through the call.

@@ -34,6 +34,12 @@ pub const CHILD_MAC: [u8; 6] = [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee];
 pub const DEFAULT_MTU: u32 = 65520;
 /// The largest frame the tap can carry (MTU 65535 plus the Ethernet header).
 const FRAME_MAX: usize = 65535 + ETH_LEN;
+/// Length of the `virtio_net_hdr` before each frame of the child's tap (`IFF_VNET_HDR`).
+pub const VNET_LEN: usize = 10;
+/// `virtio_net_hdr.flags`: the transport checksum is left to the reader.
+const VNET_NEEDS_CSUM: u8 = 1;
+/// `virtio_net_hdr.flags`: the checksums were checked (ours are computed).
+const VNET_DATA_VALID: u8 = 2;
 /// Frames read from the tap per wake-up before the host sockets get a turn.
 const TAP_BATCH: usize = 64;
 
@@ -127,6 +133,7 @@ pub struct Out<'a> {
     pub buf: &'a mut [u8],
     child_mac: [u8; 6],
     mtu: u32,
+    vnet: bool,
     counters: &'a mut Counters,
 }
 
@@ -143,8 +150,18 @@ impl Out<'_> {
     }
 
     fn send_raw(&mut self, len: usize) -> bool {
+        let header = [VNET_DATA_VALID, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         loop {
-            match rustix::io::write(self.tap, &self.buf[..len]) {
+            let written = if self.vnet {
+                let iov = [
+                    std::io::IoSlice::new(&header),
+                    std::io::IoSlice::new(&self.buf[..len]),
+                ];
+                rustix::io::writev(self.tap, &iov)
+            } else {
+                rustix::io::write(self.tap, &self.buf[..len])
+            };
+            match written {
                 Ok(_) => return true,
                 Err(Errno::INTR) => {}
                 Err(_) => {
@@ -169,6 +186,8 @@ fn tag(kind: u64, generation: u32, index: usize) -> u64 {
 /// The user-mode network.
 pub struct Stack {
     cfg: Config,
+    /// Frames on the tap carry a `virtio_net_hdr` ([`VNET_LEN`]).
+    vnet: bool,
     tap: OwnedFd,
     ep: OwnedFd,
     rx: Box<[u8]>,
@@ -185,6 +204,14 @@ impl Stack {
     /// # Errors
     /// `user-mode network: <why>` when the epoll set cannot be made.
     pub fn new(tap: OwnedFd, cfg: Config) -> Result<Stack, String> {
+        Stack::with_vnet(tap, cfg, true)
+    }
+
+    /// [`Stack::new`] for a device whose frames carry no `virtio_net_hdr` (`vnet` false).
+    ///
+    /// # Errors
+    /// As [`Stack::new`].
+    pub fn with_vnet(tap: OwnedFd, cfg: Config, vnet: bool) -> Result<Stack, String> {
         let fail = |e: Errno| format!("user-mode network: epoll: {e}");
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(fail)?;
         epoll::add(
@@ -196,9 +223,10 @@ impl Stack {
         .map_err(fail)?;
         Ok(Stack {
             cfg,
+            vnet,
             tap,
             ep,
-            rx: vec![0u8; FRAME_MAX].into_boxed_slice(),
+            rx: vec![0u8; VNET_LEN + FRAME_MAX].into_boxed_slice(),
             tx: vec![0u8; FRAME_MAX].into_boxed_slice(),
             child_mac: CHILD_MAC,
             tcp: tcp::Table::new(&cfg),
@@ -251,6 +279,7 @@ impl Stack {
                 child_mac,
                 ep,
                 cfg,
+                vnet,
                 ..
             } = self;
             let mut out = Out {
@@ -258,6 +287,7 @@ impl Stack {
                 buf: tx,
                 child_mac: *child_mac,
                 mtu: cfg.mtu,
+                vnet: *vnet,
                 counters,
             };
             match kind {
@@ -281,6 +311,7 @@ impl Stack {
             child_mac,
             ep,
             cfg,
+            vnet,
             ..
         } = self;
         let mut out = Out {
@@ -288,6 +319,7 @@ impl Stack {
             buf: tx,
             child_mac: *child_mac,
             mtu: cfg.mtu,
+            vnet: *vnet,
             counters,
         };
         tcp.timers(&mut out, ep, now);
@@ -312,7 +344,12 @@ impl Stack {
                     break;
                 }
             };
-            self.frame(n, now);
+            let (start, verify) = match (self.vnet, self.rx.first()) {
+                (false, _) => (0, true),
+                (true, Some(flags)) if n >= VNET_LEN => (VNET_LEN, flags & VNET_NEEDS_CSUM == 0),
+                _ => continue,
+            };
+            self.frame(start, n, verify, now);
         }
         let Stack {
             tap,
@@ -321,6 +358,7 @@ impl Stack {
             counters,
             child_mac,
             cfg,
+            vnet,
             ..
         } = self;
         let mut out = Out {
@@ -328,15 +366,18 @@ impl Stack {
             buf: tx,
             child_mac: *child_mac,
             mtu: cfg.mtu,
+            vnet: *vnet,
             counters,
         };
         tcp.flush_acks(&mut out, now);
     }
 
-    /// Handles one frame of `n` bytes in the receive buffer.
-    fn frame(&mut self, n: usize, now: Instant) {
+    /// Handles the frame at `start..end` of the receive buffer; `verify` false when the
+    /// transport checksum was left to us.
+    fn frame(&mut self, start: usize, end: usize, verify: bool, now: Instant) {
         let Stack {
             cfg,
+            vnet,
             tap,
             ep,
             rx,
@@ -346,7 +387,7 @@ impl Stack {
             udp,
             counters,
         } = self;
-        let frame = Frame::parse(&rx[..n]);
+        let frame = Frame::parse_with(&rx[start..end], verify);
         // The child's MAC is the one we set, but a namespace may change it: follow it.
         if let Frame::Echo(eth, ip, _) | Frame::Udp(eth, ip, _) | Frame::Tcp(eth, ip, _) = &frame
             && ip.src == cfg.child
@@ -358,6 +399,7 @@ impl Stack {
             buf: tx,
             child_mac: *child_mac,
             mtu: cfg.mtu,
+            vnet: *vnet,
             counters,
         };
         match frame {
@@ -493,7 +535,7 @@ mod tests {
             nameserver: None,
             ..cfg()
         };
-        (Stack::new(tap, c).unwrap(), peer)
+        (Stack::with_vnet(tap, c, false).unwrap(), peer)
     }
 
     /// Runs the stack until `want` frames came out of the tap (or two seconds passed).
@@ -762,5 +804,52 @@ mod tests {
         let got = frames(&mut st, &peer, 1);
         let (seq, _, _, data, _) = tcp_of(&got[0]);
         assert_eq!((seq, data.as_slice()), (us, &b"held"[..]));
+    }
+
+    #[test]
+    fn virtio_net_headers_on_the_tap() {
+        let host = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = host.local_addr().unwrap().port();
+        let (tap, peer) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let mut st = Stack::with_vnet(tap, cfg(), true).unwrap();
+        // A datagram whose checksum the namespace left to us (NEEDS_CSUM): taken as it is.
+        let mut f = vec![VNET_NEEDS_CSUM, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut d = datagram(GW, port, b"offloaded");
+        d[Out::L4 + 6] ^= 0x55;
+        f.extend_from_slice(&d);
+        rustix::io::write(&peer, &f).unwrap();
+        // The same bad checksum without the flag is dropped; a frame shorter than the header
+        // too.
+        let mut g = vec![0u8; VNET_LEN];
+        g.extend_from_slice(&d);
+        rustix::io::write(&peer, &g).unwrap();
+        rustix::io::write(&peer, &[0u8; 4]).unwrap();
+        frames(&mut st, &peer, 0);
+        let mut buf = [0u8; 32];
+        host.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let (n, from) = host.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"offloaded");
+        host.send_to(b"back", from).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        assert_eq!(
+            &got[0][..VNET_LEN],
+            &[VNET_DATA_VALID, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        let Frame::Udp(_, _, u) = Frame::parse(&got[0][VNET_LEN..]) else {
+            panic!("no reply")
+        };
+        assert_eq!(u.payload, b"back");
+        host.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert!(
+            host.recv_from(&mut buf).is_err(),
+            "the unflagged bad one was dropped"
+        );
     }
 }

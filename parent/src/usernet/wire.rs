@@ -293,6 +293,12 @@ pub struct Udp<'a> {
 impl<'a> Udp<'a> {
     /// Parses a UDP datagram of an IPv4 packet; a non-zero checksum must be right.
     pub fn parse(ip: &Ipv4<'a>) -> Option<Udp<'a>> {
+        Udp::parse_with(ip, true)
+    }
+
+    /// [`Udp::parse`]; `verify` false skips the checksum (the sender left it to us: a tap's
+    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`).
+    pub fn parse_with(ip: &Ipv4<'a>, verify: bool) -> Option<Udp<'a>> {
         let p = ip.payload;
         if p.len() < UDP_LEN {
             return None;
@@ -301,7 +307,10 @@ impl<'a> Udp<'a> {
         if len < UDP_LEN || len > p.len() {
             return None;
         }
-        if be16(p, 6) != 0 && checksum(&p[..len], pseudo_sum(ip.src, ip.dst, PROTO_UDP, len)) != 0 {
+        if verify
+            && be16(p, 6) != 0
+            && checksum(&p[..len], pseudo_sum(ip.src, ip.dst, PROTO_UDP, len)) != 0
+        {
             return None;
         }
         Some(Udp {
@@ -359,6 +368,11 @@ pub struct Tcp<'a> {
 impl<'a> Tcp<'a> {
     /// Parses a TCP segment of an IPv4 packet with its checksum verified.
     pub fn parse(ip: &Ipv4<'a>) -> Option<Tcp<'a>> {
+        Tcp::parse_with(ip, true)
+    }
+
+    /// [`Tcp::parse`]; `verify` false skips the checksum, as for [`Udp::parse_with`].
+    pub fn parse_with(ip: &Ipv4<'a>, verify: bool) -> Option<Tcp<'a>> {
         let p = ip.payload;
         if p.len() < TCP_LEN {
             return None;
@@ -367,7 +381,7 @@ impl<'a> Tcp<'a> {
         if off < TCP_LEN || off > p.len() {
             return None;
         }
-        if checksum(p, pseudo_sum(ip.src, ip.dst, PROTO_TCP, p.len())) != 0 {
+        if verify && checksum(p, pseudo_sum(ip.src, ip.dst, PROTO_TCP, p.len())) != 0 {
             return None;
         }
         let (mut mss, mut wscale) = (None, None);
@@ -565,6 +579,12 @@ pub enum Frame<'a> {
 impl<'a> Frame<'a> {
     /// Parses an Ethernet frame from the tap.
     pub fn parse(f: &'a [u8]) -> Frame<'a> {
+        Frame::parse_with(f, true)
+    }
+
+    /// [`Frame::parse`]; `verify` false skips the UDP and TCP checksums (see
+    /// [`Udp::parse_with`]).
+    pub fn parse_with(f: &'a [u8], verify: bool) -> Frame<'a> {
         let Some(eth) = Ethernet::parse(f) else {
             return Frame::Other;
         };
@@ -580,8 +600,10 @@ impl<'a> Frame<'a> {
                 match ip.proto {
                     PROTO_ICMP => Echo::parse_request(ip.payload)
                         .map_or(Frame::Other, |e| Frame::Echo(eth, ip, e)),
-                    PROTO_UDP => Udp::parse(&ip).map_or(Frame::Other, |u| Frame::Udp(eth, ip, u)),
-                    PROTO_TCP => Tcp::parse(&ip).map_or(Frame::Other, |t| Frame::Tcp(eth, ip, t)),
+                    PROTO_UDP => Udp::parse_with(&ip, verify)
+                        .map_or(Frame::Other, |u| Frame::Udp(eth, ip, u)),
+                    PROTO_TCP => Tcp::parse_with(&ip, verify)
+                        .map_or(Frame::Other, |t| Frame::Tcp(eth, ip, t)),
                     _ => Frame::Other,
                 }
             }
