@@ -378,6 +378,15 @@ fn disable_host_loopback_blocks_the_gateway_for_any_cidr() {
 fn custom_cidr_mtu_and_ifname() {
     need_tap_and_busybox!();
     let port = pong_server();
+    // At MTU 1500 a download goes as 64 KiB frames that the kernel cuts (GSO), an upload
+    // comes as 64 KiB frames (TSO): both must arrive whole.
+    let d = Scratch::new("usernet-mtu");
+    let data = pattern(3 << 20, 5);
+    let file = d.join("data");
+    std::fs::write(&file, &data).unwrap();
+    let sum = sha256(&file);
+    let down = source_server(data.clone());
+    let up = sink_server(data);
     let o = run(
         &[
             "--cidr=192.168.77.0/24",
@@ -388,7 +397,10 @@ fn custom_cidr_mtu_and_ifname() {
         &format!(
             "cat /etc/resolv.conf; cat /sys/class/net/eth7/mtu; echo --; cat /proc/net/route; \
              echo --; cat /proc/net/fib_trie; echo --; \
-             echo ping | busybox nc -w 5 192.168.77.1 {port}"
+             echo ping | busybox nc -w 5 192.168.77.1 {port}; echo; echo --; \
+             busybox nc 192.168.77.1 {down} </dev/null | busybox sha256sum; \
+             busybox nc 192.168.77.1 {up} < {file}",
+            file = file.display()
         ),
     );
     let parts: Vec<&str> = o.stdout.split("--\n").collect();
@@ -400,6 +412,13 @@ fn custom_cidr_mtu_and_ifname() {
     );
     assert!(parts[2].contains("|-- 192.168.77.100\n"), "{}", parts[2]);
     assert_eq!(parts[3].trim(), "pong:ping");
+    let l: Vec<&str> = parts[4].lines().collect();
+    assert_eq!(
+        l[0].split_whitespace().next(),
+        Some(sum.as_str()),
+        "download"
+    );
+    assert_eq!(l[1], format!("same {}", 3 << 20), "upload");
 }
 
 #[test]

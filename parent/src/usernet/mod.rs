@@ -40,6 +40,8 @@ pub const VNET_LEN: usize = 10;
 const VNET_NEEDS_CSUM: u8 = 1;
 /// `virtio_net_hdr.flags`: the checksums were checked (ours are computed).
 const VNET_DATA_VALID: u8 = 2;
+/// `virtio_net_hdr.gso_type`: a TCP/IPv4 segment for the kernel to cut.
+const VNET_GSO_TCPV4: u8 = 1;
 /// Frames read from the tap per wake-up before the host sockets get a turn.
 const TAP_BATCH: usize = 64;
 
@@ -149,8 +151,32 @@ impl Out<'_> {
         self.send_raw(Out::L4 + l4_len)
     }
 
+    /// Whether the tap takes TCP segments larger than the MTU ([`Out::send_tcp_gso`]).
+    pub fn gso(&self) -> bool {
+        self.vnet
+    }
+
+    /// Sends the TCP segment of `l4_len` bytes at [`Out::L4`] (its checksum field holding
+    /// only the pseudo header's sum) as one frame the kernel cuts into `mss`-sized segments
+    /// and checksums (`VIRTIO_NET_HDR_GSO_TCPV4`).
+    pub fn send_tcp_gso(&mut self, src: [u8; 4], dst: [u8; 4], l4_len: usize, mss: usize) -> bool {
+        wire::put_ethernet(self.buf, self.child_mac, GATEWAY_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut self.buf[ETH_LEN..], src, dst, wire::PROTO_TCP, l4_len);
+        let mut h = [0u8; VNET_LEN];
+        h[0] = VNET_NEEDS_CSUM;
+        h[1] = VNET_GSO_TCPV4;
+        h[2..4].copy_from_slice(&((Out::L4 + wire::TCP_LEN) as u16).to_le_bytes());
+        h[4..6].copy_from_slice(&(mss as u16).to_le_bytes());
+        h[6..8].copy_from_slice(&(Out::L4 as u16).to_le_bytes());
+        h[8..10].copy_from_slice(&16u16.to_le_bytes());
+        self.send_with(h, Out::L4 + l4_len)
+    }
+
     fn send_raw(&mut self, len: usize) -> bool {
-        let header = [VNET_DATA_VALID, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        self.send_with([VNET_DATA_VALID, 0, 0, 0, 0, 0, 0, 0, 0, 0], len)
+    }
+
+    fn send_with(&mut self, header: [u8; VNET_LEN], len: usize) -> bool {
         loop {
             let written = if self.vnet {
                 let iov = [

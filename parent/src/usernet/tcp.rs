@@ -35,6 +35,8 @@ const MAX_WINDOW: u32 = 4 << 20;
 const WINDOW_LOW: u32 = 512 << 10;
 /// How soon a small window is looked at again (doubling, up to 256 times as long).
 const WINDOW_RECHECK: Duration = Duration::from_millis(1);
+/// The most data in one offloaded frame: what an IPv4 packet can hold after the headers.
+const GSO_MAX: usize = 65535 - wire::IP_LEN - TCP_LEN;
 /// First retransmission timeout, and its bounds.
 const RTO_MIN: Duration = Duration::from_millis(200);
 const RTO_MAX: Duration = Duration::from_secs(10);
@@ -245,7 +247,9 @@ impl Conn {
                 }
                 break;
             }
-            let want = (room as usize).min(mss);
+            // With offloads, one frame of up to 64 KiB that the kernel cuts at the MSS.
+            let largest = if out.gso() { GSO_MAX } else { mss };
+            let want = (room as usize).min(largest);
             let at = Out::L4 + TCP_LEN;
             let n = match self.peek(offset, &mut out.buf[at..], want) {
                 Ok(0) => {
@@ -257,8 +261,14 @@ impl Conn {
                 Err(_) => return Err(()),
             };
             let seg = self.segment_with(self.snd_nxt, flags::ACK | flags::PSH, window);
-            let len = wire::put_tcp(&mut out.buf[Out::L4..], &seg, n);
-            if !out.send_ip(self.remote.0, self.child.0, wire::PROTO_TCP, len) {
+            let went = if n > mss {
+                let len = wire::put_tcp_partial(&mut out.buf[Out::L4..], &seg, n);
+                out.send_tcp_gso(self.remote.0, self.child.0, len, mss)
+            } else {
+                let len = wire::put_tcp(&mut out.buf[Out::L4..], &seg, n);
+                out.send_ip(self.remote.0, self.child.0, wire::PROTO_TCP, len)
+            };
+            if !went {
                 // The tap is full: try again shortly from where we are.
                 self.rto_at = Some(now + TAP_RETRY);
                 if self.peek_off {

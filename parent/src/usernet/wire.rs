@@ -475,6 +475,15 @@ pub fn put_tcp(out: &mut [u8], seg: &TcpOut, payload_len: usize) -> usize {
     len
 }
 
+/// [`put_tcp`] for a segment whose checksum the kernel completes (checksum offload): the
+/// field holds the folded sum of the pseudo header only, and the data is not summed.
+pub fn put_tcp_partial(out: &mut [u8], seg: &TcpOut, payload_len: usize) -> usize {
+    let len = put_tcp(&mut out[..tcp_header_len(seg)], seg, 0) + payload_len;
+    let partial = fold(pseudo_sum(seg.src.0, seg.dst.0, PROTO_TCP, len));
+    out[16..18].copy_from_slice(&partial.to_be_bytes());
+    len
+}
+
 /// The fixed header of a DNS message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DnsHeader {
@@ -768,6 +777,31 @@ mod tests {
         let mut bad = buf[..n].to_vec();
         bad[12] = 0xf0;
         assert_eq!(Frame::parse(&frame_ip(PROTO_TCP, &bad)), Frame::Other);
+    }
+
+    #[test]
+    fn partial_tcp_checksum_completes_to_the_full_one() {
+        let seg = TcpOut {
+            src: (A, 1),
+            dst: (B, 2),
+            seq: 9,
+            ack: 10,
+            flags: flags::ACK,
+            window: 100,
+            syn_opts: None,
+        };
+        let mut full = vec![0u8; TCP_LEN + 7];
+        full[TCP_LEN..].copy_from_slice(b"payload");
+        let mut partial = full.clone();
+        let n = put_tcp(&mut full, &seg, 7);
+        assert_eq!(put_tcp_partial(&mut partial, &seg, 7), n);
+        // What the kernel does: sum from the start of the header, with the partial sum in the
+        // field, and store the complement.
+        let field = u16::from_be_bytes([partial[16], partial[17]]);
+        assert_eq!(field, fold(pseudo_sum(A, B, PROTO_TCP, n)));
+        let done = checksum(&partial[..n], 0);
+        partial[16..18].copy_from_slice(&done.to_be_bytes());
+        assert_eq!(partial[..n], full[..n]);
     }
 
     #[test]
