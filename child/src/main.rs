@@ -264,6 +264,10 @@ impl Child {
             if net.mode == NetMode::Vpnkit {
                 self.vif = Some(child::vpnkit::attach(&net, &self.args.state_dir, Some(ns))?);
             }
+            if net.mode == NetMode::Tap {
+                let tap = ns.within(|| child::vpnkit::tap_for_parent(&net))?;
+                self.hand_over_tap(tap)?;
+            }
             // §6.1 step 3: we stay in the host's network namespace, so no sysfs remount and no
             // /etc binds; consumers read resolv.conf and hosts from the state dir.
             if net.mode == NetMode::Dhcp {
@@ -302,6 +306,12 @@ impl Child {
                     )
                     .map_err(|e| e.to_string())?;
                 }
+                self.bind_etc_files()?;
+            }
+            NetMode::Tap => {
+                child::netlink::loopback_up().map_err(|e| e.to_string())?;
+                let tap = child::vpnkit::tap_for_parent(&net)?;
+                self.hand_over_tap(tap)?;
                 self.bind_etc_files()?;
             }
             NetMode::Dhcp => {
@@ -362,6 +372,14 @@ impl Child {
             child::mount::set_propagation(p).map_err(|e| e.to_string())?;
         }
         child::mount::copy_up(&self.args.copy_up).map_err(|e| e.to_string())
+    }
+
+    /// Hands the tap of a [`NetMode::Tap`] network to the parent, whose user-mode network
+    /// moves its frames; our copy of the descriptor closes here.
+    fn hand_over_tap(&mut self, tap: std::os::fd::OwnedFd) -> Result<(), String> {
+        use std::os::fd::AsFd;
+        child::fdpass::send(&self.sock, &Msg::TapMade, &[tap.as_fd()])
+            .map_err(|e| format!("writing to the parent: {e}"))
     }
 
     /// Sends a DHCP lease to the parent, which writes resolv.conf from it before it reads

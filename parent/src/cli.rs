@@ -437,7 +437,7 @@ const FLAGS: &[Flag] = &[
         Kind::Str,
         Def::Str("host"),
         NETWORK,
-        "how the namespace reaches the network [host, none, pasta(experimental), slirp4netns, vpnkit, lxc-user-nic(experimental)]",
+        "how the namespace reaches the network [host, none, pasta(experimental), slirp4netns, vpnkit, lxc-user-nic(experimental), gvisor-tap-vsock(experimental)]",
     ),
     flag(
         "pasta-binary",
@@ -501,7 +501,7 @@ const FLAGS: &[Flag] = &[
         Kind::Int,
         Def::Int(0),
         NETWORK,
-        "MTU of the interface in the namespace; 0 picks the driver's own (65520 for pasta and slirp4netns, 1500 for others)",
+        "MTU of the interface in the namespace; 0 picks the driver's own (65520 for pasta, slirp4netns and gvisor-tap-vsock, 1500 for others)",
     ),
     flag(
         "cidr",
@@ -509,7 +509,7 @@ const FLAGS: &[Flag] = &[
         Kind::Str,
         Def::Hidden,
         NETWORK,
-        "address range of the namespace with pasta and slirp4netns (10.0.2.0/24 if unset)",
+        "address range of the namespace with pasta, slirp4netns and gvisor-tap-vsock (10.0.2.0/24 if unset)",
     ),
     flag(
         "ifname",
@@ -517,7 +517,7 @@ const FLAGS: &[Flag] = &[
         Kind::Str,
         Def::Hidden,
         NETWORK,
-        "name of the interface in the namespace (tap0 for pasta, slirp4netns, and vpnkit; eth0 for lxc-user-nic if unset)",
+        "name of the interface in the namespace (tap0 for pasta, slirp4netns, vpnkit, and gvisor-tap-vsock; eth0 for lxc-user-nic if unset)",
     ),
     flag(
         "disable-host-loopback",
@@ -1531,11 +1531,8 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
         }
         Net::GvisorTapVsock => {
             warn.push("\"gvisor-tap-vsock\" network driver is experimental".into());
-            if cfg.disable_host_loopback {
-                warn.push(
-                    "\"--disable-host-loopback\" is not yet supported for gvisor-tap-vsock".into(),
-                );
-            }
+            // (Upstream warns that --disable-host-loopback is not yet supported here; ours
+            // blocks the gateway's way to the host's loopback for any cidr.)
             if cfg.ipv6 {
                 return Err("--ipv6 is not supported for gvisor-tap-vsock".into());
             }
@@ -1607,7 +1604,13 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
 fn unsupported(cfg: &Config) -> Option<String> {
     if !matches!(
         cfg.net,
-        Net::Host | Net::None | Net::Slirp4netns | Net::Pasta | Net::LxcUserNic | Net::Vpnkit
+        Net::Host
+            | Net::None
+            | Net::Slirp4netns
+            | Net::Pasta
+            | Net::LxcUserNic
+            | Net::Vpnkit
+            | Net::GvisorTapVsock
     ) {
         return Some(format!("--net={}: not supported yet", cfg.net.as_str()));
     }
@@ -2459,7 +2462,7 @@ mod tests {
             "--copy-up value [ --copy-up value ]  ",
             "--help, -h  ",
             "--version, -v  ",
-            "[host, none, pasta(experimental), slirp4netns, vpnkit, lxc-user-nic(experimental)] (default: \"host\")",
+            "[host, none, pasta(experimental), slirp4netns, vpnkit, lxc-user-nic(experimental), gvisor-tap-vsock(experimental)] (default: \"host\")",
             "[none, implicit (for pasta), pesto (for pasta), builtin, slirp4netns] (default: \"none\")",
             "[auto, true, false] (default: \"false\")",
             "[rprivate, rslave] (default: \"rprivate\")",
@@ -2686,8 +2689,12 @@ mod tests {
                 "custom cidr is not supported for --net=lxc-user-nic",
             ),
             (
-                &["--net=gvisor-tap-vsock", "sh"],
-                "--net=gvisor-tap-vsock: not supported yet",
+                &[
+                    "--net=gvisor-tap-vsock",
+                    "--port-driver=gvisor-tap-vsock",
+                    "sh",
+                ],
+                "--port-driver=gvisor-tap-vsock: not supported yet",
             ),
             (
                 &["--net=host", "--port-driver=builtin", "sh"],
@@ -2833,10 +2840,9 @@ mod tests {
                 ],
                 &[
                     "\"gvisor-tap-vsock\" network driver is experimental",
-                    "\"--disable-host-loopback\" is not yet supported for gvisor-tap-vsock",
                     "\"gvisor-tap-vsock\" port driver is experimental",
                 ],
-                "--net=gvisor-tap-vsock: not supported yet",
+                "--port-driver=gvisor-tap-vsock: not supported yet",
             ),
             (
                 &["--ipv6", "--cidr=1.0.0.0/8", "sh"],

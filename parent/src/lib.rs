@@ -18,6 +18,7 @@ pub mod run;
 pub mod statedir;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod usernet;
 
 use std::io::Write;
 

@@ -176,6 +176,8 @@ struct Session<'a> {
     s4nn_ports: Option<std::rc::Rc<crate::port::slirp4netns::Slirp4netnsPorts>>,
     /// Watches the network driver under the running target (and restarts it).
     healer: Option<net::heal::Healer>,
+    /// `--net=gvisor-tap-vsock`: our own network on the child's tap.
+    usernet: Option<crate::usernet::Stack>,
     sigfd: &'a OwnedFd,
     pid: i32,
     pidfd: OwnedFd,
@@ -309,6 +311,7 @@ impl<'a> Session<'a> {
             s4nn_socket: None,
             s4nn_ports: None,
             healer: None,
+            usernet: None,
             sigfd,
             pid,
             pidfd,
@@ -350,6 +353,9 @@ impl<'a> Session<'a> {
         self.send(&Msg::PortDriverCompleted(port))?;
         if net.mode == NetMode::Dhcp {
             self.take_lease(state)?;
+        }
+        if net.mode == NetMode::Tap {
+            self.take_tap(&net)?;
         }
         self.expect(|m| matches!(m, Msg::ChildReady), "ChildReady")?;
         // The API socket exists before child_pid, which is what scripts wait for, and both
@@ -548,6 +554,19 @@ impl<'a> Session<'a> {
         Ok(driver)
     }
 
+    /// Reads the child's `TapMade` and starts our own network on the tap it carries.
+    fn take_tap(&mut self, net: &NetConfig) -> Result<(), Abort> {
+        let mut fds = Vec::with_capacity(1);
+        self.expect_with_fds(|m| matches!(m, Msg::TapMade), "TapMade", &mut fds)?;
+        let tap = fds
+            .pop()
+            .ok_or_else(|| Abort::Error("parent", "TapMade came without the tap".into()))?;
+        let cfg = crate::usernet::Config::new(net, !self.cfg.disable_host_loopback);
+        let stack = crate::usernet::Stack::new(tap, cfg).map_err(|e| Abort::Error("parent", e))?;
+        self.usernet = Some(stack);
+        Ok(())
+    }
+
     /// Publishes every `-p` spec, as upstream does before `child_pid` appears.
     fn publish(&self, driver: &dyn crate::port::PortDriver) -> Result<(), Abort> {
         for spec in &self.cfg.publish {
@@ -561,6 +580,17 @@ impl<'a> Session<'a> {
 
     /// Waits for the next frame while watching signals and the child's death.
     fn expect(&mut self, want: fn(&Msg) -> bool, name: &str) -> Result<Msg, Abort> {
+        self.expect_with_fds(want, name, &mut Vec::new())
+    }
+
+    /// [`Session::expect`], keeping the descriptors that came with the frame (as many as
+    /// `fds` has spare capacity for).
+    fn expect_with_fds(
+        &mut self,
+        want: fn(&Msg) -> bool,
+        name: &str,
+        fds: &mut Vec<OwnedFd>,
+    ) -> Result<Msg, Abort> {
         loop {
             let (sock_ready, sig_ready, child_ready) = {
                 let mut fds = [
@@ -588,7 +618,7 @@ impl<'a> Session<'a> {
                 continue;
             }
             if sock_ready {
-                return match proto::read_frame(&mut self.sock) {
+                return match child::fdpass::recv(&self.sock, fds) {
                     Ok(Msg::ChildError(text)) => {
                         Err(Abort::Error("child ", text.as_str().to_string()))
                     }
@@ -730,10 +760,8 @@ impl<'a> Session<'a> {
             let api_wait = self.api.as_ref().and_then(|s| s.timeout(now));
             // A published port paused for want of descriptors tries again then.
             let ports_wait = self.ports.as_ref().and_then(|p| p.timeout(now));
-            let wait = match (api_wait, ports_wait) {
-                (Some(a), Some(p)) => Some(a.min(p)),
-                (a, p) => a.or(p),
-            };
+            let net_wait = self.usernet.as_ref().and_then(|n| n.timeout(now));
+            let wait = [api_wait, ports_wait, net_wait].into_iter().flatten().min();
             let timeout = wait.map(|d| Timespec {
                 tv_sec: d.as_secs() as _,
                 tv_nsec: d.subsec_nanos() as _,
@@ -749,6 +777,7 @@ impl<'a> Session<'a> {
             {
                 p.accept_ready();
             }
+            let mut net_ready = net_wait.is_some_and(|d| now.elapsed() >= d);
             let mut child_exited = false;
             for ev in &events[..n] {
                 match ev.data.u64() {
@@ -782,11 +811,15 @@ impl<'a> Session<'a> {
                             n.relay();
                         }
                     }
+                    USERNET => net_ready = true,
                     _ => {}
                 }
             }
             if api_ready && let Some(server) = self.api.as_mut() {
                 server.serve_ready();
+            }
+            if net_ready && let Some(stack) = self.usernet.as_mut() {
+                stack.ready(Instant::now());
             }
             if child_exited {
                 self.reap_blocking();
@@ -832,6 +865,9 @@ impl<'a> Session<'a> {
         if let Some(n) = &self.notify {
             add(n.as_fd(), NOTIFY)?;
         }
+        if let Some(stack) = &self.usernet {
+            add(stack.as_fd(), USERNET)?;
+        }
         Ok(ep)
     }
 }
@@ -847,6 +883,8 @@ const PORTS_DATA: u64 = 4;
 const API: u64 = 5;
 /// The target wrote to our `$NOTIFY_SOCKET`.
 const NOTIFY: u64 = 6;
+/// The user-mode network has frames or host sockets to serve.
+const USERNET: u64 = 7;
 
 /// Signals whose default action would end an unprepared process: during setup they abort it.
 fn terminates_setup(sig: u32) -> bool {
