@@ -334,12 +334,9 @@ pub fn run_with_output_within(
             wait_status(piped.pid)?;
             return Ok(None);
         }
-        let timeout = rustix::time::Timespec {
-            tv_sec: left.as_secs() as _,
-            tv_nsec: left.subsec_nanos().max(1) as _,
-        };
+        let timeout = rustix::time::Timespec::try_from(left).ok();
         let mut fds = [PollFd::new(&piped.out, PollFlags::IN)];
-        match poll(&mut fds, Some(&timeout)) {
+        match poll(&mut fds, timeout.as_ref()) {
             Ok(0) | Err(rustix::io::Errno::INTR) => continue,
             Ok(_) => {}
             Err(e) => return Err(errno_text(&e.into())),
