@@ -41,25 +41,47 @@ pub enum Value<'a> {
     Text(&'a OsStr),
 }
 
-/// A command line Go's `flag` refuses, with its wording (shown by [`fmt::Display`]).
+/// A command line Go's `flag` refuses: its message, in Go's wording, and what kind of refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Error {
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// What an [`Error`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
     /// `-h` or `-help`, which the table does not define: Go's `ErrHelp`, upon which the program
     /// prints its usage and exits 0.
     Help,
-    /// `flag provided but not defined: -NAME`; the name as typed (lossily UTF-8).
-    Undefined(String),
-    /// Any other syntax or value error, the whole message.
-    Usage(String),
+    /// `flag provided but not defined: -NAME`.
+    Undefined,
+    /// Any other syntax or value error.
+    Usage,
 }
+
+impl Error {
+    fn usage(message: String) -> Error {
+        Error {
+            kind: ErrorKind::Usage,
+            message,
+        }
+    }
+
+    /// For [`ErrorKind::Undefined`], the flag's name as typed (lossily UTF-8), without dashes.
+    pub fn undefined_name(&self) -> Option<&str> {
+        match self.kind {
+            ErrorKind::Undefined => self.message.strip_prefix(UNDEFINED),
+            _ => None,
+        }
+    }
+}
+
+const UNDEFINED: &str = "flag provided but not defined: -";
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Help => f.write_str("flag: help requested"),
-            Error::Undefined(name) => write!(f, "flag provided but not defined: -{name}"),
-            Error::Usage(msg) => f.write_str(msg),
-        }
+        f.write_str(&self.message)
     }
 }
 
@@ -80,7 +102,7 @@ impl<'a> Parser<'a> {
     /// # Errors
     /// Go's messages: `bad flag syntax: ---x`, `flag provided but not defined: -x`,
     /// `flag needs an argument: -x`, `invalid boolean value "maybe" for -x: parse error`, and
-    /// [`Error::Help`] for an undefined `-h`/`-help`.
+    /// [`ErrorKind::Help`] for an undefined `-h`/`-help`.
     pub fn next(
         &mut self,
         takes_value: &dyn Fn(&str) -> Option<bool>,
@@ -98,7 +120,7 @@ impl<'a> Parser<'a> {
         }
         let body = &raw[if raw[1] == b'-' { 2 } else { 1 }..];
         if body.is_empty() || body[0] == b'-' || body[0] == b'=' {
-            return Err(Error::Usage(format!(
+            return Err(Error::usage(format!(
                 "bad flag syntax: {}",
                 arg.to_string_lossy()
             )));
@@ -110,13 +132,26 @@ impl<'a> Parser<'a> {
         };
         let name = String::from_utf8_lossy(name).into_owned();
         let value = match (takes_value(&name), inline) {
-            (None, _) if name == "h" || name == "help" => return Err(Error::Help),
-            (None, _) => return Err(Error::Undefined(name)),
+            (None, _) => {
+                let help = name == "h" || name == "help";
+                return Err(Error {
+                    kind: if help {
+                        ErrorKind::Help
+                    } else {
+                        ErrorKind::Undefined
+                    },
+                    message: if help {
+                        "flag: help requested".to_owned()
+                    } else {
+                        format!("{UNDEFINED}{name}")
+                    },
+                });
+            }
             (Some(false), None) => Value::Bool(true),
             (Some(false), Some(v)) => match parse_bool(v.as_bytes()) {
                 Some(b) => Value::Bool(b),
                 None => {
-                    return Err(Error::Usage(format!(
+                    return Err(Error::usage(format!(
                         "invalid boolean value {} for -{name}: parse error",
                         quote(v.as_bytes())
                     )));
@@ -128,7 +163,7 @@ impl<'a> Parser<'a> {
                     self.pos += 1;
                     Value::Text(v)
                 }
-                None => return Err(Error::Usage(format!("flag needs an argument: -{name}"))),
+                None => return Err(Error::usage(format!("flag needs an argument: -{name}"))),
             },
         };
         Ok(Some(Flag { name, value }))
@@ -149,7 +184,7 @@ impl Value<'_> {
 
 /// Go's error for a value its flag's type refuses: `invalid value "x" for flag -name: why`.
 pub fn invalid_value(name: &str, value: &OsStr, why: &str) -> Error {
-    Error::Usage(format!(
+    Error::usage(format!(
         "invalid value {} for flag -{name}: {why}",
         quote(value.as_bytes())
     ))
