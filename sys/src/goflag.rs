@@ -105,7 +105,7 @@ impl<'a> Parser<'a> {
     /// [`ErrorKind::Help`] for an undefined `-h`/`-help`.
     pub fn next(
         &mut self,
-        takes_value: &dyn Fn(&str) -> Option<bool>,
+        takes_value: impl Fn(&str) -> Option<bool>,
     ) -> Result<Option<Flag<'a>>, Error> {
         let Some(arg) = self.args.get(self.pos) else {
             return Ok(None);
@@ -127,7 +127,10 @@ impl<'a> Parser<'a> {
         }
         self.pos += 1;
         let (name, inline) = match body.iter().position(|&c| c == b'=') {
-            Some(eq) => (&body[..eq], Some(OsStr::from_bytes(&body[eq + 1..]))),
+            Some(eq) => match body.split_at_checked(eq) {
+                Some((name, [_, value @ ..])) => (name, Some(OsStr::from_bytes(value))),
+                _ => (body, None),
+            },
             None => (body, None),
         };
         let name = String::from_utf8_lossy(name).into_owned();
@@ -171,7 +174,7 @@ impl<'a> Parser<'a> {
 
     /// The arguments not read yet: after the flags, the command and its arguments.
     pub fn rest(&self) -> &'a [OsString] {
-        &self.args[self.pos..]
+        self.args.get(self.pos..).unwrap_or_default()
     }
 }
 
@@ -199,24 +202,55 @@ pub fn parse_bool(s: &[u8]) -> Option<bool> {
     }
 }
 
+/// Why a number was refused: Go's `strconv.ErrSyntax` or `strconv.ErrRange`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntError {
+    Syntax,
+    Range,
+}
+
+impl IntError {
+    /// The reason as the `flag` package words it.
+    pub fn flag_reason(self) -> &'static str {
+        match self {
+            IntError::Syntax => "parse error",
+            IntError::Range => "value out of range",
+        }
+    }
+}
+
 /// Go's `strconv.ParseInt(s, 0, 64)`, as the `flag` package's int flags read their value: sign,
 /// `0x`/`0o`/`0b` prefixes, a bare leading `0` for octal, and `_` between digits.
 ///
 /// # Errors
 /// The reason part of Go's flag message: `parse error` or `value out of range`.
 pub fn parse_int(s: &[u8]) -> Result<i64, &'static str> {
-    const SYNTAX: &str = "parse error";
-    const RANGE: &str = "value out of range";
-    let (neg, unsigned) = match s.first() {
-        Some(b'+') => (false, &s[1..]),
-        Some(b'-') => (true, &s[1..]),
+    parse_integer(s, true).map_err(IntError::flag_reason)
+}
+
+/// Go's `strconv.Atoi`: an optional sign and decimal digits, nothing else.
+///
+/// # Errors
+/// [`IntError::Range`] as soon as the value overflows (before any later bad character, as in
+/// Go), else [`IntError::Syntax`] for anything that is not a number.
+pub fn atoi(s: &[u8]) -> Result<i64, IntError> {
+    parse_integer(s, false)
+}
+
+/// `ParseInt(s, base0 ? 0 : 10, 64)`, the one integer parser of both.
+fn parse_integer(s: &[u8], base0: bool) -> Result<i64, IntError> {
+    const SYNTAX: IntError = IntError::Syntax;
+    const RANGE: IntError = IntError::Range;
+    let (neg, unsigned) = match s {
+        [b'+', rest @ ..] => (false, rest),
+        [b'-', rest @ ..] => (true, rest),
         _ => (false, s),
     };
     if unsigned.is_empty() {
         return Err(SYNTAX);
     }
     let lower = |c: u8| c | (b'x' - b'X');
-    let (base, digits): (u64, &[u8]) = if unsigned[0] == b'0' {
+    let (base, digits): (u64, &[u8]) = if base0 && unsigned[0] == b'0' {
         match unsigned.get(1).map(|&c| lower(c)) {
             Some(b'b') if unsigned.len() >= 3 => (2, &unsigned[2..]),
             Some(b'o') if unsigned.len() >= 3 => (8, &unsigned[2..]),
@@ -228,11 +262,16 @@ pub fn parse_int(s: &[u8]) -> Result<i64, &'static str> {
     };
     let cutoff = u64::MAX / base + 1;
     let mut n: u64 = 0;
-    let mut underscores = false;
+    // Go's `underscoreOK`, folded in: an underscore must follow a digit or the base prefix (which
+    // counts as one) and be followed by a digit. Like Go, a bad digit or an overflow is reported
+    // before a misplaced underscore.
+    let mut after_digit = base != 10;
+    let mut misplaced = false;
     for &c in digits {
         let d = match c {
-            b'_' => {
-                underscores = true;
+            b'_' if base0 => {
+                misplaced |= !after_digit;
+                after_digit = false;
                 continue;
             }
             b'0'..=b'9' => c - b'0',
@@ -249,8 +288,9 @@ pub fn parse_int(s: &[u8]) -> Result<i64, &'static str> {
             .checked_mul(base)
             .and_then(|n| n.checked_add(u64::from(d)))
             .ok_or(RANGE)?;
+        after_digit = true;
     }
-    if underscores && !underscore_ok(unsigned) {
+    if misplaced || !after_digit {
         return Err(SYNTAX);
     }
     let limit = 1u64 << 63;
@@ -262,73 +302,61 @@ pub fn parse_int(s: &[u8]) -> Result<i64, &'static str> {
     }
 }
 
-/// Go's `underscoreOK`: an underscore must sit between digits, or between a base prefix and a digit.
-fn underscore_ok(s: &[u8]) -> bool {
-    let lower = |c: u8| c | (b'x' - b'X');
-    // '^' start, '0' digit or prefix, '_' underscore, '!' anything else.
-    let mut saw = b'^';
-    let mut i = 0;
-    let mut hex = false;
-    if s.len() >= 2 && s[0] == b'0' && matches!(lower(s[1]), b'b' | b'o' | b'x') {
-        i = 2;
-        saw = b'0';
-        hex = lower(s[1]) == b'x';
-    }
-    for &c in &s[i..] {
-        if c.is_ascii_digit() || hex && (b'a'..=b'f').contains(&lower(c)) {
-            saw = b'0';
-            continue;
-        }
-        if c == b'_' {
-            if saw != b'0' {
-                return false;
-            }
-            saw = b'_';
-            continue;
-        }
-        if saw == b'_' {
-            return false;
-        }
-        saw = b'!';
-    }
-    saw != b'_'
-}
-
 /// Go's `%q`: double quotes, backslash escapes, `\xNN` for bytes that are not UTF-8. The flag
 /// package quotes refused values with it, and so do many of our messages that read like upstream's.
 pub fn quote(s: &[u8]) -> String {
-    let mut out = String::from("\"");
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
     for chunk in s.utf8_chunks() {
         for c in chunk.valid().chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\x07' => out.push_str("\\a"),
-                '\x08' => out.push_str("\\b"),
-                '\x0c' => out.push_str("\\f"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                '\x0b' => out.push_str("\\v"),
+            let short = match c {
+                '"' => "\\\"",
+                '\\' => "\\\\",
+                '\x07' => "\\a",
+                '\x08' => "\\b",
+                '\x0c' => "\\f",
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                '\x0b' => "\\v",
                 c if (c as u32) < 0x20 || c == '\x7f' => {
-                    out.push_str(&format!("\\x{:02x}", c as u32))
+                    hex(&mut out, 'x', c as u32, 2);
+                    continue;
                 }
                 c if c.is_control() || (c.is_whitespace() && c != ' ') => {
-                    if (c as u32) < 0x10000 {
-                        out.push_str(&format!("\\u{:04x}", c as u32));
+                    let (letter, digits) = if (c as u32) < 0x10000 {
+                        ('u', 4)
                     } else {
-                        out.push_str(&format!("\\U{:08x}", c as u32));
-                    }
+                        ('U', 8)
+                    };
+                    hex(&mut out, letter, c as u32, digits);
+                    continue;
                 }
-                c => out.push(c),
-            }
+                c => {
+                    out.push(c);
+                    continue;
+                }
+            };
+            out.push_str(short);
         }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
+        for &b in chunk.invalid() {
+            hex(&mut out, 'x', u32::from(b), 2);
         }
     }
     out.push('"');
     out
+}
+
+/// `\` `letter` and the low `digits` hex digits of `n`, in lower case (without `fmt`, which
+/// would cost every binary its formatting machinery here).
+fn hex(out: &mut String, letter: char, n: u32, digits: u32) {
+    out.push('\\');
+    out.push(letter);
+    for i in (0..digits).rev() {
+        out.push(char::from(
+            b"0123456789abcdef"[(n >> (4 * i)) as usize & 15],
+        ));
+    }
 }
 
 #[cfg(test)]
@@ -351,7 +379,7 @@ mod tests {
         let mut p = Parser::new(&args);
         let mut out = Vec::new();
         loop {
-            match p.next(&table) {
+            match p.next(table) {
                 Ok(Some(Flag { name, value })) => out.push(match value {
                     Value::Bool(true) => name,
                     Value::Bool(false) => format!("{name}=false"),
@@ -422,10 +450,10 @@ mod tests {
             OsString::from_vec(b"-\xfe".to_vec()),
         ];
         let mut p = Parser::new(&args);
-        let first = p.next(&table).unwrap().unwrap();
+        let first = p.next(table).unwrap().unwrap();
         assert_eq!(first.value, Value::Text(OsStr::from_bytes(b"\xff")));
         assert_eq!(
-            p.next(&table).unwrap_err().to_string(),
+            p.next(table).unwrap_err().to_string(),
             "flag provided but not defined: -\u{fffd}"
         );
     }
@@ -467,10 +495,38 @@ mod tests {
             ("1__0", Err("parse error")),
             ("_1", Err("parse error")),
             ("1_", Err("parse error")),
+            ("0x_", Err("parse error")),
+            ("0_7", Ok(7)),
+            ("0b_1_0", Ok(2)),
+            ("1__99999999999999999999", Err("value out of range")),
+            ("1__9x", Err("parse error")),
             ("80x", Err("parse error")),
             (" 1", Err("parse error")),
         ] {
             assert_eq!(parse_int(s.as_bytes()), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn atoi_as_go() {
+        use IntError::{Range, Syntax};
+        for (s, want) in [
+            ("0", Ok(0)),
+            ("+7", Ok(7)),
+            ("-007", Ok(-7)),
+            ("010", Ok(10)),
+            ("9223372036854775807", Ok(i64::MAX)),
+            ("-9223372036854775808", Ok(i64::MIN)),
+            ("9223372036854775808", Err(Range)),
+            ("99999999999999999999x", Err(Range)),
+            ("", Err(Syntax)),
+            ("+", Err(Syntax)),
+            ("0x10", Err(Syntax)),
+            ("1_000", Err(Syntax)),
+            ("1a", Err(Syntax)),
+            (" 1", Err(Syntax)),
+        ] {
+            assert_eq!(atoi(s.as_bytes()), want, "{s:?}");
         }
     }
 
