@@ -56,6 +56,8 @@ pub enum ErrorKind {
     Help,
     /// `flag provided but not defined: -NAME`.
     Undefined,
+    /// `flag needs an argument: -NAME`: a flag that takes a value came last.
+    MissingValue,
     /// Any other syntax or value error.
     Usage,
 }
@@ -166,7 +168,12 @@ impl<'a> Parser<'a> {
                     self.pos += 1;
                     Value::Text(v)
                 }
-                None => return Err(Error::usage(format!("flag needs an argument: -{name}"))),
+                None => {
+                    return Err(Error {
+                        kind: ErrorKind::MissingValue,
+                        message: format!("flag needs an argument: -{name}"),
+                    });
+                }
             },
         };
         Ok(Some(Flag { name, value }))
