@@ -39,7 +39,7 @@ struct Args {
 }
 
 /// Reads our own command line, written by the parent in exactly this shape. Hand-rolled
-/// rather than lexopt: the grammar is ours and fixed, and every byte of a static binary counts.
+/// rather than with `sys::goflag`: the grammar is ours and fixed, not Go's, and every byte counts.
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         fd: -1,
@@ -79,7 +79,7 @@ fn parse_args() -> Result<Args, String> {
                 let _ = writeln!(
                     std::io::stdout(),
                     "rootlesskit-child version {}",
-                    env!("CARGO_PKG_VERSION")
+                    ::sys::goflag::VERSION
                 );
                 std::process::exit(0);
             }
