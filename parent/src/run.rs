@@ -760,10 +760,7 @@ impl<'a> Session<'a> {
                 (Some(a), Some(p)) => Some(a.min(p)),
                 (a, p) => a.or(p),
             };
-            let timeout = wait.map(|d| Timespec {
-                tv_sec: d.as_secs() as _,
-                tv_nsec: d.subsec_nanos() as _,
-            });
+            let timeout = wait.and_then(|d| Timespec::try_from(d).ok());
             let n = match epoll::wait(&ep, &mut events, timeout.as_ref()) {
                 Ok(n) => n,
                 Err(rustix::io::Errno::INTR) => continue,
