@@ -500,10 +500,8 @@ impl Child {
         use rustix::event::{PollFd, PollFlags, Timespec, poll};
         let now = std::time::Instant::now();
         let wait = self.renewer.as_ref().and_then(|r| r.timeout(now));
-        let timeout = wait.map(|d| Timespec {
-            tv_sec: d.as_secs().min(i64::MAX as u64) as _,
-            tv_nsec: d.subsec_nanos() as _,
-        });
+        // A wait too long for a timespec (never, here) is no limit.
+        let timeout = wait.and_then(|d| Timespec::try_from(d).ok());
         let (sig, req, dhcp, vif) = {
             // Unused slots repeat the signalfd; only the first `n` are polled.
             let mut watch = [(sigfd.as_fd(), PollFlags::IN); 5];
