@@ -76,11 +76,11 @@ fn parse_args() -> Result<Args, String> {
             "--debug" => {}
             "--version" => {
                 use std::io::Write;
-                let _ = writeln!(
-                    std::io::stdout(),
-                    "rootlesskit-child version {}",
-                    ::sys::goflag::VERSION
-                );
+                // Written in parts rather than formatted: a `fmt` call would link stdout's formatting.
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(b"rootlesskit-child version ");
+                let _ = out.write_all(::sys::goflag::VERSION.as_bytes());
+                let _ = out.write_all(b"\n");
                 std::process::exit(0);
             }
             "--" => {

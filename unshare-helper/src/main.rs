@@ -181,11 +181,9 @@ fn hold_net(userns: &Path, netns: &Path) -> Result<(), String> {
 fn main() {
     let result = match parse(std::env::args_os().skip(1)) {
         Ok(Action::Version) => {
-            let _ = writeln!(
-                std::io::stdout(),
-                "rootlesskit-unshare version {}",
-                goflag::VERSION
-            );
+            // Joined rather than formatted: a `fmt` call would link stdout's formatting.
+            let line = ["rootlesskit-unshare version ", goflag::VERSION, "\n"].concat();
+            let _ = std::io::stdout().write_all(line.as_bytes());
             Ok(())
         }
         Ok(Action::Help) => {
