@@ -765,10 +765,7 @@ impl<'a> Session<'a> {
             let ports_wait = self.ports.as_ref().and_then(|p| p.timeout(now));
             let net_wait = self.usernet.as_ref().and_then(|n| n.timeout(now));
             let wait = [api_wait, ports_wait, net_wait].into_iter().flatten().min();
-            let timeout = wait.map(|d| Timespec {
-                tv_sec: d.as_secs() as _,
-                tv_nsec: d.subsec_nanos() as _,
-            });
+            let timeout = wait.and_then(|d| Timespec::try_from(d).ok());
             let n = match epoll::wait(&ep, &mut events, timeout.as_ref()) {
                 Ok(n) => n,
                 Err(rustix::io::Errno::INTR) => continue,

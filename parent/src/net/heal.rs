@@ -142,16 +142,11 @@ impl Healer {
     }
 
     fn arm(&self, after: Option<Duration>) {
-        let value = after.map_or(
-            Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            |d| Timespec {
-                tv_sec: d.as_secs() as _,
-                tv_nsec: d.subsec_nanos().max(1) as _,
-            },
-        );
+        // A zero value disarms the timer: a due time of zero is made 1 ns; one too far to carry
+        // (never, here) disarms it as well, as it would never come.
+        let value = after
+            .and_then(|d| Timespec::try_from(d.max(Duration::from_nanos(1))).ok())
+            .unwrap_or_default();
         let spec = Itimerspec {
             it_interval: Timespec {
                 tv_sec: 0,
