@@ -19,8 +19,8 @@ use crate::Result;
 
 use super::STATE_DIR;
 use super::forwarding::{
-    CLK_TCK, FwdSeries, IPERF_PORT, PORT, Server, conn_round_of, cpu_ticks, free_port,
-    host_echo_server, iperf_received, proc_parents,
+    CLK_TCK, FwdSeries, PORT, Server, conn_round_of, cpu_ticks, free_port, host_echo_server,
+    iperf_received, proc_parents,
 };
 use super::idle::{IdleSeries, descendants, idle_once, stop};
 use super::runner::{Runner, describe_status, last_line, on_path, reader, run_capture};
@@ -147,7 +147,9 @@ pub(super) fn outbound_argv(
     ]
 }
 
-/// `rootlesskit --state-dir=STATE --net=NET --port-driver=PD -p 127.0.0.1:PORT:5201/tcp iperf3 -s`.
+/// `rootlesskit --state-dir=STATE --net=NET --port-driver=PD -p 127.0.0.1:PORT:PORT/tcp iperf3 -s
+/// -p PORT`: the same port inside, because pasta's `implicit` driver ignores `-p` and forwards
+/// every port that listens inside to the same one on the host.
 pub(super) fn inbound_argv(
     rootlesskit: &str,
     state: &str,
@@ -161,9 +163,11 @@ pub(super) fn inbound_argv(
         format!("--net={net}"),
         format!("--port-driver={port_driver}"),
         "-p".into(),
-        format!("127.0.0.1:{port}:{IPERF_PORT}/tcp"),
+        format!("127.0.0.1:{port}:{port}/tcp"),
         "iperf3".into(),
         "-s".into(),
+        "-p".into(),
+        port.into(),
     ]
 }
 
@@ -205,9 +209,20 @@ pub(super) fn inbound_client_argv(port: &str) -> Vec<String> {
 }
 
 /// Whether a process named `comm` moves the namespace's packets: slirp4netns, or pasta (which
-/// may run as `pasta.avx2`).
+/// Debian's passt runs as `passt.avx2` where the CPU has AVX2).
 pub(super) fn is_forwarder(comm: &str) -> bool {
-    comm.starts_with("slirp4netns") || comm.starts_with("pasta")
+    ["slirp4netns", "pasta", "passt"]
+        .iter()
+        .any(|p| comm.starts_with(p))
+}
+
+/// An error without the exit status in front (`exit 1: --x: not supported yet` → `--x: not
+/// supported yet`), for a skip reason.
+pub(super) fn without_status(e: &str) -> &str {
+    match e.split_once(": ") {
+        Some((st, rest)) if st.starts_with("exit ") || st.starts_with("killed by") => rest,
+        _ => e,
+    }
 }
 
 /// `cargo xtask echo-client HOST PORT N`: what it prints, `SECONDS MS MS ...` (the seconds the
@@ -452,7 +467,7 @@ fn rounds(
                 }
                 Err(e) if e.contains("not supported yet") => {
                     println!("\nbench: {what}: skipping {}: {e}", row_name(s));
-                    s.skipped = Some(e);
+                    s.skipped = Some(without_status(&e).to_string());
                 }
                 Err(e) => {
                     println!("\nbench: {what}: {} failed: {e}", row_name(s));
@@ -659,7 +674,7 @@ fn inbound_once(
         &port.to_string(),
     );
     let mut server = Server::start(runner, s.run.who, &argv)?;
-    let result = server.wait_ready(port, Some(IPERF_PORT)).and_then(|()| {
+    let result = server.wait_ready(port, Some(port)).and_then(|()| {
         let (pids, counted) = forwarders(server.pid);
         let before = ticks(&pids);
         let out = run_capture(
@@ -722,7 +737,7 @@ mod tests {
         assert_eq!(
             inbound_argv("/rk", "/s", USERNET, "builtin", "$PORT").join(" "),
             "/rk --state-dir=/s --net=gvisor-tap-vsock --port-driver=builtin \
-             -p 127.0.0.1:$PORT:5201/tcp iperf3 -s"
+             -p 127.0.0.1:$PORT:$PORT/tcp iperf3 -s -p $PORT"
         );
         assert_eq!(
             conns_argv("/rk", "/s", USERNET, "/e", "10.0.2.1", "80").join(" "),
@@ -743,6 +758,7 @@ mod tests {
             ("slirp4netns", true),
             ("pasta", true),
             ("pasta.avx2", true),
+            ("passt.avx2", true),
             ("rootlesskit", false),
             ("rootlesskit-chi", false),
             ("iperf3", false),
@@ -750,6 +766,20 @@ mod tests {
         ] {
             assert_eq!(is_forwarder(comm), yes, "{comm}");
         }
+    }
+
+    #[test]
+    fn skip_reasons() {
+        assert_eq!(
+            without_status("exit 1: --port-driver=x: not supported yet"),
+            "--port-driver=x: not supported yet"
+        );
+        assert_eq!(without_status("killed by signal 9: x: y"), "x: y");
+        assert_eq!(
+            without_status("no rkrs-ready within 30s"),
+            "no rkrs-ready within 30s"
+        );
+        assert_eq!(without_status("a: b"), "a: b");
     }
 
     #[test]

@@ -388,7 +388,8 @@ impl Report {
                     s,
                     "\n### Host → namespace TCP\n\n`iperf3 -s` inside, published as `127.0.0.1:$PORT` by the \
                      port driver; `{}` on the host as the user; the rootlesskit waits until the host port and \
-                     the inner 5201 listen. Each network's own MTU (65520 for all three). The builtin driver \
+                     the same port inside listen (inside as on the host, because pasta's `implicit` \
+                     forwards a port that listens inside to the same one on the host and ignores `-p`). Each network's own MTU (65520 for all three). The builtin driver \
                      connects inside the namespace through its loopback, so it does not depend on the network \
                      driver; pasta forwards by itself (`implicit`). The runs:\n\n```\n{}\n```\n",
                     inbound_client_argv("$PORT").join(" "),
