@@ -59,12 +59,28 @@ fn verdict(met: bool) -> Verdict {
     if met { Verdict::Met } else { Verdict::NotMet }
 }
 
-/// Issue 12's targets as `(target, measured, verdict)`; `startup` holds the startup rows, when
-/// they ran.
-pub(super) fn network_targets(
-    n: &Network,
-    startup: Option<&[TimedRow]>,
-) -> Vec<(String, String, Verdict)> {
+/// Issue 12's startup target from the startup rows: ours with gvisor-tap-vsock below ours with
+/// slirp4netns.
+pub(super) fn usernet_startup_target(rows: &[TimedRow]) -> (String, String, Verdict) {
+    let (a, b) = (
+        startup_wall(rows, STARTUP_USERNET),
+        startup_wall(rows, STARTUP_SLIRP),
+    );
+    (
+        format!("startup `{STARTUP_USERNET}` below `{STARTUP_SLIRP}` (ours, wall)"),
+        match (a, b) {
+            (Some(a), Some(b)) => format!("{a:.1} ms vs {b:.1} ms ({})", ratio(Some(a), Some(b))),
+            _ => "not both".into(),
+        },
+        match (a, b) {
+            (Some(a), Some(b)) => verdict(a < b),
+            _ => Verdict::NotMeasured,
+        },
+    )
+}
+
+/// Issue 12's targets of the network part as `(target, measured, verdict)`.
+pub(super) fn network_targets(n: &Network) -> Vec<(String, String, Verdict)> {
     let not = |why: &str| (why.to_string(), Verdict::NotMeasured);
     let mut v = Vec::new();
     for (mtu, times) in [(MTUS[0], 5.0), (MTUS[1], 2.0)] {
@@ -132,24 +148,6 @@ pub(super) fn network_targets(
             verdict(cpus.iter().flatten().all(|(a, b)| a < b))
         } else {
             Verdict::NotMeasured
-        },
-    ));
-    let (a, b) = match startup {
-        Some(rows) => (
-            startup_wall(rows, STARTUP_USERNET),
-            startup_wall(rows, STARTUP_SLIRP),
-        ),
-        None => (None, None),
-    };
-    v.push((
-        format!("startup `{STARTUP_USERNET}` below `{STARTUP_SLIRP}` (ours, wall)"),
-        match (a, b) {
-            (Some(a), Some(b)) => format!("{a:.1} ms vs {b:.1} ms ({})", ratio(Some(a), Some(b))),
-            _ => "not both".into(),
-        },
-        match (a, b) {
-            (Some(a), Some(b)) => verdict(a < b),
-            _ => Verdict::NotMeasured,
         },
     ));
     let rss: Vec<f64> = n
@@ -493,8 +491,7 @@ mod tests {
             },
             ..Network::default()
         };
-        let rows = [startup(STARTUP_USERNET, 20.0), startup(STARTUP_SLIRP, 80.0)];
-        let got = network_targets(&n, Some(&rows));
+        let got = network_targets(&n);
         assert_eq!(
             got[0].0,
             "namespace → host TCP at MTU 1500: gvisor-tap-vsock ≥ 5× slirp4netns and above pasta"
@@ -506,9 +503,34 @@ mod tests {
                 ("5.00× slirp4netns, 1.25× pasta", Verdict::Met),
                 ("2.50× (--port-driver=gvisor-tap-vsock)", Verdict::Met),
                 ("0.25× at MTU 1500, 0.20× at MTU 65520", Verdict::Met),
-                ("20.0 ms vs 80.0 ms (0.25×)", Verdict::Met),
                 ("1.76 MiB", Verdict::Met),
             ]
+        );
+    }
+
+    #[test]
+    fn startup_target() {
+        let check = |rows: &[TimedRow], expect: (&str, Verdict)| {
+            let (_, m, v) = usernet_startup_target(rows);
+            assert_eq!((m.as_str(), v), expect);
+        };
+        check(
+            &[startup(STARTUP_USERNET, 20.0), startup(STARTUP_SLIRP, 80.0)],
+            ("20.0 ms vs 80.0 ms (0.25×)", Verdict::Met),
+        );
+        check(
+            &[startup(STARTUP_SLIRP, 80.0), startup(STARTUP_USERNET, 90.0)],
+            ("90.0 ms vs 80.0 ms (1.12×)", Verdict::NotMet),
+        );
+        check(
+            &[startup(STARTUP_USERNET, 20.0)],
+            ("not both", Verdict::NotMeasured),
+        );
+        let mut failed = startup(STARTUP_SLIRP, 80.0);
+        failed.series[0].error = Some("exit 1".into());
+        check(
+            &[startup(STARTUP_USERNET, 20.0), failed],
+            ("not both", Verdict::NotMeasured),
         );
     }
 
@@ -543,9 +565,8 @@ mod tests {
             },
             ..Network::default()
         };
-        let rows = [startup(STARTUP_USERNET, 90.0), startup(STARTUP_SLIRP, 80.0)];
         assert_eq!(
-            brief(&network_targets(&n, Some(&rows))),
+            brief(&network_targets(&n)),
             [
                 ("4.90× slirp4netns, 1.63× pasta", Verdict::NotMet),
                 ("not for all three drivers", Verdict::NotMeasured),
@@ -554,13 +575,34 @@ mod tests {
                     Verdict::NotMet
                 ),
                 ("1.00× at MTU 1500, 0.20× at MTU 65520", Verdict::NotMet),
-                ("90.0 ms vs 80.0 ms (1.12×)", Verdict::NotMet),
                 ("2.05 MiB", Verdict::NotMet),
             ]
         );
-        let none = network_targets(&Network::default(), None);
+        let none = network_targets(&Network::default());
         assert!(none.iter().all(|(_, _, v)| *v == Verdict::NotMeasured));
-        assert_eq!(none.len(), 6);
+        assert_eq!(none.len(), 5);
+    }
+
+    #[test]
+    fn partial_report_has_only_its_parts() {
+        let report = Report {
+            only: Some(vec!["network"]),
+            ..Report::default()
+        };
+        let md = report.markdown();
+        assert!(md.contains("\n## Network drivers (issue 12)\n"));
+        assert!(md.contains("A partial run (`--only network`)"));
+        for absent in [
+            "## Startup",
+            "## Idle memory",
+            "## Port forwarding",
+            "## Binary sizes",
+        ] {
+            assert!(!md.contains(absent), "{absent}");
+        }
+        let text = report.text();
+        assert!(text.contains("namespace → host TCP"));
+        assert!(!text.contains("measuring sticks"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::forwarding_tables::forwarding_targets;
 use super::idle::{IdleMetric, IdleSeries};
 use super::machine::{Machine, Sizes};
 use super::network::Network;
-use super::network_tables::network_targets;
+use super::network_tables::{network_targets, usernet_startup_target};
 use super::startup::{Series, TimedRow};
 use super::stats::{Table, med_p90, median, mib, ratio, thousands};
 use super::trace::{Span, by_program, covered, is_helper};
@@ -76,6 +76,9 @@ pub(super) fn targets(r: &Report) -> Vec<(String, String, Verdict)> {
             out.push((target, "not on both sides".into(), Verdict::NotMeasured));
         }
     }
+    if r.part("startup") {
+        out.push(usernet_startup_target(&r.startup));
+    }
     if r.part("idle") {
         out.push(idle_target(r));
     }
@@ -83,8 +86,7 @@ pub(super) fn targets(r: &Report) -> Vec<(String, String, Verdict)> {
         out.extend(forwarding_targets(&r.forwarding));
     }
     if r.part("network") {
-        let startup = r.part("startup").then_some(r.startup.as_slice());
-        out.extend(network_targets(&r.network, startup));
+        out.extend(network_targets(&r.network));
     }
     out
 }
@@ -483,23 +485,35 @@ impl Report {
             RSS_SETTLE.as_millis()
         );
         let (timed, idle) = self.all_commands();
-        let _ = writeln!(
-            s,
-            "\nThe timing line:\n\n```\n{} bash -c '{TIME_SCRIPT}' bash COMMAND...\n```\n\n\
-             Each COMMAND, exactly as run:\n\n```",
-            self.prefix.join(" ")
-        );
-        for c in timed {
-            let _ = writeln!(s, "{c}");
+        if self.part("startup") {
+            let _ = writeln!(
+                s,
+                "\nThe timing line:\n\n```\n{} bash -c '{TIME_SCRIPT}' bash COMMAND...\n```\n\n\
+                 Each COMMAND, exactly as run:\n\n```",
+                self.prefix.join(" ")
+            );
+            for c in timed {
+                let _ = writeln!(s, "{c}");
+            }
+            s.push_str("```\n");
         }
-        let _ = writeln!(
-            s,
-            "```\n\nThe idle starts (`{STATE_DIR}` is a fresh directory each time):\n\n```"
-        );
-        for c in idle {
-            let _ = writeln!(s, "{c}");
+        if self.part("idle") {
+            let _ = writeln!(
+                s,
+                "\nThe idle starts (`{STATE_DIR}` is a fresh directory each time):\n\n```"
+            );
+            for c in idle {
+                let _ = writeln!(s, "{c}");
+            }
+            s.push_str("```\n");
         }
-        s.push_str("```\n");
+        if let Some(parts) = &self.only {
+            let _ = writeln!(
+                s,
+                "\nA partial run (`--only {}`): the other parts were not measured.",
+                parts.join(",")
+            );
+        }
 
         if self.part("startup") {
             let _ = writeln!(
@@ -651,6 +665,11 @@ mod tests {
                     "not on both sides",
                     Verdict::NotMeasured
                 ),
+                (
+                    "startup `--net=gvisor-tap-vsock true` below `--net=slirp4netns true` (ours, wall)",
+                    "not both",
+                    Verdict::NotMeasured
+                ),
                 ("idle parent RSS ≤ 1 MiB", "1.34 MiB", Verdict::NotMet),
                 (
                     "builtin TCP ≥ 1.5× reference and ≥ 0.8× loopback",
@@ -669,22 +688,21 @@ mod tests {
                 ),
             ]
         );
-        // `--only network`: issue 12's targets alone, the startup one unmeasured without the
-        // startup rows.
+        // `--only network`: issue 12's network targets alone.
         let report = Report {
             only: Some(vec!["network"]),
             ..report
         };
         let got = targets(&report);
-        assert_eq!(got.len(), 6);
+        assert_eq!(got.len(), 5);
         assert!(got[0].0.starts_with("namespace → host TCP at MTU 1500"));
-        assert_eq!(got[4].1, "not both");
+        assert_eq!(got[4].1, "–");
         // Everything (no --only): the startup row of ours against slirp4netns is there too.
         let all = Report {
             only: None,
             ..report
         };
-        assert_eq!(targets(&all).len(), 3 + 1 + 3 + 6);
+        assert_eq!(targets(&all).len(), 3 + 1 + 1 + 3 + 5);
     }
 
     #[test]
