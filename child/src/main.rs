@@ -38,7 +38,7 @@ struct Args {
 }
 
 /// Reads our own command line, written by the parent in exactly this shape. Hand-rolled
-/// rather than lexopt: the grammar is ours and fixed, and every byte of a static binary counts.
+/// rather than with `sys::goflag`: the grammar is ours and fixed, not Go's, and every byte counts.
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         fd: -1,
@@ -75,11 +75,11 @@ fn parse_args() -> Result<Args, String> {
             "--debug" => {}
             "--version" => {
                 use std::io::Write;
-                let _ = writeln!(
-                    std::io::stdout(),
-                    "rootlesskit-child version {}",
-                    env!("CARGO_PKG_VERSION")
-                );
+                // Written in parts rather than formatted: a `fmt` call would link stdout's formatting.
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(b"rootlesskit-child version ");
+                let _ = out.write_all(::sys::goflag::VERSION.as_bytes());
+                let _ = out.write_all(b"\n");
                 std::process::exit(0);
             }
             "--" => {
@@ -267,6 +267,10 @@ impl Child {
             if net.mode == NetMode::Vpnkit {
                 self.vif = Some(child::vpnkit::attach(&net, &self.args.state_dir, Some(ns))?);
             }
+            if net.mode == NetMode::Tap {
+                let tap = ns.within(|| child::vpnkit::tap_for_parent(&net))?;
+                self.hand_over_tap(tap)?;
+            }
             // §6.1 step 3: we stay in the host's network namespace, so no sysfs remount and no
             // /etc binds; consumers read resolv.conf and hosts from the state dir.
             if net.mode == NetMode::Dhcp {
@@ -305,6 +309,12 @@ impl Child {
                     )
                     .map_err(|e| e.to_string())?;
                 }
+                self.bind_etc_files()?;
+            }
+            NetMode::Tap => {
+                sys::netlink::loopback_up().map_err(|e| e.to_string())?;
+                let tap = child::vpnkit::tap_for_parent(&net)?;
+                self.hand_over_tap(tap)?;
                 self.bind_etc_files()?;
             }
             NetMode::Dhcp => {
@@ -365,6 +375,14 @@ impl Child {
             child::mount::set_propagation(p).map_err(|e| e.to_string())?;
         }
         child::mount::copy_up(&self.args.copy_up).map_err(|e| e.to_string())
+    }
+
+    /// Hands the tap of a [`NetMode::Tap`] network to the parent, whose user-mode network
+    /// moves its frames; our copy of the descriptor closes here.
+    fn hand_over_tap(&mut self, tap: std::os::fd::OwnedFd) -> Result<(), String> {
+        use std::os::fd::AsFd;
+        sys::fdpass::send(&self.sock, &Msg::TapMade, &[tap.as_fd()])
+            .map_err(|e| format!("writing to the parent: {e}"))
     }
 
     /// Sends a DHCP lease to the parent, which writes resolv.conf from it before it reads
@@ -518,10 +536,8 @@ impl Child {
         use rustix::event::{PollFd, PollFlags, Timespec, poll};
         let now = std::time::Instant::now();
         let wait = self.renewer.as_ref().and_then(|r| r.timeout(now));
-        let timeout = wait.map(|d| Timespec {
-            tv_sec: d.as_secs().min(i64::MAX as u64) as _,
-            tv_nsec: d.subsec_nanos() as _,
-        });
+        // A wait too long for a timespec (never, here) is no limit.
+        let timeout = wait.and_then(|d| Timespec::try_from(d).ok());
         let (sig, req, dhcp, vif) = {
             // Unused slots repeat the signalfd; only the first `n` are polled.
             let mut watch = [(sigfd.as_fd(), PollFlags::IN); 5];

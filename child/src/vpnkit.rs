@@ -30,6 +30,12 @@ const BATCH: usize = 64;
 /// # Errors
 /// `creating tap <name>: <why>` or `failed to set address of <name>: <errno>`.
 pub fn open_tap(name: &str, mac: [u8; 6]) -> Result<OwnedFd, String> {
+    open_tap_with(name, mac, false)
+}
+
+/// [`open_tap`], with `vnet`: virtio-net headers and checksum and TSO offloads
+/// ([`sys::net::tun_set_iff_tap_vnet`]).
+fn open_tap_with(name: &str, mac: [u8; 6], vnet: bool) -> Result<OwnedFd, String> {
     let fail = |why: String| format!("creating tap {name}: {why}");
     let fd = rustix::fs::open(
         "/dev/net/tun",
@@ -37,7 +43,12 @@ pub fn open_tap(name: &str, mac: [u8; 6]) -> Result<OwnedFd, String> {
         Mode::empty(),
     )
     .map_err(|e| fail(format!("open /dev/net/tun: {}", sys::errno::text(e))))?;
-    sys::net::tun_set_iff_tap(&fd, name).map_err(|e| fail(sys::errno::text(&e)))?;
+    if vnet {
+        sys::net::tun_set_iff_tap_vnet(&fd, name)
+    } else {
+        sys::net::tun_set_iff_tap(&fd, name)
+    }
+    .map_err(|e| fail(sys::errno::text(&e)))?;
     let mut nl = sys::netlink::Netlink::open().map_err(|e| {
         format!(
             "failed to open a netlink socket for {name}: {}",
@@ -48,6 +59,21 @@ pub fn open_tap(name: &str, mac: [u8; 6]) -> Result<OwnedFd, String> {
         .and_then(|index| nl.set_mac(index, mac))
         .map_err(|e| format!("failed to set address of {name}: {}", sys::errno::text(e)))?;
     Ok(fd)
+}
+
+/// The tap of a [`proto::NetMode::Tap`] network, made and configured in the current network
+/// namespace like any driver's device, with virtio-net headers and offloads; its descriptor
+/// goes to the parent.
+///
+/// # Errors
+/// The first step that failed, as one line.
+pub fn tap_for_parent(net: &NetConfig) -> Result<OwnedFd, String> {
+    let dev = net.ifname_str();
+    let mtu = if net.mtu == 0 { 1500 } else { net.mtu };
+    let tap = open_tap_with(dev, net.mac, true)?;
+    sys::netlink::activate_dev(dev, mtu, net.addr, net.prefix, net.gateway)
+        .map_err(|e| e.to_string())?;
+    Ok(tap)
 }
 
 /// Everything the child does for [`proto::NetMode::Vpnkit`] but the `/etc` files: the tap with

@@ -75,6 +75,16 @@ fn pasta_implicit_ports() {
     );
 }
 
+/// The in-process network (issue 12): the same script, told to use it, needs no slirp4netns.
+#[test]
+fn gvisor_tap_vsock_builtin_ports() {
+    run_case(
+        "docker-gvisor",
+        &[("DOCKERD_ROOTLESS_ROOTLESSKIT_NET", "gvisor-tap-vsock")],
+        Ports::Builtin,
+    );
+}
+
 fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(script) = rootless_script() else {

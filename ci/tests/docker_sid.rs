@@ -70,6 +70,31 @@ fn pasta_implicit() {
     );
 }
 
+/// Our in-process network (issue 12), which Docker 29's script falls back to when no
+/// slirp4netns, vpnkit or pasta is installed.
+#[test]
+fn gvisor_tap_vsock_builtin() {
+    run_case(
+        "d28-gvisor",
+        &[("DOCKERD_ROOTLESS_ROOTLESSKIT_NET", "gvisor-tap-vsock")],
+        Ports::Builtin,
+    );
+}
+
+/// pasta with ports added at run time through pesto (upstream v3.1); the client-side
+/// expectations are those of the slirp4netns port driver (IPv4, the host's address for UDP).
+#[test]
+fn pasta_pesto() {
+    run_case(
+        "d28-pesto",
+        &[
+            ("DOCKERD_ROOTLESS_ROOTLESSKIT_NET", "pasta"),
+            ("DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER", "pesto"),
+        ],
+        Ports::Slirp4netns,
+    );
+}
+
 /// dockerd runs its iptables in the detached namespace from Docker 29 on (moby#47103); the
 /// script of such a release enables it with `DOCKERD_ROOTLESS_ROOTLESSKIT_DETACH_NETNS=true`
 /// (it prepends `--detach-netns` to the rootlesskit flags). Docker 28's dockerd runs iptables in

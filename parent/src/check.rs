@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::Access;
 
 use crate::cli::{Config, Net, SubidSource};
-use crate::{exec, idmap, run};
+use crate::{exec, idmap, libexec};
 
 /// The verdict of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +154,7 @@ fn checks(cfg: &Config) -> Vec<Line> {
     out.push(idmap_tool("newgidmap", single));
     out.push(getsubids(cfg.subid_source));
     out.push(trial(&user, &maps));
-    out.push(match run::find_helper(run::CHILD_BIN) {
+    out.push(match libexec::find_helper(libexec::CHILD_BIN) {
         Ok(p) => ok("helper", p.display().to_string()),
         Err(e) => line(
             "helper",

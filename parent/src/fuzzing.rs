@@ -1,5 +1,5 @@
 //! The bodies of the fuzz targets that take outside input in the parent (the command line and
-//! the id-map parsers) and in the child (DHCP replies), shared by `fuzz/` and by the unit tests
+//! the id-map parsers, the user-mode network's frames) and in the child (DHCP replies), shared by `fuzz/` and by the unit tests
 //! that replay the committed corpus.
 //! Each must end in a value or an error for any input, never in a panic, and checks what it can.
 
@@ -93,6 +93,87 @@ pub fn pasta_version(data: &[u8]) {
     }
 }
 
+/// An Ethernet frame from the namespace's tap, as the user-mode network parses it: whatever
+/// parses must rebuild into the same transport fields.
+pub fn usernet_frame(data: &[u8]) {
+    use crate::usernet::wire::{self, Frame};
+    let mut out = vec![0u8; data.len() + 64];
+    match Frame::parse(data) {
+        Frame::Udp(_, ip, u) => {
+            let at = wire::UDP_LEN;
+            out[at..at + u.payload.len()].copy_from_slice(u.payload);
+            let n = wire::put_udp(
+                &mut out,
+                (ip.src, u.src_port),
+                (ip.dst, u.dst_port),
+                u.payload.len(),
+            );
+            let mut pkt = vec![0u8; wire::IP_LEN + n];
+            wire::put_ipv4(&mut pkt, ip.src, ip.dst, wire::PROTO_UDP, n);
+            pkt[wire::IP_LEN..].copy_from_slice(&out[..n]);
+            let again = wire::Ipv4::parse(&pkt).and_then(|i| {
+                wire::Udp::parse(&i).map(|u| (u.src_port, u.dst_port, u.payload.len()))
+            });
+            assert_eq!(again, Some((u.src_port, u.dst_port, u.payload.len())));
+            if wire::DnsHeader::parse(u.payload).is_some() {
+                let mut answer = [0u8; 1024];
+                if let Some(n) =
+                    wire::put_dns_servfail(&mut answer, &u.payload[..u.payload.len().min(1024)])
+                {
+                    assert!(n >= 12 && n <= u.payload.len());
+                }
+            }
+        }
+        Frame::Echo(_, _, echo) => {
+            let n = wire::put_echo_reply(&mut out, &echo);
+            assert_eq!(wire::checksum(&out[..n], 0), 0);
+        }
+        Frame::Tcp(_, _, t) => {
+            assert!(t.payload.len() <= data.len());
+            assert!(t.wscale.is_none_or(|w| w <= 14));
+        }
+        Frame::Arp(..) | Frame::Other => {}
+    }
+}
+
+/// `sys::goflag`, the flag parser every binary shares: the input, split on NUL bytes, is the argv,
+/// read against a small table (`s` takes a value, `b` is a bool) until the flags end or fail;
+/// the flags and the rest always account for every argument, and each value, once it is a
+/// number's text, parses as Go's `Atoi` does exactly when Rust's `i64` parser accepts it.
+pub fn goflag(data: &[u8]) {
+    use sys::goflag::{Parser, Value, atoi, parse_int};
+    let args: Vec<OsString> = data
+        .split(|&b| b == 0)
+        .map(|arg| OsString::from_vec(arg.to_vec()))
+        .collect();
+    let table = |name: &str| match name {
+        "s" => Some(true),
+        "b" => Some(false),
+        _ => None,
+    };
+    let mut p = Parser::new(&args);
+    loop {
+        match p.next(table) {
+            Ok(Some(flag)) => {
+                assert!(flag.name == "s" || flag.name == "b");
+                if let Value::Text(v) = flag.value {
+                    let text = v.to_string_lossy();
+                    assert_eq!(atoi(v.as_encoded_bytes()).ok(), text.parse::<i64>().ok());
+                    let _ = parse_int(v.as_encoded_bytes());
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                assert!(!e.message.is_empty());
+                return;
+            }
+        }
+    }
+    let rest = p.rest();
+    assert!(rest.len() <= args.len());
+    assert_eq!(rest, &args[args.len() - rest.len()..]);
+}
+
 /// Runs `f` on every input the fuzzers kept for `target` (and every crash they found, once
 /// fixed), so that `cargo test` replays the committed corpus; returns how many there were.
 #[cfg(test)]
@@ -129,11 +210,81 @@ mod tests {
     }
 
     #[test]
+    fn goflag_replays_the_cli_corpus() {
+        // The command lines the cli target found are the parser's best inputs too.
+        replay("cli", super::goflag);
+        replay("goflag", super::goflag);
+        for input in [
+            &b"-s\0-1\0--b=0\0x"[..],
+            b"--s=+007\0-b\0--",
+            b"-s\0\xff",
+            b"---",
+        ] {
+            super::goflag(input);
+        }
+    }
+
+    #[test]
     fn pasta_version_corpus_replays() {
         assert!(
             replay("pasta_version", super::pasta_version) > 0,
             "no pasta_version corpus"
         );
+    }
+
+    #[test]
+    fn usernet_frame_corpus_replays() {
+        assert!(
+            replay("usernet_frame", super::usernet_frame) > 0,
+            "no usernet_frame corpus"
+        );
+        // The seeds cover every kind of frame the stack handles.
+        use crate::usernet::wire::Frame;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/usernet_frame");
+        let mut kinds = [false; 5];
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let data = std::fs::read(e.path()).unwrap();
+            let k = match Frame::parse(&data) {
+                Frame::Arp(..) => 0,
+                Frame::Echo(..) => 1,
+                Frame::Udp(..) => 2,
+                Frame::Tcp(..) => 3,
+                Frame::Other => 4,
+            };
+            kinds[k] = true;
+        }
+        assert_eq!(kinds, [true; 5]);
+    }
+
+    /// Without cargo-fuzz at hand: the seeds with a few thousand random byte flips, cuts and
+    /// length changes each, from a fixed xorshift stream.
+    #[test]
+    fn usernet_frame_mutations_never_panic() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/usernet_frame");
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let seed = std::fs::read(e.path()).unwrap();
+            for _ in 0..3000 {
+                let mut f = seed.clone();
+                for _ in 0..1 + next() % 4 {
+                    let r = next();
+                    let at = (r >> 8) as usize % f.len().max(1);
+                    match r % 4 {
+                        0 if !f.is_empty() => f[at] ^= 1 << ((r >> 40) % 8),
+                        1 if !f.is_empty() => f[at] = (r >> 32) as u8,
+                        2 => f.truncate(at),
+                        _ => f.extend_from_slice(&(r as u32).to_be_bytes()),
+                    }
+                }
+                super::usernet_frame(&f);
+            }
+        }
     }
 
     #[test]

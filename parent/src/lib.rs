@@ -9,7 +9,9 @@ pub mod cli;
 pub mod entry;
 pub mod exec;
 pub mod fuzzing;
+pub mod gojson;
 pub mod idmap;
+pub mod libexec;
 pub mod net;
 pub mod notify;
 pub mod port;
@@ -17,12 +19,13 @@ pub mod run;
 pub mod statedir;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod usernet;
 
 use std::io::Write;
 
 /// The version of upstream RootlessKit whose behaviour we match, which is what scripts and
-/// clients compare against.
-pub const UPSTREAM_VERSION: &str = "2.3.4";
+/// clients compare against (defined once, in `sys::goflag`, for every binary).
+pub use sys::goflag::VERSION as UPSTREAM_VERSION;
 
 /// Prints a warning line the way every parent warning is printed.
 pub fn warn(msg: &str) {

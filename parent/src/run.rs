@@ -18,6 +18,7 @@ use sys::signal;
 use sys::spawn::{Command, Stage};
 
 use crate::cli::{Config, Net, PortDriver, Reaper};
+use crate::libexec::{CHILD_BIN, UNSHARE_BIN, find_helper};
 use crate::statedir::StateDir;
 use crate::{api, exec, idmap, net, warn};
 
@@ -40,33 +41,6 @@ impl Outcome {
             raise: None,
         }
     }
-}
-
-/// The name of the child binary, found next to `rootlesskit`.
-pub const CHILD_BIN: &str = "rootlesskit-child";
-
-/// The helper that makes the detached network namespace of `--detach-netns`.
-pub const UNSHARE_BIN: &str = proto::UNSHARE_HELPER_NAME;
-
-/// Finds a helper binary next to our own executable, then in `../libexec/rootlesskit/`.
-pub fn find_helper(name: &str) -> Result<PathBuf, String> {
-    let exe = std::fs::read_link("/proc/self/exe")
-        .map_err(|e| format!("cannot find our own executable: {}", sys::errno::text(&e)))?;
-    let dir = exe.parent().unwrap_or(Path::new("/"));
-    let candidates = [
-        dir.join(name),
-        dir.join("../libexec/rootlesskit").join(name),
-    ];
-    for c in &candidates {
-        if c.is_file() {
-            return Ok(c.clone());
-        }
-    }
-    Err(format!(
-        "cannot find {name}: looked for {} and {}",
-        candidates[0].display(),
-        candidates[1].display()
-    ))
 }
 
 /// Everything after validation. Never returns without having removed the state directory.
@@ -193,14 +167,17 @@ struct Session<'a> {
     /// The API server, served from the supervision loop (no thread).
     api: Option<api::server::Server>,
     /// The builtin port driver, when `--port-driver=builtin`.
-    ports: Option<std::sync::Arc<crate::port::builtin::Builtin>>,
+    ports: Option<std::rc::Rc<crate::port::builtin::Builtin>>,
     /// slirp4netns's API socket (`--port-driver=slirp4netns`), or pasta's control socket
     /// (`--port-driver=pesto`).
     s4nn_socket: Option<PathBuf>,
-    /// The slirp4netns port driver, whose ports a restarted slirp4netns gets again.
-    s4nn_ports: Option<std::sync::Arc<crate::port::slirp4netns::Slirp4netnsPorts>>,
+    /// The slirp4netns or pesto port driver, whose ports a restarted slirp4netns or pasta gets
+    /// again.
+    s4nn_ports: Option<std::rc::Rc<dyn net::heal::Reapply>>,
     /// Watches the network driver under the running target (and restarts it).
     healer: Option<net::heal::Healer>,
+    /// `--net=gvisor-tap-vsock`: our own network on the child's tap.
+    usernet: Option<crate::usernet::Stack>,
     sigfd: &'a OwnedFd,
     pid: i32,
     pidfd: OwnedFd,
@@ -341,6 +318,7 @@ impl<'a> Session<'a> {
             s4nn_socket: None,
             s4nn_ports: None,
             healer: None,
+            usernet: None,
             sigfd,
             pid,
             pidfd,
@@ -383,12 +361,15 @@ impl<'a> Session<'a> {
         if net.mode == NetMode::Dhcp {
             self.take_lease(state)?;
         }
+        if net.mode == NetMode::Tap {
+            self.take_tap(&net)?;
+        }
         self.expect(|m| matches!(m, Msg::ChildReady), "ChildReady")?;
         // The API socket exists before child_pid, which is what scripts wait for, and both
         // exist before the target starts.
-        let port_driver: Option<std::sync::Arc<dyn crate::port::PortDriver>> =
+        let port_driver: Option<std::rc::Rc<dyn crate::port::PortDriver>> =
             if self.cfg.port_driver == PortDriver::Builtin {
-                let builtin = std::sync::Arc::new(
+                let builtin = std::rc::Rc::new(
                     crate::port::builtin::Builtin::new().map_err(|e| Abort::Error("parent", e))?,
                 );
                 if self.cfg.source_ip_transparent {
@@ -407,14 +388,16 @@ impl<'a> Session<'a> {
                     .as_ref()
                     .map(|n| n.child_ip.clone())
                     .unwrap_or_default();
-                let driver = std::sync::Arc::new(crate::port::slirp4netns::Slirp4netnsPorts::new(
+                let driver = std::rc::Rc::new(crate::port::slirp4netns::Slirp4netnsPorts::new(
                     socket, child_ip,
                 ));
                 self.publish(&*driver)?;
                 self.s4nn_ports = Some(driver.clone());
                 Some(driver)
             } else if self.cfg.port_driver == PortDriver::Pesto {
-                Some(self.pesto_ports()?)
+                let driver = self.pesto_ports()?;
+                self.s4nn_ports = Some(driver.clone());
+                Some(driver)
             } else {
                 None
             };
@@ -553,7 +536,7 @@ impl<'a> Session<'a> {
 
     /// `--port-driver=pesto`: pasta's control socket (`prepared.api_socket`) and the
     /// namespace's addresses, with the `-p` ports published.
-    fn pesto_ports(&self) -> Result<std::sync::Arc<dyn crate::port::PortDriver>, Abort> {
+    fn pesto_ports(&self) -> Result<std::rc::Rc<crate::port::pesto::PestoPorts>, Abort> {
         let fail = |e: String| Abort::Error("parent", e);
         let socket = self
             .s4nn_socket
@@ -569,7 +552,7 @@ impl<'a> Session<'a> {
             .ipv6
             .then(|| net::pasta::CHILD_IP6.parse().ok())
             .flatten();
-        let driver = std::sync::Arc::new(crate::port::pesto::PestoPorts::new(
+        let driver = std::rc::Rc::new(crate::port::pesto::PestoPorts::new(
             crate::port::pesto::look_up().map_err(fail)?,
             socket,
             child_ip,
@@ -577,6 +560,19 @@ impl<'a> Session<'a> {
         ));
         self.publish(&*driver)?;
         Ok(driver)
+    }
+
+    /// Reads the child's `TapMade` and starts our own network on the tap it carries.
+    fn take_tap(&mut self, net: &NetConfig) -> Result<(), Abort> {
+        let mut fds = Vec::with_capacity(1);
+        self.expect_with_fds(|m| matches!(m, Msg::TapMade), "TapMade", &mut fds)?;
+        let tap = fds
+            .pop()
+            .ok_or_else(|| Abort::Error("parent", "TapMade came without the tap".into()))?;
+        let cfg = crate::usernet::Config::new(net, !self.cfg.disable_host_loopback);
+        let stack = crate::usernet::Stack::new(tap, cfg).map_err(|e| Abort::Error("parent", e))?;
+        self.usernet = Some(stack);
+        Ok(())
     }
 
     /// Publishes every `-p` spec, as upstream does before `child_pid` appears.
@@ -592,6 +588,17 @@ impl<'a> Session<'a> {
 
     /// Waits for the next frame while watching signals and the child's death.
     fn expect(&mut self, want: fn(&Msg) -> bool, name: &str) -> Result<Msg, Abort> {
+        self.expect_with_fds(want, name, &mut Vec::new())
+    }
+
+    /// [`Session::expect`], keeping the descriptors that came with the frame (as many as
+    /// `fds` has spare capacity for).
+    fn expect_with_fds(
+        &mut self,
+        want: fn(&Msg) -> bool,
+        name: &str,
+        fds: &mut Vec<OwnedFd>,
+    ) -> Result<Msg, Abort> {
         loop {
             let (sock_ready, sig_ready, child_ready) = {
                 let mut fds = [
@@ -619,7 +626,7 @@ impl<'a> Session<'a> {
                 continue;
             }
             if sock_ready {
-                return match proto::read_frame(&mut self.sock) {
+                return match sys::fdpass::recv(&self.sock, fds) {
                     Ok(Msg::ChildError(text)) => {
                         Err(Abort::Error("child ", text.as_str().to_string()))
                     }
@@ -761,14 +768,9 @@ impl<'a> Session<'a> {
             let api_wait = self.api.as_ref().and_then(|s| s.timeout(now));
             // A published port paused for want of descriptors tries again then.
             let ports_wait = self.ports.as_ref().and_then(|p| p.timeout(now));
-            let wait = match (api_wait, ports_wait) {
-                (Some(a), Some(p)) => Some(a.min(p)),
-                (a, p) => a.or(p),
-            };
-            let timeout = wait.map(|d| Timespec {
-                tv_sec: d.as_secs() as _,
-                tv_nsec: d.subsec_nanos() as _,
-            });
+            let net_wait = self.usernet.as_ref().and_then(|n| n.timeout(now));
+            let wait = [api_wait, ports_wait, net_wait].into_iter().flatten().min();
+            let timeout = wait.and_then(|d| Timespec::try_from(d).ok());
             let n = match epoll::wait(&ep, &mut events, timeout.as_ref()) {
                 Ok(n) => n,
                 Err(rustix::io::Errno::INTR) => continue,
@@ -780,6 +782,7 @@ impl<'a> Session<'a> {
             {
                 p.accept_ready();
             }
+            let mut net_ready = net_wait.is_some_and(|d| now.elapsed() >= d);
             let mut child_exited = false;
             for ev in &events[..n] {
                 match ev.data.u64() {
@@ -813,11 +816,15 @@ impl<'a> Session<'a> {
                             n.relay();
                         }
                     }
+                    USERNET => net_ready = true,
                     _ => {}
                 }
             }
             if api_ready && let Some(server) = self.api.as_mut() {
                 server.serve_ready();
+            }
+            if net_ready && let Some(stack) = self.usernet.as_mut() {
+                stack.ready(Instant::now());
             }
             if child_exited {
                 self.reap_blocking();
@@ -863,6 +870,9 @@ impl<'a> Session<'a> {
         if let Some(n) = &self.notify {
             add(n.as_fd(), NOTIFY)?;
         }
+        if let Some(stack) = &self.usernet {
+            add(stack.as_fd(), USERNET)?;
+        }
         Ok(ep)
     }
 }
@@ -878,6 +888,8 @@ const PORTS_DATA: u64 = 4;
 const API: u64 = 5;
 /// The target wrote to our `$NOTIFY_SOCKET`.
 const NOTIFY: u64 = 6;
+/// The user-mode network has frames or host sockets to serve.
+const USERNET: u64 = 7;
 
 /// Signals whose default action would end an unprepared process: during setup they abort it.
 fn terminates_setup(sig: u32) -> bool {

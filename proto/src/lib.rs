@@ -102,6 +102,12 @@ pub enum NetMode {
     /// Like [`NetMode::Configure`], but the child first creates the tap itself with
     /// [`NetConfig::mac`] and carries its frames to vpnkit's interface [`NetConfig::uuid`].
     Vpnkit = 5,
+    /// Like [`NetMode::Configure`], but the child first creates the tap `ifname` itself with
+    /// [`NetConfig::mac`], and hands its descriptor to the parent in a [`Msg::TapMade`] before
+    /// `ChildReady`: the parent's own user-mode network (`--net=gvisor-tap-vsock`) reads and
+    /// writes its frames, each behind a `virtio_net_hdr` (`IFF_VNET_HDR`, with checksum and TSO
+    /// offloads).
+    Tap = 6,
 }
 
 impl NetMode {
@@ -113,6 +119,7 @@ impl NetMode {
             3 => NetMode::Preconfigured,
             4 => NetMode::Dhcp,
             5 => NetMode::Vpnkit,
+            6 => NetMode::Tap,
             _ => return Err(Error::BadField("net.mode")),
         })
     }
@@ -137,7 +144,8 @@ pub struct NetConfig {
     pub dns6: [u8; 16],
     /// Interface MTU; 0 leaves the kernel default.
     pub mtu: u32,
-    /// [`NetMode::Vpnkit`]: the tap's MAC address, as vpnkit assigned it.
+    /// [`NetMode::Vpnkit`]: the tap's MAC address, as vpnkit assigned it; [`NetMode::Tap`]: the
+    /// MAC the parent's network expects the tap to have.
     pub mac: [u8; 6],
     /// [`NetMode::Vpnkit`]: the UUID of vpnkit's virtual interface.
     pub uuid: [u8; 16],
@@ -356,6 +364,9 @@ pub enum Msg {
     /// interface; configure it again as for `NetworkDriverCompleted` (mode `Configure`). Not
     /// answered: a failure is the child's warning.
     NetReconfigure(NetConfig),
+    /// Child → parent, after a [`NetMode::Tap`] network and before `ChildReady`: the tap's
+    /// descriptor travels with it as SCM_RIGHTS.
+    TapMade,
 }
 
 const TAG_CHILD_INIT: u8 = 1;
@@ -370,6 +381,7 @@ const TAG_NET_LEASE: u8 = 11;
 const TAG_UDP_ROUTE: u8 = 12;
 const TAG_UDP_ROUTED: u8 = 13;
 const TAG_NET_RECONFIGURE: u8 = 14;
+const TAG_TAP_MADE: u8 = 15;
 
 const NET_BODY: usize = 1 + IFNAMSIZ + 4 + 1 + 4 + 4 + 16 + 4 + 6 + 16;
 const PORT_BODY: usize = 1;
@@ -381,7 +393,7 @@ const UDP_ROUTED_BODY: usize = 4;
 
 fn body_len(tag: u8) -> Result<usize, Error> {
     Ok(match tag {
-        TAG_CHILD_INIT | TAG_CHILD_READY | TAG_PARENT_GO => 0,
+        TAG_CHILD_INIT | TAG_CHILD_READY | TAG_PARENT_GO | TAG_TAP_MADE => 0,
         TAG_NET | TAG_NET_LEASE | TAG_NET_RECONFIGURE => NET_BODY,
         TAG_PORT => PORT_BODY,
         TAG_CHILD_ERROR => ERROR_BODY,
@@ -408,6 +420,7 @@ impl Msg {
             Msg::UdpRoute(_) => TAG_UDP_ROUTE,
             Msg::UdpRouted(_) => TAG_UDP_ROUTED,
             Msg::NetReconfigure(_) => TAG_NET_RECONFIGURE,
+            Msg::TapMade => TAG_TAP_MADE,
         }
     }
 
@@ -426,6 +439,7 @@ impl Msg {
             Msg::UdpRoute(_) => "UdpRoute",
             Msg::UdpRouted(_) => "UdpRouted",
             Msg::NetReconfigure(_) => "NetReconfigure",
+            Msg::TapMade => "TapMade",
         }
     }
 
@@ -472,7 +486,7 @@ impl Msg {
                 body[4..20].copy_from_slice(&r.addr);
             }
             Msg::UdpRouted(r) => body.copy_from_slice(&r.errno.to_le_bytes()),
-            Msg::ChildInitUserNsCompleted | Msg::ChildReady | Msg::ParentGo => {}
+            Msg::ChildInitUserNsCompleted | Msg::ChildReady | Msg::ParentGo | Msg::TapMade => {}
         }
         HEADER_LEN + len
     }
@@ -517,6 +531,7 @@ fn decode_body(tag: u8, body: &[u8]) -> Result<Msg, Error> {
         TAG_CHILD_INIT => Msg::ChildInitUserNsCompleted,
         TAG_CHILD_READY => Msg::ChildReady,
         TAG_PARENT_GO => Msg::ParentGo,
+        TAG_TAP_MADE => Msg::TapMade,
         TAG_NET | TAG_NET_LEASE | TAG_NET_RECONFIGURE => {
             let mut r = Reader { buf: body, at: 0 };
             let mode = NetMode::from_u8(r.get::<1>()[0])?;
@@ -794,6 +809,15 @@ mod tests {
                 n
             }),
             Msg::NetReconfigure(net()),
+            Msg::NetworkDriverCompleted({
+                let mut n = net();
+                n.mode = NetMode::Tap;
+                n.gateway = [10, 0, 2, 1];
+                n.dns = [10, 0, 2, 1];
+                n.mac = [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee];
+                n
+            }),
+            Msg::TapMade,
         ]
     }
 
@@ -888,7 +912,7 @@ mod tests {
             ),
             (frame(0, &[]), Error::BadTag(0)),
             (frame(200, &[]), Error::BadTag(200)),
-            (frame(15, &[]), Error::BadTag(15)),
+            (frame(16, &[]), Error::BadTag(16)),
             (
                 {
                     // The interface of a NetReconfigure is checked as the first one's.
@@ -924,6 +948,13 @@ mod tests {
                 },
             ),
             (frame(TAG_PORT, &[7]), Error::BadField("port.mode")),
+            (
+                frame(TAG_TAP_MADE, &[0]),
+                Error::BadLength {
+                    tag: TAG_TAP_MADE,
+                    len: 1,
+                },
+            ),
             (
                 frame(TAG_SOCKETS_WANTED, &[5, 0, 1]),
                 Error::BadField("sockets.family"),
@@ -991,7 +1022,7 @@ mod tests {
             (
                 {
                     let mut b = good_net.clone();
-                    b[0] = 9;
+                    b[0] = 7;
                     frame(TAG_NET, &b)
                 },
                 Error::BadField("net.mode"),

@@ -10,6 +10,7 @@ pub mod errno;
 #[allow(unsafe_code)]
 pub mod fd;
 pub mod fdpass;
+pub mod goflag;
 pub mod golang;
 #[allow(unsafe_code)]
 pub mod mem;

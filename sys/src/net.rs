@@ -1,5 +1,6 @@
-//! Socket and interface calls rustix 1.1 lacks: `SO_BINDTODEVICE`, `SIOCGIFHWADDR`, `TUNSETIFF`
-//! and integer socket options (`IP_TRANSPARENT`, `SO_MARK`).
+//! Socket and interface calls rustix 1.1 lacks: `SO_BINDTODEVICE`, `SO_PEEK_OFF`, `SIOCOUTQ`,
+//! `SIOCGIFHWADDR`, `TUNSETIFF`/`TUNSETOFFLOAD` and integer socket options (`IP_TRANSPARENT`,
+//! `SO_MARK`).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -41,6 +42,64 @@ pub fn bind_to_device(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
         )
     })
     .map(drop)
+}
+
+/// `setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, offset)`—where the next `MSG_PEEK` read starts
+/// (rustix 1.1 has no wrapper). The user-mode network peeks a host TCP socket's data at the
+/// offset of the first byte the namespace has not been sent yet, so that the socket's own
+/// receive queue holds what may still have to be sent again (TCP supports it since Linux 6.10).
+///
+/// # Errors
+/// The kernel's errno (`EOPNOTSUPP` before 6.10 for TCP).
+///
+/// # References
+/// - [`socket(7)`](https://man7.org/linux/man-pages/man7/socket.7.html)
+pub fn set_peek_offset(fd: BorrowedFd<'_>, offset: i32) -> io::Result<()> {
+    let value = offset.to_ne_bytes();
+    // SAFETY: the kernel reads exactly `value.len()` (4) bytes, an int, from `value`, which lives
+    // on our stack for the whole call.
+    check(unsafe {
+        syscall6(
+            g::__NR_setsockopt,
+            [
+                fd.as_raw_fd() as usize,
+                linux_raw_sys::net::SOL_SOCKET as usize,
+                linux_raw_sys::net::SO_PEEK_OFF as usize,
+                value.as_ptr() as usize,
+                value.len(),
+                0,
+            ],
+        )
+    })
+    .map(drop)
+}
+
+/// `ioctl(fd, SIOCOUTQ)`—how many bytes a TCP socket holds that its peer has not acknowledged
+/// yet (or not been sent), which tells the user-mode network how much of the send buffer is free.
+///
+/// # Errors
+/// The kernel's errno.
+///
+/// # References
+/// - [`tcp(7)`](https://man7.org/linux/man-pages/man7/tcp.7.html)
+pub fn outq(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut value = 0i32;
+    // SAFETY: SIOCOUTQ writes one int at the pointer, which is our local `value`, alive and
+    // exclusively ours through the call.
+    check(unsafe {
+        syscall6(
+            g::__NR_ioctl,
+            [
+                fd.as_raw_fd() as usize,
+                linux_raw_sys::ioctl::TIOCOUTQ as usize,
+                (&raw mut value) as usize,
+                0,
+                0,
+                0,
+            ],
+        )
+    })?;
+    Ok(value.max(0) as u32)
 }
 
 /// `ioctl(fd, SIOCGIFHWADDR)`—the hardware (MAC) address of Ethernet interface `name`, asked
@@ -88,6 +147,39 @@ pub fn hardware_address(fd: BorrowedFd<'_>, name: &str) -> io::Result<[u8; 6]> {
 /// # References
 /// - [Universal TUN/TAP device driver](https://docs.kernel.org/networking/tuntap.html)
 pub fn tun_set_iff_tap(fd: &OwnedFd, name: &str) -> io::Result<()> {
+    tun_set_iff(fd, name, 0)
+}
+
+/// [`tun_set_iff_tap`] with `IFF_VNET_HDR` (each frame read or written carries a 10-byte
+/// `virtio_net_hdr` first), then `ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)`: we
+/// take frames whose transport checksum is left to us and TCP segments of up to 64 KiB, so
+/// the namespace sends large segments whatever its MTU.
+///
+/// # Errors
+/// As [`tun_set_iff_tap`], or the kernel's errno for the offloads.
+pub fn tun_set_iff_tap_vnet(fd: &OwnedFd, name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    tun_set_iff(fd, name, linux_raw_sys::if_tun::IFF_VNET_HDR)?;
+    let offloads = linux_raw_sys::if_tun::TUN_F_CSUM | linux_raw_sys::if_tun::TUN_F_TSO4;
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long of flags) and
+    // touches no memory of ours.
+    check(unsafe {
+        syscall6(
+            g::__NR_ioctl,
+            [
+                fd.as_raw_fd() as usize,
+                linux_raw_sys::ioctl::TUNSETOFFLOAD as usize,
+                offloads as usize,
+                0,
+                0,
+                0,
+            ],
+        )
+    })
+    .map(drop)
+}
+
+fn tun_set_iff(fd: &OwnedFd, name: &str, extra: u32) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // `struct ifreq`: 16 bytes of name, then the union of which `ifr_flags` (a short) comes
     // first; 40 bytes in all on 64-bit targets.
@@ -96,7 +188,7 @@ pub fn tun_set_iff_tap(fd: &OwnedFd, name: &str) -> io::Result<()> {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
     ifr[..name.len()].copy_from_slice(name.as_bytes());
-    let flags = (linux_raw_sys::if_tun::IFF_TAP | linux_raw_sys::if_tun::IFF_NO_PI) as u16;
+    let flags = (linux_raw_sys::if_tun::IFF_TAP | linux_raw_sys::if_tun::IFF_NO_PI | extra) as u16;
     ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
     // SAFETY: TUNSETIFF reads and writes one `struct ifreq` at the pointer; `ifr` is ours, 40
     // bytes (the size of `struct ifreq` on 64-bit Linux), and lives through the call.

@@ -3,44 +3,14 @@
 //! committed corpus. Each must end in a value or an error for any input, never in a panic, and
 //! checks what it can: prefixes, round trips, and agreement with a second implementation.
 
-use std::sync::Mutex;
+use std::rc::Rc;
 
 use crate::api::http::{self, Limits, Parsed, Response};
 use crate::api::{Backend, json, server};
+use crate::port::fake::FakePorts;
 use crate::port::spec::{is_ip, parse_ip};
-use crate::port::{PortDriver, PortDriverInfo, PortSpec, PortStatus, go_atoi, validate_port_spec};
+use crate::port::{PortStatus, go_atoi, validate_port_spec};
 use crate::port::{check_family, parse_port_spec};
-
-/// A port table in memory, so that routed requests reach a driver.
-struct MemDriver(Mutex<Vec<PortStatus>>);
-
-impl PortDriver for MemDriver {
-    fn info(&self) -> PortDriverInfo {
-        PortDriverInfo::builtin()
-    }
-    fn add(&self, spec: PortSpec) -> Result<PortStatus, String> {
-        let mut ports = self.0.lock().map_err(|_| "poisoned".to_string())?;
-        validate_port_spec(&spec, &ports)?;
-        let status = PortStatus {
-            id: ports.len() as u32 + 1,
-            spec,
-        };
-        ports.push(status.clone());
-        Ok(status)
-    }
-    fn list(&self) -> Vec<PortStatus> {
-        self.0.lock().map(|p| p.clone()).unwrap_or_default()
-    }
-    fn remove(&self, id: u32) -> Result<(), String> {
-        let mut ports = self.0.lock().map_err(|_| "poisoned".to_string())?;
-        let n = ports.len();
-        ports.retain(|p| p.id != id);
-        if ports.len() == n {
-            return Err(format!("unknown id: {id}"));
-        }
-        Ok(())
-    }
-}
 
 /// The request parser on a connection's bytes, every parsed request routed and answered, and
 /// the client's response parser on the same bytes.
@@ -49,7 +19,7 @@ pub fn http(data: &[u8]) {
         state_dir: "/s".into(),
         child_pid: 1,
         network_driver: None,
-        port_driver: Some(std::sync::Arc::new(MemDriver(Mutex::new(Vec::new())))),
+        port_driver: Some(Rc::new(FakePorts::default())),
     };
     for limits in [
         Limits::default(),

@@ -3,8 +3,9 @@
 //!
 //! The parent listens ([`server::listen`]) before it writes `child_pid` and serves the socket
 //! from its own loop through the server's epoll set ([`server::Server::as_fd`],
-//! [`server::Server::serve_ready`]); the socket goes with the state dir. [`server::spawn`] runs
-//! a server on a thread of its own, for tests and tools.
+//! [`server::Server::serve_ready`]); the socket goes with the state dir. Tests drive a server
+//! the same way on their own thread ([`server::Server::serve_while`]) and run their clients on
+//! others.
 
 pub mod client;
 pub mod fuzzing;
@@ -12,9 +13,11 @@ pub mod http;
 pub mod json;
 pub mod server;
 
-use std::sync::Arc;
+use std::rc::Rc;
 
-pub use crate::port::{PortDriver, PortDriverInfo};
+use crate::port::PortDriver;
+/// The `portDriver` object of [`Info`], defined with the port drivers.
+pub use crate::port::PortDriverInfo;
 
 /// The REST API version upstream v2.3.4 (and v3) reports; clients never negotiate it.
 pub const API_VERSION: &str = "1.1.1";
@@ -60,7 +63,7 @@ pub struct Backend {
     pub network_driver: Option<NetworkDriverInfo>,
     /// `None` for `none` and `implicit`: every `/v1/ports` route then answers 400
     /// `no PortDriver is available`.
-    pub port_driver: Option<Arc<dyn PortDriver>>,
+    pub port_driver: Option<Rc<dyn PortDriver>>,
 }
 
 impl Backend {

@@ -1,6 +1,6 @@
-//! The API server: a Unix socket that only its owner may use, served from the parent's loop (or
-//! a thread of its own, [`spawn`]) through one epoll set of the listener and a bounded set of
-//! connections, and the router with upstream's routes, status codes and bodies.
+//! The API server: a Unix socket that only its owner may use, served from the parent's loop
+//! through one epoll set of the listener and a bounded set of connections, and the router with
+//! upstream's routes, status codes and bodies.
 //!
 //! Every connection is non-blocking and holds at most one request head and body
 //! ([`Limits`]); pipelined requests wait in the socket until the answer before them is sent.
@@ -8,7 +8,7 @@
 //! timeout, an idle keep-alive connection is closed after the idle timeout, and when every slot
 //! is taken the connection that has gone longest without a finished request (idle, or holding
 //! a partial one) makes room for a new one, so a slow-loris flood cannot keep a good client
-//! out. Port-driver calls run on the server thread, one at a time.
+//! out. Port-driver calls run on the parent's one thread, one at a time, between its other work.
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -16,7 +16,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use rustix::event::{PollFd, PollFlags, Timespec, epoll, poll};
@@ -183,79 +182,6 @@ pub fn listen(path: &Path) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
-/// A running server thread. Dropping it (or [`Handle::stop`]) stops the server, closes every
-/// connection and removes the socket file.
-pub struct Handle {
-    stop: Option<OwnedFd>,
-    thread: Option<JoinHandle<()>>,
-    path: PathBuf,
-}
-
-impl Handle {
-    /// Stops the server and waits for its thread.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    /// The socket path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn shutdown(&mut self) {
-        // Closing our end of the pipe wakes the server's poll with POLLHUP.
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-/// Serves `backend` on `path` (normally `$STATE_DIR/api.sock`) from a new thread.
-///
-/// # Errors
-/// As [`listen`], or `cannot start the API thread: …`.
-pub fn spawn(path: &Path, backend: Backend) -> Result<Handle, String> {
-    spawn_with(path, backend, Config::default())
-}
-
-/// [`spawn`] with explicit limits and timeouts.
-///
-/// # Errors
-/// As [`spawn`].
-pub fn spawn_with(path: &Path, backend: Backend, config: Config) -> Result<Handle, String> {
-    let listener = listen(path)?;
-    let (stop_rd, stop_wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| format!("cannot start the API thread: {}", sys::errno::text(e)))?;
-    let mut server = Server::new(listener, backend, config).inspect_err(|_| {
-        let _ = std::fs::remove_file(path);
-    })?;
-    let thread = std::thread::Builder::new()
-        .name("api".into())
-        .stack_size(512 * 1024)
-        .spawn(move || {
-            if let Err(e) = server.run(stop_rd.as_fd()) {
-                crate::warn(&format!("the API server stopped: {e}"));
-            }
-        })
-        .map_err(|e| {
-            let _ = std::fs::remove_file(path);
-            format!("cannot start the API thread: {}", sys::errno::text(&e))
-        })?;
-    Ok(Handle {
-        stop: Some(stop_wr),
-        thread: Some(thread),
-        path: path.to_path_buf(),
-    })
-}
-
 /// The accept-and-serve loop over one listener.
 ///
 /// The listener and every connection sit in one epoll set of the server's own, registered
@@ -274,6 +200,9 @@ pub struct Server {
     listening: bool,
     /// After an accept error such as EMFILE the listener is left alone for a while.
     accept_pause: AcceptPause,
+    /// The socket file, removed when the server is dropped ([`Server::bind`] only: the parent's
+    /// socket goes with the state dir).
+    path: Option<PathBuf>,
 }
 
 /// The listener's epoll tag.
@@ -313,16 +242,63 @@ impl Server {
             epoll,
             listening: true,
             accept_pause: AcceptPause::default(),
+            path: None,
         })
     }
 
-    /// Serves until `stop` becomes readable or hangs up.
+    /// [`listen`] on `path` and [`Server::new`] on it; the socket file goes when the server
+    /// does.
+    ///
+    /// # Errors
+    /// As [`listen`] and [`Server::new`].
+    pub fn bind(path: &Path, backend: Backend, config: Config) -> Result<Server, String> {
+        let listener = listen(path)?;
+        let mut server = Server::new(listener, backend, config).inspect_err(|_| {
+            let _ = std::fs::remove_file(path);
+        })?;
+        server.path = Some(path.to_path_buf());
+        Ok(server)
+    }
+
+    /// Serves on the calling thread while `client` runs on a thread of its own, and returns what
+    /// `client` returned (or goes on with its panic). The server is driven as the parent's loop
+    /// drives it ([`Server::as_fd`], [`Server::timeout`], [`Server::serve_ready`]) and, with its
+    /// port driver, never leaves this thread. For tests and tools.
+    ///
+    /// # Errors
+    /// When the wake-up pipe cannot be made; `client` has not run then.
+    pub fn serve_while<T: Send>(&mut self, client: impl FnOnce() -> T + Send) -> Result<T, String> {
+        let (stop_rd, stop_wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| format!("API server: {}", sys::errno::text(e)))?;
+        std::thread::scope(|scope| {
+            let client = scope.spawn(move || {
+                // Closed when the client ends, even by a panic: that ends `run` below.
+                let _stop = stop_wr;
+                client()
+            });
+            let served = self.run(stop_rd.as_fd());
+            let out = client
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            served.map(|()| out)
+        })
+    }
+
+    /// The socket file, for a server made by [`Server::bind`].
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Serves until `stop` becomes readable or hangs up: the parent's loop with nothing else
+    /// in it.
     ///
     /// # Errors
     /// Only when `poll` itself fails.
     pub fn run(&mut self, stop: BorrowedFd<'_>) -> Result<(), String> {
         loop {
-            let timeout = self.timeout(Instant::now()).map(timespec);
+            let timeout = self
+                .timeout(Instant::now())
+                .and_then(|d| Timespec::try_from(d).ok());
             let mut fds = [
                 PollFd::from_borrowed_fd(stop, PollFlags::IN),
                 PollFd::new(&self.epoll, PollFlags::IN),
@@ -492,10 +468,11 @@ impl Server {
     }
 }
 
-fn timespec(d: Duration) -> Timespec {
-    Timespec {
-        tv_sec: d.as_secs() as _,
-        tv_nsec: d.subsec_nanos() as _,
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -749,50 +726,13 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Info, NetworkDriverInfo, PortDriver, PortDriverInfo};
-    use crate::port::{PortSpec, PortStatus, validate_port_spec};
+    use crate::api::{Info, NetworkDriverInfo, PortDriverInfo};
+    use crate::port::PortDriver;
+    use crate::port::fake::FakePorts;
     use std::io::Write;
-    use std::sync::{Arc, Mutex};
+    use std::rc::Rc;
 
-    /// A port driver that keeps its table in memory, with upstream's validation.
-    #[derive(Default)]
-    pub struct FakeDriver {
-        ports: Mutex<(u32, Vec<PortStatus>)>,
-    }
-
-    impl PortDriver for FakeDriver {
-        fn info(&self) -> PortDriverInfo {
-            PortDriverInfo::builtin()
-        }
-        fn add(&self, spec: PortSpec) -> Result<PortStatus, String> {
-            let mut t = self.ports.lock().unwrap();
-            validate_port_spec(&spec, &t.1)?;
-            if spec.parent_ip == "1.2.3.4" {
-                return Err(format!(
-                    "listen tcp 1.2.3.4:{}: bind: cannot assign requested address",
-                    spec.parent_port
-                ));
-            }
-            t.0 += 1;
-            let status = PortStatus { id: t.0, spec };
-            t.1.push(status.clone());
-            Ok(status)
-        }
-        fn list(&self) -> Vec<PortStatus> {
-            self.ports.lock().unwrap().1.clone()
-        }
-        fn remove(&self, id: u32) -> Result<(), String> {
-            let mut t = self.ports.lock().unwrap();
-            let before = t.1.len();
-            t.1.retain(|p| p.id != id);
-            if t.1.len() == before {
-                return Err(format!("unknown id: {id}"));
-            }
-            Ok(())
-        }
-    }
-
-    fn backend(driver: Option<Arc<dyn PortDriver>>) -> Backend {
+    fn backend(driver: Option<Rc<dyn PortDriver>>) -> Backend {
         Backend {
             state_dir: "/run/user/1000/rk".into(),
             child_pid: 4242,
@@ -826,12 +766,12 @@ mod tests {
 
     #[test]
     fn routes_and_errors_match_upstream() {
-        let with = backend(Some(Arc::new(FakeDriver::default())));
+        let with = backend(Some(Rc::new(FakePorts::default())));
         let without = backend(None);
         let err = |m: &str| {
             format!("{{\"message\":{}}}\n", {
                 let mut s = String::new();
-                json::write_str(&mut s, m);
+                crate::gojson::write_str(&mut s, m);
                 s
             })
         };
@@ -907,7 +847,7 @@ mod tests {
 
     #[test]
     fn answers_carry_upstream_headers() {
-        let b = backend(Some(Arc::new(FakeDriver::default())));
+        let b = backend(Some(Rc::new(FakePorts::default())));
         let wire = |method: &str, target: &str| {
             let mut out = Vec::new();
             route(&b, &get(method, target, b"")).write(&mut out, false, true, false, 0);
@@ -952,16 +892,23 @@ mod tests {
     /// A fresh directory under the system temp dir, removed on drop.
     pub use crate::testutil::TempDir;
 
-    fn start(tag: &str, config: Config) -> (TempDir, Handle, Arc<FakeDriver>) {
+    /// What the clients know of a server: where its socket is.
+    struct Handle(PathBuf);
+
+    impl Handle {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    /// A server on `api.sock` in a fresh directory, with the fake port driver; the test serves
+    /// it on its own thread ([`Server::serve_while`]) while its clients run on another.
+    fn start(tag: &str, config: Config) -> (TempDir, Handle, Server, Rc<FakePorts>) {
         let dir = TempDir::new(tag);
-        let driver = Arc::new(FakeDriver::default());
-        let h = spawn_with(
-            &dir.0.join("api.sock"),
-            backend(Some(driver.clone())),
-            config,
-        )
-        .unwrap();
-        (dir, h, driver)
+        let driver = Rc::new(FakePorts::default());
+        let path = dir.0.join("api.sock");
+        let server = Server::bind(&path, backend(Some(driver.clone())), config).unwrap();
+        (dir, Handle(path), server, driver)
     }
 
     fn connect(h: &Handle) -> UnixStream {
@@ -1000,13 +947,13 @@ mod tests {
 
     #[test]
     fn socket_is_owner_only_and_removed_on_stop() {
-        let (dir, h, _) = start("mode", Config::default());
+        let (dir, _, server, _) = start("mode", Config::default());
         let path = dir.0.join("api.sock");
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert!(std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()));
         assert!(!dir.0.join(".pi.sock").exists());
-        h.stop();
+        drop(server);
         assert!(!path.exists());
         assert!(UnixStream::connect(&path).is_err());
     }
@@ -1029,7 +976,9 @@ mod tests {
 
     #[test]
     fn keep_alive_and_pipelining() {
-        let (_dir, h, _) = start("pipe", Config::default());
+        let (_dir, h, mut server, _) = start("pipe", Config::default());
+        server
+            .serve_while(|| {
         let mut s = connect(&h);
         // Two requests on one connection, one after the other.
         s.write_all(b"GET /v1/ports HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -1050,11 +999,15 @@ mod tests {
             all,
             "HTTP/1.1 200 OK\nContent-Type: application/json\nContent-Length: 66\n\n[{\"id\":1,\"spec\":{\"proto\":\"tcp\",\"parentPort\":8080,\"childPort\":80}}]HTTP/1.1 404 Not Found\nContent-Type: text/plain; charset=utf-8\nX-Content-Type-Options: nosniff\nContent-Length: 19\n\n404 page not found\nHTTP/1.1 200 OK\nContent-Length: 0\nConnection: close\n\n"
         );
+            })
+            .unwrap();
     }
 
     #[test]
     fn byte_by_byte_and_expect_continue() {
-        let (_dir, h, _) = start("slow", Config::default());
+        let (_dir, h, mut server, _) = start("slow", Config::default());
+        server
+            .serve_while(|| {
         let mut s = connect(&h);
         let req = b"POST /v1/ports HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n";
         for b in req.iter() {
@@ -1072,65 +1025,73 @@ mod tests {
             r.ends_with("{\"message\":\"unknown proto: \\\"\\\"\"}\n"),
             "{r}"
         );
+            })
+            .unwrap();
     }
 
     #[test]
     fn oversized_and_malformed_requests_are_answered_and_closed() {
-        let (_dir, h, _) = start("big", Config::default());
-        let check = |input: &[u8], status_line: &str| {
-            let mut s = connect(&h);
-            let _ = s.write_all(input);
-            let got = read_all(&mut s);
-            assert!(got.starts_with(status_line), "{got:?}");
-            assert!(got.contains("Connection: close\r\n"), "{got:?}");
-        };
-        let mut big_head = b"GET /v1/info HTTP/1.1\r\nHost: x\r\nX: ".to_vec();
-        big_head.resize(20_000, b'a');
-        check(
-            &big_head,
-            "HTTP/1.1 431 Request Header Fields Too Large\r\n",
-        );
-        check(
-            b"POST /v1/ports HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n",
-            "HTTP/1.1 413 Request Entity Too Large\r\n",
-        );
-        check(
-            b"GET /v1/info HTTP/1.1\r\n\r\n",
-            "HTTP/1.1 400 Bad Request\r\n",
-        );
-        check(
-            b"G\x00T /v1/info HTTP/1.1\r\nHost: x\r\n\r\n",
-            "HTTP/1.1 400 Bad Request\r\n",
-        );
-        check(
-            b"GET /v1/info HTTP/3.0\r\nHost: x\r\n\r\n",
-            "HTTP/1.1 505 HTTP Version Not Supported\r\n",
-        );
-        // A good request before a bad one is still answered.
-        check(
-            b"GET /v1/ports HTTP/1.1\r\nHost: x\r\n\r\nBAD\r\n\r\n",
-            "HTTP/1.1 200 OK\r\n",
-        );
-        // An oversized chunked body.
-        let mut chunked =
-            b"POST /v1/ports HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-        for _ in 0..70 {
-            chunked.extend_from_slice(b"400\r\n");
-            chunked.extend_from_slice(&[b' '; 1024]);
-            chunked.extend_from_slice(b"\r\n");
-        }
-        check(&chunked, "HTTP/1.1 413 Request Entity Too Large\r\n");
-        // Tiny chunks whose framing outgrows the buffer.
-        let mut tiny =
-            b"POST /v1/ports HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-        while tiny.len() < 100_000 {
-            tiny.extend_from_slice(b"1;aaaaaaaaaaaaaaaaaaaa\r\n \r\n");
-        }
-        check(&tiny, "HTTP/1.1 413 Request Entity Too Large\r\n");
-        // The server is still fine.
-        let mut s = connect(&h);
-        s.write_all(b"GET /v1/info HTTP/1.0\r\n\r\n").unwrap();
-        assert!(read_all(&mut s).starts_with("HTTP/1.0 200 OK\r\n"));
+        let (_dir, h, mut server, _) = start("big", Config::default());
+        server
+            .serve_while(|| {
+                let check = |input: &[u8], status_line: &str| {
+                    let mut s = connect(&h);
+                    let _ = s.write_all(input);
+                    let got = read_all(&mut s);
+                    assert!(got.starts_with(status_line), "{got:?}");
+                    assert!(got.contains("Connection: close\r\n"), "{got:?}");
+                };
+                let mut big_head = b"GET /v1/info HTTP/1.1\r\nHost: x\r\nX: ".to_vec();
+                big_head.resize(20_000, b'a');
+                check(
+                    &big_head,
+                    "HTTP/1.1 431 Request Header Fields Too Large\r\n",
+                );
+                check(
+                    b"POST /v1/ports HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n",
+                    "HTTP/1.1 413 Request Entity Too Large\r\n",
+                );
+                check(
+                    b"GET /v1/info HTTP/1.1\r\n\r\n",
+                    "HTTP/1.1 400 Bad Request\r\n",
+                );
+                check(
+                    b"G\x00T /v1/info HTTP/1.1\r\nHost: x\r\n\r\n",
+                    "HTTP/1.1 400 Bad Request\r\n",
+                );
+                check(
+                    b"GET /v1/info HTTP/3.0\r\nHost: x\r\n\r\n",
+                    "HTTP/1.1 505 HTTP Version Not Supported\r\n",
+                );
+                // A good request before a bad one is still answered.
+                check(
+                    b"GET /v1/ports HTTP/1.1\r\nHost: x\r\n\r\nBAD\r\n\r\n",
+                    "HTTP/1.1 200 OK\r\n",
+                );
+                // An oversized chunked body.
+                let mut chunked =
+                    b"POST /v1/ports HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        .to_vec();
+                for _ in 0..70 {
+                    chunked.extend_from_slice(b"400\r\n");
+                    chunked.extend_from_slice(&[b' '; 1024]);
+                    chunked.extend_from_slice(b"\r\n");
+                }
+                check(&chunked, "HTTP/1.1 413 Request Entity Too Large\r\n");
+                // Tiny chunks whose framing outgrows the buffer.
+                let mut tiny =
+                    b"POST /v1/ports HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        .to_vec();
+                while tiny.len() < 100_000 {
+                    tiny.extend_from_slice(b"1;aaaaaaaaaaaaaaaaaaaa\r\n \r\n");
+                }
+                check(&tiny, "HTTP/1.1 413 Request Entity Too Large\r\n");
+                // The server is still fine.
+                let mut s = connect(&h);
+                s.write_all(b"GET /v1/info HTTP/1.0\r\n\r\n").unwrap();
+                assert!(read_all(&mut s).starts_with("HTTP/1.0 200 OK\r\n"));
+            })
+            .unwrap();
     }
 
     #[test]
@@ -1140,24 +1101,28 @@ mod tests {
             idle_timeout: Duration::from_millis(400),
             ..Config::default()
         };
-        let (_dir, h, _) = start("timeout", config);
-        // A request that never finishes gets a 408.
-        let mut partial = connect(&h);
-        partial.write_all(b"GET /v1/info HTTP/1.1\r\n").unwrap();
-        // An idle keep-alive connection is closed without a word.
-        let mut idle = connect(&h);
-        let t = Instant::now();
-        idle.write_all(b"GET /v1/ports HTTP/1.1\r\nHost: x\r\n\r\n")
+        let (_dir, h, mut server, _) = start("timeout", config);
+        server
+            .serve_while(|| {
+                // A request that never finishes gets a 408.
+                let mut partial = connect(&h);
+                partial.write_all(b"GET /v1/info HTTP/1.1\r\n").unwrap();
+                // An idle keep-alive connection is closed without a word.
+                let mut idle = connect(&h);
+                let t = Instant::now();
+                idle.write_all(b"GET /v1/ports HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                let first = read_response(&mut idle);
+                assert!(first.starts_with("HTTP/1.1 200 OK"));
+                assert!(read_all(&mut partial).starts_with("HTTP/1.1 408 Request Timeout\r\n"));
+                assert_eq!(read_all(&mut idle), "");
+                assert!(
+                    t.elapsed() >= Duration::from_millis(350),
+                    "{:?}",
+                    t.elapsed()
+                );
+            })
             .unwrap();
-        let first = read_response(&mut idle);
-        assert!(first.starts_with("HTTP/1.1 200 OK"));
-        assert!(read_all(&mut partial).starts_with("HTTP/1.1 408 Request Timeout\r\n"));
-        assert_eq!(read_all(&mut idle), "");
-        assert!(
-            t.elapsed() >= Duration::from_millis(350),
-            "{:?}",
-            t.elapsed()
-        );
     }
 
     #[test]
@@ -1166,39 +1131,43 @@ mod tests {
             max_conns: 4,
             ..Config::default()
         };
-        let (_dir, h, _) = start("bound", config);
-        // Four connections that each sent half a request hold every slot.
-        let mut busy: Vec<UnixStream> = (0..4)
-            .map(|_| {
-                let mut s = connect(&h);
-                s.write_all(b"GET /v1/info HTTP/1.1\r\n").unwrap();
-                std::thread::sleep(Duration::from_millis(20));
-                s
+        let (_dir, h, mut server, _) = start("bound", config);
+        server
+            .serve_while(|| {
+                // Four connections that each sent half a request hold every slot.
+                let mut busy: Vec<UnixStream> = (0..4)
+                    .map(|_| {
+                        let mut s = connect(&h);
+                        s.write_all(b"GET /v1/info HTTP/1.1\r\n").unwrap();
+                        std::thread::sleep(Duration::from_millis(20));
+                        s
+                    })
+                    .collect();
+                // Finishing one request makes it the youngest.
+                busy[1].write_all(b"Host: x\r\n\r\n").unwrap();
+                assert!(read_response(&mut busy[1]).starts_with("HTTP/1.1 200 OK"));
+                // A fifth is served at once: the oldest partial request gives way with a 408.
+                let mut fifth = connect(&h);
+                fifth
+                    .write_all(b"GET /v1/ports HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                assert!(read_response(&mut fifth).ends_with("null"));
+                assert!(read_all(&mut busy[0]).starts_with("HTTP/1.1 408 Request Timeout\r\n"));
+                // A sixth takes the next oldest partial's slot, not the one answered since.
+                let mut sixth = connect(&h);
+                sixth
+                    .write_all(b"GET /v1/ports HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                assert!(read_response(&mut sixth).ends_with("null"));
+                assert!(read_all(&mut busy[2]).starts_with("HTTP/1.1 408"));
+                busy[1]
+                    .write_all(b"GET /v1/ports HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                assert!(read_response(&mut busy[1]).ends_with("null"));
+                busy[3].write_all(b"Host: x\r\n\r\n").unwrap();
+                assert!(read_response(&mut busy[3]).starts_with("HTTP/1.1 200 OK"));
             })
-            .collect();
-        // Finishing one request makes it the youngest.
-        busy[1].write_all(b"Host: x\r\n\r\n").unwrap();
-        assert!(read_response(&mut busy[1]).starts_with("HTTP/1.1 200 OK"));
-        // A fifth is served at once: the oldest partial request gives way with a 408.
-        let mut fifth = connect(&h);
-        fifth
-            .write_all(b"GET /v1/ports HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        assert!(read_response(&mut fifth).ends_with("null"));
-        assert!(read_all(&mut busy[0]).starts_with("HTTP/1.1 408 Request Timeout\r\n"));
-        // A sixth takes the next oldest partial's slot, not the one answered since.
-        let mut sixth = connect(&h);
-        sixth
-            .write_all(b"GET /v1/ports HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        assert!(read_response(&mut sixth).ends_with("null"));
-        assert!(read_all(&mut busy[2]).starts_with("HTTP/1.1 408"));
-        busy[1]
-            .write_all(b"GET /v1/ports HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        assert!(read_response(&mut busy[1]).ends_with("null"));
-        busy[3].write_all(b"Host: x\r\n\r\n").unwrap();
-        assert!(read_response(&mut busy[3]).starts_with("HTTP/1.1 200 OK"));
     }
 
     #[test]
@@ -1208,32 +1177,38 @@ mod tests {
             read_timeout: Duration::from_secs(5),
             ..Config::default()
         };
-        let (_dir, h, _) = start("head", config);
-        let t = Instant::now();
-        // Leading empty lines do not count as a head.
-        let mut slow_head = connect(&h);
-        slow_head
-            .write_all(b"\r\n\r\nGET /v1/info HTTP/1.1\r\nHo")
+        let (_dir, h, mut server, _) = start("head", config);
+        server
+            .serve_while(|| {
+                let t = Instant::now();
+                // Leading empty lines do not count as a head.
+                let mut slow_head = connect(&h);
+                slow_head
+                    .write_all(b"\r\n\r\nGET /v1/info HTTP/1.1\r\nHo")
+                    .unwrap();
+                let mut slow_body = connect(&h);
+                slow_body
+                    .write_all(b"POST /v1/ports HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{")
+                    .unwrap();
+                assert!(read_all(&mut slow_head).starts_with("HTTP/1.1 408 Request Timeout\r\n"));
+                let took = t.elapsed();
+                assert!(
+                    took >= Duration::from_millis(150) && took < Duration::from_secs(4),
+                    "{took:?}"
+                );
+                // The body still has the read timeout.
+                std::thread::sleep(Duration::from_millis(200));
+                slow_body.write_all(b"}").unwrap();
+                assert!(read_response(&mut slow_body).starts_with("HTTP/1.1 400 Bad Request"));
+            })
             .unwrap();
-        let mut slow_body = connect(&h);
-        slow_body
-            .write_all(b"POST /v1/ports HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{")
-            .unwrap();
-        assert!(read_all(&mut slow_head).starts_with("HTTP/1.1 408 Request Timeout\r\n"));
-        let took = t.elapsed();
-        assert!(
-            took >= Duration::from_millis(150) && took < Duration::from_secs(4),
-            "{took:?}"
-        );
-        // The body still has the read timeout.
-        std::thread::sleep(Duration::from_millis(200));
-        slow_body.write_all(b"}").unwrap();
-        assert!(read_response(&mut slow_body).starts_with("HTTP/1.1 400 Bad Request"));
     }
 
     #[test]
     fn many_concurrent_clients() {
-        let (_dir, h, driver) = start("many", Config::default());
+        let (_dir, h, mut server, driver) = start("many", Config::default());
+        server
+            .serve_while(|| {
         let path = h.path().to_path_buf();
         let threads: Vec<_> = (0..16)
             .map(|t| {
@@ -1253,6 +1228,8 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
+            })
+            .unwrap();
         let mut ids: Vec<u32> = driver.list().iter().map(|p| p.id).collect();
         ids.sort();
         assert_eq!(ids, (1..=320).collect::<Vec<_>>());
@@ -1269,7 +1246,9 @@ mod tests {
             );
             return;
         }
-        let (_dir, h, _) = start("go", Config::default());
+        let (_dir, h, mut server, _) = start("go", Config::default());
+        server
+            .serve_while(|| {
         let sock = h.path().to_str().unwrap().to_string();
         let run = |args: &[&str]| -> (i32, String) {
             let mut argv: Vec<std::ffi::OsString> = vec!["--socket".into(), sock.clone().into()];
@@ -1366,5 +1345,7 @@ mod tests {
             ..backend(None).info()
         })) + "\n";
         assert_eq!(out, expect);
+            })
+            .unwrap();
     }
 }

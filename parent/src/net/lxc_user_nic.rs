@@ -56,7 +56,7 @@ impl LxcUserNic {
         }
         let ifname = super::interface_name(Some(opts.ifname.as_deref().unwrap_or(DEFAULT_IFNAME)))?;
         let holder_bin = if opts.detach_netns {
-            Some(crate::run::find_helper(crate::run::UNSHARE_BIN)?)
+            Some(crate::libexec::find_helper(crate::libexec::UNSHARE_BIN)?)
         } else {
             None
         };

@@ -12,6 +12,7 @@ pub mod lxc_user_nic;
 pub mod pasta;
 pub mod resolv;
 pub mod slirp4netns;
+pub mod usernet;
 pub mod vpnkit;
 
 use std::fmt;
@@ -230,6 +231,7 @@ pub fn probe(net: Net, opts: &NetOptions) -> Result<Option<Box<dyn Driver>>, Str
         Net::Slirp4netns => Ok(Some(Box::new(slirp4netns::Slirp4netns::probe_async(opts)?))),
         Net::Pasta => Ok(Some(Box::new(pasta::Pasta::probe(opts)?))),
         Net::Vpnkit => Ok(Some(Box::new(vpnkit::Vpnkit::probe(opts)?))),
+        Net::GvisorTapVsock => Ok(Some(Box::new(usernet::Usernet::probe(opts)?))),
         other => Err(format!(
             "network driver {} is not supported yet",
             other.as_str()

@@ -20,10 +20,10 @@
 //! receive queue) until the child's answer is read from the loop. A listener out of
 //! descriptors, or with the pumps full, pauses the same way ([`crate::backoff`]).
 
+use std::cell::{RefCell, RefMut};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::backoff::{AcceptPause, Throttle, nofile_limit, out_of_descriptors};
@@ -172,13 +172,14 @@ struct Supply {
     ruled: Vec<(bool, u16)>,
 }
 
-/// The driver; shared with the API server as `Arc<dyn PortDriver>`.
+/// The driver; shared with the API server as `Rc<dyn PortDriver>`, on the parent's one thread.
 pub struct Builtin {
     /// Readable when a listener has a connection waiting.
     listeners: OwnedFd,
-    /// A second handle on the pumps' epoll set, to poll without taking the lock.
+    /// A second handle on the pumps' epoll set (which lives in the state), for the parent's
+    /// loop to wait on.
     pumps_fd: OwnedFd,
-    state: Mutex<State>,
+    state: RefCell<State>,
 }
 
 impl Builtin {
@@ -197,7 +198,7 @@ impl Builtin {
         Ok(Builtin {
             listeners,
             pumps_fd,
-            state: Mutex::new(State {
+            state: RefCell::new(State {
                 next_id: 1,
                 ports: Vec::new(),
                 pumps,
@@ -226,10 +227,9 @@ impl Builtin {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock aborts the process (panic = "abort"), so a poisoned
-        // lock can only be seen in tests; the state is still consistent then.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// The state, for one call: no method calls another while holding it.
+    fn lock(&self) -> RefMut<'_, State> {
+        self.state.borrow_mut()
     }
 
     /// The socket on which the child hands over sockets. Its answers are read from the
@@ -995,9 +995,9 @@ impl PortDriver for Builtin {
 /// Go's `net.Listen(proto, "<parentIP>:<port>")` (`ListenPacket` for UDP): `tcp`/`udp` on
 /// every address listens on both families (one IPv6 socket with IPV6_V6ONLY off),
 /// `tcp4`/`tcp6` (`udp4`/`udp6`) on one.
-fn listen_on(spec: &PortSpec, udp: bool) -> Result<OwnedFd, String> {
+fn listen_on(spec: &PortSpec, udp: bool) -> Result<OwnedFd, ListenError> {
     // After this, `tcp4` names an IPv4 address or `::` (Go's 0.0.0.0), `tcp6` no IPv4 one.
-    check_family(spec)?;
+    check_family(spec).map_err(|text| ListenError { text, errno: None })?;
     let port = spec.parent_port as u16;
     let ip = parse_ip(&spec.parent_ip);
     let any = ip.is_none_or(|ip| ip.is_unspecified());
@@ -1007,12 +1007,13 @@ fn listen_on(spec: &PortSpec, udp: bool) -> Result<OwnedFd, String> {
         Some(IpAddr::V4(a)) => a.to_string(),
         _ => spec.parent_ip.clone(),
     };
-    let fail = |what: &str, e: Errno| {
-        format!(
+    let fail = |what: &str, e: Errno| ListenError {
+        text: format!(
             "listen {} {shown_host}:{port}: {what}: {}",
             spec.proto,
             sys::errno::text(e.raw_os_error())
-        )
+        ),
+        errno: Some(e),
     };
     let is4 = spec.proto.ends_with('4');
     let is6 = spec.proto.ends_with('6');
@@ -1060,12 +1061,21 @@ fn listen_on(spec: &PortSpec, udp: bool) -> Result<OwnedFd, String> {
     Ok(fd)
 }
 
-/// Upstream's hint on a listen error that says "permission denied" (or EPERM) for a port below
+/// Why a port's listener could not be made: Go's text, and the errno of the syscall that
+/// failed (none for a bad address family).
+#[derive(Debug, PartialEq)]
+struct ListenError {
+    text: String,
+    errno: Option<Errno>,
+}
+
+/// Upstream's hint on a listen error of EACCES or EPERM for a port below
 /// `net.ipv4.ip_unprivileged_port_start` (`start`, when it could be read). The
 /// CAP_NET_BIND_SERVICE advice is given only when the program runs as `rootlesskit`, the binary
 /// that binds (as upstream, which leaves it out for Podman's embedding).
-fn privileged_port_hint(err: String, port: i64, start: Option<i64>, named: bool) -> String {
-    let denied = err.ends_with("permission denied") || err.ends_with("operation not permitted");
+fn privileged_port_hint(err: ListenError, port: i64, start: Option<i64>, named: bool) -> String {
+    let denied = matches!(err.errno, Some(Errno::ACCESS | Errno::PERM));
+    let err = err.text;
     match start {
         Some(start) if denied && port < start => format!(
             "cannot expose privileged port {port}, you can add 'net.ipv4.ip_unprivileged_port_start={port}' to /etc/sysctl.conf (currently {start}){}, or choose a larger port number (>= {start}): {err}",
@@ -1101,6 +1111,7 @@ fn dial_target(spec: &PortSpec) -> Result<Target, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     fn spec(proto: &str, parent_ip: &str, child_ip: &str) -> PortSpec {
         PortSpec {
@@ -1135,13 +1146,15 @@ mod tests {
         let bound = |proto: &str, ip: &str| {
             let mut s = spec(proto, ip, "");
             s.parent_port = 0;
-            listen_on(&s, proto.starts_with("udp")).map(|fd| {
-                rustix::net::getsockname(&fd)
-                    .ok()
-                    .and_then(|a| SocketAddr::try_from(a).ok())
-                    .map(|a| a.ip().to_string())
-                    .unwrap_or_default()
-            })
+            listen_on(&s, proto.starts_with("udp"))
+                .map_err(|e| e.text)
+                .map(|fd| {
+                    rustix::net::getsockname(&fd)
+                        .ok()
+                        .and_then(|a| SocketAddr::try_from(a).ok())
+                        .map(|a| a.ip().to_string())
+                        .unwrap_or_default()
+                })
         };
         assert_eq!(bound("tcp", "::ffff:127.0.0.1"), Ok("127.0.0.1".into()));
         assert_eq!(bound("udp4", "::ffff:127.0.0.1"), Ok("127.0.0.1".into()));
@@ -1567,7 +1580,7 @@ mod tests {
                 });
             }
         });
-        let b = std::sync::Arc::new(Builtin::new().unwrap());
+        let b = Builtin::new().unwrap();
         let asked = fake_child(&b);
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let parent_port = probe.local_addr().unwrap().port();
@@ -1576,30 +1589,27 @@ mod tests {
         s.parent_port = parent_port as i64;
         s.child_port = child_port as i64;
         b.add(s).unwrap();
-        // The parent's loop, reduced to the driver.
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let looper = {
-            let (b, stop) = (b.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    b.accept_ready();
-                    b.pump_ready();
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-            })
-        };
-        let n = usize::from(MAX_SOCKETS) + 8;
-        for i in 0..n {
-            let mut c = std::net::TcpStream::connect(("127.0.0.1", parent_port)).unwrap();
-            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let msg = format!("hello {i}");
-            c.write_all(msg.as_bytes()).unwrap();
-            let mut got = vec![0u8; msg.len()];
-            c.read_exact(&mut got).unwrap();
-            assert_eq!(got, msg.as_bytes());
+        // The clients on a thread of their own, the parent's loop (reduced to the driver) here.
+        let clients = std::thread::spawn(move || {
+            let n = usize::from(MAX_SOCKETS) + 8;
+            for i in 0..n {
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", parent_port)).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let msg = format!("hello {i}");
+                c.write_all(msg.as_bytes()).unwrap();
+                let mut got = vec![0u8; msg.len()];
+                c.read_exact(&mut got).unwrap();
+                assert_eq!(got, msg.as_bytes());
+            }
+        });
+        while !clients.is_finished() {
+            b.accept_ready();
+            b.pump_ready();
+            std::thread::sleep(Duration::from_micros(200));
         }
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        looper.join().unwrap();
+        clients
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
         // One batch served the first MAX_SOCKETS connections, a second one the rest.
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
@@ -1736,29 +1746,36 @@ mod tests {
 
     #[test]
     fn privileged_ports_get_upstreams_hint() {
+        let failed = |text: &str, errno| ListenError {
+            text: text.into(),
+            errno: Some(errno),
+        };
         let denied = "listen tcp4 127.0.0.1:80: bind: permission denied";
         assert_eq!(
-            privileged_port_hint(denied.into(), 80, Some(1024), true),
+            privileged_port_hint(failed(denied, Errno::ACCESS), 80, Some(1024), true),
             "cannot expose privileged port 80, you can add 'net.ipv4.ip_unprivileged_port_start=80' to /etc/sysctl.conf (currently 1024), or set CAP_NET_BIND_SERVICE on rootlesskit binary, or choose a larger port number (>= 1024): listen tcp4 127.0.0.1:80: bind: permission denied"
         );
         assert_eq!(
-            privileged_port_hint(denied.into(), 80, Some(443), false),
+            privileged_port_hint(failed(denied, Errno::ACCESS), 80, Some(443), false),
             "cannot expose privileged port 80, you can add 'net.ipv4.ip_unprivileged_port_start=80' to /etc/sysctl.conf (currently 443), or choose a larger port number (>= 443): listen tcp4 127.0.0.1:80: bind: permission denied"
         );
         let eperm = "listen udp 0.0.0.0:53: bind: operation not permitted";
         assert!(
-            privileged_port_hint(eperm.into(), 53, Some(1024), true)
+            privileged_port_hint(failed(eperm, Errno::PERM), 53, Some(1024), true)
                 .starts_with("cannot expose privileged port 53,")
         );
         // Not below the start, the start unknown, or another error: unchanged.
         assert_eq!(
-            privileged_port_hint(denied.into(), 80, Some(80), true),
+            privileged_port_hint(failed(denied, Errno::ACCESS), 80, Some(80), true),
             denied
         );
-        assert_eq!(privileged_port_hint(denied.into(), 80, None, true), denied);
+        assert_eq!(
+            privileged_port_hint(failed(denied, Errno::ACCESS), 80, None, true),
+            denied
+        );
         let busy = "listen tcp4 127.0.0.1:80: bind: address already in use";
         assert_eq!(
-            privileged_port_hint(busy.into(), 80, Some(1024), true),
+            privileged_port_hint(failed(busy, Errno::ADDRINUSE), 80, Some(1024), true),
             busy
         );
     }

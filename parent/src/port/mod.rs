@@ -1,8 +1,9 @@
 //! Port forwarding as the API sees it: the spec and status types, their validation, and the
-//! [`PortDriver`] trait that the builtin, slirp4netns and pesto drivers implement for the API
-//! server.
+//! [`PortDriver`] trait that the builtin, slirp4netns and pesto drivers (and the tests' `fake`)
+//! implement for the API server.
 
 pub mod builtin;
+pub mod fake;
 pub mod pesto;
 pub mod pump;
 pub mod slirp4netns;
@@ -43,13 +44,14 @@ impl PortDriverInfo {
     }
 }
 
-/// A parent-side port driver, shared between the API server's thread and the parent.
+/// A parent-side port driver, shared (`Rc<dyn PortDriver>`) between the API server and the
+/// parent's loop, which run on the parent's one thread.
 ///
-/// Implementations lock their own port table: [`add`](PortDriver::add) runs
-/// [`validate_port_spec`] against [`list`](PortDriver::list) under that lock, so that two
-/// adds cannot both pass the conflict check. Errors are the one-line texts the API returns
-/// with status 400 (`conflict with ID 1`, `unknown id: 7`, bind errors).
-pub trait PortDriver: Send + Sync {
+/// Implementations keep their port table in a `RefCell` borrowed for one call at a time:
+/// [`add`](PortDriver::add) runs [`validate_port_spec`] against [`list`](PortDriver::list)
+/// within that call. Errors are the one-line texts the API returns with status 400
+/// (`conflict with ID 1`, `unknown id: 7`, bind errors).
+pub trait PortDriver {
     /// The `portDriver` object of `GET /v1/info`.
     fn info(&self) -> PortDriverInfo;
     /// Publishes a port and returns its status (the spec as given, plus a fresh id).

@@ -4,11 +4,11 @@
 //! restarted (`--restart-net-driver`): then every port is added to the new one again, which
 //! numbers them afresh, and the API keeps reporting the ids it gave, mapped to the new ones.
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use super::spec::{check_family, parse_ip};
@@ -22,7 +22,7 @@ pub struct Slirp4netnsPorts {
     socket: PathBuf,
     /// The child's address, used when a spec names no child IP.
     child_ip: String,
-    ports: Mutex<Ports>,
+    ports: RefCell<Ports>,
 }
 
 /// The published ports and their ids in the running slirp4netns.
@@ -51,7 +51,7 @@ impl Slirp4netnsPorts {
         Slirp4netnsPorts {
             socket,
             child_ip,
-            ports: Mutex::new(Ports::default()),
+            ports: RefCell::new(Ports::default()),
         }
     }
 
@@ -83,7 +83,7 @@ impl PortDriver for Slirp4netnsPorts {
     }
 
     fn add(&self, spec: PortSpec) -> Result<PortStatus, String> {
-        let mut ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ports = self.ports.borrow_mut();
         // Before validation, so that `tcp6` on an IPv4 address is refused for what it is.
         if matches!(spec.proto.as_str(), "tcp6" | "udp6" | "sctp6") {
             return Err(format!("unsupported protocol {}", go_quote(&spec.proto)));
@@ -107,15 +107,11 @@ impl PortDriver for Slirp4netnsPorts {
     }
 
     fn list(&self) -> Vec<PortStatus> {
-        self.ports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .list
-            .clone()
+        self.ports.borrow().list.clone()
     }
 
     fn remove(&self, id: u32) -> Result<(), String> {
-        let mut ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ports = self.ports.borrow_mut();
         let at = ports.list.iter().position(|p| p.id == id);
         let s4nn = match at {
             Some(i) => ports.s4nn[i],
@@ -146,7 +142,7 @@ impl Slirp4netnsPorts {
     /// [`NotYet::Listening`] while the new slirp4netns does not accept on its API socket yet
     /// (it writes its ready byte before it binds the socket); nothing changed then.
     pub fn reapply(&self) -> Result<Vec<String>, NotYet> {
-        let mut ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ports = self.ports.borrow_mut();
         // Not there yet (ENOENT: our caller removed the dead one's file) or not listening yet
         // (ECONNREFUSED); the caller's retries are bounded.
         let first = UnixStream::connect(&self.socket).map_err(|_| NotYet::Listening)?;
@@ -203,21 +199,21 @@ impl Slirp4netnsPorts {
         };
         let proto = spec.proto.trim_end_matches('4');
         let mut req = String::from("{\"execute\":\"add_hostfwd\",\"arguments\":{\"proto\":");
-        crate::api::json::write_str(&mut req, proto);
+        crate::gojson::write_str(&mut req, proto);
         req.push_str(",\"host_addr\":");
-        crate::api::json::write_str(&mut req, &host);
+        crate::gojson::write_str(&mut req, &host);
         req.push_str(&format!(
             ",\"host_port\":{},\"guest_addr\":",
             spec.parent_port
         ));
-        crate::api::json::write_str(&mut req, &guest);
+        crate::gojson::write_str(&mut req, &guest);
         req.push_str(&format!(",\"guest_port\":{}}}}}", spec.child_port));
         Ok(req)
     }
 }
 
 /// A spec as `-p` takes it: `127.0.0.1:8080:80/tcp`, `[::ffff:127.0.0.1]:8080:80/tcp`.
-fn spec_text(spec: &PortSpec) -> String {
+pub(super) fn spec_text(spec: &PortSpec) -> String {
     let ip = &spec.parent_ip;
     let host = if ip.contains(':') {
         format!("[{ip}]")

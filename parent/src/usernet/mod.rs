@@ -1,0 +1,881 @@
+//! The user-mode network of `--net=gvisor-tap-vsock`, run inside the parent: the child made a
+//! tap in the namespace and handed us its descriptor, and we are the other end of that wire.
+//! We answer ARP and ICMP echo for the gateway, carry UDP per flow and TCP per connection on
+//! host sockets (layer-4 translation, as pasta does: the namespace's TCP ends here and a host
+//! TCP connection carries the bytes on), and forward DNS sent to the gateway to the host's
+//! first nameserver.
+//!
+//! Everything runs from the parent's one epoll loop: [`Stack::as_fd`] is an epoll set holding
+//! the tap and every host socket, [`Stack::ready`] moves what can be moved and
+//! [`Stack::timeout`] says when the next timer (a retransmission, a flow's expiry) is due.
+//! Memory is bounded and allocated up front: two frame buffers, and fixed tables of TCP
+//! connections and UDP flows. A host TCP socket's own receive queue holds what the namespace
+//! has not acknowledged yet (peeked with `SO_PEEK_OFF`, dropped once acknowledged), so a
+//! connection needs no buffer of its own.
+
+pub mod tcp;
+pub mod udp;
+pub mod wire;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use rustix::event::epoll;
+use rustix::io::Errno;
+
+use wire::{ETH_LEN, Frame, IP_LEN};
+
+/// The gateway's MAC address, as upstream's.
+pub const GATEWAY_MAC: [u8; 6] = [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xdd];
+/// The MAC the child gives its tap.
+pub const CHILD_MAC: [u8; 6] = [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee];
+/// Default MTU, as upstream's.
+pub const DEFAULT_MTU: u32 = 65520;
+/// The largest frame the tap can carry (MTU 65535 plus the Ethernet header).
+const FRAME_MAX: usize = 65535 + ETH_LEN;
+/// Length of the `virtio_net_hdr` before each frame of the child's tap (`IFF_VNET_HDR`).
+pub const VNET_LEN: usize = 10;
+/// `virtio_net_hdr.flags`: the transport checksum is left to the reader.
+const VNET_NEEDS_CSUM: u8 = 1;
+/// `virtio_net_hdr.flags`: the checksums were checked (ours are computed).
+const VNET_DATA_VALID: u8 = 2;
+/// `virtio_net_hdr.gso_type`: a TCP/IPv4 segment for the kernel to cut.
+const VNET_GSO_TCPV4: u8 = 1;
+/// Frames read from the tap per wake-up before the host sockets get a turn.
+const TAP_BATCH: usize = 64;
+
+/// The network's addresses and policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// The gateway (and DNS server) address, net+1.
+    pub gateway: [u8; 4],
+    /// The child's address, net+100.
+    pub child: [u8; 4],
+    /// The prefix length of the network.
+    pub prefix: u8,
+    /// The interface MTU.
+    pub mtu: u32,
+    /// Whether the gateway address reaches the host's 127.0.0.1 (no `--disable-host-loopback`).
+    pub host_loopback: bool,
+    /// Where DNS queries to the gateway go: the host's first IPv4 nameserver.
+    pub nameserver: Option<[u8; 4]>,
+}
+
+impl Config {
+    /// The network the child configured from `net`, with the host's first IPv4 nameserver
+    /// from its `/etc/resolv.conf` for DNS.
+    pub fn new(net: &proto::NetConfig, host_loopback: bool) -> Config {
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        Config {
+            gateway: net.gateway,
+            child: net.addr,
+            prefix: net.prefix,
+            mtu: if net.mtu == 0 { DEFAULT_MTU } else { net.mtu },
+            host_loopback,
+            nameserver: nameservers(&resolv).first().copied(),
+        }
+    }
+
+    /// Where a connection or datagram from the namespace to `dst:port` goes on the host, or
+    /// `None` when it must be refused.
+    pub fn host_addr(&self, dst: [u8; 4], port: u16) -> Option<SocketAddrV4> {
+        if dst == self.gateway {
+            if port == 53
+                && let Some(ns) = self.nameserver
+            {
+                return Some(SocketAddrV4::new(Ipv4Addr::from(ns), 53));
+            }
+            return self
+                .host_loopback
+                .then(|| SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        }
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0);
+        let broadcast = u32::from_be_bytes(self.child) | !mask;
+        let d = u32::from_be_bytes(dst);
+        // Loopback, "this network", multicast and broadcast never leave; nor does the child's
+        // own address.
+        if dst[0] == 127 || dst[0] == 0 || dst[0] >= 224 || d == broadcast || dst == self.child {
+            return None;
+        }
+        Some(SocketAddrV4::new(Ipv4Addr::from(dst), port))
+    }
+}
+
+/// The IPv4 nameservers of a resolv.conf text, in order.
+pub fn nameservers(text: &str) -> Vec<[u8; 4]> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("nameserver")).then_some(())?;
+            words.next()?.parse::<Ipv4Addr>().ok().map(|a| a.octets())
+        })
+        .collect()
+}
+
+/// What went wrong, counted (a hostile or broken namespace must not fill our log).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames from the tap we did not understand or refused.
+    pub dropped: u64,
+    /// Frames we could not write to the tap (its queue was full).
+    pub tap_full: u64,
+    /// TCP connections refused because the table was full.
+    pub tcp_over_limit: u64,
+    /// UDP datagrams dropped because the flow table was full.
+    pub udp_over_limit: u64,
+}
+
+/// Where frames we build go: the tap, one fixed buffer, the two MAC addresses.
+pub struct Out<'a> {
+    tap: BorrowedFd<'a>,
+    /// The frame under construction; the transport part starts at [`Out::L4`].
+    pub buf: &'a mut [u8],
+    child_mac: [u8; 6],
+    mtu: u32,
+    vnet: bool,
+    counters: &'a mut Counters,
+}
+
+impl Out<'_> {
+    /// Offset of the transport header in [`Out::buf`].
+    pub const L4: usize = ETH_LEN + IP_LEN;
+
+    /// Wraps the `l4_len` transport bytes at [`Out::L4`] in IPv4 and Ethernet headers and
+    /// writes the frame to the tap; whether it went (the tap's queue may be full).
+    pub fn send_ip(&mut self, src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: usize) -> bool {
+        wire::put_ethernet(self.buf, self.child_mac, GATEWAY_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut self.buf[ETH_LEN..], src, dst, proto, l4_len);
+        self.send_raw(Out::L4 + l4_len)
+    }
+
+    /// Whether the tap takes TCP segments larger than the MTU ([`Out::send_tcp_gso`]).
+    pub fn gso(&self) -> bool {
+        self.vnet
+    }
+
+    /// Sends the TCP segment of `l4_len` bytes at [`Out::L4`] (its checksum field holding
+    /// only the pseudo header's sum) as one frame the kernel cuts into `mss`-sized segments
+    /// and checksums (`VIRTIO_NET_HDR_GSO_TCPV4`).
+    pub fn send_tcp_gso(&mut self, src: [u8; 4], dst: [u8; 4], l4_len: usize, mss: usize) -> bool {
+        wire::put_ethernet(self.buf, self.child_mac, GATEWAY_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut self.buf[ETH_LEN..], src, dst, wire::PROTO_TCP, l4_len);
+        let mut h = [0u8; VNET_LEN];
+        h[0] = VNET_NEEDS_CSUM;
+        h[1] = VNET_GSO_TCPV4;
+        h[2..4].copy_from_slice(&((Out::L4 + wire::TCP_LEN) as u16).to_le_bytes());
+        h[4..6].copy_from_slice(&(mss as u16).to_le_bytes());
+        h[6..8].copy_from_slice(&(Out::L4 as u16).to_le_bytes());
+        h[8..10].copy_from_slice(&16u16.to_le_bytes());
+        self.send_with(h, Out::L4 + l4_len)
+    }
+
+    fn send_raw(&mut self, len: usize) -> bool {
+        self.send_with([VNET_DATA_VALID, 0, 0, 0, 0, 0, 0, 0, 0, 0], len)
+    }
+
+    fn send_with(&mut self, header: [u8; VNET_LEN], len: usize) -> bool {
+        loop {
+            let written = if self.vnet {
+                let iov = [
+                    std::io::IoSlice::new(&header),
+                    std::io::IoSlice::new(&self.buf[..len]),
+                ];
+                rustix::io::writev(self.tap, &iov)
+            } else {
+                rustix::io::write(self.tap, &self.buf[..len])
+            };
+            match written {
+                Ok(_) => return true,
+                Err(Errno::INTR) => {}
+                Err(_) => {
+                    self.counters.tap_full += 1;
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+// Tags of the stack's epoll set: the kind in the top byte, then a generation and an index.
+const TAG_TAP: u64 = 0;
+const KIND_TCP: u64 = 1;
+const KIND_UDP: u64 = 2;
+
+/// The epoll tag of entry `index` (generation `generation`) of table `kind`.
+fn tag(kind: u64, generation: u32, index: usize) -> u64 {
+    kind << 56 | u64::from(generation & 0xff_ffff) << 32 | index as u64
+}
+
+/// The user-mode network.
+pub struct Stack {
+    cfg: Config,
+    /// Frames on the tap carry a `virtio_net_hdr` ([`VNET_LEN`]).
+    vnet: bool,
+    tap: OwnedFd,
+    ep: OwnedFd,
+    rx: Box<[u8]>,
+    tx: Box<[u8]>,
+    child_mac: [u8; 6],
+    tcp: tcp::Table,
+    udp: udp::Table,
+    counters: Counters,
+}
+
+impl Stack {
+    /// The network for `cfg` on `tap` (non-blocking).
+    ///
+    /// # Errors
+    /// `user-mode network: <why>` when the epoll set cannot be made.
+    pub fn new(tap: OwnedFd, cfg: Config) -> Result<Stack, String> {
+        Stack::with_vnet(tap, cfg, true)
+    }
+
+    /// [`Stack::new`] for a device whose frames carry no `virtio_net_hdr` (`vnet` false).
+    ///
+    /// # Errors
+    /// As [`Stack::new`].
+    pub fn with_vnet(tap: OwnedFd, cfg: Config, vnet: bool) -> Result<Stack, String> {
+        let fail = |e: Errno| format!("user-mode network: epoll: {e}");
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(fail)?;
+        epoll::add(
+            &ep,
+            &tap,
+            epoll::EventData::new_u64(TAG_TAP),
+            epoll::EventFlags::IN,
+        )
+        .map_err(fail)?;
+        Ok(Stack {
+            cfg,
+            vnet,
+            tap,
+            ep,
+            rx: vec![0u8; VNET_LEN + FRAME_MAX].into_boxed_slice(),
+            tx: vec![0u8; FRAME_MAX].into_boxed_slice(),
+            child_mac: CHILD_MAC,
+            tcp: tcp::Table::new(&cfg),
+            udp: udp::Table::new(),
+            counters: Counters::default(),
+        })
+    }
+
+    /// The epoll set to wait on: readable when [`Stack::ready`] has work.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.ep.as_fd()
+    }
+
+    /// What was dropped so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// How long until a timer is due, if one is armed.
+    pub fn timeout(&self, now: Instant) -> Option<Duration> {
+        let due = [self.tcp.deadline(), self.udp.deadline()]
+            .into_iter()
+            .flatten()
+            .min()?;
+        Some(due.saturating_duration_since(now))
+    }
+
+    /// Moves everything that can move now and runs the timers that are due.
+    pub fn ready(&mut self, now: Instant) {
+        let mut events = [epoll::Event {
+            flags: epoll::EventFlags::empty(),
+            data: epoll::EventData::new_u64(0),
+        }; 32];
+        let n = epoll::wait(
+            &self.ep,
+            &mut events,
+            Some(&rustix::event::Timespec::default()),
+        )
+        .unwrap_or_default();
+        let mut tap_ready = false;
+        for ev in &events[..n] {
+            let t = ev.data.u64();
+            let (kind, generation, index) = (t >> 56, (t >> 32) as u32 & 0xff_ffff, t as u32);
+            let Stack {
+                tap,
+                tx,
+                tcp,
+                udp,
+                counters,
+                child_mac,
+                ep,
+                cfg,
+                vnet,
+                ..
+            } = self;
+            let mut out = Out {
+                tap: tap.as_fd(),
+                buf: tx,
+                child_mac: *child_mac,
+                mtu: cfg.mtu,
+                vnet: *vnet,
+                counters,
+            };
+            match kind {
+                _ if t == TAG_TAP => tap_ready = true,
+                KIND_TCP => {
+                    tcp.socket_ready(index as usize, generation, ev.flags, &mut out, ep, now)
+                }
+                KIND_UDP => udp.socket_ready(index as usize, generation, &mut out, cfg, now),
+                _ => {}
+            }
+        }
+        if tap_ready {
+            self.read_tap(now);
+        }
+        let Stack {
+            tap,
+            tx,
+            tcp,
+            udp,
+            counters,
+            child_mac,
+            ep,
+            cfg,
+            vnet,
+            ..
+        } = self;
+        let mut out = Out {
+            tap: tap.as_fd(),
+            buf: tx,
+            child_mac: *child_mac,
+            mtu: cfg.mtu,
+            vnet: *vnet,
+            counters,
+        };
+        tcp.timers(&mut out, ep, now);
+        udp.expire(ep, now);
+    }
+
+    /// Reads up to a batch of frames from the tap and handles each.
+    fn read_tap(&mut self, now: Instant) {
+        for _ in 0..TAP_BATCH {
+            let n = match rustix::io::read(&self.tap, &mut self.rx[..]) {
+                Ok(n) => n,
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => break,
+                Err(e) => {
+                    // The device is gone (deleted inside): stop watching it, or its error
+                    // would wake us forever.
+                    let _ = epoll::delete(&self.ep, &self.tap);
+                    crate::warn(&format!(
+                        "user-mode network: reading the tap failed: {}; the namespace has no network from now on",
+                        sys::errno::text(e)
+                    ));
+                    break;
+                }
+            };
+            let (start, verify) = match (self.vnet, self.rx.first()) {
+                (false, _) => (0, true),
+                (true, Some(flags)) if n >= VNET_LEN => (VNET_LEN, flags & VNET_NEEDS_CSUM == 0),
+                _ => continue,
+            };
+            self.frame(start, n, verify, now);
+        }
+        let Stack {
+            tap,
+            tx,
+            tcp,
+            counters,
+            child_mac,
+            cfg,
+            vnet,
+            ..
+        } = self;
+        let mut out = Out {
+            tap: tap.as_fd(),
+            buf: tx,
+            child_mac: *child_mac,
+            mtu: cfg.mtu,
+            vnet: *vnet,
+            counters,
+        };
+        tcp.flush_acks(&mut out, now);
+    }
+
+    /// Handles the frame at `start..end` of the receive buffer; `verify` false when the
+    /// transport checksum was left to us.
+    fn frame(&mut self, start: usize, end: usize, verify: bool, now: Instant) {
+        let Stack {
+            cfg,
+            vnet,
+            tap,
+            ep,
+            rx,
+            tx,
+            child_mac,
+            tcp,
+            udp,
+            counters,
+        } = self;
+        let frame = Frame::parse_with(&rx[start..end], verify);
+        // The child's MAC is the one we set, but a namespace may change it: follow it.
+        if let Frame::Echo(eth, ip, _) | Frame::Udp(eth, ip, _) | Frame::Tcp(eth, ip, _) = &frame
+            && ip.src == cfg.child
+        {
+            *child_mac = eth.src;
+        }
+        let mut out = Out {
+            tap: tap.as_fd(),
+            buf: tx,
+            child_mac: *child_mac,
+            mtu: cfg.mtu,
+            vnet: *vnet,
+            counters,
+        };
+        match frame {
+            Frame::Arp(_, arp) if arp.op == 1 && arp.tpa == cfg.gateway => {
+                let len = wire::put_arp_reply(out.buf, GATEWAY_MAC, cfg.gateway, arp.sha, arp.spa);
+                out.send_raw(len);
+            }
+            Frame::Echo(_, ip, echo) if ip.dst == cfg.gateway => {
+                let len = wire::put_echo_reply(&mut out.buf[Out::L4..], &echo);
+                out.send_ip(cfg.gateway, ip.src, wire::PROTO_ICMP, len);
+            }
+            Frame::Udp(_, ip, u) => udp.from_child(&ip, &u, &mut out, cfg, ep, now),
+            Frame::Tcp(_, ip, t) => tcp.from_child(&ip, &t, &mut out, cfg, ep, now),
+            Frame::Arp(..) => {}
+            _ => out.counters.dropped += 1,
+        }
+    }
+}
+
+/// Adds `fd` to the stack's epoll set.
+fn watch(ep: &OwnedFd, fd: BorrowedFd<'_>, tag: u64, flags: epoll::EventFlags) -> bool {
+    epoll::add(ep, fd, epoll::EventData::new_u64(tag), flags).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config {
+            gateway: [10, 0, 2, 1],
+            child: [10, 0, 2, 100],
+            prefix: 24,
+            mtu: 65520,
+            host_loopback: true,
+            nameserver: Some([192, 0, 2, 53]),
+        }
+    }
+
+    #[test]
+    fn where_traffic_goes() {
+        let c = cfg();
+        let at = |ip: [u8; 4], port| SocketAddrV4::new(Ipv4Addr::from(ip), port);
+        assert_eq!(
+            c.host_addr([10, 0, 2, 1], 8080),
+            Some(at([127, 0, 0, 1], 8080))
+        );
+        assert_eq!(
+            c.host_addr([10, 0, 2, 1], 53),
+            Some(at([192, 0, 2, 53], 53))
+        );
+        assert_eq!(c.host_addr([1, 1, 1, 1], 443), Some(at([1, 1, 1, 1], 443)));
+        assert_eq!(
+            c.host_addr([169, 254, 169, 254], 80),
+            Some(at([169, 254, 169, 254], 80))
+        );
+        for refused in [
+            [127, 0, 0, 1],
+            [0, 0, 0, 0],
+            [224, 0, 0, 1],
+            [255, 255, 255, 255],
+            [10, 0, 2, 255],
+            [10, 0, 2, 100],
+        ] {
+            assert_eq!(c.host_addr(refused, 80), None, "{refused:?}");
+        }
+        let closed = Config {
+            host_loopback: false,
+            ..c
+        };
+        assert_eq!(closed.host_addr([10, 0, 2, 1], 8080), None);
+        // DNS is the host's resolver, loopback or not.
+        assert_eq!(
+            closed.host_addr([10, 0, 2, 1], 53),
+            Some(at([192, 0, 2, 53], 53))
+        );
+        let no_dns = Config {
+            nameserver: None,
+            host_loopback: false,
+            ..c
+        };
+        assert_eq!(no_dns.host_addr([10, 0, 2, 1], 53), None);
+        // Another cidr moves the gateway with it.
+        let other = Config {
+            gateway: [192, 168, 7, 1],
+            child: [192, 168, 7, 100],
+            host_loopback: false,
+            ..c
+        };
+        assert_eq!(other.host_addr([192, 168, 7, 1], 80), None);
+        assert_eq!(
+            other.host_addr([10, 0, 2, 1], 80),
+            Some(at([10, 0, 2, 1], 80))
+        );
+    }
+
+    #[test]
+    fn resolv_conf_nameservers() {
+        let text = "# comment\nnameserver 127.0.0.53\nsearch lan\nnameserver ::1\n\
+                    nameserver   192.0.2.1 # trailing\noptions edns0\nnameserver bogus\n";
+        assert_eq!(nameservers(text), vec![[127, 0, 0, 53], [192, 0, 2, 1]]);
+        assert!(nameservers("").is_empty());
+    }
+
+    #[test]
+    fn tags_round_trip() {
+        let t = tag(KIND_TCP, 0x0123_4567, 511);
+        assert_eq!(t >> 56, KIND_TCP);
+        assert_eq!((t >> 32) as u32 & 0xff_ffff, 0x23_4567);
+        assert_eq!(t as u32, 511);
+        assert_ne!(tag(KIND_UDP, 0, 0), TAG_TAP);
+    }
+
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    use std::io::{Read, Write};
+    use wire::{TcpOut, flags};
+
+    const CHILD: [u8; 4] = [10, 0, 2, 100];
+    const GW: [u8; 4] = [10, 0, 2, 1];
+
+    /// A stack on one end of a datagram socketpair standing in for the tap; the other end is
+    /// the namespace.
+    fn stack(host_loopback: bool) -> (Stack, OwnedFd) {
+        let (tap, peer) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let c = Config {
+            host_loopback,
+            nameserver: None,
+            ..cfg()
+        };
+        (Stack::with_vnet(tap, c, false).unwrap(), peer)
+    }
+
+    /// Runs the stack until `want` frames came out of the tap (or two seconds passed).
+    fn frames(st: &mut Stack, peer: &OwnedFd, want: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut first = true;
+        while first || got.len() < want && Instant::now() < deadline {
+            first = false;
+            st.ready(Instant::now());
+            let mut buf = vec![0u8; FRAME_MAX];
+            while let Ok(n) = rustix::io::read(peer, &mut buf) {
+                got.push(buf[..n].to_vec());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        got
+    }
+
+    /// A TCP segment from the child to the gateway's `port`.
+    fn segment(port: u16, seq: u32, ack: u32, fl: u8, data: &[u8], wscale: bool) -> Vec<u8> {
+        let seg = TcpOut {
+            src: (CHILD, 40000),
+            dst: (GW, port),
+            seq,
+            ack,
+            flags: fl,
+            window: 65535,
+            syn_opts: (fl & flags::SYN != 0).then_some((1460, wscale.then_some(7))),
+        };
+        let hl = wire::tcp_header_len(&seg);
+        let mut f = vec![0u8; Out::L4 + hl + data.len()];
+        f[Out::L4 + hl..].copy_from_slice(data);
+        let n = wire::put_tcp(&mut f[Out::L4..], &seg, data.len());
+        wire::put_ethernet(&mut f, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut f[ETH_LEN..], CHILD, GW, wire::PROTO_TCP, n);
+        f
+    }
+
+    fn tcp_of(f: &[u8]) -> (u32, u32, u8, Vec<u8>, u16) {
+        let Frame::Tcp(eth, ip, t) = Frame::parse(f) else {
+            panic!("not a TCP frame: {f:?}")
+        };
+        assert_eq!(
+            (eth.src, eth.dst, ip.src, ip.dst),
+            (GATEWAY_MAC, CHILD_MAC, GW, CHILD)
+        );
+        (t.seq, t.ack, t.flags, t.payload.to_vec(), t.window)
+    }
+
+    #[test]
+    fn arp_and_ping_of_the_gateway() {
+        let (mut st, peer) = stack(true);
+        let mut f = vec![0u8; 42];
+        wire::put_ethernet(&mut f, [0xff; 6], CHILD_MAC, wire::ETHERTYPE_ARP);
+        f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        f[22..28].copy_from_slice(&CHILD_MAC);
+        f[28..32].copy_from_slice(&CHILD);
+        f[38..42].copy_from_slice(&GW);
+        rustix::io::write(&peer, &f).unwrap();
+        // An ARP request for another address gets no answer.
+        f[41] = 7;
+        rustix::io::write(&peer, &f).unwrap();
+        let mut icmp = [8u8, 0, 0, 0, 1, 2, 0, 1, b'x', b'y'];
+        let c = wire::checksum(&icmp, 0);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut p = vec![0u8; Out::L4 + icmp.len()];
+        wire::put_ethernet(&mut p, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut p[ETH_LEN..], CHILD, GW, wire::PROTO_ICMP, icmp.len());
+        p[Out::L4..].copy_from_slice(&icmp);
+        rustix::io::write(&peer, &p).unwrap();
+        // Garbage is counted and dropped.
+        rustix::io::write(&peer, &[0u8; 20]).unwrap();
+        let got = frames(&mut st, &peer, 2);
+        assert_eq!(got.len(), 2, "{got:?}");
+        let Frame::Arp(_, arp) = Frame::parse(&got[0]) else {
+            panic!("no ARP reply")
+        };
+        assert_eq!(
+            (arp.op, arp.sha, arp.spa, arp.tpa),
+            (2, GATEWAY_MAC, GW, CHILD)
+        );
+        let Frame::Other = Frame::parse(&got[1]) else {
+            panic!("an echo reply is not an echo request")
+        };
+        assert_eq!(&got[1][Out::L4..Out::L4 + 1], &[0]);
+        assert_eq!(&got[1][Out::L4 + 4..], &icmp[4..]);
+        assert_eq!(st.counters().dropped, 1);
+    }
+
+    #[test]
+    fn tcp_to_a_closed_port_or_without_host_loopback_is_reset() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (mut st, peer) = stack(true);
+        rustix::io::write(&peer, &segment(port, 1000, 0, flags::SYN, &[], false)).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        let (_, ack, fl, _, _) = tcp_of(&got[0]);
+        assert_eq!((ack, fl), (1001, flags::RST | flags::ACK));
+
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (mut st, peer) = stack(false);
+        rustix::io::write(&peer, &segment(port, 5, 0, flags::SYN, &[], false)).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        assert_eq!(tcp_of(&got[0]).2, flags::RST | flags::ACK);
+        l.set_nonblocking(true).unwrap();
+        assert!(l.accept().is_err(), "nothing reached the host");
+    }
+
+    #[test]
+    fn tcp_handshake_data_both_ways_and_close() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (mut st, peer) = stack(true);
+        rustix::io::write(&peer, &segment(port, 1000, 0, flags::SYN, &[], true)).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        let (mut host, _) = l.accept().unwrap();
+        let (iss, ack, fl, _, win) = tcp_of(&got[0]);
+        assert_eq!((ack, fl), (1001, flags::SYN | flags::ACK));
+        assert!(win > 0);
+        // Options: MSS and our window scale.
+        let Frame::Tcp(_, _, t) = Frame::parse(&got[0]) else {
+            unreachable!()
+        };
+        assert_eq!((t.mss, t.wscale), (Some(65480), Some(7)));
+        let us = iss.wrapping_add(1);
+        rustix::io::write(&peer, &segment(port, 1001, us, flags::ACK, &[], true)).unwrap();
+        // Namespace → host.
+        rustix::io::write(
+            &peer,
+            &segment(port, 1001, us, flags::ACK | flags::PSH, b"hello", true),
+        )
+        .unwrap();
+        let got = frames(&mut st, &peer, 1);
+        let (_, ack, fl, _, _) = tcp_of(&got[0]);
+        assert_eq!((ack, fl), (1006, flags::ACK));
+        let mut buf = [0u8; 5];
+        host.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+        // A retransmission of what we have is acknowledged again, not written twice.
+        rustix::io::write(
+            &peer,
+            &segment(port, 1001, us, flags::ACK | flags::PSH, b"hello", true),
+        )
+        .unwrap();
+        assert_eq!(tcp_of(&frames(&mut st, &peer, 1)[0]).1, 1006);
+        // Host → namespace, then the host closes: data, then FIN.
+        host.write_all(b"world").unwrap();
+        host.shutdown(std::net::Shutdown::Write).unwrap();
+        let got = frames(&mut st, &peer, 2);
+        let (seq, ack, _, data, _) = tcp_of(&got[0]);
+        assert_eq!((seq, ack, data.as_slice()), (us, 1006, &b"world"[..]));
+        let (seq, _, fl, _, _) = tcp_of(&got[1]);
+        assert_eq!((seq, fl), (us + 5, flags::FIN | flags::ACK));
+        // Unacknowledged, it comes again after the timeout (go-back-N, data first).
+        let got = frames(&mut st, &peer, 2);
+        assert_eq!(tcp_of(&got[0]).3, b"world");
+        // The namespace acknowledges both and closes its side: the host sees EOF, and the
+        // connection is gone.
+        rustix::io::write(
+            &peer,
+            &segment(port, 1006, us + 6, flags::ACK | flags::FIN, &[], true),
+        )
+        .unwrap();
+        let got = frames(&mut st, &peer, 1);
+        let (_, ack, fl, _, _) = tcp_of(&got[0]);
+        assert_eq!((ack, fl), (1007, flags::ACK));
+        let mut rest = Vec::new();
+        host.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        assert!(st.tcp.is_empty());
+    }
+
+    #[test]
+    fn tcp_reset_from_the_namespace_resets_the_host() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (mut st, peer) = stack(true);
+        rustix::io::write(&peer, &segment(port, 1, 0, flags::SYN, &[], false)).unwrap();
+        let (iss, ..) = tcp_of(&frames(&mut st, &peer, 1)[0]);
+        let (mut host, _) = l.accept().unwrap();
+        rustix::io::write(&peer, &segment(port, 2, iss + 1, flags::ACK, &[], false)).unwrap();
+        rustix::io::write(&peer, &segment(port, 2, iss + 1, flags::RST, &[], false)).unwrap();
+        frames(&mut st, &peer, 0);
+        assert!(st.tcp.is_empty());
+        host.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 1];
+        let e = host.read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+    }
+
+    /// A UDP datagram from the child to `dst:port`.
+    fn datagram(dst: [u8; 4], port: u16, data: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; Out::L4 + wire::UDP_LEN + data.len()];
+        f[Out::L4 + wire::UDP_LEN..].copy_from_slice(data);
+        let n = wire::put_udp(&mut f[Out::L4..], (CHILD, 5353), (dst, port), data.len());
+        wire::put_ethernet(&mut f, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut f[ETH_LEN..], CHILD, dst, wire::PROTO_UDP, n);
+        f
+    }
+
+    #[test]
+    fn udp_flows_carry_replies_and_expire() {
+        let host = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = host.local_addr().unwrap().port();
+        let (mut st, peer) = stack(true);
+        rustix::io::write(&peer, &datagram(GW, port, b"hi")).unwrap();
+        frames(&mut st, &peer, 0);
+        let mut buf = [0u8; 16];
+        host.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let (n, from) = host.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hi");
+        host.send_to(b"back", from).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        let Frame::Udp(_, ip, u) = Frame::parse(&got[0]) else {
+            panic!("no reply")
+        };
+        assert_eq!((ip.src, ip.dst), (GW, CHILD));
+        assert_eq!(
+            (u.src_port, u.dst_port, u.payload),
+            (port, 5353, &b"back"[..])
+        );
+        assert_eq!(st.udp.len(), 1);
+        // Idle for a minute: closed.
+        st.ready(Instant::now() + udp::IDLE + Duration::from_secs(2));
+        assert!(st.udp.is_empty());
+        // Without host loopback the gateway takes no datagrams.
+        let (mut st, peer) = stack(false);
+        rustix::io::write(&peer, &datagram(GW, port, b"no")).unwrap();
+        frames(&mut st, &peer, 0);
+        assert!(st.udp.is_empty());
+        host.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert!(host.recv_from(&mut buf).is_err());
+    }
+
+    #[test]
+    fn tcp_probes_a_shut_window_and_sends_once_it_opens() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (mut st, peer) = stack(true);
+        rustix::io::write(&peer, &segment(port, 1, 0, flags::SYN, &[], false)).unwrap();
+        let (iss, ..) = tcp_of(&frames(&mut st, &peer, 1)[0]);
+        let (mut host, _) = l.accept().unwrap();
+        let us = iss.wrapping_add(1);
+        // The handshake's ACK shuts the window.
+        let mut ack = segment(port, 2, us, flags::ACK, &[], false);
+        let win = Out::L4 + 14;
+        ack[win..win + 4].copy_from_slice(&[0, 0, 0, 0]);
+        let c = wire::checksum(
+            &ack[Out::L4..],
+            wire::pseudo_sum(CHILD, GW, wire::PROTO_TCP, 20),
+        );
+        ack[Out::L4 + 16..Out::L4 + 18].copy_from_slice(&c.to_be_bytes());
+        rustix::io::write(&peer, &ack).unwrap();
+        host.write_all(b"held").unwrap();
+        // No data, but a probe below the next sequence number after the timeout.
+        let got = frames(&mut st, &peer, 1);
+        let (seq, _, fl, data, _) = tcp_of(&got[0]);
+        assert_eq!((seq, fl, data.len()), (us.wrapping_sub(1), flags::ACK, 0));
+        // The window opens: the data goes.
+        rustix::io::write(&peer, &segment(port, 2, us, flags::ACK, &[], false)).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        let (seq, _, _, data, _) = tcp_of(&got[0]);
+        assert_eq!((seq, data.as_slice()), (us, &b"held"[..]));
+    }
+
+    #[test]
+    fn virtio_net_headers_on_the_tap() {
+        let host = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = host.local_addr().unwrap().port();
+        let (tap, peer) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let mut st = Stack::with_vnet(tap, cfg(), true).unwrap();
+        // A datagram whose checksum the namespace left to us (NEEDS_CSUM): taken as it is.
+        let mut f = vec![VNET_NEEDS_CSUM, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut d = datagram(GW, port, b"offloaded");
+        d[Out::L4 + 6] ^= 0x55;
+        f.extend_from_slice(&d);
+        rustix::io::write(&peer, &f).unwrap();
+        // The same bad checksum without the flag is dropped; a frame shorter than the header
+        // too.
+        let mut g = vec![0u8; VNET_LEN];
+        g.extend_from_slice(&d);
+        rustix::io::write(&peer, &g).unwrap();
+        rustix::io::write(&peer, &[0u8; 4]).unwrap();
+        frames(&mut st, &peer, 0);
+        let mut buf = [0u8; 32];
+        host.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let (n, from) = host.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"offloaded");
+        host.send_to(b"back", from).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        assert_eq!(
+            &got[0][..VNET_LEN],
+            &[VNET_DATA_VALID, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        let Frame::Udp(_, _, u) = Frame::parse(&got[0][VNET_LEN..]) else {
+            panic!("no reply")
+        };
+        assert_eq!(u.payload, b"back");
+        host.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert!(
+            host.recv_from(&mut buf).is_err(),
+            "the unflagged bad one was dropped"
+        );
+    }
+}

@@ -1,0 +1,787 @@
+//! TCP of the user-mode network, by layer-4 translation: a SYN from the namespace becomes a
+//! non-blocking `connect()` on the host, answered with SYN-ACK once it succeeded (RST if it
+//! failed), and from then on the bytes of the namespace's segments go to the host socket and
+//! the host socket's bytes go out as segments.
+//!
+//! Toward the host, a segment's data is written to the socket at once and acknowledged as far
+//! as the socket took it; the window we advertise is the socket's free send buffer.
+//! Toward the namespace, data is peeked from the socket (`SO_PEEK_OFF` at the first byte not
+//! yet sent) straight into the frame buffer, and only dropped from the socket once the
+//! namespace acknowledged it: the socket's receive queue is the retransmission buffer, so a
+//! connection owns no buffer. Lost segments are sent again after a timeout (go-back-N, the
+//! timeout doubling) or after three duplicate acknowledgments. FIN and RST travel both ways;
+//! either direction can close first.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use rustix::event::epoll;
+use rustix::io::Errno;
+use rustix::net::{
+    AddressFamily, RecvFlags, SendFlags, Shutdown, SocketFlags, SocketType, sockopt,
+};
+
+use super::wire::{self, Ipv4, TCP_LEN, Tcp, TcpOut, flags, seq_ge, seq_gt};
+use super::{Config, KIND_TCP, Out, tag, watch};
+
+/// The most TCP connections at once.
+pub const MAX_CONNS: usize = 512;
+/// The window scale we announce when the namespace offers one.
+const OUR_WSCALE: u8 = 7;
+/// The window we advertise at most (with scaling; 65535 without).
+const MAX_WINDOW: u32 = 4 << 20;
+/// A window below this is looked at again after [`WINDOW_RECHECK`], and a larger one then
+/// announced: the namespace would otherwise wait for its persist timer.
+const WINDOW_LOW: u32 = 512 << 10;
+/// How soon a small window is looked at again (doubling, up to 256 times as long).
+const WINDOW_RECHECK: Duration = Duration::from_millis(1);
+/// The most data in one offloaded frame: what an IPv4 packet can hold after the headers.
+const GSO_MAX: usize = 65535 - wire::IP_LEN - TCP_LEN;
+/// First retransmission timeout, and its bounds.
+const RTO_MIN: Duration = Duration::from_millis(200);
+const RTO_MAX: Duration = Duration::from_secs(10);
+/// After this many timeouts in a row the connection is given up (reset both ways).
+const MAX_RETRIES: u8 = 12;
+/// How soon to try again when the tap's queue was full.
+const TAP_RETRY: Duration = Duration::from_millis(2);
+/// Without `SO_PEEK_OFF` every peek starts at the oldest unacknowledged byte, so what is in
+/// flight must fit the frame buffer with the next segment.
+const NO_PEEK_OFF_INFLIGHT: u32 = 32 << 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// The host `connect()` is under way.
+    Connecting,
+    /// SYN-ACK sent, not acknowledged yet.
+    SynSent,
+    /// Data moves.
+    Open,
+}
+
+struct Conn {
+    sock: OwnedFd,
+    child: ([u8; 4], u16),
+    remote: ([u8; 4], u16),
+    state: State,
+    // Namespace → host.
+    rcv_nxt: u32,
+    child_fin: bool,
+    write_blocked: bool,
+    ack_due: bool,
+    // Host → namespace.
+    iss: u32,
+    snd_una: u32,
+    snd_nxt: u32,
+    /// The highest sequence number sent so far (`snd_nxt` goes back on a retransmission).
+    snd_max: u32,
+    snd_wnd: u32,
+    child_ws: u8,
+    our_ws: u8,
+    mss: usize,
+    host_eof: bool,
+    fin_sent: bool,
+    /// The sequence number of our FIN, once it was sent.
+    fin_seq: Option<u32>,
+    peek_off: bool,
+    rto: Duration,
+    rto_at: Option<Instant>,
+    /// The window last advertised, and when to see whether it has grown.
+    adv_wnd: u32,
+    wnd_check_at: Option<Instant>,
+    /// How many looks in a row found the window as small: each waits twice as long (a host
+    /// reader that stopped reading must not keep us awake).
+    wnd_backoff: u8,
+    retries: u8,
+    dupacks: u8,
+}
+
+impl Conn {
+    /// Bytes sent and not yet acknowledged, not counting SYN or FIN.
+    fn inflight(&self) -> u32 {
+        let end = if self.fin_sent {
+            self.snd_nxt.wrapping_sub(1)
+        } else {
+            self.snd_nxt
+        };
+        end.wrapping_sub(self.snd_una)
+    }
+
+    /// Whether our FIN has been acknowledged.
+    fn fin_acked(&self) -> bool {
+        self.fin_seq
+            .is_some_and(|f| self.snd_una == f.wrapping_add(1))
+    }
+
+    /// Moves `snd_nxt` forward to `seq`, keeping `snd_max` the highest.
+    fn sent_up_to(&mut self, seq: u32) {
+        self.snd_nxt = seq;
+        if seq_gt(seq, self.snd_max) {
+            self.snd_max = seq;
+        }
+    }
+
+    /// The window we advertise for the host socket's free send buffer.
+    fn window(&self) -> u32 {
+        if self.write_blocked || self.child_fin {
+            return 0;
+        }
+        let size = sockopt::socket_send_buffer_size(&self.sock).unwrap_or(0) as u32;
+        let queued = sys::net::outq(self.sock.as_fd()).unwrap_or(0);
+        // The kernel's buffer accounting includes its bookkeeping: count half of it as room
+        // for data. The socket does not tell us when it drains (only after a refused write),
+        // so a small window is looked at again shortly (`wnd_check_at`).
+        let free = (size / 2).saturating_sub(queued);
+        let max = if self.our_ws == 0 { 65535 } else { MAX_WINDOW };
+        free.min(max)
+    }
+
+    fn segment(&self, seq: u32, fl: u8) -> TcpOut {
+        // The window of a SYN is never scaled.
+        let shift = if fl & flags::SYN != 0 { 0 } else { self.our_ws };
+        self.segment_with(seq, fl, (self.window() >> shift).min(65535) as u16)
+    }
+
+    fn segment_with(&self, seq: u32, fl: u8, window: u16) -> TcpOut {
+        TcpOut {
+            src: self.remote,
+            dst: self.child,
+            seq,
+            ack: self.rcv_nxt,
+            flags: fl,
+            window,
+            syn_opts: None,
+        }
+    }
+
+    /// Sends a segment without data; whether it went.
+    fn send_flags(&self, out: &mut Out<'_>, seq: u32, fl: u8) -> bool {
+        let mut seg = self.segment(seq, fl);
+        if fl & flags::SYN != 0 {
+            let mss = (out_mss(out) as u16).min(65495);
+            seg.syn_opts = Some((mss, (self.our_ws > 0).then_some(self.our_ws)));
+        }
+        let len = wire::put_tcp(&mut out.buf[Out::L4..], &seg, 0);
+        out.send_ip(self.remote.0, self.child.0, wire::PROTO_TCP, len)
+    }
+
+    /// Sends an acknowledgment with the current window (`always`), or only if the window grew
+    /// well beyond the one last advertised; keeps looking while it is small.
+    fn window_update(&mut self, out: &mut Out<'_>, now: Instant, always: bool) {
+        let window = self.window();
+        let grew = window
+            >= self
+                .adv_wnd
+                .saturating_mul(2)
+                .max(self.adv_wnd + (64 << 10));
+        if always || grew {
+            let field = (window >> self.our_ws).min(65535) as u16;
+            let seg = self.segment_with(self.snd_nxt, flags::ACK, field);
+            let len = wire::put_tcp(&mut out.buf[Out::L4..], &seg, 0);
+            out.send_ip(self.remote.0, self.child.0, wire::PROTO_TCP, len);
+            self.adv_wnd = u32::from(field) << self.our_ws;
+            self.wnd_backoff = 0;
+        } else {
+            self.wnd_backoff = (self.wnd_backoff + 1).min(8);
+        }
+        let max = if self.our_ws == 0 {
+            32 << 10
+        } else {
+            WINDOW_LOW
+        };
+        self.wnd_check_at = (self.adv_wnd < max && !self.child_fin && self.state == State::Open)
+            .then(|| now + WINDOW_RECHECK * (1 << self.wnd_backoff));
+    }
+
+    fn arm(&mut self, now: Instant) {
+        if self.rto_at.is_none() {
+            self.rto_at = Some(now + self.rto);
+        }
+    }
+
+    /// Peeks up to `want` bytes at byte `offset` of the socket's queue into the start of
+    /// `buf`. Without `SO_PEEK_OFF` the peek starts at the oldest byte and the tail is moved
+    /// down (the caller keeps `offset + want` within `buf`).
+    fn peek(&self, offset: u32, buf: &mut [u8], want: usize) -> Result<usize, Errno> {
+        let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+        if self.peek_off {
+            return retry(|| rustix::net::recv(&self.sock, &mut buf[..want], flags))
+                .map(|(n, _)| n);
+        }
+        let offset = offset as usize;
+        let total = (offset + want).min(buf.len());
+        let n = retry(|| rustix::net::recv(&self.sock, &mut buf[..total], flags))?.0;
+        if n == 0 && offset == 0 {
+            return Ok(0);
+        }
+        if n <= offset {
+            return Err(Errno::AGAIN);
+        }
+        buf.copy_within(offset..n, 0);
+        Ok(n - offset)
+    }
+
+    /// Sends what the host socket holds and the namespace's window allows; then the FIN once
+    /// the host closed and everything went. `Err` when the connection must be reset.
+    fn pump(&mut self, out: &mut Out<'_>, now: Instant) -> Result<(), ()> {
+        if self.state != State::Open || self.fin_sent {
+            return Ok(());
+        }
+        let mss = self.mss.min(out_mss(out));
+        let mut offset = self.inflight();
+        // One window for the whole burst: asking the socket per segment costs two syscalls.
+        let window = (self.window() >> self.our_ws).min(65535) as u16;
+        self.adv_wnd = u32::from(window) << self.our_ws;
+        if self.peek_off && sys::net::set_peek_offset(self.sock.as_fd(), offset as i32).is_err() {
+            return Err(());
+        }
+        loop {
+            let mut room = self.snd_wnd.saturating_sub(offset);
+            if !self.peek_off {
+                room = room.min(NO_PEEK_OFF_INFLIGHT.saturating_sub(offset));
+            }
+            if room == 0 {
+                if self.snd_wnd == 0 && offset == 0 {
+                    // The namespace's window is shut: probe it now and then, in case the
+                    // update that opens it is lost.
+                    self.arm(now);
+                }
+                break;
+            }
+            // With offloads, one frame of up to 64 KiB that the kernel cuts at the MSS.
+            let largest = if out.gso() { GSO_MAX } else { mss };
+            let want = (room as usize).min(largest);
+            let at = Out::L4 + TCP_LEN;
+            let n = match self.peek(offset, &mut out.buf[at..], want) {
+                Ok(0) => {
+                    self.host_eof = true;
+                    break;
+                }
+                Ok(n) => n,
+                Err(Errno::AGAIN) => break,
+                Err(_) => return Err(()),
+            };
+            let seg = self.segment_with(self.snd_nxt, flags::ACK | flags::PSH, window);
+            let went = if n > mss {
+                let len = wire::put_tcp_partial(&mut out.buf[Out::L4..], &seg, n);
+                out.send_tcp_gso(self.remote.0, self.child.0, len, mss)
+            } else {
+                let len = wire::put_tcp(&mut out.buf[Out::L4..], &seg, n);
+                out.send_ip(self.remote.0, self.child.0, wire::PROTO_TCP, len)
+            };
+            if !went {
+                // The tap is full: try again shortly from where we are.
+                self.rto_at = Some(now + TAP_RETRY);
+                if self.peek_off {
+                    let _ = sys::net::set_peek_offset(self.sock.as_fd(), offset as i32);
+                }
+                return Ok(());
+            }
+            self.ack_due = false;
+            self.sent_up_to(self.snd_nxt.wrapping_add(n as u32));
+            offset += n as u32;
+            self.arm(now);
+        }
+        if self.host_eof && !self.fin_sent {
+            if self.send_flags(out, self.snd_nxt, flags::FIN | flags::ACK) {
+                self.fin_seq = Some(self.snd_nxt);
+                self.sent_up_to(self.snd_nxt.wrapping_add(1));
+                self.fin_sent = true;
+                self.ack_due = false;
+                self.arm(now);
+            } else {
+                self.rto_at = Some(now + TAP_RETRY);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops `n` acknowledged bytes from the host socket.
+    fn discard(&self, mut n: u32, scratch: &mut [u8]) {
+        while n > 0 {
+            let chunk = (n as usize).min(scratch.len());
+            match retry(|| {
+                rustix::net::recv(
+                    &self.sock,
+                    &mut scratch[..chunk],
+                    RecvFlags::TRUNC | RecvFlags::DONTWAIT,
+                )
+            }) {
+                Ok((0, _)) | Err(_) => return,
+                Ok((k, _)) => n = n.saturating_sub(k.min(chunk) as u32),
+            }
+        }
+    }
+}
+
+fn retry<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
+    loop {
+        match f() {
+            Err(Errno::INTR) => {}
+            r => return r,
+        }
+    }
+}
+
+/// The largest segment the tap takes: the MTU less the IPv4 and TCP headers.
+fn out_mss(out: &Out<'_>) -> usize {
+    (out.mtu as usize)
+        .saturating_sub(wire::IP_LEN + TCP_LEN)
+        .max(536)
+}
+
+/// The connection table.
+pub struct Table {
+    conns: Vec<Option<Conn>>,
+    generations: Vec<u32>,
+    pending_acks: Vec<usize>,
+    warned: bool,
+    seed: u32,
+}
+
+impl Table {
+    /// An empty table, its slots allocated now.
+    pub fn new(cfg: &Config) -> Table {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        Table {
+            conns: (0..MAX_CONNS).map(|_| None).collect(),
+            generations: vec![0; MAX_CONNS],
+            pending_acks: Vec::with_capacity(MAX_CONNS),
+            warned: false,
+            seed: t ^ u32::from_be_bytes(cfg.child),
+        }
+    }
+
+    /// How many connections are open.
+    pub fn len(&self) -> usize {
+        self.conns.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The earliest retransmission timer.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.conns
+            .iter()
+            .flatten()
+            .flat_map(|c| [c.rto_at, c.wnd_check_at])
+            .flatten()
+            .min()
+    }
+
+    fn close(&mut self, index: usize, ep: &OwnedFd, reset_host: bool) {
+        if let Some(c) = self.conns[index].take() {
+            let _ = epoll::delete(ep, &c.sock);
+            if reset_host {
+                // Linger 0: close() sends RST instead of FIN.
+                let _ = sockopt::set_socket_linger(&c.sock, Some(Duration::ZERO));
+            }
+        }
+    }
+
+    /// Resets the namespace's side of connection `index` and closes it.
+    fn reset(&mut self, index: usize, out: &mut Out<'_>, ep: &OwnedFd) {
+        if let Some(c) = &self.conns[index] {
+            c.send_flags(out, c.snd_nxt, flags::RST | flags::ACK);
+        }
+        self.close(index, ep, true);
+    }
+
+    /// A segment from the namespace.
+    pub fn from_child(
+        &mut self,
+        ip: &Ipv4<'_>,
+        t: &Tcp<'_>,
+        out: &mut Out<'_>,
+        cfg: &Config,
+        ep: &OwnedFd,
+        now: Instant,
+    ) {
+        let child = (ip.src, t.src_port);
+        let remote = (ip.dst, t.dst_port);
+        let found = self.conns.iter().position(|c| {
+            c.as_ref()
+                .is_some_and(|c| c.child == child && c.remote == remote)
+        });
+        let Some(index) = found else {
+            if t.flags & (flags::SYN | flags::ACK | flags::RST) == flags::SYN {
+                self.open(child, remote, t, out, cfg, ep, now);
+            } else if t.flags & flags::RST == 0 {
+                // Nothing of ours: reset, as a host would.
+                reset_unknown(out, child, remote, t);
+            }
+            return;
+        };
+        let Some(c) = self.conns[index].as_mut() else {
+            return;
+        };
+        if t.flags & flags::RST != 0 {
+            self.close(index, ep, true);
+            return;
+        }
+        if t.flags & flags::SYN != 0 {
+            // A retransmitted SYN: our SYN-ACK was lost.
+            if c.state == State::SynSent {
+                c.send_flags(out, c.iss, flags::SYN | flags::ACK);
+            }
+            return;
+        }
+        if c.state == State::Connecting || t.flags & flags::ACK == 0 {
+            return;
+        }
+        // Acknowledgment.
+        let window = u32::from(t.window) << c.child_ws;
+        if c.state == State::SynSent {
+            if t.ack != c.iss.wrapping_add(1) {
+                return;
+            }
+            c.state = State::Open;
+            c.snd_una = t.ack;
+            c.rto_at = None;
+            c.retries = 0;
+        } else if seq_gt(t.ack, c.snd_una) && seq_ge(c.snd_max, t.ack) {
+            let acked = t.ack.wrapping_sub(c.snd_una);
+            let fin_now_acked = c.fin_seq.is_some_and(|f| t.ack == f.wrapping_add(1));
+            let data = acked - u32::from(fin_now_acked);
+            // After going back, an acknowledgment can cover what was sent before.
+            if seq_gt(t.ack, c.snd_nxt) {
+                c.snd_nxt = t.ack;
+                c.fin_sent = fin_now_acked;
+                c.host_eof |= fin_now_acked;
+            }
+            c.discard(data, &mut out.buf[..]);
+            c.snd_una = t.ack;
+            c.retries = 0;
+            c.dupacks = 0;
+            c.rto = RTO_MIN;
+            c.rto_at = (c.snd_una != c.snd_max).then(|| now + c.rto);
+        } else if t.ack == c.snd_una
+            && t.payload.is_empty()
+            && t.flags & flags::FIN == 0
+            && window == c.snd_wnd
+            && c.snd_max != c.snd_una
+        {
+            c.dupacks = c.dupacks.saturating_add(1);
+            if c.dupacks == 3 {
+                // Fast retransmit: go back to the first unacknowledged byte.
+                c.snd_nxt = c.snd_una;
+                c.fin_sent = false;
+                c.host_eof = false;
+            }
+        }
+        c.snd_wnd = window;
+        // Data.
+        let mut fin_seq = t.seq;
+        if !t.payload.is_empty() {
+            let skip = c.rcv_nxt.wrapping_sub(t.seq);
+            if c.child_fin {
+                c.ack_due = true;
+            } else if seq_gt(t.seq, c.rcv_nxt) {
+                // Out of order: ask again for what we miss.
+                c.send_flags(out, c.snd_nxt, flags::ACK);
+                return;
+            } else if (skip as usize) < t.payload.len() {
+                let data = &t.payload[skip as usize..];
+                let sent = match retry(|| {
+                    rustix::net::send(&c.sock, data, SendFlags::DONTWAIT | SendFlags::NOSIGNAL)
+                }) {
+                    Ok(n) => n,
+                    Err(Errno::AGAIN) => 0,
+                    Err(_) => {
+                        self.reset(index, out, ep);
+                        return;
+                    }
+                };
+                c.rcv_nxt = c.rcv_nxt.wrapping_add(sent as u32);
+                c.write_blocked = sent < data.len();
+                c.ack_due = true;
+            } else {
+                c.ack_due = true;
+            }
+            fin_seq = t.seq.wrapping_add(t.payload.len() as u32);
+        }
+        if t.flags & flags::FIN != 0 {
+            if !c.child_fin && fin_seq == c.rcv_nxt {
+                c.child_fin = true;
+                c.rcv_nxt = c.rcv_nxt.wrapping_add(1);
+                let _ = rustix::net::shutdown(&c.sock, Shutdown::Write);
+            }
+            c.ack_due = true;
+        }
+        if c.child_fin && c.fin_acked() {
+            c.send_flags(out, c.snd_nxt, flags::ACK);
+            self.close(index, ep, false);
+            return;
+        }
+        if c.pump(out, now).is_err() {
+            self.reset(index, out, ep);
+            return;
+        }
+        if c.ack_due && !self.pending_acks.contains(&index) {
+            self.pending_acks.push(index);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &mut self,
+        child: ([u8; 4], u16),
+        remote: ([u8; 4], u16),
+        t: &Tcp<'_>,
+        out: &mut Out<'_>,
+        cfg: &Config,
+        ep: &OwnedFd,
+        now: Instant,
+    ) {
+        let Some(addr) = cfg.host_addr(remote.0, remote.1) else {
+            reset_unknown(out, child, remote, t);
+            return;
+        };
+        let Some(index) = self.conns.iter().position(Option::is_none) else {
+            out.counters.tcp_over_limit += 1;
+            if !self.warned {
+                self.warned = true;
+                crate::warn(&format!(
+                    "user-mode network: more than {MAX_CONNS} TCP connections, refusing new ones"
+                ));
+            }
+            reset_unknown(out, child, remote, t);
+            return;
+        };
+        let sock = match rustix::net::socket_with(
+            AddressFamily::INET,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        ) {
+            Ok(s) => s,
+            Err(_) => {
+                reset_unknown(out, child, remote, t);
+                return;
+            }
+        };
+        let _ = sockopt::set_tcp_nodelay(&sock, true);
+        let peek_off = sys::net::set_peek_offset(sock.as_fd(), 0).is_ok();
+        match rustix::net::connect(&sock, &addr) {
+            Ok(()) | Err(Errno::INPROGRESS) => {}
+            Err(_) => {
+                reset_unknown(out, child, remote, t);
+                return;
+            }
+        }
+        self.generations[index] = self.generations[index].wrapping_add(1);
+        let interest = epoll::EventFlags::IN
+            | epoll::EventFlags::OUT
+            | epoll::EventFlags::RDHUP
+            | epoll::EventFlags::ET;
+        if !watch(
+            ep,
+            sock.as_fd(),
+            tag(KIND_TCP, self.generations[index], index),
+            interest,
+        ) {
+            reset_unknown(out, child, remote, t);
+            return;
+        }
+        self.seed = self
+            .seed
+            .wrapping_mul(1_664_525)
+            .wrapping_add(1_013_904_223);
+        let iss = self.seed ^ u32::from(t.src_port) << 16;
+        let (child_ws, our_ws) = match t.wscale {
+            Some(ws) => (ws, OUR_WSCALE),
+            None => (0, 0),
+        };
+        self.conns[index] = Some(Conn {
+            sock,
+            child,
+            remote,
+            state: State::Connecting,
+            rcv_nxt: t.seq.wrapping_add(1),
+            child_fin: false,
+            write_blocked: false,
+            ack_due: false,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            // The window of a SYN is never scaled.
+            snd_wnd: u32::from(t.window),
+            child_ws,
+            our_ws,
+            mss: usize::from(t.mss.unwrap_or(536)).max(64),
+            host_eof: false,
+            fin_sent: false,
+            fin_seq: None,
+            peek_off,
+            rto: RTO_MIN,
+            rto_at: None,
+            adv_wnd: 0,
+            wnd_check_at: None,
+            wnd_backoff: 0,
+            retries: 0,
+            dupacks: 0,
+        });
+        let _ = now;
+    }
+
+    /// Something happened on connection `index`'s host socket.
+    pub fn socket_ready(
+        &mut self,
+        index: usize,
+        generation: u32,
+        ev: epoll::EventFlags,
+        out: &mut Out<'_>,
+        ep: &OwnedFd,
+        now: Instant,
+    ) {
+        if self.generations.get(index).map(|g| g & 0xff_ffff) != Some(generation) {
+            return;
+        }
+        let Some(c) = self.conns[index].as_mut() else {
+            return;
+        };
+        if c.state == State::Connecting {
+            if !ev.intersects(
+                epoll::EventFlags::OUT | epoll::EventFlags::ERR | epoll::EventFlags::HUP,
+            ) {
+                return;
+            }
+            match sockopt::socket_error(&c.sock) {
+                Ok(Ok(())) => {
+                    c.state = State::SynSent;
+                    c.sent_up_to(c.iss.wrapping_add(1));
+                    if !c.send_flags(out, c.iss, flags::SYN | flags::ACK) {
+                        c.rto_at = Some(now + TAP_RETRY);
+                    }
+                    c.arm(now);
+                }
+                _ => {
+                    let (seq, ack) = (0, c.rcv_nxt);
+                    let seg = TcpOut {
+                        src: c.remote,
+                        dst: c.child,
+                        seq,
+                        ack,
+                        flags: flags::RST | flags::ACK,
+                        window: 0,
+                        syn_opts: None,
+                    };
+                    let len = wire::put_tcp(&mut out.buf[Out::L4..], &seg, 0);
+                    out.send_ip(c.remote.0, c.child.0, wire::PROTO_TCP, len);
+                    self.close(index, ep, false);
+                }
+            }
+            return;
+        }
+        if ev.contains(epoll::EventFlags::OUT) && c.write_blocked {
+            // Room in the send buffer again: tell the namespace the window is open, and
+            // repeat it three times so that it resends what the socket refused now (fast
+            // retransmit) instead of after its timeout.
+            c.write_blocked = false;
+            for _ in 0..4 {
+                c.send_flags(out, c.snd_nxt, flags::ACK);
+            }
+        }
+        if c.pump(out, now).is_err() {
+            self.reset(index, out, ep);
+            return;
+        }
+        if ev.contains(epoll::EventFlags::ERR)
+            && sockopt::socket_error(&c.sock).is_ok_and(|e| e.is_err())
+        {
+            self.reset(index, out, ep);
+        }
+    }
+
+    /// Sends the acknowledgments that segments of this batch left due.
+    pub fn flush_acks(&mut self, out: &mut Out<'_>, now: Instant) {
+        for i in self.pending_acks.drain(..) {
+            if let Some(c) = self.conns[i].as_mut()
+                && c.ack_due
+            {
+                c.ack_due = false;
+                c.window_update(out, now, true);
+            }
+        }
+    }
+
+    /// Retransmits what timed out, gives up on connections that keep timing out.
+    pub fn timers(&mut self, out: &mut Out<'_>, ep: &OwnedFd, now: Instant) {
+        for index in 0..self.conns.len() {
+            let Some(c) = self.conns[index].as_mut() else {
+                continue;
+            };
+            if c.wnd_check_at.is_some_and(|t| now >= t) {
+                c.window_update(out, now, false);
+            }
+            if c.rto_at.is_none_or(|t| now < t) {
+                continue;
+            }
+            c.rto_at = None;
+            c.retries += 1;
+            if c.retries > MAX_RETRIES {
+                self.reset(index, out, ep);
+                continue;
+            }
+            c.rto = (c.rto * 2).min(RTO_MAX);
+            match c.state {
+                State::Connecting => {}
+                State::SynSent => {
+                    c.send_flags(out, c.iss, flags::SYN | flags::ACK);
+                    c.arm(now);
+                }
+                State::Open if c.snd_wnd == 0 && c.snd_una == c.snd_max => {
+                    // A window probe: an old sequence number, answered with the window.
+                    c.retries = 0;
+                    c.send_flags(out, c.snd_nxt.wrapping_sub(1), flags::ACK);
+                    c.arm(now);
+                }
+                State::Open => {
+                    // Go back to the first unacknowledged byte.
+                    c.snd_nxt = c.snd_una;
+                    if c.fin_sent {
+                        c.fin_sent = false;
+                        c.host_eof = false;
+                    }
+                    if c.pump(out, now).is_err() {
+                        self.reset(index, out, ep);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Answers a segment that belongs to no connection with RST, as RFC 793 says.
+fn reset_unknown(out: &mut Out<'_>, child: ([u8; 4], u16), remote: ([u8; 4], u16), t: &Tcp<'_>) {
+    let syn_fin = u32::from(t.flags & flags::SYN != 0) + u32::from(t.flags & flags::FIN != 0);
+    let seg = if t.flags & flags::ACK != 0 {
+        TcpOut {
+            src: remote,
+            dst: child,
+            seq: t.ack,
+            ack: 0,
+            flags: flags::RST,
+            window: 0,
+            syn_opts: None,
+        }
+    } else {
+        TcpOut {
+            src: remote,
+            dst: child,
+            seq: 0,
+            ack: t.seq.wrapping_add(t.payload.len() as u32 + syn_fin),
+            flags: flags::RST | flags::ACK,
+            window: 0,
+            syn_opts: None,
+        }
+    };
+    let len = wire::put_tcp(&mut out.buf[Out::L4..], &seg, 0);
+    out.send_ip(remote.0, child.0, wire::PROTO_TCP, len);
+}

@@ -1,0 +1,227 @@
+//! UDP of the user-mode network: one connected host socket per flow (the namespace's address
+//! and port, and the address and port it sends to), in a fixed table; a flow idle for a minute
+//! (DNS: ten seconds) is closed. Replies from the host socket go back to the namespace as if
+//! from the address it sent to, so DNS sent to the gateway comes back from the gateway.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use rustix::event::epoll;
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+
+use super::wire::{self, Ipv4, UDP_LEN, Udp};
+use super::{Config, KIND_UDP, Out, tag, watch};
+
+/// The most UDP flows at once.
+pub const MAX_FLOWS: usize = 256;
+/// How long a flow lives without traffic.
+pub const IDLE: Duration = Duration::from_secs(60);
+/// How long a DNS flow lives without traffic: a resolver that has not answered by then never
+/// will, and queries come from a new port each time.
+pub const DNS_IDLE: Duration = Duration::from_secs(10);
+/// How often idle flows are looked for.
+const SWEEP: Duration = Duration::from_secs(1);
+
+struct Flow {
+    sock: OwnedFd,
+    child: ([u8; 4], u16),
+    remote: ([u8; 4], u16),
+    idle: Duration,
+    last: Instant,
+}
+
+/// The flow table.
+pub struct Table {
+    flows: Vec<Option<Flow>>,
+    generations: Vec<u32>,
+    live: usize,
+    next_sweep: Option<Instant>,
+    warned: bool,
+}
+
+impl Table {
+    /// An empty table, its slots allocated now.
+    pub fn new() -> Table {
+        Table {
+            flows: (0..MAX_FLOWS).map(|_| None).collect(),
+            generations: vec![0; MAX_FLOWS],
+            live: 0,
+            next_sweep: None,
+            warned: false,
+        }
+    }
+
+    /// How many flows are open.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether no flow is open.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// When the next sweep for idle flows is due.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    /// A datagram from the namespace: sent on its flow's socket, the flow made if needed.
+    pub fn from_child(
+        &mut self,
+        ip: &Ipv4<'_>,
+        u: &Udp<'_>,
+        out: &mut Out<'_>,
+        cfg: &Config,
+        ep: &OwnedFd,
+        now: Instant,
+    ) {
+        let child = (ip.src, u.src_port);
+        let remote = (ip.dst, u.dst_port);
+        let found = self.flows.iter().position(|f| {
+            f.as_ref()
+                .is_some_and(|f| f.child == child && f.remote == remote)
+        });
+        let index = match found {
+            Some(i) => i,
+            None => match self.open(child, remote, cfg, ep, now, out) {
+                Some(i) => i,
+                None => return,
+            },
+        };
+        let Some(flow) = self.flows[index].as_mut() else {
+            return;
+        };
+        flow.last = now;
+        // A full socket buffer or an earlier ICMP error loses this datagram, as a wire would.
+        let _ = rustix::net::send(
+            &flow.sock,
+            u.payload,
+            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+        );
+    }
+
+    fn open(
+        &mut self,
+        child: ([u8; 4], u16),
+        remote: ([u8; 4], u16),
+        cfg: &Config,
+        ep: &OwnedFd,
+        now: Instant,
+        out: &mut Out<'_>,
+    ) -> Option<usize> {
+        let Some(addr) = cfg.host_addr(remote.0, remote.1) else {
+            out.counters.dropped += 1;
+            return None;
+        };
+        let Some(index) = self.flows.iter().position(Option::is_none) else {
+            out.counters.udp_over_limit += 1;
+            if !self.warned {
+                self.warned = true;
+                crate::warn(&format!(
+                    "user-mode network: more than {MAX_FLOWS} UDP flows, dropping datagrams of new ones"
+                ));
+            }
+            return None;
+        };
+        let sock = rustix::net::socket_with(
+            AddressFamily::INET,
+            SocketType::DGRAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .ok()?;
+        rustix::net::connect(&sock, &addr).ok()?;
+        self.generations[index] = self.generations[index].wrapping_add(1);
+        if !watch(
+            ep,
+            sock.as_fd(),
+            tag(KIND_UDP, self.generations[index], index),
+            epoll::EventFlags::IN,
+        ) {
+            return None;
+        }
+        let idle = if cfg.nameserver.is_some() && remote == (cfg.gateway, 53) {
+            DNS_IDLE
+        } else {
+            IDLE
+        };
+        self.flows[index] = Some(Flow {
+            sock,
+            child,
+            remote,
+            idle,
+            last: now,
+        });
+        self.live += 1;
+        self.next_sweep.get_or_insert(now + SWEEP);
+        Some(index)
+    }
+
+    /// A flow's host socket has datagrams: each goes to the namespace.
+    pub fn socket_ready(
+        &mut self,
+        index: usize,
+        generation: u32,
+        out: &mut Out<'_>,
+        cfg: &Config,
+        now: Instant,
+    ) {
+        if self.generations.get(index).map(|g| g & 0xff_ffff) != Some(generation) {
+            return;
+        }
+        let Some(flow) = self.flows[index].as_mut() else {
+            return;
+        };
+        let max = (cfg.mtu as usize)
+            .saturating_sub(wire::IP_LEN + UDP_LEN)
+            .min(65507);
+        for _ in 0..32 {
+            let at = Out::L4 + UDP_LEN;
+            let n = match rustix::net::recv(
+                &flow.sock,
+                &mut out.buf[at..at + max],
+                RecvFlags::DONTWAIT | RecvFlags::TRUNC,
+            ) {
+                Ok((n, total)) if total <= n => n,
+                // Too big for the namespace's MTU: dropped.
+                Ok(_) => continue,
+                Err(Errno::INTR) => continue,
+                // An ICMP error from an earlier datagram is reported here: nothing to deliver.
+                Err(Errno::CONNREFUSED) | Err(Errno::HOSTUNREACH) | Err(Errno::NETUNREACH) => {
+                    continue;
+                }
+                Err(_) => break,
+            };
+            flow.last = now;
+            let len = wire::put_udp(&mut out.buf[Out::L4..], flow.remote, flow.child, n);
+            out.send_ip(flow.remote.0, flow.child.0, wire::PROTO_UDP, len);
+        }
+    }
+
+    /// Closes the flows that have been idle too long.
+    pub fn expire(&mut self, ep: &OwnedFd, now: Instant) {
+        if self.next_sweep.is_none_or(|t| now < t) {
+            return;
+        }
+        for slot in &mut self.flows {
+            if slot
+                .as_ref()
+                .is_some_and(|f| now.duration_since(f.last) >= f.idle)
+            {
+                if let Some(f) = slot.take() {
+                    let _ = epoll::delete(ep, &f.sock);
+                }
+                self.live -= 1;
+            }
+        }
+        self.next_sweep = (self.live > 0).then(|| now + SWEEP);
+    }
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table::new()
+    }
+}
