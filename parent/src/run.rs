@@ -45,7 +45,7 @@ impl Outcome {
 }
 
 /// Everything after validation. Never returns without having removed the state directory.
-pub fn run(cfg: &Config, sigfd: &OwnedFd) -> Outcome {
+pub fn run(cfg: &Config, settings: &crate::cli::Settings, sigfd: &OwnedFd) -> Outcome {
     let helper = match find_helper(CHILD_BIN) {
         Ok(p) => p,
         Err(e) => return Outcome::parent_error(e),
@@ -75,7 +75,7 @@ pub fn run(cfg: &Config, sigfd: &OwnedFd) -> Outcome {
     };
     // The network driver is looked up and probed before anything exists on disk, too; only
     // slirp4netns's `--help` may still be running, read when the driver starts.
-    let driver = match net::probe_config(cfg) {
+    let driver = match net::probe_config(cfg, settings) {
         Ok(d) => d,
         Err(e) => return Outcome::parent_error(e),
     };
