@@ -2779,6 +2779,42 @@ mod tests {
         }
     }
 
+    /// What `check` hands on is typed: later stages never see the text.
+    #[test]
+    fn check_types_the_values() {
+        let settings = |args: &[&str]| check(&run(args)).1;
+        assert_eq!(
+            settings(&[
+                "--net=slirp4netns",
+                "--mtu=0x5dc",
+                "--cidr=10.8.0.0/016",
+                "--slirp4netns-sandbox=auto",
+                "--slirp4netns-seccomp=",
+                "sh"
+            ]),
+            Ok(Settings {
+                mtu: 1500,
+                cidr: Some(Cidr {
+                    addr: std::net::Ipv4Addr::new(10, 8, 0, 0),
+                    prefix: 16
+                }),
+                slirp4netns_sandbox: Tristate::Auto,
+                slirp4netns_seccomp: Tristate::False,
+                copy_up_mode: CopyUpMode::TmpfsSymlink,
+            })
+        );
+        // Upstream reads the slirp4netns modes only for --net=slirp4netns.
+        let s = settings(&[
+            "--slirp4netns-sandbox=yes",
+            "--slirp4netns-seccomp=true",
+            "sh",
+        ]);
+        assert_eq!(
+            s.map(|s| (s.mtu, s.cidr, s.slirp4netns_sandbox, s.slirp4netns_seccomp)),
+            Ok((0, None, Tristate::False, Tristate::False))
+        );
+    }
+
     #[test]
     fn cidr_parser() {
         type Cidr = ([u8; 4], u8);

@@ -976,7 +976,7 @@ fn child_argv(
         v.push("--reaper".into());
     }
     v.push("--propagation".into());
-    v.push(propagation_name(&cfg.propagation).into());
+    v.push(cfg.propagation.as_str().into());
     for d in &cfg.copy_up {
         v.push("--copy-up".into());
         v.push(d.as_os_str().to_owned());
@@ -1001,19 +1001,6 @@ fn child_argv(
     v.push("--".into());
     v.extend(cfg.command.iter().cloned());
     v
-}
-
-fn propagation_name(p: &crate::cli::Propagation) -> String {
-    use crate::cli::Propagation::*;
-    match p {
-        Private => "private".into(),
-        Rprivate => "rprivate".into(),
-        Shared => "shared".into(),
-        Rshared => "rshared".into(),
-        Slave => "slave".into(),
-        Rslave => "rslave".into(),
-        Other(s) => s.clone(),
-    }
 }
 
 /// The child's environment: ours, plus the three documented variables (replacing any values
