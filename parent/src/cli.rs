@@ -74,6 +74,81 @@ pub enum Propagation {
     Other(String),
 }
 
+/// An IPv4 network as `--cidr` gives it: the network address (host bits clear) and the prefix
+/// length (0..=32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// The address and prefix length as the network drivers take them.
+    pub fn parts(self) -> ([u8; 4], u8) {
+        (self.addr.octets(), self.prefix)
+    }
+}
+
+/// `--slirp4netns-sandbox` and `--slirp4netns-seccomp` (an empty value means `false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tristate {
+    Auto,
+    True,
+    #[default]
+    False,
+}
+
+impl Tristate {
+    /// The spelling used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tristate::Auto => "auto",
+            Tristate::True => "true",
+            Tristate::False => "false",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Tristate> {
+        match s {
+            "auto" => Some(Tristate::Auto),
+            "true" => Some(Tristate::True),
+            "false" | "" => Some(Tristate::False),
+            _ => None,
+        }
+    }
+}
+
+/// `--copy-up-mode`: upstream knows one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyUpMode {
+    TmpfsSymlink,
+}
+
+impl CopyUpMode {
+    /// The spelling used on the command line and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyUpMode::TmpfsSymlink => "tmpfs+symlink",
+        }
+    }
+}
+
+/// The values [`check`] turns from text into types, in upstream's validation order; the later
+/// stages read these and never the text of the [`Config`] they came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// `--mtu`, in 0..=65521; 0 picks the driver's default.
+    pub mtu: u32,
+    /// `--cidr`, when given and not empty.
+    pub cidr: Option<Cidr>,
+    /// `--slirp4netns-sandbox` (checked only for `--net=slirp4netns`, as upstream; `false` else).
+    pub slirp4netns_sandbox: Tristate,
+    /// `--slirp4netns-seccomp` (likewise).
+    pub slirp4netns_seccomp: Tristate,
+    /// `--copy-up-mode`.
+    pub copy_up_mode: CopyUpMode,
+}
+
 /// Everything the command line says, after parsing and before validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -1219,18 +1294,18 @@ fn flag_usage(f: &Flag, lxc_default: &str) -> String {
 /// features not built yet. Returns the warnings to print (`[rootlesskit:parent] warning: <w>`).
 pub fn validate(cfg: &Config) -> Result<Vec<String>, String> {
     let (warnings, result) = check(cfg);
-    result.map(|()| warnings)
+    result.map(|_| warnings)
 }
 
 /// [`validate`], but the warnings that upstream logs before an error come back with the error
-/// too, so that the output can show them in the same order.
-pub fn check(cfg: &Config) -> (Vec<String>, Result<(), String>) {
+/// too, so that the output can show them in the same order; on success, the typed [`Settings`].
+pub fn check(cfg: &Config) -> (Vec<String>, Result<Settings, String>) {
     let mut warnings = Vec::new();
     let result = checks(cfg, &mut warnings);
     (warnings, result)
 }
 
-fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
+fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<Settings, String> {
     // --- parent side (createParentOpt) ---
     if let Some(group) = &cfg.evacuate_cgroup2 {
         if !cfg.cgroupns {
@@ -1251,16 +1326,30 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
         }
     }
     // (Upstream creates the state directory here; that is a side effect and not ours.)
-    if cfg.mtu < 0 || cfg.mtu > 65521 {
-        return Err(format!("mtu must be <= 65521, got {}", cfg.mtu));
-    }
-    let cidr = cfg.cidr.as_deref().filter(|c| !c.is_empty());
-    if let Some(cidr) = cidr {
-        let (addr, prefix) = parse_cidr(cidr)?;
-        if addr != network_address(addr, prefix) {
-            return Err("cidr must be like 10.0.2.0/24, not like 10.0.2.100/24".into());
+    let mtu = u32::try_from(cfg.mtu)
+        .ok()
+        .filter(|m| *m <= 65521)
+        .ok_or_else(|| format!("mtu must be <= 65521, got {}", cfg.mtu))?;
+    let cidr = match cfg.cidr.as_deref().filter(|c| !c.is_empty()) {
+        Some(text) => {
+            let (addr, prefix) = parse_cidr(text)?;
+            if addr != network_address(addr, prefix) {
+                return Err("cidr must be like 10.0.2.0/24, not like 10.0.2.100/24".into());
+            }
+            Some(Cidr {
+                addr: addr.into(),
+                prefix,
+            })
         }
-    }
+        None => None,
+    };
+    let mut settings = Settings {
+        mtu,
+        cidr,
+        slirp4netns_sandbox: Tristate::False,
+        slirp4netns_seccomp: Tristate::False,
+        copy_up_mode: CopyUpMode::TmpfsSymlink,
+    };
     let ifname = cfg.ifname.as_deref().filter(|i| !i.is_empty());
     if ifname.is_some_and(|i| i.contains('/')) {
         return Err("ifname must not contain \"/\"".into());
@@ -1315,30 +1404,28 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
         }
         Net::Slirp4netns => {
             // (The PATH lookup and the feature probe of --slirp4netns-binary come here upstream.)
-            match cfg.slirp4netns_sandbox.as_str() {
-                "auto" | "false" | "" => {}
-                "true" if cfg.detach_netns => {
+            let sandbox = &cfg.slirp4netns_sandbox;
+            settings.slirp4netns_sandbox = match Tristate::from_name(sandbox) {
+                Some(Tristate::True) if cfg.detach_netns => {
                     return Err("--slirp4netns-sandbox conflicts with --detach-netns \
                                 (https://github.com/rootless-containers/slirp4netns/issues/317)"
                         .into());
                 }
-                "true" => {}
-                other => {
+                Some(mode) => mode,
+                None => {
                     return Err(format!(
                         "unsupported slirp4netns-sandbox mode: {}",
-                        sys::golang::quote(other.as_bytes())
+                        sys::golang::quote(sandbox.as_bytes())
                     ));
                 }
-            }
-            match cfg.slirp4netns_seccomp.as_str() {
-                "auto" | "true" | "false" | "" => {}
-                other => {
-                    return Err(format!(
-                        "unsupported slirp4netns-seccomp mode: {}",
-                        sys::golang::quote(other.as_bytes())
-                    ));
-                }
-            }
+            };
+            let seccomp = &cfg.slirp4netns_seccomp;
+            settings.slirp4netns_seccomp = Tristate::from_name(seccomp).ok_or_else(|| {
+                format!(
+                    "unsupported slirp4netns-seccomp mode: {}",
+                    sys::golang::quote(seccomp.as_bytes())
+                )
+            })?;
         }
         Net::Vpnkit => {
             if cidr.is_some() {
@@ -1405,22 +1492,23 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
     if cfg.reaper == Reaper::True && !cfg.pidns {
         return Err("reaper requires --pidns".into());
     }
-    if cfg.copy_up_mode != "tmpfs+symlink" {
-        return Err(format!("unknown copy-up mode: {}", cfg.copy_up_mode));
-    }
+    settings.copy_up_mode = match cfg.copy_up_mode.as_str() {
+        "tmpfs+symlink" => CopyUpMode::TmpfsSymlink,
+        other => return Err(format!("unknown copy-up mode: {other}")),
+    };
     if !cfg.copy_up.is_empty()
         && matches!(cfg.propagation, Propagation::Shared | Propagation::Rshared)
     {
         return Err(format!(
             "propagation {} does not support copy-up driver {}",
             cfg.propagation.as_str(),
-            cfg.copy_up_mode
+            settings.copy_up_mode.as_str()
         ));
     }
 
     match unsupported(cfg) {
         Some(msg) => Err(msg),
-        None => Ok(()),
+        None => Ok(settings),
     }
 }
 
@@ -2689,6 +2777,42 @@ mod tests {
             let want: Vec<String> = warnings.iter().map(|w| (*w).to_owned()).collect();
             assert_eq!((got, result), (want, Err((*msg).to_owned())), "{args:?}");
         }
+    }
+
+    /// What `check` hands on is typed: later stages never see the text.
+    #[test]
+    fn check_types_the_values() {
+        let settings = |args: &[&str]| check(&run(args)).1;
+        assert_eq!(
+            settings(&[
+                "--net=slirp4netns",
+                "--mtu=0x5dc",
+                "--cidr=10.8.0.0/016",
+                "--slirp4netns-sandbox=auto",
+                "--slirp4netns-seccomp=",
+                "sh"
+            ]),
+            Ok(Settings {
+                mtu: 1500,
+                cidr: Some(Cidr {
+                    addr: std::net::Ipv4Addr::new(10, 8, 0, 0),
+                    prefix: 16
+                }),
+                slirp4netns_sandbox: Tristate::Auto,
+                slirp4netns_seccomp: Tristate::False,
+                copy_up_mode: CopyUpMode::TmpfsSymlink,
+            })
+        );
+        // Upstream reads the slirp4netns modes only for --net=slirp4netns.
+        let s = settings(&[
+            "--slirp4netns-sandbox=yes",
+            "--slirp4netns-seccomp=true",
+            "sh",
+        ]);
+        assert_eq!(
+            s.map(|s| (s.mtu, s.cidr, s.slirp4netns_sandbox, s.slirp4netns_seccomp)),
+            Ok((0, None, Tristate::False, Tristate::False))
+        );
     }
 
     #[test]

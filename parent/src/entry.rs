@@ -54,11 +54,14 @@ pub fn main() -> i32 {
     // Warnings are printed even when a later check fails, as upstream logs them as it goes.
     let (warnings, verdict) = cli::check(&cfg);
     warnings.iter().for_each(|w| warn(w));
-    if let Err(e) = verdict {
-        error("parent", &e);
-        return 1;
-    }
-    let outcome = run::run(&cfg, &sigfd);
+    let settings = match verdict {
+        Ok(s) => s,
+        Err(e) => {
+            error("parent", &e);
+            return 1;
+        }
+    };
+    let outcome = run::run(&cfg, &settings, &sigfd);
     if let Some((who, text)) = &outcome.error {
         error(who, text);
     }

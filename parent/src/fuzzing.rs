@@ -19,8 +19,18 @@ pub fn cli(data: &[u8]) {
         Ok(Action::Run(cfg)) => {
             assert!(!cfg.command.is_empty(), "a run always has a command");
             let (_warnings, result) = check(&cfg);
-            if let Err(msg) = result {
-                assert!(!msg.is_empty());
+            match result {
+                Err(msg) => assert!(!msg.is_empty()),
+                Ok(settings) => {
+                    assert!(settings.mtu <= 65521, "mtu {} passed", settings.mtu);
+                    if let Some(c) = settings.cidr {
+                        let host_bits = u32::MAX.checked_shr(u32::from(c.prefix)).unwrap_or(0);
+                        assert!(
+                            c.prefix <= 32 && u32::from(c.addr) & host_bits == 0,
+                            "{c:?}"
+                        );
+                    }
+                }
             }
         }
         Ok(Action::Help | Action::Version | Action::PrintSemver(_) | Action::Check { .. }) => {}

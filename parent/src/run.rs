@@ -44,7 +44,7 @@ impl Outcome {
 }
 
 /// Everything after validation. Never returns without having removed the state directory.
-pub fn run(cfg: &Config, sigfd: &OwnedFd) -> Outcome {
+pub fn run(cfg: &Config, settings: &crate::cli::Settings, sigfd: &OwnedFd) -> Outcome {
     let helper = match find_helper(CHILD_BIN) {
         Ok(p) => p,
         Err(e) => return Outcome::parent_error(e),
@@ -74,7 +74,7 @@ pub fn run(cfg: &Config, sigfd: &OwnedFd) -> Outcome {
     };
     // The network driver is looked up and probed before anything exists on disk, too; only
     // slirp4netns's `--help` may still be running, read when the driver starts.
-    let driver = match net::probe_config(cfg) {
+    let driver = match net::probe_config(cfg, settings) {
         Ok(d) => d,
         Err(e) => return Outcome::parent_error(e),
     };
@@ -981,7 +981,7 @@ fn child_argv(
         v.push("--reaper".into());
     }
     v.push("--propagation".into());
-    v.push(propagation_name(&cfg.propagation).into());
+    v.push(cfg.propagation.as_str().into());
     for d in &cfg.copy_up {
         v.push("--copy-up".into());
         v.push(d.as_os_str().to_owned());
@@ -1006,19 +1006,6 @@ fn child_argv(
     v.push("--".into());
     v.extend(cfg.command.iter().cloned());
     v
-}
-
-fn propagation_name(p: &crate::cli::Propagation) -> String {
-    use crate::cli::Propagation::*;
-    match p {
-        Private => "private".into(),
-        Rprivate => "rprivate".into(),
-        Shared => "shared".into(),
-        Rshared => "rshared".into(),
-        Slave => "slave".into(),
-        Rslave => "rslave".into(),
-        Other(s) => s.clone(),
-    }
 }
 
 /// The child's environment: ours, plus the three documented variables (replacing any values

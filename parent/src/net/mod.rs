@@ -24,7 +24,7 @@ use proto::{NetConfig, NetMode};
 
 pub use helper::Readiness;
 
-use crate::cli::{Config, Net, PortDriver};
+use crate::cli::{Cidr, Config, Net, PortDriver, Settings, Tristate};
 
 /// MTU of slirp4netns and pasta when `--mtu` is 0.
 pub const DEFAULT_MTU: u32 = 65520;
@@ -46,10 +46,10 @@ pub struct NetOptions {
     pub disable_host_loopback: bool,
     /// `--ipv6`.
     pub ipv6: bool,
-    /// `--slirp4netns-sandbox` as typed (`auto`, `true`, `false` or empty).
-    pub sandbox: String,
-    /// `--slirp4netns-seccomp` as typed.
-    pub seccomp: String,
+    /// `--slirp4netns-sandbox`.
+    pub sandbox: Tristate,
+    /// `--slirp4netns-seccomp`.
+    pub seccomp: Tristate,
     /// The driver program (`--slirp4netns-binary`, `--pasta-binary`), looked up in `$PATH`.
     pub binary: String,
     /// The driver also forwards ports: `--port-driver=slirp4netns` (its API socket) or
@@ -62,19 +62,9 @@ pub struct NetOptions {
 }
 
 impl NetOptions {
-    /// The options of `cfg` for its `--net` driver.
-    ///
-    /// # Errors
-    /// The CLI's own messages for an MTU or CIDR it would have refused already.
-    pub fn from_config(cfg: &Config) -> Result<NetOptions, String> {
-        let mtu = u32::try_from(cfg.mtu)
-            .ok()
-            .filter(|m| *m <= 65521)
-            .ok_or_else(|| format!("mtu must be <= 65521, got {}", cfg.mtu))?;
-        let cidr = match cfg.cidr.as_deref().filter(|c| !c.is_empty()) {
-            Some(c) => Some(crate::cli::parse_cidr(c)?),
-            None => None,
-        };
+    /// The options of `cfg` for its `--net` driver, with the values [`crate::cli::check`]
+    /// has typed in `settings`.
+    pub fn from_config(cfg: &Config, settings: &Settings) -> NetOptions {
         let binary = match cfg.net {
             Net::Pasta => &cfg.pasta_binary,
             Net::Slirp4netns => &cfg.slirp4netns_binary,
@@ -82,14 +72,14 @@ impl NetOptions {
             Net::LxcUserNic => &cfg.lxc_user_nic_binary,
             Net::Host | Net::None | Net::GvisorTapVsock => "",
         };
-        Ok(NetOptions {
-            mtu,
-            cidr,
+        NetOptions {
+            mtu: settings.mtu,
+            cidr: settings.cidr.map(Cidr::parts),
             ifname: cfg.ifname.clone().filter(|i| !i.is_empty()),
             disable_host_loopback: cfg.disable_host_loopback,
             ipv6: cfg.ipv6,
-            sandbox: cfg.slirp4netns_sandbox.clone(),
-            seccomp: cfg.slirp4netns_seccomp.clone(),
+            sandbox: settings.slirp4netns_sandbox,
+            seccomp: settings.slirp4netns_seccomp,
             binary: binary.to_string(),
             driver_ports: matches!(
                 cfg.port_driver,
@@ -97,7 +87,7 @@ impl NetOptions {
             ),
             detach_netns: cfg.detach_netns,
             pesto: cfg.port_driver == PortDriver::Pesto,
-        })
+        }
     }
 }
 
@@ -243,9 +233,9 @@ pub fn probe(net: Net, opts: &NetOptions) -> Result<Option<Box<dyn Driver>>, Str
 /// options go beyond [`NetOptions`] (lxc-user-nic's bridge).
 ///
 /// # Errors
-/// [`NetOptions::from_config`]'s and the driver's probe errors.
-pub fn probe_config(cfg: &Config) -> Result<Option<Box<dyn Driver>>, String> {
-    let opts = NetOptions::from_config(cfg)?;
+/// The driver's probe errors.
+pub fn probe_config(cfg: &Config, settings: &Settings) -> Result<Option<Box<dyn Driver>>, String> {
+    let opts = NetOptions::from_config(cfg, settings);
     match cfg.net {
         Net::LxcUserNic => Ok(Some(Box::new(lxc_user_nic::LxcUserNic::probe(
             &opts,
@@ -518,9 +508,16 @@ mod tests {
         }
     }
 
+    /// The driver options of a command line that passes the CLI's checks.
+    fn options(args: &[&str]) -> Result<NetOptions, String> {
+        let cfg = config(args);
+        let settings = crate::cli::check(&cfg).1?;
+        Ok(NetOptions::from_config(&cfg, &settings))
+    }
+
     #[test]
     fn options_from_the_command_line() {
-        let opts = NetOptions::from_config(&config(&["--net=slirp4netns"])).unwrap();
+        let opts = options(&["--net=slirp4netns"]).unwrap();
         assert_eq!(
             opts,
             NetOptions {
@@ -529,15 +526,15 @@ mod tests {
                 ifname: None,
                 disable_host_loopback: false,
                 ipv6: false,
-                sandbox: "false".into(),
-                seccomp: "false".into(),
+                sandbox: Tristate::False,
+                seccomp: Tristate::False,
                 binary: "slirp4netns".into(),
                 driver_ports: false,
                 detach_netns: false,
                 pesto: false,
             }
         );
-        let opts = NetOptions::from_config(&config(&[
+        let opts = options(&[
             "--net=slirp4netns",
             "--mtu=1500",
             "--cidr=10.8.0.0/16",
@@ -548,7 +545,7 @@ mod tests {
             "--slirp4netns-seccomp=true",
             "--slirp4netns-binary=/opt/s4nn",
             "--port-driver=slirp4netns",
-        ]))
+        ])
         .unwrap();
         assert_eq!(
             (
@@ -569,28 +566,25 @@ mod tests {
             ),
             ("auto", "true", "/opt/s4nn", true)
         );
-        let opts = NetOptions::from_config(&config(&[
+        let opts = options(&[
             "--net=pasta",
             "--pasta-binary=/x/pasta",
             "--port-driver=implicit",
-        ]))
+        ])
         .unwrap();
         assert_eq!(
             (opts.binary.as_str(), opts.driver_ports),
             ("/x/pasta", true)
         );
-        let opts =
-            NetOptions::from_config(&config(&["--net=pasta", "--port-driver=none"])).unwrap();
+        let opts = options(&["--net=pasta", "--port-driver=none"]).unwrap();
         assert_eq!((opts.binary.as_str(), opts.driver_ports), ("pasta", false));
-        let opts =
-            NetOptions::from_config(&config(&["--net=slirp4netns", "--port-driver=builtin"]))
-                .unwrap();
+        let opts = options(&["--net=slirp4netns", "--port-driver=builtin"]).unwrap();
         assert!(!opts.driver_ports);
     }
 
     #[test]
     fn drivers_by_name() {
-        let opts = NetOptions::from_config(&config(&[])).unwrap();
+        let opts = options(&[]).unwrap();
         assert!(probe(Net::Host, &opts).unwrap().is_none());
         assert!(probe(Net::None, &opts).unwrap().is_none());
         assert_eq!(
