@@ -1564,6 +1564,10 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
             if cfg.net == Net::Host {
                 return Err("port driver requires non-host network".into());
             }
+            // Upstream fails later, when the driver finds no gvisor-tap-vsock network.
+            if cfg.net != Net::GvisorTapVsock {
+                return Err("port driver requires gvisor-tap-vsock network".into());
+            }
         }
         PortDriver::Pesto => {
             if cfg.net != Net::Pasta {
@@ -1613,13 +1617,6 @@ fn unsupported(cfg: &Config) -> Option<String> {
             | Net::GvisorTapVsock
     ) {
         return Some(format!("--net={}: not supported yet", cfg.net.as_str()));
-    }
-    // implicit needs no port driver object: pasta forwards by itself.
-    if cfg.port_driver == PortDriver::GvisorTapVsock {
-        return Some(format!(
-            "--port-driver={}: not supported yet",
-            cfg.port_driver.as_str()
-        ));
     }
     None
 }
@@ -2671,10 +2668,9 @@ mod tests {
                 &["--copy-up-mode=x", "--ifname=eth0", "sh"],
                 "ifname cannot be specified for --net=host",
             ),
-            // Not built yet.
             (
                 &["--net=slirp4netns", "--port-driver=gvisor-tap-vsock", "sh"],
-                "--port-driver=gvisor-tap-vsock: not supported yet",
+                "port driver requires gvisor-tap-vsock network",
             ),
             (
                 &["--port-driver=pesto", "sh"],
@@ -2687,14 +2683,6 @@ mod tests {
             (
                 &["--net=lxc-user-nic", "--cidr=10.0.3.0/24", "sh"],
                 "custom cidr is not supported for --net=lxc-user-nic",
-            ),
-            (
-                &[
-                    "--net=gvisor-tap-vsock",
-                    "--port-driver=gvisor-tap-vsock",
-                    "sh",
-                ],
-                "--port-driver=gvisor-tap-vsock: not supported yet",
             ),
             (
                 &["--net=host", "--port-driver=builtin", "sh"],
@@ -2772,6 +2760,18 @@ mod tests {
                 ],
                 &["\"lxc-user-nic\" network driver is experimental"],
             ),
+            (
+                &[
+                    "--net=gvisor-tap-vsock",
+                    "--disable-host-loopback",
+                    "--port-driver=gvisor-tap-vsock",
+                    "sh",
+                ],
+                &[
+                    "\"gvisor-tap-vsock\" network driver is experimental",
+                    "\"gvisor-tap-vsock\" port driver is experimental",
+                ],
+            ),
             // vpnkit's MTU warning comes with its probe, after the binary is found.
             (
                 &[
@@ -2811,7 +2811,7 @@ mod tests {
                     dhl,
                     "\"gvisor-tap-vsock\" port driver is experimental",
                 ],
-                "--port-driver=gvisor-tap-vsock: not supported yet",
+                "port driver requires gvisor-tap-vsock network",
             ),
             (
                 &[
@@ -2830,19 +2830,6 @@ mod tests {
                 &["--net=lxc-user-nic", "--cidr=10.0.3.0/24", "sh"],
                 &[dhl, "\"lxc-user-nic\" network driver is experimental"],
                 "custom cidr is not supported for --net=lxc-user-nic",
-            ),
-            (
-                &[
-                    "--net=gvisor-tap-vsock",
-                    "--disable-host-loopback",
-                    "--port-driver=gvisor-tap-vsock",
-                    "sh",
-                ],
-                &[
-                    "\"gvisor-tap-vsock\" network driver is experimental",
-                    "\"gvisor-tap-vsock\" port driver is experimental",
-                ],
-                "--port-driver=gvisor-tap-vsock: not supported yet",
             ),
             (
                 &["--ipv6", "--cidr=1.0.0.0/8", "sh"],

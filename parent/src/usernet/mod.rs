@@ -13,6 +13,7 @@
 //! has not acknowledged yet (peeked with `SO_PEEK_OFF`, dropped once acknowledged), so a
 //! connection needs no buffer of its own.
 
+pub mod ports;
 pub mod tcp;
 pub mod udp;
 pub mod wire;
@@ -203,6 +204,8 @@ impl Out<'_> {
 const TAG_TAP: u64 = 0;
 const KIND_TCP: u64 = 1;
 const KIND_UDP: u64 = 2;
+/// A published port's host socket; the index is the port's id.
+const KIND_PORT: u64 = 3;
 
 /// The epoll tag of entry `index` (generation `generation`) of table `kind`.
 fn tag(kind: u64, generation: u32, index: usize) -> u64 {
@@ -221,6 +224,7 @@ pub struct Stack {
     child_mac: [u8; 6],
     tcp: tcp::Table,
     udp: udp::Table,
+    ports: Vec<ports::Published>,
     counters: Counters,
 }
 
@@ -257,6 +261,7 @@ impl Stack {
             child_mac: CHILD_MAC,
             tcp: tcp::Table::new(&cfg),
             udp: udp::Table::new(),
+            ports: Vec::new(),
             counters: Counters::default(),
         })
     }
@@ -264,6 +269,51 @@ impl Stack {
     /// The epoll set to wait on: readable when [`Stack::ready`] has work.
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.ep.as_fd()
+    }
+
+    /// The network's addresses.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Forwards connections (`udp` false; `sock` listens) or datagrams (`udp`; `sock` is
+    /// bound) arriving on host socket `sock` to `child` in the namespace, as port `id`.
+    ///
+    /// # Errors
+    /// `port driver: <errno>` when the socket cannot be watched.
+    pub fn publish(
+        &mut self,
+        id: u32,
+        sock: OwnedFd,
+        udp: bool,
+        child: ([u8; 4], u16),
+    ) -> Result<(), String> {
+        let tagged = tag(KIND_PORT, 0, id as usize);
+        epoll::add(
+            &self.ep,
+            &sock,
+            epoll::EventData::new_u64(tagged),
+            epoll::EventFlags::IN,
+        )
+        .map_err(|e| format!("port driver: {e}"))?;
+        self.ports.push(ports::Published {
+            id,
+            sock,
+            udp,
+            child,
+        });
+        Ok(())
+    }
+
+    /// Stops forwarding port `id`: its socket and UDP flows close; TCP connections already
+    /// open go on.
+    pub fn unpublish(&mut self, id: u32) {
+        if let Some(i) = self.ports.iter().position(|p| p.id == id) {
+            let p = self.ports.remove(i);
+            // The UDP flows hold duplicates of the socket: take it out of the set by hand.
+            let _ = epoll::delete(&self.ep, &p.sock);
+            self.udp.close_port(id);
+        }
     }
 
     /// What was dropped so far.
@@ -306,6 +356,7 @@ impl Stack {
                 ep,
                 cfg,
                 vnet,
+                ports,
                 ..
             } = self;
             let mut out = Out {
@@ -322,6 +373,11 @@ impl Stack {
                     tcp.socket_ready(index as usize, generation, ev.flags, &mut out, ep, now)
                 }
                 KIND_UDP => udp.socket_ready(index as usize, generation, &mut out, cfg, now),
+                KIND_PORT => {
+                    if let Some(p) = ports.iter().find(|p| p.id == index) {
+                        port_ready(p, &mut out, tcp, udp, cfg, ep, now);
+                    }
+                }
                 _ => {}
             }
         }
@@ -412,6 +468,7 @@ impl Stack {
             tcp,
             udp,
             counters,
+            ..
         } = self;
         let frame = Frame::parse_with(&rx[start..end], verify);
         // The child's MAC is the one we set, but a namespace may change it: follow it.
@@ -442,6 +499,45 @@ impl Stack {
             Frame::Arp(..) => {}
             _ => out.counters.dropped += 1,
         }
+    }
+}
+
+/// Published port `p` has connections to accept or datagrams to carry.
+fn port_ready(
+    p: &ports::Published,
+    out: &mut Out<'_>,
+    tcp: &mut tcp::Table,
+    udp: &mut udp::Table,
+    cfg: &Config,
+    ep: &OwnedFd,
+    now: Instant,
+) {
+    use rustix::net::{RecvFlags, SocketFlags};
+    if !p.udp {
+        for _ in 0..ports::ACCEPT_BATCH {
+            let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+            let Ok((sock, Some(peer))) = rustix::net::acceptfrom_with(&p.sock, flags) else {
+                break;
+            };
+            let remote = ports::seen_from(cfg, peer);
+            tcp.open_inbound(sock, p.child, remote, out, ep, now);
+        }
+        return;
+    }
+    let max = (cfg.mtu as usize)
+        .saturating_sub(IP_LEN + wire::UDP_LEN)
+        .min(65507);
+    let at = Out::L4 + wire::UDP_LEN;
+    for _ in 0..32 {
+        let flags = RecvFlags::DONTWAIT | RecvFlags::TRUNC;
+        let (n, peer) = match rustix::net::recvfrom(&p.sock, &mut out.buf[at..at + max], flags) {
+            Ok((n, total, Some(peer))) if total <= n => (n, peer),
+            // Too big for the namespace's MTU, or from nowhere: dropped.
+            Ok(_) | Err(Errno::INTR) => continue,
+            Err(_) => break,
+        };
+        let remote = ports::seen_from(cfg, peer.clone());
+        udp.inbound(p.id, &p.sock, peer, p.child, remote, n, out, now);
     }
 }
 
@@ -736,6 +832,79 @@ mod tests {
         host.read_to_end(&mut rest).unwrap();
         assert!(rest.is_empty());
         assert!(st.tcp.is_empty());
+    }
+
+    #[test]
+    fn published_ports_open_connections_and_flows_into_the_namespace() {
+        let (mut st, peer) = stack(true);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        st.publish(1, l.into(), false, (CHILD, 80)).unwrap();
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let cport = client.local_addr().unwrap().port();
+        // A loopback client appears as the gateway, with its own port.
+        let got = frames(&mut st, &peer, 1);
+        let Frame::Tcp(_, ip, t) = Frame::parse(&got[0]) else {
+            panic!("no SYN: {got:?}")
+        };
+        assert_eq!((ip.src, ip.dst), (GW, CHILD));
+        assert_eq!((t.src_port, t.dst_port, t.flags), (cport, 80, flags::SYN));
+        assert_eq!(t.wscale, Some(7));
+        // The namespace answers; the client's bytes follow.
+        let seg = TcpOut {
+            src: (CHILD, 80),
+            dst: (GW, cport),
+            seq: 5000,
+            ack: t.seq.wrapping_add(1),
+            flags: flags::SYN | flags::ACK,
+            window: 65535,
+            syn_opts: Some((1460, None)),
+        };
+        let hl = wire::tcp_header_len(&seg);
+        let mut f = vec![0u8; Out::L4 + hl];
+        let n = wire::put_tcp(&mut f[Out::L4..], &seg, 0);
+        wire::put_ethernet(&mut f, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut f[ETH_LEN..], CHILD, GW, wire::PROTO_TCP, n);
+        client.write_all(b"GET").unwrap();
+        rustix::io::write(&peer, &f).unwrap();
+        let got = frames(&mut st, &peer, 2);
+        let (_, ack, fl, _, _) = tcp_of(&got[0]);
+        assert_eq!((ack, fl), (5001, flags::ACK));
+        assert_eq!(tcp_of(&got[1]).3, b"GET");
+        // UDP: a datagram in, the reply out to the client through the published socket.
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let uport = u.local_addr().unwrap().port();
+        u.set_nonblocking(true).unwrap();
+        st.publish(2, u.into(), true, (CHILD, 53)).unwrap();
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ucport = c.local_addr().unwrap().port();
+        c.send_to(b"ask", ("127.0.0.1", uport)).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        let Frame::Udp(_, ip, d) = Frame::parse(&got[0]) else {
+            panic!("no datagram: {got:?}")
+        };
+        assert_eq!(
+            (ip.src, ip.dst, d.src_port, d.dst_port),
+            (GW, CHILD, ucport, 53)
+        );
+        assert_eq!(d.payload, b"ask");
+        let mut r = vec![0u8; Out::L4 + wire::UDP_LEN + 6];
+        r[Out::L4 + wire::UDP_LEN..].copy_from_slice(b"answer");
+        let n = wire::put_udp(&mut r[Out::L4..], (CHILD, 53), (GW, ucport), 6);
+        wire::put_ethernet(&mut r, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut r[ETH_LEN..], CHILD, GW, wire::PROTO_UDP, n);
+        rustix::io::write(&peer, &r).unwrap();
+        frames(&mut st, &peer, 0);
+        let mut buf = [0u8; 16];
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from.port()), (&b"answer"[..], uport));
+        // Removed: the flow closes and datagrams no longer come in.
+        st.unpublish(2);
+        assert!(st.udp.is_empty());
+        c.send_to(b"again", ("127.0.0.1", uport)).ok();
+        assert!(frames(&mut st, &peer, 0).is_empty());
     }
 
     #[test]
