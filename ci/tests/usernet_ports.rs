@@ -2,7 +2,9 @@
 //! unprivileged test user: servers inside see the real address and port of a client that
 //! connects from the host's own non-loopback address (TCP and UDP), a loopback client appears
 //! as the gateway, `-p` at start, `rootlessctl add-ports/list-ports/remove-ports`, 1 MB
-//! sha256-checked through a port, and the driver refused on another network.
+//! sha256-checked through a port, and the driver refused on another network. With `--ipv6`:
+//! the SLAAC address and default route inside, DNS in resolv.conf, ping of the gateway's IPv6
+//! address, TCP to the host's `::1` through it, and `--disable-host-loopback` blocking that.
 // The test runs sha256sum on the host to check the digest the server inside sends.
 #![allow(clippy::disallowed_methods)]
 
@@ -292,4 +294,90 @@ fn the_port_driver_needs_its_network() {
         "port driver requires gvisor-tap-vsock network",
         &dir.path,
     );
+}
+
+/// Inside, once the SLAAC address is no longer tentative: the addresses, the IPv6 routes,
+/// resolv.conf, a ping of fd00::2, and a TCP exchange with [fd00::2]:`port`.
+fn ipv6_script(port: u16) -> String {
+    format!(
+        "i=0; while [ $i -lt 100 ]; do \
+           awk '$1==\"fd000000000000005894effffee40cee\" && $5!~/[4-7c-f].$/ {{f=1}} END {{exit !f}}' /proc/net/if_inet6 && break; \
+           i=$((i+1)); sleep 0.1; done; \
+         cat /proc/net/if_inet6; echo --; cat /proc/net/ipv6_route; echo --; cat /etc/resolv.conf; echo --; \
+         busybox ping -6 -c 2 -W 5 fd00::2 >/dev/null && echo ping-ok; echo --; \
+         python3 -c \"import socket
+try:
+  s=socket.create_connection(('fd00::2',{port}),timeout=10);s.sendall(b'hi6');s.shutdown(socket.SHUT_WR);print(s.recv(100).decode())
+except OSError as e: print('refused', e.errno)\""
+    )
+}
+
+/// A host listener on [::1] answering \"pong:<what it read>\"; `None` without IPv6 loopback.
+fn pong6() -> Option<u16> {
+    let l = TcpListener::bind("[::1]:0").ok()?;
+    let port = l.local_addr().ok()?.port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 64];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let _ = c.write_all(b"pong:");
+            let _ = c.write_all(&buf[..n]);
+        }
+    });
+    Some(port)
+}
+
+fn run_ipv6(extra: &[&str], port: u16) -> ci::Output {
+    let script = ipv6_script(port);
+    let mut args = vec!["--net=gvisor-tap-vsock", "--ipv6", "--copy-up=/etc"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["sh", "-c", &script]);
+    let o = rootlesskit(args).timeout(Duration::from_secs(90)).output();
+    ci::ok(&o);
+    o
+}
+
+#[test]
+fn ipv6_address_route_dns_ping_and_the_hosts_loopback() {
+    if !tun_usable()
+        || !Path::new("/usr/bin/python3").exists()
+        || !Path::new("/bin/busybox").exists()
+    {
+        skip!("the tap, python3 or busybox is not usable");
+    }
+    let Some(port) = pong6() else {
+        skip!("the host has no IPv6 loopback");
+    };
+    let o = run_ipv6(&[], port);
+    let parts: Vec<&str> = o.stdout.split("--\n").collect();
+    assert_eq!(parts.len(), 5, "{}", o.stdout);
+    // The SLAAC address on fd00::/64, from the tap's MAC.
+    assert!(
+        parts[0]
+            .lines()
+            .any(|l| l.starts_with("fd000000000000005894effffee40cee ") && l.contains(" 40 ")),
+        "{}",
+        parts[0]
+    );
+    // The default route via the router's link-local address.
+    assert!(
+        parts[1]
+            .lines()
+            .any(|l| l.starts_with("00000000000000000000000000000000 00 ")
+                && l.contains("fe800000000000000000000000000002")),
+        "{}",
+        parts[1]
+    );
+    assert_eq!(parts[2], "nameserver 10.0.2.1\nnameserver fd00::2\n");
+    assert_eq!(parts[3], "ping-ok\n", "{}", o.stderr);
+    assert_eq!(parts[4].trim(), "pong:hi6", "{}", o.stderr);
+
+    // --disable-host-loopback blocks the way to ::1 (the control above got through).
+    let o = run_ipv6(&["--disable-host-loopback"], port);
+    let parts: Vec<&str> = o.stdout.split("--\n").collect();
+    assert_eq!(parts.len(), 5, "{}", o.stdout);
+    assert_eq!(parts[3], "ping-ok\n", "{}", o.stderr);
+    assert!(parts[4].starts_with("refused"), "{}", parts[4]);
 }

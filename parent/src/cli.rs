@@ -1532,10 +1532,8 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<(), String> {
         Net::GvisorTapVsock => {
             warn.push("\"gvisor-tap-vsock\" network driver is experimental".into());
             // (Upstream warns that --disable-host-loopback is not yet supported here; ours
-            // blocks the gateway's way to the host's loopback for any cidr.)
-            if cfg.ipv6 {
-                return Err("--ipv6 is not supported for gvisor-tap-vsock".into());
-            }
+            // blocks the gateway's way to the host's loopback for any cidr. Upstream refuses
+            // --ipv6 here; ours supports it.)
         }
     }
     match cfg.port_driver {
@@ -2617,10 +2615,6 @@ mod tests {
             (
                 &["--net=lxc-user-nic", "--cidr=10.0.2.0/24", "sh"],
                 "custom cidr is not supported for --net=lxc-user-nic",
-            ),
-            (
-                &["--net=gvisor-tap-vsock", "--ipv6", "sh"],
-                "--ipv6 is not supported for gvisor-tap-vsock",
             ),
             (
                 &["-p", "8080:80/tcp", "sh"],

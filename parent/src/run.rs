@@ -569,7 +569,7 @@ impl<'a> Session<'a> {
         let tap = fds
             .pop()
             .ok_or_else(|| Abort::Error("parent", "TapMade came without the tap".into()))?;
-        let cfg = crate::usernet::Config::new(net, !self.cfg.disable_host_loopback);
+        let cfg = crate::usernet::Config::new(net, !self.cfg.disable_host_loopback, self.cfg.ipv6);
         let stack = crate::usernet::Stack::new(tap, cfg).map_err(|e| Abort::Error("parent", e))?;
         self.usernet = Some(std::rc::Rc::new(std::cell::RefCell::new(stack)));
         Ok(())

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use super::spec::{check_family, parse_ip};
 use super::{PortDriver, PortDriverInfo, PortSpec, PortStatus, validate_port_spec};
 use crate::usernet::Stack;
+use crate::usernet::wire::mapped;
 
 /// The driver; shared with the API server, the stack with the supervision loop.
 pub struct UsernetPorts {
@@ -62,9 +63,12 @@ impl PortDriver for UsernetPorts {
         let udp = spec.proto.starts_with("udp");
         let sock = super::builtin::listen_hinted(&spec, udp)?;
         let id = self.next_id.get();
-        self.stack
-            .borrow_mut()
-            .publish(id, sock, udp, (child_ip, spec.child_port as u16))?;
+        self.stack.borrow_mut().publish(
+            id,
+            sock,
+            udp,
+            (mapped(child_ip), spec.child_port as u16),
+        )?;
         self.next_id.set(id + 1);
         // As upstream, the status names the child IP the port goes to.
         if spec.child_ip.is_empty() {

@@ -8,6 +8,7 @@ use std::os::fd::OwnedFd;
 use rustix::net::SocketAddrAny;
 
 use super::Config;
+use super::wire::{Addr, mapped};
 
 /// The most host connections taken from one published port per wake-up.
 pub const ACCEPT_BATCH: usize = 16;
@@ -21,14 +22,14 @@ pub struct Published {
     /// UDP rather than TCP.
     pub udp: bool,
     /// Where in the namespace its traffic goes.
-    pub child: ([u8; 4], u16),
+    pub child: (Addr, u16),
 }
 
 /// The address and port a host client `peer` appears from inside the namespace: its own,
 /// when it is an IPv4 address (or an IPv4-mapped one) the namespace routes through the
 /// gateway; the gateway's with the client's port otherwise (loopback, which would be a martian
 /// inside; an address of the namespace's own network; IPv6).
-pub fn seen_from(cfg: &Config, peer: SocketAddrAny) -> ([u8; 4], u16) {
+pub fn seen_from(cfg: &Config, peer: SocketAddrAny) -> (Addr, u16) {
     let (ip, port) = match SocketAddr::try_from(peer) {
         Ok(SocketAddr::V4(a)) => (Some(a.ip().octets()), a.port()),
         Ok(SocketAddr::V6(a)) => (a.ip().to_ipv4_mapped().map(|v| v.octets()), a.port()),
@@ -45,8 +46,8 @@ pub fn seen_from(cfg: &Config, peer: SocketAddrAny) -> ([u8; 4], u16) {
             && v & mask != u32::from_be_bytes(cfg.child) & mask
     };
     match ip {
-        Some(ip) if routed(ip) => (ip, port),
-        _ => (cfg.gateway, port),
+        Some(ip) if routed(ip) => (mapped(ip), port),
+        _ => (mapped(cfg.gateway), port),
     }
 }
 
@@ -64,26 +65,34 @@ mod tests {
             mtu: 1500,
             host_loopback: true,
             nameserver: None,
+            gateway6: None,
         };
         let v4 = |a: [u8; 4]| SocketAddrAny::from(SocketAddrV4::new(Ipv4Addr::from(a), 4242));
         assert_eq!(
             seen_from(&cfg, v4([192, 168, 1, 5])),
-            ([192, 168, 1, 5], 4242)
+            (mapped([192, 168, 1, 5]), 4242)
         );
-        assert_eq!(seen_from(&cfg, v4([10, 0, 3, 7])), ([10, 0, 3, 7], 4242));
+        assert_eq!(
+            seen_from(&cfg, v4([10, 0, 3, 7])),
+            (mapped([10, 0, 3, 7]), 4242)
+        );
         for own in [[127, 0, 0, 1], [10, 0, 2, 9], [0, 0, 0, 0], [224, 0, 0, 1]] {
-            assert_eq!(seen_from(&cfg, v4(own)), ([10, 0, 2, 1], 4242), "{own:?}");
+            assert_eq!(
+                seen_from(&cfg, v4(own)),
+                (mapped([10, 0, 2, 1]), 4242),
+                "{own:?}"
+            );
         }
         let v6 = |a: Ipv6Addr| SocketAddrAny::from(SocketAddrV6::new(a, 4242, 0, 0));
-        let mapped = Ipv4Addr::new(198, 51, 100, 3).to_ipv6_mapped();
-        assert_eq!(seen_from(&cfg, v6(mapped)), ([198, 51, 100, 3], 4242));
+        let m = Ipv4Addr::new(198, 51, 100, 3).to_ipv6_mapped();
+        assert_eq!(seen_from(&cfg, v6(m)), (mapped([198, 51, 100, 3]), 4242));
         assert_eq!(
             seen_from(&cfg, v6(Ipv6Addr::LOCALHOST)),
-            ([10, 0, 2, 1], 4242)
+            (mapped([10, 0, 2, 1]), 4242)
         );
         assert_eq!(
             seen_from(&cfg, v6(Ipv4Addr::LOCALHOST.to_ipv6_mapped())),
-            ([10, 0, 2, 1], 4242)
+            (mapped([10, 0, 2, 1]), 4242)
         );
     }
 }

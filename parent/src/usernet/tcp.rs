@@ -26,7 +26,7 @@ use rustix::net::{
     AddressFamily, RecvFlags, SendFlags, Shutdown, SocketFlags, SocketType, sockopt,
 };
 
-use super::wire::{self, Ipv4, TCP_LEN, Tcp, TcpOut, flags, seq_ge, seq_gt};
+use super::wire::{self, Addr, Ip, TCP_LEN, Tcp, TcpOut, flags, seq_ge, seq_gt};
 use super::{Config, KIND_TCP, Out, tag, watch};
 
 /// The most TCP connections at once.
@@ -70,8 +70,8 @@ enum State {
 
 struct Conn {
     sock: OwnedFd,
-    child: ([u8; 4], u16),
-    remote: ([u8; 4], u16),
+    child: (Addr, u16),
+    remote: (Addr, u16),
     state: State,
     // Namespace → host.
     rcv_nxt: u32,
@@ -109,8 +109,8 @@ impl Conn {
     /// A connection in state `Connecting` with nothing sent or received yet.
     fn new(
         sock: OwnedFd,
-        child: ([u8; 4], u16),
-        remote: ([u8; 4], u16),
+        child: (Addr, u16),
+        remote: (Addr, u16),
         iss: u32,
         peek_off: bool,
     ) -> Conn {
@@ -224,7 +224,7 @@ impl Conn {
     fn send_flags(&self, out: &mut Out<'_>, seq: u32, fl: u8) -> bool {
         let mut seg = self.segment(seq, fl);
         if fl & flags::SYN != 0 {
-            let mss = (out_mss(out) as u16).min(65495);
+            let mss = (out_mss(out, &self.child.0) as u16).min(65495);
             seg.syn_opts = Some((mss, (self.our_ws > 0).then_some(self.our_ws)));
         }
         let len = wire::put_tcp(&mut out.buf[Out::L4..], &seg, 0);
@@ -293,7 +293,7 @@ impl Conn {
         if self.state != State::Open || self.fin_sent {
             return Ok(());
         }
-        let mss = self.mss.min(out_mss(out));
+        let mss = self.mss.min(out_mss(out, &self.child.0));
         let mut offset = self.inflight();
         // One window for the whole burst: asking the socket per segment costs two syscalls.
         let window = (self.window() >> self.our_ws).min(65535) as u16;
@@ -390,9 +390,9 @@ fn retry<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
 }
 
 /// The largest segment the tap takes: the MTU less the IPv4 and TCP headers.
-fn out_mss(out: &Out<'_>) -> usize {
+fn out_mss(out: &Out<'_>, child: &Addr) -> usize {
     (out.mtu as usize)
-        .saturating_sub(wire::IP_LEN + TCP_LEN)
+        .saturating_sub(wire::ip_len(child) + TCP_LEN)
         .max(536)
 }
 
@@ -462,7 +462,7 @@ impl Table {
     /// A segment from the namespace.
     pub fn from_child(
         &mut self,
-        ip: &Ipv4<'_>,
+        ip: &Ip<'_>,
         t: &Tcp<'_>,
         out: &mut Out<'_>,
         cfg: &Config,
@@ -627,8 +627,8 @@ impl Table {
     pub fn open_inbound(
         &mut self,
         sock: OwnedFd,
-        child: ([u8; 4], u16),
-        remote: ([u8; 4], u16),
+        child: (Addr, u16),
+        remote: (Addr, u16),
         out: &mut Out<'_>,
         ep: &OwnedFd,
         now: Instant,
@@ -679,8 +679,8 @@ impl Table {
     #[allow(clippy::too_many_arguments)]
     fn open(
         &mut self,
-        child: ([u8; 4], u16),
-        remote: ([u8; 4], u16),
+        child: (Addr, u16),
+        remote: (Addr, u16),
         t: &Tcp<'_>,
         out: &mut Out<'_>,
         cfg: &Config,
@@ -696,7 +696,11 @@ impl Table {
             return;
         };
         let sock = match rustix::net::socket_with(
-            AddressFamily::INET,
+            if addr.is_ipv4() {
+                AddressFamily::INET
+            } else {
+                AddressFamily::INET6
+            },
             SocketType::STREAM,
             SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
             None,
@@ -881,7 +885,7 @@ impl Table {
 }
 
 /// Answers a segment that belongs to no connection with RST, as RFC 793 says.
-fn reset_unknown(out: &mut Out<'_>, child: ([u8; 4], u16), remote: ([u8; 4], u16), t: &Tcp<'_>) {
+fn reset_unknown(out: &mut Out<'_>, child: (Addr, u16), remote: (Addr, u16), t: &Tcp<'_>) {
     let syn_fin = u32::from(t.flags & flags::SYN != 0) + u32::from(t.flags & flags::FIN != 0);
     let seg = if t.flags & flags::ACK != 0 {
         TcpOut {

@@ -15,7 +15,7 @@ use rustix::event::epoll;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrAny, SocketFlags, SocketType};
 
-use super::wire::{self, Ipv4, UDP_LEN, Udp};
+use super::wire::{self, Addr, Ip, UDP_LEN, Udp};
 use super::{Config, KIND_UDP, Out, tag, watch};
 
 /// The most UDP flows at once.
@@ -30,8 +30,8 @@ const SWEEP: Duration = Duration::from_secs(1);
 
 struct Flow {
     sock: OwnedFd,
-    child: ([u8; 4], u16),
-    remote: ([u8; 4], u16),
+    child: (Addr, u16),
+    remote: (Addr, u16),
     idle: Duration,
     last: Instant,
     /// A published port's flow: the client replies go to, and the port's id.
@@ -77,7 +77,7 @@ impl Table {
     /// A datagram from the namespace: sent on its flow's socket, the flow made if needed.
     pub fn from_child(
         &mut self,
-        ip: &Ipv4<'_>,
+        ip: &Ip<'_>,
         u: &Udp<'_>,
         out: &mut Out<'_>,
         cfg: &Config,
@@ -118,8 +118,8 @@ impl Table {
         port: u32,
         sock: &OwnedFd,
         peer: SocketAddrAny,
-        child: ([u8; 4], u16),
-        remote: ([u8; 4], u16),
+        child: (Addr, u16),
+        remote: (Addr, u16),
         len: usize,
         out: &mut Out<'_>,
         now: Instant,
@@ -188,8 +188,8 @@ impl Table {
 
     fn open(
         &mut self,
-        child: ([u8; 4], u16),
-        remote: ([u8; 4], u16),
+        child: (Addr, u16),
+        remote: (Addr, u16),
         cfg: &Config,
         ep: &OwnedFd,
         now: Instant,
@@ -201,7 +201,11 @@ impl Table {
         };
         let index = self.free_slot(out)?;
         let sock = rustix::net::socket_with(
-            AddressFamily::INET,
+            if addr.is_ipv4() {
+                AddressFamily::INET
+            } else {
+                AddressFamily::INET6
+            },
             SocketType::DGRAM,
             SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
             None,
@@ -217,7 +221,7 @@ impl Table {
         ) {
             return None;
         }
-        let idle = if cfg.nameserver.is_some() && remote == (cfg.gateway, 53) {
+        let idle = if cfg.nameserver.is_some() && remote.1 == 53 && cfg.is_gateway(&remote.0) {
             DNS_IDLE
         } else {
             IDLE
@@ -251,7 +255,7 @@ impl Table {
             return;
         };
         let max = (cfg.mtu as usize)
-            .saturating_sub(wire::IP_LEN + UDP_LEN)
+            .saturating_sub(wire::ip_len(&flow.child.0) + UDP_LEN)
             .min(65507);
         for _ in 0..32 {
             let at = Out::L4 + UDP_LEN;
