@@ -18,8 +18,24 @@ use ci::{Run, Scratch, rootlesskit, skip, tun_usable};
 
 /// Inside the namespace: on TCP 8002 a server that tells each connection the address it came
 /// from; on UDP 8003 one that answers each datagram with the address it came from; on TCP 8004
-/// one that reads to EOF and answers with the sha256 of what it read.
+/// one that reads to EOF and answers with the sha256 of what it read; on TCP and UDP 8006 the
+/// first two for IPv6.
 const SERVERS: &str = "import socket,threading,hashlib
+def peer6():
+  try:
+    p=socket.socket(socket.AF_INET6);p.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+    p.bind(('::',8006));p.listen(64)
+  except OSError: return
+  while True:
+    c,a=p.accept();c.sendall(('%s %d\\n'%a[:2]).encode());c.close()
+threading.Thread(target=peer6,daemon=True).start()
+def upeer6():
+  try:
+    q=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);q.bind(('::',8006))
+  except OSError: return
+  while True:
+    d,a=q.recvfrom(65536);q.sendto(('%s %d\\n'%a[:2]).encode(),a)
+threading.Thread(target=upeer6,daemon=True).start()
 def peer():
   p=socket.socket();p.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
   p.bind(('0.0.0.0',8002));p.listen(64)
@@ -233,6 +249,7 @@ fn ports_added_listed_removed_and_1mb_arrives_intact() {
     // Conflicts, families and protocols as upstream words them.
     let o = r.ctl(&["add-ports", &format!("127.0.0.1:{p1}:9000/tcp")]);
     assert_eq!((o.code, o.stderr.trim()), (1, "error: conflict with ID 1"));
+    // Without --ipv6 no tcp6.
     let o = r.ctl(&["add-ports", &format!("[::1]:{p1}:9000/tcp6")]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("unsupported protocol"), "{}", o.stderr);
@@ -380,4 +397,47 @@ fn ipv6_address_route_dns_ping_and_the_hosts_loopback() {
     assert_eq!(parts.len(), 5, "{}", o.stdout);
     assert_eq!(parts[3], "ping-ok\n", "{}", o.stderr);
     assert!(parts[4].starts_with("refused"), "{}", parts[4]);
+}
+
+#[test]
+fn ipv6_ports_reach_the_namespaces_ipv6_address() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        skip!("the host has no IPv6 loopback");
+    }
+    let (pt, pu) = (free_port(), free_port());
+    let Some(r) = Running::start(
+        "uports-v6",
+        &[
+            "--ipv6".into(),
+            "-p".into(),
+            format!("[::1]:{pt}:8006/tcp6"),
+        ],
+    ) else {
+        skip!("the tap or python3 is not usable");
+    };
+    let o = r.ctl(&["info", "--json"]);
+    let compact: String = o.stdout.split_whitespace().collect();
+    assert!(
+        compact.contains(r#""protos":["tcp","tcp4","tcp6","udp","udp4","udp6"]"#),
+        "{}",
+        o.stdout
+    );
+    // The server listens on the namespace's SLAAC address (after its duplicate address
+    // detection); a client on the host's ::1 appears as the gateway's fd00::2, with its port.
+    let lo6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    let (seen, me) = ci::wait_for(Duration::from_secs(20), || {
+        seen_tcp(lo6, pt).ok().filter(|(t, _)| !t.is_empty())
+    })
+    .expect("no answer through the tcp6 port");
+    assert_eq!(seen, format!("fd00::2 {}", me.port()));
+    let o = r.ctl(&["add-ports", &format!("[::1]:{pu}:8006/udp6")]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let (seen, me) = seen_udp(lo6, pu).expect("no UDP answer through the udp6 port");
+    assert_eq!(seen, format!("fd00::2 {}", me.port()));
+    let o = r.ctl(&["list-ports"]);
+    assert!(
+        o.stdout.contains("fd00::5894:efff:fee4:cee"),
+        "{}",
+        o.stdout
+    );
 }

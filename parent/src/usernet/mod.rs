@@ -379,6 +379,15 @@ impl Stack {
         &self.cfg
     }
 
+    /// With `--ipv6`, the namespace's SLAAC address: our prefix and the EUI-64 of the MAC the
+    /// tap was given.
+    pub fn child6(&self) -> Option<Addr> {
+        let mut a = self.cfg.gateway6?;
+        let m = CHILD_MAC;
+        a[8..].copy_from_slice(&[m[0] ^ 2, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
+        Some(a)
+    }
+
     /// Forwards connections (`udp` false; `sock` listens) or datagrams (`udp`; `sock` is
     /// bound) arriving on host socket `sock` to `child` in the namespace, as port `id`.
     ///
@@ -655,13 +664,13 @@ fn port_ready(
             let Ok((sock, Some(peer))) = rustix::net::acceptfrom_with(&p.sock, flags) else {
                 break;
             };
-            let remote = ports::seen_from(cfg, peer);
+            let remote = ports::seen_from(cfg, peer, &p.child.0);
             tcp.open_inbound(sock, p.child, remote, out, ep, now);
         }
         return;
     }
     let max = (cfg.mtu as usize)
-        .saturating_sub(IP_LEN + wire::UDP_LEN)
+        .saturating_sub(wire::ip_len(&p.child.0) + wire::UDP_LEN)
         .min(65507);
     let at = Out::L4 + wire::UDP_LEN;
     for _ in 0..32 {
@@ -672,7 +681,7 @@ fn port_ready(
             Ok(_) | Err(Errno::INTR) => continue,
             Err(_) => break,
         };
-        let remote = ports::seen_from(cfg, peer.clone());
+        let remote = ports::seen_from(cfg, peer.clone(), &p.child.0);
         udp.inbound(p.id, &p.sock, peer, p.child, remote, n, out, now);
     }
 }
