@@ -314,7 +314,7 @@ fn the_port_driver_needs_its_network() {
 }
 
 /// Inside, once the SLAAC address is no longer tentative: the addresses, the IPv6 routes,
-/// resolv.conf, a ping of fd00::2, and a TCP exchange with [fd00::2]:`port`.
+/// resolv.conf, a ping of fd00::2, a TCP exchange with [fd00::2]:`port`, and a UDP one.
 fn ipv6_script(port: u16) -> String {
     format!(
         "i=0; while [ $i -lt 100 ]; do \
@@ -325,14 +325,28 @@ fn ipv6_script(port: u16) -> String {
          python3 -c \"import socket
 try:
   s=socket.create_connection(('fd00::2',{port}),timeout=10);s.sendall(b'hi6');s.shutdown(socket.SHUT_WR);print(s.recv(100).decode())
-except OSError as e: print('refused', e.errno)\""
+except OSError as e: print('refused', e.errno)\"; echo --; \
+         python3 -c \"import socket
+u=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);u.settimeout(5)
+try:
+  u.sendto(b'udp6',('fd00::2',{port}));print(u.recv(100).decode())
+except OSError as e: print('no answer', e.errno)\""
     )
 }
 
-/// A host listener on [::1] answering \"pong:<what it read>\"; `None` without IPv6 loopback.
+/// A host listener on [::1] answering "pong:<what it read>", and a UDP echo on the same port;
+/// `None` without IPv6 loopback.
 fn pong6() -> Option<u16> {
     let l = TcpListener::bind("[::1]:0").ok()?;
     let port = l.local_addr().ok()?.port();
+    // And a UDP echo on the same port.
+    let u = UdpSocket::bind(("::1", port)).ok()?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = u.recv_from(&mut buf) {
+            let _ = u.send_to(&buf[..n], from);
+        }
+    });
     std::thread::spawn(move || {
         for conn in l.incoming() {
             let Ok(mut c) = conn else { continue };
@@ -369,7 +383,7 @@ fn ipv6_address_route_dns_ping_and_the_hosts_loopback() {
     };
     let o = run_ipv6(&[], port);
     let parts: Vec<&str> = o.stdout.split("--\n").collect();
-    assert_eq!(parts.len(), 5, "{}", o.stdout);
+    assert_eq!(parts.len(), 6, "{}", o.stdout);
     // The SLAAC address on fd00::/64, from the tap's MAC.
     assert!(
         parts[0]
@@ -390,13 +404,15 @@ fn ipv6_address_route_dns_ping_and_the_hosts_loopback() {
     assert_eq!(parts[2], "nameserver 10.0.2.1\nnameserver fd00::2\n");
     assert_eq!(parts[3], "ping-ok\n", "{}", o.stderr);
     assert_eq!(parts[4].trim(), "pong:hi6", "{}", o.stderr);
+    assert_eq!(parts[5].trim(), "udp6", "{}", o.stderr);
 
     // --disable-host-loopback blocks the way to ::1 (the control above got through).
     let o = run_ipv6(&["--disable-host-loopback"], port);
     let parts: Vec<&str> = o.stdout.split("--\n").collect();
-    assert_eq!(parts.len(), 5, "{}", o.stdout);
+    assert_eq!(parts.len(), 6, "{}", o.stdout);
     assert_eq!(parts[3], "ping-ok\n", "{}", o.stderr);
     assert!(parts[4].starts_with("refused"), "{}", parts[4]);
+    assert!(parts[5].starts_with("no answer"), "{}", parts[5]);
 }
 
 #[test]

@@ -765,6 +765,34 @@ mod tests {
             other.host_addr(mapped([10, 0, 2, 1]), 80),
             Some(at([10, 0, 2, 1], 80))
         );
+        // IPv6: nothing without --ipv6; with it the gateway is the host's ::1 (DNS its
+        // nameserver), the world is itself, the link and the prefix stay inside.
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap().octets();
+        let at6 = |s: &str, port| SocketAddr::V6(SocketAddrV6::new(s.parse().unwrap(), port, 0, 0));
+        assert_eq!(c.host_addr(v6("2001:db8::1"), 80), None);
+        let c6 = Config {
+            gateway6: Some(GATEWAY6),
+            ..c
+        };
+        assert_eq!(c6.host_addr(GATEWAY6, 80), Some(at6("::1", 80)));
+        assert_eq!(c6.host_addr(ROUTER6_LL, 80), Some(at6("::1", 80)));
+        assert_eq!(c6.host_addr(GATEWAY6, 53), Some(at([192, 0, 2, 53], 53)));
+        assert_eq!(
+            c6.host_addr(v6("2001:db8::1"), 443),
+            Some(at6("2001:db8::1", 443))
+        );
+        for refused in ["::1", "::", "ff02::1", "fe80::1", "fd00::9"] {
+            assert_eq!(c6.host_addr(v6(refused), 80), None, "{refused}");
+        }
+        let closed6 = Config {
+            host_loopback: false,
+            ..c6
+        };
+        assert_eq!(closed6.host_addr(GATEWAY6, 80), None);
+        assert_eq!(
+            closed6.host_addr(GATEWAY6, 53),
+            Some(at([192, 0, 2, 53], 53))
+        );
     }
 
     #[test]

@@ -162,8 +162,7 @@ impl Conn {
     }
 
     /// The namespace's SYN-ACK `t` answered our SYN: the options it chose, then open.
-    fn established(&mut self, t: &Tcp<'_>, now: Instant) {
-        let _ = now;
+    fn established(&mut self, t: &Tcp<'_>) {
         self.rcv_nxt = t.seq.wrapping_add(1);
         self.snd_una = t.ack;
         match t.wscale {
@@ -495,7 +494,7 @@ impl Table {
             if t.flags & (flags::SYN | flags::ACK) == flags::SYN | flags::ACK
                 && t.ack == c.iss.wrapping_add(1)
             {
-                c.established(t, now);
+                c.established(t);
                 c.send_flags(out, c.snd_nxt, flags::ACK);
                 if c.pump(out, now).is_err() {
                     self.reset(index, out, ep);
