@@ -39,7 +39,7 @@ struct Args {
 }
 
 /// Reads our own command line, written by the parent in exactly this shape. Hand-rolled
-/// rather than lexopt: the grammar is ours and fixed, and every byte of a static binary counts.
+/// rather than with `sys::goflag`: the grammar is ours and fixed, not Go's, and every byte counts.
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         fd: -1,
@@ -76,11 +76,11 @@ fn parse_args() -> Result<Args, String> {
             "--debug" => {}
             "--version" => {
                 use std::io::Write;
-                let _ = writeln!(
-                    std::io::stdout(),
-                    "rootlesskit-child version {}",
-                    env!("CARGO_PKG_VERSION")
-                );
+                // Written in parts rather than formatted: a `fmt` call would link stdout's formatting.
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(b"rootlesskit-child version ");
+                let _ = out.write_all(::sys::goflag::VERSION.as_bytes());
+                let _ = out.write_all(b"\n");
                 std::process::exit(0);
             }
             "--" => {
@@ -518,10 +518,8 @@ impl Child {
         use rustix::event::{PollFd, PollFlags, Timespec, poll};
         let now = std::time::Instant::now();
         let wait = self.renewer.as_ref().and_then(|r| r.timeout(now));
-        let timeout = wait.map(|d| Timespec {
-            tv_sec: d.as_secs().min(i64::MAX as u64) as _,
-            tv_nsec: d.subsec_nanos() as _,
-        });
+        // A wait too long for a timespec (never, here) is no limit.
+        let timeout = wait.and_then(|d| Timespec::try_from(d).ok());
         let (sig, req, dhcp, vif) = {
             // Unused slots repeat the signalfd; only the first `n` are polled.
             let mut watch = [(sigfd.as_fd(), PollFlags::IN); 5];

@@ -16,9 +16,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
 use crate::port::{PortSpec, check_family, parse_port_spec, validate_port_spec};
+use sys::goflag::{self, VERSION};
 
-/// The version we report; `--print-semver` prints its components.
-pub const VERSION: &str = "2.3.4";
+/// The components of [`VERSION`], which `--print-semver` prints.
 const VERSION_PARTS: [u32; 3] = [2, 3, 4];
 
 /// `--net`: the network driver.
@@ -771,7 +771,7 @@ impl Raw {
 
 /// Sets the field of `id` from a value as typed; the error is the reason part of Go's message.
 fn store(raw: &mut Raw, id: Id, value: OsString) -> Result<(), &'static str> {
-    let bool_value = || go_bool(value.as_bytes()).ok_or("parse error");
+    let bool_value = || goflag::parse_bool(value.as_bytes()).ok_or("parse error");
     let text = || value.clone().into_string().map_err(|_| "invalid UTF-8");
     match id {
         Id::Debug => raw.debug = bool_value()?,
@@ -785,7 +785,7 @@ fn store(raw: &mut Raw, id: Id, value: OsString) -> Result<(), &'static str> {
         Id::VpnkitBinary => raw.vpnkit_binary = text()?,
         Id::LxcUserNicBinary => raw.lxc_user_nic_binary = Some(text()?),
         Id::LxcUserNicBridge => raw.lxc_user_nic_bridge = text()?,
-        Id::Mtu => raw.mtu = go_parse_int(value.as_bytes())?,
+        Id::Mtu => raw.mtu = goflag::parse_int(value.as_bytes())?,
         Id::Cidr => raw.cidr = text()?,
         Id::Ifname => raw.ifname = text()?,
         Id::DisableHostLoopback => raw.disable_host_loopback = bool_value()?,
@@ -972,84 +972,27 @@ fn parse_publish(text: &str) -> Result<PortSpec, String> {
     Ok(spec)
 }
 
-/// Where Go's `flag` stops reading flags, and the arguments rewritten for lexopt.
-struct Prescan {
-    /// The flag part, every single-dash flag turned into `--name`, followed by the untouched rest.
-    args: Vec<OsString>,
-    /// An argument that Go rejects as `bad flag syntax`; `args` ends just before it.
-    bad: Option<OsString>,
-}
-
-/// Walks the arguments the way Go's `flag` does, using only each argument's own text and the
-/// table's notion of which flags take a value.
-///
-/// lexopt reads `-net` as the short options `-n -e -t` and `-p8080` as `-p 8080`, which Go does
-/// not, so every single-dash flag becomes `--name` here, and lexopt never sees a short option.
-/// Values of flags and everything after the command are passed on untouched.
-fn prescan(mut args: Vec<OsString>) -> Prescan {
-    let mut i = 0;
-    while i < args.len() {
-        let arg = args[i].as_bytes();
-        if arg.len() < 2 || arg[0] != b'-' || arg == b"--" {
-            break; // the command, a lone "-", or the "--" that lexopt consumes itself
-        }
-        let dashes = if arg[1] == b'-' { 2 } else { 1 };
-        let name_and_value = &arg[dashes..];
-        if name_and_value.is_empty() || name_and_value[0] == b'-' || name_and_value[0] == b'=' {
-            let bad = args.split_off(i).into_iter().next();
-            return Prescan { args, bad };
-        }
-        let (name, has_value) = match name_and_value.iter().position(|&b| b == b'=') {
-            Some(eq) => (&name_and_value[..eq], true),
-            None => (name_and_value, false),
-        };
-        let known = lookup(name);
-        let takes_next = known.is_some_and(|f| f.kind != Kind::Bool && !has_value);
-        if dashes == 1 {
-            let mut long = b"-".to_vec();
-            long.extend_from_slice(arg);
-            args[i] = OsString::from_vec(long);
-        }
-        if known.is_none() {
-            break; // lexopt reports it, after whatever comes before it
-        }
-        i += if takes_next { 2 } else { 1 };
-    }
-    Prescan { args, bad: None }
-}
-
 /// Reads the flags; returns the typed values and the command (possibly empty).
 fn parse_flags(args: Vec<OsString>) -> Result<(Raw, Vec<OsString>), CliError> {
-    let Prescan { args, bad } = prescan(args);
     let mut raw = Raw::defaults();
     // For flags with two names: which spellings were used (urfave refuses a mix).
     let aliased: Vec<&Flag> = FLAGS.iter().filter(|f| f.alias.is_some()).collect();
     let mut used = vec![(false, false); aliased.len()];
-    let mut parser = lexopt::Parser::from_args(args);
-    let mut command = Vec::new();
+    let takes_value = |name: &str| lookup(name.as_bytes()).map(|f| f.kind != Kind::Bool);
+    let mut parser = goflag::Parser::new(&args);
     loop {
-        let arg = match parser.next() {
-            Ok(Some(arg)) => arg,
+        let (name, value) = match parser.next(takes_value) {
+            Ok(Some(goflag::Flag { name, value })) => (name, value),
             Ok(None) => break,
-            Err(e) => return Err(CliError::usage(e.to_string())),
-        };
-        let name = match arg {
-            lexopt::Arg::Value(first) => {
-                command.push(first);
-                match parser.raw_args() {
-                    Ok(rest) => command.extend(rest),
-                    Err(e) => return Err(CliError::usage(e.to_string())),
-                }
-                break;
+            Err(e) => {
+                let suggestion = e.undefined_name().and_then(suggest);
+                let mut e = CliError::usage(e.message);
+                e.suggestion = suggestion;
+                return Err(e);
             }
-            lexopt::Arg::Long(name) => name.to_owned(),
-            // The prescan turned every single-dash flag into a long one.
-            lexopt::Arg::Short(c) => c.to_string(),
         };
         let Some(f) = lookup(name.as_bytes()) else {
-            let mut e = CliError::usage(format!("flag provided but not defined: -{name}"));
-            e.suggestion = suggest(&name);
-            return Err(e);
+            continue; // the parser only returns names the table knows
         };
         if let Some(slot) = aliased.iter().position(|g| g.id == f.id) {
             if f.alias == Some(name.as_str()) {
@@ -1058,33 +1001,15 @@ fn parse_flags(args: Vec<OsString>) -> Result<(Raw, Vec<OsString>), CliError> {
                 used[slot].0 = true;
             }
         }
-        if f.kind == Kind::Bool {
-            let value = parser
-                .optional_value()
-                .unwrap_or_else(|| OsString::from("true"));
-            if store(&mut raw, f.id, value.clone()).is_err() {
-                return Err(CliError::usage(format!(
-                    "invalid boolean value {} for -{name}: parse error",
-                    child::golang::quote(value.as_bytes())
-                )));
-            }
-        } else {
-            let Ok(value) = parser.value() else {
-                return Err(CliError::usage(format!("flag needs an argument: -{name}")));
-            };
-            if let Err(why) = store(&mut raw, f.id, value.clone()) {
-                return Err(CliError::usage(format!(
-                    "invalid value {} for flag -{name}: {why}",
-                    child::golang::quote(value.as_bytes())
-                )));
-            }
+        let value = match value {
+            goflag::Value::Bool(b) => OsString::from(if b { "true" } else { "false" }),
+            goflag::Value::Text(v) => v.to_os_string(),
+        };
+        if let Err(why) = store(&mut raw, f.id, value.clone()) {
+            return Err(CliError::usage(
+                goflag::invalid_value(&name, &value, why).message,
+            ));
         }
-    }
-    if let Some(bad) = bad {
-        return Err(CliError::usage(format!(
-            "bad flag syntax: {}",
-            bad.to_string_lossy()
-        )));
     }
     for (f, (long, alias)) in aliased.iter().zip(used) {
         if long && alias {
@@ -1095,108 +1020,8 @@ fn parse_flags(args: Vec<OsString>) -> Result<(Raw, Vec<OsString>), CliError> {
             )));
         }
     }
+    let command = parser.rest().to_vec();
     Ok((raw, command))
-}
-
-/// Go's `strconv.ParseBool`.
-fn go_bool(s: &[u8]) -> Option<bool> {
-    match s {
-        b"1" | b"t" | b"T" | b"TRUE" | b"true" | b"True" => Some(true),
-        b"0" | b"f" | b"F" | b"FALSE" | b"false" | b"False" => Some(false),
-        _ => None,
-    }
-}
-
-/// Go's `strconv.ParseInt(s, 0, 64)`: sign, `0x`/`0o`/`0b` prefixes, a bare leading `0` for octal,
-/// and `_` between digits. Errors carry Go's flag wording.
-fn go_parse_int(s: &[u8]) -> Result<i64, &'static str> {
-    const SYNTAX: &str = "parse error";
-    const RANGE: &str = "value out of range";
-    let (neg, unsigned) = match s.first() {
-        Some(b'+') => (false, &s[1..]),
-        Some(b'-') => (true, &s[1..]),
-        _ => (false, s),
-    };
-    if unsigned.is_empty() {
-        return Err(SYNTAX);
-    }
-    let lower = |c: u8| c | (b'x' - b'X');
-    let (base, digits): (u64, &[u8]) = if unsigned[0] == b'0' {
-        match unsigned.get(1).map(|&c| lower(c)) {
-            Some(b'b') if unsigned.len() >= 3 => (2, &unsigned[2..]),
-            Some(b'o') if unsigned.len() >= 3 => (8, &unsigned[2..]),
-            Some(b'x') if unsigned.len() >= 3 => (16, &unsigned[2..]),
-            _ => (8, &unsigned[1..]),
-        }
-    } else {
-        (10, unsigned)
-    };
-    let cutoff = u64::MAX / base + 1;
-    let mut n: u64 = 0;
-    let mut underscores = false;
-    for &c in digits {
-        let d = match c {
-            b'_' => {
-                underscores = true;
-                continue;
-            }
-            b'0'..=b'9' => c - b'0',
-            _ if lower(c).is_ascii_lowercase() => lower(c) - b'a' + 10,
-            _ => return Err(SYNTAX),
-        };
-        if u64::from(d) >= base {
-            return Err(SYNTAX);
-        }
-        if n >= cutoff {
-            return Err(RANGE);
-        }
-        n = n
-            .checked_mul(base)
-            .and_then(|n| n.checked_add(u64::from(d)))
-            .ok_or(RANGE)?;
-    }
-    if underscores && !go_underscore_ok(unsigned) {
-        return Err(SYNTAX);
-    }
-    let limit = 1u64 << 63;
-    match (neg, n) {
-        (false, n) if n >= limit => Err(RANGE),
-        (true, n) if n > limit => Err(RANGE),
-        (true, n) => Ok(0i64.wrapping_sub_unsigned(n)),
-        (false, n) => i64::try_from(n).map_err(|_| RANGE),
-    }
-}
-
-/// Go's `underscoreOK`: an underscore must sit between digits, or between a base prefix and a digit.
-fn go_underscore_ok(s: &[u8]) -> bool {
-    let lower = |c: u8| c | (b'x' - b'X');
-    // '^' start, '0' digit or prefix, '_' underscore, '!' anything else.
-    let mut saw = b'^';
-    let mut i = 0;
-    let mut hex = false;
-    if s.len() >= 2 && s[0] == b'0' && matches!(lower(s[1]), b'b' | b'o' | b'x') {
-        i = 2;
-        saw = b'0';
-        hex = lower(s[1]) == b'x';
-    }
-    for &c in &s[i..] {
-        if c.is_ascii_digit() || hex && (b'a'..=b'f').contains(&lower(c)) {
-            saw = b'0';
-            continue;
-        }
-        if c == b'_' {
-            if saw != b'0' {
-                return false;
-            }
-            saw = b'_';
-            continue;
-        }
-        if saw == b'_' {
-            return false;
-        }
-        saw = b'!';
-    }
-    saw != b'_'
 }
 
 /// One occurrence of a list flag: split on commas, trim white space, drop empty parts.

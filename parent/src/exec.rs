@@ -309,6 +309,47 @@ pub fn run_with_output(
     start_with_output(exe, args)?.finish()
 }
 
+/// [`run_with_output`] for at most `limit`: a program that has not ended by then is killed
+/// and reaped, and `None` says so. For the short calls made from the parent's loop (pesto), so
+/// that a peer that stops answering cannot hold the loop for longer.
+///
+/// # Errors
+/// As [`run_with_output`].
+pub fn run_with_output_within(
+    exe: &Path,
+    args: &[OsString],
+    limit: std::time::Duration,
+) -> Result<Option<(ExitStatus, Vec<u8>)>, String> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let piped = spawn_piped(exe, args, false)?;
+    let deadline = std::time::Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            if let Some(pid) = rustix::process::Pid::from_raw(piped.pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+            wait_status(piped.pid)?;
+            return Ok(None);
+        }
+        let timeout = rustix::time::Timespec::try_from(left).ok();
+        let mut fds = [PollFd::new(&piped.out, PollFlags::IN)];
+        match poll(&mut fds, timeout.as_ref()) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(errno_text(&e.into())),
+        }
+        match rustix::io::read(&piped.out, &mut buf) {
+            Ok(0) => return Ok(Some((wait_status(piped.pid)?, out))),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
+            Err(e) => return Err(errno_text(&e.into())),
+        }
+    }
+}
+
 /// A program started by [`start_with_output`] whose output is collected later, so that it runs
 /// while the caller does something else. Dropped unfinished, it is still waited for.
 pub struct Pending(Option<Piped>);
@@ -653,6 +694,27 @@ mod tests {
         let (status, output) = run_combined(Path::new(sh()), &strings(&["-c", script])).unwrap();
         assert_eq!(String::from_utf8_lossy(&output), "one\ntwo\nthree\n");
         assert_eq!(exit_text(status), "exit status 4");
+    }
+
+    #[test]
+    fn a_program_past_its_limit_is_killed() {
+        let os = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        let args = os(&["-c", "echo started; exec sleep 30"]);
+        let at = std::time::Instant::now();
+        let limit = std::time::Duration::from_millis(200);
+        assert_eq!(
+            run_with_output_within(Path::new(sh()), &args, limit),
+            Ok(None)
+        );
+        assert!(at.elapsed() < std::time::Duration::from_secs(5));
+        let args = os(&["-c", "echo one; echo two >&2; exit 3"]);
+        let (status, out) = run_with_output_within(Path::new(sh()), &args, limit * 25)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (exit_text(status), &out[..]),
+            ("exit status 3".into(), &b"one\ntwo\n"[..])
+        );
     }
 
     #[test]

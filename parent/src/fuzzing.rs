@@ -174,6 +174,44 @@ pub fn usernet_frame(data: &[u8]) {
     }
 }
 
+/// `sys::goflag`, the flag parser every binary shares: the input, split on NUL bytes, is the argv,
+/// read against a small table (`s` takes a value, `b` is a bool) until the flags end or fail;
+/// the flags and the rest always account for every argument, and each value, once it is a
+/// number's text, parses as Go's `Atoi` does exactly when Rust's `i64` parser accepts it.
+pub fn goflag(data: &[u8]) {
+    use sys::goflag::{Parser, Value, atoi, parse_int};
+    let args: Vec<OsString> = data
+        .split(|&b| b == 0)
+        .map(|arg| OsString::from_vec(arg.to_vec()))
+        .collect();
+    let table = |name: &str| match name {
+        "s" => Some(true),
+        "b" => Some(false),
+        _ => None,
+    };
+    let mut p = Parser::new(&args);
+    loop {
+        match p.next(table) {
+            Ok(Some(flag)) => {
+                assert!(flag.name == "s" || flag.name == "b");
+                if let Value::Text(v) = flag.value {
+                    let text = v.to_string_lossy();
+                    assert_eq!(atoi(v.as_encoded_bytes()).ok(), text.parse::<i64>().ok());
+                    let _ = parse_int(v.as_encoded_bytes());
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                assert!(!e.message.is_empty());
+                return;
+            }
+        }
+    }
+    let rest = p.rest();
+    assert!(rest.len() <= args.len());
+    assert_eq!(rest, &args[args.len() - rest.len()..]);
+}
+
 /// Runs `f` on every input the fuzzers kept for `target` (and every crash they found, once
 /// fixed), so that `cargo test` replays the committed corpus; returns how many there were.
 #[cfg(test)]
@@ -206,6 +244,21 @@ mod tests {
             b"\xff\xfe\0--pidns=maybe",
         ] {
             super::cli(input);
+        }
+    }
+
+    #[test]
+    fn goflag_replays_the_cli_corpus() {
+        // The command lines the cli target found are the parser's best inputs too.
+        replay("cli", super::goflag);
+        replay("goflag", super::goflag);
+        for input in [
+            &b"-s\0-1\0--b=0\0x"[..],
+            b"--s=+007\0-b\0--",
+            b"-s\0\xff",
+            b"---",
+        ] {
+            super::goflag(input);
         }
     }
 

@@ -23,8 +23,8 @@ pub mod usernet;
 use std::io::Write;
 
 /// The version of upstream RootlessKit whose behaviour we match, which is what scripts and
-/// clients compare against.
-pub const UPSTREAM_VERSION: &str = "2.3.4";
+/// clients compare against (defined once, in `sys::goflag`, for every binary).
+pub use sys::goflag::VERSION as UPSTREAM_VERSION;
 
 /// Prints a warning line the way every parent warning is printed.
 pub fn warn(msg: &str) {

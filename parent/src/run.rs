@@ -172,8 +172,9 @@ struct Session<'a> {
     /// slirp4netns's API socket (`--port-driver=slirp4netns`), or pasta's control socket
     /// (`--port-driver=pesto`).
     s4nn_socket: Option<PathBuf>,
-    /// The slirp4netns port driver, whose ports a restarted slirp4netns gets again.
-    s4nn_ports: Option<std::rc::Rc<crate::port::slirp4netns::Slirp4netnsPorts>>,
+    /// The slirp4netns or pesto port driver, whose ports a restarted slirp4netns or pasta gets
+    /// again.
+    s4nn_ports: Option<std::rc::Rc<dyn net::heal::Reapply>>,
     /// Watches the network driver under the running target (and restarts it).
     healer: Option<net::heal::Healer>,
     /// `--net=gvisor-tap-vsock`: our own network on the child's tap.
@@ -389,7 +390,9 @@ impl<'a> Session<'a> {
                 self.s4nn_ports = Some(driver.clone());
                 Some(driver)
             } else if self.cfg.port_driver == PortDriver::Pesto {
-                Some(self.pesto_ports()?)
+                let driver = self.pesto_ports()?;
+                self.s4nn_ports = Some(driver.clone());
+                Some(driver)
             } else if self.cfg.port_driver == PortDriver::GvisorTapVsock
                 && let Some(stack) = &self.usernet
             {
@@ -536,7 +539,7 @@ impl<'a> Session<'a> {
 
     /// `--port-driver=pesto`: pasta's control socket (`prepared.api_socket`) and the
     /// namespace's addresses, with the `-p` ports published.
-    fn pesto_ports(&self) -> Result<std::rc::Rc<dyn crate::port::PortDriver>, Abort> {
+    fn pesto_ports(&self) -> Result<std::rc::Rc<crate::port::pesto::PestoPorts>, Abort> {
         let fail = |e: String| Abort::Error("parent", e);
         let socket = self
             .s4nn_socket
@@ -770,10 +773,7 @@ impl<'a> Session<'a> {
             let ports_wait = self.ports.as_ref().and_then(|p| p.timeout(now));
             let net_wait = self.usernet.as_ref().and_then(|n| n.borrow().timeout(now));
             let wait = [api_wait, ports_wait, net_wait].into_iter().flatten().min();
-            let timeout = wait.map(|d| Timespec {
-                tv_sec: d.as_secs() as _,
-                tv_nsec: d.subsec_nanos() as _,
-            });
+            let timeout = wait.and_then(|d| Timespec::try_from(d).ok());
             let n = match epoll::wait(&ep, &mut events, timeout.as_ref()) {
                 Ok(n) => n,
                 Err(rustix::io::Errno::INTR) => continue,

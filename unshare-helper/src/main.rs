@@ -27,6 +27,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rustix::thread::UnshareFlags;
+use sys::goflag::{self, Value, quote};
 
 /// The calling thread's own network namespace file: `unshare` moves only the calling thread, so
 /// this (rather than `/proc/self`, the thread-group leader) names the namespace we just made.
@@ -61,51 +62,63 @@ enum Action {
     Exec(PathBuf, Vec<OsString>),
 }
 
-/// Reads the command line (without argv\[0]): `--net-bind PATH` or `--net-bind=PATH`, exactly once.
+/// Reads the command line (without argv\[0]) with Go's flag syntax (`sys::goflag`): one of
+/// `--net-bind PATH`, `--hold-net USERNS NETNS`, `--exec STATEDIR -- CMD...`, `--help`, `--version`.
 fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String> {
-    let mut it = args.into_iter();
-    let Some(first) = it.next() else {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let unexpected = |a: &OsString| {
+        format!(
+            "unexpected argument {}; {USAGE}",
+            quote(a.as_encoded_bytes())
+        )
+    };
+    let Some(first) = args.first() else {
         return Err(USAGE.into());
     };
-    let action = match first.to_str() {
-        Some("--version") => Action::Version,
-        Some("-h" | "--help") => Action::Help,
-        Some("--net-bind") => match it.next() {
-            Some(p) if !p.is_empty() => Action::NetBind(p.into()),
-            _ => return Err("missing value for --net-bind".into()),
-        },
-        Some("--exec") => match (it.next(), it.next()) {
-            (Some(dir), Some(dash)) if !dir.is_empty() && dash == "--" => {
-                return Ok(Action::Exec(dir.into(), it.collect()));
+    let table = |name: &str| match name {
+        "net-bind" | "hold-net" | "exec" => Some(true),
+        "version" | "help" | "h" => Some(false),
+        _ => None,
+    };
+    let mut p = goflag::Parser::new(&args);
+    let flag = match p.next(table) {
+        Ok(Some(flag)) => flag,
+        Err(e) if e.kind == goflag::ErrorKind::MissingValue => {
+            return Err(match first.to_string_lossy().trim_start_matches('-') {
+                "net-bind" => "missing value for --net-bind",
+                "exec" => "--exec needs STATEDIR -- COMMAND",
+                _ => "--hold-net needs USERNS and NETNS",
+            }
+            .into());
+        }
+        _ => return Err(unexpected(first)),
+    };
+    let rest = p.rest();
+    let action = match (flag.name.as_str(), flag.value) {
+        ("version", Value::Bool(true)) => Action::Version,
+        ("help" | "h", Value::Bool(true)) => Action::Help,
+        ("net-bind", Value::Text(p)) if !p.is_empty() => Action::NetBind(p.into()),
+        ("net-bind", _) => return Err("missing value for --net-bind".into()),
+        ("exec", Value::Text(dir)) => match rest.split_first() {
+            Some((dash, argv)) if !dir.is_empty() && dash == "--" => {
+                return Ok(Action::Exec(dir.into(), argv.to_vec()));
             }
             _ => return Err("--exec needs STATEDIR -- COMMAND".into()),
         },
-        Some("--hold-net") => match (it.next(), it.next()) {
-            (Some(u), Some(n)) if !u.is_empty() && !n.is_empty() => {
-                Action::HoldNet(u.into(), n.into())
+        ("hold-net", Value::Text(u)) => match rest.first() {
+            Some(n) if !u.is_empty() && !n.is_empty() => {
+                return match rest.get(1) {
+                    None => Ok(Action::HoldNet(u.into(), n.into())),
+                    Some(extra) => Err(unexpected(extra)),
+                };
             }
             _ => return Err("--hold-net needs USERNS and NETNS".into()),
         },
-        Some(s) if s.starts_with("--net-bind=") => {
-            let p = &s["--net-bind=".len()..];
-            if p.is_empty() {
-                return Err("missing value for --net-bind".into());
-            }
-            Action::NetBind(p.into())
-        }
-        _ => {
-            return Err(format!(
-                "unexpected argument {}; {USAGE}",
-                child::golang::quote(first.as_encoded_bytes())
-            ));
-        }
+        _ => return Err(unexpected(first)),
     };
-    match it.next() {
+    match rest.first() {
         None => Ok(action),
-        Some(extra) => Err(format!(
-            "unexpected argument {}; {USAGE}",
-            child::golang::quote(extra.as_encoded_bytes())
-        )),
+        Some(extra) => Err(unexpected(extra)),
     }
 }
 
@@ -168,11 +181,9 @@ fn hold_net(userns: &Path, netns: &Path) -> Result<(), String> {
 fn main() {
     let result = match parse(std::env::args_os().skip(1)) {
         Ok(Action::Version) => {
-            let _ = writeln!(
-                std::io::stdout(),
-                "rootlesskit-unshare version {}",
-                env!("CARGO_PKG_VERSION")
-            );
+            // Joined rather than formatted: a `fmt` call would link stdout's formatting.
+            let line = ["rootlesskit-unshare version ", goflag::VERSION, "\n"].concat();
+            let _ = std::io::stdout().write_all(line.as_bytes());
             Ok(())
         }
         Ok(Action::Help) => {

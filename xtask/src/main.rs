@@ -44,13 +44,22 @@ Commands:
   test [--libc gnu|musl] [--target-dir DIR]
         Like ci without fmt and clippy: dist, then cargo test with RKRS_BIN_DIR.
   bench [--runs N] [--reference PATH] [--bin-dir DIR] [--output FILE] [--no-trace]
+        [--only PART,...]
         Our dist binaries (default <target>/dist) against the reference rootlesskit (default
         /usr/bin/rootlesskit), interleaved in one run as the unprivileged test user: startup
         wall and CPU (N runs each, default 30), idle RSS, binary sizes and the machine's
-        ceilings; prints the tables and writes BENCHMARKS.md. Run `dist` first.
+        ceilings, port forwarding, and the network drivers (slirp4netns, pasta and our
+        gvisor-tap-vsock: namespace to host and back, connections/s, CPU per GB); prints the
+        tables and writes BENCHMARKS.md. Run `dist` first. --only runs some of the parts
+        startup, idle, forwarding, network, sizes (e.g. `--only network`) and then writes
+        only to --output FILE, never to BENCHMARKS.md.
   echo-server PORT
         The echo server bench runs inside the namespace for the connection test: dual-stack
         on [::]:PORT, one connection at a time.
+  echo-client ADDRESS PORT N
+        The client bench runs inside the namespace for the outbound connection test: N
+        sequential connections (connect, one byte echoed, close) after 50 untimed ones;
+        prints the seconds they took and each one's ms.
   help  Print this text (also -h, --help).
 ";
 
@@ -124,6 +133,23 @@ fn dispatch(args: &[String]) -> Result<()> {
                 _ => return Err("echo-server takes one argument: the port".into()),
             };
             bench::echo_server(port)
+        }
+        "echo-client" => {
+            let p = parse(cmd, rest, &[])?;
+            match p.positionals.as_slice() {
+                [addr, port, n] => {
+                    let port = port
+                        .parse::<u16>()
+                        .map_err(|_| format!("invalid port \"{port}\""))?;
+                    let n = n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                        format!("invalid count \"{n}\": expected a positive whole number")
+                    })?;
+                    bench::echo_client(addr, port, n)
+                }
+                _ => Err(
+                    "echo-client takes three arguments: the address, the port and the count".into(),
+                ),
+            }
         }
         other => Err(format!(
             "unknown command '{other}' (try `cargo xtask --help`)"
@@ -336,6 +362,7 @@ mod tests {
             "test",
             "bench",
             "echo-server",
+            "echo-client",
             "help",
         ] {
             assert!(

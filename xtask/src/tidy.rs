@@ -1,4 +1,4 @@
-//! Source rules, checked by the `tidy` test under `cargo test` and by `cargo xtask tidy`: module docs, where `unsafe` and process spawning may appear, and which crates the runtime crates may depend on.
+//! Source rules, checked by the `tidy` test under `cargo test` and by `cargo xtask tidy`: module docs, where `unsafe` and process spawning may appear, which crates the runtime crates may depend on, and that every declared dependency is used.
 //!
 //! The checks read the source text, not the compiler's view, so they are deliberately simple.
 //! Comments, strings and char literals are blanked out first (see [`mask`]), so a rule only
@@ -21,12 +21,11 @@ const CHECKED_DIRS: &[&str] = &[
     "ci",
 ];
 /// What a runtime crate's manifest may name under `[dependencies]`.
-const ALLOWED_DEPS: &[&str] = &["rustix", "linux-raw-sys", "lexopt", "proto", "sys", "child"];
+const ALLOWED_DEPS: &[&str] = &["rustix", "linux-raw-sys", "proto", "sys", "child"];
 /// What may appear in `cargo tree -e normal` of a runtime crate (bitflags comes with rustix).
 const ALLOWED_TREE: &[&str] = &[
     "rustix",
     "linux-raw-sys",
-    "lexopt",
     "bitflags",
     "proto",
     "sys",
@@ -110,10 +109,14 @@ pub fn check_workspace(root: &Path) -> crate::Result<(usize, Vec<Violation>)> {
     }
     files.sort();
     let mut out = Vec::new();
+    let mut texts = Vec::new();
     for rel in &files {
         match fs::read(root.join(rel)) {
             Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => out.extend(check_rust(rel, &text)),
+                Ok(text) => {
+                    out.extend(check_rust(rel, &text));
+                    texts.push((rel.as_str(), text));
+                }
                 Err(_) => out.push(Violation {
                     file: rel.clone(),
                     line: 1,
@@ -122,6 +125,21 @@ pub fn check_workspace(root: &Path) -> crate::Result<(usize, Vec<Violation>)> {
             },
             Err(e) => return Err(format!("cannot read {rel}: {e}")),
         }
+    }
+    for krate in CHECKED_DIRS {
+        let rel = format!("{krate}/Cargo.toml");
+        let text = match fs::read_to_string(root.join(&rel)) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("cannot read {rel}: {e}")),
+        };
+        let src = format!("{krate}/src/");
+        let sources: Vec<&str> = texts
+            .iter()
+            .filter(|(r, _)| r.starts_with(&src))
+            .map(|(_, t)| t.as_str())
+            .collect();
+        out.extend(unused_dependencies(&rel, &text, &sources));
     }
     let mut count = files.len();
     for krate in RUNTIME_CRATES {
@@ -502,6 +520,85 @@ pub fn check_manifest(rel: &str, text: &str) -> Vec<Violation> {
     out
 }
 
+/// The unused-dependency rule: every crate named under `[dependencies]` (its `[target.*]` form
+/// and `[dependencies.NAME]` tables too) of the manifest `rel` must be used in `sources`, the
+/// crate's `src/` files: a path `name::` or a `use name` / `extern crate name`, with `-` as
+/// `_`. A crate used only by tests belongs in `[dev-dependencies]`, which is not checked.
+pub fn unused_dependencies(rel: &str, manifest: &str, sources: &[&str]) -> Vec<Violation> {
+    let mut declared: Vec<(usize, &str)> = Vec::new();
+    let mut table = false;
+    for (idx, raw) in manifest.lines().enumerate() {
+        let t = raw.split(" #").next().unwrap_or("").trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if let Some(header) = t.strip_prefix('[') {
+            let header = header.rsplit_once(']').map_or(header, |(h, _)| h).trim();
+            table = false;
+            if header.starts_with('[') || header.contains("build-dependencies") {
+                continue;
+            }
+            match dependency_header(header) {
+                Some(None) => table = true,
+                Some(Some(name)) => declared.push((idx + 1, name)),
+                None => {}
+            }
+            continue;
+        }
+        if table && let Some((key, _)) = t.split_once('=') {
+            let key = key.trim();
+            let name = key
+                .split('.')
+                .next()
+                .unwrap_or(key)
+                .trim()
+                .trim_matches('"');
+            declared.push((idx + 1, name));
+        }
+    }
+    let code: Vec<String> = sources.iter().map(|s| mask(s)).collect();
+    declared
+        .into_iter()
+        .filter(|(_, name)| {
+            let ident = name.replace('-', "_");
+            !code.iter().any(|c| uses_crate(c, &ident))
+        })
+        .map(|(line, name)| Violation {
+            file: rel.to_string(),
+            line,
+            msg: format!("dependency {name} is not used"),
+        })
+        .collect()
+}
+
+/// Whether masked `code` names the crate `ident`: `ident::` (also `::ident::`) that is not a
+/// later segment of another path (`crate::ident::`, `self.ident`), or `use ident` /
+/// `extern crate ident` on its own.
+fn uses_crate(code: &str, ident: &str) -> bool {
+    keyword_positions(code, ident).into_iter().any(|pos| {
+        let before = code[..pos].trim_end();
+        let after = code[pos + ident.len()..].trim_start();
+        let path = after.starts_with("::");
+        if let Some(prefix) = before.strip_suffix("::") {
+            // `::ident` is the crate; `x::ident` a path inside something else.
+            let prev = prefix.trim_end().bytes().last();
+            return path && !prev.is_some_and(|b| is_ident_byte(b) || b == b'>' || b == b')');
+        }
+        if before.ends_with('.') {
+            return false;
+        }
+        let word_before = |w: &str| {
+            before.ends_with(w)
+                && !before[..before.len() - w.len()]
+                    .bytes()
+                    .last()
+                    .is_some_and(is_ident_byte)
+        };
+        path || ((word_before("use") || word_before("crate"))
+            && (after.starts_with(';') || after.starts_with("as ")))
+    })
+}
+
 /// For a table header (without brackets): `None` if it is not a dependency table,
 /// `Some(None)` for `dependencies`-style tables, `Some(Some(name))` for `dependencies.NAME`.
 /// `target.<spec>.` prefixes are skipped; the spec may be a quoted `cfg(...)` with dots in it.
@@ -720,15 +817,17 @@ mod tests {
             .collect();
         let expect: Vec<(usize, String)> = expect
             .iter()
-            .map(|(l, n)| (*l, format!("runtime crate depends on `{n}` (allowed: rustix, linux-raw-sys, lexopt, proto, sys, child)")))
+            .map(|(l, n)| (*l, format!("runtime crate depends on `{n}` (allowed: rustix, linux-raw-sys, proto, sys, child)")))
             .collect();
         assert_eq!(got, expect, "\n{src}");
     }
 
     #[test]
     fn runtime_dependencies() {
-        let ok = "[package]\nname = \"parent\"\n\n[dependencies]\nrustix.workspace = true\nlinux-raw-sys = { workspace = true }\nlexopt = \"0.3\"\nproto = { path = \"../proto\" }\nchild.workspace = true\n\n[lints]\nworkspace = true\n";
+        let ok = "[package]\nname = \"parent\"\n\n[dependencies]\nrustix.workspace = true\nlinux-raw-sys = { workspace = true }\nsys.workspace = true\nproto = { path = \"../proto\" }\nchild.workspace = true\n\n[lints]\nworkspace = true\n";
         check_toml(ok, &[]);
+        // The flags are parsed by sys::goflag; lexopt is no longer one of ours.
+        check_toml("[dependencies]\nlexopt = \"0.3\"\n", &[(2, "lexopt")]);
         check_toml(
             "[dependencies]\nrustix = \"1\"\nserde = \"1\" # no\n",
             &[(3, "serde")],
@@ -762,16 +861,88 @@ mod tests {
         );
     }
 
+    fn unused(manifest: &str, sources: &[&str]) -> Vec<(usize, String)> {
+        unused_dependencies("unshare-helper/Cargo.toml", manifest, sources)
+            .into_iter()
+            .map(|v| (v.line, v.msg))
+            .collect()
+    }
+
+    #[test]
+    fn unused_dependencies_are_reported() {
+        let manifest = "[package]\nname = \"x\"\n\n[dependencies]\nrustix.workspace = true\n\
+                        linux-raw-sys = { workspace = true }\nlexopt = \"0.3\" # flags\n\
+                        proto.workspace = true\n\n[dev-dependencies]\nserde = \"1\"\n\
+                        [build-dependencies]\ncc = \"1\"\n";
+        let all = [
+            (5, "dependency rustix is not used".to_string()),
+            (6, "dependency linux-raw-sys is not used".to_string()),
+            (7, "dependency lexopt is not used".to_string()),
+            (8, "dependency proto is not used".to_string()),
+        ];
+        assert_eq!(unused(manifest, &[]), all);
+        // A path, `-` as `_`, a `use` of the crate itself, `::name`, `extern crate`.
+        let used = [
+            "//! A.\nfn f() { rustix::io::read(fd, b); }\n",
+            "//! B.\nuse linux_raw_sys::general::{self, O_RDONLY};\n",
+            "//! C.\npub use lexopt as flags;\n",
+            "//! D.\nlet x = ::proto::Msg::Go;\n",
+        ];
+        assert_eq!(unused(manifest, &used), []);
+        assert_eq!(
+            unused(manifest, &["//! E.\nextern crate proto;\nuse lexopt;\n"]),
+            all[..2]
+        );
+        // Not uses: comments, strings, another path's segment, a field, a longer name.
+        let not = concat!(
+            "//! rustix::io and lexopt::Parser, in the docs.\n",
+            "// use proto;\n",
+            "let s = \"rustix::io\"; let t = r#\"use lexopt;\"#;\n",
+            "let a = crate::rustix::f(); let b = super::proto::Msg; let c = x.lexopt;\n",
+            "let d = <T as Tr>::proto::X; let e = my_rustix::f(); let f = linux_raw_sys_x::g;\n",
+            "use crate::proto;\n",
+        );
+        assert_eq!(unused(manifest, &[not]), all);
+        // Target tables and `[dependencies.NAME]`; a renamed crate goes by its key.
+        let more = "[target.'cfg(target_os = \"linux\")'.dependencies]\nnix = \"0.32\"\n\
+                    [dependencies.rustix]\nversion = \"1\"\n\
+                    [dependencies]\nflags = { package = \"lexopt\", version = \"0.3\" }\n";
+        assert_eq!(
+            unused(more, &["//! X.\nuse flags::Parser;\n"]),
+            [
+                (2, "dependency nix is not used".to_string()),
+                (3, "dependency rustix is not used".to_string()),
+            ]
+        );
+        assert_eq!(
+            unshare_helper_violation(),
+            "unshare-helper/Cargo.toml:16: dependency lexopt is not used"
+        );
+    }
+
+    /// As `cargo xtask tidy` prints it.
+    fn unshare_helper_violation() -> String {
+        let manifest = "[package]\nname = \"unshare-helper\"\n\n\n\n\n\n\n\n\n\n\n\n\
+                        [dependencies]\nchild.workspace = true\nlexopt.workspace = true\n";
+        let v = unused_dependencies(
+            "unshare-helper/Cargo.toml",
+            manifest,
+            &["//! Main.\nuse child::spawn;\n"],
+        );
+        assert_eq!(v.len(), 1);
+        v[0].to_string()
+    }
+
     #[test]
     fn dependency_tree() {
-        let ok = "parent v0.1.0 (/w/parent)\nchild v0.1.0 (/w/child)\nlexopt v0.3.2\nproto v0.1.0 (/w/proto)\nrustix v1.1.6\nbitflags v2.13.2\nlinux-raw-sys v0.12.1\nrustix v1.1.6 (*)\n";
+        let ok = "parent v0.1.0 (/w/parent)\nchild v0.1.0 (/w/child)\nsys v0.1.0 (/w/sys)\nproto v0.1.0 (/w/proto)\nrustix v1.1.6\nbitflags v2.13.2\nlinux-raw-sys v0.12.1\nrustix v1.1.6 (*)\n";
         assert_eq!(dep_tree_problems("parent", ok), Vec::<String>::new());
         let bad = "child v0.1.0 (/w/child)\nlibc v0.2.180\nerrno v0.3.1\nlibc v0.2.180 (*)\n";
         assert_eq!(
             dep_tree_problems("child", bad),
             [
-                "cargo tree -p child: `libc v0.2.180` is not allowed in a runtime binary (allowed: rustix, linux-raw-sys, lexopt, bitflags, proto, sys, child, parent, unshare-helper)",
-                "cargo tree -p child: `errno v0.3.1` is not allowed in a runtime binary (allowed: rustix, linux-raw-sys, lexopt, bitflags, proto, sys, child, parent, unshare-helper)",
+                "cargo tree -p child: `libc v0.2.180` is not allowed in a runtime binary (allowed: rustix, linux-raw-sys, bitflags, proto, sys, child, parent, unshare-helper)",
+                "cargo tree -p child: `errno v0.3.1` is not allowed in a runtime binary (allowed: rustix, linux-raw-sys, bitflags, proto, sys, child, parent, unshare-helper)",
             ]
         );
     }

@@ -291,7 +291,9 @@ impl Server {
     /// Only when `poll` itself fails.
     pub fn run(&mut self, stop: BorrowedFd<'_>) -> Result<(), String> {
         loop {
-            let timeout = self.timeout(Instant::now()).map(timespec);
+            let timeout = self
+                .timeout(Instant::now())
+                .and_then(|d| Timespec::try_from(d).ok());
             let mut fds = [
                 PollFd::from_borrowed_fd(stop, PollFlags::IN),
                 PollFd::new(&self.epoll, PollFlags::IN),
@@ -466,13 +468,6 @@ impl Drop for Server {
         if let Some(path) = &self.path {
             let _ = std::fs::remove_file(path);
         }
-    }
-}
-
-fn timespec(d: Duration) -> Timespec {
-    Timespec {
-        tv_sec: d.as_secs() as _,
-        tv_nsec: d.subsec_nanos() as _,
     }
 }
 

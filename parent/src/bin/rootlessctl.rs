@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use parent::api::client::Client;
 use parent::api::{Info, json};
 use parent::port::{PortSpec, PortStatus, go_atoi, parse_port_spec};
+use sys::goflag::{self, Flag, Value};
 
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -121,99 +122,31 @@ struct Globals {
 #[derive(Debug, PartialEq, Eq)]
 struct Usage(String, i32);
 
-/// Go's `strconv.ParseBool`.
-fn parse_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
-/// One step of Go's `FlagSet.Parse`: `Ok(None)` when `args[*i]` is no flag (parsing stops),
-/// else the flag's name and value (`None` for a bool flag given without one).
-/// `defs` lists the known names, each with whether it takes a value (else it is a bool).
-fn next_flag(
-    args: &[OsString],
-    i: &mut usize,
-    defs: &[(&str, bool)],
-) -> Result<Option<(String, Option<OsString>)>, Usage> {
-    let Some(arg) = args.get(*i) else {
-        return Ok(None);
-    };
-    let raw = arg.as_bytes();
-    if raw.len() < 2 || raw[0] != b'-' {
-        return Ok(None);
-    }
-    if raw == b"--" {
-        *i += 1;
-        return Ok(None);
-    }
-    let body = &raw[if raw[1] == b'-' { 2 } else { 1 }..];
-    if body.is_empty() || body[0] == b'-' || body[0] == b'=' {
-        return Err(Usage(
-            format!("bad flag syntax: {}", arg.to_string_lossy()),
-            1,
-        ));
-    }
-    *i += 1;
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    // A value keeps its bytes: a socket path need not be UTF-8.
-    let (name, inline) = match body.iter().position(|&c| c == b'=') {
-        Some(eq) => (
-            text(&body[..eq]),
-            Some(OsStr::from_bytes(&body[eq + 1..]).to_os_string()),
-        ),
-        None => (text(body), None),
-    };
-    let takes_value = defs.iter().find(|d| d.0 == name).map(|d| d.1);
-    match (takes_value, inline) {
-        (None, _) => Err(Usage(format!("flag provided but not defined: -{name}"), 1)),
-        (Some(false), Some(v)) if parse_bool(&v.to_string_lossy()).is_none() => Err(Usage(
-            format!(
-                "invalid boolean value {} for -{name}: parse error",
-                child::golang::quote(v.as_bytes())
-            ),
-            1,
-        )),
-        (Some(_), Some(v)) => Ok(Some((name, Some(v)))),
-        (Some(false), None) => Ok(Some((name, None))),
-        (Some(true), None) => match args.get(*i) {
-            Some(v) => {
-                *i += 1;
-                Ok(Some((name, Some(v.clone()))))
-            }
-            None => Err(Usage(format!("flag needs an argument: -{name}"), 1)),
-        },
-    }
-}
-
-/// A bool flag's value: true unless given as `=false` (or another false spelling).
-fn is_on(value: &Option<OsString>) -> bool {
-    value
-        .as_ref()
-        .is_none_or(|v| parse_bool(&v.to_string_lossy()) == Some(true))
+/// A flag table of `(name, takes a value)`, as [`goflag::Parser::next`] reads it.
+fn table<'t>(defs: &'t [(&str, bool)]) -> impl Fn(&str) -> Option<bool> + 't {
+    move |name| defs.iter().find(|d| d.0 == name).map(|d| d.1)
 }
 
 /// Parses the whole command line.
 fn parse(args: &[OsString]) -> Result<(Globals, Action), Usage> {
+    let usage = |e: goflag::Error| Usage(e.message, 1);
     let mut g = Globals::default();
     let (mut help, mut version) = (false, false);
-    let mut i = 0;
-    let globals = [
+    let globals = table(&[
         ("socket", true),
         ("debug", false),
         ("help", false),
         ("h", false),
         ("version", false),
         ("v", false),
-    ];
-    while let Some((name, value)) = next_flag(args, &mut i, &globals)? {
-        match name.as_str() {
-            "socket" => g.socket = value,
-            "debug" => g.debug = is_on(&value),
-            "help" | "h" => help = is_on(&value),
-            _ => version = is_on(&value),
+    ]);
+    let mut p = goflag::Parser::new(args);
+    while let Some(Flag { name, value }) = p.next(&globals).map_err(usage)? {
+        match (name.as_str(), value) {
+            ("socket", Value::Text(v)) => g.socket = Some(v.to_os_string()),
+            ("debug", v) => g.debug = v.is_on(),
+            ("help" | "h", v) => help = v.is_on(),
+            (_, v) => version = v.is_on(),
         }
     }
     if help {
@@ -222,20 +155,16 @@ fn parse(args: &[OsString]) -> Result<(Globals, Action), Usage> {
     if version {
         return Ok((
             g,
-            Action::Print(format!(
-                "rootlessctl version {}\n",
-                parent::UPSTREAM_VERSION
-            )),
+            Action::Print(format!("rootlessctl version {}\n", goflag::VERSION)),
         ));
     }
-    let Some(command) = args.get(i) else {
+    let Some((command, rest)) = p.rest().split_first() else {
         return Ok((g, Action::Print(APP_HELP.to_string())));
     };
     let command = command.to_string_lossy();
-    i += 1;
     let name = match command.as_ref() {
         "help" | "h" => {
-            let topic = args.get(i).map(|a| a.to_string_lossy());
+            let topic = rest.first().map(|a| a.to_string_lossy());
             return match topic.as_deref() {
                 None => Ok((g, Action::Print(APP_HELP.to_string()))),
                 Some("help" | "h") => Ok((
@@ -253,34 +182,37 @@ fn parse(args: &[OsString]) -> Result<(Globals, Action), Usage> {
             None => return Err(Usage(format!("No help topic for '{c}'"), 3)),
         },
     };
+    let mut p = goflag::Parser::new(rest);
     if name == "exec" {
         let mut state_dir = None;
-        let flags = [("state-dir", true), ("help", false), ("h", false)];
-        while let Some((flag, value)) = next_flag(args, &mut i, &flags)? {
-            if flag == "state-dir" {
-                state_dir = value;
-            } else if is_on(&value) {
-                return Ok((g, Action::Print(command_help(name).unwrap_or_default())));
+        let flags = table(&[("state-dir", true), ("help", false), ("h", false)]);
+        while let Some(Flag { value, .. }) = p.next(&flags).map_err(usage)? {
+            match value {
+                Value::Text(v) => state_dir = Some(v.to_os_string()),
+                v if v.is_on() => {
+                    return Ok((g, Action::Print(command_help(name).unwrap_or_default())));
+                }
+                _ => {}
             }
         }
-        let argv = args[i..].to_vec();
+        let argv = p.rest().to_vec();
         return Ok((g, Action::Exec { state_dir, argv }));
     }
-    let has_json = name != "remove-ports";
     let mut json = false;
-    let flags: &[(&str, bool)] = if has_json {
+    let flags = table(if name != "remove-ports" {
         &[("json", false), ("help", false), ("h", false)]
     } else {
         &[("help", false), ("h", false)]
-    };
-    while let Some((flag, value)) = next_flag(args, &mut i, flags)? {
+    });
+    while let Some(Flag { name: flag, value }) = p.next(&flags).map_err(usage)? {
         if flag == "json" {
-            json = is_on(&value);
-        } else if is_on(&value) {
+            json = value.is_on();
+        } else if value.is_on() {
             return Ok((g, Action::Print(command_help(name).unwrap_or_default())));
         }
     }
-    let args = args[i..]
+    let args = p
+        .rest()
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();

@@ -17,8 +17,9 @@ use std::path::PathBuf;
 use parent::api::Info;
 use parent::api::client::Client;
 use parent::exec;
+use parent::port::PortSpec;
 use parent::port::spec::is_ip;
-use parent::port::{AtoiError, PortSpec, atoi};
+use sys::goflag::{self, Flag, Value};
 
 /// The program we stand in for, looked up in `$PATH`.
 const REAL_PROXY: &str = "docker-proxy";
@@ -80,59 +81,41 @@ impl Default for Flags {
 /// ignores them.
 fn parse_flags(args: &[OsString]) -> Result<Action, String> {
     let mut flags = Flags::default();
-    let mut i = 0;
-    while i < args.len() {
-        let arg = args[i].to_string_lossy();
-        i += 1;
-        if arg.len() < 2 || !arg.starts_with('-') {
-            break;
-        }
-        if arg == "--" {
-            break;
-        }
-        let body = arg.strip_prefix("--").unwrap_or(&arg[1..]);
-        if body.is_empty() || body.starts_with('-') || body.starts_with('=') {
-            return Err(format!("bad flag syntax: {arg}"));
-        }
-        let (name, inline) = match body.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (body, None),
+    let table = |name: &str| match name {
+        "container-ip" | "container-port" | "host-ip" | "host-port" | "proto" => Some(true),
+        "version" => Some(false),
+        _ => None,
+    };
+    let mut p = goflag::Parser::new(args);
+    loop {
+        let (name, value) = match p.next(table) {
+            Ok(Some(Flag {
+                name,
+                value: Value::Text(v),
+            })) => (name, v),
+            Ok(Some(Flag { value, .. })) if value.is_on() => return Ok(Action::Version),
+            Ok(Some(_)) => continue,
+            Ok(None) => return Ok(Action::Proxy(flags)),
+            Err(e) if e.kind == goflag::ErrorKind::Help => return Ok(Action::Help),
+            Err(e) => return Err(e.message),
         };
-        match name {
-            "h" | "help" => return Ok(Action::Help),
-            "version" => return Ok(Action::Version),
-            "container-ip" | "container-port" | "host-ip" | "host-port" | "proto" => {}
-            _ => return Err(format!("flag provided but not defined: -{name}")),
-        }
-        let value = match inline {
-            Some(v) => v,
-            None => {
-                let Some(v) = args.get(i) else {
-                    return Err(format!("flag needs an argument: -{name}"));
-                };
-                i += 1;
-                v.to_string_lossy().into_owned()
+        let int = || {
+            goflag::parse_int(value.as_encoded_bytes())
+                .map_err(|why| goflag::invalid_value(&name, value, why).message)
+        };
+        match name.as_str() {
+            "container-port" => flags.container_port = int()?,
+            "host-port" => flags.host_port = int()?,
+            other => {
+                let text = value.to_string_lossy().into_owned();
+                match other {
+                    "container-ip" => flags.container_ip = text,
+                    "host-ip" => flags.host_ip = text,
+                    _ => flags.proto = text,
+                }
             }
-        };
-        let int = |v: &str| {
-            atoi(v).map_err(|e| {
-                let why = if e == AtoiError::Range {
-                    "value out of range"
-                } else {
-                    "parse error"
-                };
-                format!("invalid value {} for flag -{name}: {why}", exec::quote(v))
-            })
-        };
-        match name {
-            "container-ip" => flags.container_ip = value,
-            "container-port" => flags.container_port = int(&value)?,
-            "host-ip" => flags.host_ip = value,
-            "host-port" => flags.host_port = int(&value)?,
-            _ => flags.proto = value,
         }
     }
-    Ok(Action::Proxy(flags))
 }
 
 /// What to do once the API has described the drivers.
@@ -271,10 +254,7 @@ fn run(args: &[OsString]) -> i32 {
         Ok(Action::Version) => {
             say(
                 rustix::stdio::stdout(),
-                &format!(
-                    "rootlesskit-docker-proxy version {}\n",
-                    parent::UPSTREAM_VERSION
-                ),
+                &format!("rootlesskit-docker-proxy version {}\n", goflag::VERSION),
             );
             return 0;
         }

@@ -6,10 +6,11 @@
 //! readiness descriptor, a timerfd for the delays and deadlines) that the supervision loop
 //! watches as one descriptor. Once a relaunched driver is ready, the child is asked to configure
 //! the new interface again (`NetReconfigure`; slirp4netns makes a new, bare tap, pasta configures
-//! its own) and the ports published through the slirp4netns port driver are added to the new
-//! slirp4netns, whose API socket comes up a moment after its ready byte (retried every
-//! [`REAPPLY_RETRY`]). With the flag off, or for vpnkit and lxc-user-nic, a dying driver is
-//! reported once and the target keeps running without a network, as upstream.
+//! its own) and the ports published through the slirp4netns or pesto port driver are added to
+//! the new slirp4netns or pasta, once its API or control socket accepts (retried every
+//! [`REAPPLY_RETRY`]; slirp4netns binds it a moment after its ready byte). With the flag off,
+//! or for vpnkit and lxc-user-nic, a dying driver is reported once and the target keeps running
+//! without a network, as upstream.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -25,7 +26,8 @@ use rustix::time::{
 };
 
 use super::{Driver, Readiness, Target};
-use crate::port::slirp4netns::Slirp4netnsPorts;
+use crate::port::pesto::PestoPorts;
+use crate::port::slirp4netns::{NotYet, Slirp4netnsPorts};
 use crate::warn;
 
 /// How many times a dead driver is started again over the whole run.
@@ -34,10 +36,29 @@ pub const MAX_RESTARTS: u32 = 5;
 pub const FIRST_DELAY: Duration = Duration::from_millis(50);
 /// How long a relaunched driver may take to become ready before it counts as failed.
 pub const READY_LIMIT: Duration = Duration::from_secs(10);
-/// How often the published ports are tried again while the new slirp4netns's API socket is not
-/// up yet, and for how many times.
+/// How often the published ports are tried again while the new driver's socket is not up yet,
+/// and for how many times.
 pub const REAPPLY_RETRY: Duration = Duration::from_millis(10);
 const REAPPLY_TRIES: u32 = 300;
+
+/// A port driver whose ports live in the network driver's program and die with it.
+pub trait Reapply {
+    /// Adds every published port to the restarted program, keeping the API's ids; a warning
+    /// for each one it refuses now. `Err` while its socket does not accept yet.
+    fn reapply(&self) -> Result<Vec<String>, NotYet>;
+}
+
+impl Reapply for Slirp4netnsPorts {
+    fn reapply(&self) -> Result<Vec<String>, NotYet> {
+        Slirp4netnsPorts::reapply(self)
+    }
+}
+
+impl Reapply for PestoPorts {
+    fn reapply(&self) -> Result<Vec<String>, NotYet> {
+        PestoPorts::reapply(self)
+    }
+}
 
 /// The delay before restart number `done + 1`.
 pub fn delay(done: u32) -> Duration {
@@ -121,16 +142,11 @@ impl Healer {
     }
 
     fn arm(&self, after: Option<Duration>) {
-        let value = after.map_or(
-            Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            |d| Timespec {
-                tv_sec: d.as_secs() as _,
-                tv_nsec: d.subsec_nanos().max(1) as _,
-            },
-        );
+        // A zero value disarms the timer: a due time of zero is made 1 ns; one too far to carry
+        // (never, here) disarms it as well, as it would never come.
+        let value = after
+            .and_then(|d| Timespec::try_from(d.max(Duration::from_nanos(1))).ok())
+            .unwrap_or_default();
         let spec = Itimerspec {
             it_interval: Timespec {
                 tv_sec: 0,
@@ -149,12 +165,12 @@ impl Healer {
 
     /// Handles whatever is ready in the healer's set; the supervision loop calls this when
     /// [`Healer::as_fd`] is readable. `sock` is the child's proto socket, `ports` the
-    /// slirp4netns port driver if it is in use.
+    /// slirp4netns or pesto port driver if one is in use.
     pub fn ready(
         &mut self,
         driver: &mut dyn Driver,
         sock: &mut UnixStream,
-        ports: Option<&Slirp4netnsPorts>,
+        ports: Option<&dyn Reapply>,
     ) {
         let mut events = [epoll::Event {
             flags: epoll::EventFlags::empty(),
@@ -285,7 +301,7 @@ impl Healer {
         &mut self,
         driver: &mut dyn Driver,
         sock: &mut UnixStream,
-        ports: Option<&Slirp4netnsPorts>,
+        ports: Option<&dyn Reapply>,
     ) {
         self.phase = Phase::Running;
         if let Some(net) = driver.reconfigure()
@@ -305,7 +321,7 @@ impl Healer {
         self.reapply(driver.name(), ports, 0);
     }
 
-    fn reapply(&mut self, name: &str, ports: Option<&Slirp4netnsPorts>, tries: u32) {
+    fn reapply(&mut self, name: &str, ports: Option<&dyn Reapply>, tries: u32) {
         self.phase = Phase::Running;
         let Some(ports) = ports else {
             return;
@@ -317,7 +333,7 @@ impl Healer {
                 self.phase = Phase::Reapplying(tries + 1);
             }
             Err(_) => warn(&format!(
-                "the published ports were not added to the restarted {name}: its API socket does not answer"
+                "the published ports were not added to the restarted {name}: its socket does not answer"
             )),
         }
     }

@@ -116,10 +116,8 @@ impl Running {
                     self.output_suffix()
                 )));
             }
-            let timeout = Timespec {
-                tv_sec: left.as_secs() as _,
-                tv_nsec: left.subsec_nanos() as _,
-            };
+            // rustix's conversion; a duration it cannot carry (never, here) waits without limit.
+            let timeout = Timespec::try_from(left).ok();
             let mut fds = Vec::with_capacity(2 + watch.len());
             fds.push(PollFd::new(&self.pidfd, PollFlags::IN));
             for w in watch {
@@ -128,7 +126,7 @@ impl Running {
             if ready_open {
                 fds.push(PollFd::from_borrowed_fd(ready, PollFlags::IN));
             }
-            match poll(&mut fds, Some(&timeout)) {
+            match poll(&mut fds, timeout.as_ref()) {
                 Ok(_) => {}
                 Err(Errno::INTR) => continue,
                 Err(e) => {
@@ -270,12 +268,9 @@ pub(super) fn reap_within(pid: i32, pidfd: &OwnedFd, limit: Duration) {
         if left.is_zero() {
             return;
         }
-        let timeout = Timespec {
-            tv_sec: left.as_secs() as _,
-            tv_nsec: left.subsec_nanos() as _,
-        };
+        let timeout = Timespec::try_from(left).ok();
         let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
-        match poll(&mut fds, Some(&timeout)) {
+        match poll(&mut fds, timeout.as_ref()) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(_) => return,
         }

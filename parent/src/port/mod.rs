@@ -10,10 +10,7 @@ pub mod slirp4netns;
 pub mod spec;
 pub mod usernet;
 
-pub use spec::{
-    AtoiError, PortSpec, PortStatus, atoi, check_family, go_atoi, parse_port_spec,
-    validate_port_spec,
-};
+pub use spec::{PortSpec, PortStatus, check_family, go_atoi, parse_port_spec, validate_port_spec};
 
 /// What `GET /v1/info` says about the port driver (`portDriver`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -7,20 +7,27 @@
 //! pasta build from the same headers (it fetches the whole table, edits it and sends it back),
 //! versioned, and version 2 dropped version 1 without a fallback. The installed `pesto` always
 //! speaks its own pasta's version, so we run the program rather than speak the protocol.
-//! Each call is short and bounded by pasta answering on a local socket; like the slirp4netns
-//! driver's socket calls it runs in the parent's loop.
+//! Each call is short (pasta answering on a local socket); like the slirp4netns driver's socket
+//! calls it runs in the parent's loop, and one that takes longer than [`CALL_LIMIT`] is killed.
+//! A pasta restarted by `--restart-net-driver` starts with none of these rules:
+//! [`PestoPorts::reapply`] adds them again, under the same ids.
 
 use std::cell::RefCell;
 use std::ffi::{OsStr, OsString};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use super::slirp4netns::{NotYet, spec_text};
 use super::spec::{check_family, parse_ip};
 use super::{PortDriver, PortDriverInfo, PortSpec, PortStatus, validate_port_spec};
 use crate::exec;
 
 /// The client program, looked up in `$PATH` (it comes with pasta in the passt package).
 pub const BINARY: &str = "pesto";
+/// How long one pesto call may take before it is killed (it takes milliseconds against a pasta
+/// that answers).
+pub const CALL_LIMIT: Duration = Duration::from_secs(2);
 
 /// The driver; shared with the API server.
 pub struct PestoPorts {
@@ -61,14 +68,24 @@ impl PestoPorts {
     }
 
     /// `pesto <op> <-t|-u> <rule> <socket>`; pesto's own words when it fails.
-    fn call(&self, op: &str, flag: &str, rule: &str) -> Result<(), String> {
+    fn call(&self, op: &str, flag: &str, rule: &str) -> Result<(), CallError> {
+        let failed = |text: String| CallError {
+            text,
+            timed_out: false,
+        };
         let args: Vec<OsString> = vec![
             op.into(),
             flag.into(),
             rule.into(),
             self.socket.clone().into_os_string(),
         ];
-        let (status, out) = exec::run_with_output(&self.binary, &args)?;
+        let ran = exec::run_with_output_within(&self.binary, &args, CALL_LIMIT).map_err(failed)?;
+        let Some((status, out)) = ran else {
+            return Err(CallError {
+                text: format!("pesto {op} {flag} {rule}: no answer within {CALL_LIMIT:?}, killed"),
+                timed_out: true,
+            });
+        };
         if status.success() {
             return Ok(());
         }
@@ -83,7 +100,57 @@ impl PestoPorts {
             text.push_str(": ");
             text.push_str(&said.join("; "));
         }
-        Err(text)
+        Err(failed(text))
+    }
+}
+
+/// Why a pesto call failed: the words for the user, and whether it was killed for taking
+/// longer than [`CALL_LIMIT`].
+struct CallError {
+    text: String,
+    timed_out: bool,
+}
+
+impl From<CallError> for String {
+    fn from(e: CallError) -> String {
+        e.text
+    }
+}
+
+impl PestoPorts {
+    /// After pasta was restarted: adds every published port to the new pasta, keeping its id.
+    /// A port pasta refuses now is dropped, with a warning for each; after a call that timed
+    /// out the rest are not tried (and dropped too), so this blocks for at most about
+    /// [`CALL_LIMIT`] more than the calls take.
+    ///
+    /// # Errors
+    /// [`NotYet::Listening`] while nothing accepts on pasta's control socket yet; nothing
+    /// changed then.
+    pub fn reapply(&self) -> Result<Vec<String>, NotYet> {
+        drop(std::os::unix::net::UnixStream::connect(&self.socket).map_err(|_| NotYet::Listening)?);
+        let mut state = self.state.borrow_mut();
+        let mut warnings = Vec::new();
+        let mut stuck = None;
+        state.ports.retain(|(status, flag, rule)| {
+            let added = match &stuck {
+                Some(why) => Err(format!("not tried after {why}")),
+                None => self.call("-A", flag, rule).map_err(|e| {
+                    if e.timed_out {
+                        stuck = Some(e.text.clone());
+                    }
+                    e.text
+                }),
+            };
+            if let Err(e) = &added {
+                warnings.push(format!(
+                    "port {} (id {}) is no longer forwarded: {e}",
+                    spec_text(&status.spec),
+                    status.id
+                ));
+            }
+            added.is_ok()
+        });
+        Ok(warnings)
     }
 }
 
@@ -337,6 +404,82 @@ mod tests {
                  -A -t 0.0.0.0/9999:80 {s}\n-D -t 0.0.0.0/8080:80 {s}\n-A -t 0.0.0.0/8080:80 {s}\n"
             )
         );
+    }
+
+    /// After a restart every port is added again under its id, once the control socket
+    /// accepts; one pasta refuses now is dropped with a warning; a pesto that hangs is killed
+    /// and the rest are not tried.
+    #[test]
+    fn reapply_keeps_the_ids() {
+        let dir = TempDir::new("pesto-reapply");
+        let log = dir.0.join("pesto.log");
+        let refuse = dir.0.join("refuse");
+        let hang = dir.0.join("hang");
+        let bin = dir.script(
+            "pesto",
+            &format!(
+                "echo \"$@\" >> {}\n\
+                 case \"$3\" in *8081:*) [ -e {} ] && {{ echo 'Unable to add rule' >&2; exit 1; }};; esac\n\
+                 [ -e {} ] && exec sleep 30\nexit 0",
+                log.display(),
+                refuse.display(),
+                hang.display()
+            ),
+        );
+        let sock = dir.0.join("pasta.sock");
+        let d = PestoPorts::new(bin, sock.clone(), "10.0.2.100".parse().unwrap(), None);
+        for port in [8080, 8081, 8082] {
+            retry_busy(|| d.add(spec("tcp", "", port, ""))).unwrap();
+        }
+        retry_busy(|| d.remove(1)).unwrap();
+        let before = d.list();
+        assert_eq!(before.iter().map(|p| p.id).collect::<Vec<_>>(), [2, 3]);
+        std::fs::write(&log, "").unwrap();
+        // Nothing listens yet: nothing is run, nothing changes.
+        assert_eq!(d.reapply(), Err(NotYet::Listening));
+        let _pasta = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert_eq!(d.reapply(), Ok(vec![]));
+        assert_eq!(d.list(), before);
+        let s = sock.display();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            format!("-A -t 0.0.0.0/8081:80 {s}\n-A -t 0.0.0.0/8082:80 {s}\n")
+        );
+        // New ids go on from the highest.
+        assert_eq!(
+            retry_busy(|| d.add(spec("tcp", "", 8083, ""))).unwrap().id,
+            4
+        );
+
+        std::fs::write(&refuse, "").unwrap();
+        assert_eq!(
+            d.reapply(),
+            Ok(vec![
+                "port :8081:80/tcp (id 2) is no longer forwarded: pesto -A -t 0.0.0.0/8081:80: \
+                 exit status 1: Unable to add rule"
+                    .to_string()
+            ])
+        );
+        assert_eq!(d.list().iter().map(|p| p.id).collect::<Vec<_>>(), [3, 4]);
+
+        std::fs::write(&hang, "").unwrap();
+        let at = std::time::Instant::now();
+        let warnings = d.reapply().unwrap();
+        assert!(
+            at.elapsed() < CALL_LIMIT + Duration::from_secs(1),
+            "{:?}",
+            at.elapsed()
+        );
+        assert_eq!(
+            warnings,
+            [
+                "port :8082:80/tcp (id 3) is no longer forwarded: pesto -A -t 0.0.0.0/8082:80: \
+                 no answer within 2s, killed",
+                "port :8083:80/tcp (id 4) is no longer forwarded: not tried after pesto -A -t \
+                 0.0.0.0/8082:80: no answer within 2s, killed",
+            ]
+        );
+        assert_eq!(d.list(), []);
     }
 
     #[test]

@@ -213,7 +213,7 @@ impl Slirp4netnsPorts {
 }
 
 /// A spec as `-p` takes it: `127.0.0.1:8080:80/tcp`, `[::ffff:127.0.0.1]:8080:80/tcp`.
-fn spec_text(spec: &PortSpec) -> String {
+pub(super) fn spec_text(spec: &PortSpec) -> String {
     let ip = &spec.parent_ip;
     let host = if ip.contains(':') {
         format!("[{ip}]")

@@ -178,61 +178,20 @@ pub fn check_family(spec: &PortSpec) -> Result<(), String> {
     }
 }
 
-/// Why [`atoi`] refused its input, as Go's `strconv.NumError` tells `ErrSyntax` from
-/// `ErrRange`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AtoiError {
-    /// Not an optionally signed run of decimal digits.
-    Syntax,
-    /// Digits, but outside `i64`.
-    Range,
-}
-
-/// Go's `strconv.Atoi` with Go's error text: [`atoi`] for callers that only show the error.
+/// Go's `strconv.Atoi` with Go's error text.
 ///
 /// # Errors
-/// `strconv.Atoi: parsing "x": invalid syntax`,
-/// `strconv.Atoi: parsing "99999999999999999999": value out of range`.
+/// Go's texts: `strconv.Atoi: parsing "x": invalid syntax`,
+/// `strconv.Atoi: parsing "99999999999999999999": value out of range` (overflow is reported
+/// as soon as it happens, before any later bad character, as Go does).
 pub fn go_atoi(s: &str) -> Result<i64, String> {
-    atoi(s).map_err(|e| {
+    sys::goflag::atoi(s.as_bytes()).map_err(|e| {
         let what = match e {
-            AtoiError::Syntax => "invalid syntax",
-            AtoiError::Range => "value out of range",
+            sys::goflag::IntError::Syntax => "invalid syntax",
+            sys::goflag::IntError::Range => "value out of range",
         };
         format!("strconv.Atoi: parsing {}: {what}", quote(s))
     })
-}
-
-/// Go's `strconv.Atoi` on a 64-bit machine: optional sign, decimal digits, `i64` range.
-///
-/// # Errors
-/// [`AtoiError::Syntax`], or [`AtoiError::Range`] (overflow is reported as soon as it happens,
-/// before any later bad character, as Go does).
-pub fn atoi(s: &str) -> Result<i64, AtoiError> {
-    let (neg, digits) = match s.as_bytes() {
-        [b'+', rest @ ..] => (false, rest),
-        [b'-', rest @ ..] => (true, rest),
-        rest => (false, rest),
-    };
-    if digits.is_empty() {
-        return Err(AtoiError::Syntax);
-    }
-    let mut n: u64 = 0;
-    for &c in digits {
-        if !c.is_ascii_digit() {
-            return Err(AtoiError::Syntax);
-        }
-        n = n
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(u64::from(c - b'0')))
-            .ok_or(AtoiError::Range)?;
-    }
-    let limit = 1u64 << 63;
-    match (neg, n) {
-        (false, n) if n < limit => Ok(n as i64),
-        (true, n) if n <= limit => Ok((n as i64).wrapping_neg()),
-        _ => Err(AtoiError::Range),
-    }
 }
 
 /// Parses `<parentIP>:<parentPort>[:<childIP>]:<childPort>/<proto>`.

@@ -451,7 +451,7 @@ pub(super) fn free_port() -> Result<u16> {
 }
 
 /// `utime + stime` of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
+pub(super) fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     stat_cpu_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
@@ -525,7 +525,7 @@ fn iperf_loopback(runner: &Runner, udp: bool) -> Result<Transfer> {
 }
 
 /// `end.sum_received.bits_per_second` and `.bytes` of `iperf3 -J` output, or its `error`.
-fn iperf_received(json: &str) -> Result<(f64, f64)> {
+pub(super) fn iperf_received(json: &str) -> Result<(f64, f64)> {
     if let Some(e) = json_string(json, "error") {
         return Err(format!("iperf3: {e}"));
     }
@@ -628,12 +628,21 @@ fn conns_forwarded(
 /// [`CONNS_WARMUP`] untimed then [`CONNS`] timed sequential connections (connect, write one
 /// byte, read it back, close): the seconds the timed ones took, and each one's ms.
 fn conn_round(addr: std::net::SocketAddr) -> Result<(f64, Vec<f64>)> {
-    for i in 0..CONNS_WARMUP {
+    conn_round_of(addr, CONNS_WARMUP, CONNS)
+}
+
+/// `warmup` untimed then `n` timed sequential connections, as [`conn_round`].
+pub(super) fn conn_round_of(
+    addr: std::net::SocketAddr,
+    warmup: usize,
+    n: usize,
+) -> Result<(f64, Vec<f64>)> {
+    for i in 0..warmup {
         echo_once(addr).map_err(|e| format!("warm-up connection {i}: {e}"))?;
     }
-    let mut lat = Vec::with_capacity(CONNS);
+    let mut lat = Vec::with_capacity(n);
     let start = Instant::now();
-    for i in 0..CONNS {
+    for i in 0..n {
         let t = Instant::now();
         echo_once(addr).map_err(|e| format!("connection {i}: {e}"))?;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -656,7 +665,7 @@ pub(super) fn echo_once(addr: std::net::SocketAddr) -> std::io::Result<()> {
 
 /// The ceiling's echo server: one thread on 127.0.0.1 serving one connection at a time, left
 /// running until xtask exits.
-fn host_echo_server() -> Result<std::net::SocketAddr> {
+pub(super) fn host_echo_server() -> Result<std::net::SocketAddr> {
     let l = std::net::TcpListener::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
         .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
     let addr = l

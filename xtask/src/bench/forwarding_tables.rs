@@ -14,7 +14,7 @@ use super::report::{Report, Verdict, note};
 use super::stats::{Table, median, ratio};
 
 /// `median (min–max)` with `decimals` places.
-fn med_range(xs: &[f64], decimals: usize) -> String {
+pub(super) fn med_range(xs: &[f64], decimals: usize) -> String {
     let lo = xs.iter().copied().reduce(f64::min);
     let hi = xs.iter().copied().reduce(f64::max);
     match (median(xs), lo, hi) {

@@ -79,7 +79,7 @@ pub(super) fn idle_memory(runner: &Runner, sides: &[Side], state_root: &Path) ->
 
 /// Starts `argv` (a rootlesskit with `--state-dir=state` and a sleeping target), waits for
 /// `child_pid`, lets it settle, reads the tree and stops it.
-fn idle_once(runner: &Runner, who: &str, argv: &[String], state: &Path) -> Result<Idle> {
+pub(super) fn idle_once(runner: &Runner, who: &str, argv: &[String], state: &Path) -> Result<Idle> {
     let Server {
         mut child,
         pid,

@@ -60,18 +60,23 @@ pub struct Scenario {
     pub flags: &'static [&'static str],
     /// A program the scenario needs on `PATH`; the row is skipped without it.
     pub needs: Option<&'static str>,
+    /// Why the reference does not run this row (it lacks the feature); `None`: both sides run.
+    pub only_ours: Option<&'static str>,
 }
 
 /// The startup rows. The slirp4netns row with `--port-driver=builtin` is the issue's command;
-/// the one without the driver (and with `--disable-host-loopback`) stays for comparison.
+/// the one without the driver (and with `--disable-host-loopback`) stays for comparison. The
+/// last two are issue 12's: our in-process network against slirp4netns, flags alone.
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         flags: &["--net=host"],
         needs: None,
+        only_ours: None,
     },
     Scenario {
         flags: &["--net=host", "--pidns", "--copy-up=/etc"],
         needs: None,
+        only_ours: None,
     },
     Scenario {
         flags: &[
@@ -80,6 +85,7 @@ pub const SCENARIOS: &[Scenario] = &[
             "--disable-host-loopback",
         ],
         needs: Some("slirp4netns"),
+        only_ours: None,
     },
     Scenario {
         flags: &[
@@ -88,10 +94,22 @@ pub const SCENARIOS: &[Scenario] = &[
             "--copy-up=/etc",
         ],
         needs: Some("slirp4netns"),
+        only_ours: None,
     },
     Scenario {
         flags: &["--net=pasta", "--copy-up=/etc", "--disable-host-loopback"],
         needs: Some("pasta"),
+        only_ours: None,
+    },
+    Scenario {
+        flags: &["--net=slirp4netns"],
+        needs: Some("slirp4netns"),
+        only_ours: None,
+    },
+    Scenario {
+        flags: &["--net=gvisor-tap-vsock"],
+        needs: None,
+        only_ours: Some("no gvisor-tap-vsock in 1.1.0"),
     },
 ];
 
@@ -124,6 +142,30 @@ pub struct Options {
     pub output: Option<PathBuf>,
     /// `--no-trace`: skip the strace timeline.
     pub trace: bool,
+    /// `--only A,B`: the parts to run; `None` runs all of [`PARTS`].
+    pub only: Option<Vec<&'static str>>,
+}
+
+/// The parts of a run, for `--only`: startup (with the sticks and the traces), idle memory,
+/// port forwarding through the builtin driver against the reference, the network drivers
+/// (issue 12), and binary sizes.
+pub const PARTS: &[&str] = &["startup", "idle", "forwarding", "network", "sizes"];
+
+/// Parses `--only`'s comma-separated list against [`PARTS`].
+fn parse_only(v: &str) -> Result<Vec<&'static str>> {
+    let mut out = Vec::new();
+    for name in v.split(',').map(str::trim) {
+        let part = PARTS.iter().find(|p| **p == name).ok_or_else(|| {
+            format!(
+                "invalid value \"{v}\" for --only: expected a comma-separated list of {}",
+                PARTS.join(", ")
+            )
+        })?;
+        if !out.contains(part) {
+            out.push(*part);
+        }
+    }
+    Ok(out)
 }
 
 /// Parses the arguments of `cargo xtask bench`.
@@ -137,6 +179,7 @@ pub fn options(cmd: &str, rest: &[String]) -> Result<Options> {
             ("bin-dir", true),
             ("output", true),
             ("no-trace", false),
+            ("only", true),
         ],
     )?;
     p.no_positionals(cmd)?;
@@ -160,6 +203,7 @@ pub fn options(cmd: &str, rest: &[String]) -> Result<Options> {
         bin_dir: path("bin-dir")?,
         output: path("output")?,
         trace: !p.has("no-trace"),
+        only: p.value("only").map(parse_only).transpose()?,
     })
 }
 
@@ -199,8 +243,10 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         bin_dir: bin_dir.clone(),
         reference: reference.clone(),
         runs: opts.runs,
+        only: opts.only.clone(),
         ..Report::default()
     };
+    let part = |name: &str| opts.only.as_ref().is_none_or(|v| v.contains(&name));
     report.versions = versions(&runner, &ours, reference_staged.as_deref());
     println!("bench: ours from {}", bin_dir.display());
     match &reference {
@@ -219,10 +265,16 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
             rootlesskit: r.clone(),
         });
     }
-    report.startup = startup_rows(&sides, &user.name);
-    run_rounds(&runner, &mut report.startup, opts.runs);
-    report.idle = idle_memory(&runner, &sides, &scratch.path.join("state"));
-    report.sizes = sizes(&bin_dir, reference.as_deref());
+    if part("startup") {
+        report.startup = startup_rows(&sides, &user.name);
+        run_rounds(&runner, &mut report.startup, opts.runs);
+    }
+    if part("idle") {
+        report.idle = idle_memory(&runner, &sides, &scratch.path.join("state"));
+    }
+    if part("sizes") {
+        report.sizes = sizes(&bin_dir, reference.as_deref());
+    }
     let echo = std::env::current_exe()
         .map_err(|e| format!("cannot find xtask's own binary: {e}"))
         .and_then(|exe| {
@@ -231,13 +283,24 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
             copy_0755(&exe, &dir.join(ECHO_NAME))?;
             Ok(dir.join(ECHO_NAME))
         })?;
-    report.forwarding = forwarding(
-        &runner,
-        &sides,
-        &scratch.path.join("state"),
-        &echo.to_string_lossy(),
-    );
-    if opts.trace && user.switch && on_path("strace") {
+    if part("forwarding") {
+        report.forwarding = forwarding(
+            &runner,
+            &sides,
+            &scratch.path.join("state"),
+            &echo.to_string_lossy(),
+        );
+    }
+    if part("network") {
+        report.network = network(
+            &runner,
+            &sides,
+            &scratch.path.join("state"),
+            &echo.to_string_lossy(),
+        );
+    }
+    let trace_startup = opts.trace && part("startup");
+    if trace_startup && user.switch && on_path("strace") {
         println!("bench: tracing one start of every scenario that ran");
         let ran: Vec<(&'static str, Vec<String>)> = report
             .startup
@@ -255,11 +318,11 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
             }
         }
     }
-    if opts.trace && !user.switch {
+    if trace_startup && !user.switch {
         report
             .notes
             .push("no trace: strace needs root here, or setuid newuidmap stops working".into());
-    } else if opts.trace && !on_path("strace") {
+    } else if trace_startup && !on_path("strace") {
         report
             .notes
             .push("no trace: strace is not installed".into());
@@ -285,10 +348,17 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
 
     let text = report.text();
     print!("\n{text}");
-    let out = opts
-        .output
-        .clone()
-        .unwrap_or_else(|| root.join("BENCHMARKS.md"));
+    // A partial run never replaces the full BENCHMARKS.md unless asked to.
+    let out = match (&opts.output, &opts.only) {
+        (Some(o), _) => o.clone(),
+        (None, None) => root.join("BENCHMARKS.md"),
+        (None, Some(_)) => {
+            println!(
+                "\nbench: --only: BENCHMARKS.md left as it is (pass --output FILE to write this part)"
+            );
+            return Ok(());
+        }
+    };
     fs::write(&out, report.markdown())
         .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     println!("\nbench: wrote {}", out.display());
@@ -311,6 +381,8 @@ mod forwarding;
 mod forwarding_tables;
 mod idle;
 mod machine;
+mod network;
+mod network_tables;
 mod profile;
 mod report;
 mod runner;
@@ -322,6 +394,8 @@ pub use forwarding::echo_server;
 use forwarding::{ECHO_NAME, forwarding};
 use idle::idle_memory;
 use machine::{Machine, read_loadavg, sizes, versions};
+pub use network::echo_client;
+use network::network;
 use report::Report;
 use runner::{Runner, Scratch, User, WHO, copy_0755, mkdir_0755, on_path, stage, stage_one};
 use startup::{Side, run_rounds, startup_rows};
@@ -359,6 +433,20 @@ mod tests {
         assert_eq!((o.runs, o.trace), (5, false));
         let o = options("bench", &[]).unwrap();
         assert_eq!((o.runs, o.trace, o.reference), (DEFAULT_RUNS, true, None));
+        assert_eq!(o.only, None);
+        let o = options("bench", &argv("--only network,startup,network")).unwrap();
+        assert_eq!(o.only, Some(vec!["network", "startup"]));
+        let o = options("bench", &argv("--only=sizes")).unwrap();
+        assert_eq!(o.only, Some(vec!["sizes"]));
+        let bad = "expected a comma-separated list of startup, idle, forwarding, network, sizes";
+        check(
+            "--only net",
+            &format!("invalid value \"net\" for --only: {bad}"),
+        );
+        check(
+            "--only startup,",
+            &format!("invalid value \"startup,\" for --only: {bad}"),
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ use super::forwarding::Forwarding;
 use super::forwarding_tables::forwarding_targets;
 use super::idle::{IdleMetric, IdleSeries};
 use super::machine::{Machine, Sizes};
+use super::network::Network;
+use super::network_tables::{network_targets, usernet_startup_target};
 use super::startup::{Series, TimedRow};
 use super::stats::{Table, med_p90, median, mib, ratio, thousands};
 use super::trace::{Span, by_program, covered, is_helper};
@@ -47,6 +49,9 @@ pub(super) struct Report {
     pub(super) idle: Vec<IdleSeries>,
     pub(super) sizes: Sizes,
     pub(super) forwarding: Forwarding,
+    pub(super) network: Network,
+    /// `--only`: the parts that ran; `None`: all of them.
+    pub(super) only: Option<Vec<&'static str>>,
     pub(super) traces: Vec<(&'static str, Vec<String>, Vec<Span>)>,
     pub(super) notes: Vec<String>,
     pub(super) load_after: String,
@@ -55,7 +60,8 @@ pub(super) struct Report {
 /// The issue's targets as `(target, measured, verdict)`.
 pub(super) fn targets(r: &Report) -> Vec<(String, String, Verdict)> {
     let mut out = Vec::new();
-    for row in r.startup.iter().filter(|row| row.what.is_none()) {
+    let startup = r.startup.iter().filter(|row| row.what.is_none());
+    for row in startup.filter(|row| row.only_ours.is_none() && r.part("startup")) {
         let (ours, reference) = (find(&row.series, "ours"), find(&row.series, "reference"));
         let target = format!("startup `{}` ≤ 0.2× reference (wall)", row.label);
         if ours.is_some_and(Series::ok) && reference.is_some_and(Series::ok) {
@@ -70,12 +76,29 @@ pub(super) fn targets(r: &Report) -> Vec<(String, String, Verdict)> {
             out.push((target, "not on both sides".into(), Verdict::NotMeasured));
         }
     }
+    if r.part("startup") {
+        out.push(usernet_startup_target(&r.startup));
+    }
+    if r.part("idle") {
+        out.push(idle_target(r));
+    }
+    if r.part("forwarding") {
+        out.extend(forwarding_targets(&r.forwarding));
+    }
+    if r.part("network") {
+        out.extend(network_targets(&r.network));
+    }
+    out
+}
+
+/// The idle parent RSS target of issue 5.
+fn idle_target(r: &Report) -> (String, String, Verdict) {
     let ours_idle = r.idle.iter().find(|s| s.who == "ours");
     let parent = ours_idle.and_then(|s| {
         let v: Vec<f64> = s.samples.iter().map(|i| i.parent_rss_kib as f64).collect();
         median(&v)
     });
-    out.push(match parent {
+    match parent {
         Some(k) => (
             "idle parent RSS ≤ 1 MiB".into(),
             mib(k as u64),
@@ -90,9 +113,7 @@ pub(super) fn targets(r: &Report) -> Vec<(String, String, Verdict)> {
             "–".into(),
             Verdict::NotMeasured,
         ),
-    });
-    out.extend(forwarding_targets(&r.forwarding));
-    out
+    }
 }
 
 /// Adds a numbered note (once per text) and returns its number.
@@ -116,6 +137,11 @@ pub(super) fn find<'a>(series: &'a [Series], who: &str) -> Option<&'a Series> {
 }
 
 impl Report {
+    /// Whether `--only` let the part `name` run.
+    pub(super) fn part(&self, name: &str) -> bool {
+        self.only.as_ref().is_none_or(|v| v.contains(&name))
+    }
+
     /// The startup table; failures become numbered notes.
     fn startup_table(&self, notes: &mut Vec<String>) -> Table {
         let mut t = Table::new(&[
@@ -159,6 +185,19 @@ impl Report {
             let (o, f) = (find(&row.series, "ours"), find(&row.series, "reference"));
             let wall = ratio(med_of(o, Series::walls), med_of(f, Series::walls));
             let cpu = ratio(med_of(o, Series::cpus), med_of(f, Series::cpus));
+            if let Some(why) = row.only_ours {
+                let na = format!("n/a: {why}");
+                t.row(vec![
+                    row.label.clone(),
+                    cell(o, Series::walls),
+                    na.clone(),
+                    String::new(),
+                    cell(o, Series::cpus),
+                    na,
+                    String::new(),
+                ]);
+                continue;
+            }
             t.row(vec![
                 row.label.clone(),
                 cell(o, Series::walls),
@@ -280,7 +319,7 @@ impl Report {
     }
 
     fn targets_table(&self) -> Table {
-        let mut t = Table::new(&["target (issue 5)", "measured", "verdict"]).left(2);
+        let mut t = Table::new(&["target (issues 5 and 12)", "measured", "verdict"]).left(2);
         for (target, measured, v) in targets(self) {
             t.row(vec![target, measured, v.word().into()]);
         }
@@ -342,19 +381,30 @@ impl Report {
     pub(super) fn text(&self) -> String {
         let mut notes = Vec::new();
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "startup, median (p90) of {} runs, ms; CPU = user+sys of the whole tree",
-            self.runs
-        );
-        s.push_str(&self.startup_table(&mut notes).text());
-        s.push_str("\nmeasuring sticks\n");
-        s.push_str(&self.sticks_table(&mut notes).text());
-        let _ = writeln!(s, "\nidle memory, median of {RSS_RUNS}");
-        s.push_str(&self.idle_table(&mut notes).text());
-        s.push_str(&self.forwarding_text(&mut notes));
-        s.push_str("\nbinary sizes\n");
-        s.push_str(&self.sizes_table().text());
+        if self.part("startup") {
+            let _ = writeln!(
+                s,
+                "startup, median (p90) of {} runs, ms; CPU = user+sys of the whole tree",
+                self.runs
+            );
+            s.push_str(&self.startup_table(&mut notes).text());
+            s.push_str("\nmeasuring sticks\n");
+            s.push_str(&self.sticks_table(&mut notes).text());
+        }
+        if self.part("idle") {
+            let _ = writeln!(s, "\nidle memory, median of {RSS_RUNS}");
+            s.push_str(&self.idle_table(&mut notes).text());
+        }
+        if self.part("forwarding") {
+            s.push_str(&self.forwarding_text(&mut notes));
+        }
+        if self.part("network") {
+            s.push_str(&self.network_text(&mut notes));
+        }
+        if self.part("sizes") {
+            s.push_str("\nbinary sizes\n");
+            s.push_str(&self.sizes_table().text());
+        }
         s.push_str("\ntargets\n");
         s.push_str(&self.targets_table().text());
         for (title, t, summary) in self.trace_tables() {
@@ -435,44 +485,67 @@ impl Report {
             RSS_SETTLE.as_millis()
         );
         let (timed, idle) = self.all_commands();
-        let _ = writeln!(
-            s,
-            "\nThe timing line:\n\n```\n{} bash -c '{TIME_SCRIPT}' bash COMMAND...\n```\n\n\
-             Each COMMAND, exactly as run:\n\n```",
-            self.prefix.join(" ")
-        );
-        for c in timed {
-            let _ = writeln!(s, "{c}");
+        if self.part("startup") {
+            let _ = writeln!(
+                s,
+                "\nThe timing line:\n\n```\n{} bash -c '{TIME_SCRIPT}' bash COMMAND...\n```\n\n\
+                 Each COMMAND, exactly as run:\n\n```",
+                self.prefix.join(" ")
+            );
+            for c in timed {
+                let _ = writeln!(s, "{c}");
+            }
+            s.push_str("```\n");
         }
-        let _ = writeln!(
-            s,
-            "```\n\nThe idle starts (`{STATE_DIR}` is a fresh directory each time):\n\n```"
-        );
-        for c in idle {
-            let _ = writeln!(s, "{c}");
+        if self.part("idle") {
+            let _ = writeln!(
+                s,
+                "\nThe idle starts (`{STATE_DIR}` is a fresh directory each time):\n\n```"
+            );
+            for c in idle {
+                let _ = writeln!(s, "{c}");
+            }
+            s.push_str("```\n");
         }
-        s.push_str("```\n");
+        if let Some(parts) = &self.only {
+            let _ = writeln!(
+                s,
+                "\nA partial run (`--only {}`): the other parts were not measured.",
+                parts.join(",")
+            );
+        }
 
-        let _ = writeln!(
-            s,
-            "\n## Startup\n\nms, median (p90) of {} runs; the target is `{TARGET}`. The flags are \
-             identical on both sides; `--port-driver=builtin` starts the driver with no ports \
-             published.\n",
-            self.runs
-        );
-        s.push_str(&self.startup_table(&mut notes).markdown());
-        s.push_str("\nMeasuring sticks (the machine itself, in the same rounds):\n\n");
-        s.push_str(&self.sticks_table(&mut notes).markdown());
-        let _ = writeln!(s, "\n## Idle memory\n\nMedian of {RSS_RUNS} starts each.\n");
-        s.push_str(&self.idle_table(&mut notes).markdown());
-        s.push_str(&self.forwarding_markdown(&mut notes));
-        s.push_str(&self.profile_markdown(&mut notes));
-        s.push_str(&self.conn_profile_markdown(&mut notes));
-        s.push_str("\n## Binary sizes\n\n");
-        s.push_str(
-            "Ours are static; the reference is one Go binary that re-executes itself as the child.\n\n",
-        );
-        s.push_str(&self.sizes_table().markdown());
+        if self.part("startup") {
+            let _ = writeln!(
+                s,
+                "\n## Startup\n\nms, median (p90) of {} runs; the target is `{TARGET}`. The flags are \
+                 identical on both sides (the reference runs no `--net=gvisor-tap-vsock`: 1.1.0 has \
+                 none); `--port-driver=builtin` starts the driver with no ports published.\n",
+                self.runs
+            );
+            s.push_str(&self.startup_table(&mut notes).markdown());
+            s.push_str("\nMeasuring sticks (the machine itself, in the same rounds):\n\n");
+            s.push_str(&self.sticks_table(&mut notes).markdown());
+        }
+        if self.part("idle") {
+            let _ = writeln!(s, "\n## Idle memory\n\nMedian of {RSS_RUNS} starts each.\n");
+            s.push_str(&self.idle_table(&mut notes).markdown());
+        }
+        if self.part("forwarding") {
+            s.push_str(&self.forwarding_markdown(&mut notes));
+            s.push_str(&self.profile_markdown(&mut notes));
+            s.push_str(&self.conn_profile_markdown(&mut notes));
+        }
+        if self.part("network") {
+            s.push_str(&self.network_markdown(&mut notes));
+        }
+        if self.part("sizes") {
+            s.push_str("\n## Binary sizes\n\n");
+            s.push_str(
+                "Ours are static; the reference is one Go binary that re-executes itself as the child.\n\n",
+            );
+            s.push_str(&self.sizes_table().markdown());
+        }
         s.push_str("\n## Targets\n\n");
         s.push_str(&self.targets_table().markdown());
         let traces = self.trace_tables();
@@ -544,6 +617,13 @@ mod tests {
                     series: vec![series("ours", &[15.0])],
                     ..TimedRow::default()
                 },
+                // Only ours runs it: no target against the reference.
+                TimedRow {
+                    label: "--net=gvisor-tap-vsock true".into(),
+                    series: vec![series("ours", &[9.0])],
+                    only_ours: Some("no gvisor-tap-vsock in 1.1.0"),
+                    ..TimedRow::default()
+                },
                 TimedRow {
                     label: "unshare -U -r true".into(),
                     what: Some("ceiling"),
@@ -559,6 +639,7 @@ mod tests {
                 }],
                 ..IdleSeries::default()
             }],
+            only: Some(vec!["startup", "idle", "forwarding"]),
             ..Report::default()
         };
         let got: Vec<(String, String, Verdict)> = targets(&report);
@@ -584,6 +665,11 @@ mod tests {
                     "not on both sides",
                     Verdict::NotMeasured
                 ),
+                (
+                    "startup `--net=gvisor-tap-vsock true` below `--net=slirp4netns true` (ours, wall)",
+                    "not both",
+                    Verdict::NotMeasured
+                ),
                 ("idle parent RSS ≤ 1 MiB", "1.34 MiB", Verdict::NotMet),
                 (
                     "builtin TCP ≥ 1.5× reference and ≥ 0.8× loopback",
@@ -602,6 +688,21 @@ mod tests {
                 ),
             ]
         );
+        // `--only network`: issue 12's network targets alone.
+        let report = Report {
+            only: Some(vec!["network"]),
+            ..report
+        };
+        let got = targets(&report);
+        assert_eq!(got.len(), 5);
+        assert!(got[0].0.starts_with("namespace → host TCP at MTU 1500"));
+        assert_eq!(got[4].1, "–");
+        // Everything (no --only): the startup row of ours against slirp4netns is there too.
+        let all = Report {
+            only: None,
+            ..report
+        };
+        assert_eq!(targets(&all).len(), 3 + 1 + 1 + 3 + 5);
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub(super) struct TimedRow {
     pub(super) series: Vec<Series>,
     /// Why the row was not run at all.
     pub(super) skipped: Option<String>,
+    /// Why only ours runs it (the reference lacks the feature).
+    pub(super) only_ours: Option<&'static str>,
 }
 
 pub(super) fn startup_rows(sides: &[Side], user: &str) -> Vec<TimedRow> {
@@ -82,6 +84,7 @@ pub(super) fn startup_rows(sides: &[Side], user: &str) -> Vec<TimedRow> {
     for sc in SCENARIOS {
         let mut row = TimedRow {
             label: format!("{} {TARGET}", sc.flags.join(" ")),
+            only_ours: sc.only_ours,
             ..TimedRow::default()
         };
         match sc.needs.filter(|p| !on_path(p)) {
@@ -89,6 +92,7 @@ pub(super) fn startup_rows(sides: &[Side], user: &str) -> Vec<TimedRow> {
             None => {
                 row.series = sides
                     .iter()
+                    .filter(|s| sc.only_ours.is_none() || s.who == "ours")
                     .map(|s| Series::new(s.who, s.argv(sc.flags)))
                     .collect()
             }
