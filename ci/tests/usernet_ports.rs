@@ -2,7 +2,8 @@
 //! unprivileged test user: servers inside see the real address and port of a client that
 //! connects from the host's own non-loopback address (TCP and UDP), a loopback client appears
 //! as the gateway, `-p` at start, `rootlessctl add-ports/list-ports/remove-ports`, 1 MB
-//! sha256-checked through a port, and the driver refused on another network. With `--ipv6`:
+//! sha256-checked through a port, `--detach-netns`, `tcp6`/`udp6` ports with `--ipv6`, and
+//! the driver refused on another network. With `--ipv6`:
 //! the SLAAC address and default route inside, DNS in resolv.conf, ping of the gateway's IPv6
 //! address, TCP to the host's `::1` through it, and `--disable-host-loopback` blocking that.
 // The test runs sha256sum on the host to check the digest the server inside sends.
@@ -97,6 +98,14 @@ impl Running {
             "--port-driver=gvisor-tap-vsock".into(),
         ];
         args.extend(extra.iter().cloned());
+        if extra.iter().any(|a| a == "--detach-netns") {
+            // The target stays in the host's network namespace; the servers go where the
+            // ports lead.
+            args.extend([
+                "nsenter".into(),
+                format!("--net={}", state.join("netns").display()),
+            ]);
+        }
         args.extend(["python3".into(), "-c".into(), SERVERS.into()]);
         let child = rootlesskit(args).spawn();
         assert!(ci::wait_until(Duration::from_secs(15), || state
@@ -456,4 +465,27 @@ fn ipv6_ports_reach_the_namespaces_ipv6_address() {
         "{}",
         o.stdout
     );
+}
+
+#[test]
+fn ports_lead_into_a_detached_namespace() {
+    let Some(host) = host_address() else {
+        skip!("the host has no non-loopback IPv4 address");
+    };
+    if !Path::new("/usr/bin/nsenter").exists() {
+        skip!("nsenter is not installed");
+    }
+    let p = free_port();
+    let Some(_r) = Running::start(
+        "uports-detach",
+        &[
+            "--detach-netns".into(),
+            "-p".into(),
+            format!("0.0.0.0:{p}:8002/tcp"),
+        ],
+    ) else {
+        skip!("the tap or python3 is not usable");
+    };
+    let (seen, me) = wait_seen(IpAddr::V4(host), p);
+    assert_eq!(seen, format!("{} {}", me.ip(), me.port()));
 }
