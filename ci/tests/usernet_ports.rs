@@ -3,9 +3,9 @@
 //! connects from the host's own non-loopback address (TCP and UDP), a loopback client appears
 //! as the gateway, `-p` at start, `rootlessctl add-ports/list-ports/remove-ports`, 1 MB
 //! sha256-checked through a port, `--detach-netns`, `tcp6`/`udp6` ports with `--ipv6`, and
-//! the driver refused on another network. With `--ipv6`:
-//! the SLAAC address and default route inside, DNS in resolv.conf, ping of the gateway's IPv6
-//! address, TCP to the host's `::1` through it, and `--disable-host-loopback` blocking that.
+//! the driver refused on another network. And `--net=gvisor-tap-vsock --ipv6`: the SLAAC
+//! address and default route inside, DNS in resolv.conf, ping of the gateway's IPv6 address,
+//! TCP and UDP to the host's `::1` through it, and `--disable-host-loopback` blocking that.
 // The test runs sha256sum on the host to check the digest the server inside sends.
 #![allow(clippy::disallowed_methods)]
 

@@ -3,7 +3,10 @@
 //! We answer ARP and ICMP echo for the gateway, carry UDP per flow and TCP per connection on
 //! host sockets (layer-4 translation, as pasta does: the namespace's TCP ends here and a host
 //! TCP connection carries the bytes on), and forward DNS sent to the gateway to the host's
-//! first nameserver.
+//! first nameserver. With `--ipv6` the same over IPv6 on `fd00::/64`: router advertisements
+//! (the namespace configures itself by SLAAC), neighbor discovery and ICMPv6 echo for the
+//! gateway. Published ports (`--port-driver=gvisor-tap-vsock`, [`Stack::publish`]) run the
+//! other way: host sockets whose connections and datagrams we open into the namespace.
 //!
 //! Everything runs from the parent's one epoll loop: [`Stack::as_fd`] is an epoll set holding
 //! the tap and every host socket, [`Stack::ready`] moves what can be moved and
