@@ -430,8 +430,12 @@ fn bad_network_flags_fail_cleanly_and_leave_nothing() {
             "network \"pasta\" requires port driver \"none\" or \"implicit\"",
         ),
         (
-            &["--net=gvisor-tap-vsock", "--ipv6", "true"][..],
-            "--ipv6 is not supported for gvisor-tap-vsock",
+            &[
+                "--net=slirp4netns",
+                "--port-driver=gvisor-tap-vsock",
+                "true",
+            ][..],
+            "port driver requires gvisor-tap-vsock network",
         ),
         (
             &["--net=slirp4netns", "--port-driver=pesto", "true"][..],

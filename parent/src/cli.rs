@@ -1444,10 +1444,8 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<Settings, String> {
         Net::GvisorTapVsock => {
             warn.push("\"gvisor-tap-vsock\" network driver is experimental".into());
             // (Upstream warns that --disable-host-loopback is not yet supported here; ours
-            // blocks the gateway's way to the host's loopback for any cidr.)
-            if cfg.ipv6 {
-                return Err("--ipv6 is not supported for gvisor-tap-vsock".into());
-            }
+            // blocks the gateway's way to the host's loopback for any cidr. Upstream refuses
+            // --ipv6 here; ours supports it.)
         }
     }
     match cfg.port_driver {
@@ -1475,6 +1473,10 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<Settings, String> {
             warn.push("\"gvisor-tap-vsock\" port driver is experimental".into());
             if cfg.net == Net::Host {
                 return Err("port driver requires non-host network".into());
+            }
+            // Upstream fails later, when the driver finds no gvisor-tap-vsock network.
+            if cfg.net != Net::GvisorTapVsock {
+                return Err("port driver requires gvisor-tap-vsock network".into());
             }
         }
         PortDriver::Pesto => {
@@ -1526,13 +1528,6 @@ fn unsupported(cfg: &Config) -> Option<String> {
             | Net::GvisorTapVsock
     ) {
         return Some(format!("--net={}: not supported yet", cfg.net.as_str()));
-    }
-    // implicit needs no port driver object: pasta forwards by itself.
-    if cfg.port_driver == PortDriver::GvisorTapVsock {
-        return Some(format!(
-            "--port-driver={}: not supported yet",
-            cfg.port_driver.as_str()
-        ));
     }
     None
 }
@@ -2535,10 +2530,6 @@ mod tests {
                 "custom cidr is not supported for --net=lxc-user-nic",
             ),
             (
-                &["--net=gvisor-tap-vsock", "--ipv6", "sh"],
-                "--ipv6 is not supported for gvisor-tap-vsock",
-            ),
-            (
                 &["-p", "8080:80/tcp", "sh"],
                 "port driver \"none\" does not support publishing ports",
             ),
@@ -2584,10 +2575,9 @@ mod tests {
                 &["--copy-up-mode=x", "--ifname=eth0", "sh"],
                 "ifname cannot be specified for --net=host",
             ),
-            // Not built yet.
             (
                 &["--net=slirp4netns", "--port-driver=gvisor-tap-vsock", "sh"],
-                "--port-driver=gvisor-tap-vsock: not supported yet",
+                "port driver requires gvisor-tap-vsock network",
             ),
             (
                 &["--port-driver=pesto", "sh"],
@@ -2600,14 +2590,6 @@ mod tests {
             (
                 &["--net=lxc-user-nic", "--cidr=10.0.3.0/24", "sh"],
                 "custom cidr is not supported for --net=lxc-user-nic",
-            ),
-            (
-                &[
-                    "--net=gvisor-tap-vsock",
-                    "--port-driver=gvisor-tap-vsock",
-                    "sh",
-                ],
-                "--port-driver=gvisor-tap-vsock: not supported yet",
             ),
             (
                 &["--net=host", "--port-driver=builtin", "sh"],
@@ -2685,6 +2667,18 @@ mod tests {
                 ],
                 &["\"lxc-user-nic\" network driver is experimental"],
             ),
+            (
+                &[
+                    "--net=gvisor-tap-vsock",
+                    "--disable-host-loopback",
+                    "--port-driver=gvisor-tap-vsock",
+                    "sh",
+                ],
+                &[
+                    "\"gvisor-tap-vsock\" network driver is experimental",
+                    "\"gvisor-tap-vsock\" port driver is experimental",
+                ],
+            ),
             // vpnkit's MTU warning comes with its probe, after the binary is found.
             (
                 &[
@@ -2724,7 +2718,7 @@ mod tests {
                     dhl,
                     "\"gvisor-tap-vsock\" port driver is experimental",
                 ],
-                "--port-driver=gvisor-tap-vsock: not supported yet",
+                "port driver requires gvisor-tap-vsock network",
             ),
             (
                 &[
@@ -2743,19 +2737,6 @@ mod tests {
                 &["--net=lxc-user-nic", "--cidr=10.0.3.0/24", "sh"],
                 &[dhl, "\"lxc-user-nic\" network driver is experimental"],
                 "custom cidr is not supported for --net=lxc-user-nic",
-            ),
-            (
-                &[
-                    "--net=gvisor-tap-vsock",
-                    "--disable-host-loopback",
-                    "--port-driver=gvisor-tap-vsock",
-                    "sh",
-                ],
-                &[
-                    "\"gvisor-tap-vsock\" network driver is experimental",
-                    "\"gvisor-tap-vsock\" port driver is experimental",
-                ],
-                "--port-driver=gvisor-tap-vsock: not supported yet",
             ),
             (
                 &["--ipv6", "--cidr=1.0.0.0/8", "sh"],

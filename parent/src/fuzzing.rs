@@ -118,12 +118,23 @@ pub fn usernet_frame(data: &[u8]) {
                 (ip.dst, u.dst_port),
                 u.payload.len(),
             );
-            let mut pkt = vec![0u8; wire::IP_LEN + n];
-            wire::put_ipv4(&mut pkt, ip.src, ip.dst, wire::PROTO_UDP, n);
-            pkt[wire::IP_LEN..].copy_from_slice(&out[..n]);
-            let again = wire::Ipv4::parse(&pkt).and_then(|i| {
+            let port_len = |i: wire::Ip<'_>| {
                 wire::Udp::parse(&i).map(|u| (u.src_port, u.dst_port, u.payload.len()))
-            });
+            };
+            let again = match (wire::unmapped(&ip.src), wire::unmapped(&ip.dst)) {
+                (Some(src), Some(dst)) => {
+                    let mut pkt = vec![0u8; wire::IP_LEN + n];
+                    wire::put_ipv4(&mut pkt, src, dst, wire::PROTO_UDP, n);
+                    pkt[wire::IP_LEN..].copy_from_slice(&out[..n]);
+                    wire::Ipv4::parse(&pkt).and_then(|i| port_len(i.into()))
+                }
+                _ => {
+                    let mut pkt = vec![0u8; wire::IP6_LEN + n];
+                    wire::put_ipv6(&mut pkt, &ip.src, &ip.dst, wire::PROTO_UDP, n, 64);
+                    pkt[wire::IP6_LEN..].copy_from_slice(&out[..n]);
+                    wire::Ip::parse_v6(&pkt).and_then(port_len)
+                }
+            };
             assert_eq!(again, Some((u.src_port, u.dst_port, u.payload.len())));
             if wire::DnsHeader::parse(u.payload).is_some() {
                 let mut answer = [0u8; 1024];
@@ -137,6 +148,28 @@ pub fn usernet_frame(data: &[u8]) {
         Frame::Echo(_, _, echo) => {
             let n = wire::put_echo_reply(&mut out, &echo);
             assert_eq!(wire::checksum(&out[..n], 0), 0);
+        }
+        Frame::Icmp6(_, ip, m) => {
+            // What we answer parses back with a right checksum.
+            let n = if let Some(t) = m.ns_target() {
+                wire::put_neighbor_advert(&mut out, &t, [2; 6], &t, &ip.src)
+            } else if m.kind == 128 {
+                wire::put_echo6_reply(&mut out, &m, &ip.dst, &ip.src)
+            } else {
+                wire::put_router_advert(&mut out, [2; 6], 1500, &ip.dst, &ip.dst, &ip.src)
+            };
+            let back = wire::Ip {
+                src: if m.ns_target().is_some() {
+                    m.ns_target().unwrap_or_default()
+                } else {
+                    ip.dst
+                },
+                dst: ip.src,
+                proto: wire::PROTO_ICMP6,
+                ttl: 255,
+                payload: &out[..n],
+            };
+            assert!(wire::Icmp6::parse(&back).is_some());
         }
         Frame::Tcp(_, _, t) => {
             assert!(t.payload.len() <= data.len());
@@ -251,7 +284,7 @@ mod tests {
         // The seeds cover every kind of frame the stack handles.
         use crate::usernet::wire::Frame;
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/usernet_frame");
-        let mut kinds = [false; 5];
+        let mut kinds = [false; 6];
         for e in std::fs::read_dir(dir).unwrap().flatten() {
             let data = std::fs::read(e.path()).unwrap();
             let k = match Frame::parse(&data) {
@@ -260,10 +293,11 @@ mod tests {
                 Frame::Udp(..) => 2,
                 Frame::Tcp(..) => 3,
                 Frame::Other => 4,
+                Frame::Icmp6(..) => 5,
             };
             kinds[k] = true;
         }
-        assert_eq!(kinds, [true; 5]);
+        assert_eq!(kinds, [true; 6]);
     }
 
     /// Without cargo-fuzz at hand: the seeds with a few thousand random byte flips, cuts and

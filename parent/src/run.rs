@@ -177,7 +177,8 @@ struct Session<'a> {
     /// Watches the network driver under the running target (and restarts it).
     healer: Option<net::heal::Healer>,
     /// `--net=gvisor-tap-vsock`: our own network on the child's tap.
-    usernet: Option<crate::usernet::Stack>,
+    /// Shared with its port driver (`--port-driver=gvisor-tap-vsock`).
+    usernet: Option<std::rc::Rc<std::cell::RefCell<crate::usernet::Stack>>>,
     sigfd: &'a OwnedFd,
     pid: i32,
     pidfd: OwnedFd,
@@ -398,6 +399,13 @@ impl<'a> Session<'a> {
                 let driver = self.pesto_ports()?;
                 self.s4nn_ports = Some(driver.clone());
                 Some(driver)
+            } else if self.cfg.port_driver == PortDriver::GvisorTapVsock
+                && let Some(stack) = &self.usernet
+            {
+                let driver =
+                    std::rc::Rc::new(crate::port::usernet::UsernetPorts::new(stack.clone()));
+                self.publish(&*driver)?;
+                Some(driver)
             } else {
                 None
             };
@@ -569,9 +577,9 @@ impl<'a> Session<'a> {
         let tap = fds
             .pop()
             .ok_or_else(|| Abort::Error("parent", "TapMade came without the tap".into()))?;
-        let cfg = crate::usernet::Config::new(net, !self.cfg.disable_host_loopback);
+        let cfg = crate::usernet::Config::new(net, !self.cfg.disable_host_loopback, self.cfg.ipv6);
         let stack = crate::usernet::Stack::new(tap, cfg).map_err(|e| Abort::Error("parent", e))?;
-        self.usernet = Some(stack);
+        self.usernet = Some(std::rc::Rc::new(std::cell::RefCell::new(stack)));
         Ok(())
     }
 
@@ -768,7 +776,7 @@ impl<'a> Session<'a> {
             let api_wait = self.api.as_ref().and_then(|s| s.timeout(now));
             // A published port paused for want of descriptors tries again then.
             let ports_wait = self.ports.as_ref().and_then(|p| p.timeout(now));
-            let net_wait = self.usernet.as_ref().and_then(|n| n.timeout(now));
+            let net_wait = self.usernet.as_ref().and_then(|n| n.borrow().timeout(now));
             let wait = [api_wait, ports_wait, net_wait].into_iter().flatten().min();
             let timeout = wait.and_then(|d| Timespec::try_from(d).ok());
             let n = match epoll::wait(&ep, &mut events, timeout.as_ref()) {
@@ -823,8 +831,8 @@ impl<'a> Session<'a> {
             if api_ready && let Some(server) = self.api.as_mut() {
                 server.serve_ready();
             }
-            if net_ready && let Some(stack) = self.usernet.as_mut() {
-                stack.ready(Instant::now());
+            if net_ready && let Some(stack) = &self.usernet {
+                stack.borrow_mut().ready(Instant::now());
             }
             if child_exited {
                 self.reap_blocking();
@@ -871,7 +879,7 @@ impl<'a> Session<'a> {
             add(n.as_fd(), NOTIFY)?;
         }
         if let Some(stack) = &self.usernet {
-            add(stack.as_fd(), USERNET)?;
+            add(stack.borrow().as_fd(), USERNET)?;
         }
         Ok(ep)
     }

@@ -1,6 +1,8 @@
 //! `--net=gvisor-tap-vsock`: no program to start. The addresses follow upstream's (child
 //! net+100, gateway and DNS net+1, MTU 65520), the child makes the tap and hands it over, and
 //! the parent's own user-mode network (`crate::usernet`) serves it from the supervision loop.
+//! With `--ipv6` the namespace takes an address on `fd00::/64` from our router advertisements
+//! (SLAAC), and the gateway and DNS server are `fd00::2`.
 
 use std::os::fd::BorrowedFd;
 
@@ -18,6 +20,7 @@ pub struct Usernet {
     ifname: String,
     mtu: u32,
     addrs: Addrs,
+    ipv6: bool,
 }
 
 impl Usernet {
@@ -42,16 +45,22 @@ impl Usernet {
                 opts.mtu
             },
             addrs,
+            ipv6: opts.ipv6,
         })
     }
 
     fn prepared(&self) -> Prepared {
-        let mut net = super::net_config(NetMode::Tap, &self.ifname, &self.addrs, self.mtu, None);
+        let dns6 = self.ipv6.then_some(usernet::GATEWAY6);
+        let mut net = super::net_config(NetMode::Tap, &self.ifname, &self.addrs, self.mtu, dns6);
         net.mac = usernet::CHILD_MAC;
+        let mut dns = vec![ipv4_text(self.addrs.dns)];
+        if self.ipv6 {
+            dns.push(std::net::Ipv6Addr::from(usernet::GATEWAY6).to_string());
+        }
         Prepared {
             net,
             api_socket: None,
-            dns: vec![ipv4_text(self.addrs.dns)],
+            dns,
         }
     }
 }

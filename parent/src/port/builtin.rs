@@ -929,18 +929,7 @@ impl PortDriver for Builtin {
         if !udp && !proto.starts_with("tcp") {
             return Err(format!("unsupported port protocol {proto}"));
         }
-        let listener = listen_on(&spec, udp).map_err(|e| {
-            let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start");
-            let named = std::env::args_os().next().is_some_and(|a| {
-                a.as_encoded_bytes().rsplit(|b| *b == b'/').next() == Some(b"rootlesskit")
-            });
-            privileged_port_hint(
-                e,
-                spec.parent_port,
-                start.ok().and_then(|s| s.trim().parse().ok()),
-                named,
-            )
-        })?;
+        let listener = listen_hinted(&spec, udp)?;
         let mut target = dial_target(&spec)?;
         target.transparent = st.supply.transparent
             && (target.addr.ip().is_loopback() || Some(target.addr.ip()) == st.supply.child_ip);
@@ -990,6 +979,23 @@ impl PortDriver for Builtin {
         }
         Ok(())
     }
+}
+
+/// [`listen_on`], its error with upstream's hint for a privileged port (the gvisor-tap-vsock
+/// port driver listens the same way).
+pub(crate) fn listen_hinted(spec: &PortSpec, udp: bool) -> Result<OwnedFd, String> {
+    listen_on(spec, udp).map_err(|e| {
+        let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start");
+        let named = std::env::args_os().next().is_some_and(|a| {
+            a.as_encoded_bytes().rsplit(|b| *b == b'/').next() == Some(b"rootlesskit")
+        });
+        privileged_port_hint(
+            e,
+            spec.parent_port,
+            start.ok().and_then(|s| s.trim().parse().ok()),
+            named,
+        )
+    })
 }
 
 /// Go's `net.Listen(proto, "<parentIP>:<port>")` (`ListenPacket` for UDP): `tcp`/`udp` on

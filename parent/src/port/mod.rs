@@ -1,6 +1,6 @@
 //! Port forwarding as the API sees it: the spec and status types, their validation, and the
-//! [`PortDriver`] trait that the builtin, slirp4netns and pesto drivers (and the tests' `fake`)
-//! implement for the API server.
+//! [`PortDriver`] trait that the builtin, slirp4netns, pesto and gvisor-tap-vsock drivers (and
+//! the tests' `fake`) implement for the API server.
 
 pub mod builtin;
 pub mod fake;
@@ -8,6 +8,7 @@ pub mod pesto;
 pub mod pump;
 pub mod slirp4netns;
 pub mod spec;
+pub mod usernet;
 
 pub use spec::{PortSpec, PortStatus, check_family, go_atoi, parse_port_spec, validate_port_spec};
 

@@ -3,7 +3,10 @@
 //! We answer ARP and ICMP echo for the gateway, carry UDP per flow and TCP per connection on
 //! host sockets (layer-4 translation, as pasta does: the namespace's TCP ends here and a host
 //! TCP connection carries the bytes on), and forward DNS sent to the gateway to the host's
-//! first nameserver.
+//! first nameserver. With `--ipv6` the same over IPv6 on `fd00::/64`: router advertisements
+//! (the namespace configures itself by SLAAC), neighbor discovery and ICMPv6 echo for the
+//! gateway. Published ports (`--port-driver=gvisor-tap-vsock`, [`Stack::publish`]) run the
+//! other way: host sockets whose connections and datagrams we open into the namespace.
 //!
 //! Everything runs from the parent's one epoll loop: [`Stack::as_fd`] is an epoll set holding
 //! the tap and every host socket, [`Stack::ready`] moves what can be moved and
@@ -13,23 +16,34 @@
 //! has not acknowledged yet (peeked with `SO_PEEK_OFF`, dropped once acknowledged), so a
 //! connection needs no buffer of its own.
 
+pub mod ports;
 pub mod tcp;
 pub mod udp;
 pub mod wire;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
 use rustix::io::Errno;
 
-use wire::{ETH_LEN, Frame, IP_LEN};
+use wire::{Addr, ETH_LEN, Frame, IP_LEN, IP6_LEN, mapped, unmapped};
 
 /// The gateway's MAC address, as upstream's.
 pub const GATEWAY_MAC: [u8; 6] = [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xdd];
 /// The MAC the child gives its tap.
 pub const CHILD_MAC: [u8; 6] = [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee];
+/// With `--ipv6`: the gateway's (and DNS server's) address on the namespace's ULA prefix
+/// `fd00::/64`, where the namespace takes its address by SLAAC from our router advertisements.
+pub const GATEWAY6: Addr = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+/// The router's link-local address, the source of its advertisements and the next hop of the
+/// namespace's IPv6 default route.
+pub const ROUTER6_LL: Addr = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+/// All nodes on the link.
+const ALL_NODES: Addr = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+/// `virtio_net_hdr.gso_type`: a TCP/IPv6 segment for the kernel to cut.
+const VNET_GSO_TCPV6: u8 = 4;
 /// Default MTU, as upstream's.
 pub const DEFAULT_MTU: u32 = 65520;
 /// The largest frame the tap can carry (MTU 65535 plus the Ethernet header).
@@ -60,12 +74,14 @@ pub struct Config {
     pub host_loopback: bool,
     /// Where DNS queries to the gateway go: the host's first IPv4 nameserver.
     pub nameserver: Option<[u8; 4]>,
+    /// With `--ipv6`, the gateway's IPv6 address ([`GATEWAY6`]).
+    pub gateway6: Option<Addr>,
 }
 
 impl Config {
     /// The network the child configured from `net`, with the host's first IPv4 nameserver
     /// from its `/etc/resolv.conf` for DNS.
-    pub fn new(net: &proto::NetConfig, host_loopback: bool) -> Config {
+    pub fn new(net: &proto::NetConfig, host_loopback: bool, ipv6: bool) -> Config {
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         Config {
             gateway: net.gateway,
@@ -74,12 +90,47 @@ impl Config {
             mtu: if net.mtu == 0 { DEFAULT_MTU } else { net.mtu },
             host_loopback,
             nameserver: nameservers(&resolv).first().copied(),
+            gateway6: ipv6.then_some(GATEWAY6),
         }
+    }
+
+    /// Whether `a` is one of the gateway's addresses.
+    pub fn is_gateway(&self, a: &Addr) -> bool {
+        *a == mapped(self.gateway) || self.gateway6.is_some_and(|g| *a == g || *a == ROUTER6_LL)
     }
 
     /// Where a connection or datagram from the namespace to `dst:port` goes on the host, or
     /// `None` when it must be refused.
-    pub fn host_addr(&self, dst: [u8; 4], port: u16) -> Option<SocketAddrV4> {
+    pub fn host_addr(&self, dst: Addr, port: u16) -> Option<SocketAddr> {
+        if let Some(d) = unmapped(&dst) {
+            return self.host_addr4(d, port).map(SocketAddr::V4);
+        }
+        let gw = self.gateway6?;
+        if self.is_gateway(&dst) {
+            if port == 53
+                && let Some(ns) = self.nameserver
+            {
+                return Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ns), 53)));
+            }
+            return self
+                .host_loopback
+                .then(|| SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, port, 0, 0)));
+        }
+        let ip = Ipv6Addr::from(dst);
+        // Loopback, unspecified, multicast, link-local and the namespace's own prefix never
+        // leave.
+        if ip.is_loopback()
+            || ip.is_unspecified()
+            || dst[0] == 0xff
+            || (dst[0] == 0xfe && dst[1] & 0xc0 == 0x80)
+            || dst[..8] == gw[..8]
+        {
+            return None;
+        }
+        Some(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)))
+    }
+
+    fn host_addr4(&self, dst: [u8; 4], port: u16) -> Option<SocketAddrV4> {
         if dst == self.gateway {
             if port == 53
                 && let Some(ns) = self.nameserver
@@ -140,15 +191,33 @@ pub struct Out<'a> {
 }
 
 impl Out<'_> {
-    /// Offset of the transport header in [`Out::buf`].
-    pub const L4: usize = ETH_LEN + IP_LEN;
+    /// Offset of the transport header in [`Out::buf`]: after an IPv6 header; an IPv4 frame
+    /// starts 20 bytes into the buffer.
+    pub const L4: usize = ETH_LEN + IP6_LEN;
 
-    /// Wraps the `l4_len` transport bytes at [`Out::L4`] in IPv4 and Ethernet headers and
+    /// Writes the Ethernet and IP headers in front of the `l4_len` transport bytes at
+    /// [`Out::L4`]: IPv4 when both addresses are IPv4-mapped, IPv6 otherwise. Where the frame
+    /// starts.
+    fn headers(&mut self, src: &Addr, dst: &Addr, proto: u8, l4_len: usize) -> usize {
+        if let (Some(s), Some(d)) = (unmapped(src), unmapped(dst)) {
+            let start = Out::L4 - IP_LEN - ETH_LEN;
+            let f = &mut self.buf[start..];
+            wire::put_ethernet(f, self.child_mac, GATEWAY_MAC, wire::ETHERTYPE_IPV4);
+            wire::put_ipv4(&mut f[ETH_LEN..], s, d, proto, l4_len);
+            return start;
+        }
+        wire::put_ethernet(self.buf, self.child_mac, GATEWAY_MAC, wire::ETHERTYPE_IPV6);
+        // Neighbor discovery wants hop limit 255.
+        let hops = if proto == wire::PROTO_ICMP6 { 255 } else { 64 };
+        wire::put_ipv6(&mut self.buf[ETH_LEN..], src, dst, proto, l4_len, hops);
+        0
+    }
+
+    /// Wraps the `l4_len` transport bytes at [`Out::L4`] in IP and Ethernet headers and
     /// writes the frame to the tap; whether it went (the tap's queue may be full).
-    pub fn send_ip(&mut self, src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: usize) -> bool {
-        wire::put_ethernet(self.buf, self.child_mac, GATEWAY_MAC, wire::ETHERTYPE_IPV4);
-        wire::put_ipv4(&mut self.buf[ETH_LEN..], src, dst, proto, l4_len);
-        self.send_raw(Out::L4 + l4_len)
+    pub fn send_ip(&mut self, src: Addr, dst: Addr, proto: u8, l4_len: usize) -> bool {
+        let start = self.headers(&src, &dst, proto, l4_len);
+        self.send_raw(start, Out::L4 + l4_len)
     }
 
     /// Whether the tap takes TCP segments larger than the MTU ([`Out::send_tcp_gso`]).
@@ -158,34 +227,38 @@ impl Out<'_> {
 
     /// Sends the TCP segment of `l4_len` bytes at [`Out::L4`] (its checksum field holding
     /// only the pseudo header's sum) as one frame the kernel cuts into `mss`-sized segments
-    /// and checksums (`VIRTIO_NET_HDR_GSO_TCPV4`).
-    pub fn send_tcp_gso(&mut self, src: [u8; 4], dst: [u8; 4], l4_len: usize, mss: usize) -> bool {
-        wire::put_ethernet(self.buf, self.child_mac, GATEWAY_MAC, wire::ETHERTYPE_IPV4);
-        wire::put_ipv4(&mut self.buf[ETH_LEN..], src, dst, wire::PROTO_TCP, l4_len);
+    /// and checksums (`VIRTIO_NET_HDR_GSO_TCPV4` or `_TCPV6`).
+    pub fn send_tcp_gso(&mut self, src: Addr, dst: Addr, l4_len: usize, mss: usize) -> bool {
+        let start = self.headers(&src, &dst, wire::PROTO_TCP, l4_len);
+        let l4 = Out::L4 - start;
         let mut h = [0u8; VNET_LEN];
         h[0] = VNET_NEEDS_CSUM;
-        h[1] = VNET_GSO_TCPV4;
-        h[2..4].copy_from_slice(&((Out::L4 + wire::TCP_LEN) as u16).to_le_bytes());
+        h[1] = if start == 0 {
+            VNET_GSO_TCPV6
+        } else {
+            VNET_GSO_TCPV4
+        };
+        h[2..4].copy_from_slice(&((l4 + wire::TCP_LEN) as u16).to_le_bytes());
         h[4..6].copy_from_slice(&(mss as u16).to_le_bytes());
-        h[6..8].copy_from_slice(&(Out::L4 as u16).to_le_bytes());
+        h[6..8].copy_from_slice(&(l4 as u16).to_le_bytes());
         h[8..10].copy_from_slice(&16u16.to_le_bytes());
-        self.send_with(h, Out::L4 + l4_len)
+        self.send_with(h, start, Out::L4 + l4_len)
     }
 
-    fn send_raw(&mut self, len: usize) -> bool {
-        self.send_with([VNET_DATA_VALID, 0, 0, 0, 0, 0, 0, 0, 0, 0], len)
+    fn send_raw(&mut self, start: usize, end: usize) -> bool {
+        self.send_with([VNET_DATA_VALID, 0, 0, 0, 0, 0, 0, 0, 0, 0], start, end)
     }
 
-    fn send_with(&mut self, header: [u8; VNET_LEN], len: usize) -> bool {
+    fn send_with(&mut self, header: [u8; VNET_LEN], start: usize, end: usize) -> bool {
         loop {
             let written = if self.vnet {
                 let iov = [
                     std::io::IoSlice::new(&header),
-                    std::io::IoSlice::new(&self.buf[..len]),
+                    std::io::IoSlice::new(&self.buf[start..end]),
                 ];
                 rustix::io::writev(self.tap, &iov)
             } else {
-                rustix::io::write(self.tap, &self.buf[..len])
+                rustix::io::write(self.tap, &self.buf[start..end])
             };
             match written {
                 Ok(_) => return true,
@@ -203,6 +276,8 @@ impl Out<'_> {
 const TAG_TAP: u64 = 0;
 const KIND_TCP: u64 = 1;
 const KIND_UDP: u64 = 2;
+/// A published port's host socket; the index is the port's id.
+const KIND_PORT: u64 = 3;
 
 /// The epoll tag of entry `index` (generation `generation`) of table `kind`.
 fn tag(kind: u64, generation: u32, index: usize) -> u64 {
@@ -221,6 +296,7 @@ pub struct Stack {
     child_mac: [u8; 6],
     tcp: tcp::Table,
     udp: udp::Table,
+    ports: Vec<ports::Published>,
     counters: Counters,
 }
 
@@ -238,6 +314,39 @@ impl Stack {
     /// # Errors
     /// As [`Stack::new`].
     pub fn with_vnet(tap: OwnedFd, cfg: Config, vnet: bool) -> Result<Stack, String> {
+        let mut st = Stack::make(tap, cfg, vnet)?;
+        // Without waiting for the namespace's router solicitation.
+        st.advertise();
+        Ok(st)
+    }
+
+    /// Sends a router advertisement to all nodes, with `--ipv6`.
+    fn advertise(&mut self) {
+        let Some(gw) = self.cfg.gateway6 else {
+            return;
+        };
+        let mut out = Out {
+            tap: self.tap.as_fd(),
+            buf: &mut self.tx,
+            child_mac: self.child_mac,
+            mtu: self.cfg.mtu,
+            vnet: self.vnet,
+            counters: &mut self.counters,
+        };
+        let mut prefix = [0u8; 16];
+        prefix[..8].copy_from_slice(&gw[..8]);
+        let len = wire::put_router_advert(
+            &mut out.buf[Out::L4..],
+            GATEWAY_MAC,
+            self.cfg.mtu,
+            &prefix,
+            &ROUTER6_LL,
+            &ALL_NODES,
+        );
+        out.send_ip(ROUTER6_LL, ALL_NODES, wire::PROTO_ICMP6, len);
+    }
+
+    fn make(tap: OwnedFd, cfg: Config, vnet: bool) -> Result<Stack, String> {
         let fail = |e: Errno| format!("user-mode network: epoll: {e}");
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(fail)?;
         epoll::add(
@@ -253,10 +362,12 @@ impl Stack {
             tap,
             ep,
             rx: vec![0u8; VNET_LEN + FRAME_MAX].into_boxed_slice(),
-            tx: vec![0u8; FRAME_MAX].into_boxed_slice(),
+            // Room for an IPv6 header in front of the largest IPv4 frame.
+            tx: vec![0u8; FRAME_MAX + IP6_LEN].into_boxed_slice(),
             child_mac: CHILD_MAC,
             tcp: tcp::Table::new(&cfg),
             udp: udp::Table::new(),
+            ports: Vec::new(),
             counters: Counters::default(),
         })
     }
@@ -264,6 +375,60 @@ impl Stack {
     /// The epoll set to wait on: readable when [`Stack::ready`] has work.
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.ep.as_fd()
+    }
+
+    /// The network's addresses.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// With `--ipv6`, the namespace's SLAAC address: our prefix and the EUI-64 of the MAC the
+    /// tap was given.
+    pub fn child6(&self) -> Option<Addr> {
+        let mut a = self.cfg.gateway6?;
+        let m = CHILD_MAC;
+        a[8..].copy_from_slice(&[m[0] ^ 2, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
+        Some(a)
+    }
+
+    /// Forwards connections (`udp` false; `sock` listens) or datagrams (`udp`; `sock` is
+    /// bound) arriving on host socket `sock` to `child` in the namespace, as port `id`.
+    ///
+    /// # Errors
+    /// `port driver: <errno>` when the socket cannot be watched.
+    pub fn publish(
+        &mut self,
+        id: u32,
+        sock: OwnedFd,
+        udp: bool,
+        child: (Addr, u16),
+    ) -> Result<(), String> {
+        let tagged = tag(KIND_PORT, 0, id as usize);
+        epoll::add(
+            &self.ep,
+            &sock,
+            epoll::EventData::new_u64(tagged),
+            epoll::EventFlags::IN,
+        )
+        .map_err(|e| format!("port driver: {e}"))?;
+        self.ports.push(ports::Published {
+            id,
+            sock,
+            udp,
+            child,
+        });
+        Ok(())
+    }
+
+    /// Stops forwarding port `id`: its socket and UDP flows close; TCP connections already
+    /// open go on.
+    pub fn unpublish(&mut self, id: u32) {
+        if let Some(i) = self.ports.iter().position(|p| p.id == id) {
+            let p = self.ports.remove(i);
+            // The UDP flows hold duplicates of the socket: take it out of the set by hand.
+            let _ = epoll::delete(&self.ep, &p.sock);
+            self.udp.close_port(id);
+        }
     }
 
     /// What was dropped so far.
@@ -306,6 +471,7 @@ impl Stack {
                 ep,
                 cfg,
                 vnet,
+                ports,
                 ..
             } = self;
             let mut out = Out {
@@ -322,6 +488,11 @@ impl Stack {
                     tcp.socket_ready(index as usize, generation, ev.flags, &mut out, ep, now)
                 }
                 KIND_UDP => udp.socket_ready(index as usize, generation, &mut out, cfg, now),
+                KIND_PORT => {
+                    if let Some(p) = ports.iter().find(|p| p.id == index) {
+                        port_ready(p, &mut out, tcp, udp, cfg, ep, now);
+                    }
+                }
                 _ => {}
             }
         }
@@ -412,11 +583,15 @@ impl Stack {
             tcp,
             udp,
             counters,
+            ..
         } = self;
         let frame = Frame::parse_with(&rx[start..end], verify);
         // The child's MAC is the one we set, but a namespace may change it: follow it.
-        if let Frame::Echo(eth, ip, _) | Frame::Udp(eth, ip, _) | Frame::Tcp(eth, ip, _) = &frame
-            && ip.src == cfg.child
+        if let Frame::Echo(eth, ip, _)
+        | Frame::Udp(eth, ip, _)
+        | Frame::Tcp(eth, ip, _)
+        | Frame::Icmp6(eth, ip, _) = &frame
+            && (ip.src == mapped(cfg.child) || cfg.gateway6.is_some_and(|g| ip.src[..8] == g[..8]))
         {
             *child_mac = eth.src;
         }
@@ -431,17 +606,86 @@ impl Stack {
         match frame {
             Frame::Arp(_, arp) if arp.op == 1 && arp.tpa == cfg.gateway => {
                 let len = wire::put_arp_reply(out.buf, GATEWAY_MAC, cfg.gateway, arp.sha, arp.spa);
-                out.send_raw(len);
+                out.send_raw(0, len);
             }
-            Frame::Echo(_, ip, echo) if ip.dst == cfg.gateway => {
+            Frame::Echo(_, ip, echo) if ip.dst == mapped(cfg.gateway) => {
                 let len = wire::put_echo_reply(&mut out.buf[Out::L4..], &echo);
-                out.send_ip(cfg.gateway, ip.src, wire::PROTO_ICMP, len);
+                out.send_ip(ip.dst, ip.src, wire::PROTO_ICMP, len);
+            }
+            Frame::Icmp6(_, ip, m) if cfg.gateway6.is_some() => {
+                let at = Out::L4;
+                match m.kind {
+                    // Neighbor solicitation for one of the gateway's addresses (not duplicate
+                    // address detection, which comes from ::).
+                    135 if m.ns_target().is_some_and(|t| cfg.is_gateway(&t))
+                        && ip.src != [0; 16] =>
+                    {
+                        let target = m.ns_target().unwrap_or_default();
+                        let len = wire::put_neighbor_advert(
+                            &mut out.buf[at..],
+                            &target,
+                            GATEWAY_MAC,
+                            &target,
+                            &ip.src,
+                        );
+                        out.send_ip(target, ip.src, wire::PROTO_ICMP6, len);
+                    }
+                    // Router solicitation.
+                    133 => {
+                        let _ = out;
+                        self.advertise();
+                    }
+                    128 if cfg.is_gateway(&ip.dst) => {
+                        let len = wire::put_echo6_reply(&mut out.buf[at..], &m, &ip.dst, &ip.src);
+                        out.send_ip(ip.dst, ip.src, wire::PROTO_ICMP6, len);
+                    }
+                    _ => {}
+                }
             }
             Frame::Udp(_, ip, u) => udp.from_child(&ip, &u, &mut out, cfg, ep, now),
             Frame::Tcp(_, ip, t) => tcp.from_child(&ip, &t, &mut out, cfg, ep, now),
             Frame::Arp(..) => {}
             _ => out.counters.dropped += 1,
         }
+    }
+}
+
+/// Published port `p` has connections to accept or datagrams to carry.
+fn port_ready(
+    p: &ports::Published,
+    out: &mut Out<'_>,
+    tcp: &mut tcp::Table,
+    udp: &mut udp::Table,
+    cfg: &Config,
+    ep: &OwnedFd,
+    now: Instant,
+) {
+    use rustix::net::{RecvFlags, SocketFlags};
+    if !p.udp {
+        for _ in 0..ports::ACCEPT_BATCH {
+            let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+            let Ok((sock, Some(peer))) = rustix::net::acceptfrom_with(&p.sock, flags) else {
+                break;
+            };
+            let remote = ports::seen_from(cfg, peer, &p.child.0);
+            tcp.open_inbound(sock, p.child, remote, out, ep, now);
+        }
+        return;
+    }
+    let max = (cfg.mtu as usize)
+        .saturating_sub(wire::ip_len(&p.child.0) + wire::UDP_LEN)
+        .min(65507);
+    let at = Out::L4 + wire::UDP_LEN;
+    for _ in 0..32 {
+        let flags = RecvFlags::DONTWAIT | RecvFlags::TRUNC;
+        let (n, peer) = match rustix::net::recvfrom(&p.sock, &mut out.buf[at..at + max], flags) {
+            Ok((n, total, Some(peer))) if total <= n => (n, peer),
+            // Too big for the namespace's MTU, or from nowhere: dropped.
+            Ok(_) | Err(Errno::INTR) => continue,
+            Err(_) => break,
+        };
+        let remote = ports::seen_from(cfg, peer.clone(), &p.child.0);
+        udp.inbound(p.id, &p.sock, peer, p.child, remote, n, out, now);
     }
 }
 
@@ -462,24 +706,28 @@ mod tests {
             mtu: 65520,
             host_loopback: true,
             nameserver: Some([192, 0, 2, 53]),
+            gateway6: None,
         }
     }
 
     #[test]
     fn where_traffic_goes() {
         let c = cfg();
-        let at = |ip: [u8; 4], port| SocketAddrV4::new(Ipv4Addr::from(ip), port);
+        let at = |ip: [u8; 4], port| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port));
         assert_eq!(
-            c.host_addr([10, 0, 2, 1], 8080),
+            c.host_addr(mapped([10, 0, 2, 1]), 8080),
             Some(at([127, 0, 0, 1], 8080))
         );
         assert_eq!(
-            c.host_addr([10, 0, 2, 1], 53),
+            c.host_addr(mapped([10, 0, 2, 1]), 53),
             Some(at([192, 0, 2, 53], 53))
         );
-        assert_eq!(c.host_addr([1, 1, 1, 1], 443), Some(at([1, 1, 1, 1], 443)));
         assert_eq!(
-            c.host_addr([169, 254, 169, 254], 80),
+            c.host_addr(mapped([1, 1, 1, 1]), 443),
+            Some(at([1, 1, 1, 1], 443))
+        );
+        assert_eq!(
+            c.host_addr(mapped([169, 254, 169, 254]), 80),
             Some(at([169, 254, 169, 254], 80))
         );
         for refused in [
@@ -490,16 +738,16 @@ mod tests {
             [10, 0, 2, 255],
             [10, 0, 2, 100],
         ] {
-            assert_eq!(c.host_addr(refused, 80), None, "{refused:?}");
+            assert_eq!(c.host_addr(mapped(refused), 80), None, "{refused:?}");
         }
         let closed = Config {
             host_loopback: false,
             ..c
         };
-        assert_eq!(closed.host_addr([10, 0, 2, 1], 8080), None);
+        assert_eq!(closed.host_addr(mapped([10, 0, 2, 1]), 8080), None);
         // DNS is the host's resolver, loopback or not.
         assert_eq!(
-            closed.host_addr([10, 0, 2, 1], 53),
+            closed.host_addr(mapped([10, 0, 2, 1]), 53),
             Some(at([192, 0, 2, 53], 53))
         );
         let no_dns = Config {
@@ -507,7 +755,7 @@ mod tests {
             host_loopback: false,
             ..c
         };
-        assert_eq!(no_dns.host_addr([10, 0, 2, 1], 53), None);
+        assert_eq!(no_dns.host_addr(mapped([10, 0, 2, 1]), 53), None);
         // Another cidr moves the gateway with it.
         let other = Config {
             gateway: [192, 168, 7, 1],
@@ -515,10 +763,38 @@ mod tests {
             host_loopback: false,
             ..c
         };
-        assert_eq!(other.host_addr([192, 168, 7, 1], 80), None);
+        assert_eq!(other.host_addr(mapped([192, 168, 7, 1]), 80), None);
         assert_eq!(
-            other.host_addr([10, 0, 2, 1], 80),
+            other.host_addr(mapped([10, 0, 2, 1]), 80),
             Some(at([10, 0, 2, 1], 80))
+        );
+        // IPv6: nothing without --ipv6; with it the gateway is the host's ::1 (DNS its
+        // nameserver), the world is itself, the link and the prefix stay inside.
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap().octets();
+        let at6 = |s: &str, port| SocketAddr::V6(SocketAddrV6::new(s.parse().unwrap(), port, 0, 0));
+        assert_eq!(c.host_addr(v6("2001:db8::1"), 80), None);
+        let c6 = Config {
+            gateway6: Some(GATEWAY6),
+            ..c
+        };
+        assert_eq!(c6.host_addr(GATEWAY6, 80), Some(at6("::1", 80)));
+        assert_eq!(c6.host_addr(ROUTER6_LL, 80), Some(at6("::1", 80)));
+        assert_eq!(c6.host_addr(GATEWAY6, 53), Some(at([192, 0, 2, 53], 53)));
+        assert_eq!(
+            c6.host_addr(v6("2001:db8::1"), 443),
+            Some(at6("2001:db8::1", 443))
+        );
+        for refused in ["::1", "::", "ff02::1", "fe80::1", "fd00::9"] {
+            assert_eq!(c6.host_addr(v6(refused), 80), None, "{refused}");
+        }
+        let closed6 = Config {
+            host_loopback: false,
+            ..c6
+        };
+        assert_eq!(closed6.host_addr(GATEWAY6, 80), None);
+        assert_eq!(
+            closed6.host_addr(GATEWAY6, 53),
+            Some(at([192, 0, 2, 53], 53))
         );
     }
 
@@ -543,8 +819,12 @@ mod tests {
     use std::io::{Read, Write};
     use wire::{TcpOut, flags};
 
-    const CHILD: [u8; 4] = [10, 0, 2, 100];
-    const GW: [u8; 4] = [10, 0, 2, 1];
+    const CHILD4: [u8; 4] = [10, 0, 2, 100];
+    const GW4: [u8; 4] = [10, 0, 2, 1];
+    const CHILD: Addr = mapped(CHILD4);
+    const GW: Addr = mapped(GW4);
+    /// Where the transport header of an IPv4 frame starts.
+    const L4: usize = ETH_LEN + IP_LEN;
 
     /// A stack on one end of a datagram socketpair standing in for the tap; the other end is
     /// the namespace.
@@ -593,11 +873,11 @@ mod tests {
             syn_opts: (fl & flags::SYN != 0).then_some((1460, wscale.then_some(7))),
         };
         let hl = wire::tcp_header_len(&seg);
-        let mut f = vec![0u8; Out::L4 + hl + data.len()];
-        f[Out::L4 + hl..].copy_from_slice(data);
-        let n = wire::put_tcp(&mut f[Out::L4..], &seg, data.len());
+        let mut f = vec![0u8; L4 + hl + data.len()];
+        f[L4 + hl..].copy_from_slice(data);
+        let n = wire::put_tcp(&mut f[L4..], &seg, data.len());
         wire::put_ethernet(&mut f, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
-        wire::put_ipv4(&mut f[ETH_LEN..], CHILD, GW, wire::PROTO_TCP, n);
+        wire::put_ipv4(&mut f[ETH_LEN..], CHILD4, GW4, wire::PROTO_TCP, n);
         f
     }
 
@@ -619,8 +899,8 @@ mod tests {
         wire::put_ethernet(&mut f, [0xff; 6], CHILD_MAC, wire::ETHERTYPE_ARP);
         f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
         f[22..28].copy_from_slice(&CHILD_MAC);
-        f[28..32].copy_from_slice(&CHILD);
-        f[38..42].copy_from_slice(&GW);
+        f[28..32].copy_from_slice(&CHILD4);
+        f[38..42].copy_from_slice(&GW4);
         rustix::io::write(&peer, &f).unwrap();
         // An ARP request for another address gets no answer.
         f[41] = 7;
@@ -628,10 +908,10 @@ mod tests {
         let mut icmp = [8u8, 0, 0, 0, 1, 2, 0, 1, b'x', b'y'];
         let c = wire::checksum(&icmp, 0);
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
-        let mut p = vec![0u8; Out::L4 + icmp.len()];
+        let mut p = vec![0u8; L4 + icmp.len()];
         wire::put_ethernet(&mut p, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
-        wire::put_ipv4(&mut p[ETH_LEN..], CHILD, GW, wire::PROTO_ICMP, icmp.len());
-        p[Out::L4..].copy_from_slice(&icmp);
+        wire::put_ipv4(&mut p[ETH_LEN..], CHILD4, GW4, wire::PROTO_ICMP, icmp.len());
+        p[L4..].copy_from_slice(&icmp);
         rustix::io::write(&peer, &p).unwrap();
         // Garbage is counted and dropped.
         rustix::io::write(&peer, &[0u8; 20]).unwrap();
@@ -642,13 +922,13 @@ mod tests {
         };
         assert_eq!(
             (arp.op, arp.sha, arp.spa, arp.tpa),
-            (2, GATEWAY_MAC, GW, CHILD)
+            (2, GATEWAY_MAC, GW4, CHILD4)
         );
         let Frame::Other = Frame::parse(&got[1]) else {
             panic!("an echo reply is not an echo request")
         };
-        assert_eq!(&got[1][Out::L4..Out::L4 + 1], &[0]);
-        assert_eq!(&got[1][Out::L4 + 4..], &icmp[4..]);
+        assert_eq!(&got[1][L4..L4 + 1], &[0]);
+        assert_eq!(&got[1][L4 + 4..], &icmp[4..]);
         assert_eq!(st.counters().dropped, 1);
     }
 
@@ -739,6 +1019,192 @@ mod tests {
     }
 
     #[test]
+    fn published_ports_open_connections_and_flows_into_the_namespace() {
+        let (mut st, peer) = stack(true);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        st.publish(1, l.into(), false, (CHILD, 80)).unwrap();
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let cport = client.local_addr().unwrap().port();
+        // A loopback client appears as the gateway, with its own port.
+        let got = frames(&mut st, &peer, 1);
+        let Frame::Tcp(_, ip, t) = Frame::parse(&got[0]) else {
+            panic!("no SYN: {got:?}")
+        };
+        assert_eq!((ip.src, ip.dst), (GW, CHILD));
+        assert_eq!((t.src_port, t.dst_port, t.flags), (cport, 80, flags::SYN));
+        assert_eq!(t.wscale, Some(7));
+        // The namespace answers; the client's bytes follow.
+        let seg = TcpOut {
+            src: (CHILD, 80),
+            dst: (GW, cport),
+            seq: 5000,
+            ack: t.seq.wrapping_add(1),
+            flags: flags::SYN | flags::ACK,
+            window: 65535,
+            syn_opts: Some((1460, None)),
+        };
+        let hl = wire::tcp_header_len(&seg);
+        let mut f = vec![0u8; L4 + hl];
+        let n = wire::put_tcp(&mut f[L4..], &seg, 0);
+        wire::put_ethernet(&mut f, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut f[ETH_LEN..], CHILD4, GW4, wire::PROTO_TCP, n);
+        client.write_all(b"GET").unwrap();
+        rustix::io::write(&peer, &f).unwrap();
+        let got = frames(&mut st, &peer, 2);
+        let (_, ack, fl, _, _) = tcp_of(&got[0]);
+        assert_eq!((ack, fl), (5001, flags::ACK));
+        assert_eq!(tcp_of(&got[1]).3, b"GET");
+        // UDP: a datagram in, the reply out to the client through the published socket.
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let uport = u.local_addr().unwrap().port();
+        u.set_nonblocking(true).unwrap();
+        st.publish(2, u.into(), true, (CHILD, 53)).unwrap();
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ucport = c.local_addr().unwrap().port();
+        c.send_to(b"ask", ("127.0.0.1", uport)).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        let Frame::Udp(_, ip, d) = Frame::parse(&got[0]) else {
+            panic!("no datagram: {got:?}")
+        };
+        assert_eq!(
+            (ip.src, ip.dst, d.src_port, d.dst_port),
+            (GW, CHILD, ucport, 53)
+        );
+        assert_eq!(d.payload, b"ask");
+        let mut r = vec![0u8; L4 + wire::UDP_LEN + 6];
+        r[L4 + wire::UDP_LEN..].copy_from_slice(b"answer");
+        let n = wire::put_udp(&mut r[L4..], (CHILD, 53), (GW, ucport), 6);
+        wire::put_ethernet(&mut r, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut r[ETH_LEN..], CHILD4, GW4, wire::PROTO_UDP, n);
+        rustix::io::write(&peer, &r).unwrap();
+        frames(&mut st, &peer, 0);
+        let mut buf = [0u8; 16];
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from.port()), (&b"answer"[..], uport));
+        // Removed: the flow closes and datagrams no longer come in.
+        st.unpublish(2);
+        assert!(st.udp.is_empty());
+        c.send_to(b"again", ("127.0.0.1", uport)).ok();
+        assert!(frames(&mut st, &peer, 0).is_empty());
+    }
+
+    /// The namespace's SLAAC address from [`CHILD_MAC`].
+    const CHILD6: Addr = [
+        0xfd, 0, 0, 0, 0, 0, 0, 0, 0x58, 0x94, 0xef, 0xff, 0xfe, 0xe4, 0x0c, 0xee,
+    ];
+
+    /// An IPv6 frame from the namespace carrying `l4`; an ICMPv6 message gets its checksum.
+    pub(crate) fn frame6(src: &Addr, dst: &Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; ETH_LEN + IP6_LEN + l4.len()];
+        wire::put_ethernet(&mut f, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV6);
+        wire::put_ipv6(&mut f[ETH_LEN..], src, dst, proto, l4.len(), 255);
+        let m = &mut f[ETH_LEN + IP6_LEN..];
+        m.copy_from_slice(l4);
+        if proto == wire::PROTO_ICMP6 {
+            let c = wire::checksum(m, wire::pseudo_sum_any(src, dst, proto, m.len()));
+            m[2..4].copy_from_slice(&c.to_be_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn ipv6_router_neighbor_echo_and_tcp_to_the_hosts_loopback() {
+        let (tap, peer) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let c = Config {
+            gateway6: Some(GATEWAY6),
+            ..cfg()
+        };
+        let mut st = Stack::with_vnet(tap, c, false).unwrap();
+        // An advertisement at once: our prefix, from the router's link-local address.
+        let got = frames(&mut st, &peer, 1);
+        let Frame::Icmp6(_, ip, m) = Frame::parse(&got[0]) else {
+            panic!("no advertisement: {got:?}")
+        };
+        assert_eq!(
+            (ip.src, ip.dst, ip.ttl, m.kind),
+            (ROUTER6_LL, ALL_NODES, 255, 134)
+        );
+        assert_eq!(&m.message[48..56], &GATEWAY6[..8]);
+        // A router solicitation gets another.
+        let rs = frame6(
+            &CHILD6,
+            &[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            58,
+            &[133, 0, 0, 0, 0, 0, 0, 0],
+        );
+        rustix::io::write(&peer, &rs).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        assert!(matches!(Frame::parse(&got[0]), Frame::Icmp6(_, _, m) if m.kind == 134));
+        // Neighbor solicitation for the gateway: advertised with our MAC. For another
+        // address, or for duplicate address detection: nothing.
+        let ns = |target: &Addr| {
+            let mut m = vec![135, 0, 0, 0, 0, 0, 0, 0];
+            m.extend_from_slice(target);
+            m.extend_from_slice(&[1, 1]);
+            m.extend_from_slice(&CHILD_MAC);
+            m
+        };
+        rustix::io::write(&peer, &frame6(&CHILD6, &GATEWAY6, 58, &ns(&GATEWAY6))).unwrap();
+        rustix::io::write(&peer, &frame6(&CHILD6, &GATEWAY6, 58, &ns(&CHILD6))).unwrap();
+        rustix::io::write(&peer, &frame6(&[0; 16], &GATEWAY6, 58, &ns(&GATEWAY6))).unwrap();
+        let mut echo = vec![128, 0, 0, 0, 0, 7, 0, 1];
+        echo.extend_from_slice(b"ping6");
+        rustix::io::write(&peer, &frame6(&CHILD6, &GATEWAY6, 58, &echo)).unwrap();
+        let got = frames(&mut st, &peer, 2);
+        assert_eq!(got.len(), 2, "{got:?}");
+        let Frame::Icmp6(_, ip, m) = Frame::parse(&got[0]) else {
+            panic!("no advertisement")
+        };
+        assert_eq!((ip.src, ip.dst, m.kind), (GATEWAY6, CHILD6, 136));
+        assert_eq!(
+            (&m.message[8..24], &m.message[26..32]),
+            (&GATEWAY6[..], &GATEWAY_MAC[..])
+        );
+        let Frame::Icmp6(_, ip, m) = Frame::parse(&got[1]) else {
+            panic!("no echo reply")
+        };
+        assert_eq!((ip.src, ip.dst, m.kind), (GATEWAY6, CHILD6, 129));
+        assert_eq!(&m.message[4..], &echo[4..]);
+        // TCP to the gateway reaches the host's ::1.
+        let Ok(l) = std::net::TcpListener::bind("[::1]:0") else {
+            return; // No IPv6 loopback on this host.
+        };
+        let port = l.local_addr().unwrap().port();
+        let seg = TcpOut {
+            src: (CHILD6, 40000),
+            dst: (GATEWAY6, port),
+            seq: 9,
+            ack: 0,
+            flags: flags::SYN,
+            window: 65535,
+            syn_opts: Some((1440, Some(7))),
+        };
+        let mut t = vec![0u8; wire::tcp_header_len(&seg)];
+        wire::put_tcp(&mut t, &seg, 0);
+        rustix::io::write(&peer, &frame6(&CHILD6, &GATEWAY6, wire::PROTO_TCP, &t)).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        l.accept().unwrap();
+        let Frame::Tcp(_, ip, t) = Frame::parse(&got[0]) else {
+            panic!("no SYN-ACK: {got:?}")
+        };
+        assert_eq!(
+            (ip.src, ip.dst, t.flags, t.ack),
+            (GATEWAY6, CHILD6, flags::SYN | flags::ACK, 10)
+        );
+        // The MSS leaves room for the IPv6 header.
+        assert_eq!(t.mss, Some(65520 - 60));
+    }
+
+    #[test]
     fn tcp_reset_from_the_namespace_resets_the_host() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
@@ -758,11 +1224,11 @@ mod tests {
 
     /// A UDP datagram from the child to `dst:port`.
     fn datagram(dst: [u8; 4], port: u16, data: &[u8]) -> Vec<u8> {
-        let mut f = vec![0u8; Out::L4 + wire::UDP_LEN + data.len()];
-        f[Out::L4 + wire::UDP_LEN..].copy_from_slice(data);
-        let n = wire::put_udp(&mut f[Out::L4..], (CHILD, 5353), (dst, port), data.len());
+        let mut f = vec![0u8; L4 + wire::UDP_LEN + data.len()];
+        f[L4 + wire::UDP_LEN..].copy_from_slice(data);
+        let n = wire::put_udp(&mut f[L4..], (CHILD, 5353), (mapped(dst), port), data.len());
         wire::put_ethernet(&mut f, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
-        wire::put_ipv4(&mut f[ETH_LEN..], CHILD, dst, wire::PROTO_UDP, n);
+        wire::put_ipv4(&mut f[ETH_LEN..], CHILD4, dst, wire::PROTO_UDP, n);
         f
     }
 
@@ -771,7 +1237,7 @@ mod tests {
         let host = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = host.local_addr().unwrap().port();
         let (mut st, peer) = stack(true);
-        rustix::io::write(&peer, &datagram(GW, port, b"hi")).unwrap();
+        rustix::io::write(&peer, &datagram(GW4, port, b"hi")).unwrap();
         frames(&mut st, &peer, 0);
         let mut buf = [0u8; 16];
         host.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -793,7 +1259,7 @@ mod tests {
         assert!(st.udp.is_empty());
         // Without host loopback the gateway takes no datagrams.
         let (mut st, peer) = stack(false);
-        rustix::io::write(&peer, &datagram(GW, port, b"no")).unwrap();
+        rustix::io::write(&peer, &datagram(GW4, port, b"no")).unwrap();
         frames(&mut st, &peer, 0);
         assert!(st.udp.is_empty());
         host.set_read_timeout(Some(Duration::from_millis(200)))
@@ -812,13 +1278,13 @@ mod tests {
         let us = iss.wrapping_add(1);
         // The handshake's ACK shuts the window.
         let mut ack = segment(port, 2, us, flags::ACK, &[], false);
-        let win = Out::L4 + 14;
+        let win = L4 + 14;
         ack[win..win + 4].copy_from_slice(&[0, 0, 0, 0]);
         let c = wire::checksum(
-            &ack[Out::L4..],
-            wire::pseudo_sum(CHILD, GW, wire::PROTO_TCP, 20),
+            &ack[L4..],
+            wire::pseudo_sum(CHILD4, GW4, wire::PROTO_TCP, 20),
         );
-        ack[Out::L4 + 16..Out::L4 + 18].copy_from_slice(&c.to_be_bytes());
+        ack[L4 + 16..L4 + 18].copy_from_slice(&c.to_be_bytes());
         rustix::io::write(&peer, &ack).unwrap();
         host.write_all(b"held").unwrap();
         // No data, but a probe below the next sequence number after the timeout.
@@ -846,8 +1312,8 @@ mod tests {
         let mut st = Stack::with_vnet(tap, cfg(), true).unwrap();
         // A datagram whose checksum the namespace left to us (NEEDS_CSUM): taken as it is.
         let mut f = vec![VNET_NEEDS_CSUM, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        let mut d = datagram(GW, port, b"offloaded");
-        d[Out::L4 + 6] ^= 0x55;
+        let mut d = datagram(GW4, port, b"offloaded");
+        d[L4 + 6] ^= 0x55;
         f.extend_from_slice(&d);
         rustix::io::write(&peer, &f).unwrap();
         // The same bad checksum without the flag is dropped; a frame shorter than the header

@@ -11,6 +11,11 @@
 //! connection owns no buffer. Lost segments are sent again after a timeout (go-back-N, the
 //! timeout doubling) or after three duplicate acknowledgments. FIN and RST travel both ways;
 //! either direction can close first.
+//!
+//! A published port (`--port-driver=gvisor-tap-vsock`) runs the same machine the other way
+//! round: the parent accepted a host connection, and we open one into the namespace with a SYN
+//! from the client's own address and port ([`Table::open_inbound`]); once the namespace's
+//! SYN-ACK came, the connection is like any other.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -21,7 +26,7 @@ use rustix::net::{
     AddressFamily, RecvFlags, SendFlags, Shutdown, SocketFlags, SocketType, sockopt,
 };
 
-use super::wire::{self, Ipv4, TCP_LEN, Tcp, TcpOut, flags, seq_ge, seq_gt};
+use super::wire::{self, Addr, Ip, TCP_LEN, Tcp, TcpOut, flags, seq_ge, seq_gt};
 use super::{Config, KIND_TCP, Out, tag, watch};
 
 /// The most TCP connections at once.
@@ -42,6 +47,9 @@ const RTO_MIN: Duration = Duration::from_millis(200);
 const RTO_MAX: Duration = Duration::from_secs(10);
 /// After this many timeouts in a row the connection is given up (reset both ways).
 const MAX_RETRIES: u8 = 12;
+/// SYNs sent again into the namespace before a published port's connection is given up
+/// (about 25 seconds with the doubling timeout).
+const SYN_RETRIES: u8 = 6;
 /// How soon to try again when the tap's queue was full.
 const TAP_RETRY: Duration = Duration::from_millis(2);
 /// Without `SO_PEEK_OFF` every peek starts at the oldest unacknowledged byte, so what is in
@@ -54,14 +62,16 @@ enum State {
     Connecting,
     /// SYN-ACK sent, not acknowledged yet.
     SynSent,
+    /// A published port's connection: our SYN went into the namespace, no SYN-ACK yet.
+    SynOut,
     /// Data moves.
     Open,
 }
 
 struct Conn {
     sock: OwnedFd,
-    child: ([u8; 4], u16),
-    remote: ([u8; 4], u16),
+    child: (Addr, u16),
+    remote: (Addr, u16),
     state: State,
     // Namespace → host.
     rcv_nxt: u32,
@@ -96,6 +106,45 @@ struct Conn {
 }
 
 impl Conn {
+    /// A connection in state `Connecting` with nothing sent or received yet.
+    fn new(
+        sock: OwnedFd,
+        child: (Addr, u16),
+        remote: (Addr, u16),
+        iss: u32,
+        peek_off: bool,
+    ) -> Conn {
+        Conn {
+            sock,
+            child,
+            remote,
+            state: State::Connecting,
+            rcv_nxt: 0,
+            child_fin: false,
+            write_blocked: false,
+            ack_due: false,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            child_ws: 0,
+            our_ws: 0,
+            mss: 536,
+            host_eof: false,
+            fin_sent: false,
+            fin_seq: None,
+            peek_off,
+            rto: RTO_MIN,
+            rto_at: None,
+            adv_wnd: 0,
+            wnd_check_at: None,
+            wnd_backoff: 0,
+            retries: 0,
+            dupacks: 0,
+        }
+    }
+
     /// Bytes sent and not yet acknowledged, not counting SYN or FIN.
     fn inflight(&self) -> u32 {
         let end = if self.fin_sent {
@@ -110,6 +159,23 @@ impl Conn {
     fn fin_acked(&self) -> bool {
         self.fin_seq
             .is_some_and(|f| self.snd_una == f.wrapping_add(1))
+    }
+
+    /// The namespace's SYN-ACK `t` answered our SYN: the options it chose, then open.
+    fn established(&mut self, t: &Tcp<'_>) {
+        self.rcv_nxt = t.seq.wrapping_add(1);
+        self.snd_una = t.ack;
+        match t.wscale {
+            Some(ws) => self.child_ws = ws.min(14),
+            None => self.our_ws = 0,
+        }
+        self.mss = usize::from(t.mss.unwrap_or(536)).max(64);
+        // The window of a SYN-ACK is never scaled.
+        self.snd_wnd = u32::from(t.window);
+        self.state = State::Open;
+        self.rto_at = None;
+        self.rto = RTO_MIN;
+        self.retries = 0;
     }
 
     /// Moves `snd_nxt` forward to `seq`, keeping `snd_max` the highest.
@@ -157,7 +223,7 @@ impl Conn {
     fn send_flags(&self, out: &mut Out<'_>, seq: u32, fl: u8) -> bool {
         let mut seg = self.segment(seq, fl);
         if fl & flags::SYN != 0 {
-            let mss = (out_mss(out) as u16).min(65495);
+            let mss = (out_mss(out, &self.child.0) as u16).min(65495);
             seg.syn_opts = Some((mss, (self.our_ws > 0).then_some(self.our_ws)));
         }
         let len = wire::put_tcp(&mut out.buf[Out::L4..], &seg, 0);
@@ -226,7 +292,7 @@ impl Conn {
         if self.state != State::Open || self.fin_sent {
             return Ok(());
         }
-        let mss = self.mss.min(out_mss(out));
+        let mss = self.mss.min(out_mss(out, &self.child.0));
         let mut offset = self.inflight();
         // One window for the whole burst: asking the socket per segment costs two syscalls.
         let window = (self.window() >> self.our_ws).min(65535) as u16;
@@ -323,9 +389,9 @@ fn retry<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
 }
 
 /// The largest segment the tap takes: the MTU less the IPv4 and TCP headers.
-fn out_mss(out: &Out<'_>) -> usize {
+fn out_mss(out: &Out<'_>, child: &Addr) -> usize {
     (out.mtu as usize)
-        .saturating_sub(wire::IP_LEN + TCP_LEN)
+        .saturating_sub(wire::ip_len(child) + TCP_LEN)
         .max(536)
 }
 
@@ -395,7 +461,7 @@ impl Table {
     /// A segment from the namespace.
     pub fn from_child(
         &mut self,
-        ip: &Ipv4<'_>,
+        ip: &Ip<'_>,
         t: &Tcp<'_>,
         out: &mut Out<'_>,
         cfg: &Config,
@@ -422,6 +488,18 @@ impl Table {
         };
         if t.flags & flags::RST != 0 {
             self.close(index, ep, true);
+            return;
+        }
+        if c.state == State::SynOut {
+            if t.flags & (flags::SYN | flags::ACK) == flags::SYN | flags::ACK
+                && t.ack == c.iss.wrapping_add(1)
+            {
+                c.established(t);
+                c.send_flags(out, c.snd_nxt, flags::ACK);
+                if c.pump(out, now).is_err() {
+                    self.reset(index, out, ep);
+                }
+            }
             return;
         }
         if t.flags & flags::SYN != 0 {
@@ -527,11 +605,81 @@ impl Table {
         }
     }
 
+    /// A free slot, or `None` (counted, warned about once) when the table is full.
+    fn free_slot(&mut self, out: &mut Out<'_>) -> Option<usize> {
+        let index = self.conns.iter().position(Option::is_none);
+        if index.is_none() {
+            out.counters.tcp_over_limit += 1;
+            if !self.warned {
+                self.warned = true;
+                crate::warn(&format!(
+                    "user-mode network: more than {MAX_CONNS} TCP connections, refusing new ones"
+                ));
+            }
+        }
+        index
+    }
+
+    /// A published port accepted `sock` from a host client: opens a connection from `remote`
+    /// (the client's address, or the gateway's) to `child` in the namespace by sending the
+    /// SYN. Whether it was taken; if not, the client is reset.
+    pub fn open_inbound(
+        &mut self,
+        sock: OwnedFd,
+        child: (Addr, u16),
+        remote: (Addr, u16),
+        out: &mut Out<'_>,
+        ep: &OwnedFd,
+        now: Instant,
+    ) -> bool {
+        let taken = self
+            .conns
+            .iter()
+            .flatten()
+            .any(|c| c.child == child && c.remote == remote);
+        let index = if taken { None } else { self.free_slot(out) };
+        let Some(index) = index else {
+            let _ = sockopt::set_socket_linger(&sock, Some(Duration::ZERO));
+            return false;
+        };
+        let _ = sockopt::set_tcp_nodelay(&sock, true);
+        let peek_off = child::sys::set_peek_offset(sock.as_fd(), 0).is_ok();
+        self.generations[index] = self.generations[index].wrapping_add(1);
+        let interest = epoll::EventFlags::IN
+            | epoll::EventFlags::OUT
+            | epoll::EventFlags::RDHUP
+            | epoll::EventFlags::ET;
+        let tagged = tag(KIND_TCP, self.generations[index], index);
+        if !watch(ep, sock.as_fd(), tagged, interest) {
+            return false;
+        }
+        let iss = self.next_iss(remote.1);
+        let mut c = Conn::new(sock, child, remote, iss, peek_off);
+        c.state = State::SynOut;
+        c.our_ws = OUR_WSCALE;
+        c.sent_up_to(iss.wrapping_add(1));
+        if !c.send_flags(out, iss, flags::SYN) {
+            c.rto_at = Some(now + TAP_RETRY);
+        }
+        c.arm(now);
+        self.conns[index] = Some(c);
+        true
+    }
+
+    /// A fresh initial sequence number.
+    fn next_iss(&mut self, port: u16) -> u32 {
+        self.seed = self
+            .seed
+            .wrapping_mul(1_664_525)
+            .wrapping_add(1_013_904_223);
+        self.seed ^ u32::from(port) << 16
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn open(
         &mut self,
-        child: ([u8; 4], u16),
-        remote: ([u8; 4], u16),
+        child: (Addr, u16),
+        remote: (Addr, u16),
         t: &Tcp<'_>,
         out: &mut Out<'_>,
         cfg: &Config,
@@ -542,19 +690,16 @@ impl Table {
             reset_unknown(out, child, remote, t);
             return;
         };
-        let Some(index) = self.conns.iter().position(Option::is_none) else {
-            out.counters.tcp_over_limit += 1;
-            if !self.warned {
-                self.warned = true;
-                crate::warn(&format!(
-                    "user-mode network: more than {MAX_CONNS} TCP connections, refusing new ones"
-                ));
-            }
+        let Some(index) = self.free_slot(out) else {
             reset_unknown(out, child, remote, t);
             return;
         };
         let sock = match rustix::net::socket_with(
-            AddressFamily::INET,
+            if addr.is_ipv4() {
+                AddressFamily::INET
+            } else {
+                AddressFamily::INET6
+            },
             SocketType::STREAM,
             SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
             None,
@@ -588,45 +733,16 @@ impl Table {
             reset_unknown(out, child, remote, t);
             return;
         }
-        self.seed = self
-            .seed
-            .wrapping_mul(1_664_525)
-            .wrapping_add(1_013_904_223);
-        let iss = self.seed ^ u32::from(t.src_port) << 16;
-        let (child_ws, our_ws) = match t.wscale {
-            Some(ws) => (ws, OUR_WSCALE),
-            None => (0, 0),
-        };
-        self.conns[index] = Some(Conn {
-            sock,
-            child,
-            remote,
-            state: State::Connecting,
-            rcv_nxt: t.seq.wrapping_add(1),
-            child_fin: false,
-            write_blocked: false,
-            ack_due: false,
-            iss,
-            snd_una: iss,
-            snd_nxt: iss,
-            snd_max: iss,
-            // The window of a SYN is never scaled.
-            snd_wnd: u32::from(t.window),
-            child_ws,
-            our_ws,
-            mss: usize::from(t.mss.unwrap_or(536)).max(64),
-            host_eof: false,
-            fin_sent: false,
-            fin_seq: None,
-            peek_off,
-            rto: RTO_MIN,
-            rto_at: None,
-            adv_wnd: 0,
-            wnd_check_at: None,
-            wnd_backoff: 0,
-            retries: 0,
-            dupacks: 0,
-        });
+        let iss = self.next_iss(t.src_port);
+        let mut c = Conn::new(sock, child, remote, iss, peek_off);
+        if let Some(ws) = t.wscale {
+            (c.child_ws, c.our_ws) = (ws, OUR_WSCALE);
+        }
+        c.rcv_nxt = t.seq.wrapping_add(1);
+        // The window of a SYN is never scaled.
+        c.snd_wnd = u32::from(t.window);
+        c.mss = usize::from(t.mss.unwrap_or(536)).max(64);
+        self.conns[index] = Some(c);
         let _ = now;
     }
 
@@ -646,6 +762,10 @@ impl Table {
         let Some(c) = self.conns[index].as_mut() else {
             return;
         };
+        if c.state == State::SynOut {
+            // The host side waits in the socket until the namespace answered.
+            return;
+        }
         if c.state == State::Connecting {
             if !ev.intersects(
                 epoll::EventFlags::OUT | epoll::EventFlags::ERR | epoll::EventFlags::HUP,
@@ -736,6 +856,11 @@ impl Table {
                     c.send_flags(out, c.iss, flags::SYN | flags::ACK);
                     c.arm(now);
                 }
+                State::SynOut if c.retries > SYN_RETRIES => self.reset(index, out, ep),
+                State::SynOut => {
+                    c.send_flags(out, c.iss, flags::SYN);
+                    c.arm(now);
+                }
                 State::Open if c.snd_wnd == 0 && c.snd_una == c.snd_max => {
                     // A window probe: an old sequence number, answered with the window.
                     c.retries = 0;
@@ -759,7 +884,7 @@ impl Table {
 }
 
 /// Answers a segment that belongs to no connection with RST, as RFC 793 says.
-fn reset_unknown(out: &mut Out<'_>, child: ([u8; 4], u16), remote: ([u8; 4], u16), t: &Tcp<'_>) {
+fn reset_unknown(out: &mut Out<'_>, child: (Addr, u16), remote: (Addr, u16), t: &Tcp<'_>) {
     let syn_fin = u32::from(t.flags & flags::SYN != 0) + u32::from(t.flags & flags::FIN != 0);
     let seg = if t.flags & flags::ACK != 0 {
         TcpOut {

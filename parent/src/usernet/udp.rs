@@ -2,15 +2,20 @@
 //! and port, and the address and port it sends to), in a fixed table; a flow idle for a minute
 //! (DNS: ten seconds) is closed. Replies from the host socket go back to the namespace as if
 //! from the address it sent to, so DNS sent to the gateway comes back from the gateway.
+//!
+//! A published UDP port makes flows the other way ([`Table::inbound`]): a host client's
+//! datagram goes into the namespace from the client's address and port, and the namespace's
+//! replies leave through the published socket (a duplicate of it, which the flow owns) to that
+//! client.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrAny, SocketFlags, SocketType};
 
-use super::wire::{self, Ipv4, UDP_LEN, Udp};
+use super::wire::{self, Addr, Ip, UDP_LEN, Udp};
 use super::{Config, KIND_UDP, Out, tag, watch};
 
 /// The most UDP flows at once.
@@ -25,10 +30,12 @@ const SWEEP: Duration = Duration::from_secs(1);
 
 struct Flow {
     sock: OwnedFd,
-    child: ([u8; 4], u16),
-    remote: ([u8; 4], u16),
+    child: (Addr, u16),
+    remote: (Addr, u16),
     idle: Duration,
     last: Instant,
+    /// A published port's flow: the client replies go to, and the port's id.
+    reply_to: Option<(SocketAddrAny, u32)>,
 }
 
 /// The flow table.
@@ -70,7 +77,7 @@ impl Table {
     /// A datagram from the namespace: sent on its flow's socket, the flow made if needed.
     pub fn from_child(
         &mut self,
-        ip: &Ipv4<'_>,
+        ip: &Ip<'_>,
         u: &Udp<'_>,
         out: &mut Out<'_>,
         cfg: &Config,
@@ -95,17 +102,94 @@ impl Table {
         };
         flow.last = now;
         // A full socket buffer or an earlier ICMP error loses this datagram, as a wire would.
-        let _ = rustix::net::send(
-            &flow.sock,
-            u.payload,
-            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
-        );
+        let how = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+        let _ = match &flow.reply_to {
+            Some((to, _)) => rustix::net::sendto(&flow.sock, u.payload, how, to),
+            None => rustix::net::send(&flow.sock, u.payload, how),
+        };
+    }
+
+    /// A published port `port`'s socket `sock` received `len` bytes (at [`Out::L4`] +
+    /// [`UDP_LEN`] of `out.buf`) from host client `peer`: they go to `child` in the namespace
+    /// from `remote`, on the flow of that pair (made if needed, on a duplicate of `sock`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn inbound(
+        &mut self,
+        port: u32,
+        sock: &OwnedFd,
+        peer: SocketAddrAny,
+        child: (Addr, u16),
+        remote: (Addr, u16),
+        len: usize,
+        out: &mut Out<'_>,
+        now: Instant,
+    ) {
+        let index = self.flows.iter().position(|f| {
+            f.as_ref()
+                .is_some_and(|f| f.child == child && f.remote == remote)
+        });
+        let index = match index {
+            Some(i) => i,
+            None => {
+                let Some(i) = self.free_slot(out) else {
+                    return;
+                };
+                let Ok(dup) = rustix::io::fcntl_dupfd_cloexec(sock, 0) else {
+                    return;
+                };
+                self.generations[i] = self.generations[i].wrapping_add(1);
+                self.flows[i] = Some(Flow {
+                    sock: dup,
+                    child,
+                    remote,
+                    idle: IDLE,
+                    last: now,
+                    reply_to: Some((peer, port)),
+                });
+                self.live += 1;
+                self.next_sweep.get_or_insert(now + SWEEP);
+                i
+            }
+        };
+        if let Some(flow) = self.flows[index].as_mut() {
+            flow.last = now;
+        }
+        let n = wire::put_udp(&mut out.buf[Out::L4..], remote, child, len);
+        out.send_ip(remote.0, child.0, wire::PROTO_UDP, n);
+    }
+
+    /// Closes the flows of published port `port`.
+    pub fn close_port(&mut self, port: u32) {
+        for slot in &mut self.flows {
+            if slot
+                .as_ref()
+                .is_some_and(|f| f.reply_to.as_ref().is_some_and(|r| r.1 == port))
+            {
+                *slot = None;
+                self.live -= 1;
+            }
+        }
+    }
+
+    /// A free slot, or `None` (counted, warned about once) when the table is full.
+    fn free_slot(&mut self, out: &mut Out<'_>) -> Option<usize> {
+        let index = self.flows.iter().position(Option::is_none);
+        if index.is_none() {
+            out.counters.udp_over_limit += 1;
+            if !self.warned {
+                self.warned = true;
+                crate::warn(&format!(
+                    "user-mode network: more than {MAX_FLOWS} UDP flows, dropping datagrams of new ones"
+                ));
+            }
+        }
+        index
     }
 
     fn open(
         &mut self,
-        child: ([u8; 4], u16),
-        remote: ([u8; 4], u16),
+        child: (Addr, u16),
+        remote: (Addr, u16),
         cfg: &Config,
         ep: &OwnedFd,
         now: Instant,
@@ -115,18 +199,13 @@ impl Table {
             out.counters.dropped += 1;
             return None;
         };
-        let Some(index) = self.flows.iter().position(Option::is_none) else {
-            out.counters.udp_over_limit += 1;
-            if !self.warned {
-                self.warned = true;
-                crate::warn(&format!(
-                    "user-mode network: more than {MAX_FLOWS} UDP flows, dropping datagrams of new ones"
-                ));
-            }
-            return None;
-        };
+        let index = self.free_slot(out)?;
         let sock = rustix::net::socket_with(
-            AddressFamily::INET,
+            if addr.is_ipv4() {
+                AddressFamily::INET
+            } else {
+                AddressFamily::INET6
+            },
             SocketType::DGRAM,
             SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
             None,
@@ -142,7 +221,7 @@ impl Table {
         ) {
             return None;
         }
-        let idle = if cfg.nameserver.is_some() && remote == (cfg.gateway, 53) {
+        let idle = if cfg.nameserver.is_some() && remote.1 == 53 && cfg.is_gateway(&remote.0) {
             DNS_IDLE
         } else {
             IDLE
@@ -153,6 +232,7 @@ impl Table {
             remote,
             idle,
             last: now,
+            reply_to: None,
         });
         self.live += 1;
         self.next_sweep.get_or_insert(now + SWEEP);
@@ -175,7 +255,7 @@ impl Table {
             return;
         };
         let max = (cfg.mtu as usize)
-            .saturating_sub(wire::IP_LEN + UDP_LEN)
+            .saturating_sub(wire::ip_len(&flow.child.0) + UDP_LEN)
             .min(65507);
         for _ in 0..32 {
             let at = Out::L4 + UDP_LEN;

@@ -15,6 +15,12 @@ pub const TCP_LEN: usize = 20;
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 /// EtherType of ARP.
 pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// EtherType of IPv6.
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// Length of the IPv6 header (no extension headers).
+pub const IP6_LEN: usize = 40;
+/// Next header number of ICMPv6.
+pub const PROTO_ICMP6: u8 = 58;
 /// IP protocol numbers.
 pub const PROTO_ICMP: u8 = 1;
 /// TCP.
@@ -46,6 +52,198 @@ fn be32(b: &[u8], at: usize) -> u32 {
 
 fn ip4(b: &[u8], at: usize) -> [u8; 4] {
     [b[at], b[at + 1], b[at + 2], b[at + 3]]
+}
+
+fn ip6(b: &[u8], at: usize) -> Addr {
+    let mut a = [0; 16];
+    a.copy_from_slice(&b[at..at + 16]);
+    a
+}
+
+/// An IPv4 or IPv6 address; IPv4 ones are held IPv4-mapped (`::ffff:a.b.c.d`).
+pub type Addr = [u8; 16];
+
+/// `a` IPv4-mapped.
+pub const fn mapped(a: [u8; 4]) -> Addr {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
+}
+
+/// The IPv4 address `a` maps, if it is IPv4-mapped.
+pub fn unmapped(a: &Addr) -> Option<[u8; 4]> {
+    (a[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]).then(|| ip4(a, 12))
+}
+
+/// The length of the IP header before a packet to or from `a`: IPv4's for an IPv4-mapped
+/// address, IPv6's otherwise.
+pub fn ip_len(a: &Addr) -> usize {
+    if unmapped(a).is_some() {
+        IP_LEN
+    } else {
+        IP6_LEN
+    }
+}
+
+/// The pseudo header's partial sum for either family: IPv4's when both addresses are
+/// IPv4-mapped, IPv6's otherwise.
+pub fn pseudo_sum_any(src: &Addr, dst: &Addr, proto: u8, len: usize) -> u64 {
+    match (unmapped(src), unmapped(dst)) {
+        (Some(s), Some(d)) => pseudo_sum(s, d, proto, len),
+        _ => sum(dst, sum(src, 0)) + u64::from(proto) + len as u64,
+    }
+}
+
+/// An IP packet of either family, as the transports see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ip<'a> {
+    /// Source address (IPv4-mapped for IPv4).
+    pub src: Addr,
+    /// Destination address.
+    pub dst: Addr,
+    /// Protocol (IPv4) or next header (IPv6).
+    pub proto: u8,
+    /// TTL or hop limit.
+    pub ttl: u8,
+    /// The transport payload.
+    pub payload: &'a [u8],
+}
+
+impl<'a> From<Ipv4<'a>> for Ip<'a> {
+    fn from(p: Ipv4<'a>) -> Ip<'a> {
+        Ip {
+            src: mapped(p.src),
+            dst: mapped(p.dst),
+            proto: p.proto,
+            ttl: p.ttl,
+            payload: p.payload,
+        }
+    }
+}
+
+impl<'a> Ip<'a> {
+    /// Parses an IPv6 header without extension headers (a packet with one is not ours to
+    /// handle: fragments, routing headers), cut to its payload length.
+    pub fn parse_v6(p: &'a [u8]) -> Option<Ip<'a>> {
+        if p.len() < IP6_LEN || p[0] >> 4 != 6 {
+            return None;
+        }
+        let len = usize::from(be16(p, 4));
+        if IP6_LEN + len > p.len() {
+            return None;
+        }
+        Some(Ip {
+            src: ip6(p, 8),
+            dst: ip6(p, 24),
+            proto: p[6],
+            ttl: p[7],
+            payload: &p[IP6_LEN..IP6_LEN + len],
+        })
+    }
+}
+
+/// Writes an IPv6 header at the start of `out` for a payload of `payload_len` bytes, with hop
+/// limit `hops`.
+pub fn put_ipv6(out: &mut [u8], src: &Addr, dst: &Addr, proto: u8, payload_len: usize, hops: u8) {
+    let h = &mut out[..IP6_LEN];
+    h[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+    h[4..6].copy_from_slice(&(payload_len as u16).to_be_bytes());
+    h[6] = proto;
+    h[7] = hops;
+    h[8..24].copy_from_slice(src);
+    h[24..40].copy_from_slice(dst);
+}
+
+/// An ICMPv6 message with a correct checksum: its type, code, and the body after the checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Icmp6<'a> {
+    /// Type: 128 echo request, 133 router solicitation, 135 neighbor solicitation, ...
+    pub kind: u8,
+    /// Code.
+    pub code: u8,
+    /// The whole message.
+    pub message: &'a [u8],
+}
+
+impl<'a> Icmp6<'a> {
+    /// Parses the ICMPv6 message of `ip`, its checksum verified.
+    pub fn parse(ip: &Ip<'a>) -> Option<Icmp6<'a>> {
+        let p = ip.payload;
+        if p.len() < 8 || checksum(p, pseudo_sum_any(&ip.src, &ip.dst, PROTO_ICMP6, p.len())) != 0 {
+            return None;
+        }
+        Some(Icmp6 {
+            kind: p[0],
+            code: p[1],
+            message: p,
+        })
+    }
+
+    /// The target address of a neighbor solicitation.
+    pub fn ns_target(&self) -> Option<Addr> {
+        (self.kind == 135 && self.code == 0 && self.message.len() >= 24)
+            .then(|| ip6(self.message, 8))
+    }
+}
+
+/// Fills in the checksum of the ICMPv6 message `m` from `src` to `dst`.
+fn icmp6_checksum(m: &mut [u8], src: &Addr, dst: &Addr) {
+    m[2..4].copy_from_slice(&[0, 0]);
+    let c = checksum(m, pseudo_sum_any(src, dst, PROTO_ICMP6, m.len()));
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Writes a neighbor advertisement for `target` (a router's, solicited, override) with our
+/// link-layer address `mac` into `out`, from `src` to `dst`; returns its length.
+pub fn put_neighbor_advert(
+    out: &mut [u8],
+    target: &Addr,
+    mac: [u8; 6],
+    src: &Addr,
+    dst: &Addr,
+) -> usize {
+    let m = &mut out[..32];
+    m[0..8].copy_from_slice(&[136, 0, 0, 0, 0xe0, 0, 0, 0]);
+    m[8..24].copy_from_slice(target);
+    m[24..26].copy_from_slice(&[2, 1]);
+    m[26..32].copy_from_slice(&mac);
+    icmp6_checksum(m, src, dst);
+    32
+}
+
+/// Writes a router advertisement into `out`, from `src` (link-local) to `dst`: default router
+/// for 30 minutes, our link-layer address `mac`, the link's `mtu`, and `prefix`/64 on-link and
+/// for address autoconfiguration, with infinite lifetimes; returns its length.
+pub fn put_router_advert(
+    out: &mut [u8],
+    mac: [u8; 6],
+    mtu: u32,
+    prefix: &Addr,
+    src: &Addr,
+    dst: &Addr,
+) -> usize {
+    let m = &mut out[..64];
+    m[0..16].copy_from_slice(&[134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0]);
+    m[16..18].copy_from_slice(&[1, 1]);
+    m[18..24].copy_from_slice(&mac);
+    m[24..28].copy_from_slice(&[5, 1, 0, 0]);
+    m[28..32].copy_from_slice(&mtu.to_be_bytes());
+    m[32..48].copy_from_slice(&[
+        3, 4, 64, 0xc0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0,
+    ]);
+    m[48..64].copy_from_slice(prefix);
+    icmp6_checksum(m, src, dst);
+    64
+}
+
+/// Turns the ICMPv6 echo request `req` into a reply in `out`, from `src` to `dst`; returns
+/// the length.
+pub fn put_echo6_reply(out: &mut [u8], req: &Icmp6<'_>, src: &Addr, dst: &Addr) -> usize {
+    let n = req.message.len();
+    out[..n].copy_from_slice(req.message);
+    out[0] = 129;
+    icmp6_checksum(&mut out[..n], src, dst);
+    n
 }
 
 /// An Ethernet frame: addresses, type and payload.
@@ -291,14 +489,14 @@ pub struct Udp<'a> {
 }
 
 impl<'a> Udp<'a> {
-    /// Parses a UDP datagram of an IPv4 packet; a non-zero checksum must be right.
-    pub fn parse(ip: &Ipv4<'a>) -> Option<Udp<'a>> {
+    /// Parses a UDP datagram of an IP packet; a non-zero checksum must be right.
+    pub fn parse(ip: &Ip<'a>) -> Option<Udp<'a>> {
         Udp::parse_with(ip, true)
     }
 
     /// [`Udp::parse`]; `verify` false skips the checksum (the sender left it to us: a tap's
     /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`).
-    pub fn parse_with(ip: &Ipv4<'a>, verify: bool) -> Option<Udp<'a>> {
+    pub fn parse_with(ip: &Ip<'a>, verify: bool) -> Option<Udp<'a>> {
         let p = ip.payload;
         if p.len() < UDP_LEN {
             return None;
@@ -309,7 +507,7 @@ impl<'a> Udp<'a> {
         }
         if verify
             && be16(p, 6) != 0
-            && checksum(&p[..len], pseudo_sum(ip.src, ip.dst, PROTO_UDP, len)) != 0
+            && checksum(&p[..len], pseudo_sum_any(&ip.src, &ip.dst, PROTO_UDP, len)) != 0
         {
             return None;
         }
@@ -323,18 +521,13 @@ impl<'a> Udp<'a> {
 
 /// Writes the UDP header (checksum included) at `out[0..8]` for the payload already at
 /// `out[8..8 + payload_len]`.
-pub fn put_udp(
-    out: &mut [u8],
-    src: ([u8; 4], u16),
-    dst: ([u8; 4], u16),
-    payload_len: usize,
-) -> usize {
+pub fn put_udp(out: &mut [u8], src: (Addr, u16), dst: (Addr, u16), payload_len: usize) -> usize {
     let len = UDP_LEN + payload_len;
     out[0..2].copy_from_slice(&src.1.to_be_bytes());
     out[2..4].copy_from_slice(&dst.1.to_be_bytes());
     out[4..6].copy_from_slice(&(len as u16).to_be_bytes());
     out[6..8].copy_from_slice(&[0, 0]);
-    let mut c = checksum(&out[..len], pseudo_sum(src.0, dst.0, PROTO_UDP, len));
+    let mut c = checksum(&out[..len], pseudo_sum_any(&src.0, &dst.0, PROTO_UDP, len));
     if c == 0 {
         c = 0xffff;
     }
@@ -366,13 +559,13 @@ pub struct Tcp<'a> {
 }
 
 impl<'a> Tcp<'a> {
-    /// Parses a TCP segment of an IPv4 packet with its checksum verified.
-    pub fn parse(ip: &Ipv4<'a>) -> Option<Tcp<'a>> {
+    /// Parses a TCP segment of an IP packet with its checksum verified.
+    pub fn parse(ip: &Ip<'a>) -> Option<Tcp<'a>> {
         Tcp::parse_with(ip, true)
     }
 
     /// [`Tcp::parse`]; `verify` false skips the checksum, as for [`Udp::parse_with`].
-    pub fn parse_with(ip: &Ipv4<'a>, verify: bool) -> Option<Tcp<'a>> {
+    pub fn parse_with(ip: &Ip<'a>, verify: bool) -> Option<Tcp<'a>> {
         let p = ip.payload;
         if p.len() < TCP_LEN {
             return None;
@@ -381,7 +574,7 @@ impl<'a> Tcp<'a> {
         if off < TCP_LEN || off > p.len() {
             return None;
         }
-        if verify && checksum(p, pseudo_sum(ip.src, ip.dst, PROTO_TCP, p.len())) != 0 {
+        if verify && checksum(p, pseudo_sum_any(&ip.src, &ip.dst, PROTO_TCP, p.len())) != 0 {
             return None;
         }
         let (mut mss, mut wscale) = (None, None);
@@ -424,9 +617,9 @@ impl<'a> Tcp<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpOut {
     /// Source address and port.
-    pub src: ([u8; 4], u16),
+    pub src: (Addr, u16),
     /// Destination address and port.
-    pub dst: ([u8; 4], u16),
+    pub dst: (Addr, u16),
     /// Sequence number.
     pub seq: u32,
     /// Acknowledgment number.
@@ -469,7 +662,7 @@ pub fn put_tcp(out: &mut [u8], seg: &TcpOut, payload_len: usize) -> usize {
     }
     let c = checksum(
         &out[..len],
-        pseudo_sum(seg.src.0, seg.dst.0, PROTO_TCP, len),
+        pseudo_sum_any(&seg.src.0, &seg.dst.0, PROTO_TCP, len),
     );
     out[16..18].copy_from_slice(&c.to_be_bytes());
     len
@@ -479,7 +672,7 @@ pub fn put_tcp(out: &mut [u8], seg: &TcpOut, payload_len: usize) -> usize {
 /// field holds the folded sum of the pseudo header only, and the data is not summed.
 pub fn put_tcp_partial(out: &mut [u8], seg: &TcpOut, payload_len: usize) -> usize {
     let len = put_tcp(&mut out[..tcp_header_len(seg)], seg, 0) + payload_len;
-    let partial = fold(pseudo_sum(seg.src.0, seg.dst.0, PROTO_TCP, len));
+    let partial = fold(pseudo_sum_any(&seg.src.0, &seg.dst.0, PROTO_TCP, len));
     out[16..18].copy_from_slice(&partial.to_be_bytes());
     len
 }
@@ -576,11 +769,13 @@ pub enum Frame<'a> {
     /// An ARP packet.
     Arp(Ethernet<'a>, Arp),
     /// An ICMP echo request.
-    Echo(Ethernet<'a>, Ipv4<'a>, Echo<'a>),
+    Echo(Ethernet<'a>, Ip<'a>, Echo<'a>),
+    /// An ICMPv6 message.
+    Icmp6(Ethernet<'a>, Ip<'a>, Icmp6<'a>),
     /// A UDP datagram.
-    Udp(Ethernet<'a>, Ipv4<'a>, Udp<'a>),
+    Udp(Ethernet<'a>, Ip<'a>, Udp<'a>),
     /// A TCP segment.
-    Tcp(Ethernet<'a>, Ipv4<'a>, Tcp<'a>),
+    Tcp(Ethernet<'a>, Ip<'a>, Tcp<'a>),
     /// Anything else, or something malformed: dropped.
     Other,
 }
@@ -606,15 +801,30 @@ impl<'a> Frame<'a> {
                 if ip.fragment {
                     return Frame::Other;
                 }
-                match ip.proto {
-                    PROTO_ICMP => Echo::parse_request(ip.payload)
-                        .map_or(Frame::Other, |e| Frame::Echo(eth, ip, e)),
-                    PROTO_UDP => Udp::parse_with(&ip, verify)
-                        .map_or(Frame::Other, |u| Frame::Udp(eth, ip, u)),
-                    PROTO_TCP => Tcp::parse_with(&ip, verify)
-                        .map_or(Frame::Other, |t| Frame::Tcp(eth, ip, t)),
-                    _ => Frame::Other,
-                }
+                Frame::transport(eth, ip.into(), verify)
+            }
+            ETHERTYPE_IPV6 => match Ip::parse_v6(eth.payload) {
+                Some(ip) => Frame::transport(eth, ip, verify),
+                None => Frame::Other,
+            },
+            _ => Frame::Other,
+        }
+    }
+
+    fn transport(eth: Ethernet<'a>, ip: Ip<'a>, verify: bool) -> Frame<'a> {
+        let v4 = unmapped(&ip.src).is_some();
+        match ip.proto {
+            PROTO_ICMP if v4 => {
+                Echo::parse_request(ip.payload).map_or(Frame::Other, |e| Frame::Echo(eth, ip, e))
+            }
+            PROTO_ICMP6 if !v4 => {
+                Icmp6::parse(&ip).map_or(Frame::Other, |m| Frame::Icmp6(eth, ip, m))
+            }
+            PROTO_UDP => {
+                Udp::parse_with(&ip, verify).map_or(Frame::Other, |u| Frame::Udp(eth, ip, u))
+            }
+            PROTO_TCP => {
+                Tcp::parse_with(&ip, verify).map_or(Frame::Other, |t| Frame::Tcp(eth, ip, t))
             }
             _ => Frame::Other,
         }
@@ -701,7 +911,7 @@ mod tests {
         let Frame::Echo(_, ip, echo) = Frame::parse(&f) else {
             panic!("not echo")
         };
-        assert_eq!((ip.src, ip.dst, ip.ttl), (A, B, 64));
+        assert_eq!((ip.src, ip.dst, ip.ttl), (mapped(A), mapped(B), 64));
         let mut out = [0u8; 64];
         let n = put_echo_reply(&mut out, &echo);
         assert_eq!(out[0], 0);
@@ -717,7 +927,7 @@ mod tests {
     fn udp_build_and_parse() {
         let mut seg = vec![0u8; UDP_LEN + 5];
         seg[UDP_LEN..].copy_from_slice(b"hello");
-        let n = put_udp(&mut seg, (A, 4000), (B, 53), 5);
+        let n = put_udp(&mut seg, (mapped(A), 4000), (mapped(B), 53), 5);
         assert_eq!(n, 13);
         let f = frame_ip(PROTO_UDP, &seg);
         let Frame::Udp(_, ip, u) = Frame::parse(&f) else {
@@ -725,7 +935,7 @@ mod tests {
         };
         assert_eq!(
             (ip.src, u.src_port, u.dst_port, u.payload),
-            (A, 4000, 53, &b"hello"[..])
+            (mapped(A), 4000, 53, &b"hello"[..])
         );
         let mut bad = seg.clone();
         bad[9] ^= 0x40;
@@ -746,8 +956,8 @@ mod tests {
     #[test]
     fn tcp_build_and_parse() {
         let seg = TcpOut {
-            src: (A, 40000),
-            dst: (B, 80),
+            src: (mapped(A), 40000),
+            dst: (mapped(B), 80),
             seq: 0xffff_fff0,
             ack: 7,
             flags: flags::SYN | flags::ACK,
@@ -782,8 +992,8 @@ mod tests {
     #[test]
     fn partial_tcp_checksum_completes_to_the_full_one() {
         let seg = TcpOut {
-            src: (A, 1),
-            dst: (B, 2),
+            src: (mapped(A), 1),
+            dst: (mapped(B), 2),
             seq: 9,
             ack: 10,
             flags: flags::ACK,
