@@ -50,7 +50,7 @@ impl PortDriver for UsernetPorts {
         if !self.info().protos.contains(&spec.proto) {
             return Err(format!(
                 "unsupported protocol {}",
-                child::golang::quote(spec.proto.as_bytes())
+                sys::golang::quote(spec.proto.as_bytes())
             ));
         }
         validate_port_spec(&spec, &list)?;

@@ -643,7 +643,7 @@ impl Table {
             return false;
         };
         let _ = sockopt::set_tcp_nodelay(&sock, true);
-        let peek_off = child::sys::set_peek_offset(sock.as_fd(), 0).is_ok();
+        let peek_off = sys::net::set_peek_offset(sock.as_fd(), 0).is_ok();
         self.generations[index] = self.generations[index].wrapping_add(1);
         let interest = epoll::EventFlags::IN
             | epoll::EventFlags::OUT
