@@ -298,6 +298,12 @@ fn no_running_instance_is_one_clear_line() {
     }
     // A live process that is no instance's child (it shares our user namespace).
     let mut other = Run::program("/bin/sleep").args(["1000"]).spawn();
+    // When the tests run as root, `setpriv` starts it as root and then becomes the test user
+    // and execs sleep: until then the pid is another user's.
+    let comm = format!("/proc/{}/comm", other.id());
+    assert!(ci::wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep")
+    }));
     std::fs::write(d.join("child_pid"), format!("{}\n", other.id())).unwrap();
     check(&d.path, "is not in a user namespace of its own");
     let _ = other.kill();

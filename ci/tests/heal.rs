@@ -415,7 +415,17 @@ fn after_five_restarts_one_error_and_the_target_runs_on() {
     }
     let d = ci::Scratch::new("heal-limit");
     let state = d.join("state");
-    let child = rootlesskit([
+    // Its stderr goes to a file, so that each restart can be seen to complete (the driver is
+    // ready and the line is printed) before the next kill: a driver killed while it starts is
+    // a death without a "restarted" line.
+    let log = d.join("log");
+    let restarted = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("restarted (")
+            .count()
+    };
+    let mut child = rootlesskit([
         format!("--state-dir={}", state.display()),
         "--net=slirp4netns".into(),
         "sh".into(),
@@ -425,7 +435,7 @@ fn after_five_restarts_one_error_and_the_target_runs_on() {
             d.join("stop").display()
         ),
     ])
-    .spawn();
+    .spawn_logged(&log);
     let rk = child.id();
     assert!(ci::wait_until(Duration::from_secs(15), || state
         .join("child_pid")
@@ -438,11 +448,10 @@ fn after_five_restarts_one_error_and_the_target_runs_on() {
         .unwrap_or_else(|| panic!("kill {kill_no}: no slirp4netns"));
         kill(slirp);
         if kill_no < 6 {
-            // Wait for the restart before the next kill.
+            // Wait for the restart, ready, before the next kill.
             assert!(
-                ci::wait_until(Duration::from_secs(5), || drivers_of(rk, "slirp4netns")
-                    .iter()
-                    .any(|p| *p != slirp)),
+                ci::wait_until(Duration::from_secs(5), || restarted() == kill_no
+                    && drivers_of(rk, "slirp4netns").iter().any(|p| *p != slirp)),
                 "kill {kill_no}: not restarted"
             );
         }
@@ -451,7 +460,18 @@ fn after_five_restarts_one_error_and_the_target_runs_on() {
     assert!(drivers_of(rk, "slirp4netns").is_empty());
     assert!(ci::pid_alive(rk), "rootlesskit ended with its target");
     std::fs::write(d.join("stop"), b"").unwrap();
-    let o = ci::wait_output(child, Duration::from_secs(20));
+    assert!(
+        ci::wait_until(Duration::from_secs(20), || child
+            .try_wait()
+            .is_ok_and(|s| s.is_some())),
+        "rootlesskit did not end"
+    );
+    let code = child.wait().unwrap().code();
+    let o = ci::Output {
+        code: code.unwrap_or(-1),
+        stdout: String::new(),
+        stderr: std::fs::read_to_string(&log).unwrap(),
+    };
     assert_eq!(o.code, 4, "{}", o.stderr);
     let errors: Vec<&str> = o
         .stderr
