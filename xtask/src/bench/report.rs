@@ -426,7 +426,7 @@ impl Report {
         let mut s = String::new();
         s.push_str("# Benchmarks\n\n");
         s.push_str(
-            "Written by `cargo xtask bench` (xtask/src/bench.rs); regenerate it rather than editing it. \
+            "Written by `cargo xtask bench` (xtask/src/bench/); regenerate it rather than editing it. \
              Numbers are recorded here, never asserted by tests. The machine is shared and noisy, so every \
              command is repeated, rounds interleave ours with the reference, and the tables show medians \
              with the 90th percentile in parentheses. Ratios are ours ÷ reference: below 1 is better for us.\n\n",
