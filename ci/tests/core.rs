@@ -33,7 +33,7 @@ fn subuid_ranges(file: &str) -> Vec<(u32, u32)> {
 fn version_and_help() {
     let o = rootlesskit(["--version"]).output();
     ok(&o);
-    assert_eq!(o.stdout, "rootlesskit version 2.3.4\n");
+    assert_eq!(o.stdout, "rootlesskit version 2.3.6\n");
     let o = rootlesskit(["--help"]).output();
     ok(&o);
     // containerd-rootless.sh probes exactly this.
