@@ -19,7 +19,7 @@ use crate::port::{PortSpec, check_family, parse_port_spec, validate_port_spec};
 use sys::goflag::{self, VERSION};
 
 /// The components of [`VERSION`], which `--print-semver` prints.
-const VERSION_PARTS: [u32; 3] = [2, 3, 4];
+const VERSION_PARTS: [u32; 3] = [2, 3, 6];
 
 /// `--net`: the network driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,7 +283,7 @@ impl Propagation {
 pub enum Action {
     /// `--help`: print [`help_text`] to stdout and exit 0.
     Help,
-    /// `--version`: print `rootlesskit version 2.3.4` to stdout and exit 0.
+    /// `--version`: print `rootlesskit version 2.3.6` to stdout and exit 0.
     Version,
     /// `--print-semver=major|minor|patch`: print the number and a newline to stdout, exit 0.
     PrintSemver(u32),
@@ -2079,7 +2079,7 @@ mod tests {
             (&["--version", "--help"], Action::Help),
             (&["--print-semver=major"], Action::PrintSemver(2)),
             (&["--print-semver", "minor"], Action::PrintSemver(3)),
-            (&["-print-semver=patch", "sh"], Action::PrintSemver(4)),
+            (&["-print-semver=patch", "sh"], Action::PrintSemver(6)),
         ];
         for (args, want) in cases {
             assert_eq!(parse_args(args).as_ref(), Ok(want), "{args:?}");
@@ -2379,7 +2379,7 @@ mod tests {
             "[tmpfs+symlink] (default: \"tmpfs+symlink\")",
             "[major, minor, patch]\n",
             "(default: true)\n",
-            "\nVERSION:\n   2.3.4\n",
+            "\nVERSION:\n   2.3.6\n",
         ] {
             assert!(help.contains(needle), "{needle:?} missing");
         }
