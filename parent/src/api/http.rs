@@ -10,9 +10,9 @@
 use std::fmt::Write as _;
 
 /// Largest request head (request line and headers) we read; beyond it we answer 431.
-pub const MAX_HEADER: usize = 8 * 1024;
+pub(crate) const MAX_HEADER: usize = 8 * 1024;
 /// Largest request body; beyond it we answer 413.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 /// Longest chunk-size line of a chunked body.
 const MAX_CHUNK_LINE: usize = 1024;
 
@@ -51,7 +51,7 @@ pub struct Request {
 
 /// What [`parse_request`] made of the bytes so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     /// More bytes are needed; parsing again before the buffer holds `need` bytes is useless.
     /// `wants_continue`: the head is complete and asked for `100 Continue`.
     Partial { need: usize, wants_continue: bool },
@@ -71,7 +71,7 @@ fn reject(status: u16, detail: &'static str) -> Reject {
 }
 
 /// Go's `http.StatusText`, for the codes this API and its clients meet.
-pub fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
@@ -300,7 +300,7 @@ fn decode_chunked(
 
 /// Whether `buf` holds the whole head of its first request (empty lines before it skipped, as
 /// [`parse_request`] skips them), so that only a body may still be on its way.
-pub fn head_received(buf: &[u8], limits: Limits) -> bool {
+pub(crate) fn head_received(buf: &[u8], limits: Limits) -> bool {
     let mut start = 0;
     loop {
         match &buf[start..] {
@@ -320,7 +320,7 @@ pub fn head_received(buf: &[u8], limits: Limits) -> bool {
 /// header, target, `Content-Length`, chunk; missing or repeated `Host` in HTTP/1.1), 413 (body
 /// over `max_body`), 417 (an `Expect` other than `100-continue`), 431 (head over
 /// `max_header`), 501 (a transfer coding other than chunked), 505 (HTTP/2 and up).
-pub fn parse_request(buf: &[u8], limits: Limits) -> Result<Parsed, Reject> {
+pub(crate) fn parse_request(buf: &[u8], limits: Limits) -> Result<Parsed, Reject> {
     // Empty lines before a request are ignored (RFC 9112 §2.2).
     let mut start = 0;
     loop {
@@ -488,7 +488,7 @@ pub struct Response {
 
 /// What errors are labelled with: Go sets the JSON type after writing the status, so its
 /// sniffer's guess is what goes out.
-pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+pub(crate) const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
 impl Response {
     /// A JSON success body (`application/json`, no trailing newline).
@@ -578,10 +578,10 @@ impl Response {
 }
 
 /// The interim answer to `Expect: 100-continue`.
-pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+pub(crate) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) for `secs` since the epoch.
-pub fn http_date(secs: u64) -> String {
+pub(crate) fn http_date(secs: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -610,7 +610,7 @@ pub fn http_date(secs: u64) -> String {
 
 /// gorilla/mux's `cleanPath`: `path.Clean` that keeps a trailing slash. A request whose path
 /// is not clean gets a 301 to the clean one.
-pub fn clean_path(p: &str) -> String {
+pub(crate) fn clean_path(p: &str) -> String {
     if p.is_empty() {
         return "/".to_string();
     }
@@ -637,7 +637,7 @@ pub fn clean_path(p: &str) -> String {
 
 /// Go's escaping of a URL path for `Location`: unreserved characters and `$&+,/:;=@` stay,
 /// every other byte becomes `%XX`.
-pub fn escape_path(p: &str) -> String {
+pub(crate) fn escape_path(p: &str) -> String {
     let mut out = String::with_capacity(p.len());
     for &c in p.as_bytes() {
         if c.is_ascii_alphanumeric() || b"-_.~$&+,/:;=@".contains(&c) {
@@ -654,7 +654,7 @@ pub fn escape_path(p: &str) -> String {
 
 /// A request as our client sends it: `Host: rootlesskit` like upstream's client, and
 /// `Connection: close`, since every call uses its own connection.
-pub fn encode_request(method: &str, path: &str, body: Option<&[u8]>) -> Vec<u8> {
+pub(crate) fn encode_request(method: &str, path: &str, body: Option<&[u8]>) -> Vec<u8> {
     let mut h = format!(
         "{method} {path} HTTP/1.1\r\nHost: rootlesskit\r\nUser-Agent: rootlessctl/{}\r\n",
         crate::UPSTREAM_VERSION
@@ -674,7 +674,7 @@ pub fn encode_request(method: &str, path: &str, body: Option<&[u8]>) -> Vec<u8> 
 
 /// A response as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientResponse {
+pub(crate) struct ClientResponse {
     pub status: u16,
     pub body: Vec<u8>,
 }
@@ -687,7 +687,7 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 ///
 /// # Errors
 /// `malformed HTTP response`, `response too large`, `unexpected EOF`.
-pub fn parse_response(
+pub(crate) fn parse_response(
     buf: &[u8],
     eof: bool,
     max_body: usize,

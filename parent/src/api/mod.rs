@@ -9,7 +9,7 @@
 
 pub mod client;
 pub mod fuzzing;
-pub mod http;
+pub(crate) mod http;
 pub mod json;
 pub mod server;
 

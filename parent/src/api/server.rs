@@ -890,7 +890,7 @@ mod tests {
     // Over a real socket
 
     /// A fresh directory under the system temp dir, removed on drop.
-    pub use crate::testutil::TempDir;
+    pub(super) use crate::testutil::TempDir;
 
     /// What the clients know of a server: where its socket is.
     struct Handle(PathBuf);

@@ -2,13 +2,13 @@
 //! [`PortDriver`] trait that the builtin, slirp4netns, pesto and gvisor-tap-vsock drivers (and
 //! the tests' `fake`) implement for the API server.
 
-pub mod builtin;
+pub(crate) mod builtin;
 pub mod fake;
-pub mod pesto;
-pub mod pump;
-pub mod slirp4netns;
+pub(crate) mod pesto;
+pub(crate) mod pump;
+pub(crate) mod slirp4netns;
 pub mod spec;
-pub mod usernet;
+pub(crate) mod usernet;
 
 pub use spec::{PortSpec, PortStatus, check_family, go_atoi, parse_port_spec, validate_port_spec};
 
