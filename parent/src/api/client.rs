@@ -43,7 +43,7 @@ impl Client {
 
     /// Gives up on a server that does not answer within `timeout` (upstream waits forever,
     /// and so does a client without one).
-    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+    pub(crate) fn with_timeout(mut self, timeout: Duration) -> Client {
         self.timeout = Some(timeout);
         self
     }
@@ -146,7 +146,7 @@ impl Client {
 
 /// Upstream's `HTTPStatusError` text: the server's `message` when the body is an error object,
 /// else `unexpected HTTP status Method Not Allowed, body=""`.
-pub fn status_error(status: u16, body: &[u8]) -> String {
+pub(crate) fn status_error(status: u16, body: &[u8]) -> String {
     let body = &body[..body.len().min(MAX_ERROR_BODY)];
     if !body.is_empty()
         && body.len() < MAX_ERROR_BODY

@@ -18,7 +18,7 @@ const MAX_CHUNK_LINE: usize = 1024;
 
 /// Size limits of the request parser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_header: usize,
     pub max_body: usize,
 }
@@ -34,7 +34,7 @@ impl Default for Limits {
 
 /// One parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     /// The request path with `%XX` escapes decoded (what the router matches), without query.
     pub path: String,
@@ -61,7 +61,7 @@ pub(crate) enum Parsed {
 
 /// A request we refuse; the server answers `status` and closes the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reject {
+pub(crate) struct Reject {
     pub status: u16,
     pub detail: &'static str,
 }
@@ -477,7 +477,7 @@ fn lines_have_stray_cr(head: &[u8]) -> bool {
 
 /// An answer, before the connection decides on its framing headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub content_type: Option<&'static str>,
     /// `X-Content-Type-Options: nosniff`, which Go's 404 carries.
@@ -492,7 +492,7 @@ pub(crate) const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
 impl Response {
     /// A JSON success body (`application/json`, no trailing newline).
-    pub fn json(status: u16, body: String) -> Response {
+    pub(crate) fn json(status: u16, body: String) -> Response {
         Response {
             status,
             content_type: Some("application/json"),
@@ -503,7 +503,7 @@ impl Response {
     }
 
     /// `{"message":"…"}` and a newline, labelled `text/plain; charset=utf-8` as upstream's are.
-    pub fn error(status: u16, message: &str) -> Response {
+    pub(crate) fn error(status: u16, message: &str) -> Response {
         Response {
             status,
             content_type: Some(TEXT_PLAIN),
@@ -514,7 +514,7 @@ impl Response {
     }
 
     /// No body, no type (405, a successful DELETE).
-    pub fn empty(status: u16) -> Response {
+    pub(crate) fn empty(status: u16) -> Response {
         Response {
             status,
             content_type: None,
@@ -525,7 +525,7 @@ impl Response {
     }
 
     /// Go's `http.NotFound`.
-    pub fn not_found() -> Response {
+    pub(crate) fn not_found() -> Response {
         Response {
             status: 404,
             content_type: Some(TEXT_PLAIN),
@@ -536,7 +536,7 @@ impl Response {
     }
 
     /// The answer to a [`Reject`]: `400 Bad Request: <detail>` as plain text.
-    pub fn rejected(r: Reject) -> Response {
+    pub(crate) fn rejected(r: Reject) -> Response {
         Response {
             status: r.status,
             content_type: Some(TEXT_PLAIN),
@@ -549,7 +549,14 @@ impl Response {
     /// Appends the whole answer to `out`. `http10` answers in kind; `keep_alive` false adds
     /// `Connection: close` (HTTP/1.1), true adds `Connection: keep-alive` (HTTP/1.0); `head`
     /// leaves out the body but not its length. `now` is seconds since the epoch, for `Date`.
-    pub fn write(&self, out: &mut Vec<u8>, http10: bool, keep_alive: bool, head: bool, now: u64) {
+    pub(crate) fn write(
+        &self,
+        out: &mut Vec<u8>,
+        http10: bool,
+        keep_alive: bool,
+        head: bool,
+        now: u64,
+    ) {
         let mut h = String::with_capacity(160);
         let version = if http10 { "HTTP/1.0" } else { "HTTP/1.1" };
         let _ = write!(h, "{version} {} {}\r\n", self.status, reason(self.status));
