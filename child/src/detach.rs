@@ -66,7 +66,7 @@ impl Netns {
     ///
     /// # Errors
     /// `open <path>: <errno>`.
-    pub fn open(path: &Path) -> Result<Netns, String> {
+    pub(crate) fn open(path: &Path) -> Result<Netns, String> {
         let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| format!("open {}: {}", path.display(), sys::errno::text(e)))?;
         Ok(Netns {
@@ -76,7 +76,7 @@ impl Netns {
     }
 
     /// The path it was opened from.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
