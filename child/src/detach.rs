@@ -75,11 +75,6 @@ impl Netns {
         })
     }
 
-    /// The path it was opened from.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Runs `f` on a new thread inside this network namespace and returns its result; the
     /// calling thread stays where it is. Everything `f` opens (sockets, netlink) belongs to this
     /// namespace.

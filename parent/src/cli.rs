@@ -99,6 +99,7 @@ pub(crate) enum Tristate {
 }
 
 impl Tristate {
+    #[cfg(test)]
     /// The spelling used on the command line.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -1289,6 +1290,7 @@ fn flag_usage(f: &Flag, lxc_default: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Validation.
 
+#[cfg(test)]
 /// Checks a parsed [`Config`] without touching the system: upstream's parent-side checks
 /// (`createParentOpt`) and child-side checks (`createChildOpt`) in upstream's order, then the
 /// features not built yet. Returns the warnings to print (`[rootlesskit:parent] warning: <w>`).

@@ -207,18 +207,13 @@ pub(crate) fn run_getsubids(exe: &Path, group: bool, who: &str) -> Result<Captur
     })
 }
 
-/// `newuidmap <pid> <args...>` (or `newgidmap`, named by `tool`), found through `$PATH`.
+#[cfg(test)]
+/// `newuidmap <pid> <args...>` (or `newgidmap`, named by `tool`), found through `path_env`
+/// (a `$PATH` value).
 ///
 /// # Errors
 /// Upstream's text, with stdout and stderr interleaved as Go's `CombinedOutput` gives them:
 /// `newuidmap 1234 [0 1000 1 1 100000 65536] failed: <output>: exit status 1`.
-#[doc(alias = "newuidmap")]
-#[doc(alias = "newgidmap")]
-pub(crate) fn run_newidmap(tool: &str, pid: i32, args: &[String]) -> Result<(), String> {
-    run_newidmap_in(tool, std::env::var_os("PATH").as_deref(), pid, args)
-}
-
-/// [`run_newidmap`] with an explicit `$PATH` value.
 pub(crate) fn run_newidmap_in(
     tool: &str,
     path_env: Option<&OsStr>,
@@ -233,7 +228,8 @@ pub(crate) fn run_newidmap_in(
 /// side takes a measurable part off the startup time (no threads needed).
 ///
 /// # Errors
-/// The first failure, as [`run_newidmap`] words it.
+/// The first failure, in upstream's words: `newuidmap 1234 [0 1000 1 1 100000 65536] failed:
+/// <output>: exit status 1`.
 pub(crate) fn run_newidmaps(
     pid: i32,
     uid_args: &[String],

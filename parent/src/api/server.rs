@@ -284,11 +284,6 @@ impl Server {
         })
     }
 
-    /// The socket file, for a server made by [`Server::bind`].
-    pub(crate) fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
-    }
-
     /// Serves until `stop` becomes readable or hangs up: the parent's loop with nothing else
     /// in it.
     ///

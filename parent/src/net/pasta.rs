@@ -326,6 +326,7 @@ impl Pasta {
         })
     }
 
+    #[cfg(test)]
     /// The plan the probe settled on.
     pub(crate) fn plan(&self) -> &Plan {
         &self.plan

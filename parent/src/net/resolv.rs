@@ -10,6 +10,7 @@ pub(crate) fn resolv_conf(dns: &[String]) -> String {
     dns.iter().map(|ip| format!("nameserver {ip}\n")).collect()
 }
 
+#[cfg(test)]
 /// `hosts`: the host's `/etc/hosts` followed by `127.0.0.1` and `::1` lines for `hostname`.
 ///
 /// Like upstream, the lines are appended even when the host file already names the host, after

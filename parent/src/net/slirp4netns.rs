@@ -250,6 +250,7 @@ pub(crate) struct Slirp4netns {
 }
 
 impl Slirp4netns {
+    #[cfg(test)]
     /// Finds the binary (`$PATH`), runs `<binary> --help` once and checks every option against it.
     ///
     /// # Errors

@@ -128,11 +128,6 @@ impl Vpnkit {
         })
     }
 
-    /// The plan the probe settled on.
-    pub(crate) fn plan(&self) -> &Plan {
-        &self.plan
-    }
-
     /// How vpnkit ended, if it has.
     fn died(&mut self) -> Option<String> {
         self.running.as_mut()?.ended("vpnkit")

@@ -108,6 +108,7 @@ pub(crate) struct PairId {
     generation: u32,
 }
 
+#[cfg(test)]
 /// Counters for tests and diagnostics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Stats {
@@ -182,12 +183,14 @@ fn interest() -> EventFlags {
 }
 
 impl Pumps {
+    #[cfg(test)]
     /// A table for at most `capacity` pairs, with pipes of [`PIPE_SIZE`] where the kernel
     /// allows it.
     pub(crate) fn new(capacity: usize) -> Result<Pumps, Error> {
         Pumps::with_pipe_size(capacity, PIPE_SIZE)
     }
 
+    #[cfg(test)]
     /// Like [`new`](Pumps::new), asking `F_SETPIPE_SZ` for `pipe_size` bytes per pipe
     /// (0 keeps the kernel's default). An unprivileged user past `pipe-user-pages-soft` gets
     /// smaller pipes; that only costs throughput.
@@ -247,14 +250,10 @@ impl Pumps {
         self.live
     }
 
+    #[cfg(test)]
     /// True when no pair is live.
     pub(crate) fn is_empty(&self) -> bool {
         self.live == 0
-    }
-
-    /// The most pairs the table holds.
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity
     }
 
     /// True when every slot is taken: [`add`](Pumps::add) would fail with [`Error::Full`].
@@ -262,6 +261,7 @@ impl Pumps {
         self.live >= self.capacity
     }
 
+    #[cfg(test)]
     /// Pipe and memory counters.
     pub(crate) fn stats(&self) -> Stats {
         Stats {
@@ -273,6 +273,7 @@ impl Pumps {
         }
     }
 
+    #[cfg(test)]
     /// Starts moving bytes between two connected stream sockets, `a` (e.g. the accepted
     /// host connection) and `b` (e.g. the socket the child connected), both ways, tagged with
     /// `group` for [`close_group`](Pumps::close_group). Both are made non-blocking.
@@ -393,6 +394,7 @@ impl Pumps {
         n
     }
 
+    #[cfg(test)]
     /// Closes a pair at once (both sockets; the peers see EOF, or a reset where unread data
     /// remains). Returns false when `id` is not live.
     pub(crate) fn close(&mut self, id: PairId) -> bool {

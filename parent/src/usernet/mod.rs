@@ -431,6 +431,7 @@ impl Stack {
         }
     }
 
+    #[cfg(test)]
     /// What was dropped so far.
     pub(crate) fn counters(&self) -> Counters {
         self.counters

@@ -420,11 +420,13 @@ impl Table {
         }
     }
 
+    #[cfg(test)]
     /// How many connections are open.
     pub(crate) fn len(&self) -> usize {
         self.conns.iter().filter(|c| c.is_some()).count()
     }
 
+    #[cfg(test)]
     /// Whether no connection is open.
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
@@ -459,6 +461,7 @@ impl Table {
     }
 
     /// A segment from the namespace.
+    #[allow(clippy::wrong_self_convention, reason = "input from the child")]
     pub(crate) fn from_child(
         &mut self,
         ip: &Ip<'_>,

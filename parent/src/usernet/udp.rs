@@ -59,11 +59,13 @@ impl Table {
         }
     }
 
+    #[cfg(test)]
     /// How many flows are open.
     pub(crate) fn len(&self) -> usize {
         self.live
     }
 
+    #[cfg(test)]
     /// Whether no flow is open.
     pub(crate) fn is_empty(&self) -> bool {
         self.live == 0
@@ -75,6 +77,7 @@ impl Table {
     }
 
     /// A datagram from the namespace: sent on its flow's socket, the flow made if needed.
+    #[allow(clippy::wrong_self_convention, reason = "input from the child")]
     pub(crate) fn from_child(
         &mut self,
         ip: &Ip<'_>,

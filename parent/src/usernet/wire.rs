@@ -571,12 +571,8 @@ pub(crate) struct Tcp<'a> {
 }
 
 impl<'a> Tcp<'a> {
-    /// Parses a TCP segment of an IP packet with its checksum verified.
-    pub(crate) fn parse(ip: &Ip<'a>) -> Option<Tcp<'a>> {
-        Tcp::parse_with(ip, true)
-    }
-
-    /// [`Tcp::parse`]; `verify` false skips the checksum, as for [`Udp::parse_with`].
+    /// Parses a TCP segment of an IP packet, its checksum verified unless `verify` is false
+    /// (as for [`Udp::parse_with`]).
     pub(crate) fn parse_with(ip: &Ip<'a>, verify: bool) -> Option<Tcp<'a>> {
         let p = ip.payload;
         if p.len() < TCP_LEN {
