@@ -326,11 +326,13 @@ impl CliError {
         }
     }
 
+    #[cfg(any(test, fuzzing))]
     /// The error text, without any prefix.
     pub(crate) fn message(&self) -> &str {
         &self.message
     }
 
+    #[cfg(any(test, fuzzing))]
     /// Whether this is a syntax error that upstream answers with `Incorrect Usage:` and the help.
     pub(crate) fn shows_usage(&self) -> bool {
         self.usage
@@ -905,6 +907,7 @@ pub(crate) fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Action,
     parse_inner(args, &mut lxc_user_nic_default)
 }
 
+#[cfg(any(test, fuzzing))]
 /// [`parse`] with a fixed `--lxc-user-nic-binary` default, for tests and fuzzing.
 pub(crate) fn parse_with_lxc_default<I: IntoIterator<Item = OsString>>(
     args: I,

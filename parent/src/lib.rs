@@ -8,6 +8,9 @@ pub(crate) mod check;
 pub(crate) mod cli;
 pub mod entry;
 pub mod exec;
+// Fuzz-target bodies: built for the corpus-replay tests and for cargo-fuzz (`--cfg fuzzing`),
+// not into the shipped binaries.
+#[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 pub(crate) mod gojson;
 pub(crate) mod idmap;

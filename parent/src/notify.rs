@@ -255,6 +255,7 @@ pub(crate) fn rewrite(msg: &[u8], pid: u32, out: &mut [u8]) -> Option<usize> {
 }
 
 /// Fuzz body: any datagram rewrites without a panic, within [`MAX_OUT`], and keeps its other lines.
+#[cfg(any(test, fuzzing))]
 pub fn fuzz_message(data: &[u8]) {
     let data = &data[..data.len().min(MAX_MESSAGE)];
     let mut out = [0u8; MAX_OUT];

@@ -8,6 +8,7 @@
 //! others.
 
 pub mod client;
+#[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 pub(crate) mod http;
 pub mod json;

@@ -51,7 +51,10 @@ mod subid;
 
 pub(crate) use apply::apply;
 pub(crate) use maps::compute;
-pub(crate) use passwd::{current_user, parse_passwd};
+pub(crate) use passwd::current_user;
+#[cfg(any(test, fuzzing))]
+pub(crate) use passwd::parse_passwd;
+#[cfg(any(test, fuzzing))]
 pub(crate) use subid::{parse_getsubids, parse_subid_file};
 
 #[cfg(test)]

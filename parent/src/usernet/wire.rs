@@ -496,6 +496,7 @@ pub(crate) struct Udp<'a> {
 }
 
 impl<'a> Udp<'a> {
+    #[cfg(any(test, fuzzing))]
     /// Parses a UDP datagram of an IP packet; a non-zero checksum must be right.
     pub(crate) fn parse(ip: &Ip<'a>) -> Option<Udp<'a>> {
         Udp::parse_with(ip, true)
@@ -685,6 +686,7 @@ pub(crate) fn put_tcp_partial(out: &mut [u8], seg: &TcpOut, payload_len: usize) 
     len
 }
 
+#[cfg(any(test, fuzzing))]
 /// The fixed header of a DNS message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DnsHeader {
@@ -700,6 +702,7 @@ pub(crate) struct DnsHeader {
     pub qdcount: u16,
 }
 
+#[cfg(any(test, fuzzing))]
 impl DnsHeader {
     /// Parses the 12-byte header of a DNS message.
     pub(crate) fn parse(m: &[u8]) -> Option<DnsHeader> {
@@ -716,6 +719,7 @@ impl DnsHeader {
     }
 }
 
+#[cfg(any(test, fuzzing))]
 /// Writes a SERVFAIL answer to the query `q` into `out` (header and question section copied;
 /// no records); returns its length, or `None` if `q` is not a query or `out` is too small.
 pub(crate) fn put_dns_servfail(out: &mut [u8], q: &[u8]) -> Option<usize> {
@@ -736,6 +740,7 @@ pub(crate) fn put_dns_servfail(out: &mut [u8], q: &[u8]) -> Option<usize> {
     Some(end)
 }
 
+#[cfg(any(test, fuzzing))]
 /// The end of the question section of `m` with `count` questions.
 fn skip_questions(m: &[u8], count: u16) -> Option<usize> {
     let mut at = 12;
@@ -789,6 +794,7 @@ pub(crate) enum Frame<'a> {
 }
 
 impl<'a> Frame<'a> {
+    #[cfg(any(test, fuzzing))]
     /// Parses an Ethernet frame from the tap.
     pub(crate) fn parse(f: &'a [u8]) -> Frame<'a> {
         Frame::parse_with(f, true)
