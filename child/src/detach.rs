@@ -66,18 +66,13 @@ impl Netns {
     ///
     /// # Errors
     /// `open <path>: <errno>`.
-    pub fn open(path: &Path) -> Result<Netns, String> {
+    pub(crate) fn open(path: &Path) -> Result<Netns, String> {
         let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| format!("open {}: {}", path.display(), sys::errno::text(e)))?;
         Ok(Netns {
             fd,
             path: path.to_path_buf(),
         })
-    }
-
-    /// The path it was opened from.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Runs `f` on a new thread inside this network namespace and returns its result; the

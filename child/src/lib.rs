@@ -4,6 +4,7 @@
 
 pub mod detach;
 pub mod dhcp;
+#[cfg(test)]
 mod fuzzing;
 pub mod mount;
 pub mod nftables;

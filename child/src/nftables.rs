@@ -42,7 +42,7 @@ use sys::netlink::{Request, from_kernel, retry, scan_reply};
 
 /// Size of the batch and reply buffer: the batch is 824 bytes, an error echoes one message
 /// (the largest is 364) after a 20-byte header.
-pub const BUF_LEN: usize = 2048;
+pub(crate) const BUF_LEN: usize = 2048;
 
 /// `NFNL_SUBSYS_NFTABLES` (`linux/netfilter/nfnetlink.h`): the high byte of nf_tables'
 /// message types, and the `res_id` of a batch.
@@ -110,7 +110,7 @@ const CREATE: u16 = nl::NLM_F_CREATE as u16;
 const APPEND: u16 = nl::NLM_F_APPEND as u16;
 
 /// How many messages between the batch's begin and end; each gets an acknowledgement.
-pub const MESSAGES: u32 = 5;
+pub(crate) const MESSAGES: u32 = 5;
 
 /// Starts a message with its `struct nfgenmsg` (family, `NFNETLINK_V0`, `res_id` big-endian).
 fn nfnl<'a>(
@@ -243,7 +243,7 @@ fn encode_rule(
 ///
 /// # Errors
 /// `ENOBUFS` when `buf` is too small.
-pub fn encode_ruleset(buf: &mut [u8], seq: u32) -> io::Result<usize> {
+pub(crate) fn encode_ruleset(buf: &mut [u8], seq: u32) -> io::Result<usize> {
     let mark = TRANSPARENT_MARK.to_ne_bytes();
     let mut len = 0;
     let mut next = |len: &mut usize,

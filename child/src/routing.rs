@@ -15,7 +15,7 @@ const AF_INET6: u8 = linux_raw_sys::net::AF_INET6 as u8;
 
 /// The mark and routing table of connections made from a client's address
 /// (`--source-ip-transparent`); upstream uses 100 for both.
-pub const TRANSPARENT_MARK: u32 = 100;
+pub(crate) const TRANSPARENT_MARK: u32 = 100;
 
 /// Lets sockets marked [`TRANSPARENT_MARK`] connect from a foreign (the client's) address
 /// and get their replies, in the current network namespace, for IPv4 and IPv6:
@@ -56,7 +56,7 @@ pub fn source_routing() -> [Result<(), String>; 2] {
 
 /// The routing table, and the priority of its rules, that deliver UDP replies to the client
 /// addresses of transparent flows (`--source-ip-transparent`).
-pub const UDP_REPLY_TABLE: u8 = 101;
+pub(crate) const UDP_REPLY_TABLE: u8 = 101;
 
 /// For UDP with `--source-ip-transparent`, in the current network namespace: what a server
 /// sends from UDP port `port` to `client` is delivered here (`add`), to the parent's socket

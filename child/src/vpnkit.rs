@@ -29,7 +29,7 @@ const BATCH: usize = 64;
 ///
 /// # Errors
 /// `creating tap <name>: <why>` or `failed to set address of <name>: <errno>`.
-pub fn open_tap(name: &str, mac: [u8; 6]) -> Result<OwnedFd, String> {
+pub(crate) fn open_tap(name: &str, mac: [u8; 6]) -> Result<OwnedFd, String> {
     open_tap_with(name, mac, false)
 }
 
@@ -108,7 +108,7 @@ pub fn attach(
 ///
 /// # Errors
 /// `connecting to <socket> with uuid <uuid>: <why>`.
-pub fn connect(socket: &Path, uuid: &[u8; 16]) -> Result<OwnedFd, String> {
+pub(crate) fn connect(socket: &Path, uuid: &[u8; 16]) -> Result<OwnedFd, String> {
     let s = UnixStream::connect(socket)
         .map_err(sys::vmnet::io_error)
         .and_then(|s| sys::vmnet::session(s, uuid))
@@ -150,7 +150,7 @@ pub struct Pump {
 
 impl Pump {
     /// A pump for a tap from [`open_tap`] and a session from [`connect`].
-    pub fn new(tap: OwnedFd, sock: OwnedFd) -> Pump {
+    pub(crate) fn new(tap: OwnedFd, sock: OwnedFd) -> Pump {
         Pump {
             tap,
             sock,

@@ -12,7 +12,7 @@ use rustix::io::Errno;
 
 /// Whether an `accept` (or a `pipe`, `socket`) failed for want of descriptors or kernel memory:
 /// the caller should stop taking work until some is freed, rather than retry at once.
-pub fn out_of_descriptors(e: Errno) -> bool {
+pub(crate) fn out_of_descriptors(e: Errno) -> bool {
     matches!(
         e,
         Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM
@@ -20,33 +20,33 @@ pub fn out_of_descriptors(e: Errno) -> bool {
 }
 
 /// The soft `RLIMIT_NOFILE` in force (after `raise_nofile_limit`), `u64::MAX` when unlimited.
-pub fn nofile_limit() -> u64 {
+pub(crate) fn nofile_limit() -> u64 {
     let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     lim.current.unwrap_or(u64::MAX)
 }
 
 /// When a paused listener may accept again.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct AcceptPause {
+pub(crate) struct AcceptPause {
     until: Option<Instant>,
 }
 
 impl AcceptPause {
     /// How long accepting stops after running out of descriptors.
-    pub const DELAY: Duration = Duration::from_millis(100);
+    pub(crate) const DELAY: Duration = Duration::from_millis(100);
 
     /// Stops accepting until [`AcceptPause::DELAY`] from `now`.
-    pub fn pause(&mut self, now: Instant) {
+    pub(crate) fn pause(&mut self, now: Instant) {
         self.until = Some(now + Self::DELAY);
     }
 
     /// Accepting may go on again (a descriptor was freed).
-    pub fn resume(&mut self) {
+    pub(crate) fn resume(&mut self) {
         self.until = None;
     }
 
     /// Whether accepting is paused at `now`; a pause that has run out ends here.
-    pub fn is_paused(&mut self, now: Instant) -> bool {
+    pub(crate) fn is_paused(&mut self, now: Instant) -> bool {
         if self.until.is_some_and(|t| now >= t) {
             self.until = None;
         }
@@ -54,24 +54,24 @@ impl AcceptPause {
     }
 
     /// When the pause ends, for the caller's wait; `None` when not paused.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.until
     }
 }
 
 /// A warning printed at most once per [`Throttle::EVERY`].
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     last: Option<Instant>,
 }
 
 impl Throttle {
     /// The least time between two warnings of one kind.
-    pub const EVERY: Duration = Duration::from_secs(60);
+    pub(crate) const EVERY: Duration = Duration::from_secs(60);
 
     /// Prints `msg` as a parent warning unless one was printed less than [`Throttle::EVERY`]
     /// ago; returns whether it did.
-    pub fn warn(&mut self, now: Instant, msg: impl FnOnce() -> String) -> bool {
+    pub(crate) fn warn(&mut self, now: Instant, msg: impl FnOnce() -> String) -> bool {
         if self
             .last
             .is_some_and(|t| now.duration_since(t) < Self::EVERY)

@@ -9,7 +9,7 @@ use std::os::unix::fs::DirBuilderExt;
 
 /// One line of `/proc/<pid>/mountinfo`, with the escaped paths decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountInfo<'a> {
+pub(crate) struct MountInfo<'a> {
     /// Field 4: the path inside the file system that is mounted.
     pub root: String,
     /// Field 5: where it is mounted.
@@ -25,7 +25,7 @@ pub struct MountInfo<'a> {
 /// Parses one mountinfo line; `None` if it does not have the documented shape.
 ///
 /// Shape: `id parent major:minor root mount-point options [optional...] - fstype source super-options`.
-pub fn parse_mountinfo_line(line: &str) -> Option<MountInfo<'_>> {
+pub(crate) fn parse_mountinfo_line(line: &str) -> Option<MountInfo<'_>> {
     let (head, tail) = line.split_once(" - ")?;
     let mut fields = head.splitn(7, ' ');
     let _id = fields
@@ -78,7 +78,7 @@ fn unescape(s: &str) -> String {
 }
 
 /// Mount points of every `cgroup2` file system in a mountinfo text, in file order.
-pub fn cgroup2_mount_points(mountinfo: &str) -> Vec<String> {
+pub(crate) fn cgroup2_mount_points(mountinfo: &str) -> Vec<String> {
     mountinfo
         .lines()
         .filter_map(parse_mountinfo_line)
@@ -88,13 +88,13 @@ pub fn cgroup2_mount_points(mountinfo: &str) -> Vec<String> {
 }
 
 /// The cgroup2 path from a `/proc/<pid>/cgroup` text: the rest of the line starting with `0::`.
-pub fn cgroup2_group(proc_pid_cgroup: &str) -> Option<&str> {
+pub(crate) fn cgroup2_group(proc_pid_cgroup: &str) -> Option<&str> {
     proc_pid_cgroup.lines().find_map(|l| l.strip_prefix("0::"))
 }
 
 /// Joins and cleans like Go's `filepath.Join` for the absolute paths used here: `join("/sys/fs/cgroup", "/a/")`
 /// is `/sys/fs/cgroup/a`, and an empty or `/` part adds nothing.
-pub fn join(base: &str, rel: &str) -> String {
+pub(crate) fn join(base: &str, rel: &str) -> String {
     let mut out = String::with_capacity(base.len() + rel.len() + 1);
     for part in base.split('/').chain(rel.split('/')) {
         match part {
@@ -116,7 +116,7 @@ pub fn join(base: &str, rel: &str) -> String {
 }
 
 /// Checks an `--evacuate-cgroup2` group name with upstream's messages.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("got empty evacuation group name".to_owned());
     }
@@ -141,7 +141,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
 ///
 /// A bad name, or in Go's wording `mkdir <path>: <errno>` / `open <path>: <errno>` when the new group cannot be
 /// created or the old group's files cannot be read.
-pub fn evacuate(pid: i32, name: &str) -> Result<Vec<String>, String> {
+pub(crate) fn evacuate(pid: i32, name: &str) -> Result<Vec<String>, String> {
     check_name(name)?;
     let mut warnings = Vec::new();
     let mountinfo = match fs::read("/proc/self/mountinfo") {

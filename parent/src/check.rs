@@ -20,7 +20,7 @@ use crate::{exec, idmap, libexec};
 
 /// The verdict of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub(crate) enum Status {
     Ok,
     Warn,
     Fail,
@@ -38,7 +38,7 @@ impl Status {
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line {
+pub(crate) struct Line {
     pub name: &'static str,
     pub status: Status,
     pub detail: String,
@@ -60,7 +60,7 @@ fn ok(name: &'static str, detail: String) -> Line {
 }
 
 /// Runs every check, prints the report, returns the exit code.
-pub fn main(cfg: &Config, json: bool) -> i32 {
+pub(crate) fn main(cfg: &Config, json: bool) -> i32 {
     let lines = checks(cfg);
     let text = if json {
         render_json(&lines)
@@ -72,7 +72,7 @@ pub fn main(cfg: &Config, json: bool) -> i32 {
 }
 
 /// `ok    name        detail; hint: ...` per line, and the verdict.
-pub fn render_text(lines: &[Line]) -> String {
+pub(crate) fn render_text(lines: &[Line]) -> String {
     let mut out = String::new();
     for l in lines {
         let _ = write!(out, "{:<5} {:<14} {}", l.status.as_str(), l.name, l.detail);
@@ -91,7 +91,7 @@ pub fn render_text(lines: &[Line]) -> String {
 }
 
 /// `{"ok":true,"checks":[{"name":…,"status":…,"detail":…,"hint":…},…]}` and a newline.
-pub fn render_json(lines: &[Line]) -> String {
+pub(crate) fn render_json(lines: &[Line]) -> String {
     let works = !lines.iter().any(|l| l.status == Status::Fail);
     let mut out = format!("{{\"ok\":{works},\"checks\":[");
     for (i, l) in lines.iter().enumerate() {
@@ -256,7 +256,7 @@ fn apparmor() -> Line {
 
 /// Whether an AppArmor profile's text attaches to `exe` (a profile line naming the path and
 /// opening a block) and grants `userns,`.
-pub fn profile_allows_userns(text: &str, exe: &str) -> bool {
+pub(crate) fn profile_allows_userns(text: &str, exe: &str) -> bool {
     let code = || text.lines().map(str::trim).filter(|l| !l.starts_with('#'));
     code().any(|l| l.split_whitespace().any(|w| w == exe) && l.ends_with('{'))
         && code().any(|l| l == "userns,")
@@ -310,7 +310,7 @@ fn overlap(user: &idmap::User) -> Line {
 
 /// `PATH: FIRST-LAST with OWNER` for each range of `user` in a subuid/subgid file that another
 /// owner's range overlaps; lines that are not `owner:start:count` with 32-bit numbers are skipped.
-pub fn shared_ranges(text: &str, path: &str, user: &idmap::User) -> Vec<String> {
+pub(crate) fn shared_ranges(text: &str, path: &str, user: &idmap::User) -> Vec<String> {
     let uid = user.uid.to_string();
     let mine = |owner: &str| owner == uid || user.name.as_deref() == Some(owner);
     let entries: Vec<(&str, u64, u64)> = text

@@ -23,7 +23,7 @@ const VERSION_PARTS: [u32; 3] = [2, 3, 6];
 
 /// `--net`: the network driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Net {
+pub(crate) enum Net {
     Host,
     None,
     Pasta,
@@ -35,7 +35,7 @@ pub enum Net {
 
 /// `--port-driver`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortDriver {
+pub(crate) enum PortDriver {
     None,
     Implicit,
     Builtin,
@@ -47,7 +47,7 @@ pub enum PortDriver {
 
 /// `--reaper`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reaper {
+pub(crate) enum Reaper {
     Auto,
     True,
     False,
@@ -55,7 +55,7 @@ pub enum Reaper {
 
 /// `--subid-source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubidSource {
+pub(crate) enum SubidSource {
     Auto,
     Dynamic,
     Static,
@@ -63,7 +63,7 @@ pub enum SubidSource {
 
 /// `--propagation`. Upstream silently ignores unknown values; we keep the text for that case.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Propagation {
+pub(crate) enum Propagation {
     Private,
     Rprivate,
     Shared,
@@ -77,21 +77,21 @@ pub enum Propagation {
 /// An IPv4 network as `--cidr` gives it: the network address (host bits clear) and the prefix
 /// length (0..=32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     pub addr: std::net::Ipv4Addr,
     pub prefix: u8,
 }
 
 impl Cidr {
     /// The address and prefix length as the network drivers take them.
-    pub fn parts(self) -> ([u8; 4], u8) {
+    pub(crate) fn parts(self) -> ([u8; 4], u8) {
         (self.addr.octets(), self.prefix)
     }
 }
 
 /// `--slirp4netns-sandbox` and `--slirp4netns-seccomp` (an empty value means `false`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Tristate {
+pub(crate) enum Tristate {
     Auto,
     True,
     #[default]
@@ -99,8 +99,9 @@ pub enum Tristate {
 }
 
 impl Tristate {
+    #[cfg(test)]
     /// The spelling used on the command line.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Tristate::Auto => "auto",
             Tristate::True => "true",
@@ -120,13 +121,13 @@ impl Tristate {
 
 /// `--copy-up-mode`: upstream knows one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CopyUpMode {
+pub(crate) enum CopyUpMode {
     TmpfsSymlink,
 }
 
 impl CopyUpMode {
     /// The spelling used on the command line and in messages.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CopyUpMode::TmpfsSymlink => "tmpfs+symlink",
         }
@@ -136,7 +137,7 @@ impl CopyUpMode {
 /// The values [`check`] turns from text into types, in upstream's validation order; the later
 /// stages read these and never the text of the [`Config`] they came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// `--mtu`, in 0..=65521; 0 picks the driver's default.
     pub mtu: u32,
     /// `--cidr`, when given and not empty.
@@ -151,7 +152,7 @@ pub struct Settings {
 
 /// Everything the command line says, after parsing and before validation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Config {
+pub(crate) struct Config {
     pub debug: bool,
     pub state_dir: Option<PathBuf>,
     pub net: Net,
@@ -195,7 +196,7 @@ pub struct Config {
 
 impl Net {
     /// The spelling used on the command line and in messages.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Net::Host => "host",
             Net::None => "none",
@@ -224,7 +225,7 @@ impl Net {
 
 impl PortDriver {
     /// The spelling used on the command line and in messages.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PortDriver::None => "none",
             PortDriver::Implicit => "implicit",
@@ -251,7 +252,7 @@ impl PortDriver {
 
 impl Propagation {
     /// The spelling used on the command line and in messages.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Propagation::Private => "private",
             Propagation::Rprivate => "rprivate",
@@ -280,7 +281,7 @@ impl Propagation {
 // Built once per process; boxing the config would only add noise at every use.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub(crate) enum Action {
     /// `--help`: print [`help_text`] to stdout and exit 0.
     Help,
     /// `--version`: print `rootlesskit version 2.3.6` to stdout and exit 0.
@@ -301,7 +302,7 @@ pub enum Action {
 /// a blank line and the help on stdout, then the usual error line on stderr.
 /// The other errors only get the error line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliError {
+pub(crate) struct CliError {
     message: String,
     usage: bool,
     /// A table name (without dashes).
@@ -325,18 +326,20 @@ impl CliError {
         }
     }
 
+    #[cfg(any(test, fuzzing))]
     /// The error text, without any prefix.
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         &self.message
     }
 
+    #[cfg(any(test, fuzzing))]
     /// Whether this is a syntax error that upstream answers with `Incorrect Usage:` and the help.
-    pub fn shows_usage(&self) -> bool {
+    pub(crate) fn shows_usage(&self) -> bool {
         self.usage
     }
 
     /// For an unknown flag, the closest known one, spelled `--name`.
-    pub fn suggestion(&self) -> Option<String> {
+    pub(crate) fn suggestion(&self) -> Option<String> {
         self.suggestion.map(|name| format!("--{name}"))
     }
 
@@ -344,7 +347,7 @@ impl CliError {
     ///
     /// `Incorrect Usage: <msg>`, a blank line, then `Did you mean "--x"?` and a blank line when a
     /// flag name looks mistyped (urfave's wording for its suggestion), then the help.
-    pub fn usage_text(&self, help: &str) -> Option<String> {
+    pub(crate) fn usage_text(&self, help: &str) -> Option<String> {
         if !self.usage {
             return None;
         }
@@ -900,12 +903,13 @@ fn store(raw: &mut Raw, id: Id, value: OsString) -> Result<(), &'static str> {
 
 /// Parses `rootlesskit`'s arguments (without argv\[0\]), probing this machine for the
 /// lxc-user-nic default when the command line does not name one.
-pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Action, CliError> {
+pub(crate) fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Action, CliError> {
     parse_inner(args, &mut lxc_user_nic_default)
 }
 
+#[cfg(any(test, fuzzing))]
 /// [`parse`] with a fixed `--lxc-user-nic-binary` default, for tests and fuzzing.
-pub fn parse_with_lxc_default<I: IntoIterator<Item = OsString>>(
+pub(crate) fn parse_with_lxc_default<I: IntoIterator<Item = OsString>>(
     args: I,
     lxc_default: &str,
 ) -> Result<Action, CliError> {
@@ -1156,7 +1160,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 // The lxc-user-nic default.
 
 /// The first lxc-user-nic that exists on this machine, as upstream picks it at startup; `""` if none.
-pub fn lxc_user_nic_default() -> String {
+pub(crate) fn lxc_user_nic_default() -> String {
     let uname = rustix::system::uname();
     let machine = uname.machine().to_string_lossy();
     probe_lxc_user_nic(&machine, |path| std::fs::metadata(path).is_ok())
@@ -1164,7 +1168,7 @@ pub fn lxc_user_nic_default() -> String {
 
 /// The probe behind [`lxc_user_nic_default`], with the machine name (`uname -m`) and the
 /// existence check passed in.
-pub fn probe_lxc_user_nic(machine: &str, exists: impl Fn(&str) -> bool) -> String {
+pub(crate) fn probe_lxc_user_nic(machine: &str, exists: impl Fn(&str) -> bool) -> String {
     [
         "/usr/libexec/lxc/lxc-user-nic".to_owned(), // Debian, Fedora
         format!("/usr/lib/{machine}-linux-gnu/lxc/lxc-user-nic"), // Ubuntu
@@ -1219,7 +1223,7 @@ OPTIONS:
 ///
 /// Like urfave's tab writer, the usage column is aligned across all categories; unlike it, we
 /// leave no trailing blanks on category and separator lines.
-pub fn help_text(lxc_default: &str) -> String {
+pub(crate) fn help_text(lxc_default: &str) -> String {
     let mut categories: Vec<&str> = FLAGS.iter().map(|f| f.category).collect();
     categories.sort_unstable();
     categories.dedup();
@@ -1289,17 +1293,18 @@ fn flag_usage(f: &Flag, lxc_default: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Validation.
 
+#[cfg(test)]
 /// Checks a parsed [`Config`] without touching the system: upstream's parent-side checks
 /// (`createParentOpt`) and child-side checks (`createChildOpt`) in upstream's order, then the
 /// features not built yet. Returns the warnings to print (`[rootlesskit:parent] warning: <w>`).
-pub fn validate(cfg: &Config) -> Result<Vec<String>, String> {
+pub(crate) fn validate(cfg: &Config) -> Result<Vec<String>, String> {
     let (warnings, result) = check(cfg);
     result.map(|_| warnings)
 }
 
 /// [`validate`], but the warnings that upstream logs before an error come back with the error
 /// too, so that the output can show them in the same order; on success, the typed [`Settings`].
-pub fn check(cfg: &Config) -> (Vec<String>, Result<Settings, String>) {
+pub(crate) fn check(cfg: &Config) -> (Vec<String>, Result<Settings, String>) {
     let mut warnings = Vec::new();
     let result = checks(cfg, &mut warnings);
     (warnings, result)
@@ -1534,7 +1539,7 @@ fn unsupported(cfg: &Config) -> Option<String> {
 
 /// An IPv4 CIDR as Go's `net.ParseCIDR` reads it: the address and the prefix length.
 /// Errors read like Go's (`invalid CIDR address: x`). IPv6 is not accepted.
-pub fn parse_cidr(s: &str) -> Result<([u8; 4], u8), String> {
+pub(crate) fn parse_cidr(s: &str) -> Result<([u8; 4], u8), String> {
     let invalid = || format!("invalid CIDR address: {s}");
     let (addr, prefix) = s.split_once('/').ok_or_else(invalid)?;
     let addr = parse_ipv4(addr).ok_or_else(invalid)?;
@@ -1576,7 +1581,7 @@ fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
 }
 
 /// The address with the host bits cleared.
-pub fn network_address(addr: [u8; 4], prefix: u8) -> [u8; 4] {
+pub(crate) fn network_address(addr: [u8; 4], prefix: u8) -> [u8; 4] {
     let mask = if prefix == 0 {
         0
     } else {

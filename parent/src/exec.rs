@@ -86,7 +86,7 @@ impl Piped {
 }
 
 /// Go's `os.ProcessState.String()` for a finished helper: `exit status 1`, `signal: killed`.
-pub fn exit_text(status: ExitStatus) -> String {
+pub(crate) fn exit_text(status: ExitStatus) -> String {
     if let Some(code) = status.code() {
         return format!("exit status {code}");
     }
@@ -146,7 +146,7 @@ fn go_signal_name(sig: i32) -> String {
 }
 
 /// [`sys::errno::text`] under its old name, for `idmap.rs` until that file's split lands.
-pub use sys::errno::text as errno_text;
+pub(crate) use sys::errno::text as errno_text;
 
 /// Go's `strconv.Quote` (what `%q` prints).
 pub fn quote(s: &str) -> String {
@@ -163,7 +163,7 @@ pub fn look_path(name: &OsStr) -> Result<PathBuf, String> {
 }
 
 /// [`look_path`] with an explicit `$PATH` value (`None` = unset), so tests need no global state.
-pub fn look_path_in(name: &OsStr, path_env: Option<&OsStr>) -> Result<PathBuf, String> {
+pub(crate) fn look_path_in(name: &OsStr, path_env: Option<&OsStr>) -> Result<PathBuf, String> {
     sys::golang::look_path(name, path_env)
 }
 
@@ -177,7 +177,7 @@ fn spawn_error(program: &Path, err: &io::Error) -> String {
 
 /// What a helper wrote to stdout and stderr, and how it ended.
 #[derive(Debug)]
-pub struct Captured {
+pub(crate) struct Captured {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub status: ExitStatus,
@@ -191,7 +191,7 @@ pub struct Captured {
 /// # Errors
 /// Only when the program cannot be started: `fork/exec <exe>: <errno text>`.
 #[doc(alias = "getsubids")]
-pub fn run_getsubids(exe: &Path, group: bool, who: &str) -> Result<Captured, String> {
+pub(crate) fn run_getsubids(exe: &Path, group: bool, who: &str) -> Result<Captured, String> {
     let mut args = Vec::with_capacity(2);
     if group {
         args.push(OsString::from("-g"));
@@ -207,19 +207,14 @@ pub fn run_getsubids(exe: &Path, group: bool, who: &str) -> Result<Captured, Str
     })
 }
 
-/// `newuidmap <pid> <args...>` (or `newgidmap`, named by `tool`), found through `$PATH`.
+#[cfg(test)]
+/// `newuidmap <pid> <args...>` (or `newgidmap`, named by `tool`), found through `path_env`
+/// (a `$PATH` value).
 ///
 /// # Errors
 /// Upstream's text, with stdout and stderr interleaved as Go's `CombinedOutput` gives them:
 /// `newuidmap 1234 [0 1000 1 1 100000 65536] failed: <output>: exit status 1`.
-#[doc(alias = "newuidmap")]
-#[doc(alias = "newgidmap")]
-pub fn run_newidmap(tool: &str, pid: i32, args: &[String]) -> Result<(), String> {
-    run_newidmap_in(tool, std::env::var_os("PATH").as_deref(), pid, args)
-}
-
-/// [`run_newidmap`] with an explicit `$PATH` value.
-pub fn run_newidmap_in(
+pub(crate) fn run_newidmap_in(
     tool: &str,
     path_env: Option<&OsStr>,
     pid: i32,
@@ -233,8 +228,13 @@ pub fn run_newidmap_in(
 /// side takes a measurable part off the startup time (no threads needed).
 ///
 /// # Errors
-/// The first failure, as [`run_newidmap`] words it.
-pub fn run_newidmaps(pid: i32, uid_args: &[String], gid_args: &[String]) -> Result<(), String> {
+/// The first failure, in upstream's words: `newuidmap 1234 [0 1000 1 1 100000 65536] failed:
+/// <output>: exit status 1`.
+pub(crate) fn run_newidmaps(
+    pid: i32,
+    uid_args: &[String],
+    gid_args: &[String],
+) -> Result<(), String> {
     let path_env = std::env::var_os("PATH");
     let uid = IdMapRun::start("newuidmap", path_env.as_deref(), pid, uid_args)?;
     let gid = IdMapRun::start("newgidmap", path_env.as_deref(), pid, gid_args);
@@ -313,7 +313,7 @@ pub fn run_with_output(
 ///
 /// # Errors
 /// As [`run_with_output`].
-pub fn run_with_output_within(
+pub(crate) fn run_with_output_within(
     exe: &Path,
     args: &[OsString],
     limit: std::time::Duration,
@@ -350,13 +350,16 @@ pub fn run_with_output_within(
 
 /// A program started by [`start_with_output`] whose output is collected later, so that it runs
 /// while the caller does something else. Dropped unfinished, it is still waited for.
-pub struct Pending(Option<Piped>);
+pub(crate) struct Pending(Option<Piped>);
 
 /// [`run_with_output`] in two steps: this starts the program, [`Pending::finish`] collects it.
 ///
 /// # Errors
 /// As [`run_with_output`].
-pub fn start_with_output(exe: &Path, args: &[std::ffi::OsString]) -> Result<Pending, String> {
+pub(crate) fn start_with_output(
+    exe: &Path,
+    args: &[std::ffi::OsString],
+) -> Result<Pending, String> {
     Ok(Pending(Some(spawn_piped(exe, args, false)?)))
 }
 
@@ -365,7 +368,7 @@ impl Pending {
     ///
     /// # Errors
     /// A read or wait failure.
-    pub fn finish(mut self) -> Result<(ExitStatus, Vec<u8>), String> {
+    pub(crate) fn finish(mut self) -> Result<(ExitStatus, Vec<u8>), String> {
         let piped = self.0.take().ok_or("already finished")?;
         let (status, output, _) = piped.finish()?;
         Ok((status, output))
@@ -399,7 +402,7 @@ impl std::fmt::Debug for Pending {
 ///
 /// # Errors
 /// `fork/exec <exe>: <errno text>` when the fork or the exec fails (the failed process is reaped).
-pub fn start_helper(
+pub(crate) fn start_helper(
     exe: &Path,
     args: &[std::ffi::OsString],
     fds: Vec<(std::os::fd::OwnedFd, std::os::fd::RawFd)>,
@@ -448,7 +451,7 @@ fn start(
 ///
 /// # Errors
 /// The `clone3` failure (its errno says why namespaces are refused).
-pub fn trial_namespaces<R>(flags: u64, with: impl FnOnce(i32) -> R) -> io::Result<R> {
+pub(crate) fn trial_namespaces<R>(flags: u64, with: impl FnOnce(i32) -> R) -> io::Result<R> {
     let (go_r, go_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let none: [OsString; 0] = [];
     let mut cmd = sys::spawn::Command::new(Path::new("/"), ["rootlesskit"], none)?;

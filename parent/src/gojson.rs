@@ -4,7 +4,7 @@
 
 /// Appends `s` as a JSON string the way Go's encoder writes it: `<`, `>`, `&`, U+2028 and
 /// U+2029 escaped as `\u003c`…, control characters as `\n` or `\u0001`.
-pub fn write_str(out: &mut String, s: &str) {
+pub(crate) fn write_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -2,24 +2,27 @@
 #![deny(unsafe_code)]
 
 pub mod api;
-pub mod backoff;
-pub mod cgroup;
-pub mod check;
-pub mod cli;
+pub(crate) mod backoff;
+pub(crate) mod cgroup;
+pub(crate) mod check;
+pub(crate) mod cli;
 pub mod entry;
 pub mod exec;
+// Fuzz-target bodies: built for the corpus-replay tests and for cargo-fuzz (`--cfg fuzzing`),
+// not into the shipped binaries.
+#[cfg(any(test, fuzzing))]
 pub mod fuzzing;
-pub mod gojson;
-pub mod idmap;
+pub(crate) mod gojson;
+pub(crate) mod idmap;
 pub mod libexec;
-pub mod net;
+pub(crate) mod net;
 pub mod notify;
 pub mod port;
-pub mod run;
-pub mod statedir;
+pub(crate) mod run;
+pub(crate) mod statedir;
 #[cfg(test)]
 pub(crate) mod testutil;
-pub mod usernet;
+pub(crate) mod usernet;
 
 use std::io::Write;
 

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 /// The name of the child binary, found next to `rootlesskit`.
-pub const CHILD_BIN: &str = "rootlesskit-child";
+pub(crate) const CHILD_BIN: &str = "rootlesskit-child";
 
 /// The helper that makes the detached network namespace of `--detach-netns`.
 pub const UNSHARE_BIN: &str = proto::UNSHARE_HELPER_NAME;
@@ -16,7 +16,7 @@ pub const UNSHARE_BIN: &str = proto::UNSHARE_HELPER_NAME;
 ///
 /// # Errors
 /// `cannot find our own executable: …`, or `cannot find NAME: looked for A and B`.
-pub fn find_helper(name: &str) -> Result<PathBuf, String> {
+pub(crate) fn find_helper(name: &str) -> Result<PathBuf, String> {
     let exe = std::fs::read_link("/proc/self/exe")
         .map_err(|e| format!("cannot find our own executable: {}", sys::errno::text(&e)))?;
     let dir = exe.parent().unwrap_or(Path::new("/"));

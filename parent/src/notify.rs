@@ -28,10 +28,10 @@ use rustix::net::{
 };
 
 /// Our socket's name in the state dir.
-pub const SOCKET_NAME: &str = "notify.sock";
+pub(crate) const SOCKET_NAME: &str = "notify.sock";
 
 /// The largest message systemd reads (its `NOTIFY_BUFFER_MAX`, a pipe buffer).
-pub const MAX_MESSAGE: usize = 4096;
+pub(crate) const MAX_MESSAGE: usize = 4096;
 
 /// Messages forwarded per wake-up of the loop.
 const BATCH: usize = 32;
@@ -45,7 +45,7 @@ const MAX_OUT: usize = 3 * MAX_MESSAGE;
 
 /// Who tells systemd `READY=1` (`--notify-ready`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ready {
+pub(crate) enum Ready {
     /// The target, through the relay (the default).
     Target,
     /// `rootlesskit` itself, once `child_pid` is written.
@@ -53,7 +53,7 @@ pub enum Ready {
 }
 
 /// The relay: our socket, where the target's messages arrive, and systemd's address.
-pub struct Relay {
+pub(crate) struct Relay {
     sock: OwnedFd,
     out: OwnedFd,
     upstream: SocketAddrUnix,
@@ -64,7 +64,7 @@ pub struct Relay {
 
 /// systemd's socket address from `$NOTIFY_SOCKET`: a path (`/…`) or an abstract name (`@…`);
 /// `None` for anything else (vsock, an empty or relative value).
-pub fn upstream_address(value: &[u8]) -> Option<SocketAddrUnix> {
+pub(crate) fn upstream_address(value: &[u8]) -> Option<SocketAddrUnix> {
     match value {
         [b'@', name @ ..] if !name.is_empty() => SocketAddrUnix::new_abstract_name(name).ok(),
         [b'/', ..] => SocketAddrUnix::new(value).ok(),
@@ -87,7 +87,11 @@ impl Relay {
     /// the variable through) when it is unset or unreachable. A socket we cannot make, or a name
     /// too long for a socket address, is a warning, not an error: the target then talks to
     /// systemd directly, as before.
-    pub fn setup(state: &Path, named: &Path, notify_socket: Option<&OsStr>) -> Option<Relay> {
+    pub(crate) fn setup(
+        state: &Path,
+        named: &Path,
+        notify_socket: Option<&OsStr>,
+    ) -> Option<Relay> {
         let upstream = upstream_address(notify_socket?.as_bytes())?;
         // Is anybody there? A datagram connect sends nothing.
         let probe = dgram_socket().ok()?;
@@ -120,23 +124,23 @@ impl Relay {
     }
 
     /// The target's `$NOTIFY_SOCKET`.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// What the supervision loop waits on.
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
     }
 
     /// `--notify-ready=child`: our own `READY=1`.
-    pub fn send_ready(&mut self) {
+    pub(crate) fn send_ready(&mut self) {
         self.send(b"READY=1", &[]);
     }
 
     /// Forwards the messages waiting on our socket, at most [`BATCH`] per call so that a
     /// chatty target cannot starve the loop (the socket stays readable for the next round).
-    pub fn relay(&mut self) {
+    pub(crate) fn relay(&mut self) {
         let mut buf = [0u8; MAX_MESSAGE];
         let mut out = [0u8; MAX_OUT];
         let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
@@ -210,7 +214,7 @@ impl Relay {
 /// One message as systemd gets it: `MAINPID=` lines name `pid` (ours), `MAINPIDFDID=` lines go,
 /// everything else is kept byte for byte. Returns the length written into `out`, `None` if it
 /// does not fit.
-pub fn rewrite(msg: &[u8], pid: u32, out: &mut [u8]) -> Option<usize> {
+pub(crate) fn rewrite(msg: &[u8], pid: u32, out: &mut [u8]) -> Option<usize> {
     let mut n = 0;
     let mut put = |bytes: &[u8], n: &mut usize| -> Option<()> {
         out.get_mut(*n..*n + bytes.len())?.copy_from_slice(bytes);
@@ -251,6 +255,7 @@ pub fn rewrite(msg: &[u8], pid: u32, out: &mut [u8]) -> Option<usize> {
 }
 
 /// Fuzz body: any datagram rewrites without a panic, within [`MAX_OUT`], and keeps its other lines.
+#[cfg(any(test, fuzzing))]
 pub fn fuzz_message(data: &[u8]) {
     let data = &data[..data.len().min(MAX_MESSAGE)];
     let mut out = [0u8; MAX_OUT];

@@ -23,7 +23,7 @@ use crate::statedir::StateDir;
 use crate::{api, exec, idmap, net, warn};
 
 /// How a run ends: an exit code, and the error line to print first, if any.
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Exit code of `rootlesskit`.
     pub code: i32,
     /// `[rootlesskit:<who>] error: <text>` is printed when set.
@@ -44,7 +44,7 @@ impl Outcome {
 }
 
 /// Everything after validation. Never returns without having removed the state directory.
-pub fn run(cfg: &Config, settings: &crate::cli::Settings, sigfd: &OwnedFd) -> Outcome {
+pub(crate) fn run(cfg: &Config, settings: &crate::cli::Settings, sigfd: &OwnedFd) -> Outcome {
     let helper = match find_helper(CHILD_BIN) {
         Ok(p) => p,
         Err(e) => return Outcome::parent_error(e),

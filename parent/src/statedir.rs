@@ -15,7 +15,7 @@ use rustix::fs::{FlockOperation, Mode, OFlags, flock};
 
 /// A locked state directory. Dropping it removes the directory with everything in it.
 #[derive(Debug)]
-pub struct StateDir {
+pub(crate) struct StateDir {
     /// The real directory, symlinks resolved.
     path: PathBuf,
     /// The absolute path as given, which the target sees in `$ROOTLESSKIT_STATE_DIR`.
@@ -38,7 +38,7 @@ impl StateDir {
     ///
     /// # Errors
     /// One line naming the path, with upstream's wording where it has one.
-    pub fn create(explicit: Option<&Path>) -> Result<StateDir, String> {
+    pub(crate) fn create(explicit: Option<&Path>) -> Result<StateDir, String> {
         let (path, given) = match explicit {
             None => {
                 let p = make_temp_dir()?;
@@ -131,13 +131,13 @@ impl StateDir {
     }
 
     /// The real absolute path (symlinks resolved), where every file is made.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The absolute path as given (the real one for a directory we made up), which upstream
     /// passes on in `$ROOTLESSKIT_STATE_DIR` and shows in `GET /v1/info`.
-    pub fn given_path(&self) -> &Path {
+    pub(crate) fn given_path(&self) -> &Path {
         &self.given
     }
 
@@ -187,7 +187,7 @@ impl StateDir {
     }
 
     /// Writes `child_pid` (mode 0444, decimal, no newline), the readiness marker clients poll.
-    pub fn write_child_pid(&self, pid: i32) -> Result<(), String> {
+    pub(crate) fn write_child_pid(&self, pid: i32) -> Result<(), String> {
         let p = self.path.join("child_pid");
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -201,7 +201,7 @@ impl StateDir {
     }
 
     /// Removes the directory and everything in it, then releases the locks.
-    pub fn remove(&mut self) -> Result<(), String> {
+    pub(crate) fn remove(&mut self) -> Result<(), String> {
         if self.removed {
             return Ok(());
         }

@@ -51,7 +51,7 @@ const OURS: [&str; 3] = [
 /// instance or a failed entry, 127 and 126 for a command not found or not runnable, as
 /// `nsenter` and `env` use them).
 #[derive(Debug)]
-pub struct Failed(pub String, pub i32);
+pub(crate) struct Failed(pub String, pub i32);
 
 fn fail(msg: String) -> Failed {
     Failed(msg, 1)
@@ -59,7 +59,7 @@ fn fail(msg: String) -> Failed {
 
 /// Runs `argv` in the instance whose state dir is `state_dir`; returns the command's exit code
 /// when it had to be forked (else the command replaced us).
-pub fn exec(state_dir: &Path, argv: &[OsString]) -> Result<i32, Failed> {
+pub(crate) fn exec(state_dir: &Path, argv: &[OsString]) -> Result<i32, Failed> {
     let Some(name) = argv.first() else {
         return Err(fail("no command specified".into()));
     };

@@ -29,12 +29,12 @@ const CI_STEPS: &[Step] = &[Step::Fmt, Step::Clippy, Step::Tidy, Step::Dist, Ste
 const TEST_STEPS: &[Step] = &[Step::Dist, Step::Test];
 
 /// `cargo xtask ci`: everything `.ci/run` needs after installing the host tools.
-pub fn ci(root: &Path, opts: &dist::Options) -> Result<()> {
+pub(crate) fn ci(root: &Path, opts: &dist::Options) -> Result<()> {
     run_steps(root, opts, CI_STEPS)
 }
 
 /// `cargo xtask test`: dist, then the workspace tests against the dist binaries.
-pub fn test(root: &Path, opts: &dist::Options) -> Result<()> {
+pub(crate) fn test(root: &Path, opts: &dist::Options) -> Result<()> {
     run_steps(root, opts, TEST_STEPS)
 }
 

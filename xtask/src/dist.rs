@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::{Result, elf};
 
 /// `(package, binary)` for everything we ship.
-pub const BINARIES: &[(&str, &str)] = &[
+pub(crate) const BINARIES: &[(&str, &str)] = &[
     ("parent", "rootlesskit"),
     ("parent", "rootlessctl"),
     ("parent", "rootlesskit-docker-proxy"),
@@ -23,10 +23,10 @@ pub const BINARIES: &[(&str, &str)] = &[
 ];
 
 /// Per-binary size budgets in bytes. Static glibc alone costs about 830 KB, musl far less.
-pub const GNU_BUDGET: u64 = 1_200_000;
+pub(crate) const GNU_BUDGET: u64 = 1_200_000;
 /// The budget of `rootlesskit` on glibc: see [`Libc::budget_for`].
-pub const GNU_PARENT_BUDGET: u64 = 1_750_000;
-pub const MUSL_BUDGET: u64 = 600_000;
+pub(crate) const GNU_PARENT_BUDGET: u64 = 1_750_000;
+pub(crate) const MUSL_BUDGET: u64 = 600_000;
 
 /// How long a binary may take to answer `--version`.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,13 +38,13 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 const NSS_MARKER: &[u8] = b"libnss_";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Libc {
+pub(crate) enum Libc {
     Gnu,
     Musl,
 }
 
 impl Libc {
-    pub fn parse(s: &str) -> Result<Libc> {
+    pub(crate) fn parse(s: &str) -> Result<Libc> {
         match s {
             "gnu" => Ok(Libc::Gnu),
             "musl" => Ok(Libc::Musl),
@@ -61,7 +61,7 @@ impl Libc {
         }
     }
 
-    pub fn budget(self) -> u64 {
+    pub(crate) fn budget(self) -> u64 {
         match self {
             Libc::Gnu => GNU_BUDGET,
             Libc::Musl => MUSL_BUDGET,
@@ -76,7 +76,7 @@ impl Libc {
     /// splice pumps, the network drivers and their restarts, `--check`, and the in-process
     /// network of `--net=gvisor-tap-vsock` (1,514,880 bytes already before that network, which
     /// measured 34,976 bytes on its own); it gets 1.75 MB. musl builds keep the common budget.
-    pub fn budget_for(self, binary: &str) -> u64 {
+    pub(crate) fn budget_for(self, binary: &str) -> u64 {
         match (self, binary) {
             (Libc::Gnu, "rootlesskit") => GNU_PARENT_BUDGET,
             (Libc::Gnu, "rootlesskit-child") => GNU_BUDGET + GNU_BUDGET / 4,
@@ -90,7 +90,7 @@ impl Libc {
 }
 
 #[derive(Debug, Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// Force a libc instead of detecting musl.
     pub libc: Option<Libc>,
     /// Passed to cargo as `--target-dir`.
@@ -98,7 +98,7 @@ pub struct Options {
 }
 
 /// Builds, copies and checks the binaries; returns the absolute dist directory.
-pub fn run(root: &Path, opts: &Options) -> Result<PathBuf> {
+pub(crate) fn run(root: &Path, opts: &Options) -> Result<PathBuf> {
     let host = host_triple()?;
     let arch = arch_of(&host).ok_or_else(|| {
         format!("unsupported host {host}: expected <arch>-unknown-linux-gnu or -musl")

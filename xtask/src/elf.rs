@@ -19,7 +19,7 @@ const DYN_SIZE: u64 = 16;
 
 /// What the program headers say about linking.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Linkage {
+pub(crate) struct Linkage {
     /// The requested program interpreter (`PT_INTERP`), e.g. `/lib64/ld-linux-x86-64.so.2`.
     pub interp: Option<String>,
     /// Shared libraries named by `DT_NEEDED` entries, in file order.
@@ -80,7 +80,7 @@ impl Reader<'_> {
 
 /// Reads the ELF header, the program headers and the dynamic section of a 64-bit ELF file
 /// (either byte order).
-pub fn parse(data: &[u8]) -> Result<Linkage, String> {
+pub(crate) fn parse(data: &[u8]) -> Result<Linkage, String> {
     if data.get(..4) != Some(b"\x7fELF".as_slice()) {
         return Err("not an ELF file (bad magic)".into());
     }
@@ -182,7 +182,7 @@ fn needed(r: &Reader, dynamic: &Segment, segments: &[Segment]) -> Result<Vec<Str
 }
 
 /// `Ok` when the file asks for no program interpreter and no shared library.
-pub fn check_static(data: &[u8]) -> Result<(), String> {
+pub(crate) fn check_static(data: &[u8]) -> Result<(), String> {
     let l = parse(data)?;
     if let Some(interp) = l.interp {
         return Err(format!("dynamically linked: has PT_INTERP {interp}"));

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use crate::Result;
 
 /// Seconds of fuzzing per target when `--seconds` is not given.
-pub const DEFAULT_SECONDS: u64 = 60;
+pub(crate) const DEFAULT_SECONDS: u64 = 60;
 
 const INSTALL_HINT: &str =
     "cargo-fuzz is not installed; install it with `cargo install cargo-fuzz --locked`";
 
 #[derive(Debug, Default)]
-pub struct Options {
+pub(crate) struct Options {
     pub seconds: u64,
     /// Run each corpus input once instead of fuzzing.
     pub replay: bool,
@@ -20,7 +20,7 @@ pub struct Options {
     pub targets: Vec<String>,
 }
 
-pub fn run(root: &Path, opts: &Options) -> Result<()> {
+pub(crate) fn run(root: &Path, opts: &Options) -> Result<()> {
     let fuzz_dir = root.join("fuzz");
     let manifest_path = fuzz_dir.join("Cargo.toml");
     let manifest = fs::read_to_string(&manifest_path)
@@ -103,7 +103,7 @@ fn select(known: &[String], wanted: &[String]) -> Result<Vec<String>> {
 }
 
 /// The `name`s of the `[[bin]]` tables in the fuzz crate's Cargo.toml.
-pub fn targets(manifest: &str) -> Vec<String> {
+pub(crate) fn targets(manifest: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut in_bin = false;
     for line in manifest.lines().map(str::trim) {
@@ -130,13 +130,13 @@ pub fn targets(manifest: &str) -> Vec<String> {
 }
 
 /// `fuzz/corpus/<target>/`, where cargo-fuzz keeps the inputs it found interesting.
-pub fn corpus_dir(fuzz_dir: &Path, target: &str) -> PathBuf {
+pub(crate) fn corpus_dir(fuzz_dir: &Path, target: &str) -> PathBuf {
     fuzz_dir.join("corpus").join(target)
 }
 
 /// The corpus inputs of `target`, sorted: regular, non-hidden files of `fuzz/corpus/<target>/`.
 /// A missing directory is an empty corpus.
-pub fn corpus_files(fuzz_dir: &Path, target: &str) -> Result<Vec<PathBuf>> {
+pub(crate) fn corpus_files(fuzz_dir: &Path, target: &str) -> Result<Vec<PathBuf>> {
     let dir = corpus_dir(fuzz_dir, target);
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,

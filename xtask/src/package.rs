@@ -14,7 +14,7 @@ use std::process::Stdio;
 use crate::Result;
 
 /// Where each shipped binary goes, relative to the prefix (`/usr`).
-pub const LAYOUT: &[(&str, &str)] = &[
+pub(crate) const LAYOUT: &[(&str, &str)] = &[
     ("rootlesskit", "bin"),
     ("rootlessctl", "bin"),
     ("rootlesskit-docker-proxy", "bin"),
@@ -30,7 +30,7 @@ const APPARMOR_NAME: &str = "usr.bin.rootlesskit";
 
 /// One option as a help text lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Opt {
+pub(crate) struct Opt {
     /// `net` for `--net`.
     pub long: String,
     /// `p` for `-p`.
@@ -47,14 +47,14 @@ pub struct Opt {
 
 /// A titled list of options.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Group {
+pub(crate) struct Group {
     pub name: String,
     pub opts: Vec<Opt>,
 }
 
 /// `rootlesskit --help`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct KitHelp {
+pub(crate) struct KitHelp {
     /// The line after `NAME:`.
     pub name_line: String,
     pub version: String,
@@ -123,7 +123,7 @@ fn two_columns(line: &str) -> (&str, &str) {
 }
 
 /// Parses `rootlesskit --help` (urfave/cli's layout with categories).
-pub fn parse_kit_help(text: &str) -> Result<KitHelp> {
+pub(crate) fn parse_kit_help(text: &str) -> Result<KitHelp> {
     let mut help = KitHelp::default();
     let mut section = "";
     for line in text.lines() {
@@ -168,7 +168,7 @@ pub fn parse_kit_help(text: &str) -> Result<KitHelp> {
 
 /// One `rootlessctl` command.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Command {
+pub(crate) struct Command {
     pub name: String,
     pub alias: Option<String>,
     pub about: String,
@@ -181,7 +181,7 @@ pub struct Command {
 
 /// `rootlessctl --help` plus each command's help.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CtlHelp {
+pub(crate) struct CtlHelp {
     pub about: String,
     pub commands: Vec<Command>,
     pub global: Vec<Opt>,
@@ -196,7 +196,7 @@ fn ctl_opt(line: &str) -> Option<Opt> {
 }
 
 /// Parses `rootlessctl --help`; the commands' own texts are added by [`parse_ctl_command`].
-pub fn parse_ctl_help(text: &str) -> Result<CtlHelp> {
+pub(crate) fn parse_ctl_help(text: &str) -> Result<CtlHelp> {
     let mut help = CtlHelp::default();
     let mut section = "";
     for line in text.lines() {
@@ -230,7 +230,7 @@ pub fn parse_ctl_help(text: &str) -> Result<CtlHelp> {
 }
 
 /// Reads `rootlessctl help NAME` into `cmd`.
-pub fn parse_ctl_command(cmd: &mut Command, text: &str) -> Result<()> {
+pub(crate) fn parse_ctl_command(cmd: &mut Command, text: &str) -> Result<()> {
     let mut in_options = false;
     for line in text.lines() {
         if let Some(usage) = line.strip_prefix("Usage: rootlessctl ") {
@@ -252,7 +252,7 @@ pub fn parse_ctl_command(cmd: &mut Command, text: &str) -> Result<()> {
 
 /// Go `flag` package usage (`rootlesskit-docker-proxy --help`): `  -name type` followed by a
 /// tab-indented text line.
-pub fn parse_go_flags(text: &str) -> Vec<Opt> {
+pub(crate) fn parse_go_flags(text: &str) -> Vec<Opt> {
     let mut out: Vec<Opt> = Vec::new();
     for line in text.lines() {
         if let Some(text) = line.strip_prefix("    \t") {
@@ -276,7 +276,7 @@ pub fn parse_go_flags(text: &str) -> Vec<Opt> {
 
 /// Everything read from the binaries in one dist directory.
 #[derive(Debug, Clone)]
-pub struct Helps {
+pub(crate) struct Helps {
     pub kit: KitHelp,
     pub ctl: CtlHelp,
     pub proxy: Vec<Opt>,
@@ -301,7 +301,7 @@ fn help_output(bin: &Path, args: &[&str]) -> Result<String> {
 
 /// Reads the help of `rootlesskit`, `rootlessctl` (and each of its commands) and
 /// `rootlesskit-docker-proxy` in `bin_dir`.
-pub fn read_helps(bin_dir: &Path) -> Result<Helps> {
+pub(crate) fn read_helps(bin_dir: &Path) -> Result<Helps> {
     let kit = parse_kit_help(&help_output(&bin_dir.join("rootlesskit"), &["--help"])?)?;
     let ctl_bin = bin_dir.join("rootlessctl");
     let mut ctl = parse_ctl_help(&help_output(&ctl_bin, &["--help"])?)?;
@@ -383,7 +383,7 @@ fn roff_prose(text: &str) -> String {
 }
 
 /// `YYYY-MM-DD` of a Unix time (UTC), for `.TH`.
-pub fn civil_date(epoch: u64) -> String {
+pub(crate) fn civil_date(epoch: u64) -> String {
     // Howard Hinnant's days-to-civil algorithm.
     let z = (epoch / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
@@ -432,7 +432,7 @@ fn man_opts(out: &mut String, opts: &[Opt], dashes: &str) {
 }
 
 /// `rootlesskit.1`.
-pub fn man_rootlesskit(h: &KitHelp, date: &str) -> String {
+pub(crate) fn man_rootlesskit(h: &KitHelp, date: &str) -> String {
     let about = h
         .name_line
         .split_once(" - ")
@@ -493,7 +493,7 @@ pub fn man_rootlesskit(h: &KitHelp, date: &str) -> String {
 }
 
 /// `rootlessctl.1`.
-pub fn man_rootlessctl(h: &CtlHelp, date: &str, version: &str) -> String {
+pub(crate) fn man_rootlessctl(h: &CtlHelp, date: &str, version: &str) -> String {
     let mut out = String::new();
     man_head(&mut out, "rootlessctl", date, version, &h.about);
     out.push_str(".SH SYNOPSIS\n.B rootlessctl\n[\\fIglobal options\\fR] \\fIcommand\\fR\n[\\fIcommand options\\fR] [\\fIargument\\fR ...]\n");
@@ -521,7 +521,7 @@ pub fn man_rootlessctl(h: &CtlHelp, date: &str, version: &str) -> String {
 }
 
 /// `rootlesskit-docker-proxy.1`.
-pub fn man_docker_proxy(opts: &[Opt], date: &str, version: &str) -> String {
+pub(crate) fn man_docker_proxy(opts: &[Opt], date: &str, version: &str) -> String {
     let mut out = String::new();
     man_head(
         &mut out,
@@ -563,7 +563,7 @@ fn bash_word(o: &Opt) -> String {
 }
 
 /// `share/bash-completion/completions/rootlesskit`.
-pub fn bash_rootlesskit(h: &KitHelp) -> String {
+pub(crate) fn bash_rootlesskit(h: &KitHelp) -> String {
     let all = words(kit_opts(h).map(bash_word));
     let valued = words(kit_opts(h).filter(|o| o.value).flat_map(|o| {
         let mut v = vec![format!("--{}", o.long), format!("-{}", o.long)];
@@ -642,7 +642,7 @@ complete -F _rootlesskit rootlesskit
 }
 
 /// `share/bash-completion/completions/rootlessctl`.
-pub fn bash_rootlessctl(h: &CtlHelp) -> String {
+pub(crate) fn bash_rootlessctl(h: &CtlHelp) -> String {
     let commands = words(h.commands.iter().map(|c| c.name.clone()));
     let global = words(h.global.iter().map(bash_word));
     let mut cases = String::new();
@@ -743,7 +743,7 @@ fn zsh_spec(o: &Opt, dashes: &str) -> String {
 }
 
 /// `share/zsh/site-functions/_rootlesskit`.
-pub fn zsh_rootlesskit(h: &KitHelp) -> String {
+pub(crate) fn zsh_rootlesskit(h: &KitHelp) -> String {
     let mut out = String::from(
         "#compdef rootlesskit\n# zsh completion for rootlesskit, generated from `rootlesskit --help` by `cargo xtask dist`.\n\n_arguments -S \\\n",
     );
@@ -755,7 +755,7 @@ pub fn zsh_rootlesskit(h: &KitHelp) -> String {
 }
 
 /// `share/zsh/site-functions/_rootlessctl`.
-pub fn zsh_rootlessctl(h: &CtlHelp) -> String {
+pub(crate) fn zsh_rootlessctl(h: &CtlHelp) -> String {
     let mut out = String::from(
         "#compdef rootlessctl\n# zsh completion for rootlessctl, generated from `rootlessctl --help` by `cargo xtask dist`.\n\n_rootlessctl() {\n  local -a commands\n  commands=(\n",
     );
@@ -810,7 +810,7 @@ fn fish_line(cmd: &str, cond: &str, o: &Opt) -> String {
 }
 
 /// `share/fish/vendor_completions.d/rootlesskit.fish`.
-pub fn fish_rootlesskit(h: &KitHelp) -> String {
+pub(crate) fn fish_rootlesskit(h: &KitHelp) -> String {
     let mut out = String::from(
         "# fish completion for rootlesskit, generated from `rootlesskit --help` by `cargo xtask dist`.\n\n",
     );
@@ -823,7 +823,7 @@ pub fn fish_rootlesskit(h: &KitHelp) -> String {
 }
 
 /// `share/fish/vendor_completions.d/rootlessctl.fish`.
-pub fn fish_rootlessctl(h: &CtlHelp) -> String {
+pub(crate) fn fish_rootlessctl(h: &CtlHelp) -> String {
     let names = words(h.commands.iter().map(|c| c.name.clone()));
     let mut out = String::from(
         "# fish completion for rootlessctl, generated from `rootlessctl --help` by `cargo xtask dist`.\n\ncomplete -c rootlessctl -f\n",
@@ -852,7 +852,7 @@ pub fn fish_rootlessctl(h: &CtlHelp) -> String {
 /// `etc/apparmor.d/usr.bin.rootlesskit`: Ubuntu 23.10+ restricts unprivileged user namespaces
 /// to programs whose profile allows them; this one allows them to `/usr/bin/rootlesskit`, which
 /// is the process that creates the namespace, and confines it no further.
-pub fn apparmor_profile() -> String {
+pub(crate) fn apparmor_profile() -> String {
     "# AppArmor profile for rootlesskit (installed by the rootlesskit-rs packager bundle).\n\
      # Ubuntu 23.10 and later let a program create user namespaces only when a profile allows\n\
      # it (kernel.apparmor_restrict_unprivileged_userns=1).\n\
@@ -876,14 +876,14 @@ pub fn apparmor_profile() -> String {
 
 /// One file of the bundle, relative to the prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub path: String,
     pub mode: u32,
     pub data: Vec<u8>,
 }
 
 /// Every file of the bundle, sorted by path, `SHA256SUMS` included.
-pub fn files(bin_dir: &Path, helps: &Helps, epoch: u64) -> Result<Vec<Entry>> {
+pub(crate) fn files(bin_dir: &Path, helps: &Helps, epoch: u64) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     for (name, dir) in LAYOUT {
         let src = bin_dir.join(name);
@@ -955,7 +955,7 @@ pub fn files(bin_dir: &Path, helps: &Helps, epoch: u64) -> Result<Vec<Entry>> {
 }
 
 /// `rootlesskit-VERSION-ARCH.tar.gz` and its bytes.
-pub fn tarball(bin_dir: &Path, arch: &str, epoch: u64) -> Result<(String, Vec<u8>)> {
+pub(crate) fn tarball(bin_dir: &Path, arch: &str, epoch: u64) -> Result<(String, Vec<u8>)> {
     let helps = read_helps(bin_dir)?;
     let entries = files(bin_dir, &helps, epoch)?;
     let name = format!("rootlesskit-{}-{arch}.tar.gz", helps.kit.version);
@@ -963,7 +963,7 @@ pub fn tarball(bin_dir: &Path, arch: &str, epoch: u64) -> Result<(String, Vec<u8
 }
 
 /// `SOURCE_DATE_EPOCH`, else the last commit's time, else 0.
-pub fn source_date_epoch(root: &Path) -> Result<u64> {
+pub(crate) fn source_date_epoch(root: &Path) -> Result<u64> {
     if let Some(v) = std::env::var_os("SOURCE_DATE_EPOCH") {
         let v = v.to_string_lossy();
         return v
@@ -984,7 +984,7 @@ pub fn source_date_epoch(root: &Path) -> Result<u64> {
 }
 
 /// Writes the tarball and `SHA256SUMS` (covering it) into `dist_dir`; returns the tarball path.
-pub fn write(root: &Path, dist_dir: &Path, arch: &str) -> Result<PathBuf> {
+pub(crate) fn write(root: &Path, dist_dir: &Path, arch: &str) -> Result<PathBuf> {
     let epoch = source_date_epoch(root)?;
     let (name, bytes) = tarball(dist_dir, arch, epoch)?;
     // A bundle of an earlier version would sit beside this one and be taken for it.
@@ -1008,7 +1008,7 @@ pub fn write(root: &Path, dist_dir: &Path, arch: &str) -> Result<PathBuf> {
 
 /// A POSIX ustar archive of `entries` (files) plus the directories above them, all owned by
 /// 0/0 with mtime `epoch`, padded to whole 10240-byte records like tar(1) does.
-pub fn tar(entries: &[Entry], epoch: u64) -> Vec<u8> {
+pub(crate) fn tar(entries: &[Entry], epoch: u64) -> Vec<u8> {
     let mut dirs: Vec<String> = Vec::new();
     for e in entries {
         let mut at = 0;
@@ -1075,7 +1075,7 @@ fn ustar_header(path: &str, mode: u32, size: u64, mtime: u64, dir: bool) -> [u8;
 }
 
 /// A gzip member (RFC 1952) of `data` with `mtime` in its header, compressed by [`deflate`].
-pub fn gzip(data: &[u8], mtime: u64) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8], mtime: u64) -> Vec<u8> {
     let mut out = vec![0x1f, 0x8b, 8, 0];
     out.extend_from_slice(&(mtime.min(u64::from(u32::MAX)) as u32).to_le_bytes());
     out.extend_from_slice(&[0, 3]);
@@ -1138,7 +1138,7 @@ const DIST_EXTRA: [u8; 30] = [
 /// A raw deflate stream (RFC 1951): one block with the fixed Huffman code, greedy LZ77 over a
 /// 32 KiB window with hash chains. Plain and deterministic, so the bytes depend on nothing but
 /// the input; binaries shrink to about half.
-pub fn deflate(data: &[u8]) -> Vec<u8> {
+pub(crate) fn deflate(data: &[u8]) -> Vec<u8> {
     const WINDOW: usize = 32_768;
     const MAX_CHAIN: usize = 32;
     const HASH_BITS: u32 = 15;
@@ -1226,7 +1226,7 @@ pub fn deflate(data: &[u8]) -> Vec<u8> {
 }
 
 /// CRC-32 (IEEE, reflected), as gzip uses it.
-pub fn crc32(data: &[u8]) -> u32 {
+pub(crate) fn crc32(data: &[u8]) -> u32 {
     let mut table = [0u32; 256];
     for (i, slot) in table.iter_mut().enumerate() {
         let mut c = i as u32;
@@ -1247,7 +1247,7 @@ pub fn crc32(data: &[u8]) -> u32 {
 }
 
 /// SHA-256 (FIPS 180-4).
-pub fn sha256(data: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     const K: [u32; 64] = [
         0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
         0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
@@ -1315,7 +1315,7 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

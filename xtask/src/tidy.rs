@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 
 /// Crates that end up in the shipped binaries.
-pub const RUNTIME_CRATES: &[&str] = &["parent", "child", "proto", "sys", "unshare-helper"];
+pub(crate) const RUNTIME_CRATES: &[&str] = &["parent", "child", "proto", "sys", "unshare-helper"];
 /// Crate directories whose `.rs` files must follow the rules.
 const CHECKED_DIRS: &[&str] = &[
     "parent",
@@ -46,7 +46,7 @@ const ADOPT_CALL: &str = "sys::fd::adopt_inherited_fd(";
 
 /// One broken rule, printed as `file:line: message`.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Violation {
+pub(crate) struct Violation {
     pub file: String,
     pub line: usize,
     pub msg: String,
@@ -59,7 +59,7 @@ impl fmt::Display for Violation {
 }
 
 /// `cargo xtask tidy`: the source rules plus a `cargo tree` check of every runtime crate.
-pub fn run(root: &Path) -> crate::Result<()> {
+pub(crate) fn run(root: &Path) -> crate::Result<()> {
     let (files, violations) = check_workspace(root)?;
     let mut problems: Vec<String> = violations.iter().map(ToString::to_string).collect();
     for krate in RUNTIME_CRATES {
@@ -108,7 +108,7 @@ pub fn run(root: &Path) -> crate::Result<()> {
 
 /// Checks every `.rs` file under the crate directories and each runtime crate's `Cargo.toml`.
 /// Returns the number of files read and the rules they break.
-pub fn check_workspace(root: &Path) -> crate::Result<(usize, Vec<Violation>)> {
+pub(crate) fn check_workspace(root: &Path) -> crate::Result<(usize, Vec<Violation>)> {
     let mut files = Vec::new();
     for dir in CHECKED_DIRS {
         collect_rs(root, &root.join(dir), &mut files)?;
@@ -213,7 +213,7 @@ fn collect_rs(root: &Path, dir: &Path, out: &mut Vec<String>) -> crate::Result<(
 }
 
 /// The rules for one Rust source file; `rel` is its `/`-separated path from the workspace root.
-pub fn check_rust(rel: &str, text: &str) -> Vec<Violation> {
+pub(crate) fn check_rust(rel: &str, text: &str) -> Vec<Violation> {
     let mut out = Vec::new();
     let mut report = |line: usize, msg: String| {
         out.push(Violation {
@@ -355,7 +355,7 @@ fn line_of(text: &str, pos: usize) -> usize {
 /// Replaces the contents of comments, string literals (plain, byte, C and raw) and char
 /// literals with spaces, keeping every newline, so the result has the same lines as `src`
 /// and only code is left to search.
-pub fn mask(src: &str) -> String {
+pub(crate) fn mask(src: &str) -> String {
     let c: Vec<char> = src.chars().collect();
     let mut out = String::with_capacity(src.len());
     let blank = |out: &mut String, ch: char| out.push(if ch == '\n' { '\n' } else { ' ' });
@@ -463,7 +463,7 @@ fn raw_string_hashes(c: &[char], i: usize, is_ident: impl Fn(char) -> bool) -> O
 
 /// The dependency rule for a runtime crate's `Cargo.toml`: `[dependencies]`,
 /// `[build-dependencies]`, their `[target.*]` forms and `[dependencies.NAME]` tables.
-pub fn check_manifest(rel: &str, text: &str) -> Vec<Violation> {
+pub(crate) fn check_manifest(rel: &str, text: &str) -> Vec<Violation> {
     enum Section {
         Other,
         Table,
@@ -530,7 +530,7 @@ pub fn check_manifest(rel: &str, text: &str) -> Vec<Violation> {
 /// and `[dependencies.NAME]` tables too) of the manifest `rel` must be used in `sources`, the
 /// crate's `src/` files: a path `name::` or a `use name` / `extern crate name`, with `-` as
 /// `_`. A crate used only by tests belongs in `[dev-dependencies]`, which is not checked.
-pub fn unused_dependencies(rel: &str, manifest: &str, sources: &[&str]) -> Vec<Violation> {
+pub(crate) fn unused_dependencies(rel: &str, manifest: &str, sources: &[&str]) -> Vec<Violation> {
     let mut declared: Vec<(usize, &str)> = Vec::new();
     let mut table = false;
     for (idx, raw) in manifest.lines().enumerate() {
@@ -635,7 +635,7 @@ fn string_value_of<'a>(inline: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Packages in `cargo tree -e normal --prefix none -p KRATE` output that are not allowed.
-pub fn dep_tree_problems(krate: &str, output: &str) -> Vec<String> {
+pub(crate) fn dep_tree_problems(krate: &str, output: &str) -> Vec<String> {
     let mut seen = Vec::new();
     for line in output.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let name = line.split_whitespace().next().unwrap_or(line);

@@ -26,30 +26,30 @@ const DEFAULT_LEASE_SECS: u32 = 3600;
 /// DHCP message types (option 53).
 pub(super) mod kind {
     /// DHCPDISCOVER.
-    pub const DISCOVER: u8 = 1;
+    pub(crate) const DISCOVER: u8 = 1;
     /// DHCPOFFER.
-    pub const OFFER: u8 = 2;
+    pub(crate) const OFFER: u8 = 2;
     /// DHCPREQUEST.
-    pub const REQUEST: u8 = 3;
+    pub(crate) const REQUEST: u8 = 3;
     /// DHCPACK.
-    pub const ACK: u8 = 5;
+    pub(crate) const ACK: u8 = 5;
     /// DHCPNAK.
-    pub const NAK: u8 = 6;
+    pub(crate) const NAK: u8 = 6;
 }
 
 /// Option codes we read or write.
 pub(super) mod opt {
-    pub const PAD: u8 = 0;
-    pub const SUBNET_MASK: u8 = 1;
-    pub const ROUTER: u8 = 3;
-    pub const DNS: u8 = 6;
-    pub const REQUESTED_IP: u8 = 50;
-    pub const LEASE_TIME: u8 = 51;
-    pub const MESSAGE_TYPE: u8 = 53;
-    pub const SERVER_ID: u8 = 54;
-    pub const PARAMETERS: u8 = 55;
-    pub const MAX_SIZE: u8 = 57;
-    pub const END: u8 = 255;
+    pub(crate) const PAD: u8 = 0;
+    pub(crate) const SUBNET_MASK: u8 = 1;
+    pub(crate) const ROUTER: u8 = 3;
+    pub(crate) const DNS: u8 = 6;
+    pub(crate) const REQUESTED_IP: u8 = 50;
+    pub(crate) const LEASE_TIME: u8 = 51;
+    pub(crate) const MESSAGE_TYPE: u8 = 53;
+    pub(crate) const SERVER_ID: u8 = 54;
+    pub(crate) const PARAMETERS: u8 = 55;
+    pub(crate) const MAX_SIZE: u8 = 57;
+    pub(crate) const END: u8 = 255;
 }
 
 /// Why a datagram is not a DHCP reply we can read.

@@ -6,7 +6,6 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::api::Info;
 use crate::api::http::{self, ClientResponse};
@@ -24,7 +23,6 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
-    timeout: Option<Duration>,
 }
 
 impl Client {
@@ -37,15 +35,7 @@ impl Client {
             .map_err(|e| format!("stat {}: {}", socket.display(), sys::errno::text(&e)))?;
         Ok(Client {
             socket: socket.to_path_buf(),
-            timeout: None,
         })
-    }
-
-    /// Gives up on a server that does not answer within `timeout` (upstream waits forever,
-    /// and so does a client without one).
-    pub fn with_timeout(mut self, timeout: Duration) -> Client {
-        self.timeout = Some(timeout);
-        self
     }
 
     /// One request; the answer whatever its status.
@@ -76,10 +66,6 @@ impl Client {
                 sys::errno::text(&e)
             ))
         })?;
-        if self.timeout.is_some() {
-            let _ = stream.set_read_timeout(self.timeout);
-            let _ = stream.set_write_timeout(self.timeout);
-        }
         stream
             .write_all(&http::encode_request(method, path, body))
             .map_err(|e| io_fail("write", e))?;
@@ -146,7 +132,7 @@ impl Client {
 
 /// Upstream's `HTTPStatusError` text: the server's `message` when the body is an error object,
 /// else `unexpected HTTP status Method Not Allowed, body=""`.
-pub fn status_error(status: u16, body: &[u8]) -> String {
+pub(crate) fn status_error(status: u16, body: &[u8]) -> String {
     let body = &body[..body.len().min(MAX_ERROR_BODY)];
     if !body.is_empty()
         && body.len() < MAX_ERROR_BODY

@@ -10,15 +10,15 @@
 use std::fmt::Write as _;
 
 /// Largest request head (request line and headers) we read; beyond it we answer 431.
-pub const MAX_HEADER: usize = 8 * 1024;
+pub(crate) const MAX_HEADER: usize = 8 * 1024;
 /// Largest request body; beyond it we answer 413.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 /// Longest chunk-size line of a chunked body.
 const MAX_CHUNK_LINE: usize = 1024;
 
 /// Size limits of the request parser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_header: usize,
     pub max_body: usize,
 }
@@ -34,7 +34,7 @@ impl Default for Limits {
 
 /// One parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     /// The request path with `%XX` escapes decoded (what the router matches), without query.
     pub path: String,
@@ -51,7 +51,7 @@ pub struct Request {
 
 /// What [`parse_request`] made of the bytes so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     /// More bytes are needed; parsing again before the buffer holds `need` bytes is useless.
     /// `wants_continue`: the head is complete and asked for `100 Continue`.
     Partial { need: usize, wants_continue: bool },
@@ -61,7 +61,7 @@ pub enum Parsed {
 
 /// A request we refuse; the server answers `status` and closes the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reject {
+pub(crate) struct Reject {
     pub status: u16,
     pub detail: &'static str,
 }
@@ -71,7 +71,7 @@ fn reject(status: u16, detail: &'static str) -> Reject {
 }
 
 /// Go's `http.StatusText`, for the codes this API and its clients meet.
-pub fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
@@ -300,7 +300,7 @@ fn decode_chunked(
 
 /// Whether `buf` holds the whole head of its first request (empty lines before it skipped, as
 /// [`parse_request`] skips them), so that only a body may still be on its way.
-pub fn head_received(buf: &[u8], limits: Limits) -> bool {
+pub(crate) fn head_received(buf: &[u8], limits: Limits) -> bool {
     let mut start = 0;
     loop {
         match &buf[start..] {
@@ -320,7 +320,7 @@ pub fn head_received(buf: &[u8], limits: Limits) -> bool {
 /// header, target, `Content-Length`, chunk; missing or repeated `Host` in HTTP/1.1), 413 (body
 /// over `max_body`), 417 (an `Expect` other than `100-continue`), 431 (head over
 /// `max_header`), 501 (a transfer coding other than chunked), 505 (HTTP/2 and up).
-pub fn parse_request(buf: &[u8], limits: Limits) -> Result<Parsed, Reject> {
+pub(crate) fn parse_request(buf: &[u8], limits: Limits) -> Result<Parsed, Reject> {
     // Empty lines before a request are ignored (RFC 9112 §2.2).
     let mut start = 0;
     loop {
@@ -477,7 +477,7 @@ fn lines_have_stray_cr(head: &[u8]) -> bool {
 
 /// An answer, before the connection decides on its framing headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub content_type: Option<&'static str>,
     /// `X-Content-Type-Options: nosniff`, which Go's 404 carries.
@@ -488,11 +488,11 @@ pub struct Response {
 
 /// What errors are labelled with: Go sets the JSON type after writing the status, so its
 /// sniffer's guess is what goes out.
-pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+pub(crate) const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
 impl Response {
     /// A JSON success body (`application/json`, no trailing newline).
-    pub fn json(status: u16, body: String) -> Response {
+    pub(crate) fn json(status: u16, body: String) -> Response {
         Response {
             status,
             content_type: Some("application/json"),
@@ -503,7 +503,7 @@ impl Response {
     }
 
     /// `{"message":"…"}` and a newline, labelled `text/plain; charset=utf-8` as upstream's are.
-    pub fn error(status: u16, message: &str) -> Response {
+    pub(crate) fn error(status: u16, message: &str) -> Response {
         Response {
             status,
             content_type: Some(TEXT_PLAIN),
@@ -514,7 +514,7 @@ impl Response {
     }
 
     /// No body, no type (405, a successful DELETE).
-    pub fn empty(status: u16) -> Response {
+    pub(crate) fn empty(status: u16) -> Response {
         Response {
             status,
             content_type: None,
@@ -525,7 +525,7 @@ impl Response {
     }
 
     /// Go's `http.NotFound`.
-    pub fn not_found() -> Response {
+    pub(crate) fn not_found() -> Response {
         Response {
             status: 404,
             content_type: Some(TEXT_PLAIN),
@@ -536,7 +536,7 @@ impl Response {
     }
 
     /// The answer to a [`Reject`]: `400 Bad Request: <detail>` as plain text.
-    pub fn rejected(r: Reject) -> Response {
+    pub(crate) fn rejected(r: Reject) -> Response {
         Response {
             status: r.status,
             content_type: Some(TEXT_PLAIN),
@@ -549,7 +549,14 @@ impl Response {
     /// Appends the whole answer to `out`. `http10` answers in kind; `keep_alive` false adds
     /// `Connection: close` (HTTP/1.1), true adds `Connection: keep-alive` (HTTP/1.0); `head`
     /// leaves out the body but not its length. `now` is seconds since the epoch, for `Date`.
-    pub fn write(&self, out: &mut Vec<u8>, http10: bool, keep_alive: bool, head: bool, now: u64) {
+    pub(crate) fn write(
+        &self,
+        out: &mut Vec<u8>,
+        http10: bool,
+        keep_alive: bool,
+        head: bool,
+        now: u64,
+    ) {
         let mut h = String::with_capacity(160);
         let version = if http10 { "HTTP/1.0" } else { "HTTP/1.1" };
         let _ = write!(h, "{version} {} {}\r\n", self.status, reason(self.status));
@@ -578,10 +585,10 @@ impl Response {
 }
 
 /// The interim answer to `Expect: 100-continue`.
-pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+pub(crate) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) for `secs` since the epoch.
-pub fn http_date(secs: u64) -> String {
+pub(crate) fn http_date(secs: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -610,7 +617,7 @@ pub fn http_date(secs: u64) -> String {
 
 /// gorilla/mux's `cleanPath`: `path.Clean` that keeps a trailing slash. A request whose path
 /// is not clean gets a 301 to the clean one.
-pub fn clean_path(p: &str) -> String {
+pub(crate) fn clean_path(p: &str) -> String {
     if p.is_empty() {
         return "/".to_string();
     }
@@ -637,7 +644,7 @@ pub fn clean_path(p: &str) -> String {
 
 /// Go's escaping of a URL path for `Location`: unreserved characters and `$&+,/:;=@` stay,
 /// every other byte becomes `%XX`.
-pub fn escape_path(p: &str) -> String {
+pub(crate) fn escape_path(p: &str) -> String {
     let mut out = String::with_capacity(p.len());
     for &c in p.as_bytes() {
         if c.is_ascii_alphanumeric() || b"-_.~$&+,/:;=@".contains(&c) {
@@ -654,7 +661,7 @@ pub fn escape_path(p: &str) -> String {
 
 /// A request as our client sends it: `Host: rootlesskit` like upstream's client, and
 /// `Connection: close`, since every call uses its own connection.
-pub fn encode_request(method: &str, path: &str, body: Option<&[u8]>) -> Vec<u8> {
+pub(crate) fn encode_request(method: &str, path: &str, body: Option<&[u8]>) -> Vec<u8> {
     let mut h = format!(
         "{method} {path} HTTP/1.1\r\nHost: rootlesskit\r\nUser-Agent: rootlessctl/{}\r\n",
         crate::UPSTREAM_VERSION
@@ -674,7 +681,7 @@ pub fn encode_request(method: &str, path: &str, body: Option<&[u8]>) -> Vec<u8> 
 
 /// A response as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientResponse {
+pub(crate) struct ClientResponse {
     pub status: u16,
     pub body: Vec<u8>,
 }
@@ -687,7 +694,7 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 ///
 /// # Errors
 /// `malformed HTTP response`, `response too large`, `unexpected EOF`.
-pub fn parse_response(
+pub(crate) fn parse_response(
     buf: &[u8],
     eof: bool,
     max_body: usize,

@@ -8,8 +8,9 @@
 //! others.
 
 pub mod client;
+#[cfg(any(test, fuzzing))]
 pub mod fuzzing;
-pub mod http;
+pub(crate) mod http;
 pub mod json;
 pub mod server;
 
@@ -20,7 +21,7 @@ use crate::port::PortDriver;
 pub use crate::port::PortDriverInfo;
 
 /// The REST API version upstream v2.3.4 (and v3) reports; clients never negotiate it.
-pub const API_VERSION: &str = "1.1.1";
+pub(crate) const API_VERSION: &str = "1.1.1";
 
 /// What `GET /v1/info` returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,7 +69,7 @@ pub struct Backend {
 
 impl Backend {
     /// The info object this backend reports now.
-    pub fn info(&self) -> Info {
+    pub(crate) fn info(&self) -> Info {
         Info {
             api_version: API_VERSION.to_string(),
             version: crate::UPSTREAM_VERSION.to_string(),

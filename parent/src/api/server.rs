@@ -32,15 +32,15 @@ use crate::port::go_atoi;
 /// Tunables of the server; [`Config::default`] is what rootlesskit uses.
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Connections served at once.
-    pub max_conns: usize,
+    pub(crate) max_conns: usize,
     /// Time for a request to arrive whole once it has begun, and for an answer to be taken.
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
     /// Time for a request's head to arrive once it has begun (capped by `read_timeout`).
-    pub head_timeout: Duration,
+    pub(crate) head_timeout: Duration,
     /// Time a keep-alive connection may wait for its next request.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 }
 
 impl Default for Config {
@@ -58,14 +58,14 @@ impl Default for Config {
 /// Chunk framing may make a body longer on the wire than decoded; this much slack is allowed.
 const CHUNK_SLACK: usize = 8 * 1024;
 /// The most client connections [`Config::max_conns`] may ask for.
-pub const MAX_CONNS: usize = 64;
+pub(crate) const MAX_CONNS: usize = 64;
 
 // ---------------------------------------------------------------------------------------------
 // Routing
 
 /// Answers one request as upstream's gorilla/mux router does: a path that is not clean gets a
 /// 301 to the clean one, a known path with another method 405 (empty body), anything else 404.
-pub fn route(backend: &Backend, req: &Request) -> Response {
+pub(crate) fn route(backend: &Backend, req: &Request) -> Response {
     let clean = clean_path(&req.path);
     if clean != req.path {
         let mut location = format!("{}{}", req.origin, escape_path(&clean));
@@ -154,7 +154,7 @@ fn remove_port(backend: &Backend, id_text: &str) -> Response {
 /// # Errors
 /// Go's form: `listen unix /x/api.sock: bind: invalid argument` (the path is too long for a
 /// socket address), `…: bind: permission denied`.
-pub fn listen(path: &Path) -> Result<UnixListener, String> {
+pub(crate) fn listen(path: &Path) -> Result<UnixListener, String> {
     let fail = |e: &io::Error| {
         format!(
             "listen unix {}: bind: {}",
@@ -216,7 +216,7 @@ impl Server {
     ///
     /// # Errors
     /// When the epoll set cannot be made or the listener not added to it.
-    pub fn new(
+    pub(crate) fn new(
         listener: UnixListener,
         backend: Backend,
         mut config: Config,
@@ -284,17 +284,12 @@ impl Server {
         })
     }
 
-    /// The socket file, for a server made by [`Server::bind`].
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
-    }
-
     /// Serves until `stop` becomes readable or hangs up: the parent's loop with nothing else
     /// in it.
     ///
     /// # Errors
     /// Only when `poll` itself fails.
-    pub fn run(&mut self, stop: BorrowedFd<'_>) -> Result<(), String> {
+    pub(crate) fn run(&mut self, stop: BorrowedFd<'_>) -> Result<(), String> {
         loop {
             let timeout = self
                 .timeout(Instant::now())
@@ -317,13 +312,13 @@ impl Server {
 
     /// The epoll set of the listener and the connections: readable when [`Server::serve_ready`]
     /// has something to do, apart from timeouts ([`Server::timeout`]).
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
         self.epoll.as_fd()
     }
 
     /// How long a caller may wait for [`Server::as_fd`] before [`Server::serve_ready`] must
     /// run anyway (a connection's deadline, or the end of an accept pause); `None` is forever.
-    pub fn timeout(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn timeout(&self, now: Instant) -> Option<Duration> {
         let mut wake = self.accept_pause.deadline();
         for c in self.slots.iter().flatten() {
             wake = Some(wake.map_or(c.deadline, |w| w.min(c.deadline)));
@@ -334,7 +329,7 @@ impl Server {
 
     /// Handles what is ready without blocking: expired connections, new connections, requests
     /// and answers. Call it when [`Server::as_fd`] is readable or [`Server::timeout`] ran out.
-    pub fn serve_ready(&mut self) {
+    pub(crate) fn serve_ready(&mut self) {
         let now = Instant::now();
         self.expire(now);
         self.accept_pause.is_paused(now);
@@ -890,7 +885,7 @@ mod tests {
     // Over a real socket
 
     /// A fresh directory under the system temp dir, removed on drop.
-    pub use crate::testutil::TempDir;
+    pub(super) use crate::testutil::TempDir;
 
     /// What the clients know of a server: where its socket is.
     struct Handle(PathBuf);

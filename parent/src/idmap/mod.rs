@@ -17,7 +17,7 @@ const FALLBACK_NOTE: &str =
 
 /// The user whose ids are mapped to root in the child.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
+pub(crate) struct User {
     /// Real uid of the parent.
     pub uid: u32,
     /// Primary gid from /etc/passwd, or the real gid when the uid has no passwd entry.
@@ -28,7 +28,7 @@ pub struct User {
 
 /// One line of a uid_map/gid_map: `count` ids from `inside` in the child are `outside` on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Range {
+pub(crate) struct Range {
     pub inside: u32,
     pub outside: u32,
     pub count: u32,
@@ -36,7 +36,7 @@ pub struct Range {
 
 /// Both maps for the child, and whether they are the single-id fallback.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdMaps {
+pub(crate) struct IdMaps {
     pub uid: Vec<Range>,
     pub gid: Vec<Range>,
     /// Written directly to /proc (with setgroups denied) instead of through newuidmap/newgidmap.
@@ -51,7 +51,10 @@ mod subid;
 
 pub(crate) use apply::apply;
 pub(crate) use maps::compute;
-pub(crate) use passwd::{current_user, parse_passwd};
+pub(crate) use passwd::current_user;
+#[cfg(any(test, fuzzing))]
+pub(crate) use passwd::parse_passwd;
+#[cfg(any(test, fuzzing))]
 pub(crate) use subid::{parse_getsubids, parse_subid_file};
 
 #[cfg(test)]

@@ -97,6 +97,7 @@ pub(crate) fn parse_subid_file(
     }
     Ok(ranges)
 }
+#[cfg(any(test, fuzzing))]
 /// The ranges printed by `getsubids [-g] <user>`: `(start, count)` pairs.
 ///
 /// Lines look like `0: tester 100000 65536`. Warnings (extra fields) are dropped here; see

@@ -31,18 +31,18 @@ use crate::port::slirp4netns::{NotYet, Slirp4netnsPorts};
 use crate::warn;
 
 /// How many times a dead driver is started again over the whole run.
-pub const MAX_RESTARTS: u32 = 5;
+pub(crate) const MAX_RESTARTS: u32 = 5;
 /// The delay before the first restart; it doubles with each one (50, 100, 200, 400, 800 ms).
-pub const FIRST_DELAY: Duration = Duration::from_millis(50);
+pub(crate) const FIRST_DELAY: Duration = Duration::from_millis(50);
 /// How long a relaunched driver may take to become ready before it counts as failed.
-pub const READY_LIMIT: Duration = Duration::from_secs(10);
+pub(crate) const READY_LIMIT: Duration = Duration::from_secs(10);
 /// How often the published ports are tried again while the new driver's socket is not up yet,
 /// and for how many times.
-pub const REAPPLY_RETRY: Duration = Duration::from_millis(10);
+pub(crate) const REAPPLY_RETRY: Duration = Duration::from_millis(10);
 const REAPPLY_TRIES: u32 = 300;
 
 /// A port driver whose ports live in the network driver's program and die with it.
-pub trait Reapply {
+pub(crate) trait Reapply {
     /// Adds every published port to the restarted program, keeping the API's ids; a warning
     /// for each one it refuses now. `Err` while its socket does not accept yet.
     fn reapply(&self) -> Result<Vec<String>, NotYet>;
@@ -61,7 +61,7 @@ impl Reapply for PestoPorts {
 }
 
 /// The delay before restart number `done + 1`.
-pub fn delay(done: u32) -> Duration {
+pub(crate) fn delay(done: u32) -> Duration {
     FIRST_DELAY * (1u32 << done.min(16))
 }
 
@@ -83,7 +83,7 @@ enum Phase {
 }
 
 /// Watches the network driver under a running target and restarts it.
-pub struct Healer {
+pub(crate) struct Healer {
     ep: OwnedFd,
     timer: OwnedFd,
     enabled: bool,
@@ -100,7 +100,7 @@ impl Healer {
     ///
     /// # Errors
     /// `epoll`/`timerfd` failures, worded.
-    pub fn new(
+    pub(crate) fn new(
         driver: &dyn Driver,
         enabled: bool,
         child_pid: i32,
@@ -166,7 +166,7 @@ impl Healer {
     /// Handles whatever is ready in the healer's set; the supervision loop calls this when
     /// [`Healer::as_fd`] is readable. `sock` is the child's proto socket, `ports` the
     /// slirp4netns or pesto port driver if one is in use.
-    pub fn ready(
+    pub(crate) fn ready(
         &mut self,
         driver: &mut dyn Driver,
         sock: &mut UnixStream,

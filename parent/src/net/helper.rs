@@ -39,7 +39,7 @@ pub(super) struct Running {
 
 /// What the readiness descriptor said when it was readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Readiness {
+pub(crate) enum Readiness {
     /// The program is ready.
     Ready,
     /// Not yet (a partial line, a spurious wakeup): keep waiting.

@@ -19,9 +19,9 @@ use super::{Driver, NetOptions, Prepared, StartError, Target};
 use crate::exec;
 
 /// `--ifname` when none is given.
-pub const DEFAULT_IFNAME: &str = "eth0";
+pub(crate) const DEFAULT_IFNAME: &str = "eth0";
 /// `--mtu` when 0: the bridge's usual MTU.
-pub const DEFAULT_MTU: u32 = 1500;
+pub(crate) const DEFAULT_MTU: u32 = 1500;
 /// The container path and name upstream passes: lxc-user-nic only uses them for its
 /// bookkeeping of who owns which nic.
 const DUMMY_PATH: &str = "/dev/null";
@@ -29,7 +29,7 @@ const DUMMY_NAME: &str = "dummy";
 
 /// The lxc-user-nic network driver.
 #[derive(Debug)]
-pub struct LxcUserNic {
+pub(crate) struct LxcUserNic {
     /// `--lxc-user-nic-binary` as given, for messages.
     shown: String,
     /// The same, looked up in `$PATH`.
@@ -49,7 +49,7 @@ impl LxcUserNic {
     ///
     /// # Errors
     /// Go's lookup error, `got empty bridge`, or a bad interface name.
-    pub fn probe(opts: &NetOptions, bridge: &str) -> Result<LxcUserNic, String> {
+    pub(crate) fn probe(opts: &NetOptions, bridge: &str) -> Result<LxcUserNic, String> {
         let binary = exec::look_path(OsStr::new(&opts.binary))?;
         if bridge.is_empty() {
             return Err("got empty bridge".into());
@@ -72,7 +72,7 @@ impl LxcUserNic {
     }
 
     /// The helper's arguments: `create /dev/null dummy <pid> veth <bridge> <ifname>`.
-    pub fn args(&self, child_pid: i32) -> Vec<OsString> {
+    pub(crate) fn args(&self, child_pid: i32) -> Vec<OsString> {
         [
             "create",
             DUMMY_PATH,
@@ -88,7 +88,7 @@ impl LxcUserNic {
     }
 
     /// What the child gets: the interface and MTU; the rest comes by DHCP.
-    pub fn prepared(&self) -> Prepared {
+    pub(crate) fn prepared(&self) -> Prepared {
         let mut net = NetConfig::empty(NetMode::Dhcp);
         // Validated by `interface_name` during the probe.
         let _ = net.set_ifname(&self.ifname);

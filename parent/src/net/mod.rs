@@ -6,14 +6,14 @@
 //! upstream's error line. `start` runs once the child's namespaces exist: it launches the
 //! program, waits until the network is there and returns what the child must configure.
 
-pub mod heal;
+pub(crate) mod heal;
 mod helper;
-pub mod lxc_user_nic;
-pub mod pasta;
-pub mod resolv;
-pub mod slirp4netns;
-pub mod usernet;
-pub mod vpnkit;
+pub(crate) mod lxc_user_nic;
+pub(crate) mod pasta;
+pub(crate) mod resolv;
+pub(crate) mod slirp4netns;
+pub(crate) mod usernet;
+pub(crate) mod vpnkit;
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -22,20 +22,20 @@ use std::path::{Path, PathBuf};
 
 use proto::{NetConfig, NetMode};
 
-pub use helper::Readiness;
+pub(crate) use helper::Readiness;
 
 use crate::cli::{Cidr, Config, Net, PortDriver, Settings, Tristate};
 
 /// MTU of slirp4netns and pasta when `--mtu` is 0.
-pub const DEFAULT_MTU: u32 = 65520;
+pub(crate) const DEFAULT_MTU: u32 = 65520;
 /// Interface name of slirp4netns and pasta when `--ifname` is empty.
-pub const DEFAULT_IFNAME: &str = "tap0";
+pub(crate) const DEFAULT_IFNAME: &str = "tap0";
 /// `--cidr` when none is given.
-pub const DEFAULT_CIDR: ([u8; 4], u8) = ([10, 0, 2, 0], 24);
+pub(crate) const DEFAULT_CIDR: ([u8; 4], u8) = ([10, 0, 2, 0], 24);
 
 /// What a network driver needs to know from the command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NetOptions {
+pub(crate) struct NetOptions {
     /// `--mtu`; 0 picks the driver's default.
     pub mtu: u32,
     /// `--cidr` as network address and prefix length (validated by the CLI).
@@ -64,7 +64,7 @@ pub struct NetOptions {
 impl NetOptions {
     /// The options of `cfg` for its `--net` driver, with the values [`crate::cli::check`]
     /// has typed in `settings`.
-    pub fn from_config(cfg: &Config, settings: &Settings) -> NetOptions {
+    pub(crate) fn from_config(cfg: &Config, settings: &Settings) -> NetOptions {
         let binary = match cfg.net {
             Net::Pasta => &cfg.pasta_binary,
             Net::Slirp4netns => &cfg.slirp4netns_binary,
@@ -93,7 +93,7 @@ impl NetOptions {
 
 /// Where a driver attaches the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target<'a> {
+pub(crate) struct Target<'a> {
     /// The child's pid in our pid namespace.
     pub child_pid: i32,
     /// With `--detach-netns`: the namespace file as seen from outside,
@@ -105,7 +105,7 @@ pub struct Target<'a> {
 
 /// What a started driver hands on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// The body of the `NetworkDriverCompleted` frame for the child.
     pub net: NetConfig,
     /// slirp4netns's API socket, or pasta's control socket, when the slirp4netns or pesto port
@@ -117,7 +117,7 @@ pub struct Prepared {
 
 /// Why [`Driver::start`] gave up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartError {
+pub(crate) enum StartError {
     /// The driver could not be started or died: upstream's message, with its last output.
     Failed(String),
     /// One of the watched descriptors became readable first (a signal arrived, the child
@@ -135,7 +135,7 @@ impl fmt::Display for StartError {
 }
 
 /// A network driver that runs a program outside the namespaces.
-pub trait Driver {
+pub(crate) trait Driver {
     /// The `--net` value it implements.
     fn name(&self) -> &'static str;
 
@@ -215,7 +215,7 @@ pub trait Driver {
 ///
 /// # Errors
 /// The driver's probe errors, or `network driver <x> is not supported yet`.
-pub fn probe(net: Net, opts: &NetOptions) -> Result<Option<Box<dyn Driver>>, String> {
+pub(crate) fn probe(net: Net, opts: &NetOptions) -> Result<Option<Box<dyn Driver>>, String> {
     match net {
         Net::Host | Net::None => Ok(None),
         Net::Slirp4netns => Ok(Some(Box::new(slirp4netns::Slirp4netns::probe_async(opts)?))),
@@ -234,7 +234,10 @@ pub fn probe(net: Net, opts: &NetOptions) -> Result<Option<Box<dyn Driver>>, Str
 ///
 /// # Errors
 /// The driver's probe errors.
-pub fn probe_config(cfg: &Config, settings: &Settings) -> Result<Option<Box<dyn Driver>>, String> {
+pub(crate) fn probe_config(
+    cfg: &Config,
+    settings: &Settings,
+) -> Result<Option<Box<dyn Driver>>, String> {
     let opts = NetOptions::from_config(cfg, settings);
     match cfg.net {
         Net::LxcUserNic => Ok(Some(Box::new(lxc_user_nic::LxcUserNic::probe(
@@ -247,7 +250,7 @@ pub fn probe_config(cfg: &Config, settings: &Settings) -> Result<Option<Box<dyn 
 
 /// The addresses a slirp4netns or pasta network gives the child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Addrs {
+pub(crate) struct Addrs {
     /// The child's address, net+100.
     pub addr: [u8; 4],
     /// The prefix length of the network.
@@ -263,7 +266,7 @@ impl Addrs {
     ///
     /// # Errors
     /// `<ip> + <k> overflows` when an address would pass 255.255.255.255.
-    pub fn of(cidr: Option<([u8; 4], u8)>) -> Result<Addrs, String> {
+    pub(crate) fn of(cidr: Option<([u8; 4], u8)>) -> Result<Addrs, String> {
         let (net, prefix) = cidr.unwrap_or(DEFAULT_CIDR);
         Ok(Addrs {
             addr: add_ipv4(net, 100)?,
@@ -279,7 +282,7 @@ impl Addrs {
 ///
 /// # Errors
 /// `<ip> + <k> overflows`.
-pub fn add_ipv4(ip: [u8; 4], k: u32) -> Result<[u8; 4], String> {
+pub(crate) fn add_ipv4(ip: [u8; 4], k: u32) -> Result<[u8; 4], String> {
     u32::from_be_bytes(ip)
         .checked_add(k)
         .map(u32::to_be_bytes)
@@ -287,12 +290,12 @@ pub fn add_ipv4(ip: [u8; 4], k: u32) -> Result<[u8; 4], String> {
 }
 
 /// Dotted-quad text of an IPv4 address.
-pub fn ipv4_text(ip: [u8; 4]) -> String {
+pub(crate) fn ipv4_text(ip: [u8; 4]) -> String {
     Ipv4Addr::from(ip).to_string()
 }
 
 /// `a.b.c.d/n`, as Go prints an `IPNet`.
-pub fn cidr_text((net, prefix): ([u8; 4], u8)) -> String {
+pub(crate) fn cidr_text((net, prefix): ([u8; 4], u8)) -> String {
     format!("{}/{prefix}", ipv4_text(net))
 }
 
@@ -339,7 +342,7 @@ fn net_config(
 
 /// The last `max_lines` lines of a program's output, at most `max_bytes` long, trailing blank
 /// lines dropped, invalid UTF-8 replaced.
-pub fn last_lines(output: &[u8], max_lines: usize, max_bytes: usize) -> String {
+pub(crate) fn last_lines(output: &[u8], max_lines: usize, max_bytes: usize) -> String {
     let text = String::from_utf8_lossy(output);
     let lines: Vec<&str> = text
         .trim_end()

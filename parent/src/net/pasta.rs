@@ -26,23 +26,23 @@ use super::{Addrs, DEFAULT_MTU, Driver, NetOptions, Prepared, StartError, Target
 use crate::exec;
 
 /// The oldest pasta (passt) release rootlesskit works with, as upstream documents it.
-pub const MINIMUM_VERSION: &str = "2023_06_25";
+pub(crate) const MINIMUM_VERSION: &str = "2023_06_25";
 /// The FIFO in the state dir that pasta writes its pid into once it is ready; removed then.
-pub const PID_FIFO: &str = "pasta.pid";
+pub(crate) const PID_FIFO: &str = "pasta.pid";
 /// How long pasta may take to configure the namespace.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// pasta's control socket in the state dir (`--conf-path`), for `--port-driver=pesto`.
-pub const CONTROL_SOCKET: &str = "pasta.sock";
+pub(crate) const CONTROL_SOCKET: &str = "pasta.sock";
 /// The namespace's fixed IPv6 address with `--ipv6` (upstream #620), and its prefix length.
-pub const CHILD_IP6: &str = "fd00::100";
+pub(crate) const CHILD_IP6: &str = "fd00::100";
 /// The IPv6 gateway pasta answers as with `--ipv6`; it maps it to the host's `::1`.
-pub const GATEWAY6: &str = "fd00::2";
+pub(crate) const GATEWAY6: &str = "fd00::2";
 /// The IPv6 DNS forwarder with `--ipv6`.
-pub const DNS6: &str = "fd00::3";
+pub(crate) const DNS6: &str = "fd00::3";
 
 /// The optional features of an installed pasta.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Features {
+pub(crate) struct Features {
     /// `--host-lo-to-ns-lo` is accepted (passt 2024_10_30 and later need it for `127.0.0.1` ports).
     pub host_lo_to_ns_lo: bool,
     /// `--tcp-ns=none` leaves `--tcp-ports=auto` alone. Releases before 2023_03_20 (Debian 12's
@@ -65,7 +65,7 @@ const DUAL_STACK_ONLY: std::ops::Range<u32> = 20260507..20260526;
 /// `pasta 0.0~git20261002.cba3570-1`) as `YYYYMMDD`, if it names one: the first line that
 /// starts with the program's name (a warning on stderr, such as a missing AVX2 build, may come
 /// first).
-pub fn version_date(version: &str) -> Option<u32> {
+pub(crate) fn version_date(version: &str) -> Option<u32> {
     let first = version
         .lines()
         .find(|l| l.starts_with("pasta ") || l.starts_with("passt "))?;
@@ -99,7 +99,7 @@ pub fn version_date(version: &str) -> Option<u32> {
 
 /// Everything decided before launch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// The resolved binary.
     pub binary: PathBuf,
     /// `--mtu`.
@@ -130,7 +130,7 @@ pub struct Plan {
 ///
 /// # Errors
 /// Address overflow and a bad interface name.
-pub fn plan(opts: &NetOptions, binary: PathBuf, features: Features) -> Result<Plan, String> {
+pub(crate) fn plan(opts: &NetOptions, binary: PathBuf, features: Features) -> Result<Plan, String> {
     let ifname = super::interface_name(opts.ifname.as_deref())?;
     let addrs = Addrs::of(opts.cidr)?;
     Ok(Plan {
@@ -153,7 +153,7 @@ pub fn plan(opts: &NetOptions, binary: PathBuf, features: Features) -> Result<Pl
 impl Plan {
     /// pasta's arguments (after argv\[0\]) for the child's namespace, or for the detached one
     /// entered through the child's user namespace.
-    pub fn args(&self, target: Target<'_>) -> Vec<OsString> {
+    pub(crate) fn args(&self, target: Target<'_>) -> Vec<OsString> {
         let child_pid = target.child_pid;
         let mut args: Vec<OsString> = vec![
             "--stderr".into(),
@@ -218,7 +218,7 @@ impl Plan {
 
     /// What the child gets, the DNS servers, and pasta's control socket under `state_dir`
     /// when the pesto port driver will use it.
-    pub fn prepared(&self, state_dir: &Path) -> Prepared {
+    pub(crate) fn prepared(&self, state_dir: &Path) -> Prepared {
         let mut dns = vec![super::ipv4_text(self.addrs.dns)];
         if self.ipv6 {
             dns.push(DNS6.into());
@@ -260,7 +260,7 @@ fn failure_text(code: i32, output: &str) -> String {
 
 /// The pasta network driver.
 #[derive(Debug)]
-pub struct Pasta {
+pub(crate) struct Pasta {
     plan: Plan,
     running: Option<Running>,
     ready_timeout: Duration,
@@ -274,7 +274,7 @@ impl Pasta {
     ///
     /// # Errors
     /// Go's lookup error, the `--version` failure, or a [`plan`] error.
-    pub fn probe(opts: &NetOptions) -> Result<Pasta, String> {
+    pub(crate) fn probe(opts: &NetOptions) -> Result<Pasta, String> {
         let binary = exec::look_path(OsStr::new(&opts.binary))?;
         let fail = |out: &[u8], err: String| {
             format!(
@@ -326,13 +326,14 @@ impl Pasta {
         })
     }
 
+    #[cfg(test)]
     /// The plan the probe settled on.
-    pub fn plan(&self) -> &Plan {
+    pub(crate) fn plan(&self) -> &Plan {
         &self.plan
     }
 
     /// The pid of the running pasta, if any.
-    pub fn pid(&self) -> Option<i32> {
+    pub(crate) fn pid(&self) -> Option<i32> {
         self.running.as_ref().filter(|r| !r.reaped).map(|r| r.pid)
     }
 

@@ -6,15 +6,16 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// `resolv.conf` for `dns`: one `nameserver <ip>` line per server, in order.
-pub fn resolv_conf(dns: &[String]) -> String {
+pub(crate) fn resolv_conf(dns: &[String]) -> String {
     dns.iter().map(|ip| format!("nameserver {ip}\n")).collect()
 }
 
+#[cfg(test)]
 /// `hosts`: the host's `/etc/hosts` followed by `127.0.0.1` and `::1` lines for `hostname`.
 ///
 /// Like upstream, the lines are appended even when the host file already names the host, after
 /// an extra newline.
-pub fn hosts(host_etc_hosts: &str, hostname: &str) -> String {
+pub(crate) fn hosts(host_etc_hosts: &str, hostname: &str) -> String {
     String::from_utf8_lossy(&hosts_bytes(host_etc_hosts.as_bytes(), hostname)).into_owned()
 }
 
@@ -30,7 +31,7 @@ fn hosts_bytes(host_etc_hosts: &[u8], hostname: &str) -> Vec<u8> {
 ///
 /// # Errors
 /// `open /etc/hosts: <errno>` or `writing <path>: <errno>`.
-pub fn write_files(state_dir: &Path, dns: &[String]) -> Result<(), String> {
+pub(crate) fn write_files(state_dir: &Path, dns: &[String]) -> Result<(), String> {
     let etc_hosts = std::fs::read("/etc/hosts")
         .map_err(|e| format!("open /etc/hosts: {}", sys::errno::text(&e)))?;
     let uname = rustix::system::uname();
@@ -53,7 +54,7 @@ pub fn write_files(state_dir: &Path, dns: &[String]) -> Result<(), String> {
 ///
 /// # Errors
 /// `writing <path>: <errno>`.
-pub fn write_resolv_conf(state_dir: &Path, dns: &[String]) -> Result<(), String> {
+pub(crate) fn write_resolv_conf(state_dir: &Path, dns: &[String]) -> Result<(), String> {
     write_0644(
         &state_dir.join("resolv.conf"),
         resolv_conf(dns).as_bytes(),

@@ -19,15 +19,15 @@ use crate::cli::Tristate;
 use crate::exec;
 
 /// How long slirp4netns may take to report readiness.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The IPv6 DNS forwarder slirp4netns serves with `--enable-ipv6`.
-pub const DNS6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
+pub(crate) const DNS6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
 /// The API socket's name in the state dir.
-pub const API_SOCKET: &str = ".s4nn.sock";
+pub(crate) const API_SOCKET: &str = ".s4nn.sock";
 
 /// The optional flags an installed slirp4netns knows, read off its `--help`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Features {
+pub(crate) struct Features {
     /// `--enable-ipv6`.
     pub enable_ipv6: bool,
     /// `--cidr`.
@@ -46,7 +46,7 @@ pub struct Features {
 ///
 /// # Errors
 /// `slirp4netns seems older than v0.4.0` when `--netns-type` is missing.
-pub fn parse_help(help: &str) -> Result<Features, String> {
+pub(crate) fn parse_help(help: &str) -> Result<Features, String> {
     if !help.contains("--netns-type") {
         return Err("slirp4netns seems older than v0.4.0".into());
     }
@@ -62,13 +62,13 @@ pub fn parse_help(help: &str) -> Result<Features, String> {
 
 /// Whether the kernel has seccomp, from the text of `/proc/self/status` (the `Seccomp:` line
 /// exists exactly when the kernel is built with it, which is what upstream's `prctl` probe asks).
-pub fn kernel_seccomp(proc_self_status: &str) -> bool {
+pub(crate) fn kernel_seccomp(proc_self_status: &str) -> bool {
     proc_self_status.lines().any(|l| l.starts_with("Seccomp:"))
 }
 
 /// Everything decided before launch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// The resolved binary.
     pub binary: PathBuf,
     /// `--mtu`.
@@ -97,7 +97,7 @@ pub struct Plan {
 /// `unsupported slirp4netns version: lacks Supports…`, `kernel doesn't support seccomp`,
 /// `this version of slirp4netns does not support --…`, the sandbox/detach conflict,
 /// address overflow and a bad interface name.
-pub fn plan(
+pub(crate) fn plan(
     opts: &NetOptions,
     binary: PathBuf,
     features: Features,
@@ -165,7 +165,7 @@ pub fn plan(
 impl Plan {
     /// slirp4netns's arguments (after argv\[0\]) for the child's namespace, or for the detached
     /// one entered through the child's user namespace.
-    pub fn args(&self, target: Target<'_>) -> Vec<OsString> {
+    pub(crate) fn args(&self, target: Target<'_>) -> Vec<OsString> {
         let child_pid = target.child_pid;
         let mut args: Vec<OsString> = vec![
             "--mtu".into(),
@@ -206,7 +206,7 @@ impl Plan {
     }
 
     /// What the child must configure, the DNS servers and the API socket.
-    pub fn prepared(&self, state_dir: &Path) -> Prepared {
+    pub(crate) fn prepared(&self, state_dir: &Path) -> Prepared {
         let dns6 = self.ipv6.then_some(DNS6);
         let mut dns = vec![super::ipv4_text(self.addrs.dns)];
         if self.ipv6 {
@@ -238,7 +238,7 @@ pub(super) fn command_text(binary: &Path, args: &[OsString]) -> String {
 
 /// The slirp4netns network driver.
 #[derive(Debug)]
-pub struct Slirp4netns {
+pub(crate) struct Slirp4netns {
     /// Known once the probe is settled.
     plan: Option<Plan>,
     /// A probe still running: the options and the `--help` on its way.
@@ -250,11 +250,12 @@ pub struct Slirp4netns {
 }
 
 impl Slirp4netns {
+    #[cfg(test)]
     /// Finds the binary (`$PATH`), runs `<binary> --help` once and checks every option against it.
     ///
     /// # Errors
     /// Go's lookup error, the `--help` failure, or a [`plan`] error.
-    pub fn probe(opts: &NetOptions) -> Result<Slirp4netns, String> {
+    pub(crate) fn probe(opts: &NetOptions) -> Result<Slirp4netns, String> {
         let mut d = Slirp4netns::probe_async(opts)?;
         d.settle()?;
         Ok(d)
@@ -267,7 +268,7 @@ impl Slirp4netns {
     ///
     /// # Errors
     /// Go's lookup error, or the `--help` that could not be started.
-    pub fn probe_async(opts: &NetOptions) -> Result<Slirp4netns, String> {
+    pub(crate) fn probe_async(opts: &NetOptions) -> Result<Slirp4netns, String> {
         let binary = exec::look_path(std::ffi::OsStr::new(&opts.binary))?;
         let help = exec::start_with_output(&binary, &["--help".into()])
             .map_err(|e| help_failed(&binary, "", e))?;
@@ -282,12 +283,12 @@ impl Slirp4netns {
 
     /// The plan the probe settled on.
     #[cfg(test)]
-    pub fn plan(&self) -> &Plan {
+    pub(crate) fn plan(&self) -> &Plan {
         self.plan.as_ref().expect("a settled probe")
     }
 
     /// The pid of the running slirp4netns, if any.
-    pub fn pid(&self) -> Option<i32> {
+    pub(crate) fn pid(&self) -> Option<i32> {
         self.running.as_ref().filter(|r| !r.reaped).map(|r| r.pid)
     }
 

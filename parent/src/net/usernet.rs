@@ -12,11 +12,11 @@ use super::{Addrs, Driver, NetOptions, Prepared, StartError, Target, add_ipv4, i
 use crate::usernet;
 
 /// The driver's name, as `--net` and `GET /v1/info` spell it.
-pub const NAME: &str = "gvisor-tap-vsock";
+pub(crate) const NAME: &str = "gvisor-tap-vsock";
 
 /// The in-process network driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Usernet {
+pub(crate) struct Usernet {
     ifname: String,
     mtu: u32,
     addrs: Addrs,
@@ -28,7 +28,7 @@ impl Usernet {
     ///
     /// # Errors
     /// A bad interface name, or a cidr whose addresses overflow.
-    pub fn probe(opts: &NetOptions) -> Result<Usernet, String> {
+    pub(crate) fn probe(opts: &NetOptions) -> Result<Usernet, String> {
         let (net, prefix) = opts.cidr.unwrap_or(super::DEFAULT_CIDR);
         let gateway = add_ipv4(net, 1)?;
         let addrs = Addrs {

@@ -21,17 +21,17 @@ use super::{Addrs, Driver, NetOptions, Prepared, StartError, Target};
 use crate::exec;
 
 /// vpnkit's MTU when `--mtu` is 0.
-pub const DEFAULT_MTU: u32 = 1500;
+pub(crate) const DEFAULT_MTU: u32 = 1500;
 /// How long vpnkit may take to serve its socket: this many tries, 10 ms apart (10 s).
-pub const TRIES: u32 = 1000;
+pub(crate) const TRIES: u32 = 1000;
 /// vpnkit's gateway and DNS server, [`vmnet::GATEWAY`], as text.
-pub const GATEWAY_TEXT: &str = "192.168.65.1";
+pub(crate) const GATEWAY_TEXT: &str = "192.168.65.1";
 /// The interface's prefix length.
-pub const PREFIX: u8 = 24;
+pub(crate) const PREFIX: u8 = 24;
 
 /// Everything decided before launch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// The resolved binary.
     pub binary: PathBuf,
     /// `--mtu`, 1500 when 0.
@@ -47,7 +47,7 @@ pub struct Plan {
 ///
 /// # Errors
 /// A bad interface name.
-pub fn plan(opts: &NetOptions, binary: PathBuf) -> Result<(Plan, Option<String>), String> {
+pub(crate) fn plan(opts: &NetOptions, binary: PathBuf) -> Result<(Plan, Option<String>), String> {
     let mtu = if opts.mtu == 0 { DEFAULT_MTU } else { opts.mtu };
     let warning = (mtu != DEFAULT_MTU).then(|| {
         format!(
@@ -66,7 +66,7 @@ pub fn plan(opts: &NetOptions, binary: PathBuf) -> Result<(Plan, Option<String>)
 
 impl Plan {
     /// vpnkit's arguments (after argv\[0\]).
-    pub fn args(&self, state_dir: &Path) -> Vec<OsString> {
+    pub(crate) fn args(&self, state_dir: &Path) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec![
             "--ethernet".into(),
             state_dir.join(proto::VPNKIT_SOCKET_NAME).into(),
@@ -81,7 +81,7 @@ impl Plan {
     }
 
     /// What the child must configure for the interface `uuid` with `mac` and `addr`.
-    pub fn prepared(&self, uuid: [u8; 16], mac: [u8; 6], addr: [u8; 4]) -> Prepared {
+    pub(crate) fn prepared(&self, uuid: [u8; 16], mac: [u8; 6], addr: [u8; 4]) -> Prepared {
         let addrs = Addrs {
             addr,
             prefix: PREFIX,
@@ -101,7 +101,7 @@ impl Plan {
 
 /// The vpnkit network driver.
 #[derive(Debug)]
-pub struct Vpnkit {
+pub(crate) struct Vpnkit {
     plan: Plan,
     running: Option<Running>,
     /// Our vmnet session, held while vpnkit runs.
@@ -114,7 +114,7 @@ impl Vpnkit {
     ///
     /// # Errors
     /// Go's lookup error or a [`plan`] error.
-    pub fn probe(opts: &NetOptions) -> Result<Vpnkit, String> {
+    pub(crate) fn probe(opts: &NetOptions) -> Result<Vpnkit, String> {
         let binary = exec::look_path(std::ffi::OsStr::new(&opts.binary))?;
         let (plan, warning) = plan(opts, binary)?;
         if let Some(w) = warning {
@@ -126,11 +126,6 @@ impl Vpnkit {
             session: None,
             tries: TRIES,
         })
-    }
-
-    /// The plan the probe settled on.
-    pub fn plan(&self) -> &Plan {
-        &self.plan
     }
 
     /// How vpnkit ended, if it has.

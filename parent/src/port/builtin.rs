@@ -173,7 +173,7 @@ struct Supply {
 }
 
 /// The driver; shared with the API server as `Rc<dyn PortDriver>`, on the parent's one thread.
-pub struct Builtin {
+pub(crate) struct Builtin {
     /// Readable when a listener has a connection waiting.
     listeners: OwnedFd,
     /// A second handle on the pumps' epoll set (which lives in the state), for the parent's
@@ -187,7 +187,7 @@ impl Builtin {
     ///
     /// # Errors
     /// When the epoll sets cannot be created.
-    pub fn new() -> Result<Builtin, String> {
+    pub(crate) fn new() -> Result<Builtin, String> {
         let pumps = Pumps::for_fd_limit(nofile_limit()).map_err(|e| format!("port driver: {e}"))?;
         let pumps_fd = pumps
             .as_fd()
@@ -234,7 +234,7 @@ impl Builtin {
 
     /// The socket on which the child hands over sockets. Its answers are read from the
     /// parent's loop as they come (it is in the listeners' epoll set).
-    pub fn attach_child(&self, sock: UnixStream) {
+    pub(crate) fn attach_child(&self, sock: UnixStream) {
         let mut st = self.lock();
         st.supply.epoll = self.listeners.try_clone().ok();
         if let Some(ep) = &st.supply.epoll {
@@ -250,7 +250,7 @@ impl Builtin {
 
     /// `--source-ip-transparent`: TCP connections and UDP flows to loopback or to `child_ip`
     /// inside come from the client's address. Ports added before this keep their targets.
-    pub fn enable_transparency(&self, child_ip: Option<IpAddr>) {
+    pub(crate) fn enable_transparency(&self, child_ip: Option<IpAddr>) {
         let mut st = self.lock();
         st.supply.transparent = true;
         st.supply.udp_transparent = true;
@@ -258,13 +258,13 @@ impl Builtin {
     }
 
     /// The two descriptors the parent's loop polls: waiting connections, and data to move.
-    pub fn poll_fds(&self) -> [BorrowedFd<'_>; 2] {
+    pub(crate) fn poll_fds(&self) -> [BorrowedFd<'_>; 2] {
         [self.listeners.as_fd(), self.pumps_fd.as_fd()]
     }
 
     /// Accepts waiting connections and has the child connect the other end of each; reads the
     /// child's answers. Also call it when [`Builtin::timeout`] has run out.
-    pub fn accept_ready(&self) {
+    pub(crate) fn accept_ready(&self) {
         let mut events = [epoll::Event {
             flags: epoll::EventFlags::empty(),
             data: epoll::EventData::new_u64(0),
@@ -320,7 +320,7 @@ impl Builtin {
     }
 
     /// Moves whatever data is ready.
-    pub fn pump_ready(&self) {
+    pub(crate) fn pump_ready(&self) {
         let mut st = self.lock();
         let before = st.pumps.len();
         st.pumps.run_ready();
@@ -331,7 +331,7 @@ impl Builtin {
 
     /// How long the parent's loop may wait before [`Builtin::accept_ready`] must run although
     /// nothing is readable: until a listener paused for want of descriptors may try again.
-    pub fn timeout(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn timeout(&self, now: Instant) -> Option<Duration> {
         let st = self.lock();
         let paused = st.ports.iter().any(|p| p.wait == Wait::Descriptors);
         let until = st.pause.deadline().filter(|_| paused)?;

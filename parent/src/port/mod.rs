@@ -2,15 +2,16 @@
 //! [`PortDriver`] trait that the builtin, slirp4netns, pesto and gvisor-tap-vsock drivers (and
 //! the tests' `fake`) implement for the API server.
 
-pub mod builtin;
+pub(crate) mod builtin;
 pub mod fake;
-pub mod pesto;
-pub mod pump;
-pub mod slirp4netns;
+pub(crate) mod pesto;
+pub(crate) mod pump;
+pub(crate) mod slirp4netns;
 pub mod spec;
-pub mod usernet;
+pub(crate) mod usernet;
 
-pub use spec::{PortSpec, PortStatus, check_family, go_atoi, parse_port_spec, validate_port_spec};
+pub use spec::{PortSpec, PortStatus, go_atoi, parse_port_spec};
+pub(crate) use spec::{check_family, validate_port_spec};
 
 /// What `GET /v1/info` says about the port driver (`portDriver`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,7 +26,7 @@ pub struct PortDriverInfo {
 
 impl PortDriverInfo {
     /// The builtin driver's info, as upstream reports it.
-    pub fn builtin() -> PortDriverInfo {
+    pub(crate) fn builtin() -> PortDriverInfo {
         PortDriverInfo {
             driver: "builtin".into(),
             protos: ["tcp", "tcp4", "tcp6", "udp", "udp4", "udp6"]
@@ -36,7 +37,7 @@ impl PortDriverInfo {
     }
 
     /// The slirp4netns driver's info, as upstream reports it.
-    pub fn slirp4netns() -> PortDriverInfo {
+    pub(crate) fn slirp4netns() -> PortDriverInfo {
         PortDriverInfo {
             driver: "slirp4netns".into(),
             protos: ["tcp", "tcp4", "udp", "udp4"].map(String::from).to_vec(),

@@ -24,13 +24,13 @@ use super::{PortDriver, PortDriverInfo, PortSpec, PortStatus, validate_port_spec
 use crate::exec;
 
 /// The client program, looked up in `$PATH` (it comes with pasta in the passt package).
-pub const BINARY: &str = "pesto";
+pub(crate) const BINARY: &str = "pesto";
 /// How long one pesto call may take before it is killed (it takes milliseconds against a pasta
 /// that answers).
-pub const CALL_LIMIT: Duration = Duration::from_secs(2);
+pub(crate) const CALL_LIMIT: Duration = Duration::from_secs(2);
 
 /// The driver; shared with the API server.
-pub struct PestoPorts {
+pub(crate) struct PestoPorts {
     binary: PathBuf,
     socket: PathBuf,
     /// The namespace's IPv4 address, the only IPv4 child IP pasta can forward to.
@@ -49,7 +49,7 @@ struct State {
 impl PestoPorts {
     /// A driver running `binary` against pasta's control `socket`, for a namespace with the
     /// address `child_ip` (and `child_ip6` with `--ipv6`).
-    pub fn new(
+    pub(crate) fn new(
         binary: PathBuf,
         socket: PathBuf,
         child_ip: IpAddr,
@@ -126,7 +126,7 @@ impl PestoPorts {
     /// # Errors
     /// [`NotYet::Listening`] while nothing accepts on pasta's control socket yet; nothing
     /// changed then.
-    pub fn reapply(&self) -> Result<Vec<String>, NotYet> {
+    pub(crate) fn reapply(&self) -> Result<Vec<String>, NotYet> {
         drop(std::os::unix::net::UnixStream::connect(&self.socket).map_err(|_| NotYet::Listening)?);
         let mut state = self.state.borrow_mut();
         let mut warnings = Vec::new();
@@ -164,7 +164,7 @@ impl PestoPorts {
 ///
 /// # Errors
 /// An IPv6 rule without `--ipv6`, a protocol pasta cannot forward.
-pub fn rule(spec: &PortSpec, ipv6: bool) -> Result<(&'static str, String), String> {
+pub(crate) fn rule(spec: &PortSpec, ipv6: bool) -> Result<(&'static str, String), String> {
     let proto = spec.proto.as_str();
     let flag = match proto {
         "tcp" | "tcp4" | "tcp6" => "-t",
@@ -264,7 +264,7 @@ impl PortDriver for PestoPorts {
 ///
 /// # Errors
 /// Go's lookup error.
-pub fn look_up() -> Result<PathBuf, String> {
+pub(crate) fn look_up() -> Result<PathBuf, String> {
     exec::look_path(OsStr::new(BINARY))
 }
 

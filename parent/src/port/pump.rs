@@ -42,7 +42,7 @@ use rustix::pipe::{
 };
 
 /// How many epoll events one [`Pumps::run_ready`] call handles at most.
-pub const EVENTS: usize = 64;
+pub(crate) const EVENTS: usize = 64;
 
 /// How many splice rounds (read into the pipe, write out of it) one pair gets per event.
 const BUDGET: u32 = 16;
@@ -52,21 +52,21 @@ const BUDGET: u32 = 16;
 /// Pipe memory is charged to the user: past `fs.pipe-user-pages-soft` (16384 pages, 64 MiB,
 /// i.e. 256 pipes of this size) an unprivileged user's resizes fail with `EPERM` and new pipes
 /// get two pages (8 KiB). Such pairs still work, only more slowly.
-pub const PIPE_SIZE: usize = 256 * 1024;
+pub(crate) const PIPE_SIZE: usize = 256 * 1024;
 
 /// Most pipes kept idle for reuse; more are closed so a burst does not keep its quota.
-pub const IDLE_PIPES: usize = 64;
+pub(crate) const IDLE_PIPES: usize = 64;
 
 /// Slots allocated up front; the table doubles from there up to its capacity.
-pub const INITIAL_SLOTS: usize = 1024;
+pub(crate) const INITIAL_SLOTS: usize = 1024;
 
 /// Descriptors one pair holds: two sockets and two pipes of two ends.
-pub const FDS_PER_PAIR: u64 = 6;
+pub(crate) const FDS_PER_PAIR: u64 = 6;
 
 /// The pair capacity and the idle-pipe pool for a process whose soft descriptor limit is
 /// `limit`: an eighth of the limit (at least 256) is left for the listeners, the API, the
 /// child's sockets and UDP flows, and the idle pipes hold at most a thirty-second of it.
-pub fn limits_for(limit: u64) -> (usize, usize) {
+pub(crate) fn limits_for(limit: u64) -> (usize, usize) {
     let limit = limit.min(1 << 24);
     let idle = (limit / 64).min(IDLE_PIPES as u64);
     let reserve = (limit / 8).max(256) + 2 * idle;
@@ -76,7 +76,7 @@ pub fn limits_for(limit: u64) -> (usize, usize) {
 
 /// Why [`Pumps::add`] refused a pair. The pair's sockets are closed either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Error {
+pub(crate) enum Error {
     /// Every slot is in use.
     Full,
     /// A syscall failed (making a pipe, registering with epoll, setting non-blocking mode).
@@ -103,14 +103,15 @@ impl From<Errno> for Error {
 /// Names a live pair: its slot and the slot's generation, so a stale id never matches a
 /// later pair in the same slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PairId {
+pub(crate) struct PairId {
     slot: u32,
     generation: u32,
 }
 
+#[cfg(test)]
 /// Counters for tests and diagnostics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Pipes created since construction (each pair needs two).
     pub pipes_created: usize,
     /// Pipes waiting in the pool for the next pair (at most [`IDLE_PIPES`]).
@@ -161,7 +162,7 @@ enum Pass {
 }
 
 /// A bounded set of socket pairs whose bytes are spliced both ways.
-pub struct Pumps {
+pub(crate) struct Pumps {
     epoll: OwnedFd,
     slots: Vec<Slot>,
     /// The most slots the table grows to.
@@ -182,21 +183,23 @@ fn interest() -> EventFlags {
 }
 
 impl Pumps {
+    #[cfg(test)]
     /// A table for at most `capacity` pairs, with pipes of [`PIPE_SIZE`] where the kernel
     /// allows it.
-    pub fn new(capacity: usize) -> Result<Pumps, Error> {
+    pub(crate) fn new(capacity: usize) -> Result<Pumps, Error> {
         Pumps::with_pipe_size(capacity, PIPE_SIZE)
     }
 
+    #[cfg(test)]
     /// Like [`new`](Pumps::new), asking `F_SETPIPE_SZ` for `pipe_size` bytes per pipe
     /// (0 keeps the kernel's default). An unprivileged user past `pipe-user-pages-soft` gets
     /// smaller pipes; that only costs throughput.
-    pub fn with_pipe_size(capacity: usize, pipe_size: usize) -> Result<Pumps, Error> {
+    pub(crate) fn with_pipe_size(capacity: usize, pipe_size: usize) -> Result<Pumps, Error> {
         Pumps::with_limits(capacity, IDLE_PIPES.min(2 * capacity), pipe_size)
     }
 
     /// A table sized for a process whose soft descriptor limit is `limit` ([`limits_for`]).
-    pub fn for_fd_limit(limit: u64) -> Result<Pumps, Error> {
+    pub(crate) fn for_fd_limit(limit: u64) -> Result<Pumps, Error> {
         let (pairs, idle) = limits_for(limit);
         Pumps::with_limits(pairs, idle, PIPE_SIZE)
     }
@@ -238,32 +241,29 @@ impl Pumps {
     }
 
     /// The epoll fd: poll it for readability and call [`run_ready`](Pumps::run_ready).
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
         self.epoll.as_fd()
     }
 
     /// Live pairs.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.live
     }
 
+    #[cfg(test)]
     /// True when no pair is live.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.live == 0
     }
 
-    /// The most pairs the table holds.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// True when every slot is taken: [`add`](Pumps::add) would fail with [`Error::Full`].
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.live >= self.capacity
     }
 
+    #[cfg(test)]
     /// Pipe and memory counters.
-    pub fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         Stats {
             pipes_created: self.pipes_created,
             pipes_idle: self.pool.len(),
@@ -273,6 +273,7 @@ impl Pumps {
         }
     }
 
+    #[cfg(test)]
     /// Starts moving bytes between two connected stream sockets, `a` (e.g. the accepted
     /// host connection) and `b` (e.g. the socket the child connected), both ways, tagged with
     /// `group` for [`close_group`](Pumps::close_group). Both are made non-blocking.
@@ -281,7 +282,7 @@ impl Pumps {
     ///
     /// [`Error::Full`] when every slot is taken, or the errno of a failed pipe, `ioctl` or
     /// epoll call. The sockets are closed then, so the peers see the connection end.
-    pub fn add(&mut self, a: OwnedFd, b: OwnedFd, group: u32) -> Result<PairId, Error> {
+    pub(crate) fn add(&mut self, a: OwnedFd, b: OwnedFd, group: u32) -> Result<PairId, Error> {
         if self.is_full() {
             return Err(Error::Full);
         }
@@ -292,7 +293,12 @@ impl Pumps {
 
     /// [`add`](Pumps::add) for sockets that are non-blocking already (accepted or made with
     /// `SOCK_NONBLOCK`): two system calls fewer per connection.
-    pub fn add_nonblocking(&mut self, a: OwnedFd, b: OwnedFd, group: u32) -> Result<PairId, Error> {
+    pub(crate) fn add_nonblocking(
+        &mut self,
+        a: OwnedFd,
+        b: OwnedFd,
+        group: u32,
+    ) -> Result<PairId, Error> {
         if self.free.is_empty() {
             self.grow(self.slots.len().saturating_mul(2).min(self.capacity));
         }
@@ -342,7 +348,7 @@ impl Pumps {
     /// Handles the events that are ready now without waiting: splices what can move, shuts
     /// write sides after EOF, closes finished and failed pairs. Returns how many events it
     /// handled; when that is [`EVENTS`] more may be queued (the epoll fd stays readable).
-    pub fn run_ready(&mut self) -> usize {
+    pub(crate) fn run_ready(&mut self) -> usize {
         let mut events = [Event {
             flags: EventFlags::empty(),
             data: EventData::new_u64(0),
@@ -388,9 +394,10 @@ impl Pumps {
         n
     }
 
+    #[cfg(test)]
     /// Closes a pair at once (both sockets; the peers see EOF, or a reset where unread data
     /// remains). Returns false when `id` is not live.
-    pub fn close(&mut self, id: PairId) -> bool {
+    pub(crate) fn close(&mut self, id: PairId) -> bool {
         let slot = id.slot as usize;
         match self.slots.get(slot) {
             Some(s) if s.generation == id.generation && s.pair.is_some() => {
@@ -403,7 +410,7 @@ impl Pumps {
 
     /// Closes every live pair added with `group`, e.g. when its published port is removed.
     /// Returns how many it closed.
-    pub fn close_group(&mut self, group: u32) -> usize {
+    pub(crate) fn close_group(&mut self, group: u32) -> usize {
         let mut closed = 0;
         for slot in 0..self.slots.len() {
             if self.slots[slot]
@@ -440,7 +447,7 @@ impl Pumps {
 
     /// Closes the idle pipes (the pool keeps its room): when the process is out of
     /// descriptors, they serve better elsewhere. Returns how many descriptors that freed.
-    pub fn release_idle_pipes(&mut self) -> usize {
+    pub(crate) fn release_idle_pipes(&mut self) -> usize {
         let n = self.pool.len();
         self.pool.clear();
         2 * n
@@ -452,7 +459,7 @@ impl Pumps {
     ///
     /// # Errors
     /// The errno of a failed `pipe` (`EMFILE` when out of descriptors).
-    pub fn ready_pipes(&mut self) -> Result<(), Error> {
+    pub(crate) fn ready_pipes(&mut self) -> Result<(), Error> {
         while self.pool.len() < 2 {
             let p = self.new_pipe()?;
             self.pool.push(p);

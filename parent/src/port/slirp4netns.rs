@@ -18,7 +18,7 @@ use super::{PortDriver, PortDriverInfo, PortSpec, PortStatus, validate_port_spec
 const REPLY_MAX: u64 = 64 * 1024;
 
 /// The driver; shared with the API server.
-pub struct Slirp4netnsPorts {
+pub(crate) struct Slirp4netnsPorts {
     socket: PathBuf,
     /// The child's address, used when a spec names no child IP.
     child_ip: String,
@@ -40,14 +40,14 @@ struct Ports {
 
 /// Why [`Slirp4netnsPorts::reapply`] did nothing.
 #[derive(Debug, PartialEq, Eq)]
-pub enum NotYet {
+pub(crate) enum NotYet {
     /// The new slirp4netns does not listen on its API socket yet: ask again shortly.
     Listening,
 }
 
 impl Slirp4netnsPorts {
     /// A driver talking to slirp4netns on `socket`, forwarding to `child_ip` by default.
-    pub fn new(socket: PathBuf, child_ip: String) -> Slirp4netnsPorts {
+    pub(crate) fn new(socket: PathBuf, child_ip: String) -> Slirp4netnsPorts {
         Slirp4netnsPorts {
             socket,
             child_ip,
@@ -141,7 +141,7 @@ impl Slirp4netnsPorts {
     /// # Errors
     /// [`NotYet::Listening`] while the new slirp4netns does not accept on its API socket yet
     /// (it writes its ready byte before it binds the socket); nothing changed then.
-    pub fn reapply(&self) -> Result<Vec<String>, NotYet> {
+    pub(crate) fn reapply(&self) -> Result<Vec<String>, NotYet> {
         let mut ports = self.ports.borrow_mut();
         // Not there yet (ENOENT: our caller removed the dead one's file) or not listening yet
         // (ECONNREFUSED); the caller's retries are bounded.

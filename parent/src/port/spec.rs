@@ -32,7 +32,7 @@ pub struct PortSpec {
 impl PortSpec {
     /// Go's `%v` of upstream's `port.Spec`, as its messages print a spec:
     /// `{tcp 127.0.0.1 8080 80 }` (proto, parent IP, parent port, child port, child IP).
-    pub fn go_value(&self) -> String {
+    pub(crate) fn go_value(&self) -> String {
         format!(
             "{{{} {} {} {} {}}}",
             self.proto, self.parent_ip, self.parent_port, self.child_port, self.child_ip
@@ -143,7 +143,7 @@ fn is_ipv6(mut s: &[u8]) -> bool {
 /// The address a spec's IP text names, as the drivers use it: Go's `net.ParseIP` followed by
 /// `To4()` where that applies, so an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is the IPv4
 /// address. `None` for text [`is_ip`] refuses (and for the empty "not given").
-pub fn parse_ip(s: &str) -> Option<IpAddr> {
+pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
     if !is_ip(s) {
         return None;
     }
@@ -159,7 +159,7 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
 ///
 /// # Errors
 /// Go's text: `listen tcp4: address ::1: no suitable address found`.
-pub fn check_family(spec: &PortSpec) -> Result<(), String> {
+pub(crate) fn check_family(spec: &PortSpec) -> Result<(), String> {
     let Some(ip) = parse_ip(&spec.parent_ip) else {
         return Ok(());
     };
@@ -288,7 +288,7 @@ enum BracketState {
 /// `unknown proto: "x"`, `invalid ParentIP: "x"`, `invalid ChildIP: "x"`,
 /// `invalid ParentPort: 0` (upstream printed the number as a quoted rune),
 /// `invalid ChildPort: 70000`, `conflict with ID 3`.
-pub fn validate_port_spec(spec: &PortSpec, existing: &[PortStatus]) -> Result<(), String> {
+pub(crate) fn validate_port_spec(spec: &PortSpec, existing: &[PortStatus]) -> Result<(), String> {
     check_proto(&spec.proto)?;
     if !spec.parent_ip.is_empty() && !is_ip(&spec.parent_ip) {
         return Err(format!("invalid ParentIP: {}", quote(&spec.parent_ip)));

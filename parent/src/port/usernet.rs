@@ -14,7 +14,7 @@ use crate::usernet::Stack;
 use crate::usernet::wire::{mapped, unmapped};
 
 /// The driver; shared with the API server, the stack with the supervision loop.
-pub struct UsernetPorts {
+pub(crate) struct UsernetPorts {
     stack: Rc<RefCell<Stack>>,
     list: RefCell<Vec<PortStatus>>,
     next_id: Cell<u32>,
@@ -22,7 +22,7 @@ pub struct UsernetPorts {
 
 impl UsernetPorts {
     /// A driver publishing ports through `stack`.
-    pub fn new(stack: Rc<RefCell<Stack>>) -> UsernetPorts {
+    pub(crate) fn new(stack: Rc<RefCell<Stack>>) -> UsernetPorts {
         UsernetPorts {
             stack,
             list: RefCell::new(Vec::new()),

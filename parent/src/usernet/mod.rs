@@ -16,10 +16,10 @@
 //! has not acknowledged yet (peeked with `SO_PEEK_OFF`, dropped once acknowledged), so a
 //! connection needs no buffer of its own.
 
-pub mod ports;
-pub mod tcp;
-pub mod udp;
-pub mod wire;
+pub(crate) mod ports;
+pub(crate) mod tcp;
+pub(crate) mod udp;
+pub(crate) mod wire;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -31,25 +31,25 @@ use rustix::io::Errno;
 use wire::{Addr, ETH_LEN, Frame, IP_LEN, IP6_LEN, mapped, unmapped};
 
 /// The gateway's MAC address, as upstream's.
-pub const GATEWAY_MAC: [u8; 6] = [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xdd];
+pub(crate) const GATEWAY_MAC: [u8; 6] = [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xdd];
 /// The MAC the child gives its tap.
-pub const CHILD_MAC: [u8; 6] = [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee];
+pub(crate) const CHILD_MAC: [u8; 6] = [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee];
 /// With `--ipv6`: the gateway's (and DNS server's) address on the namespace's ULA prefix
 /// `fd00::/64`, where the namespace takes its address by SLAAC from our router advertisements.
-pub const GATEWAY6: Addr = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+pub(crate) const GATEWAY6: Addr = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 /// The router's link-local address, the source of its advertisements and the next hop of the
 /// namespace's IPv6 default route.
-pub const ROUTER6_LL: Addr = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+pub(crate) const ROUTER6_LL: Addr = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 /// All nodes on the link.
 const ALL_NODES: Addr = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 /// `virtio_net_hdr.gso_type`: a TCP/IPv6 segment for the kernel to cut.
 const VNET_GSO_TCPV6: u8 = 4;
 /// Default MTU, as upstream's.
-pub const DEFAULT_MTU: u32 = 65520;
+pub(crate) const DEFAULT_MTU: u32 = 65520;
 /// The largest frame the tap can carry (MTU 65535 plus the Ethernet header).
 const FRAME_MAX: usize = 65535 + ETH_LEN;
 /// Length of the `virtio_net_hdr` before each frame of the child's tap (`IFF_VNET_HDR`).
-pub const VNET_LEN: usize = 10;
+pub(crate) const VNET_LEN: usize = 10;
 /// `virtio_net_hdr.flags`: the transport checksum is left to the reader.
 const VNET_NEEDS_CSUM: u8 = 1;
 /// `virtio_net_hdr.flags`: the checksums were checked (ours are computed).
@@ -61,7 +61,7 @@ const TAP_BATCH: usize = 64;
 
 /// The network's addresses and policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Config {
+pub(crate) struct Config {
     /// The gateway (and DNS server) address, net+1.
     pub gateway: [u8; 4],
     /// The child's address, net+100.
@@ -81,7 +81,7 @@ pub struct Config {
 impl Config {
     /// The network the child configured from `net`, with the host's first IPv4 nameserver
     /// from its `/etc/resolv.conf` for DNS.
-    pub fn new(net: &proto::NetConfig, host_loopback: bool, ipv6: bool) -> Config {
+    pub(crate) fn new(net: &proto::NetConfig, host_loopback: bool, ipv6: bool) -> Config {
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         Config {
             gateway: net.gateway,
@@ -95,13 +95,13 @@ impl Config {
     }
 
     /// Whether `a` is one of the gateway's addresses.
-    pub fn is_gateway(&self, a: &Addr) -> bool {
+    pub(crate) fn is_gateway(&self, a: &Addr) -> bool {
         *a == mapped(self.gateway) || self.gateway6.is_some_and(|g| *a == g || *a == ROUTER6_LL)
     }
 
     /// Where a connection or datagram from the namespace to `dst:port` goes on the host, or
     /// `None` when it must be refused.
-    pub fn host_addr(&self, dst: Addr, port: u16) -> Option<SocketAddr> {
+    pub(crate) fn host_addr(&self, dst: Addr, port: u16) -> Option<SocketAddr> {
         if let Some(d) = unmapped(&dst) {
             return self.host_addr4(d, port).map(SocketAddr::V4);
         }
@@ -156,7 +156,7 @@ impl Config {
 }
 
 /// The IPv4 nameservers of a resolv.conf text, in order.
-pub fn nameservers(text: &str) -> Vec<[u8; 4]> {
+pub(crate) fn nameservers(text: &str) -> Vec<[u8; 4]> {
     text.lines()
         .filter_map(|l| {
             let mut words = l.split_whitespace();
@@ -168,7 +168,7 @@ pub fn nameservers(text: &str) -> Vec<[u8; 4]> {
 
 /// What went wrong, counted (a hostile or broken namespace must not fill our log).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Frames from the tap we did not understand or refused.
     pub dropped: u64,
     /// Frames we could not write to the tap (its queue was full).
@@ -180,7 +180,7 @@ pub struct Counters {
 }
 
 /// Where frames we build go: the tap, one fixed buffer, the two MAC addresses.
-pub struct Out<'a> {
+pub(crate) struct Out<'a> {
     tap: BorrowedFd<'a>,
     /// The frame under construction; the transport part starts at [`Out::L4`].
     pub buf: &'a mut [u8],
@@ -193,7 +193,7 @@ pub struct Out<'a> {
 impl Out<'_> {
     /// Offset of the transport header in [`Out::buf`]: after an IPv6 header; an IPv4 frame
     /// starts 20 bytes into the buffer.
-    pub const L4: usize = ETH_LEN + IP6_LEN;
+    pub(crate) const L4: usize = ETH_LEN + IP6_LEN;
 
     /// Writes the Ethernet and IP headers in front of the `l4_len` transport bytes at
     /// [`Out::L4`]: IPv4 when both addresses are IPv4-mapped, IPv6 otherwise. Where the frame
@@ -215,20 +215,20 @@ impl Out<'_> {
 
     /// Wraps the `l4_len` transport bytes at [`Out::L4`] in IP and Ethernet headers and
     /// writes the frame to the tap; whether it went (the tap's queue may be full).
-    pub fn send_ip(&mut self, src: Addr, dst: Addr, proto: u8, l4_len: usize) -> bool {
+    pub(crate) fn send_ip(&mut self, src: Addr, dst: Addr, proto: u8, l4_len: usize) -> bool {
         let start = self.headers(&src, &dst, proto, l4_len);
         self.send_raw(start, Out::L4 + l4_len)
     }
 
     /// Whether the tap takes TCP segments larger than the MTU ([`Out::send_tcp_gso`]).
-    pub fn gso(&self) -> bool {
+    pub(crate) fn gso(&self) -> bool {
         self.vnet
     }
 
     /// Sends the TCP segment of `l4_len` bytes at [`Out::L4`] (its checksum field holding
     /// only the pseudo header's sum) as one frame the kernel cuts into `mss`-sized segments
     /// and checksums (`VIRTIO_NET_HDR_GSO_TCPV4` or `_TCPV6`).
-    pub fn send_tcp_gso(&mut self, src: Addr, dst: Addr, l4_len: usize, mss: usize) -> bool {
+    pub(crate) fn send_tcp_gso(&mut self, src: Addr, dst: Addr, l4_len: usize, mss: usize) -> bool {
         let start = self.headers(&src, &dst, wire::PROTO_TCP, l4_len);
         let l4 = Out::L4 - start;
         let mut h = [0u8; VNET_LEN];
@@ -285,7 +285,7 @@ fn tag(kind: u64, generation: u32, index: usize) -> u64 {
 }
 
 /// The user-mode network.
-pub struct Stack {
+pub(crate) struct Stack {
     cfg: Config,
     /// Frames on the tap carry a `virtio_net_hdr` ([`VNET_LEN`]).
     vnet: bool,
@@ -305,7 +305,7 @@ impl Stack {
     ///
     /// # Errors
     /// `user-mode network: <why>` when the epoll set cannot be made.
-    pub fn new(tap: OwnedFd, cfg: Config) -> Result<Stack, String> {
+    pub(crate) fn new(tap: OwnedFd, cfg: Config) -> Result<Stack, String> {
         Stack::with_vnet(tap, cfg, true)
     }
 
@@ -313,7 +313,7 @@ impl Stack {
     ///
     /// # Errors
     /// As [`Stack::new`].
-    pub fn with_vnet(tap: OwnedFd, cfg: Config, vnet: bool) -> Result<Stack, String> {
+    pub(crate) fn with_vnet(tap: OwnedFd, cfg: Config, vnet: bool) -> Result<Stack, String> {
         let mut st = Stack::make(tap, cfg, vnet)?;
         // Without waiting for the namespace's router solicitation.
         st.advertise();
@@ -373,18 +373,18 @@ impl Stack {
     }
 
     /// The epoll set to wait on: readable when [`Stack::ready`] has work.
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
         self.ep.as_fd()
     }
 
     /// The network's addresses.
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.cfg
     }
 
     /// With `--ipv6`, the namespace's SLAAC address: our prefix and the EUI-64 of the MAC the
     /// tap was given.
-    pub fn child6(&self) -> Option<Addr> {
+    pub(crate) fn child6(&self) -> Option<Addr> {
         let mut a = self.cfg.gateway6?;
         let m = CHILD_MAC;
         a[8..].copy_from_slice(&[m[0] ^ 2, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
@@ -396,7 +396,7 @@ impl Stack {
     ///
     /// # Errors
     /// `port driver: <errno>` when the socket cannot be watched.
-    pub fn publish(
+    pub(crate) fn publish(
         &mut self,
         id: u32,
         sock: OwnedFd,
@@ -422,7 +422,7 @@ impl Stack {
 
     /// Stops forwarding port `id`: its socket and UDP flows close; TCP connections already
     /// open go on.
-    pub fn unpublish(&mut self, id: u32) {
+    pub(crate) fn unpublish(&mut self, id: u32) {
         if let Some(i) = self.ports.iter().position(|p| p.id == id) {
             let p = self.ports.remove(i);
             // The UDP flows hold duplicates of the socket: take it out of the set by hand.
@@ -431,13 +431,14 @@ impl Stack {
         }
     }
 
+    #[cfg(test)]
     /// What was dropped so far.
-    pub fn counters(&self) -> Counters {
+    pub(crate) fn counters(&self) -> Counters {
         self.counters
     }
 
     /// How long until a timer is due, if one is armed.
-    pub fn timeout(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn timeout(&self, now: Instant) -> Option<Duration> {
         let due = [self.tcp.deadline(), self.udp.deadline()]
             .into_iter()
             .flatten()
@@ -446,7 +447,7 @@ impl Stack {
     }
 
     /// Moves everything that can move now and runs the timers that are due.
-    pub fn ready(&mut self, now: Instant) {
+    pub(crate) fn ready(&mut self, now: Instant) {
         let mut events = [epoll::Event {
             flags: epoll::EventFlags::empty(),
             data: epoll::EventData::new_u64(0),

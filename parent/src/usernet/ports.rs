@@ -11,10 +11,10 @@ use super::Config;
 use super::wire::{Addr, mapped, unmapped};
 
 /// The most host connections taken from one published port per wake-up.
-pub const ACCEPT_BATCH: usize = 16;
+pub(crate) const ACCEPT_BATCH: usize = 16;
 
 /// One published port.
-pub struct Published {
+pub(crate) struct Published {
     /// The port driver's id.
     pub id: u32,
     /// The host listener (TCP) or bound socket (UDP).
@@ -33,7 +33,7 @@ pub struct Published {
 /// Toward an IPv6 `child` (a `tcp6`/`udp6` port, with `--ipv6`) the same for IPv6: a global
 /// client address outside the namespace's prefix as it is, anything else as the gateway's
 /// `fd00::2`.
-pub fn seen_from(cfg: &Config, peer: SocketAddrAny, child: &Addr) -> (Addr, u16) {
+pub(crate) fn seen_from(cfg: &Config, peer: SocketAddrAny, child: &Addr) -> (Addr, u16) {
     let peer = SocketAddr::try_from(peer).ok();
     let port = peer.map_or(0, |p| p.port());
     if let (Some(gw6), None) = (cfg.gateway6, unmapped(child)) {

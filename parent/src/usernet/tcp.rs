@@ -30,7 +30,7 @@ use super::wire::{self, Addr, Ip, TCP_LEN, Tcp, TcpOut, flags, seq_ge, seq_gt};
 use super::{Config, KIND_TCP, Out, tag, watch};
 
 /// The most TCP connections at once.
-pub const MAX_CONNS: usize = 512;
+pub(crate) const MAX_CONNS: usize = 512;
 /// The window scale we announce when the namespace offers one.
 const OUR_WSCALE: u8 = 7;
 /// The window we advertise at most (with scaling; 65535 without).
@@ -396,7 +396,7 @@ fn out_mss(out: &Out<'_>, child: &Addr) -> usize {
 }
 
 /// The connection table.
-pub struct Table {
+pub(crate) struct Table {
     conns: Vec<Option<Conn>>,
     generations: Vec<u32>,
     pending_acks: Vec<usize>,
@@ -406,7 +406,7 @@ pub struct Table {
 
 impl Table {
     /// An empty table, its slots allocated now.
-    pub fn new(cfg: &Config) -> Table {
+    pub(crate) fn new(cfg: &Config) -> Table {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -420,18 +420,20 @@ impl Table {
         }
     }
 
+    #[cfg(test)]
     /// How many connections are open.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.conns.iter().filter(|c| c.is_some()).count()
     }
 
+    #[cfg(test)]
     /// Whether no connection is open.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The earliest retransmission timer.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.conns
             .iter()
             .flatten()
@@ -459,7 +461,8 @@ impl Table {
     }
 
     /// A segment from the namespace.
-    pub fn from_child(
+    #[allow(clippy::wrong_self_convention, reason = "input from the child")]
+    pub(crate) fn from_child(
         &mut self,
         ip: &Ip<'_>,
         t: &Tcp<'_>,
@@ -623,7 +626,7 @@ impl Table {
     /// A published port accepted `sock` from a host client: opens a connection from `remote`
     /// (the client's address, or the gateway's) to `child` in the namespace by sending the
     /// SYN. Whether it was taken; if not, the client is reset.
-    pub fn open_inbound(
+    pub(crate) fn open_inbound(
         &mut self,
         sock: OwnedFd,
         child: (Addr, u16),
@@ -747,7 +750,7 @@ impl Table {
     }
 
     /// Something happened on connection `index`'s host socket.
-    pub fn socket_ready(
+    pub(crate) fn socket_ready(
         &mut self,
         index: usize,
         generation: u32,
@@ -820,7 +823,7 @@ impl Table {
     }
 
     /// Sends the acknowledgments that segments of this batch left due.
-    pub fn flush_acks(&mut self, out: &mut Out<'_>, now: Instant) {
+    pub(crate) fn flush_acks(&mut self, out: &mut Out<'_>, now: Instant) {
         for i in self.pending_acks.drain(..) {
             if let Some(c) = self.conns[i].as_mut()
                 && c.ack_due
@@ -832,7 +835,7 @@ impl Table {
     }
 
     /// Retransmits what timed out, gives up on connections that keep timing out.
-    pub fn timers(&mut self, out: &mut Out<'_>, ep: &OwnedFd, now: Instant) {
+    pub(crate) fn timers(&mut self, out: &mut Out<'_>, ep: &OwnedFd, now: Instant) {
         for index in 0..self.conns.len() {
             let Some(c) = self.conns[index].as_mut() else {
                 continue;

@@ -19,12 +19,12 @@ use super::wire::{self, Addr, Ip, UDP_LEN, Udp};
 use super::{Config, KIND_UDP, Out, tag, watch};
 
 /// The most UDP flows at once.
-pub const MAX_FLOWS: usize = 256;
+pub(crate) const MAX_FLOWS: usize = 256;
 /// How long a flow lives without traffic.
-pub const IDLE: Duration = Duration::from_secs(60);
+pub(crate) const IDLE: Duration = Duration::from_secs(60);
 /// How long a DNS flow lives without traffic: a resolver that has not answered by then never
 /// will, and queries come from a new port each time.
-pub const DNS_IDLE: Duration = Duration::from_secs(10);
+pub(crate) const DNS_IDLE: Duration = Duration::from_secs(10);
 /// How often idle flows are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
 
@@ -39,7 +39,7 @@ struct Flow {
 }
 
 /// The flow table.
-pub struct Table {
+pub(crate) struct Table {
     flows: Vec<Option<Flow>>,
     generations: Vec<u32>,
     live: usize,
@@ -49,7 +49,7 @@ pub struct Table {
 
 impl Table {
     /// An empty table, its slots allocated now.
-    pub fn new() -> Table {
+    pub(crate) fn new() -> Table {
         Table {
             flows: (0..MAX_FLOWS).map(|_| None).collect(),
             generations: vec![0; MAX_FLOWS],
@@ -59,23 +59,26 @@ impl Table {
         }
     }
 
+    #[cfg(test)]
     /// How many flows are open.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.live
     }
 
+    #[cfg(test)]
     /// Whether no flow is open.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.live == 0
     }
 
     /// When the next sweep for idle flows is due.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.next_sweep
     }
 
     /// A datagram from the namespace: sent on its flow's socket, the flow made if needed.
-    pub fn from_child(
+    #[allow(clippy::wrong_self_convention, reason = "input from the child")]
+    pub(crate) fn from_child(
         &mut self,
         ip: &Ip<'_>,
         u: &Udp<'_>,
@@ -113,7 +116,7 @@ impl Table {
     /// [`UDP_LEN`] of `out.buf`) from host client `peer`: they go to `child` in the namespace
     /// from `remote`, on the flow of that pair (made if needed, on a duplicate of `sock`).
     #[allow(clippy::too_many_arguments)]
-    pub fn inbound(
+    pub(crate) fn inbound(
         &mut self,
         port: u32,
         sock: &OwnedFd,
@@ -159,7 +162,7 @@ impl Table {
     }
 
     /// Closes the flows of published port `port`.
-    pub fn close_port(&mut self, port: u32) {
+    pub(crate) fn close_port(&mut self, port: u32) {
         for slot in &mut self.flows {
             if slot
                 .as_ref()
@@ -240,7 +243,7 @@ impl Table {
     }
 
     /// A flow's host socket has datagrams: each goes to the namespace.
-    pub fn socket_ready(
+    pub(crate) fn socket_ready(
         &mut self,
         index: usize,
         generation: u32,
@@ -281,7 +284,7 @@ impl Table {
     }
 
     /// Closes the flows that have been idle too long.
-    pub fn expire(&mut self, ep: &OwnedFd, now: Instant) {
+    pub(crate) fn expire(&mut self, ep: &OwnedFd, now: Instant) {
         if self.next_sweep.is_none_or(|t| now < t) {
             return;
         }

@@ -4,42 +4,42 @@
 //! place. Nothing here allocates or does I/O.
 
 /// Length of an Ethernet header without VLAN tag.
-pub const ETH_LEN: usize = 14;
+pub(crate) const ETH_LEN: usize = 14;
 /// Length of an IPv4 header without options (we never send options).
-pub const IP_LEN: usize = 20;
+pub(crate) const IP_LEN: usize = 20;
 /// Length of a UDP header.
-pub const UDP_LEN: usize = 8;
+pub(crate) const UDP_LEN: usize = 8;
 /// Length of a TCP header without options.
-pub const TCP_LEN: usize = 20;
+pub(crate) const TCP_LEN: usize = 20;
 /// EtherType of IPv4.
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub(crate) const ETHERTYPE_IPV4: u16 = 0x0800;
 /// EtherType of ARP.
-pub const ETHERTYPE_ARP: u16 = 0x0806;
+pub(crate) const ETHERTYPE_ARP: u16 = 0x0806;
 /// EtherType of IPv6.
-pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub(crate) const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// Length of the IPv6 header (no extension headers).
-pub const IP6_LEN: usize = 40;
+pub(crate) const IP6_LEN: usize = 40;
 /// Next header number of ICMPv6.
-pub const PROTO_ICMP6: u8 = 58;
+pub(crate) const PROTO_ICMP6: u8 = 58;
 /// IP protocol numbers.
-pub const PROTO_ICMP: u8 = 1;
+pub(crate) const PROTO_ICMP: u8 = 1;
 /// TCP.
-pub const PROTO_TCP: u8 = 6;
+pub(crate) const PROTO_TCP: u8 = 6;
 /// UDP.
-pub const PROTO_UDP: u8 = 17;
+pub(crate) const PROTO_UDP: u8 = 17;
 
 /// TCP flag bits.
-pub mod flags {
+pub(crate) mod flags {
     /// No more data from the sender.
-    pub const FIN: u8 = 0x01;
+    pub(crate) const FIN: u8 = 0x01;
     /// Synchronise sequence numbers.
-    pub const SYN: u8 = 0x02;
+    pub(crate) const SYN: u8 = 0x02;
     /// Reset the connection.
-    pub const RST: u8 = 0x04;
+    pub(crate) const RST: u8 = 0x04;
     /// Push.
-    pub const PSH: u8 = 0x08;
+    pub(crate) const PSH: u8 = 0x08;
     /// The acknowledgment field is significant.
-    pub const ACK: u8 = 0x10;
+    pub(crate) const ACK: u8 = 0x10;
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -61,23 +61,23 @@ fn ip6(b: &[u8], at: usize) -> Addr {
 }
 
 /// An IPv4 or IPv6 address; IPv4 ones are held IPv4-mapped (`::ffff:a.b.c.d`).
-pub type Addr = [u8; 16];
+pub(crate) type Addr = [u8; 16];
 
 /// `a` IPv4-mapped.
-pub const fn mapped(a: [u8; 4]) -> Addr {
+pub(crate) const fn mapped(a: [u8; 4]) -> Addr {
     [
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
     ]
 }
 
 /// The IPv4 address `a` maps, if it is IPv4-mapped.
-pub fn unmapped(a: &Addr) -> Option<[u8; 4]> {
+pub(crate) fn unmapped(a: &Addr) -> Option<[u8; 4]> {
     (a[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]).then(|| ip4(a, 12))
 }
 
 /// The length of the IP header before a packet to or from `a`: IPv4's for an IPv4-mapped
 /// address, IPv6's otherwise.
-pub fn ip_len(a: &Addr) -> usize {
+pub(crate) fn ip_len(a: &Addr) -> usize {
     if unmapped(a).is_some() {
         IP_LEN
     } else {
@@ -87,7 +87,7 @@ pub fn ip_len(a: &Addr) -> usize {
 
 /// The pseudo header's partial sum for either family: IPv4's when both addresses are
 /// IPv4-mapped, IPv6's otherwise.
-pub fn pseudo_sum_any(src: &Addr, dst: &Addr, proto: u8, len: usize) -> u64 {
+pub(crate) fn pseudo_sum_any(src: &Addr, dst: &Addr, proto: u8, len: usize) -> u64 {
     match (unmapped(src), unmapped(dst)) {
         (Some(s), Some(d)) => pseudo_sum(s, d, proto, len),
         _ => sum(dst, sum(src, 0)) + u64::from(proto) + len as u64,
@@ -96,7 +96,7 @@ pub fn pseudo_sum_any(src: &Addr, dst: &Addr, proto: u8, len: usize) -> u64 {
 
 /// An IP packet of either family, as the transports see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ip<'a> {
+pub(crate) struct Ip<'a> {
     /// Source address (IPv4-mapped for IPv4).
     pub src: Addr,
     /// Destination address.
@@ -124,7 +124,7 @@ impl<'a> From<Ipv4<'a>> for Ip<'a> {
 impl<'a> Ip<'a> {
     /// Parses an IPv6 header without extension headers (a packet with one is not ours to
     /// handle: fragments, routing headers), cut to its payload length.
-    pub fn parse_v6(p: &'a [u8]) -> Option<Ip<'a>> {
+    pub(crate) fn parse_v6(p: &'a [u8]) -> Option<Ip<'a>> {
         if p.len() < IP6_LEN || p[0] >> 4 != 6 {
             return None;
         }
@@ -144,7 +144,14 @@ impl<'a> Ip<'a> {
 
 /// Writes an IPv6 header at the start of `out` for a payload of `payload_len` bytes, with hop
 /// limit `hops`.
-pub fn put_ipv6(out: &mut [u8], src: &Addr, dst: &Addr, proto: u8, payload_len: usize, hops: u8) {
+pub(crate) fn put_ipv6(
+    out: &mut [u8],
+    src: &Addr,
+    dst: &Addr,
+    proto: u8,
+    payload_len: usize,
+    hops: u8,
+) {
     let h = &mut out[..IP6_LEN];
     h[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
     h[4..6].copy_from_slice(&(payload_len as u16).to_be_bytes());
@@ -156,7 +163,7 @@ pub fn put_ipv6(out: &mut [u8], src: &Addr, dst: &Addr, proto: u8, payload_len: 
 
 /// An ICMPv6 message with a correct checksum: its type, code, and the body after the checksum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Icmp6<'a> {
+pub(crate) struct Icmp6<'a> {
     /// Type: 128 echo request, 133 router solicitation, 135 neighbor solicitation, ...
     pub kind: u8,
     /// Code.
@@ -167,7 +174,7 @@ pub struct Icmp6<'a> {
 
 impl<'a> Icmp6<'a> {
     /// Parses the ICMPv6 message of `ip`, its checksum verified.
-    pub fn parse(ip: &Ip<'a>) -> Option<Icmp6<'a>> {
+    pub(crate) fn parse(ip: &Ip<'a>) -> Option<Icmp6<'a>> {
         let p = ip.payload;
         if p.len() < 8 || checksum(p, pseudo_sum_any(&ip.src, &ip.dst, PROTO_ICMP6, p.len())) != 0 {
             return None;
@@ -180,7 +187,7 @@ impl<'a> Icmp6<'a> {
     }
 
     /// The target address of a neighbor solicitation.
-    pub fn ns_target(&self) -> Option<Addr> {
+    pub(crate) fn ns_target(&self) -> Option<Addr> {
         (self.kind == 135 && self.code == 0 && self.message.len() >= 24)
             .then(|| ip6(self.message, 8))
     }
@@ -195,7 +202,7 @@ fn icmp6_checksum(m: &mut [u8], src: &Addr, dst: &Addr) {
 
 /// Writes a neighbor advertisement for `target` (a router's, solicited, override) with our
 /// link-layer address `mac` into `out`, from `src` to `dst`; returns its length.
-pub fn put_neighbor_advert(
+pub(crate) fn put_neighbor_advert(
     out: &mut [u8],
     target: &Addr,
     mac: [u8; 6],
@@ -214,7 +221,7 @@ pub fn put_neighbor_advert(
 /// Writes a router advertisement into `out`, from `src` (link-local) to `dst`: default router
 /// for 30 minutes, our link-layer address `mac`, the link's `mtu`, and `prefix`/64 on-link and
 /// for address autoconfiguration, with infinite lifetimes; returns its length.
-pub fn put_router_advert(
+pub(crate) fn put_router_advert(
     out: &mut [u8],
     mac: [u8; 6],
     mtu: u32,
@@ -238,7 +245,7 @@ pub fn put_router_advert(
 
 /// Turns the ICMPv6 echo request `req` into a reply in `out`, from `src` to `dst`; returns
 /// the length.
-pub fn put_echo6_reply(out: &mut [u8], req: &Icmp6<'_>, src: &Addr, dst: &Addr) -> usize {
+pub(crate) fn put_echo6_reply(out: &mut [u8], req: &Icmp6<'_>, src: &Addr, dst: &Addr) -> usize {
     let n = req.message.len();
     out[..n].copy_from_slice(req.message);
     out[0] = 129;
@@ -248,7 +255,7 @@ pub fn put_echo6_reply(out: &mut [u8], req: &Icmp6<'_>, src: &Addr, dst: &Addr) 
 
 /// An Ethernet frame: addresses, type and payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ethernet<'a> {
+pub(crate) struct Ethernet<'a> {
     /// Destination MAC.
     pub dst: [u8; 6],
     /// Source MAC.
@@ -261,7 +268,7 @@ pub struct Ethernet<'a> {
 
 impl<'a> Ethernet<'a> {
     /// Parses an untagged Ethernet frame.
-    pub fn parse(f: &'a [u8]) -> Option<Ethernet<'a>> {
+    pub(crate) fn parse(f: &'a [u8]) -> Option<Ethernet<'a>> {
         if f.len() < ETH_LEN {
             return None;
         }
@@ -279,7 +286,7 @@ impl<'a> Ethernet<'a> {
 }
 
 /// Writes an Ethernet header at the start of `out`.
-pub fn put_ethernet(out: &mut [u8], dst: [u8; 6], src: [u8; 6], ethertype: u16) {
+pub(crate) fn put_ethernet(out: &mut [u8], dst: [u8; 6], src: [u8; 6], ethertype: u16) {
     out[0..6].copy_from_slice(&dst);
     out[6..12].copy_from_slice(&src);
     out[12..14].copy_from_slice(&ethertype.to_be_bytes());
@@ -287,7 +294,7 @@ pub fn put_ethernet(out: &mut [u8], dst: [u8; 6], src: [u8; 6], ethertype: u16) 
 
 /// An ARP request or reply for IPv4 over Ethernet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Arp {
+pub(crate) struct Arp {
     /// 1 request, 2 reply.
     pub op: u16,
     /// Sender hardware address.
@@ -299,11 +306,11 @@ pub struct Arp {
 }
 
 /// Length of an ARP packet for IPv4 over Ethernet.
-pub const ARP_LEN: usize = 28;
+pub(crate) const ARP_LEN: usize = 28;
 
 impl Arp {
     /// Parses an ARP packet, accepting only Ethernet/IPv4.
-    pub fn parse(p: &[u8]) -> Option<Arp> {
+    pub(crate) fn parse(p: &[u8]) -> Option<Arp> {
         if p.len() < ARP_LEN || be16(p, 0) != 1 || be16(p, 2) != ETHERTYPE_IPV4 {
             return None;
         }
@@ -323,7 +330,7 @@ impl Arp {
 
 /// Writes a whole Ethernet frame with an ARP reply saying `ip` is at `mac`, to `to_mac`/`to_ip`;
 /// returns its length.
-pub fn put_arp_reply(
+pub(crate) fn put_arp_reply(
     out: &mut [u8],
     mac: [u8; 6],
     ip: [u8; 4],
@@ -342,7 +349,7 @@ pub fn put_arp_reply(
 
 /// An IPv4 packet: the fields we route on and the payload, cut to the total length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4<'a> {
+pub(crate) struct Ipv4<'a> {
     /// Source address.
     pub src: [u8; 4],
     /// Destination address.
@@ -359,7 +366,7 @@ pub struct Ipv4<'a> {
 
 impl<'a> Ipv4<'a> {
     /// Parses an IPv4 header with its checksum verified; options are skipped.
-    pub fn parse(p: &'a [u8]) -> Option<Ipv4<'a>> {
+    pub(crate) fn parse(p: &'a [u8]) -> Option<Ipv4<'a>> {
         if p.len() < IP_LEN || p[0] >> 4 != 4 {
             return None;
         }
@@ -385,7 +392,7 @@ impl<'a> Ipv4<'a> {
 
 /// Writes an IPv4 header (no options, DF set, checksum filled in) at the start of `out`, for a
 /// payload of `payload_len` bytes.
-pub fn put_ipv4(out: &mut [u8], src: [u8; 4], dst: [u8; 4], proto: u8, payload_len: usize) {
+pub(crate) fn put_ipv4(out: &mut [u8], src: [u8; 4], dst: [u8; 4], proto: u8, payload_len: usize) {
     let total = (IP_LEN + payload_len) as u16;
     let h = &mut out[..IP_LEN];
     h[0] = 0x45;
@@ -404,12 +411,12 @@ pub fn put_ipv4(out: &mut [u8], src: [u8; 4], dst: [u8; 4], proto: u8, payload_l
 
 /// The ones'-complement sum of `data` added to `initial` (an unfolded partial sum), folded and
 /// complemented: the Internet checksum. A buffer that includes its own correct checksum gives 0.
-pub fn checksum(data: &[u8], initial: u64) -> u16 {
+pub(crate) fn checksum(data: &[u8], initial: u64) -> u16 {
     !fold(sum(data, initial))
 }
 
 /// The unfolded ones'-complement sum of `data`, big-endian 16-bit words, added to `acc`.
-pub fn sum(data: &[u8], mut acc: u64) -> u64 {
+pub(crate) fn sum(data: &[u8], mut acc: u64) -> u64 {
     let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
         acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
@@ -427,7 +434,7 @@ pub fn sum(data: &[u8], mut acc: u64) -> u64 {
 }
 
 /// Folds a 64-bit partial sum into 16 bits (not complemented).
-pub fn fold(mut acc: u64) -> u16 {
+pub(crate) fn fold(mut acc: u64) -> u16 {
     while acc >> 16 != 0 {
         acc = (acc & 0xffff) + (acc >> 16);
     }
@@ -435,7 +442,7 @@ pub fn fold(mut acc: u64) -> u16 {
 }
 
 /// The partial sum of the IPv4 pseudo header of a transport segment.
-pub fn pseudo_sum(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u64 {
+pub(crate) fn pseudo_sum(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u64 {
     let mut acc = sum(&src, 0);
     acc = sum(&dst, acc);
     acc + u64::from(proto) + len as u64
@@ -443,20 +450,20 @@ pub fn pseudo_sum(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u64 {
 
 /// RFC 1624 incremental update of a checksum field `old_sum` when a 16-bit word changes from
 /// `old` to `new`.
-pub fn checksum_adjust(old_sum: u16, old: u16, new: u16) -> u16 {
+pub(crate) fn checksum_adjust(old_sum: u16, old: u16, new: u16) -> u16 {
     !fold(u64::from(!old_sum) + u64::from(!old) + u64::from(new))
 }
 
 /// An ICMP echo request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Echo<'a> {
+pub(crate) struct Echo<'a> {
     /// The whole ICMP message (type, code, checksum, id, sequence, data).
     pub message: &'a [u8],
 }
 
 impl<'a> Echo<'a> {
     /// Parses an ICMP echo request with a correct checksum.
-    pub fn parse_request(p: &'a [u8]) -> Option<Echo<'a>> {
+    pub(crate) fn parse_request(p: &'a [u8]) -> Option<Echo<'a>> {
         if p.len() < 8 || p[0] != 8 || p[1] != 0 || checksum(p, 0) != 0 {
             return None;
         }
@@ -466,7 +473,7 @@ impl<'a> Echo<'a> {
 
 /// Turns the echo request `req` into a reply in `out` (ICMP message only, same length);
 /// returns the length.
-pub fn put_echo_reply(out: &mut [u8], req: &Echo<'_>) -> usize {
+pub(crate) fn put_echo_reply(out: &mut [u8], req: &Echo<'_>) -> usize {
     let n = req.message.len();
     out[..n].copy_from_slice(req.message);
     out[0] = 0;
@@ -479,7 +486,7 @@ pub fn put_echo_reply(out: &mut [u8], req: &Echo<'_>) -> usize {
 
 /// A UDP datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Udp<'a> {
+pub(crate) struct Udp<'a> {
     /// Source port.
     pub src_port: u16,
     /// Destination port.
@@ -489,14 +496,15 @@ pub struct Udp<'a> {
 }
 
 impl<'a> Udp<'a> {
+    #[cfg(any(test, fuzzing))]
     /// Parses a UDP datagram of an IP packet; a non-zero checksum must be right.
-    pub fn parse(ip: &Ip<'a>) -> Option<Udp<'a>> {
+    pub(crate) fn parse(ip: &Ip<'a>) -> Option<Udp<'a>> {
         Udp::parse_with(ip, true)
     }
 
     /// [`Udp::parse`]; `verify` false skips the checksum (the sender left it to us: a tap's
     /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`).
-    pub fn parse_with(ip: &Ip<'a>, verify: bool) -> Option<Udp<'a>> {
+    pub(crate) fn parse_with(ip: &Ip<'a>, verify: bool) -> Option<Udp<'a>> {
         let p = ip.payload;
         if p.len() < UDP_LEN {
             return None;
@@ -521,7 +529,12 @@ impl<'a> Udp<'a> {
 
 /// Writes the UDP header (checksum included) at `out[0..8]` for the payload already at
 /// `out[8..8 + payload_len]`.
-pub fn put_udp(out: &mut [u8], src: (Addr, u16), dst: (Addr, u16), payload_len: usize) -> usize {
+pub(crate) fn put_udp(
+    out: &mut [u8],
+    src: (Addr, u16),
+    dst: (Addr, u16),
+    payload_len: usize,
+) -> usize {
     let len = UDP_LEN + payload_len;
     out[0..2].copy_from_slice(&src.1.to_be_bytes());
     out[2..4].copy_from_slice(&dst.1.to_be_bytes());
@@ -537,7 +550,7 @@ pub fn put_udp(out: &mut [u8], src: (Addr, u16), dst: (Addr, u16), payload_len: 
 
 /// A TCP segment: header fields, the options we use, and the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tcp<'a> {
+pub(crate) struct Tcp<'a> {
     /// Source port.
     pub src_port: u16,
     /// Destination port.
@@ -559,13 +572,9 @@ pub struct Tcp<'a> {
 }
 
 impl<'a> Tcp<'a> {
-    /// Parses a TCP segment of an IP packet with its checksum verified.
-    pub fn parse(ip: &Ip<'a>) -> Option<Tcp<'a>> {
-        Tcp::parse_with(ip, true)
-    }
-
-    /// [`Tcp::parse`]; `verify` false skips the checksum, as for [`Udp::parse_with`].
-    pub fn parse_with(ip: &Ip<'a>, verify: bool) -> Option<Tcp<'a>> {
+    /// Parses a TCP segment of an IP packet, its checksum verified unless `verify` is false
+    /// (as for [`Udp::parse_with`]).
+    pub(crate) fn parse_with(ip: &Ip<'a>, verify: bool) -> Option<Tcp<'a>> {
         let p = ip.payload;
         if p.len() < TCP_LEN {
             return None;
@@ -615,7 +624,7 @@ impl<'a> Tcp<'a> {
 
 /// The header fields of a segment we send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpOut {
+pub(crate) struct TcpOut {
     /// Source address and port.
     pub src: (Addr, u16),
     /// Destination address and port.
@@ -633,7 +642,7 @@ pub struct TcpOut {
 }
 
 /// Length of the TCP header [`put_tcp`] writes for `seg`.
-pub fn tcp_header_len(seg: &TcpOut) -> usize {
+pub(crate) fn tcp_header_len(seg: &TcpOut) -> usize {
     match seg.syn_opts {
         None => TCP_LEN,
         Some((_, None)) => TCP_LEN + 4,
@@ -643,7 +652,7 @@ pub fn tcp_header_len(seg: &TcpOut) -> usize {
 
 /// Writes the TCP header (checksum included) at the start of `out`, for the payload already at
 /// `out[header..header + payload_len]`; returns the segment length.
-pub fn put_tcp(out: &mut [u8], seg: &TcpOut, payload_len: usize) -> usize {
+pub(crate) fn put_tcp(out: &mut [u8], seg: &TcpOut, payload_len: usize) -> usize {
     let hl = tcp_header_len(seg);
     let len = hl + payload_len;
     out[0..2].copy_from_slice(&seg.src.1.to_be_bytes());
@@ -670,16 +679,17 @@ pub fn put_tcp(out: &mut [u8], seg: &TcpOut, payload_len: usize) -> usize {
 
 /// [`put_tcp`] for a segment whose checksum the kernel completes (checksum offload): the
 /// field holds the folded sum of the pseudo header only, and the data is not summed.
-pub fn put_tcp_partial(out: &mut [u8], seg: &TcpOut, payload_len: usize) -> usize {
+pub(crate) fn put_tcp_partial(out: &mut [u8], seg: &TcpOut, payload_len: usize) -> usize {
     let len = put_tcp(&mut out[..tcp_header_len(seg)], seg, 0) + payload_len;
     let partial = fold(pseudo_sum_any(&seg.src.0, &seg.dst.0, PROTO_TCP, len));
     out[16..18].copy_from_slice(&partial.to_be_bytes());
     len
 }
 
+#[cfg(any(test, fuzzing))]
 /// The fixed header of a DNS message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DnsHeader {
+pub(crate) struct DnsHeader {
     /// Transaction id.
     pub id: u16,
     /// Whether this is a response.
@@ -692,9 +702,10 @@ pub struct DnsHeader {
     pub qdcount: u16,
 }
 
+#[cfg(any(test, fuzzing))]
 impl DnsHeader {
     /// Parses the 12-byte header of a DNS message.
-    pub fn parse(m: &[u8]) -> Option<DnsHeader> {
+    pub(crate) fn parse(m: &[u8]) -> Option<DnsHeader> {
         if m.len() < 12 {
             return None;
         }
@@ -708,9 +719,10 @@ impl DnsHeader {
     }
 }
 
+#[cfg(any(test, fuzzing))]
 /// Writes a SERVFAIL answer to the query `q` into `out` (header and question section copied;
 /// no records); returns its length, or `None` if `q` is not a query or `out` is too small.
-pub fn put_dns_servfail(out: &mut [u8], q: &[u8]) -> Option<usize> {
+pub(crate) fn put_dns_servfail(out: &mut [u8], q: &[u8]) -> Option<usize> {
     let h = DnsHeader::parse(q)?;
     if h.response || q.len() > out.len() {
         return None;
@@ -728,6 +740,7 @@ pub fn put_dns_servfail(out: &mut [u8], q: &[u8]) -> Option<usize> {
     Some(end)
 }
 
+#[cfg(any(test, fuzzing))]
 /// The end of the question section of `m` with `count` questions.
 fn skip_questions(m: &[u8], count: u16) -> Option<usize> {
     let mut at = 12;
@@ -753,19 +766,19 @@ fn skip_questions(m: &[u8], count: u16) -> Option<usize> {
 }
 
 /// Whether `seq` is after `other` in sequence space.
-pub fn seq_gt(seq: u32, other: u32) -> bool {
+pub(crate) fn seq_gt(seq: u32, other: u32) -> bool {
     (seq.wrapping_sub(other) as i32) > 0
 }
 
 /// Whether `seq` is at or after `other` in sequence space.
-pub fn seq_ge(seq: u32, other: u32) -> bool {
+pub(crate) fn seq_ge(seq: u32, other: u32) -> bool {
     (seq.wrapping_sub(other) as i32) >= 0
 }
 
 /// What a frame from the namespace is, parsed down to its transport header: what the fuzz
 /// target drives and what the stack dispatches on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frame<'a> {
+pub(crate) enum Frame<'a> {
     /// An ARP packet.
     Arp(Ethernet<'a>, Arp),
     /// An ICMP echo request.
@@ -781,14 +794,15 @@ pub enum Frame<'a> {
 }
 
 impl<'a> Frame<'a> {
+    #[cfg(any(test, fuzzing))]
     /// Parses an Ethernet frame from the tap.
-    pub fn parse(f: &'a [u8]) -> Frame<'a> {
+    pub(crate) fn parse(f: &'a [u8]) -> Frame<'a> {
         Frame::parse_with(f, true)
     }
 
     /// [`Frame::parse`]; `verify` false skips the UDP and TCP checksums (see
     /// [`Udp::parse_with`]).
-    pub fn parse_with(f: &'a [u8], verify: bool) -> Frame<'a> {
+    pub(crate) fn parse_with(f: &'a [u8], verify: bool) -> Frame<'a> {
         let Some(eth) = Ethernet::parse(f) else {
             return Frame::Other;
         };

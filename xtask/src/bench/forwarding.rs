@@ -200,7 +200,7 @@ fn serve_echo(listener: std::net::TcpListener) -> ! {
 }
 
 /// `cargo xtask echo-server PORT`: [`serve_echo`] on `[::]:PORT`, dual-stack.
-pub fn echo_server(port: u16) -> Result<()> {
+pub(crate) fn echo_server(port: u16) -> Result<()> {
     let l = std::net::TcpListener::bind(std::net::SocketAddr::from((
         std::net::Ipv6Addr::UNSPECIFIED,
         port,

@@ -28,7 +28,7 @@ use std::time::Duration;
 use crate::{Result, dist};
 
 /// Timed runs of every command unless `--runs` says otherwise.
-pub const DEFAULT_RUNS: usize = 30;
+pub(crate) const DEFAULT_RUNS: usize = 30;
 /// Rounds run first and thrown away (page cache, lazy binding, first-exec effects).
 const WARMUP_ROUNDS: usize = 2;
 /// Idle-memory samples per side.
@@ -43,7 +43,7 @@ const SAMPLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest an idle tree may take to write `child_pid`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where Debian's `rootlesskit` package puts the binary.
-pub const DEFAULT_REFERENCE: &str = "/usr/bin/rootlesskit";
+pub(crate) const DEFAULT_REFERENCE: &str = "/usr/bin/rootlesskit";
 /// `PATH` of every measured command: the same on both sides, independent of the caller's.
 const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The target program of every startup scenario.
@@ -56,7 +56,7 @@ const TIME_SCRIPT: &str = r#"TIMEFORMAT="%3U %3S"; s=$EPOCHREALTIME; { time "$@"
 const STATE_DIR: &str = "$STATE_DIR";
 
 /// One startup row: rootlesskit flags, identical for ours and the reference, then `true`.
-pub struct Scenario {
+pub(crate) struct Scenario {
     pub flags: &'static [&'static str],
     /// A program the scenario needs on `PATH`; the row is skipped without it.
     pub needs: Option<&'static str>,
@@ -67,7 +67,7 @@ pub struct Scenario {
 /// The startup rows. The slirp4netns row with `--port-driver=builtin` is the issue's command;
 /// the one without the driver (and with `--disable-host-loopback`) stays for comparison. The
 /// last two are issue 12's: our in-process network against slirp4netns, flags alone.
-pub const SCENARIOS: &[Scenario] = &[
+pub(crate) const SCENARIOS: &[Scenario] = &[
     Scenario {
         flags: &["--net=host"],
         needs: None,
@@ -115,12 +115,12 @@ pub const SCENARIOS: &[Scenario] = &[
 
 /// A command that needs no rootlesskit: what the machine itself costs. `{user}` is replaced
 /// by the name of the user the commands run as.
-pub struct Stick {
+pub(crate) struct Stick {
     pub argv: &'static [&'static str],
     pub what: &'static str,
 }
 
-pub const STICKS: &[Stick] = &[
+pub(crate) const STICKS: &[Stick] = &[
     Stick {
         argv: &["unshare", "-U", "-r", "true"],
         what: "ceiling: a bare user namespace (util-linux), no id ranges, no mounts",
@@ -132,7 +132,7 @@ pub const STICKS: &[Stick] = &[
 ];
 
 #[derive(Debug)]
-pub struct Options {
+pub(crate) struct Options {
     pub runs: usize,
     /// `--reference`; `None` means [`DEFAULT_REFERENCE`] when it exists.
     pub reference: Option<PathBuf>,
@@ -149,7 +149,7 @@ pub struct Options {
 /// The parts of a run, for `--only`: startup (with the sticks and the traces), idle memory,
 /// port forwarding through the builtin driver against the reference, the network drivers
 /// (issue 12), and binary sizes.
-pub const PARTS: &[&str] = &["startup", "idle", "forwarding", "network", "sizes"];
+pub(crate) const PARTS: &[&str] = &["startup", "idle", "forwarding", "network", "sizes"];
 
 /// Parses `--only`'s comma-separated list against [`PARTS`].
 fn parse_only(v: &str) -> Result<Vec<&'static str>> {
@@ -169,7 +169,7 @@ fn parse_only(v: &str) -> Result<Vec<&'static str>> {
 }
 
 /// Parses the arguments of `cargo xtask bench`.
-pub fn options(cmd: &str, rest: &[String]) -> Result<Options> {
+pub(crate) fn options(cmd: &str, rest: &[String]) -> Result<Options> {
     let p = crate::parse(
         cmd,
         rest,
@@ -208,7 +208,7 @@ pub fn options(cmd: &str, rest: &[String]) -> Result<Options> {
 }
 
 /// `cargo xtask bench`.
-pub fn run(root: &Path, opts: &Options) -> Result<()> {
+pub(crate) fn run(root: &Path, opts: &Options) -> Result<()> {
     let bin_dir = match &opts.bin_dir {
         Some(d) => d.clone(),
         None => default_bin_dir(
@@ -390,11 +390,11 @@ mod startup;
 mod stats;
 mod trace;
 
-pub use forwarding::echo_server;
+pub(crate) use forwarding::echo_server;
 use forwarding::{ECHO_NAME, forwarding};
 use idle::idle_memory;
 use machine::{Machine, read_loadavg, sizes, versions};
-pub use network::echo_client;
+pub(crate) use network::echo_client;
 use network::network;
 use report::Report;
 use runner::{Runner, Scratch, User, WHO, copy_0755, mkdir_0755, on_path, stage, stage_one};

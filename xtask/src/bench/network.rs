@@ -249,7 +249,7 @@ pub(super) fn parse_conns_line(text: &str) -> Option<(f64, Vec<f64>)> {
 
 /// `cargo xtask echo-client HOST PORT N`: N sequential connections to an echo server, printed
 /// as [`conns_line`].
-pub fn echo_client(host: &str, port: u16, n: usize) -> Result<()> {
+pub(crate) fn echo_client(host: &str, port: u16, n: usize) -> Result<()> {
     let ip: std::net::IpAddr = host
         .parse()
         .map_err(|_| format!("invalid address \"{host}\""))?;

@@ -13,8 +13,10 @@
 mod decode;
 mod encode;
 
+#[cfg(any(test, fuzzing))]
+pub(crate) use decode::read_value;
 pub(crate) use decode::{
-    decode_error_message, decode_info, decode_spec, decode_status, decode_status_list, read_value,
+    decode_error_message, decode_info, decode_spec, decode_status, decode_status_list,
 };
 pub(crate) use encode::{encode_error, encode_status_list, write_spec};
 pub use encode::{encode_info, indent, write_status};
