@@ -126,6 +126,41 @@ fn round_trip_after(
     })
 }
 
+/// Whether a first round trip to the host is seen within `limit`.
+fn first_round_trip(seen: &Mutex<Vec<Instant>>, limit: Duration) -> bool {
+    round_trip_after(seen, Instant::now(), Instant::now(), limit).is_some()
+}
+
+/// After a kill at `killed` (the driver gone at `dead`): how long until a host round trip and
+/// until the published port answered again, from `killed`.
+fn recovery(
+    seen: &Mutex<Vec<Instant>>,
+    published: u16,
+    killed: Instant,
+    dead: Instant,
+) -> (Option<Duration>, Option<Duration>) {
+    let back = round_trip_after(seen, dead, killed, Duration::from_secs(5));
+    let port_back = ci::wait_for(Duration::from_secs(5), || {
+        (fetch(published) == "hi\n").then(|| killed.elapsed())
+    });
+    (back, port_back)
+}
+
+/// Asserts that `what` came back in round `round`, within [`BACK_WITHIN`].
+fn assert_back(round: usize, what: &str, took: Option<Duration>, stderr: &str) {
+    let took = took.unwrap_or_else(|| panic!("round {round}: {what} not back\n{stderr}"));
+    eprintln!("round {round}: {what} back after {took:?}");
+    assert!(took <= BACK_WITHIN, "round {round}: {what} after {took:?}");
+}
+
+/// [`assert_back`] for each round's host round trip and published port.
+fn assert_rounds_back(times: &[(Option<Duration>, Option<Duration>)], stderr: &str) {
+    for (round, (back, port_back)) in times.iter().enumerate() {
+        assert_back(round + 1, "host round trip", *back, stderr);
+        assert_back(round + 1, "published port", *port_back, stderr);
+    }
+}
+
 fn usable(program: &str) -> bool {
     have(program) && tun_usable() && Path::new("/bin/busybox").exists()
 }
@@ -162,13 +197,7 @@ fn slirp4netns_comes_back_with_its_route_and_published_ports() {
     let id = added.stdout.trim().to_string();
     assert!(ci::wait_until(Duration::from_secs(10), || fetch(published) == "hi\n"));
     assert!(
-        round_trip_after(
-            &seen,
-            Instant::now(),
-            Instant::now(),
-            Duration::from_secs(10)
-        )
-        .is_some(),
+        first_round_trip(&seen, Duration::from_secs(10)),
         "no round trip to the host before any kill"
     );
     let mut times = Vec::new();
@@ -180,11 +209,7 @@ fn slirp4netns_comes_back_with_its_route_and_published_ports() {
         // The API answers while the driver is down or starting.
         let info = rootlessctl(&state, &["info"]);
         assert_eq!(info.code, 0, "{}", info.stderr);
-        let back = round_trip_after(&seen, dead, killed, Duration::from_secs(5));
-        let port_back = ci::wait_for(Duration::from_secs(5), || {
-            (fetch(published) == "hi\n").then(|| killed.elapsed())
-        });
-        times.push((back, port_back));
+        times.push(recovery(&seen, published, killed, dead));
         let again = drivers_of(rk, "slirp4netns");
         assert!(
             again.len() == 1 && again[0] != slirp[0],
@@ -206,20 +231,7 @@ fn slirp4netns_comes_back_with_its_route_and_published_ports() {
     assert!(ci::wait_until(Duration::from_secs(3), || fetch(published).is_empty()));
     ci::send_signal(rk, "TERM");
     let o = ci::wait_output(child, Duration::from_secs(20));
-    for (round, (back, port_back)) in times.iter().enumerate() {
-        let round = round + 1;
-        let back = back.unwrap_or_else(|| panic!("round {round}: no round trip\n{}", o.stderr));
-        let port_back =
-            port_back.unwrap_or_else(|| panic!("round {round}: port not back\n{}", o.stderr));
-        eprintln!(
-            "round {round}: host round trip after {back:?}, published port after {port_back:?}"
-        );
-        assert!(back <= BACK_WITHIN, "round {round}: host after {back:?}");
-        assert!(
-            port_back <= BACK_WITHIN,
-            "round {round}: port after {port_back:?}"
-        );
-    }
+    assert_rounds_back(&times, &o.stderr);
     // Each death is still reported, as before; each restart said once.
     let died = "network driver slirp4netns exited while the target was running: signal: killed";
     assert_eq!(o.stderr.matches(died).count(), 2, "{}", o.stderr);
@@ -261,13 +273,7 @@ fn slirp4netns_comes_back_in_a_detached_namespace() {
     .spawn();
     let rk = child.id();
     assert!(
-        round_trip_after(
-            &seen,
-            Instant::now(),
-            Instant::now(),
-            Duration::from_secs(15)
-        )
-        .is_some(),
+        first_round_trip(&seen, Duration::from_secs(15)),
         "no round trip to the host before any kill"
     );
     assert!(ci::wait_until(Duration::from_secs(10), || fetch(published) == "hi\n"));
@@ -277,28 +283,11 @@ fn slirp4netns_comes_back_in_a_detached_namespace() {
         assert_eq!(slirp.len(), 1, "round {round}: {slirp:?}");
         let killed = kill(slirp[0]);
         let dead = Instant::now();
-        let back = round_trip_after(&seen, dead, killed, Duration::from_secs(5));
-        let port_back = ci::wait_for(Duration::from_secs(5), || {
-            (fetch(published) == "hi\n").then(|| killed.elapsed())
-        });
-        times.push((back, port_back));
+        times.push(recovery(&seen, published, killed, dead));
     }
     ci::send_signal(rk, "TERM");
     let o = ci::wait_output(child, Duration::from_secs(20));
-    for (round, (back, port_back)) in times.iter().enumerate() {
-        let round = round + 1;
-        let back = back.unwrap_or_else(|| panic!("round {round}: no round trip\n{}", o.stderr));
-        let port_back =
-            port_back.unwrap_or_else(|| panic!("round {round}: port not back\n{}", o.stderr));
-        eprintln!(
-            "round {round}: host round trip after {back:?}, published port after {port_back:?}"
-        );
-        assert!(back <= BACK_WITHIN, "round {round}: host after {back:?}");
-        assert!(
-            port_back <= BACK_WITHIN,
-            "round {round}: port after {port_back:?}"
-        );
-    }
+    assert_rounds_back(&times, &o.stderr);
     assert!(!state.exists());
 }
 
@@ -326,13 +315,7 @@ fn slirp4netns_comes_back_under_the_builtin_port_driver() {
     .spawn();
     let rk = child.id();
     assert!(
-        round_trip_after(
-            &seen,
-            Instant::now(),
-            Instant::now(),
-            Duration::from_secs(15)
-        )
-        .is_some(),
+        first_round_trip(&seen, Duration::from_secs(15)),
         "no round trip to the host before any kill"
     );
     assert!(ci::wait_until(Duration::from_secs(10), || fetch(published) == "hi\n"));
@@ -345,9 +328,7 @@ fn slirp4netns_comes_back_under_the_builtin_port_driver() {
     let port_ok = ci::wait_until(Duration::from_secs(5), || fetch(published) == "hi\n");
     ci::send_signal(rk, "TERM");
     let o = ci::wait_output(child, Duration::from_secs(20));
-    let back = back.unwrap_or_else(|| panic!("no round trip\n{}", o.stderr));
-    eprintln!("host round trip after {back:?}");
-    assert!(back <= BACK_WITHIN, "host after {back:?}");
+    assert_back(1, "host round trip", back, &o.stderr);
     assert!(port_ok, "{}", o.stderr);
     assert!(!o.stderr.contains("failed to configure"), "{}", o.stderr);
 }
@@ -375,13 +356,7 @@ fn without_restarts_a_dead_slirp4netns_stays_dead() {
     .spawn();
     let rk = child.id();
     assert!(
-        round_trip_after(
-            &seen,
-            Instant::now(),
-            Instant::now(),
-            Duration::from_secs(15)
-        )
-        .is_some(),
+        first_round_trip(&seen, Duration::from_secs(15)),
         "no round trip to the host before the kill"
     );
     let slirp = drivers_of(rk, "slirp4netns");
@@ -514,13 +489,7 @@ fn pasta_comes_back_with_its_route() {
     .spawn();
     let rk = child.id();
     assert!(
-        round_trip_after(
-            &seen,
-            Instant::now(),
-            Instant::now(),
-            Duration::from_secs(15)
-        )
-        .is_some(),
+        first_round_trip(&seen, Duration::from_secs(15)),
         "no round trip to the host before any kill"
     );
     let mut times = Vec::new();
@@ -542,14 +511,7 @@ fn pasta_comes_back_with_its_route() {
     ci::send_signal(rk, "TERM");
     let o = ci::wait_output(child, Duration::from_secs(20));
     for (round, back) in times.iter().enumerate() {
-        let back =
-            back.unwrap_or_else(|| panic!("round {}: no round trip\n{}", round + 1, o.stderr));
-        eprintln!("round {}: host round trip after {back:?}", round + 1);
-        assert!(
-            back <= BACK_WITHIN,
-            "round {}: host after {back:?}",
-            round + 1
-        );
+        assert_back(round + 1, "host round trip", *back, &o.stderr);
     }
     assert_eq!(
         o.stderr.matches("network driver pasta restarted").count(),
