@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod docker;
 pub mod sid;
 
 /// Skips the current test with a reason, or fails it when `RKRS_MUST_WORK=1`.

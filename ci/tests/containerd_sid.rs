@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ci::sid::{self, PAGE};
-use ci::{Run, Scratch, skip};
+use ci::{Run, Scratch, docker, skip};
 
 /// One daemon at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -303,7 +303,7 @@ impl Daemon {
     fn stop(&mut self) {
         let mut child = self.child.take().unwrap();
         ci::send_signal(child.id(), "TERM");
-        let status = wait_timeout(&mut child, Duration::from_secs(60));
+        let status = docker::wait_timeout(&mut child, Duration::from_secs(60));
         assert_eq!(
             status.map(|s| s.code()),
             Some(Some(0)),
@@ -319,17 +319,7 @@ impl Daemon {
     }
 
     fn new_processes(&self) -> Vec<(u32, String)> {
-        let marker = self.dir.path.to_string_lossy().into_owned();
-        sid::user_processes()
-            .into_iter()
-            .filter(|(p, _)| !self.before.contains(p))
-            .filter(|(p, _)| {
-                let environ = fs::read(format!("/proc/{p}/environ")).unwrap_or_default();
-                String::from_utf8_lossy(&environ).contains(&marker)
-                    || (self.userns.is_some()
-                        && fs::read_link(format!("/proc/{p}/ns/user")).ok() == self.userns)
-            })
-            .collect()
+        docker::new_processes(&self.dir.path, &self.before, self.userns.as_ref())
     }
 }
 
@@ -337,42 +327,10 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let log = fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(60)..];
-            eprintln!(
-                "--- last {} lines of daemon.log ---\n{}",
-                tail.len(),
-                tail.join("\n")
-            );
+            docker::print_tail("daemon.log", &log, 60);
         }
-        if let Some(mut child) = self.child.take() {
-            kill(child.id(), "TERM");
-            if wait_timeout(&mut child, Duration::from_secs(30)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        for (pid, _) in self.new_processes() {
-            kill(pid, "KILL");
-        }
+        docker::take_down(self.child.take(), Duration::from_secs(30), || {
+            self.new_processes()
+        });
     }
-}
-
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn kill(pid: u32, sig: &str) {
-    let _ = std::process::Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .status();
 }

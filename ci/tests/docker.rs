@@ -27,7 +27,7 @@ use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ci::{Run, Scratch, skip};
+use ci::{Run, Scratch, docker, skip};
 
 /// One daemon at a time: three dockerds on a small machine only slow each other down.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -291,7 +291,10 @@ impl Daemon {
             }
         }
         fs::set_permissions(dir.join("run"), fs::Permissions::from_mode(0o700)).unwrap();
-        let before = user_processes().into_iter().map(|(p, _)| p).collect();
+        let before = ci::sid::user_processes()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
         let notify_path = dir.join("notify.sock");
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         fs::set_permissions(&notify_path, fs::Permissions::from_mode(0o777)).unwrap();
@@ -342,23 +345,7 @@ impl Daemon {
 
     /// Waits (10 s at most) for a `$NOTIFY_SOCKET` datagram with this line.
     fn expect_notify(&self, line: &str) {
-        self.notify
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut buf = [0u8; 4096];
-        let mut seen = Vec::new();
-        loop {
-            match self.notify.recv(&mut buf) {
-                Ok(n) => {
-                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    if msg.lines().any(|l| l == line) {
-                        return;
-                    }
-                    seen.push(msg);
-                }
-                Err(e) => panic!("no {line} on NOTIFY_SOCKET ({e}); got {seen:?}"),
-            }
-        }
+        docker::expect_notify(&self.notify, line);
     }
 
     fn pid(&self) -> u32 {
@@ -371,24 +358,13 @@ impl Daemon {
 
     /// Docker's own 20.10 client, so client and daemon agree on the API version.
     fn docker(&self, args: &[&str]) -> ci::Output {
-        Run::program("/usr/bin/docker")
-            .args(args)
-            .env("HOME", self.dir.join("home").to_str().unwrap())
-            .env(
-                "DOCKER_HOST",
-                &format!("unix://{}", self.dir.join("run/docker.sock").display()),
-            )
-            .env_remove("DOCKER_CONTEXT")
-            .env_remove("DOCKER_CONFIG")
-            .timeout(Duration::from_secs(60))
-            .output()
+        let client = Run::program("/usr/bin/docker");
+        docker::docker(client, &self.dir.path, args, Duration::from_secs(60))
     }
 
     /// Runs the client, fails on a non-zero exit, and gives its trimmed stdout.
     fn docker_ok(&self, args: &[&str]) -> String {
-        let o = self.docker(args);
-        assert_eq!(o.code, 0, "docker {args:?}\n{}\n{}", o.stdout, o.stderr);
-        o.stdout.trim().to_string()
+        docker::stdout_ok(args, self.docker(args))
     }
 
     /// The one state dir rootlesskit made under `$TMPDIR`.
@@ -411,19 +387,7 @@ impl Daemon {
 
     /// `rootlessctl list-ports` rows, split into columns, without the header.
     fn ports(&self, state: &Path) -> Vec<Vec<String>> {
-        let o = Run::bin("rootlessctl")
-            .args([
-                "--socket",
-                state.join("api.sock").to_str().unwrap(),
-                "list-ports",
-            ])
-            .output();
-        ci::ok(&o);
-        o.stdout
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().map(str::to_string).collect())
-            .collect()
+        docker::list_ports(&state.join("api.sock"))
     }
 
     /// GETs `/` through the published port, retrying for a while, and gives the body.
@@ -442,7 +406,7 @@ impl Daemon {
     fn stop(&mut self) {
         let mut child = self.child.take().unwrap();
         ci::send_signal(child.id(), "TERM");
-        let status = wait_timeout(&mut child, Duration::from_secs(60));
+        let status = docker::wait_timeout(&mut child, Duration::from_secs(60));
         assert_eq!(
             status.map(|s| s.code()),
             Some(Some(0)),
@@ -462,53 +426,23 @@ impl Daemon {
         assert_eq!(entries, Vec::<PathBuf>::new(), "the state dir is left");
     }
 
-    /// Live processes of the test user that belong to this daemon: those that inherited its
-    /// scratch paths in their environment (rootlesskit, the network driver, dockerd, containerd,
-    /// the shims, the proxies) and those in its user namespace (the containers).
-    /// Other tests of the same user may run at the same time; they are not counted.
+    /// Live processes of the test user that belong to this daemon (see
+    /// [`docker::new_processes`]).
     fn new_processes(&self) -> Vec<(u32, String)> {
-        let marker = self.dir.path.to_string_lossy().into_owned();
-        user_processes()
-            .into_iter()
-            .filter(|(p, _)| !self.before.contains(p))
-            .filter(|(p, _)| {
-                let environ = fs::read(format!("/proc/{p}/environ")).unwrap_or_default();
-                String::from_utf8_lossy(&environ).contains(&marker)
-                    || (self.userns.is_some()
-                        && fs::read_link(format!("/proc/{p}/ns/user")).ok() == self.userns)
-            })
-            .collect()
+        docker::new_processes(&self.dir.path, &self.before, self.userns.as_ref())
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(80)..];
-            eprintln!(
-                "--- last {} lines of {} ---\n{}",
-                tail.len(),
-                self.dir.join("daemon.log").display(),
-                tail.join("\n")
-            );
+            let name = self.dir.join("daemon.log").display().to_string();
+            docker::print_tail(&name, &self.log(), 80);
         }
         // A failed test still takes its daemon and everything under it down.
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            if wait_timeout(&mut child, Duration::from_secs(30)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        for (pid, _) in self.new_processes() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
+        docker::take_down(self.child.take(), Duration::from_secs(30), || {
+            self.new_processes()
+        });
         // Without root, the scratch dir's removal cannot touch the files of subordinate ids
         // that dockerd and the containers made; fake root can.
         let data = self.dir.join("home/.local/share/docker");
@@ -517,19 +451,6 @@ impl Drop for Daemon {
                 .env("TMPDIR", self.dir.join("tmp").to_str().unwrap())
                 .output();
         }
-    }
-}
-
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -690,30 +611,4 @@ fn serve_once(ip: Ipv4Addr, body: &'static str) -> (SocketAddr, std::thread::Joi
 
 fn ipv6_loopback() -> bool {
     TcpListener::bind("[::1]:0").is_ok()
-}
-
-/// Live (not zombie) processes whose real uid is the test user's, with their command names.
-fn user_processes() -> Vec<(u32, String)> {
-    let uid = ci::test_user().expect("no test user").uid.to_string();
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-            continue;
-        };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|r| r.split_whitespace().next().unwrap_or("").to_string())
-        };
-        if field("Uid:").as_deref() == Some(uid.as_str())
-            && !matches!(field("State:").as_deref(), Some("Z") | Some("X"))
-        {
-            out.push((pid, field("Name:").unwrap_or_default()));
-        }
-    }
-    out
 }
