@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod docker;
+pub mod ports;
 pub mod sid;
 
 /// Skips the current test with a reason, or fails it when `RKRS_MUST_WORK=1`.
