@@ -19,7 +19,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ci::{Run, Scratch, docker, skip};
+use ci::{Run, Scratch, docker, sid, skip};
 
 /// One daemon at a time: three dockerds on a small machine only slow each other down.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -131,7 +131,7 @@ fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
     // Upstream's integration-docker.sh matrix: `-p PORT:80` answers on loopback and on the host's
     // address, `-p 127.0.0.1:PORT:80` only on loopback, `-p HOSTIP:PORT:80` only on the host's
     // address (except with pasta's implicit forwarding, which follows the namespace's listeners).
-    let host_ip = host_ipv4();
+    let host_ip = sid::host_ipv4();
     let [all, lo, at_ip] = free_ports();
     let (all_spec, lo_spec) = (format!("{all}:80"), format!("127.0.0.1:{lo}:80"));
     let ip_spec = host_ip.map(|ip| format!("{ip}:{at_ip}:80"));
@@ -157,11 +157,14 @@ fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
         if ports != Ports::Implicit {
             assert_eq!(daemon.fetch(on_ip(at_ip)), PAGE);
             assert!(
-                http_get(loopback(at_ip)).is_err(),
+                sid::http_get(loopback(at_ip)).is_err(),
                 "{ip}-only port on loopback"
             );
         }
-        assert!(http_get(on_ip(lo)).is_err(), "loopback-only port on {ip}");
+        assert!(
+            sid::http_get(on_ip(lo)).is_err(),
+            "loopback-only port on {ip}"
+        );
     }
     if ports != Ports::Implicit {
         // rootlesskit-docker-proxy published each port through our API.
@@ -394,7 +397,7 @@ impl Daemon {
     fn fetch(&self, addr: SocketAddr) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            match http_get(addr) {
+            match sid::http_get(addr) {
                 Ok(body) => return body,
                 Err(e) if Instant::now() > deadline => panic!("GET http://{addr}/: {e}"),
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
@@ -531,26 +534,6 @@ fn ping(socket: &Path) -> bool {
     reply.starts_with("HTTP/1.0 200") && reply.ends_with("OK")
 }
 
-/// One HTTP/1.0 GET of `/`: the body when the status is 200.
-fn http_get(addr: SocketAddr) -> Result<String, String> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: rkrs\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut reply = Vec::new();
-    s.read_to_end(&mut reply).map_err(|e| e.to_string())?;
-    let reply = String::from_utf8_lossy(&reply);
-    let (head, body) = reply
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no header end in {reply:?}"))?;
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("status: {head:?}"));
-    }
-    Ok(body.to_string())
-}
-
 /// Ports free on every address, all different (each held until all are picked).
 fn free_ports<const N: usize>() -> [u16; N] {
     // [::] is dual-stack by default, so a port bound there is free on both families.
@@ -562,18 +545,6 @@ fn free_ports<const N: usize>() -> [u16; N] {
         })
         .collect();
     std::array::from_fn(|i| held[i].local_addr().unwrap().port())
-}
-
-/// The host's address on its default route, which a container can reach through the network
-/// driver and a published port answers on; none on a machine without one.
-fn host_ipv4() -> Option<Ipv4Addr> {
-    // Connecting a UDP socket sends nothing; it only picks the source address.
-    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect("192.0.2.1:9").ok()?;
-    match s.local_addr().ok()?.ip() {
-        IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
-        _ => None,
-    }
 }
 
 /// Answers one HTTP request on `ip` with `body` from a thread (giving up after 60 s).

@@ -7,7 +7,7 @@
 //! Timing bounds are medians (and a generous maximum), since the CI machine is shared.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -47,11 +47,6 @@ while True:
 
 /// The soft limit rootlesskit is started with.
 const START_SOFT: u64 = 1024;
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// `(soft, hard)` "Max open files" of a process.
 fn nofile(pid: u32) -> (u64, u64) {
@@ -122,7 +117,7 @@ impl Kit {
         let dir = Scratch::new(name);
         let state = dir.join("state");
         let seen_limits = dir.join("target-nofile");
-        let port = free_port();
+        let port = ci::ports::free_port();
         let child = Run::program("/usr/bin/prlimit")
             .args([format!("--nofile={START_SOFT}:")])
             .args([ci::bin_dir().join("rootlesskit").into_os_string()])

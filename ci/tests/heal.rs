@@ -44,15 +44,6 @@ fn host_server() -> (u16, Arc<Mutex<Vec<Instant>>>) {
     (port, seen)
 }
 
-/// A host port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The target: answers "hi" on port 80 inside, and every 100 ms makes a round trip to the
 /// host server through the gateway (each in the background, so that one lost SYN holds up
 /// nothing).
@@ -173,7 +164,7 @@ fn slirp4netns_comes_back_with_its_route_and_published_ports() {
     let d = ci::Scratch::new("heal-s4nn");
     let state = d.join("state");
     let (host_port, seen) = host_server();
-    let published = free_port();
+    let published = ci::ports::free_port();
     let child = rootlesskit([
         format!("--state-dir={}", state.display()),
         "--net=slirp4netns".into(),
@@ -255,7 +246,7 @@ fn slirp4netns_comes_back_in_a_detached_namespace() {
     let d = ci::Scratch::new("heal-detach");
     let state = d.join("state");
     let (host_port, seen) = host_server();
-    let published = free_port();
+    let published = ci::ports::free_port();
     // The target stays in the host's network namespace; its helper enters the detached one
     // (busybox's nsenter, in the test's own command only).
     let inner = target_script(host_port);
@@ -301,7 +292,7 @@ fn slirp4netns_comes_back_under_the_builtin_port_driver() {
     let d = ci::Scratch::new("heal-builtin");
     let state = d.join("state");
     let (host_port, seen) = host_server();
-    let published = free_port();
+    let published = ci::ports::free_port();
     let child = rootlesskit([
         format!("--state-dir={}", state.display()),
         "--net=slirp4netns".into(),

@@ -61,17 +61,6 @@ while True:
   c,_=s.accept();threading.Thread(target=digest,args=(c,),daemon=True).start()
 ";
 
-/// The host's own address toward the world (a UDP "connect" sends nothing), if it has a
-/// non-loopback IPv4 one.
-fn host_address() -> Option<Ipv4Addr> {
-    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect("192.0.2.1:9").ok()?;
-    match s.local_addr().ok()?.ip() {
-        IpAddr::V4(a) if !a.is_loopback() && !a.is_unspecified() => Some(a),
-        _ => None,
-    }
-}
-
 /// `rootlesskit --net=gvisor-tap-vsock --port-driver=gvisor-tap-vsock EXTRA... python3`, the
 /// servers above inside; `None` when the tap or python3 is missing.
 fn start(name: &str, extra: &[String]) -> Option<Running> {
@@ -121,7 +110,7 @@ fn seen_udp(ip: IpAddr, port: u16) -> Option<(String, SocketAddr)> {
 
 #[test]
 fn servers_inside_see_the_clients_real_address() {
-    let Some(host) = host_address() else {
+    let Some(host) = ci::sid::host_ipv4() else {
         skip!("the host has no non-loopback IPv4 address");
     };
     let (pt, pu) = (free_port(), free_port());
@@ -417,7 +406,7 @@ fn ipv6_ports_reach_the_namespaces_ipv6_address() {
 
 #[test]
 fn ports_lead_into_a_detached_namespace() {
-    let Some(host) = host_address() else {
+    let Some(host) = ci::sid::host_ipv4() else {
         skip!("the host has no non-loopback IPv4 address");
     };
     if !Path::new("/usr/bin/nsenter").exists() {
