@@ -2,36 +2,10 @@
 //! from many clients, and many port adds and removes, must leave the parent's descriptor
 //! count and memory where they were.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ci::{Scratch, rootlesskit, skip};
-
-/// One HTTP/1.1 request on a fresh connection; returns the status code and body.
-fn request(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(sock).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: rootlesskit\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    let code = reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
 
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -95,7 +69,7 @@ fn ten_thousand_api_requests_from_fifty_clients_leak_nothing() {
     let pid = inst.pid();
     // Warm up, so lazily allocated buffers exist before the baseline.
     for _ in 0..50 {
-        assert_eq!(request(&inst.sock, "GET", "/v1/info", "").0, 200);
+        assert_eq!(ci::api_request(&inst.sock, "GET", "/v1/info", "").0, 200);
     }
     let (fds, rss) = (fd_count(pid), rss_kib(pid));
     let threads: Vec<_> = (0..50)
@@ -104,10 +78,10 @@ fn ten_thousand_api_requests_from_fifty_clients_leak_nothing() {
             std::thread::spawn(move || {
                 for k in 0..200 {
                     let (code, _) = match (i + k) % 4 {
-                        0 => request(&sock, "GET", "/v1/info", ""),
-                        1 => request(&sock, "GET", "/v1/ports", ""),
-                        2 => request(&sock, "POST", "/v1/ports", "{bad json"),
-                        _ => request(&sock, "GET", "/v1/nothing", ""),
+                        0 => ci::api_request(&sock, "GET", "/v1/info", ""),
+                        1 => ci::api_request(&sock, "GET", "/v1/ports", ""),
+                        2 => ci::api_request(&sock, "POST", "/v1/ports", "{bad json"),
+                        _ => ci::api_request(&sock, "GET", "/v1/nothing", ""),
                     };
                     assert!(code == 200 || code == 400 || code == 404, "{code}");
                 }
@@ -146,13 +120,13 @@ fn adding_and_removing_a_port_a_thousand_times_leaks_no_descriptor() {
     );
     let fds = fd_count(pid);
     for i in 1..=1000u32 {
-        let (code, body) = request(&inst.sock, "POST", "/v1/ports", &spec);
+        let (code, body) = ci::api_request(&inst.sock, "POST", "/v1/ports", &spec);
         assert_eq!(code, 201, "add {i}: {body}");
         assert!(body.starts_with(&format!("{{\"id\":{i},")), "{body}");
-        let (code, body) = request(&inst.sock, "DELETE", &format!("/v1/ports/{i}"), "");
+        let (code, body) = ci::api_request(&inst.sock, "DELETE", &format!("/v1/ports/{i}"), "");
         assert_eq!(code, 200, "remove {i}: {body}");
     }
     assert!(ci::wait_until(Duration::from_secs(5), || fd_count(pid) == fds));
-    let (_, body) = request(&inst.sock, "GET", "/v1/ports", "");
+    let (_, body) = ci::api_request(&inst.sock, "GET", "/v1/ports", "");
     assert_eq!(body, "null");
 }

@@ -6,7 +6,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -53,23 +52,7 @@ fn start(name: &str, driver: &str, extra: &[String]) -> Running {
 
 /// One raw `POST /v1/ports`: the status code and the body.
 fn post_port(r: &Running, json: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(r.state.join("api.sock")).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST /v1/ports HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
-        json.len()
-    )
-    .unwrap();
-    let mut reply = String::new();
-    let _ = s.read_to_string(&mut reply);
-    let code = reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (code, body.to_string())
+    ci::api_request(&r.state.join("api.sock"), "POST", "/v1/ports", json)
 }
 
 /// The local addresses (`0100007F:1F90` style, as the kernel prints them) of every socket on
