@@ -99,6 +99,19 @@ pub fn root() -> Result<PathBuf, String> {
     Ok(root)
 }
 
+/// The sid tree, failing the test if one of `programs` is not in it; or why a test that needs
+/// it and a usable `/dev/net/tun` cannot run.
+pub fn root_with(programs: &[&str]) -> Result<PathBuf, String> {
+    let root = root()?;
+    for program in programs {
+        assert!(has(&root, program), "{program} is not in the sid rootfs");
+    }
+    if !crate::tun_usable() {
+        return Err("/dev/net/tun is not usable by the test user".into());
+    }
+    Ok(root)
+}
+
 /// Whether `path` (absolute, as seen inside) exists in the tree.
 pub fn has(root: &Path, path: &str) -> bool {
     root.join(path.trim_start_matches('/')).exists()

@@ -121,24 +121,15 @@ fn slirp4netns_builtin_detach_netns() {
 
 fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let root = match sid::root() {
-        Ok(r) => r,
-        Err(why) => skip!("{why}"),
-    };
-    for program in [
+    let root = match sid::root_with(&[
         SCRIPT,
         "/usr/sbin/dockerd",
         "/usr/bin/docker",
         "/usr/bin/socat",
-    ] {
-        assert!(
-            sid::has(&root, program),
-            "{program} is not in the sid rootfs"
-        );
-    }
-    if !ci::tun_usable() {
-        skip!("/dev/net/tun is not usable by the test user");
-    }
+    ]) {
+        Ok(r) => r,
+        Err(why) => skip!("{why}"),
+    };
     eprintln!(
         "docker.io {:?}, slirp4netns {:?}, passt {:?}",
         sid::package_version(&root, "docker.io"),

@@ -26,22 +26,12 @@ const BACK_WITHIN: Duration = Duration::from_secs(1);
 
 /// The sid tree with pasta, pesto, busybox and socat, or why this test cannot run.
 fn sid_root() -> Result<PathBuf, String> {
-    let root = sid::root()?;
-    for program in [
+    sid::root_with(&[
         "/usr/bin/pasta",
         "/usr/bin/pesto",
         "/usr/bin/busybox",
         "/usr/bin/socat",
-    ] {
-        assert!(
-            sid::has(&root, program),
-            "{program} is not in the sid rootfs"
-        );
-    }
-    if !ci::tun_usable() {
-        return Err("/dev/net/tun is not usable by the test user".into());
-    }
-    Ok(root)
+    ])
 }
 
 /// An HTTP server on 8000 and a UDP echo server on 8001, on the namespace's address (where

@@ -29,16 +29,7 @@ const GREETING: &str = "hello from the host's loopback";
 
 /// The sid tree with pasta and pesto, or why these tests cannot run.
 fn sid_root() -> Result<PathBuf, String> {
-    let root = sid::root()?;
-    for program in ["/usr/bin/pasta", "/usr/bin/pesto", "/usr/bin/busybox"] {
-        assert!(
-            sid::has(&root, program),
-            "{program} is not in the sid rootfs"
-        );
-    }
-    if !ci::tun_usable() {
-        return Err("/dev/net/tun is not usable by the test user".into());
-    }
+    let root = sid::root_with(&["/usr/bin/pasta", "/usr/bin/pesto", "/usr/bin/busybox"])?;
     eprintln!("passt {:?}", sid::package_version(&root, "passt"));
     Ok(root)
 }

@@ -85,16 +85,7 @@ fn userland_proxy_on_the_container_sees_the_bridge_gateway() {
 /// address the test connects from (the host's non-loopback address); or why it cannot run.
 fn start(name: &str, dockerd_flags: &[&str]) -> Result<(Daemon, IpAddr), String> {
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let root = sid::root()?;
-    for program in [SCRIPT, "/usr/sbin/dockerd", "/usr/bin/docker"] {
-        assert!(
-            sid::has(&root, program),
-            "{program} is not in the sid rootfs"
-        );
-    }
-    if !ci::tun_usable() {
-        return Err("/dev/net/tun is not usable by the test user".into());
-    }
+    let root = sid::root_with(&[SCRIPT, "/usr/sbin/dockerd", "/usr/bin/docker"])?;
     // A loopback client is not made transparent (as upstream): the test needs another address.
     let client =
         sid::host_ipv4().ok_or("the host has no non-loopback IPv4 address to connect from")?;
