@@ -100,6 +100,15 @@ fn kill(pid: u32) -> Instant {
     at
 }
 
+/// Kills rootlesskit's one slirp4netns (`when` says which, in a failure): its pid, the instant
+/// just before the kill and the one after it died.
+fn kill_slirp4netns(rk: u32, when: &str) -> (u32, Instant, Instant) {
+    let slirp = drivers_of(rk, "slirp4netns");
+    assert_eq!(slirp.len(), 1, "{when}: {slirp:?}");
+    let killed = kill(slirp[0]);
+    (slirp[0], killed, Instant::now())
+}
+
 /// Waits until the host server answers a round trip that began after `after`; how long that
 /// took from `since`.
 fn round_trip_after(
@@ -152,6 +161,15 @@ fn assert_rounds_back(times: &[(Option<Duration>, Option<Duration>)], stderr: &s
     }
 }
 
+/// `rootlesskit --state-dir=STATE FLAGS… --pidns sh -c SCRIPT` (with `--pidns`, the target's
+/// background processes end with it).
+fn start(state: &Path, flags: &[&str], script: String) -> std::process::Child {
+    let mut args = vec![format!("--state-dir={}", state.display())];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend(["--pidns".into(), "sh".into(), "-c".into(), script]);
+    rootlesskit(args).spawn()
+}
+
 fn usable(program: &str) -> bool {
     have(program) && tun_usable() && Path::new("/bin/busybox").exists()
 }
@@ -165,17 +183,11 @@ fn slirp4netns_comes_back_with_its_route_and_published_ports() {
     let state = d.join("state");
     let (host_port, seen) = host_server();
     let published = ci::ports::free_port();
-    let child = rootlesskit([
-        format!("--state-dir={}", state.display()),
-        "--net=slirp4netns".into(),
-        "--port-driver=slirp4netns".into(),
-        // Its background processes end with it.
-        "--pidns".into(),
-        "sh".into(),
-        "-c".into(),
+    let child = start(
+        &state,
+        &["--net=slirp4netns", "--port-driver=slirp4netns"],
         target_script(host_port),
-    ])
-    .spawn();
+    );
     let rk = child.id();
     assert!(ci::wait_until(Duration::from_secs(15), || state
         .join("api.sock")
@@ -193,17 +205,14 @@ fn slirp4netns_comes_back_with_its_route_and_published_ports() {
     );
     let mut times = Vec::new();
     for round in 1..=2 {
-        let slirp = drivers_of(rk, "slirp4netns");
-        assert_eq!(slirp.len(), 1, "round {round}: {slirp:?}");
-        let killed = kill(slirp[0]);
-        let dead = Instant::now();
+        let (old, killed, dead) = kill_slirp4netns(rk, &format!("round {round}"));
         // The API answers while the driver is down or starting.
         let info = rootlessctl(&state, &["info"]);
         assert_eq!(info.code, 0, "{}", info.stderr);
         times.push(recovery(&seen, published, killed, dead));
         let again = drivers_of(rk, "slirp4netns");
         assert!(
-            again.len() == 1 && again[0] != slirp[0],
+            again.len() == 1 && again[0] != old,
             "round {round}: {again:?}"
         );
     }
@@ -250,18 +259,16 @@ fn slirp4netns_comes_back_in_a_detached_namespace() {
     // The target stays in the host's network namespace; its helper enters the detached one
     // (busybox's nsenter, in the test's own command only).
     let inner = target_script(host_port);
-    let child = rootlesskit([
-        format!("--state-dir={}", state.display()),
-        "--net=slirp4netns".into(),
-        "--port-driver=slirp4netns".into(),
-        format!("--publish=127.0.0.1:{published}:80/tcp"),
-        "--detach-netns".into(),
-        "--pidns".into(),
-        "sh".into(),
-        "-c".into(),
+    let child = start(
+        &state,
+        &[
+            "--net=slirp4netns",
+            "--port-driver=slirp4netns",
+            &format!("--publish=127.0.0.1:{published}:80/tcp"),
+            "--detach-netns",
+        ],
         format!("exec busybox nsenter --net=\"$ROOTLESSKIT_STATE_DIR/netns\" sh -c '{inner}'"),
-    ])
-    .spawn();
+    );
     let rk = child.id();
     assert!(
         first_round_trip(&seen, Duration::from_secs(15)),
@@ -270,10 +277,7 @@ fn slirp4netns_comes_back_in_a_detached_namespace() {
     assert!(ci::wait_until(Duration::from_secs(10), || fetch(published) == "hi\n"));
     let mut times = Vec::new();
     for round in 1..=2 {
-        let slirp = drivers_of(rk, "slirp4netns");
-        assert_eq!(slirp.len(), 1, "round {round}: {slirp:?}");
-        let killed = kill(slirp[0]);
-        let dead = Instant::now();
+        let (_, killed, dead) = kill_slirp4netns(rk, &format!("round {round}"));
         times.push(recovery(&seen, published, killed, dead));
     }
     ci::send_signal(rk, "TERM");
@@ -293,27 +297,22 @@ fn slirp4netns_comes_back_under_the_builtin_port_driver() {
     let state = d.join("state");
     let (host_port, seen) = host_server();
     let published = ci::ports::free_port();
-    let child = rootlesskit([
-        format!("--state-dir={}", state.display()),
-        "--net=slirp4netns".into(),
-        "--port-driver=builtin".into(),
-        format!("--publish=127.0.0.1:{published}:80/tcp"),
-        "--pidns".into(),
-        "sh".into(),
-        "-c".into(),
+    let child = start(
+        &state,
+        &[
+            "--net=slirp4netns",
+            "--port-driver=builtin",
+            &format!("--publish=127.0.0.1:{published}:80/tcp"),
+        ],
         target_script(host_port),
-    ])
-    .spawn();
+    );
     let rk = child.id();
     assert!(
         first_round_trip(&seen, Duration::from_secs(15)),
         "no round trip to the host before any kill"
     );
     assert!(ci::wait_until(Duration::from_secs(10), || fetch(published) == "hi\n"));
-    let slirp = drivers_of(rk, "slirp4netns");
-    assert_eq!(slirp.len(), 1, "{slirp:?}");
-    let killed = kill(slirp[0]);
-    let dead = Instant::now();
+    let (_, killed, dead) = kill_slirp4netns(rk, "before the kill");
     let back = round_trip_after(&seen, dead, killed, Duration::from_secs(5));
     // Connections through the builtin driver (sockets the child makes) still work.
     let port_ok = ci::wait_until(Duration::from_secs(5), || fetch(published) == "hi\n");
@@ -332,28 +331,20 @@ fn without_restarts_a_dead_slirp4netns_stays_dead() {
     let d = ci::Scratch::new("heal-off");
     let state = d.join("state");
     let (host_port, seen) = host_server();
-    let child = rootlesskit([
-        format!("--state-dir={}", state.display()),
-        "--net=slirp4netns".into(),
-        "--restart-net-driver=false".into(),
-        "--pidns".into(),
-        "sh".into(),
-        "-c".into(),
+    let child = start(
+        &state,
+        &["--net=slirp4netns", "--restart-net-driver=false"],
         format!(
             "for i in $(seq 30); do (echo ping | busybox nc -w 1 10.0.2.2 {host_port} >/dev/null 2>&1 &); \
              sleep 0.1; done; exit 3"
         ),
-    ])
-    .spawn();
+    );
     let rk = child.id();
     assert!(
         first_round_trip(&seen, Duration::from_secs(15)),
         "no round trip to the host before the kill"
     );
-    let slirp = drivers_of(rk, "slirp4netns");
-    assert_eq!(slirp.len(), 1, "{slirp:?}");
-    kill(slirp[0]);
-    let dead = Instant::now();
+    let (_, _, dead) = kill_slirp4netns(rk, "before the kill");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(drivers_of(rk, "slirp4netns").is_empty());
     assert!(
@@ -469,15 +460,7 @@ fn pasta_comes_back_with_its_route() {
     let d = ci::Scratch::new("heal-pasta");
     let state = d.join("state");
     let (host_port, seen) = host_server();
-    let child = rootlesskit([
-        format!("--state-dir={}", state.display()),
-        "--net=pasta".into(),
-        "--pidns".into(),
-        "sh".into(),
-        "-c".into(),
-        target_script(host_port),
-    ])
-    .spawn();
+    let child = start(&state, &["--net=pasta"], target_script(host_port));
     let rk = child.id();
     assert!(
         first_round_trip(&seen, Duration::from_secs(15)),
