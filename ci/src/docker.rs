@@ -96,6 +96,32 @@ pub fn print_tail(name: &str, log: &str, n: usize) {
     );
 }
 
+/// Stops a daemon as a test step: SIGTERM to its rootlesskit `child`, which must exit 0 within
+/// 60 s; then `notify` (where the test has one) must carry `STOPPING=1`, and `left()`, the
+/// processes it leaves, must be empty within 15 s.
+pub fn stop(
+    mut child: Child,
+    notify: Option<&UnixDatagram>,
+    mut left: impl FnMut() -> Vec<(u32, String)>,
+) {
+    crate::send_signal(child.id(), "TERM");
+    let status = wait_timeout(&mut child, Duration::from_secs(60));
+    assert_eq!(
+        status.map(|s| s.code()),
+        Some(Some(0)),
+        "rootlesskit after SIGTERM"
+    );
+    if let Some(sock) = notify {
+        expect_notify(sock, "STOPPING=1");
+    }
+    let mut procs = Vec::new();
+    let gone = crate::wait_until(Duration::from_secs(15), || {
+        procs = left();
+        procs.is_empty()
+    });
+    assert!(gone, "processes left behind: {procs:?}");
+}
+
 /// Takes a daemon down after a test: SIGTERM to its rootlesskit `child` (killed if it is not
 /// gone within `grace`), then SIGKILL to each of `left()`, the processes it leaves.
 pub fn take_down(child: Option<Child>, grace: Duration, left: impl FnOnce() -> Vec<(u32, String)>) {

@@ -175,16 +175,7 @@ pub fn image_tar(root: &Path, dir: &Path) -> PathBuf {
         fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).unwrap();
     }
     let tar = dir.join("image.tar");
-    let st = std::process::Command::new("tar")
-        .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
-        .arg(&img)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar failed");
-    fs::set_permissions(&tar, fs::Permissions::from_mode(0o644)).unwrap();
+    tar_dir(&img, &tar);
     tar
 }
 
@@ -367,17 +358,7 @@ pub fn oci_tar(root: &Path, dir: &Path, name: &str) -> PathBuf {
     fs::write(oci.join("index.json"), index).unwrap();
     fs::write(oci.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let tar = dir.join("oci.tar");
-    let st = std::process::Command::new("tar")
-        .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
-        .arg(&oci)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar failed");
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&tar, fs::Permissions::from_mode(0o644)).unwrap();
+    tar_dir(&oci, &tar);
     tar
 }
 
@@ -470,4 +451,20 @@ impl Drop for Rootlesskit {
             }
         }
     }
+}
+
+/// Packs the tree `src` into `tar`, every file owned by 0:0 (as an image wants it), the tar
+/// readable by all (the test user's daemon reads it).
+pub fn tar_dir(src: &Path, tar: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let st = Command::new("tar")
+        .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
+        .arg(src)
+        .arg("-cf")
+        .arg(tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar failed");
+    std::fs::set_permissions(tar, std::fs::Permissions::from_mode(0o644)).unwrap();
 }

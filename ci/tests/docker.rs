@@ -407,21 +407,8 @@ impl Daemon {
 
     /// SIGTERM to rootlesskit: dockerd shuts down, rootlesskit exits 0, and nothing is left.
     fn stop(&mut self) {
-        let mut child = self.child.take().unwrap();
-        ci::send_signal(child.id(), "TERM");
-        let status = docker::wait_timeout(&mut child, Duration::from_secs(60));
-        assert_eq!(
-            status.map(|s| s.code()),
-            Some(Some(0)),
-            "rootlesskit after SIGTERM"
-        );
-        self.expect_notify("STOPPING=1");
-        let mut left = Vec::new();
-        let gone = ci::wait_until(Duration::from_secs(15), || {
-            left = self.new_processes();
-            left.is_empty()
-        });
-        assert!(gone, "processes left behind: {left:?}");
+        let child = self.child.take().unwrap();
+        docker::stop(child, Some(&self.notify), || self.new_processes());
         let entries: Vec<_> = fs::read_dir(self.dir.join("tmp"))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -507,16 +494,7 @@ fn busybox_tar(dir: &Scratch) -> PathBuf {
     }
     fs::write(root.join("www/index.html"), PAGE).unwrap();
     let tar = dir.join("rootfs.tar");
-    let st = Command::new("tar")
-        .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar failed");
-    fs::set_permissions(&tar, fs::Permissions::from_mode(0o644)).unwrap();
+    sid::tar_dir(&root, &tar);
     tar
 }
 

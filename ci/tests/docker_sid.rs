@@ -368,21 +368,8 @@ impl Daemon {
 
     /// SIGTERM to rootlesskit: dockerd shuts down, rootlesskit exits 0, and nothing is left.
     fn stop(&mut self) {
-        let mut child = self.child.take().unwrap();
-        ci::send_signal(child.id(), "TERM");
-        let status = docker::wait_timeout(&mut child, Duration::from_secs(60));
-        assert_eq!(
-            status.map(|s| s.code()),
-            Some(Some(0)),
-            "rootlesskit after SIGTERM"
-        );
-        self.expect_notify("STOPPING=1");
-        let mut left = Vec::new();
-        let gone = ci::wait_until(Duration::from_secs(15), || {
-            left = self.new_processes();
-            left.is_empty()
-        });
-        assert!(gone, "processes left behind: {left:?}");
+        let child = self.child.take().unwrap();
+        docker::stop(child, Some(&self.notify), || self.new_processes());
         assert!(
             !self.state_dir().exists(),
             "the state dir is left: {:?}",
