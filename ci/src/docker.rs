@@ -8,6 +8,21 @@ use std::time::{Duration, Instant};
 
 use crate::{Output, Run};
 
+/// Makes the daemon's directories `subs` (among them `run`, its `$XDG_RUNTIME_DIR`, mode 0700)
+/// in its scratch dir `dir`, owned by the test user when the tests switch to it.
+pub fn daemon_dirs(dir: &Path, subs: &[&str]) {
+    use std::os::unix::fs::PermissionsExt;
+    for sub in subs {
+        std::fs::create_dir(dir.join(sub)).unwrap();
+        if let Some(u) = crate::test_user()
+            && u.switch
+        {
+            std::os::unix::fs::chown(dir.join(sub), Some(u.uid), Some(u.gid)).unwrap();
+        }
+    }
+    std::fs::set_permissions(dir.join("run"), std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
 /// Waits (10 s at most) for a `$NOTIFY_SOCKET` datagram on `sock` with this line.
 pub fn expect_notify(sock: &UnixDatagram, line: &str) {
     sock.set_read_timeout(Some(Duration::from_secs(10)))

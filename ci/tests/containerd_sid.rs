@@ -165,12 +165,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(root: &Path, dir: Scratch, env: &[(&str, &str)]) -> Daemon {
-        let u = ci::test_user().unwrap();
-        for sub in ["home", "run"] {
-            fs::create_dir(dir.join(sub)).unwrap();
-            std::os::unix::fs::chown(dir.join(sub), Some(u.uid), Some(u.gid)).unwrap();
-        }
-        fs::set_permissions(dir.join("run"), fs::Permissions::from_mode(0o700)).unwrap();
+        docker::daemon_dirs(&dir.path, &["home", "run"]);
         // The script where the rootfs sees it (the checkout may not be under /tmp).
         let script = dir.join("containerd-rootless.sh");
         fs::copy(

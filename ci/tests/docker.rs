@@ -285,15 +285,7 @@ struct Daemon {
 impl Daemon {
     fn start(name: &str, script: &Path, env: &[(&str, &str)]) -> Daemon {
         let dir = Scratch::new(name);
-        for sub in ["home", "run", "tmp"] {
-            fs::create_dir(dir.join(sub)).unwrap();
-            if let Some(u) = ci::test_user()
-                && u.switch
-            {
-                std::os::unix::fs::chown(dir.join(sub), Some(u.uid), Some(u.gid)).unwrap();
-            }
-        }
-        fs::set_permissions(dir.join("run"), fs::Permissions::from_mode(0o700)).unwrap();
+        docker::daemon_dirs(&dir.path, &["home", "run", "tmp"]);
         let before = ci::sid::user_processes()
             .into_iter()
             .map(|(p, _)| p)

@@ -256,12 +256,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(root: &Path, dir: Scratch, env: &[(&str, &str)]) -> Daemon {
-        for sub in ["home", "run"] {
-            fs::create_dir(dir.join(sub)).unwrap();
-            let u = ci::test_user().unwrap();
-            std::os::unix::fs::chown(dir.join(sub), Some(u.uid), Some(u.gid)).unwrap();
-        }
-        fs::set_permissions(dir.join("run"), fs::Permissions::from_mode(0o700)).unwrap();
+        docker::daemon_dirs(&dir.path, &["home", "run"]);
         let notify_path = dir.join("notify.sock");
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         fs::set_permissions(&notify_path, fs::Permissions::from_mode(0o777)).unwrap();

@@ -17,7 +17,6 @@
 use std::fs;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::Mutex;
@@ -112,12 +111,7 @@ impl Daemon {
         flags: &[&str],
         serial: std::sync::MutexGuard<'static, ()>,
     ) -> Daemon {
-        for sub in ["home", "run"] {
-            fs::create_dir(dir.join(sub)).unwrap();
-            let u = ci::test_user().unwrap();
-            std::os::unix::fs::chown(dir.join(sub), Some(u.uid), Some(u.gid)).unwrap();
-        }
-        fs::set_permissions(dir.join("run"), fs::Permissions::from_mode(0o700)).unwrap();
+        docker::daemon_dirs(&dir.path, &["home", "run"]);
         let before = sid::user_processes().into_iter().map(|(p, _)| p).collect();
         let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", ci::bin_dir().display());
         let mut run = Run::program(SCRIPT)
