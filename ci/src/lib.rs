@@ -540,6 +540,48 @@ pub fn assert_rejected(args: &[&str], want: &str, tmpdir: &Path) {
     );
 }
 
+/// Runs `rootlesskit ARGS…` as the test user (by `setpriv`) under `strace -f -e trace=execve`
+/// writing to `log`, from `/`, with `env` set and its stdout discarded; it must succeed. The
+/// programs it executed ([`executed_programs`]) and the trace.
+pub fn traced_rootlesskit(
+    log: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Vec<String>, String) {
+    let u = test_user().unwrap();
+    let st = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=execve", "-o"])
+        .arg(log)
+        .args([
+            "setpriv",
+            &format!("--reuid={}", u.uid),
+            &format!("--regid={}", u.gid),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(bin_dir().join("rootlesskit"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir("/")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let trace = fs::read_to_string(log).unwrap();
+    (executed_programs(&trace), trace)
+}
+
+/// Fails (showing the trace) unless each of `programs` is `allowed` and each of `required` is
+/// among them.
+pub fn assert_executed(programs: &[String], trace: &str, allowed: &[&str], required: &[&str]) {
+    for p in programs {
+        assert!(allowed.contains(&p.as_str()), "{p} was executed:\n{trace}");
+    }
+    for p in required {
+        assert!(programs.iter().any(|x| x == p), "{p} missing:\n{trace}");
+    }
+}
+
 /// The names (basenames, sorted, once each) of the programs an `strace -f -e trace=execve`
 /// log shows executed successfully.
 pub fn executed_programs(trace: &str) -> Vec<String> {
