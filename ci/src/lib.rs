@@ -621,3 +621,29 @@ pub fn api_request(sock: &Path, method: &str, path: &str, body: &str) -> (u16, S
         .unwrap_or_default();
     (code, body)
 }
+
+/// Answers each connection to `l` with "pong:" and what it read (64 bytes at most), in a
+/// thread of its own.
+pub fn serve_pong(l: std::net::TcpListener) {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 64];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let _ = c.write_all(b"pong:");
+            let _ = c.write_all(&buf[..n]);
+        }
+    });
+}
+
+/// The resident set size of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}

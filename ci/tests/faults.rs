@@ -13,15 +13,6 @@ fn fd_count(pid: u32) -> usize {
         .count()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 struct Instance {
     child: Option<std::process::Child>,
     sock: PathBuf,
@@ -71,7 +62,7 @@ fn ten_thousand_api_requests_from_fifty_clients_leak_nothing() {
     for _ in 0..50 {
         assert_eq!(ci::api_request(&inst.sock, "GET", "/v1/info", "").0, 200);
     }
-    let (fds, rss) = (fd_count(pid), rss_kib(pid));
+    let (fds, rss) = (fd_count(pid), ci::rss_kib(pid));
     let threads: Vec<_> = (0..50)
         .map(|i| {
             let sock = inst.sock.clone();
@@ -93,7 +84,7 @@ fn ten_thousand_api_requests_from_fifty_clients_leak_nothing() {
     }
     // Closed connections are reaped on the next loop turns.
     assert!(ci::wait_until(Duration::from_secs(5), || fd_count(pid) == fds));
-    let grown = rss_kib(pid).saturating_sub(rss);
+    let grown = ci::rss_kib(pid).saturating_sub(rss);
     assert!(grown < 512, "RSS grew by {grown} KiB over 10,000 requests");
 }
 

@@ -370,22 +370,13 @@ fn a_stopped_child_holds_up_only_the_connections_that_need_it() {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn eight_hundred_fifty_udp_ports_cost_little() {
     let Some(kit) = Kit::start("udp850") else {
         skip!("slirp4netns, python3 or prlimit is not installed");
     };
     let pid = kit.pid();
-    let before = rss_kib(pid);
+    let before = ci::rss_kib(pid);
     let base = {
         let l = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port().clamp(20000, 50000)
@@ -403,7 +394,7 @@ fn eight_hundred_fifty_udp_ports_cost_little() {
         added += usize::from(code == 201);
     }
     assert!(added > 800, "only {added} of 850 UDP ports were published");
-    let grown = rss_kib(pid).saturating_sub(before);
+    let grown = ci::rss_kib(pid).saturating_sub(before);
     assert!(
         grown < 8 * 1024,
         "{added} UDP ports grew the parent by {grown} KiB"

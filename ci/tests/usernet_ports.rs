@@ -293,16 +293,7 @@ fn pong6() -> Option<u16> {
             let _ = u.send_to(&buf[..n], from);
         }
     });
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = [0u8; 64];
-            let n = c.read(&mut buf).unwrap_or(0);
-            let _ = c.write_all(b"pong:");
-            let _ = c.write_all(&buf[..n]);
-        }
-    });
+    ci::serve_pong(l);
     Some(port)
 }
 
