@@ -18,6 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod docker;
+pub mod ports;
 pub mod sid;
 
 /// Skips the current test with a reason, or fails it when `RKRS_MUST_WORK=1`.
@@ -538,6 +540,48 @@ pub fn assert_rejected(args: &[&str], want: &str, tmpdir: &Path) {
     );
 }
 
+/// Runs `rootlesskit ARGS…` as the test user (by `setpriv`) under `strace -f -e trace=execve`
+/// writing to `log`, from `/`, with `env` set and its stdout discarded; it must succeed. The
+/// programs it executed ([`executed_programs`]) and the trace.
+pub fn traced_rootlesskit(
+    log: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Vec<String>, String) {
+    let u = test_user().unwrap();
+    let st = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=execve", "-o"])
+        .arg(log)
+        .args([
+            "setpriv",
+            &format!("--reuid={}", u.uid),
+            &format!("--regid={}", u.gid),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(bin_dir().join("rootlesskit"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir("/")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let trace = fs::read_to_string(log).unwrap();
+    (executed_programs(&trace), trace)
+}
+
+/// Fails (showing the trace) unless each of `programs` is `allowed` and each of `required` is
+/// among them.
+pub fn assert_executed(programs: &[String], trace: &str, allowed: &[&str], required: &[&str]) {
+    for p in programs {
+        assert!(allowed.contains(&p.as_str()), "{p} was executed:\n{trace}");
+    }
+    for p in required {
+        assert!(programs.iter().any(|x| x == p), "{p} missing:\n{trace}");
+    }
+}
+
 /// The names (basenames, sorted, once each) of the programs an `strace -f -e trace=execve`
 /// log shows executed successfully.
 pub fn executed_programs(trace: &str) -> Vec<String> {
@@ -550,4 +594,56 @@ pub fn executed_programs(trace: &str) -> Vec<String> {
     programs.sort();
     programs.dedup();
     programs
+}
+
+/// One HTTP/1.1 request to the API socket `sock` on a fresh connection; the status code and
+/// the body.
+pub fn api_request(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: rootlesskit\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let code = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Answers each connection to `l` with "pong:" and what it read (64 bytes at most), in a
+/// thread of its own.
+pub fn serve_pong(l: std::net::TcpListener) {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 64];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let _ = c.write_all(b"pong:");
+            let _ = c.write_all(&buf[..n]);
+        }
+    });
+}
+
+/// The resident set size of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
 }

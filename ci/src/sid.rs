@@ -99,6 +99,19 @@ pub fn root() -> Result<PathBuf, String> {
     Ok(root)
 }
 
+/// The sid tree, failing the test if one of `programs` is not in it; or why a test that needs
+/// it and a usable `/dev/net/tun` cannot run.
+pub fn root_with(programs: &[&str]) -> Result<PathBuf, String> {
+    let root = root()?;
+    for program in programs {
+        assert!(has(&root, program), "{program} is not in the sid rootfs");
+    }
+    if !crate::tun_usable() {
+        return Err("/dev/net/tun is not usable by the test user".into());
+    }
+    Ok(root)
+}
+
 /// Whether `path` (absolute, as seen inside) exists in the tree.
 pub fn has(root: &Path, path: &str) -> bool {
     root.join(path.trim_start_matches('/')).exists()
@@ -162,16 +175,7 @@ pub fn image_tar(root: &Path, dir: &Path) -> PathBuf {
         fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).unwrap();
     }
     let tar = dir.join("image.tar");
-    let st = std::process::Command::new("tar")
-        .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
-        .arg(&img)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar failed");
-    fs::set_permissions(&tar, fs::Permissions::from_mode(0o644)).unwrap();
+    tar_dir(&img, &tar);
     tar
 }
 
@@ -354,17 +358,7 @@ pub fn oci_tar(root: &Path, dir: &Path, name: &str) -> PathBuf {
     fs::write(oci.join("index.json"), index).unwrap();
     fs::write(oci.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let tar = dir.join("oci.tar");
-    let st = std::process::Command::new("tar")
-        .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
-        .arg(&oci)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar failed");
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&tar, fs::Permissions::from_mode(0o644)).unwrap();
+    tar_dir(&oci, &tar);
     tar
 }
 
@@ -380,4 +374,97 @@ fn sha256(path: &Path) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// A rootlesskit started inside the sid tree, with a scratch dir holding its `--state-dir`
+/// (`state`), its log (`log`) and a web root (`www`, with [`PAGE`] as `index.html`).
+pub struct Rootlesskit {
+    child: Option<std::process::Child>,
+    dir: crate::Scratch,
+}
+
+impl Rootlesskit {
+    /// `rootlesskit --state-dir=… ARGS… /bin/sh -c TARGET` inside `root`, with `WWW` in
+    /// `target` replaced by the web root; waits (30 s at most) until the child is up.
+    pub fn start(root: &Path, name: &str, args: &[&str], target: &str) -> Rootlesskit {
+        let dir = crate::Scratch::new(name);
+        let www = dir.join("www");
+        std::fs::create_dir(&www).unwrap();
+        std::fs::write(www.join("index.html"), PAGE).unwrap();
+        let mut all: Vec<String> = vec![format!("--state-dir={}", dir.join("state").display())];
+        all.extend(args.iter().map(|s| s.to_string()));
+        all.extend([
+            "/bin/sh".into(),
+            "-c".into(),
+            target.replace("WWW", &www.display().to_string()),
+        ]);
+        let child = crate::Run::bin("rootlesskit")
+            .args(all)
+            .inside(root)
+            .spawn_logged(&dir.join("log"));
+        let r = Rootlesskit {
+            child: Some(child),
+            dir,
+        };
+        let up = crate::wait_until(std::time::Duration::from_secs(30), || {
+            r.dir.join("state/child_pid").exists()
+        });
+        assert!(up, "rootlesskit did not come up: {}", r.log());
+        r
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// What rootlesskit wrote so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// `rootlessctl --socket=STATE/api.sock ARGS…`.
+    pub fn ctl(&self, args: &[&str]) -> crate::Output {
+        let sock = format!("--socket={}", self.dir.join("state/api.sock").display());
+        crate::Run::bin("rootlessctl")
+            .args([sock.as_str()].into_iter().chain(args.iter().copied()))
+            .output()
+    }
+
+    /// [`Rootlesskit::ctl`], failing (with the log) on a non-zero exit; its stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        assert_eq!(o.code, 0, "rootlessctl {args:?}: {o:?}\n{}", self.log());
+        o.stdout
+    }
+}
+
+impl Drop for Rootlesskit {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            crate::send_signal(child.id(), "TERM");
+            let gone = crate::wait_until(std::time::Duration::from_secs(15), || {
+                child.try_wait().ok().flatten().is_some()
+            });
+            if !gone {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Packs the tree `src` into `tar`, every file owned by 0:0 (as an image wants it), the tar
+/// readable by all (the test user's daemon reads it).
+pub fn tar_dir(src: &Path, tar: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let st = Command::new("tar")
+        .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
+        .arg(src)
+        .arg("-cf")
+        .arg(tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar failed");
+    std::fs::set_permissions(tar, std::fs::Permissions::from_mode(0o644)).unwrap();
 }

@@ -260,26 +260,7 @@ fn runs_only_the_programs_it_reports_on() {
     }
     let d = Scratch::new("check-strace");
     let log = d.join("trace");
-    let u = ci::test_user().unwrap();
-    let st = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=execve", "-o"])
-        .arg(&log)
-        .args([
-            "setpriv",
-            &format!("--reuid={}", u.uid),
-            &format!("--regid={}", u.gid),
-            "--clear-groups",
-            "--",
-        ])
-        .arg(ci::bin_dir().join("rootlesskit"))
-        .arg("--check")
-        .current_dir("/")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let trace = fs::read_to_string(&log).unwrap();
-    let programs = ci::executed_programs(&trace);
+    let (programs, trace) = ci::traced_rootlesskit(&log, &["--check"], &[]);
     let allowed = [
         "getsubids",
         "newgidmap",
@@ -293,12 +274,12 @@ fn runs_only_the_programs_it_reports_on() {
         "slirp4netns",
         "vpnkit",
     ];
-    for p in &programs {
-        assert!(allowed.contains(&p.as_str()), "{p} was executed:\n{trace}");
-    }
-    for p in ["newuidmap", "newgidmap", "rootlesskit"] {
-        assert!(programs.iter().any(|x| x == p), "{p} missing:\n{trace}");
-    }
+    ci::assert_executed(
+        &programs,
+        &trace,
+        &allowed,
+        &["newuidmap", "newgidmap", "rootlesskit"],
+    );
     // rootlesskit itself is executed once: by setpriv.
     let ours = trace
         .lines()

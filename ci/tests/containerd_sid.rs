@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ci::sid::{self, PAGE};
-use ci::{Run, Scratch, skip};
+use ci::{Run, Scratch, docker, skip};
 
 /// One daemon at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -67,19 +67,10 @@ fn pasta_implicit() {
 
 fn run_case(name: &str, env: &[(&str, &str)], detached: bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let root = match sid::root() {
+    let root = match sid::root_with(&["/usr/bin/containerd", "/usr/bin/ctr", "/usr/bin/nsenter"]) {
         Ok(r) => r,
         Err(why) => skip!("{why}"),
     };
-    for program in ["/usr/bin/containerd", "/usr/bin/ctr", "/usr/bin/nsenter"] {
-        assert!(
-            sid::has(&root, program),
-            "{program} is not in the sid rootfs"
-        );
-    }
-    if !ci::tun_usable() {
-        skip!("/dev/net/tun is not usable by the test user");
-    }
     eprintln!(
         "containerd {:?}, runc {:?}",
         sid::package_version(&root, "containerd"),
@@ -174,12 +165,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(root: &Path, dir: Scratch, env: &[(&str, &str)]) -> Daemon {
-        let u = ci::test_user().unwrap();
-        for sub in ["home", "run"] {
-            fs::create_dir(dir.join(sub)).unwrap();
-            std::os::unix::fs::chown(dir.join(sub), Some(u.uid), Some(u.gid)).unwrap();
-        }
-        fs::set_permissions(dir.join("run"), fs::Permissions::from_mode(0o700)).unwrap();
+        docker::daemon_dirs(&dir.path, &["home", "run"]);
         // The script where the rootfs sees it (the checkout may not be under /tmp).
         let script = dir.join("containerd-rootless.sh");
         fs::copy(
@@ -301,35 +287,13 @@ impl Daemon {
 
     /// SIGTERM to rootlesskit: containerd shuts down, rootlesskit exits 0, nothing is left.
     fn stop(&mut self) {
-        let mut child = self.child.take().unwrap();
-        ci::send_signal(child.id(), "TERM");
-        let status = wait_timeout(&mut child, Duration::from_secs(60));
-        assert_eq!(
-            status.map(|s| s.code()),
-            Some(Some(0)),
-            "rootlesskit after SIGTERM"
-        );
-        let mut left = Vec::new();
-        let gone = ci::wait_until(Duration::from_secs(15), || {
-            left = self.new_processes();
-            left.is_empty()
-        });
-        assert!(gone, "processes left behind: {left:?}");
+        let child = self.child.take().unwrap();
+        docker::stop(child, None, || self.new_processes());
         assert!(!self.state_dir().exists(), "the state dir is left");
     }
 
     fn new_processes(&self) -> Vec<(u32, String)> {
-        let marker = self.dir.path.to_string_lossy().into_owned();
-        sid::user_processes()
-            .into_iter()
-            .filter(|(p, _)| !self.before.contains(p))
-            .filter(|(p, _)| {
-                let environ = fs::read(format!("/proc/{p}/environ")).unwrap_or_default();
-                String::from_utf8_lossy(&environ).contains(&marker)
-                    || (self.userns.is_some()
-                        && fs::read_link(format!("/proc/{p}/ns/user")).ok() == self.userns)
-            })
-            .collect()
+        docker::new_processes(&self.dir.path, &self.before, self.userns.as_ref())
     }
 }
 
@@ -337,42 +301,10 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let log = fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(60)..];
-            eprintln!(
-                "--- last {} lines of daemon.log ---\n{}",
-                tail.len(),
-                tail.join("\n")
-            );
+            docker::print_tail("daemon.log", &log, 60);
         }
-        if let Some(mut child) = self.child.take() {
-            kill(child.id(), "TERM");
-            if wait_timeout(&mut child, Duration::from_secs(30)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        for (pid, _) in self.new_processes() {
-            kill(pid, "KILL");
-        }
+        docker::take_down(self.child.take(), Duration::from_secs(30), || {
+            self.new_processes()
+        });
     }
-}
-
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn kill(pid: u32, sig: &str) {
-    let _ = std::process::Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .status();
 }

@@ -710,25 +710,11 @@ fn no_helper_programs_are_executed() {
     }
     let d = Scratch::new("strace");
     let log = d.join("trace");
-    let u = test_user().unwrap();
-    let st = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=execve", "-o"])
-        .arg(&log)
-        .args([
-            "setpriv",
-            &format!("--reuid={}", u.uid),
-            &format!("--regid={}", u.gid),
-            "--clear-groups",
-            "--",
-        ])
-        .arg(ci::bin_dir().join("rootlesskit"))
-        .args(["--net=none", "--pidns", "--copy-up=/etc", "/bin/true"])
-        .current_dir("/")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let trace = fs::read_to_string(&log).unwrap();
-    let programs = ci::executed_programs(&trace);
+    let (programs, trace) = ci::traced_rootlesskit(
+        &log,
+        &["--net=none", "--pidns", "--copy-up=/etc", "/bin/true"],
+        &[],
+    );
     // getsubids may run under the default --subid-source=auto (when nsswitch.conf names a
     // subid service other than files), as upstream runs it.
     let allowed = [
@@ -740,12 +726,12 @@ fn no_helper_programs_are_executed() {
         "setpriv",
         "true",
     ];
-    for p in &programs {
-        assert!(allowed.contains(&p.as_str()), "{p} was executed:\n{trace}");
-    }
-    for p in ["newuidmap", "newgidmap", "rootlesskit-child", "true"] {
-        assert!(programs.iter().any(|x| x == p), "{p} missing:\n{trace}");
-    }
+    ci::assert_executed(
+        &programs,
+        &trace,
+        &allowed,
+        &["newuidmap", "newgidmap", "rootlesskit-child", "true"],
+    );
 }
 
 /// The stderr lines of `rootlesskit --propagation=PROP true` that are about propagation, run

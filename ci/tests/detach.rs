@@ -318,10 +318,10 @@ fn only_our_helper_makes_the_namespace() {
         "strace",
         "true",
     ];
-    for p in &programs {
-        assert!(allowed.contains(&p.as_str()), "{p} was executed:\n{trace}");
-    }
-    for p in ["rootlesskit-unshare", "slirp4netns", "true"] {
-        assert!(programs.iter().any(|x| x == p), "{p} missing:\n{trace}");
-    }
+    ci::assert_executed(
+        &programs,
+        &trace,
+        &allowed,
+        &["rootlesskit-unshare", "slirp4netns", "true"],
+    );
 }

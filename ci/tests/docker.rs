@@ -19,7 +19,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ci::{Run, Scratch, skip};
+use ci::{Run, Scratch, docker, sid, skip};
 
 /// One daemon at a time: three dockerds on a small machine only slow each other down.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -131,7 +131,7 @@ fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
     // Upstream's integration-docker.sh matrix: `-p PORT:80` answers on loopback and on the host's
     // address, `-p 127.0.0.1:PORT:80` only on loopback, `-p HOSTIP:PORT:80` only on the host's
     // address (except with pasta's implicit forwarding, which follows the namespace's listeners).
-    let host_ip = host_ipv4();
+    let host_ip = sid::host_ipv4();
     let [all, lo, at_ip] = free_ports();
     let (all_spec, lo_spec) = (format!("{all}:80"), format!("127.0.0.1:{lo}:80"));
     let ip_spec = host_ip.map(|ip| format!("{ip}:{at_ip}:80"));
@@ -157,11 +157,14 @@ fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
         if ports != Ports::Implicit {
             assert_eq!(daemon.fetch(on_ip(at_ip)), PAGE);
             assert!(
-                http_get(loopback(at_ip)).is_err(),
+                sid::http_get(loopback(at_ip)).is_err(),
                 "{ip}-only port on loopback"
             );
         }
-        assert!(http_get(on_ip(lo)).is_err(), "loopback-only port on {ip}");
+        assert!(
+            sid::http_get(on_ip(lo)).is_err(),
+            "loopback-only port on {ip}"
+        );
     }
     if ports != Ports::Implicit {
         // rootlesskit-docker-proxy published each port through our API.
@@ -282,16 +285,11 @@ struct Daemon {
 impl Daemon {
     fn start(name: &str, script: &Path, env: &[(&str, &str)]) -> Daemon {
         let dir = Scratch::new(name);
-        for sub in ["home", "run", "tmp"] {
-            fs::create_dir(dir.join(sub)).unwrap();
-            if let Some(u) = ci::test_user()
-                && u.switch
-            {
-                std::os::unix::fs::chown(dir.join(sub), Some(u.uid), Some(u.gid)).unwrap();
-            }
-        }
-        fs::set_permissions(dir.join("run"), fs::Permissions::from_mode(0o700)).unwrap();
-        let before = user_processes().into_iter().map(|(p, _)| p).collect();
+        docker::daemon_dirs(&dir.path, &["home", "run", "tmp"]);
+        let before = ci::sid::user_processes()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
         let notify_path = dir.join("notify.sock");
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         fs::set_permissions(&notify_path, fs::Permissions::from_mode(0o777)).unwrap();
@@ -342,23 +340,7 @@ impl Daemon {
 
     /// Waits (10 s at most) for a `$NOTIFY_SOCKET` datagram with this line.
     fn expect_notify(&self, line: &str) {
-        self.notify
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut buf = [0u8; 4096];
-        let mut seen = Vec::new();
-        loop {
-            match self.notify.recv(&mut buf) {
-                Ok(n) => {
-                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    if msg.lines().any(|l| l == line) {
-                        return;
-                    }
-                    seen.push(msg);
-                }
-                Err(e) => panic!("no {line} on NOTIFY_SOCKET ({e}); got {seen:?}"),
-            }
-        }
+        docker::expect_notify(&self.notify, line);
     }
 
     fn pid(&self) -> u32 {
@@ -371,24 +353,13 @@ impl Daemon {
 
     /// Docker's own 20.10 client, so client and daemon agree on the API version.
     fn docker(&self, args: &[&str]) -> ci::Output {
-        Run::program("/usr/bin/docker")
-            .args(args)
-            .env("HOME", self.dir.join("home").to_str().unwrap())
-            .env(
-                "DOCKER_HOST",
-                &format!("unix://{}", self.dir.join("run/docker.sock").display()),
-            )
-            .env_remove("DOCKER_CONTEXT")
-            .env_remove("DOCKER_CONFIG")
-            .timeout(Duration::from_secs(60))
-            .output()
+        let client = Run::program("/usr/bin/docker");
+        docker::docker(client, &self.dir.path, args, Duration::from_secs(60))
     }
 
     /// Runs the client, fails on a non-zero exit, and gives its trimmed stdout.
     fn docker_ok(&self, args: &[&str]) -> String {
-        let o = self.docker(args);
-        assert_eq!(o.code, 0, "docker {args:?}\n{}\n{}", o.stdout, o.stderr);
-        o.stdout.trim().to_string()
+        docker::stdout_ok(args, self.docker(args))
     }
 
     /// The one state dir rootlesskit made under `$TMPDIR`.
@@ -411,26 +382,14 @@ impl Daemon {
 
     /// `rootlessctl list-ports` rows, split into columns, without the header.
     fn ports(&self, state: &Path) -> Vec<Vec<String>> {
-        let o = Run::bin("rootlessctl")
-            .args([
-                "--socket",
-                state.join("api.sock").to_str().unwrap(),
-                "list-ports",
-            ])
-            .output();
-        ci::ok(&o);
-        o.stdout
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().map(str::to_string).collect())
-            .collect()
+        docker::list_ports(&state.join("api.sock"))
     }
 
     /// GETs `/` through the published port, retrying for a while, and gives the body.
     fn fetch(&self, addr: SocketAddr) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            match http_get(addr) {
+            match sid::http_get(addr) {
                 Ok(body) => return body,
                 Err(e) if Instant::now() > deadline => panic!("GET http://{addr}/: {e}"),
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
@@ -440,21 +399,8 @@ impl Daemon {
 
     /// SIGTERM to rootlesskit: dockerd shuts down, rootlesskit exits 0, and nothing is left.
     fn stop(&mut self) {
-        let mut child = self.child.take().unwrap();
-        ci::send_signal(child.id(), "TERM");
-        let status = wait_timeout(&mut child, Duration::from_secs(60));
-        assert_eq!(
-            status.map(|s| s.code()),
-            Some(Some(0)),
-            "rootlesskit after SIGTERM"
-        );
-        self.expect_notify("STOPPING=1");
-        let mut left = Vec::new();
-        let gone = ci::wait_until(Duration::from_secs(15), || {
-            left = self.new_processes();
-            left.is_empty()
-        });
-        assert!(gone, "processes left behind: {left:?}");
+        let child = self.child.take().unwrap();
+        docker::stop(child, Some(&self.notify), || self.new_processes());
         let entries: Vec<_> = fs::read_dir(self.dir.join("tmp"))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -462,53 +408,23 @@ impl Daemon {
         assert_eq!(entries, Vec::<PathBuf>::new(), "the state dir is left");
     }
 
-    /// Live processes of the test user that belong to this daemon: those that inherited its
-    /// scratch paths in their environment (rootlesskit, the network driver, dockerd, containerd,
-    /// the shims, the proxies) and those in its user namespace (the containers).
-    /// Other tests of the same user may run at the same time; they are not counted.
+    /// Live processes of the test user that belong to this daemon (see
+    /// [`docker::new_processes`]).
     fn new_processes(&self) -> Vec<(u32, String)> {
-        let marker = self.dir.path.to_string_lossy().into_owned();
-        user_processes()
-            .into_iter()
-            .filter(|(p, _)| !self.before.contains(p))
-            .filter(|(p, _)| {
-                let environ = fs::read(format!("/proc/{p}/environ")).unwrap_or_default();
-                String::from_utf8_lossy(&environ).contains(&marker)
-                    || (self.userns.is_some()
-                        && fs::read_link(format!("/proc/{p}/ns/user")).ok() == self.userns)
-            })
-            .collect()
+        docker::new_processes(&self.dir.path, &self.before, self.userns.as_ref())
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(80)..];
-            eprintln!(
-                "--- last {} lines of {} ---\n{}",
-                tail.len(),
-                self.dir.join("daemon.log").display(),
-                tail.join("\n")
-            );
+            let name = self.dir.join("daemon.log").display().to_string();
+            docker::print_tail(&name, &self.log(), 80);
         }
         // A failed test still takes its daemon and everything under it down.
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            if wait_timeout(&mut child, Duration::from_secs(30)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        for (pid, _) in self.new_processes() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
+        docker::take_down(self.child.take(), Duration::from_secs(30), || {
+            self.new_processes()
+        });
         // Without root, the scratch dir's removal cannot touch the files of subordinate ids
         // that dockerd and the containers made; fake root can.
         let data = self.dir.join("home/.local/share/docker");
@@ -517,19 +433,6 @@ impl Drop for Daemon {
                 .env("TMPDIR", self.dir.join("tmp").to_str().unwrap())
                 .output();
         }
-    }
-}
-
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -583,16 +486,7 @@ fn busybox_tar(dir: &Scratch) -> PathBuf {
     }
     fs::write(root.join("www/index.html"), PAGE).unwrap();
     let tar = dir.join("rootfs.tar");
-    let st = Command::new("tar")
-        .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar failed");
-    fs::set_permissions(&tar, fs::Permissions::from_mode(0o644)).unwrap();
+    sid::tar_dir(&root, &tar);
     tar
 }
 
@@ -610,26 +504,6 @@ fn ping(socket: &Path) -> bool {
     reply.starts_with("HTTP/1.0 200") && reply.ends_with("OK")
 }
 
-/// One HTTP/1.0 GET of `/`: the body when the status is 200.
-fn http_get(addr: SocketAddr) -> Result<String, String> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: rkrs\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut reply = Vec::new();
-    s.read_to_end(&mut reply).map_err(|e| e.to_string())?;
-    let reply = String::from_utf8_lossy(&reply);
-    let (head, body) = reply
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no header end in {reply:?}"))?;
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("status: {head:?}"));
-    }
-    Ok(body.to_string())
-}
-
 /// Ports free on every address, all different (each held until all are picked).
 fn free_ports<const N: usize>() -> [u16; N] {
     // [::] is dual-stack by default, so a port bound there is free on both families.
@@ -641,18 +515,6 @@ fn free_ports<const N: usize>() -> [u16; N] {
         })
         .collect();
     std::array::from_fn(|i| held[i].local_addr().unwrap().port())
-}
-
-/// The host's address on its default route, which a container can reach through the network
-/// driver and a published port answers on; none on a machine without one.
-fn host_ipv4() -> Option<Ipv4Addr> {
-    // Connecting a UDP socket sends nothing; it only picks the source address.
-    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect("192.0.2.1:9").ok()?;
-    match s.local_addr().ok()?.ip() {
-        IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
-        _ => None,
-    }
 }
 
 /// Answers one HTTP request on `ip` with `body` from a thread (giving up after 60 s).
@@ -690,30 +552,4 @@ fn serve_once(ip: Ipv4Addr, body: &'static str) -> (SocketAddr, std::thread::Joi
 
 fn ipv6_loopback() -> bool {
     TcpListener::bind("[::1]:0").is_ok()
-}
-
-/// Live (not zombie) processes whose real uid is the test user's, with their command names.
-fn user_processes() -> Vec<(u32, String)> {
-    let uid = ci::test_user().expect("no test user").uid.to_string();
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-            continue;
-        };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|r| r.split_whitespace().next().unwrap_or("").to_string())
-        };
-        if field("Uid:").as_deref() == Some(uid.as_str())
-            && !matches!(field("State:").as_deref(), Some("Z") | Some("X"))
-        {
-            out.push((pid, field("Name:").unwrap_or_default()));
-        }
-    }
-    out
 }

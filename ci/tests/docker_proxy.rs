@@ -5,7 +5,6 @@
 //! without a port driver the real proxy replaces the shim with the same arguments.
 
 use std::fs;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -22,11 +21,6 @@ exec sleep \"${FAKE_SLEEP:-1000}\"
 
 fn bin(name: &str) -> String {
     ci::bin_dir().join(name).display().to_string()
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// A scratch dir with `bin/docker-proxy`, the fake.
@@ -47,7 +41,7 @@ fn publishes_through_builtin_and_removes_on_sigint() {
         skip!("slirp4netns is not installed");
     }
     let dir = scratch("dproxy-builtin");
-    let port = free_port();
+    let port = ci::ports::free_port();
     let script = format!(
         "set -u
 export FAKE_DIR={d} PATH={d}/bin:$PATH

@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ci::sid::{self, PAGE};
-use ci::{Run, Scratch, skip};
+use ci::{Run, Scratch, docker, skip};
 
 /// One daemon at a time: several dockerds on a small machine only slow each other down.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -121,24 +121,15 @@ fn slirp4netns_builtin_detach_netns() {
 
 fn run_case(name: &str, env: &[(&str, &str)], ports: Ports) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let root = match sid::root() {
-        Ok(r) => r,
-        Err(why) => skip!("{why}"),
-    };
-    for program in [
+    let root = match sid::root_with(&[
         SCRIPT,
         "/usr/sbin/dockerd",
         "/usr/bin/docker",
         "/usr/bin/socat",
-    ] {
-        assert!(
-            sid::has(&root, program),
-            "{program} is not in the sid rootfs"
-        );
-    }
-    if !ci::tun_usable() {
-        skip!("/dev/net/tun is not usable by the test user");
-    }
+    ]) {
+        Ok(r) => r,
+        Err(why) => skip!("{why}"),
+    };
     eprintln!(
         "docker.io {:?}, slirp4netns {:?}, passt {:?}",
         sid::package_version(&root, "docker.io"),
@@ -265,12 +256,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(root: &Path, dir: Scratch, env: &[(&str, &str)]) -> Daemon {
-        for sub in ["home", "run"] {
-            fs::create_dir(dir.join(sub)).unwrap();
-            let u = ci::test_user().unwrap();
-            std::os::unix::fs::chown(dir.join(sub), Some(u.uid), Some(u.gid)).unwrap();
-        }
-        fs::set_permissions(dir.join("run"), fs::Permissions::from_mode(0o700)).unwrap();
+        docker::daemon_dirs(&dir.path, &["home", "run"]);
         let notify_path = dir.join("notify.sock");
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         fs::set_permissions(&notify_path, fs::Permissions::from_mode(0o777)).unwrap();
@@ -343,23 +329,7 @@ impl Daemon {
 
     /// Waits (10 s at most) for a `$NOTIFY_SOCKET` datagram with this line.
     fn expect_notify(&self, line: &str) {
-        self.notify
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut buf = [0u8; 4096];
-        let mut seen = Vec::new();
-        loop {
-            match self.notify.recv(&mut buf) {
-                Ok(n) => {
-                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    if msg.lines().any(|l| l == line) {
-                        return;
-                    }
-                    seen.push(msg);
-                }
-                Err(e) => panic!("no {line} on NOTIFY_SOCKET ({e}); got {seen:?}"),
-            }
-        }
+        docker::expect_notify(&self.notify, line);
     }
 
     /// The log of the current (or last) run.
@@ -377,58 +347,24 @@ impl Daemon {
 
     /// sid's docker client, inside the rootfs.
     fn docker(&self, args: &[&str]) -> ci::Output {
-        Run::program("/usr/bin/docker")
-            .inside(&self.root)
-            .args(args)
-            .env("HOME", self.dir.join("home").to_str().unwrap())
-            .env(
-                "DOCKER_HOST",
-                &format!("unix://{}", self.dir.join("run/docker.sock").display()),
-            )
-            .env_remove("DOCKER_CONTEXT")
-            .env_remove("DOCKER_CONFIG")
-            .timeout(Duration::from_secs(120))
-            .output()
+        let client = Run::program("/usr/bin/docker").inside(&self.root);
+        docker::docker(client, &self.dir.path, args, Duration::from_secs(120))
     }
 
     /// Runs the client, fails on a non-zero exit, and gives its trimmed stdout.
     fn docker_ok(&self, args: &[&str]) -> String {
-        let o = self.docker(args);
-        assert_eq!(o.code, 0, "docker {args:?}\n{}\n{}", o.stdout, o.stderr);
-        o.stdout.trim().to_string()
+        docker::stdout_ok(args, self.docker(args))
     }
 
     /// `rootlessctl list-ports` rows, split into columns, without the header.
     fn ports(&self) -> Vec<Vec<String>> {
-        let sock = self.state_dir().join("api.sock");
-        let o = Run::bin("rootlessctl")
-            .args(["--socket", sock.to_str().unwrap(), "list-ports"])
-            .output();
-        ci::ok(&o);
-        o.stdout
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().map(str::to_string).collect())
-            .collect()
+        docker::list_ports(&self.state_dir().join("api.sock"))
     }
 
     /// SIGTERM to rootlesskit: dockerd shuts down, rootlesskit exits 0, and nothing is left.
     fn stop(&mut self) {
-        let mut child = self.child.take().unwrap();
-        ci::send_signal(child.id(), "TERM");
-        let status = wait_timeout(&mut child, Duration::from_secs(60));
-        assert_eq!(
-            status.map(|s| s.code()),
-            Some(Some(0)),
-            "rootlesskit after SIGTERM"
-        );
-        self.expect_notify("STOPPING=1");
-        let mut left = Vec::new();
-        let gone = ci::wait_until(Duration::from_secs(15), || {
-            left = self.new_processes();
-            left.is_empty()
-        });
-        assert!(gone, "processes left behind: {left:?}");
+        let child = self.child.take().unwrap();
+        docker::stop(child, Some(&self.notify), || self.new_processes());
         assert!(
             !self.state_dir().exists(),
             "the state dir is left: {:?}",
@@ -437,20 +373,10 @@ impl Daemon {
         );
     }
 
-    /// Live processes of the test user that belong to this daemon: those that inherited its
-    /// scratch paths in their environment and those in its user namespace.
+    /// Live processes of the test user that belong to this daemon (see
+    /// [`docker::new_processes`]).
     fn new_processes(&self) -> Vec<(u32, String)> {
-        let marker = self.dir.path.to_string_lossy().into_owned();
-        sid::user_processes()
-            .into_iter()
-            .filter(|(p, _)| !self.before.contains(p))
-            .filter(|(p, _)| {
-                let environ = fs::read(format!("/proc/{p}/environ")).unwrap_or_default();
-                String::from_utf8_lossy(&environ).contains(&marker)
-                    || (self.userns.is_some()
-                        && fs::read_link(format!("/proc/{p}/ns/user")).ok() == self.userns)
-            })
-            .collect()
+        docker::new_processes(&self.dir.path, &self.before, self.userns.as_ref())
     }
 }
 
@@ -458,45 +384,13 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let log = fs::read_to_string(self.log()).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(80)..];
-            eprintln!(
-                "--- last {} lines of daemon.log ---\n{}",
-                tail.len(),
-                tail.join("\n")
-            );
+            docker::print_tail("daemon.log", &log, 80);
         }
         // A failed test still takes its daemon and everything under it down.
-        if let Some(mut child) = self.child.take() {
-            kill(child.id(), "TERM");
-            if wait_timeout(&mut child, Duration::from_secs(30)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        for (pid, _) in self.new_processes() {
-            kill(pid, "KILL");
-        }
+        docker::take_down(self.child.take(), Duration::from_secs(30), || {
+            self.new_processes()
+        });
     }
-}
-
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn kill(pid: u32, sig: &str) {
-    let _ = std::process::Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .status();
 }
 
 fn ipv6_loopback() -> bool {

@@ -2,50 +2,15 @@
 //! from many clients, and many port adds and removes, must leave the parent's descriptor
 //! count and memory where they were.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ci::{Scratch, rootlesskit, skip};
-
-/// One HTTP/1.1 request on a fresh connection; returns the status code and body.
-fn request(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(sock).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: rootlesskit\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    let code = reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
 
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
 }
 
 struct Instance {
@@ -95,19 +60,19 @@ fn ten_thousand_api_requests_from_fifty_clients_leak_nothing() {
     let pid = inst.pid();
     // Warm up, so lazily allocated buffers exist before the baseline.
     for _ in 0..50 {
-        assert_eq!(request(&inst.sock, "GET", "/v1/info", "").0, 200);
+        assert_eq!(ci::api_request(&inst.sock, "GET", "/v1/info", "").0, 200);
     }
-    let (fds, rss) = (fd_count(pid), rss_kib(pid));
+    let (fds, rss) = (fd_count(pid), ci::rss_kib(pid));
     let threads: Vec<_> = (0..50)
         .map(|i| {
             let sock = inst.sock.clone();
             std::thread::spawn(move || {
                 for k in 0..200 {
                     let (code, _) = match (i + k) % 4 {
-                        0 => request(&sock, "GET", "/v1/info", ""),
-                        1 => request(&sock, "GET", "/v1/ports", ""),
-                        2 => request(&sock, "POST", "/v1/ports", "{bad json"),
-                        _ => request(&sock, "GET", "/v1/nothing", ""),
+                        0 => ci::api_request(&sock, "GET", "/v1/info", ""),
+                        1 => ci::api_request(&sock, "GET", "/v1/ports", ""),
+                        2 => ci::api_request(&sock, "POST", "/v1/ports", "{bad json"),
+                        _ => ci::api_request(&sock, "GET", "/v1/nothing", ""),
                     };
                     assert!(code == 200 || code == 400 || code == 404, "{code}");
                 }
@@ -119,7 +84,7 @@ fn ten_thousand_api_requests_from_fifty_clients_leak_nothing() {
     }
     // Closed connections are reaped on the next loop turns.
     assert!(ci::wait_until(Duration::from_secs(5), || fd_count(pid) == fds));
-    let grown = rss_kib(pid).saturating_sub(rss);
+    let grown = ci::rss_kib(pid).saturating_sub(rss);
     assert!(grown < 512, "RSS grew by {grown} KiB over 10,000 requests");
 }
 
@@ -146,13 +111,13 @@ fn adding_and_removing_a_port_a_thousand_times_leaks_no_descriptor() {
     );
     let fds = fd_count(pid);
     for i in 1..=1000u32 {
-        let (code, body) = request(&inst.sock, "POST", "/v1/ports", &spec);
+        let (code, body) = ci::api_request(&inst.sock, "POST", "/v1/ports", &spec);
         assert_eq!(code, 201, "add {i}: {body}");
         assert!(body.starts_with(&format!("{{\"id\":{i},")), "{body}");
-        let (code, body) = request(&inst.sock, "DELETE", &format!("/v1/ports/{i}"), "");
+        let (code, body) = ci::api_request(&inst.sock, "DELETE", &format!("/v1/ports/{i}"), "");
         assert_eq!(code, 200, "remove {i}: {body}");
     }
     assert!(ci::wait_until(Duration::from_secs(5), || fd_count(pid) == fds));
-    let (_, body) = request(&inst.sock, "GET", "/v1/ports", "");
+    let (_, body) = ci::api_request(&inst.sock, "GET", "/v1/ports", "");
     assert_eq!(body, "null");
 }

@@ -7,7 +7,7 @@
 //! Timing bounds are medians (and a generous maximum), since the CI machine is shared.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -47,11 +47,6 @@ while True:
 
 /// The soft limit rootlesskit is started with.
 const START_SOFT: u64 = 1024;
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// `(soft, hard)` "Max open files" of a process.
 fn nofile(pid: u32) -> (u64, u64) {
@@ -122,7 +117,7 @@ impl Kit {
         let dir = Scratch::new(name);
         let state = dir.join("state");
         let seen_limits = dir.join("target-nofile");
-        let port = free_port();
+        let port = ci::ports::free_port();
         let child = Run::program("/usr/bin/prlimit")
             .args([format!("--nofile={START_SOFT}:")])
             .args([ci::bin_dir().join("rootlesskit").into_os_string()])
@@ -375,22 +370,13 @@ fn a_stopped_child_holds_up_only_the_connections_that_need_it() {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn eight_hundred_fifty_udp_ports_cost_little() {
     let Some(kit) = Kit::start("udp850") else {
         skip!("slirp4netns, python3 or prlimit is not installed");
     };
     let pid = kit.pid();
-    let before = rss_kib(pid);
+    let before = ci::rss_kib(pid);
     let base = {
         let l = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port().clamp(20000, 50000)
@@ -402,20 +388,13 @@ fn eight_hundred_fifty_udp_ports_cost_little() {
             base + i,
             9000 + i
         );
-        let mut s = UnixStream::connect(kit.state.join("api.sock")).unwrap();
-        write!(
-            s,
-            "POST /v1/ports HTTP/1.1\r\nHost: rootlesskit\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
+        let sock = kit.state.join("api.sock");
+        let (code, _) = ci::api_request(&sock, "POST", "/v1/ports", &body);
         // A port another test holds is refused with a 400: that is not what is measured.
-        added += usize::from(reply.starts_with("HTTP/1.1 201"));
+        added += usize::from(code == 201);
     }
     assert!(added > 800, "only {added} of 850 UDP ports were published");
-    let grown = rss_kib(pid).saturating_sub(before);
+    let grown = ci::rss_kib(pid).saturating_sub(before);
     assert!(
         grown < 8 * 1024,
         "{added} UDP ports grew the parent by {grown} KiB"

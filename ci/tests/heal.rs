@@ -44,15 +44,6 @@ fn host_server() -> (u16, Arc<Mutex<Vec<Instant>>>) {
     (port, seen)
 }
 
-/// A host port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The target: answers "hi" on port 80 inside, and every 100 ms makes a round trip to the
 /// host server through the gateway (each in the background, so that one lost SYN holds up
 /// nothing).
@@ -109,6 +100,15 @@ fn kill(pid: u32) -> Instant {
     at
 }
 
+/// Kills rootlesskit's one slirp4netns (`when` says which, in a failure): its pid, the instant
+/// just before the kill and the one after it died.
+fn kill_slirp4netns(rk: u32, when: &str) -> (u32, Instant, Instant) {
+    let slirp = drivers_of(rk, "slirp4netns");
+    assert_eq!(slirp.len(), 1, "{when}: {slirp:?}");
+    let killed = kill(slirp[0]);
+    (slirp[0], killed, Instant::now())
+}
+
 /// Waits until the host server answers a round trip that began after `after`; how long that
 /// took from `since`.
 fn round_trip_after(
@@ -126,6 +126,50 @@ fn round_trip_after(
     })
 }
 
+/// Whether a first round trip to the host is seen within `limit`.
+fn first_round_trip(seen: &Mutex<Vec<Instant>>, limit: Duration) -> bool {
+    round_trip_after(seen, Instant::now(), Instant::now(), limit).is_some()
+}
+
+/// After a kill at `killed` (the driver gone at `dead`): how long until a host round trip and
+/// until the published port answered again, from `killed`.
+fn recovery(
+    seen: &Mutex<Vec<Instant>>,
+    published: u16,
+    killed: Instant,
+    dead: Instant,
+) -> (Option<Duration>, Option<Duration>) {
+    let back = round_trip_after(seen, dead, killed, Duration::from_secs(5));
+    let port_back = ci::wait_for(Duration::from_secs(5), || {
+        (fetch(published) == "hi\n").then(|| killed.elapsed())
+    });
+    (back, port_back)
+}
+
+/// Asserts that `what` came back in round `round`, within [`BACK_WITHIN`].
+fn assert_back(round: usize, what: &str, took: Option<Duration>, stderr: &str) {
+    let took = took.unwrap_or_else(|| panic!("round {round}: {what} not back\n{stderr}"));
+    eprintln!("round {round}: {what} back after {took:?}");
+    assert!(took <= BACK_WITHIN, "round {round}: {what} after {took:?}");
+}
+
+/// [`assert_back`] for each round's host round trip and published port.
+fn assert_rounds_back(times: &[(Option<Duration>, Option<Duration>)], stderr: &str) {
+    for (round, (back, port_back)) in times.iter().enumerate() {
+        assert_back(round + 1, "host round trip", *back, stderr);
+        assert_back(round + 1, "published port", *port_back, stderr);
+    }
+}
+
+/// `rootlesskit --state-dir=STATE FLAGS… --pidns sh -c SCRIPT` (with `--pidns`, the target's
+/// background processes end with it).
+fn start(state: &Path, flags: &[&str], script: String) -> std::process::Child {
+    let mut args = vec![format!("--state-dir={}", state.display())];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend(["--pidns".into(), "sh".into(), "-c".into(), script]);
+    rootlesskit(args).spawn()
+}
+
 fn usable(program: &str) -> bool {
     have(program) && tun_usable() && Path::new("/bin/busybox").exists()
 }
@@ -138,18 +182,12 @@ fn slirp4netns_comes_back_with_its_route_and_published_ports() {
     let d = ci::Scratch::new("heal-s4nn");
     let state = d.join("state");
     let (host_port, seen) = host_server();
-    let published = free_port();
-    let child = rootlesskit([
-        format!("--state-dir={}", state.display()),
-        "--net=slirp4netns".into(),
-        "--port-driver=slirp4netns".into(),
-        // Its background processes end with it.
-        "--pidns".into(),
-        "sh".into(),
-        "-c".into(),
+    let published = ci::ports::free_port();
+    let child = start(
+        &state,
+        &["--net=slirp4netns", "--port-driver=slirp4netns"],
         target_script(host_port),
-    ])
-    .spawn();
+    );
     let rk = child.id();
     assert!(ci::wait_until(Duration::from_secs(15), || state
         .join("api.sock")
@@ -162,32 +200,19 @@ fn slirp4netns_comes_back_with_its_route_and_published_ports() {
     let id = added.stdout.trim().to_string();
     assert!(ci::wait_until(Duration::from_secs(10), || fetch(published) == "hi\n"));
     assert!(
-        round_trip_after(
-            &seen,
-            Instant::now(),
-            Instant::now(),
-            Duration::from_secs(10)
-        )
-        .is_some(),
+        first_round_trip(&seen, Duration::from_secs(10)),
         "no round trip to the host before any kill"
     );
     let mut times = Vec::new();
     for round in 1..=2 {
-        let slirp = drivers_of(rk, "slirp4netns");
-        assert_eq!(slirp.len(), 1, "round {round}: {slirp:?}");
-        let killed = kill(slirp[0]);
-        let dead = Instant::now();
+        let (old, killed, dead) = kill_slirp4netns(rk, &format!("round {round}"));
         // The API answers while the driver is down or starting.
         let info = rootlessctl(&state, &["info"]);
         assert_eq!(info.code, 0, "{}", info.stderr);
-        let back = round_trip_after(&seen, dead, killed, Duration::from_secs(5));
-        let port_back = ci::wait_for(Duration::from_secs(5), || {
-            (fetch(published) == "hi\n").then(|| killed.elapsed())
-        });
-        times.push((back, port_back));
+        times.push(recovery(&seen, published, killed, dead));
         let again = drivers_of(rk, "slirp4netns");
         assert!(
-            again.len() == 1 && again[0] != slirp[0],
+            again.len() == 1 && again[0] != old,
             "round {round}: {again:?}"
         );
     }
@@ -206,20 +231,7 @@ fn slirp4netns_comes_back_with_its_route_and_published_ports() {
     assert!(ci::wait_until(Duration::from_secs(3), || fetch(published).is_empty()));
     ci::send_signal(rk, "TERM");
     let o = ci::wait_output(child, Duration::from_secs(20));
-    for (round, (back, port_back)) in times.iter().enumerate() {
-        let round = round + 1;
-        let back = back.unwrap_or_else(|| panic!("round {round}: no round trip\n{}", o.stderr));
-        let port_back =
-            port_back.unwrap_or_else(|| panic!("round {round}: port not back\n{}", o.stderr));
-        eprintln!(
-            "round {round}: host round trip after {back:?}, published port after {port_back:?}"
-        );
-        assert!(back <= BACK_WITHIN, "round {round}: host after {back:?}");
-        assert!(
-            port_back <= BACK_WITHIN,
-            "round {round}: port after {port_back:?}"
-        );
-    }
+    assert_rounds_back(&times, &o.stderr);
     // Each death is still reported, as before; each restart said once.
     let died = "network driver slirp4netns exited while the target was running: signal: killed";
     assert_eq!(o.stderr.matches(died).count(), 2, "{}", o.stderr);
@@ -243,62 +255,34 @@ fn slirp4netns_comes_back_in_a_detached_namespace() {
     let d = ci::Scratch::new("heal-detach");
     let state = d.join("state");
     let (host_port, seen) = host_server();
-    let published = free_port();
+    let published = ci::ports::free_port();
     // The target stays in the host's network namespace; its helper enters the detached one
     // (busybox's nsenter, in the test's own command only).
     let inner = target_script(host_port);
-    let child = rootlesskit([
-        format!("--state-dir={}", state.display()),
-        "--net=slirp4netns".into(),
-        "--port-driver=slirp4netns".into(),
-        format!("--publish=127.0.0.1:{published}:80/tcp"),
-        "--detach-netns".into(),
-        "--pidns".into(),
-        "sh".into(),
-        "-c".into(),
+    let child = start(
+        &state,
+        &[
+            "--net=slirp4netns",
+            "--port-driver=slirp4netns",
+            &format!("--publish=127.0.0.1:{published}:80/tcp"),
+            "--detach-netns",
+        ],
         format!("exec busybox nsenter --net=\"$ROOTLESSKIT_STATE_DIR/netns\" sh -c '{inner}'"),
-    ])
-    .spawn();
+    );
     let rk = child.id();
     assert!(
-        round_trip_after(
-            &seen,
-            Instant::now(),
-            Instant::now(),
-            Duration::from_secs(15)
-        )
-        .is_some(),
+        first_round_trip(&seen, Duration::from_secs(15)),
         "no round trip to the host before any kill"
     );
     assert!(ci::wait_until(Duration::from_secs(10), || fetch(published) == "hi\n"));
     let mut times = Vec::new();
     for round in 1..=2 {
-        let slirp = drivers_of(rk, "slirp4netns");
-        assert_eq!(slirp.len(), 1, "round {round}: {slirp:?}");
-        let killed = kill(slirp[0]);
-        let dead = Instant::now();
-        let back = round_trip_after(&seen, dead, killed, Duration::from_secs(5));
-        let port_back = ci::wait_for(Duration::from_secs(5), || {
-            (fetch(published) == "hi\n").then(|| killed.elapsed())
-        });
-        times.push((back, port_back));
+        let (_, killed, dead) = kill_slirp4netns(rk, &format!("round {round}"));
+        times.push(recovery(&seen, published, killed, dead));
     }
     ci::send_signal(rk, "TERM");
     let o = ci::wait_output(child, Duration::from_secs(20));
-    for (round, (back, port_back)) in times.iter().enumerate() {
-        let round = round + 1;
-        let back = back.unwrap_or_else(|| panic!("round {round}: no round trip\n{}", o.stderr));
-        let port_back =
-            port_back.unwrap_or_else(|| panic!("round {round}: port not back\n{}", o.stderr));
-        eprintln!(
-            "round {round}: host round trip after {back:?}, published port after {port_back:?}"
-        );
-        assert!(back <= BACK_WITHIN, "round {round}: host after {back:?}");
-        assert!(
-            port_back <= BACK_WITHIN,
-            "round {round}: port after {port_back:?}"
-        );
-    }
+    assert_rounds_back(&times, &o.stderr);
     assert!(!state.exists());
 }
 
@@ -312,42 +296,29 @@ fn slirp4netns_comes_back_under_the_builtin_port_driver() {
     let d = ci::Scratch::new("heal-builtin");
     let state = d.join("state");
     let (host_port, seen) = host_server();
-    let published = free_port();
-    let child = rootlesskit([
-        format!("--state-dir={}", state.display()),
-        "--net=slirp4netns".into(),
-        "--port-driver=builtin".into(),
-        format!("--publish=127.0.0.1:{published}:80/tcp"),
-        "--pidns".into(),
-        "sh".into(),
-        "-c".into(),
+    let published = ci::ports::free_port();
+    let child = start(
+        &state,
+        &[
+            "--net=slirp4netns",
+            "--port-driver=builtin",
+            &format!("--publish=127.0.0.1:{published}:80/tcp"),
+        ],
         target_script(host_port),
-    ])
-    .spawn();
+    );
     let rk = child.id();
     assert!(
-        round_trip_after(
-            &seen,
-            Instant::now(),
-            Instant::now(),
-            Duration::from_secs(15)
-        )
-        .is_some(),
+        first_round_trip(&seen, Duration::from_secs(15)),
         "no round trip to the host before any kill"
     );
     assert!(ci::wait_until(Duration::from_secs(10), || fetch(published) == "hi\n"));
-    let slirp = drivers_of(rk, "slirp4netns");
-    assert_eq!(slirp.len(), 1, "{slirp:?}");
-    let killed = kill(slirp[0]);
-    let dead = Instant::now();
+    let (_, killed, dead) = kill_slirp4netns(rk, "before the kill");
     let back = round_trip_after(&seen, dead, killed, Duration::from_secs(5));
     // Connections through the builtin driver (sockets the child makes) still work.
     let port_ok = ci::wait_until(Duration::from_secs(5), || fetch(published) == "hi\n");
     ci::send_signal(rk, "TERM");
     let o = ci::wait_output(child, Duration::from_secs(20));
-    let back = back.unwrap_or_else(|| panic!("no round trip\n{}", o.stderr));
-    eprintln!("host round trip after {back:?}");
-    assert!(back <= BACK_WITHIN, "host after {back:?}");
+    assert_back(1, "host round trip", back, &o.stderr);
     assert!(port_ok, "{}", o.stderr);
     assert!(!o.stderr.contains("failed to configure"), "{}", o.stderr);
 }
@@ -360,34 +331,20 @@ fn without_restarts_a_dead_slirp4netns_stays_dead() {
     let d = ci::Scratch::new("heal-off");
     let state = d.join("state");
     let (host_port, seen) = host_server();
-    let child = rootlesskit([
-        format!("--state-dir={}", state.display()),
-        "--net=slirp4netns".into(),
-        "--restart-net-driver=false".into(),
-        "--pidns".into(),
-        "sh".into(),
-        "-c".into(),
+    let child = start(
+        &state,
+        &["--net=slirp4netns", "--restart-net-driver=false"],
         format!(
             "for i in $(seq 30); do (echo ping | busybox nc -w 1 10.0.2.2 {host_port} >/dev/null 2>&1 &); \
              sleep 0.1; done; exit 3"
         ),
-    ])
-    .spawn();
+    );
     let rk = child.id();
     assert!(
-        round_trip_after(
-            &seen,
-            Instant::now(),
-            Instant::now(),
-            Duration::from_secs(15)
-        )
-        .is_some(),
+        first_round_trip(&seen, Duration::from_secs(15)),
         "no round trip to the host before the kill"
     );
-    let slirp = drivers_of(rk, "slirp4netns");
-    assert_eq!(slirp.len(), 1, "{slirp:?}");
-    kill(slirp[0]);
-    let dead = Instant::now();
+    let (_, _, dead) = kill_slirp4netns(rk, "before the kill");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(drivers_of(rk, "slirp4netns").is_empty());
     assert!(
@@ -503,24 +460,10 @@ fn pasta_comes_back_with_its_route() {
     let d = ci::Scratch::new("heal-pasta");
     let state = d.join("state");
     let (host_port, seen) = host_server();
-    let child = rootlesskit([
-        format!("--state-dir={}", state.display()),
-        "--net=pasta".into(),
-        "--pidns".into(),
-        "sh".into(),
-        "-c".into(),
-        target_script(host_port),
-    ])
-    .spawn();
+    let child = start(&state, &["--net=pasta"], target_script(host_port));
     let rk = child.id();
     assert!(
-        round_trip_after(
-            &seen,
-            Instant::now(),
-            Instant::now(),
-            Duration::from_secs(15)
-        )
-        .is_some(),
+        first_round_trip(&seen, Duration::from_secs(15)),
         "no round trip to the host before any kill"
     );
     let mut times = Vec::new();
@@ -542,14 +485,7 @@ fn pasta_comes_back_with_its_route() {
     ci::send_signal(rk, "TERM");
     let o = ci::wait_output(child, Duration::from_secs(20));
     for (round, back) in times.iter().enumerate() {
-        let back =
-            back.unwrap_or_else(|| panic!("round {}: no round trip\n{}", round + 1, o.stderr));
-        eprintln!("round {}: host round trip after {back:?}", round + 1);
-        assert!(
-            back <= BACK_WITHIN,
-            "round {}: host after {back:?}",
-            round + 1
-        );
+        assert_back(round + 1, "host round trip", *back, &o.stderr);
     }
     assert_eq!(
         o.stderr.matches("network driver pasta restarted").count(),

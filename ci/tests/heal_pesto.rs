@@ -15,34 +15,23 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ci::sid;
-use ci::{Run, Scratch, skip};
+use ci::sid::{self, Rootlesskit};
+use ci::skip;
 
 /// How soon after a kill a published port must answer again.
 const BACK_WITHIN: Duration = Duration::from_secs(1);
 
 /// The sid tree with pasta, pesto, busybox and socat, or why this test cannot run.
 fn sid_root() -> Result<PathBuf, String> {
-    let root = sid::root()?;
-    for program in [
+    sid::root_with(&[
         "/usr/bin/pasta",
         "/usr/bin/pesto",
         "/usr/bin/busybox",
         "/usr/bin/socat",
-    ] {
-        assert!(
-            sid::has(&root, program),
-            "{program} is not in the sid rootfs"
-        );
-    }
-    if !ci::tun_usable() {
-        return Err("/dev/net/tun is not usable by the test user".into());
-    }
-    Ok(root)
+    ])
 }
 
 /// An HTTP server on 8000 and a UDP echo server on 8001, on the namespace's address (where
@@ -50,86 +39,17 @@ fn sid_root() -> Result<PathBuf, String> {
 const SERVERS: &str = "busybox httpd -f -p 10.0.2.100:8000 -h WWW &\n\
                        exec /usr/bin/socat UDP-RECVFROM:8001,bind=10.0.2.100,fork EXEC:/bin/cat";
 
-/// A rootlesskit run in the background inside sid. Its pid is the spawned process's: the
-/// entering `unshare`, `sh` and `setpriv` each exec the next.
-struct Running {
-    child: Option<Child>,
-    dir: Scratch,
-}
-
-impl Running {
-    fn start(root: &Path, args: &[&str]) -> Running {
-        let dir = Scratch::new("heal-pesto");
-        let www = dir.join("www");
-        std::fs::create_dir(&www).unwrap();
-        std::fs::write(www.join("index.html"), sid::PAGE).unwrap();
-        let mut all: Vec<String> = vec![format!("--state-dir={}", dir.join("state").display())];
-        all.extend(args.iter().map(|s| s.to_string()));
-        all.extend([
-            "/bin/sh".into(),
-            "-c".into(),
-            SERVERS.replace("WWW", &www.display().to_string()),
-        ]);
-        let child = Run::bin("rootlesskit")
-            .args(all)
-            .inside(root)
-            .spawn_logged(&dir.join("log"));
-        let r = Running {
-            child: Some(child),
-            dir,
-        };
-        let up = ci::wait_until(Duration::from_secs(30), || {
-            r.dir.join("state/child_pid").exists()
-        });
-        assert!(up, "rootlesskit did not come up: {}", r.log());
-        r
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-
-    fn ctl_ok(&self, args: &[&str]) -> String {
-        let sock = format!("--socket={}", self.dir.join("state/api.sock").display());
-        let o = Run::bin("rootlessctl")
-            .args([sock.as_str()].into_iter().chain(args.iter().copied()))
-            .timeout(Duration::from_secs(10))
-            .output();
-        assert_eq!(o.code, 0, "rootlessctl {args:?}: {o:?}\n{}", self.log());
-        o.stdout
-    }
-
-    /// The one pasta among rootlesskit's children.
-    fn pasta(&self) -> u32 {
-        let found: Vec<u32> = ci::children_of(self.pid())
-            .into_iter()
-            .filter(|p| {
-                let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-                (comm.starts_with("pasta") || comm.starts_with("passt")) && ci::pid_alive(*p)
-            })
-            .collect();
-        assert_eq!(found.len(), 1, "pasta processes: {found:?}\n{}", self.log());
-        found[0]
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            ci::send_signal(child.id(), "TERM");
-            let gone = ci::wait_until(Duration::from_secs(15), || {
-                child.try_wait().ok().flatten().is_some()
-            });
-            if !gone {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
+/// The one pasta among rootlesskit's children.
+fn pasta(rk: &Rootlesskit) -> u32 {
+    let found: Vec<u32> = ci::children_of(rk.pid())
+        .into_iter()
+        .filter(|p| {
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            (comm.starts_with("pasta") || comm.starts_with("passt")) && ci::pid_alive(*p)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "pasta processes: {found:?}\n{}", rk.log());
+    found[0]
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -156,8 +76,9 @@ fn pesto_ports_come_back_with_a_restarted_pasta() {
     };
     let [at_start, tcp, udp, later] = sid::free_ports();
     let spec0 = format!("127.0.0.1:{at_start}:8000/tcp");
-    let rk = Running::start(
+    let rk = Rootlesskit::start(
         &root,
+        "heal-pesto",
         &[
             "--net=pasta",
             "--port-driver=pesto",
@@ -165,6 +86,7 @@ fn pesto_ports_come_back_with_a_restarted_pasta() {
             "-p",
             &spec0,
         ],
+        SERVERS,
     );
     assert_eq!(
         rk.ctl_ok(&["add-ports", &format!("127.0.0.1:{tcp}:8000/tcp")]),
@@ -181,7 +103,7 @@ fn pesto_ports_come_back_with_a_restarted_pasta() {
 
     let mut times = Vec::new();
     for round in 1..=2 {
-        let old = rk.pasta();
+        let old = pasta(&rk);
         let killed = Instant::now();
         ci::send_signal(old, "KILL");
         assert!(
@@ -195,7 +117,7 @@ fn pesto_ports_come_back_with_a_restarted_pasta() {
             "round {round}: port {tcp} not forwarded again within 5 s\n{}",
             rk.log()
         );
-        assert_ne!(rk.pasta(), old);
+        assert_ne!(pasta(&rk), old);
         // Every port is back, and the API lists them as before, with their ids.
         assert_eq!(sid::fetch(addr(at_start)), sid::PAGE);
         sid::udp_echo(addr(udp)).unwrap_or_else(|e| panic!("round {round}: {e}\n{}", rk.log()));

@@ -20,26 +20,16 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::Duration;
 
-use ci::sid;
+use ci::sid::{self, Rootlesskit};
 use ci::{Run, Scratch, skip};
 
 const GREETING: &str = "hello from the host's loopback";
 
 /// The sid tree with pasta and pesto, or why these tests cannot run.
 fn sid_root() -> Result<PathBuf, String> {
-    let root = sid::root()?;
-    for program in ["/usr/bin/pasta", "/usr/bin/pesto", "/usr/bin/busybox"] {
-        assert!(
-            sid::has(&root, program),
-            "{program} is not in the sid rootfs"
-        );
-    }
-    if !ci::tun_usable() {
-        return Err("/dev/net/tun is not usable by the test user".into());
-    }
+    let root = sid::root_with(&["/usr/bin/pasta", "/usr/bin/pesto", "/usr/bin/busybox"])?;
     eprintln!("passt {:?}", sid::package_version(&root, "passt"));
     Ok(root)
 }
@@ -205,73 +195,6 @@ fn ipv6_gets_the_fixed_configuration_and_reaches_the_host() {
     assert!(!reached(&out, "fd00::2"), "{out:?}");
 }
 
-/// A rootlesskit run in the background inside sid, with a state dir to talk to.
-struct Running {
-    child: Option<Child>,
-    dir: Scratch,
-}
-
-impl Running {
-    fn start(root: &Path, name: &str, args: &[&str], target: &str) -> Running {
-        let dir = Scratch::new(name);
-        let www = dir.join("www");
-        std::fs::create_dir(&www).unwrap();
-        std::fs::write(www.join("index.html"), sid::PAGE).unwrap();
-        let mut all: Vec<String> = vec![format!("--state-dir={}", dir.join("state").display())];
-        all.extend(args.iter().map(|s| s.to_string()));
-        all.extend([
-            "/bin/sh".into(),
-            "-c".into(),
-            target.replace("WWW", &www.display().to_string()),
-        ]);
-        let child = Run::bin("rootlesskit")
-            .args(all)
-            .inside(root)
-            .spawn_logged(&dir.join("log"));
-        let r = Running {
-            child: Some(child),
-            dir,
-        };
-        let up = ci::wait_until(Duration::from_secs(30), || {
-            r.dir.join("state/child_pid").exists()
-        });
-        assert!(up, "rootlesskit did not come up: {}", r.log());
-        r
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-
-    fn ctl(&self, args: &[&str]) -> ci::Output {
-        let sock = format!("--socket={}", self.dir.join("state/api.sock").display());
-        Run::bin("rootlessctl")
-            .args([sock.as_str()].into_iter().chain(args.iter().copied()))
-            .output()
-    }
-
-    fn ctl_ok(&self, args: &[&str]) -> String {
-        let o = self.ctl(args);
-        assert_eq!(o.code, 0, "rootlessctl {args:?}: {o:?}\n{}", self.log());
-        o.stdout
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            ci::send_signal(child.id(), "TERM");
-            let gone = ci::wait_until(Duration::from_secs(15), || {
-                child.try_wait().ok().flatten().is_some()
-            });
-            if !gone {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
-
 /// The target for the pesto tests: an HTTP server on 8000 and a UDP echo server on 8001, on
 /// the namespace's address only, as Docker's docker-proxy listens (pesto's rules lead there,
 /// not to the namespace's loopback).
@@ -296,7 +219,7 @@ fn pesto_ports_through_rootlessctl() {
     );
     let [at_start, tcp, udp, bad] = sid::free_ports();
     let spec0 = format!("127.0.0.1:{at_start}:8000/tcp");
-    let rk = Running::start(
+    let rk = Rootlesskit::start(
         &root,
         "pesto4",
         &["--net=pasta", "--port-driver=pesto", "-p", &spec0],
@@ -378,7 +301,7 @@ fn pesto_ipv6() {
     }
     let [at_start, dual] = sid::free_ports();
     let spec0 = format!("[::1]:{at_start}:8000/tcp6");
-    let rk = Running::start(
+    let rk = Rootlesskit::start(
         &root,
         "pesto6",
         &["--net=pasta", "--ipv6", "--port-driver=pesto", "-p", &spec0],
@@ -437,7 +360,7 @@ fn ipv4_only_implicit_ports_without_host_loopback() {
     let root = sid_or_skip!();
     // pasta publishes only ports below 32768 by itself.
     let port = low_port_listener("0.0.0.0").local_addr().unwrap().port();
-    let _rk = Running::start(
+    let _rk = Rootlesskit::start(
         &root,
         "implicit4",
         &[

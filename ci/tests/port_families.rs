@@ -5,13 +5,12 @@
 //! a bad `-p` is refused before the child exists.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::time::Duration;
 
-use ci::{Run, Scratch, rootlesskit, skip};
+use ci::ports::{Running, free_port, host_ipv4, seen_from};
+use ci::{Scratch, rootlesskit, skip};
 
 /// Inside the namespace: a dual-stack TCP echo server on [::]:8000, and on 127.0.0.1:8002 a
 /// server that tells each connection the address it came from.
@@ -36,94 +35,24 @@ while True:
   c,_=s.accept();threading.Thread(target=h,args=(c,),daemon=True).start()
 ";
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 fn have_tools() -> bool {
     Path::new("/usr/bin/slirp4netns").exists() && Path::new("/usr/bin/python3").exists()
 }
 
-struct Running {
-    child: Option<Child>,
-    state: PathBuf,
-    _dir: Scratch,
+/// rootlesskit with slirp4netns, `driver` and `extra` flags, running [`SERVERS`].
+fn start(name: &str, driver: &str, extra: &[String]) -> Running {
+    let mut flags = vec![
+        "--net=slirp4netns".into(),
+        "--disable-host-loopback".into(),
+        format!("--port-driver={driver}"),
+    ];
+    flags.extend(extra.iter().cloned());
+    Running::start(name, &flags, SERVERS)
 }
 
-impl Running {
-    /// rootlesskit with slirp4netns, `driver` and `extra` flags, running [`SERVERS`].
-    fn start(name: &str, driver: &str, extra: &[String]) -> Running {
-        let dir = Scratch::new(name);
-        let state = dir.join("state");
-        let mut args = vec![
-            format!("--state-dir={}", state.display()),
-            "--net=slirp4netns".into(),
-            "--disable-host-loopback".into(),
-            format!("--port-driver={driver}"),
-        ];
-        args.extend(extra.iter().cloned());
-        args.extend(["python3".into(), "-c".into(), SERVERS.into()]);
-        let log = dir.join("log");
-        let child = rootlesskit(args).spawn_logged(&log);
-        let up = ci::wait_until(Duration::from_secs(15), || state.join("child_pid").exists());
-        assert!(
-            up,
-            "rootlesskit did not come up: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        Running {
-            child: Some(child),
-            state,
-            _dir: dir,
-        }
-    }
-
-    fn ctl(&self, args: &[&str]) -> ci::Output {
-        Run::bin("rootlessctl")
-            .args([format!(
-                "--socket={}",
-                self.state.join("api.sock").display()
-            )])
-            .args(args.iter().copied())
-            .output()
-    }
-
-    /// One raw `POST /v1/ports`: the status code and the body.
-    fn post_port(&self, json: &str) -> (u16, String) {
-        let mut s = UnixStream::connect(self.state.join("api.sock")).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "POST /v1/ports HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
-            json.len()
-        )
-        .unwrap();
-        let mut reply = String::new();
-        let _ = s.read_to_string(&mut reply);
-        let code = reply
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        (code, body.to_string())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            ci::send_signal(c.id(), "TERM");
-            // Its output went to the log file, so there is no pipe to drain.
-            if !ci::wait_until(Duration::from_secs(10), || {
-                c.try_wait().is_ok_and(|s| s.is_some())
-            }) {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
+/// One raw `POST /v1/ports`: the status code and the body.
+fn post_port(r: &Running, json: &str) -> (u16, String) {
+    ci::api_request(&r.state.join("api.sock"), "POST", "/v1/ports", json)
 }
 
 /// The local addresses (`0100007F:1F90` style, as the kernel prints them) of every socket on
@@ -175,7 +104,7 @@ fn api_refuses_a_parent_ip_of_the_other_family() {
     if !have_tools() {
         skip!("slirp4netns or python3 is not installed");
     }
-    let r = Running::start("families-api", "builtin", &[]);
+    let r = start("families-api", "builtin", &[]);
     let (p1, p2, p3) = (free_port(), free_port(), free_port());
     for (json, proto, ip, port) in [
         (
@@ -203,7 +132,7 @@ fn api_refuses_a_parent_ip_of_the_other_family() {
             p3,
         ),
     ] {
-        let (code, body) = r.post_port(&json);
+        let (code, body) = post_port(&r, &json);
         assert_eq!(code, 400, "{json}: {body}");
         let want = format!("listen {proto}: address {ip}: no suitable address found");
         assert!(body.contains(&want), "{json}: {body}");
@@ -313,7 +242,7 @@ fn a_mapped_parent_ip_listens_on_the_ipv4_address() {
         skip!("slirp4netns or python3 is not installed");
     }
     let (p1, p2) = (free_port(), free_port());
-    let r = Running::start(
+    let r = start(
         "families-mapped-parent",
         "builtin",
         &["-p".into(), format!("[::ffff:127.0.0.1]:{p1}:8000/tcp")],
@@ -342,44 +271,17 @@ fn a_mapped_parent_ip_listens_on_the_ipv4_address() {
         o.stdout
     );
     // tcp6 has no IPv4 address to give it.
-    let (code, body) = r.post_port(&format!(
-        r#"{{"proto":"tcp6","parentIP":"::ffff:127.0.0.1","parentPort":{p1},"childPort":8000}}"#
-    ));
+    let (code, body) = post_port(
+        &r,
+        &format!(
+            r#"{{"proto":"tcp6","parentIP":"::ffff:127.0.0.1","parentPort":{p1},"childPort":8000}}"#
+        ),
+    );
     assert_eq!(code, 400, "{body}");
     assert!(
         body.contains("listen tcp6: address ::ffff:127.0.0.1: no suitable address found"),
         "{body}"
     );
-}
-
-/// The host's first non-loopback IPv4 address (from the kernel's routing trie).
-fn host_ipv4() -> Option<std::net::Ipv4Addr> {
-    let trie = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
-    let mut last = None;
-    for line in trie.lines() {
-        let t = line.trim_start_matches([' ', '|', '+', '-']).trim();
-        if let Ok(ip) = t.parse::<std::net::Ipv4Addr>() {
-            last = Some(ip);
-        } else if t == "/32 host LOCAL"
-            && let Some(ip) = last.filter(|ip| !ip.is_loopback())
-        {
-            return Some(ip);
-        }
-    }
-    None
-}
-
-/// What the peer-telling server inside says about a connection through `to`: our local
-/// address and the peer address it saw.
-fn seen_from(to: SocketAddr) -> Option<(String, String)> {
-    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let local = s.local_addr().ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let mut words = text.split_whitespace();
-    let seen = format!("{}:{}", words.next()?, words.next()?);
-    Some((local.to_string(), seen))
 }
 
 #[test]
@@ -391,7 +293,7 @@ fn a_mapped_child_ip_is_the_ipv4_address_with_the_builtin_driver() {
         skip!("the host has no non-loopback IPv4 address");
     };
     let (p1, p2) = (free_port(), free_port());
-    let r = Running::start(
+    let r = start(
         "families-mapped-child",
         "builtin",
         &[
@@ -422,7 +324,7 @@ fn a_mapped_child_ip_works_with_the_slirp4netns_driver() {
     }
     let (p1, p2) = (free_port(), free_port());
     // Docker 28 sends the child's address in this form to the slirp4netns driver.
-    let r = Running::start(
+    let r = start(
         "families-mapped-s4nn",
         "slirp4netns",
         &[

@@ -4,11 +4,11 @@
 //! datagrams from several clients each answered to the right one.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
 use std::time::Duration;
 
+use ci::ports::{Running, free_port, host_ipv4, seen_from};
 use ci::{Run, Scratch, rootlesskit, skip};
 
 /// A threaded echo server on [::]:8000 (dual-stack) inside the namespace, a UDP echo
@@ -60,73 +60,24 @@ while True:
   c,_=s.accept();threading.Thread(target=h,args=(c,),daemon=True).start()
 ";
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+/// rootlesskit with slirp4netns, the builtin port driver and `extra` flags, running [`ECHO`];
+/// `None` when slirp4netns or python3 is not installed.
+fn start_echo(name: &str, extra: &[String]) -> Option<Running> {
+    start_echo_with(name, "builtin", extra)
 }
 
-struct Running {
-    child: Option<Child>,
-    state: PathBuf,
-    _dir: Scratch,
-}
-
-impl Running {
-    fn start(name: &str, extra: &[String]) -> Option<Running> {
-        Running::start_with(name, "builtin", extra)
+/// [`start_echo`] with the port driver `driver`.
+fn start_echo_with(name: &str, driver: &str, extra: &[String]) -> Option<Running> {
+    if !Path::new("/usr/bin/slirp4netns").exists() || !Path::new("/usr/bin/python3").exists() {
+        return None;
     }
-
-    fn start_with(name: &str, driver: &str, extra: &[String]) -> Option<Running> {
-        if !Path::new("/usr/bin/slirp4netns").exists() || !Path::new("/usr/bin/python3").exists() {
-            return None;
-        }
-        let dir = Scratch::new(name);
-        let state = dir.join("state");
-        let mut args = vec![
-            format!("--state-dir={}", state.display()),
-            "--net=slirp4netns".into(),
-            "--disable-host-loopback".into(),
-            format!("--port-driver={driver}"),
-        ];
-        args.extend(extra.iter().cloned());
-        if extra.iter().any(|a| a == "--detach-netns") {
-            // The target stays in the host's network namespace; the servers go where the
-            // ports lead, as dockerd's containers do.
-            args.extend([
-                "nsenter".into(),
-                format!("--net={}", state.join("netns").display()),
-            ]);
-        }
-        args.extend(["python3".into(), "-c".into(), ECHO.into()]);
-        let child = rootlesskit(args).spawn();
-        assert!(ci::wait_until(Duration::from_secs(15), || state
-            .join("child_pid")
-            .exists()));
-        Some(Running {
-            child: Some(child),
-            state,
-            _dir: dir,
-        })
-    }
-
-    fn ctl(&self, args: &[&str]) -> ci::Output {
-        Run::bin("rootlessctl")
-            .args([format!(
-                "--socket={}",
-                self.state.join("api.sock").display()
-            )])
-            .args(args.iter().copied())
-            .output()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.take() {
-            ci::send_signal(c.id(), "TERM");
-            let _ = ci::wait_output(c, Duration::from_secs(10));
-        }
-    }
+    let mut flags = vec![
+        "--net=slirp4netns".into(),
+        "--disable-host-loopback".into(),
+        format!("--port-driver={driver}"),
+    ];
+    flags.extend(extra.iter().cloned());
+    Some(Running::start(name, &flags, ECHO))
 }
 
 /// Sends `data` and reads as many bytes back.
@@ -154,7 +105,7 @@ fn wait_echo(addr: SocketAddr) {
 #[test]
 fn publish_add_list_remove_and_dual_stack() {
     let (p1, p2, p3) = (free_port(), free_port(), free_port());
-    let Some(r) = Running::start(
+    let Some(r) = start_echo(
         "ports-basic",
         &["-p".into(), format!("127.0.0.1:{p1}:8000/tcp")],
     ) else {
@@ -228,7 +179,7 @@ fn publish_add_list_remove_and_dual_stack() {
 /// pattern of its own (crossed streams would show), must all come back intact.
 fn burst(name: &str, conns: u32, size: u32) {
     let p = free_port();
-    let Some(_r) = Running::start(name, &["-p".into(), format!("127.0.0.1:{p}:8000/tcp")]) else {
+    let Some(_r) = start_echo(name, &["-p".into(), format!("127.0.0.1:{p}:8000/tcp")]) else {
         skip!("slirp4netns or python3 is not installed");
     };
     let addr: SocketAddr = format!("127.0.0.1:{p}").parse().unwrap();
@@ -294,7 +245,7 @@ fn bad_publish_spec_fails_cleanly() {
 #[test]
 fn slirp4netns_port_driver_forwards_and_removes() {
     let (p1, p2) = (free_port(), free_port());
-    let Some(r) = Running::start_with(
+    let Some(r) = start_echo_with(
         "ports-s4nn",
         "slirp4netns",
         &["-p".into(), format!("127.0.0.1:{p1}:8000/tcp")],
@@ -321,35 +272,6 @@ fn slirp4netns_port_driver_forwards_and_removes() {
     assert!(echo(format!("127.0.0.1:{p2}").parse().unwrap(), b"x").is_err());
 }
 
-/// The host's first non-loopback IPv4 address (from the kernel's routing trie).
-fn host_ipv4() -> Option<std::net::Ipv4Addr> {
-    let trie = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
-    let mut last = None;
-    for line in trie.lines() {
-        let t = line.trim_start_matches([' ', '|', '+', '-']).trim();
-        if let Ok(ip) = t.parse::<std::net::Ipv4Addr>() {
-            last = Some(ip);
-        } else if t == "/32 host LOCAL"
-            && let Some(ip) = last.filter(|ip| !ip.is_loopback())
-        {
-            return Some(ip);
-        }
-    }
-    None
-}
-
-/// What the peer-telling server inside says about a connection through `to`.
-fn seen_from(to: SocketAddr) -> Option<(String, String)> {
-    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let local = s.local_addr().ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let mut words = text.split_whitespace();
-    let seen = format!("{}:{}", words.next()?, words.next()?);
-    Some((local.to_string(), seen))
-}
-
 #[test]
 fn source_ip_transparent_shows_the_client_address_inside() {
     let Some(ip) = host_ipv4() else {
@@ -360,7 +282,7 @@ fn source_ip_transparent_shows_the_client_address_inside() {
         ("--source-ip-transparent=false", false),
     ] {
         let p = free_port();
-        let Some(_r) = Running::start(
+        let Some(_r) = start_echo(
             "ports-transparent",
             &[flag.into(), "-p".into(), format!("0.0.0.0:{p}:8002/tcp")],
         ) else {
@@ -388,7 +310,7 @@ fn source_ip_transparent_in_a_detached_namespace() {
         skip!("the host has no non-loopback IPv4 address");
     };
     let p = free_port();
-    let Some(_r) = Running::start(
+    let Some(_r) = start_echo(
         "ports-transparent-detached",
         &[
             "--detach-netns".into(),
@@ -434,7 +356,7 @@ fn source_ip_transparent_over_ipv6() {
         return;
     };
     let p = free_port();
-    let Some(_r) = Running::start(
+    let Some(_r) = start_echo(
         "ports-transparent-v6",
         &[
             "-p".into(),
@@ -513,7 +435,7 @@ fn source_ip_transparent_udp_shows_the_client_address_inside() {
         ("--source-ip-transparent=false", false),
     ] {
         let p = free_port();
-        let Some(r) = Running::start(
+        let Some(r) = start_echo(
             "ports-udp-transparent",
             &[flag.into(), "-p".into(), format!("0.0.0.0:{p}:8003/udp")],
         ) else {
@@ -614,7 +536,7 @@ fn wait_udp_echo(to: SocketAddr) {
 #[test]
 fn udp_datagrams_from_several_clients_come_back_to_each() {
     let (p1, p2) = (free_port(), free_port());
-    let Some(r) = Running::start(
+    let Some(r) = start_echo(
         "ports-udp",
         &["-p".into(), format!("127.0.0.1:{p1}:8001/udp")],
     ) else {
@@ -656,7 +578,7 @@ fn privileged_port_error_says_how_to_allow_it() {
         skip!("net.ipv4.ip_unprivileged_port_start is 0: no port is privileged here");
     }
     let port = start - 1;
-    let Some(r) = Running::start("ports-privileged", &[]) else {
+    let Some(r) = start_echo("ports-privileged", &[]) else {
         skip!("slirp4netns or python3 is not installed");
     };
     let o = r.ctl(&["add-ports", &format!("127.0.0.1:{port}:8000/tcp")]);

@@ -17,14 +17,13 @@
 use std::fs;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ci::sid;
-use ci::{Run, Scratch, skip};
+use ci::{Run, Scratch, docker, skip};
 
 /// One daemon at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -85,16 +84,7 @@ fn userland_proxy_on_the_container_sees_the_bridge_gateway() {
 /// address the test connects from (the host's non-loopback address); or why it cannot run.
 fn start(name: &str, dockerd_flags: &[&str]) -> Result<(Daemon, IpAddr), String> {
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let root = sid::root()?;
-    for program in [SCRIPT, "/usr/sbin/dockerd", "/usr/bin/docker"] {
-        assert!(
-            sid::has(&root, program),
-            "{program} is not in the sid rootfs"
-        );
-    }
-    if !ci::tun_usable() {
-        return Err("/dev/net/tun is not usable by the test user".into());
-    }
+    let root = sid::root_with(&[SCRIPT, "/usr/sbin/dockerd", "/usr/bin/docker"])?;
     // A loopback client is not made transparent (as upstream): the test needs another address.
     let client =
         sid::host_ipv4().ok_or("the host has no non-loopback IPv4 address to connect from")?;
@@ -121,12 +111,7 @@ impl Daemon {
         flags: &[&str],
         serial: std::sync::MutexGuard<'static, ()>,
     ) -> Daemon {
-        for sub in ["home", "run"] {
-            fs::create_dir(dir.join(sub)).unwrap();
-            let u = ci::test_user().unwrap();
-            std::os::unix::fs::chown(dir.join(sub), Some(u.uid), Some(u.gid)).unwrap();
-        }
-        fs::set_permissions(dir.join("run"), fs::Permissions::from_mode(0o700)).unwrap();
+        docker::daemon_dirs(&dir.path, &["home", "run"]);
         let before = sid::user_processes().into_iter().map(|(p, _)| p).collect();
         let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", ci::bin_dir().display());
         let mut run = Run::program(SCRIPT)
@@ -172,25 +157,13 @@ impl Daemon {
 
     /// sid's docker client, inside the rootfs.
     fn docker(&self, args: &[&str]) -> ci::Output {
-        Run::program("/usr/bin/docker")
-            .inside(&self.root)
-            .args(args)
-            .env("HOME", self.dir.join("home").to_str().unwrap())
-            .env(
-                "DOCKER_HOST",
-                &format!("unix://{}", self.dir.join("run/docker.sock").display()),
-            )
-            .env_remove("DOCKER_CONTEXT")
-            .env_remove("DOCKER_CONFIG")
-            .timeout(Duration::from_secs(120))
-            .output()
+        let client = Run::program("/usr/bin/docker").inside(&self.root);
+        docker::docker(client, &self.dir.path, args, Duration::from_secs(120))
     }
 
     /// Runs the client, fails on a non-zero exit, and gives its trimmed stdout.
     fn docker_ok(&self, args: &[&str]) -> String {
-        let o = self.docker(args);
-        assert_eq!(o.code, 0, "docker {args:?}\n{}\n{}", o.stdout, o.stderr);
-        o.stdout.trim().to_string()
+        docker::stdout_ok(args, self.docker(args))
     }
 
     /// Runs a container that writes the peer address of each connection to its port 80,
@@ -307,15 +280,7 @@ impl Daemon {
 
     /// Processes of the test user that this daemon started.
     fn new_processes(&self) -> Vec<(u32, String)> {
-        let marker = self.dir.path.to_string_lossy().into_owned();
-        sid::user_processes()
-            .into_iter()
-            .filter(|(p, _)| !self.before.contains(p))
-            .filter(|(p, _)| {
-                let environ = fs::read(format!("/proc/{p}/environ")).unwrap_or_default();
-                String::from_utf8_lossy(&environ).contains(&marker)
-            })
-            .collect()
+        docker::new_processes(&self.dir.path, &self.before, None)
     }
 }
 
@@ -323,25 +288,11 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let log = fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(60)..];
-            eprintln!("--- daemon.log (tail) ---\n{}", tail.join("\n"));
+            docker::print_tail("daemon.log", &log, 60);
         }
-        if let Some(mut child) = self.child.take() {
-            ci::send_signal(child.id(), "TERM");
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while child.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        for (pid, _) in self.new_processes() {
-            ci::send_signal(pid, "KILL");
-        }
+        docker::take_down(self.child.take(), Duration::from_secs(60), || {
+            self.new_processes()
+        });
     }
 }
 

@@ -63,16 +63,7 @@ fn sha256(path: &Path) -> String {
 fn pong_server() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = [0u8; 64];
-            let n = c.read(&mut buf).unwrap_or(0);
-            let _ = c.write_all(b"pong:");
-            let _ = c.write_all(&buf[..n]);
-        }
-    });
+    ci::serve_pong(l);
     port
 }
 

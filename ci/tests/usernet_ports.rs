@@ -11,11 +11,11 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::path::Path;
 use std::time::Duration;
 
-use ci::{Run, Scratch, rootlesskit, skip, tun_usable};
+use ci::ports::{Running, free_port};
+use ci::{Scratch, rootlesskit, skip, tun_usable};
 
 /// Inside the namespace: on TCP 8002 a server that tells each connection the address it came
 /// from; on UDP 8003 one that answers each datagram with the address it came from; on TCP 8004
@@ -61,81 +61,18 @@ while True:
   c,_=s.accept();threading.Thread(target=digest,args=(c,),daemon=True).start()
 ";
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// The host's own address toward the world (a UDP "connect" sends nothing), if it has a
-/// non-loopback IPv4 one.
-fn host_address() -> Option<Ipv4Addr> {
-    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect("192.0.2.1:9").ok()?;
-    match s.local_addr().ok()?.ip() {
-        IpAddr::V4(a) if !a.is_loopback() && !a.is_unspecified() => Some(a),
-        _ => None,
+/// `rootlesskit --net=gvisor-tap-vsock --port-driver=gvisor-tap-vsock EXTRA... python3`, the
+/// servers above inside; `None` when the tap or python3 is missing.
+fn start(name: &str, extra: &[String]) -> Option<Running> {
+    if !tun_usable() || !Path::new("/usr/bin/python3").exists() {
+        return None;
     }
-}
-
-struct Running {
-    child: Option<Child>,
-    state: PathBuf,
-    _dir: Scratch,
-}
-
-impl Running {
-    /// `rootlesskit --net=gvisor-tap-vsock --port-driver=gvisor-tap-vsock EXTRA... python3`,
-    /// the servers above inside; `None` when the tap or python3 is missing.
-    fn start(name: &str, extra: &[String]) -> Option<Running> {
-        if !tun_usable() || !Path::new("/usr/bin/python3").exists() {
-            return None;
-        }
-        let dir = Scratch::new(name);
-        let state = dir.join("state");
-        let mut args = vec![
-            format!("--state-dir={}", state.display()),
-            "--net=gvisor-tap-vsock".into(),
-            "--port-driver=gvisor-tap-vsock".into(),
-        ];
-        args.extend(extra.iter().cloned());
-        if extra.iter().any(|a| a == "--detach-netns") {
-            // The target stays in the host's network namespace; the servers go where the
-            // ports lead.
-            args.extend([
-                "nsenter".into(),
-                format!("--net={}", state.join("netns").display()),
-            ]);
-        }
-        args.extend(["python3".into(), "-c".into(), SERVERS.into()]);
-        let child = rootlesskit(args).spawn();
-        assert!(ci::wait_until(Duration::from_secs(15), || state
-            .join("child_pid")
-            .exists()));
-        Some(Running {
-            child: Some(child),
-            state,
-            _dir: dir,
-        })
-    }
-
-    fn ctl(&self, args: &[&str]) -> ci::Output {
-        Run::bin("rootlessctl")
-            .args([format!(
-                "--socket={}",
-                self.state.join("api.sock").display()
-            )])
-            .args(args.iter().copied())
-            .output()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.take() {
-            ci::send_signal(c.id(), "TERM");
-            let _ = ci::wait_output(c, Duration::from_secs(10));
-        }
-    }
+    let mut flags = vec![
+        "--net=gvisor-tap-vsock".into(),
+        "--port-driver=gvisor-tap-vsock".into(),
+    ];
+    flags.extend(extra.iter().cloned());
+    Some(Running::start(name, &flags, SERVERS))
 }
 
 /// Connects to `port` at the host's address `ip` (the kernel takes `ip` as the source too)
@@ -173,11 +110,11 @@ fn seen_udp(ip: IpAddr, port: u16) -> Option<(String, SocketAddr)> {
 
 #[test]
 fn servers_inside_see_the_clients_real_address() {
-    let Some(host) = host_address() else {
+    let Some(host) = ci::sid::host_ipv4() else {
         skip!("the host has no non-loopback IPv4 address");
     };
     let (pt, pu) = (free_port(), free_port());
-    let Some(r) = Running::start(
+    let Some(r) = start(
         "uports-real",
         &[
             "-p".into(),
@@ -207,7 +144,7 @@ fn servers_inside_see_the_clients_real_address() {
 #[test]
 fn ports_added_listed_removed_and_1mb_arrives_intact() {
     let (p1, p2) = (free_port(), free_port());
-    let Some(r) = Running::start(
+    let Some(r) = start(
         "uports-ctl",
         &["-p".into(), format!("127.0.0.1:{p1}:8002/tcp")],
     ) else {
@@ -356,16 +293,7 @@ fn pong6() -> Option<u16> {
             let _ = u.send_to(&buf[..n], from);
         }
     });
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = [0u8; 64];
-            let n = c.read(&mut buf).unwrap_or(0);
-            let _ = c.write_all(b"pong:");
-            let _ = c.write_all(&buf[..n]);
-        }
-    });
+    ci::serve_pong(l);
     Some(port)
 }
 
@@ -430,7 +358,7 @@ fn ipv6_ports_reach_the_namespaces_ipv6_address() {
         skip!("the host has no IPv6 loopback");
     }
     let (pt, pu) = (free_port(), free_port());
-    let Some(r) = Running::start(
+    let Some(r) = start(
         "uports-v6",
         &[
             "--ipv6".into(),
@@ -469,14 +397,14 @@ fn ipv6_ports_reach_the_namespaces_ipv6_address() {
 
 #[test]
 fn ports_lead_into_a_detached_namespace() {
-    let Some(host) = host_address() else {
+    let Some(host) = ci::sid::host_ipv4() else {
         skip!("the host has no non-loopback IPv4 address");
     };
     if !Path::new("/usr/bin/nsenter").exists() {
         skip!("nsenter is not installed");
     }
     let p = free_port();
-    let Some(_r) = Running::start(
+    let Some(_r) = start(
         "uports-detach",
         &[
             "--detach-netns".into(),

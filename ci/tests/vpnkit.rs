@@ -350,27 +350,11 @@ fn vpnkit_is_the_only_program_the_driver_runs() {
     }
     let (d, path) = with_fake("vpnkit-strace");
     let log = d.join("trace");
-    let u = ci::test_user().unwrap();
-    let st = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=execve", "-o"])
-        .arg(&log)
-        .args([
-            "setpriv",
-            &format!("--reuid={}", u.uid),
-            &format!("--regid={}", u.gid),
-            "--clear-groups",
-            "--",
-        ])
-        .arg(ci::bin_dir().join("rootlesskit"))
-        .args(["--net=vpnkit", "--disable-host-loopback", "/bin/true"])
-        .env("PATH", &path)
-        .env("HOME", "/")
-        .current_dir("/")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let trace = std::fs::read_to_string(&log).unwrap();
-    let programs = ci::executed_programs(&trace);
+    let (programs, trace) = ci::traced_rootlesskit(
+        &log,
+        &["--net=vpnkit", "--disable-host-loopback", "/bin/true"],
+        &[("PATH", &path), ("HOME", "/")],
+    );
     let allowed = [
         "getsubids",
         "newgidmap",
@@ -381,8 +365,5 @@ fn vpnkit_is_the_only_program_the_driver_runs() {
         "true",
         "vpnkit",
     ];
-    for p in &programs {
-        assert!(allowed.contains(&p.as_str()), "{p} was executed:\n{trace}");
-    }
-    assert!(programs.iter().any(|x| x == "vpnkit"), "{trace}");
+    ci::assert_executed(&programs, &trace, &allowed, &["vpnkit"]);
 }
