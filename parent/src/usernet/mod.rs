@@ -1,6 +1,7 @@
 //! The user-mode network of `--net=gvisor-tap-vsock`, run inside the parent: the child made a
 //! tap in the namespace and handed us its descriptor, and we are the other end of that wire.
-//! We answer ARP and ICMP echo for the gateway, carry UDP per flow and TCP per connection on
+//! We answer ARP and ICMP echo for the gateway (echo to other addresses goes out on
+//! unprivileged ICMP sockets, [`icmp`]), carry UDP per flow and TCP per connection on
 //! host sockets (layer-4 translation, as pasta does: the namespace's TCP ends here and a host
 //! TCP connection carries the bytes on), and forward DNS sent to the gateway to the host's
 //! first nameserver. With `--ipv6` the same over IPv6 on `fd00::/64`: router advertisements
@@ -16,6 +17,7 @@
 //! has not acknowledged yet (peeked with `SO_PEEK_OFF`, dropped once acknowledged), so a
 //! connection needs no buffer of its own.
 
+pub(crate) mod icmp;
 pub(crate) mod ports;
 pub(crate) mod tcp;
 pub(crate) mod udp;
@@ -278,6 +280,7 @@ const KIND_TCP: u64 = 1;
 const KIND_UDP: u64 = 2;
 /// A published port's host socket; the index is the port's id.
 const KIND_PORT: u64 = 3;
+const KIND_ICMP: u64 = 4;
 
 /// The epoll tag of entry `index` (generation `generation`) of table `kind`.
 fn tag(kind: u64, generation: u32, index: usize) -> u64 {
@@ -296,6 +299,7 @@ pub(crate) struct Stack {
     child_mac: [u8; 6],
     tcp: tcp::Table,
     udp: udp::Table,
+    icmp: icmp::Table,
     ports: Vec<ports::Published>,
     counters: Counters,
 }
@@ -367,6 +371,7 @@ impl Stack {
             child_mac: CHILD_MAC,
             tcp: tcp::Table::new(&cfg),
             udp: udp::Table::new(),
+            icmp: icmp::Table::new(),
             ports: Vec::new(),
             counters: Counters::default(),
         })
@@ -439,7 +444,7 @@ impl Stack {
 
     /// How long until a timer is due, if one is armed.
     pub(crate) fn timeout(&self, now: Instant) -> Option<Duration> {
-        let due = [self.tcp.deadline(), self.udp.deadline()]
+        let due = [self.tcp.deadline(), self.udp.deadline(), self.icmp.deadline()]
             .into_iter()
             .flatten()
             .min()?;
@@ -467,6 +472,7 @@ impl Stack {
                 tx,
                 tcp,
                 udp,
+                icmp,
                 counters,
                 child_mac,
                 ep,
@@ -489,6 +495,7 @@ impl Stack {
                     tcp.socket_ready(index as usize, generation, ev.flags, &mut out, ep, now)
                 }
                 KIND_UDP => udp.socket_ready(index as usize, generation, &mut out, cfg, now),
+                KIND_ICMP => icmp.socket_ready(index as usize, generation, &mut out, cfg, now),
                 KIND_PORT => {
                     if let Some(p) = ports.iter().find(|p| p.id == index) {
                         port_ready(p, &mut out, tcp, udp, cfg, ep, now);
@@ -505,6 +512,7 @@ impl Stack {
             tx,
             tcp,
             udp,
+            icmp,
             counters,
             child_mac,
             ep,
@@ -522,6 +530,7 @@ impl Stack {
         };
         tcp.timers(&mut out, ep, now);
         udp.expire(ep, now);
+        icmp.expire(ep, now);
     }
 
     /// Reads up to a batch of frames from the tap and handles each.
@@ -583,6 +592,7 @@ impl Stack {
             child_mac,
             tcp,
             udp,
+            icmp,
             counters,
             ..
         } = self;
@@ -613,6 +623,9 @@ impl Stack {
                 let len = wire::put_echo_reply(&mut out.buf[Out::L4..], &echo);
                 out.send_ip(ip.dst, ip.src, wire::PROTO_ICMP, len);
             }
+            Frame::Echo(_, ip, echo) => {
+                icmp.from_child(ip.src, ip.dst, echo.message, &mut out, cfg, ep, now);
+            }
             Frame::Icmp6(_, ip, m) if cfg.gateway6.is_some() => {
                 let at = Out::L4;
                 match m.kind {
@@ -639,6 +652,9 @@ impl Stack {
                     128 if cfg.is_gateway(&ip.dst) => {
                         let len = wire::put_echo6_reply(&mut out.buf[at..], &m, &ip.dst, &ip.src);
                         out.send_ip(ip.dst, ip.src, wire::PROTO_ICMP6, len);
+                    }
+                    128 if m.code == 0 => {
+                        icmp.from_child(ip.src, ip.dst, m.message, &mut out, cfg, ep, now);
                     }
                     _ => {}
                 }
@@ -891,6 +907,62 @@ mod tests {
             (GATEWAY_MAC, CHILD_MAC, GW, CHILD)
         );
         (t.seq, t.ack, t.flags, t.payload.to_vec(), t.window)
+    }
+
+    #[test]
+    fn ping_beyond_the_gateway_goes_through_an_icmp_socket() {
+        // The host's own address on its default route (connecting a UDP socket sends nothing).
+        let Ok(probe) = std::net::UdpSocket::bind("0.0.0.0:0") else {
+            return;
+        };
+        let Ok(std::net::IpAddr::V4(host)) = probe
+            .connect("192.0.2.1:9")
+            .and_then(|()| probe.local_addr())
+            .map(|a| a.ip())
+        else {
+            return; // No IPv4 route on this host.
+        };
+        let host = host.octets();
+        let (mut st, peer) = stack(true);
+        let mut icmp = [8u8, 0, 0, 0, 0xab, 0xcd, 0, 5, b'p', b'i', b'n', b'g'];
+        let c = wire::checksum(&icmp, 0);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut p = vec![0u8; L4 + icmp.len()];
+        wire::put_ethernet(&mut p, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut p[ETH_LEN..], CHILD4, host, wire::PROTO_ICMP, icmp.len());
+        p[L4..].copy_from_slice(&icmp);
+        rustix::io::write(&peer, &p).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        if st.icmp.denied() {
+            // net.ipv4.ping_group_range leaves us out: dropped, as before.
+            assert!(got.is_empty(), "{got:?}");
+            assert_eq!(st.icmp.len(), 0);
+            return;
+        }
+        assert_eq!(got.len(), 1, "{got:?}");
+        let g = &got[0];
+        assert_eq!(&g[ETH_LEN + 12..ETH_LEN + 20], &[host, CHILD4].concat()[..]);
+        assert_eq!(g[ETH_LEN + 9], wire::PROTO_ICMP);
+        let m = &g[L4..];
+        // An echo reply with the namespace's id and sequence (not the socket's), our data,
+        // and a right checksum.
+        assert_eq!(&m[..2], &[0, 0]);
+        assert_eq!(&m[4..], &icmp[4..]);
+        assert_eq!(wire::checksum(m, 0), 0);
+        assert_eq!(st.icmp.len(), 1);
+        // The same id again uses the same flow; idle flows are closed.
+        rustix::io::write(&peer, &p).unwrap();
+        assert_eq!(frames(&mut st, &peer, 1).len(), 1);
+        assert_eq!(st.icmp.len(), 1);
+        st.ready(Instant::now() + icmp::IDLE + Duration::from_secs(2));
+        assert_eq!(st.icmp.len(), 0);
+        // The namespace's own address and loopback never leave.
+        for dst in [[127, 0, 0, 1], CHILD4] {
+            wire::put_ipv4(&mut p[ETH_LEN..], CHILD4, dst, wire::PROTO_ICMP, icmp.len());
+            rustix::io::write(&peer, &p).unwrap();
+            assert!(frames(&mut st, &peer, 1).is_empty());
+        }
+        assert_eq!(st.icmp.len(), 0);
     }
 
     #[test]

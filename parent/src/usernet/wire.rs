@@ -484,6 +484,27 @@ pub(crate) fn put_echo_reply(out: &mut [u8], req: &Echo<'_>) -> usize {
     n
 }
 
+/// Makes the echo reply `m` (the ICMP or ICMPv6 message only), which the host's kernel
+/// received on an unprivileged ICMP socket and so carries that socket's echo id, the reply to
+/// the namespace's request `id`: the id put back (the sequence and data are the request's)
+/// and the checksum redone, over the pseudo-header from `src` to `dst` for ICMPv6 (when `src`
+/// is not IPv4-mapped). `false` when `m` is not an echo reply.
+pub(crate) fn restore_echo_reply(m: &mut [u8], id: u16, src: &Addr, dst: &Addr) -> bool {
+    let v6 = unmapped(src).is_none();
+    if m.len() < 8 || m[0] != if v6 { 129 } else { 0 } || m[1] != 0 {
+        return false;
+    }
+    m[4..6].copy_from_slice(&id.to_be_bytes());
+    if v6 {
+        icmp6_checksum(m, src, dst);
+    } else {
+        m[2..4].copy_from_slice(&[0, 0]);
+        let c = checksum(m, 0);
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    true
+}
+
 /// A UDP datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Udp<'a> {
@@ -913,6 +934,32 @@ mod tests {
         assert_eq!(Frame::parse(&f[..41]), Frame::Other);
         f[15] = 6;
         assert_eq!(Frame::parse(&f), Frame::Other);
+    }
+
+    #[test]
+    fn echo_reply_from_a_ping_socket_gets_the_namespaces_id_back() {
+        const A: [u8; 4] = [192, 0, 2, 9];
+        const B: [u8; 4] = [10, 0, 2, 100];
+        // The kernel's reply carries its socket's id 0x4242; the request's id was 0x0102.
+        let mut m = [0u8, 0, 0, 0, 0x42, 0x42, 0, 7, b'h', b'i'];
+        let c = checksum(&m, 0);
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        assert!(restore_echo_reply(&mut m, 0x0102, &mapped(A), &mapped(B)));
+        assert_eq!(&m[4..8], &[1, 2, 0, 7]);
+        assert_eq!(&m[8..], b"hi");
+        assert_eq!(checksum(&m, 0), 0);
+        // IPv6: the checksum covers the pseudo-header.
+        let (s6, d6) = ([0x20u8; 16], [0xfdu8; 16]);
+        let mut m6 = [129u8, 0, 0, 0, 0x42, 0x42, 0, 3, 1, 2, 3];
+        assert!(restore_echo_reply(&mut m6, 0xbeef, &s6, &d6));
+        assert_eq!(&m6[4..8], &[0xbe, 0xef, 0, 3]);
+        assert_eq!(checksum(&m6, pseudo_sum_any(&s6, &d6, PROTO_ICMP6, m6.len())), 0);
+        // Anything but an echo reply of the right family, or too short, is refused.
+        let mut req = [8u8, 0, 0, 0, 0, 1, 0, 1];
+        assert!(!restore_echo_reply(&mut req, 1, &mapped(A), &mapped(B)));
+        let mut v4_in_v6 = [0u8, 0, 0, 0, 0, 1, 0, 1];
+        assert!(!restore_echo_reply(&mut v4_in_v6, 1, &s6, &d6));
+        assert!(!restore_echo_reply(&mut [0u8; 7], 1, &mapped(A), &mapped(B)));
     }
 
     #[test]
