@@ -225,8 +225,12 @@ impl Table {
                 Err(_) => continue,
             };
             flow.last = now;
-            if wire::restore_echo_reply(&mut out.buf[at..at + n], flow.id, &flow.remote, &flow.child)
-            {
+            if wire::restore_echo_reply(
+                &mut out.buf[at..at + n],
+                flow.id,
+                &flow.remote,
+                &flow.child,
+            ) {
                 out.send_ip(flow.remote, flow.child, proto, n);
             }
         }

@@ -444,10 +444,14 @@ impl Stack {
 
     /// How long until a timer is due, if one is armed.
     pub(crate) fn timeout(&self, now: Instant) -> Option<Duration> {
-        let due = [self.tcp.deadline(), self.udp.deadline(), self.icmp.deadline()]
-            .into_iter()
-            .flatten()
-            .min()?;
+        let due = [
+            self.tcp.deadline(),
+            self.udp.deadline(),
+            self.icmp.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
         Some(due.saturating_duration_since(now))
     }
 
@@ -929,7 +933,13 @@ mod tests {
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
         let mut p = vec![0u8; L4 + icmp.len()];
         wire::put_ethernet(&mut p, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
-        wire::put_ipv4(&mut p[ETH_LEN..], CHILD4, host, wire::PROTO_ICMP, icmp.len());
+        wire::put_ipv4(
+            &mut p[ETH_LEN..],
+            CHILD4,
+            host,
+            wire::PROTO_ICMP,
+            icmp.len(),
+        );
         p[L4..].copy_from_slice(&icmp);
         rustix::io::write(&peer, &p).unwrap();
         let got = frames(&mut st, &peer, 1);

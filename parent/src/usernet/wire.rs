@@ -953,13 +953,21 @@ mod tests {
         let mut m6 = [129u8, 0, 0, 0, 0x42, 0x42, 0, 3, 1, 2, 3];
         assert!(restore_echo_reply(&mut m6, 0xbeef, &s6, &d6));
         assert_eq!(&m6[4..8], &[0xbe, 0xef, 0, 3]);
-        assert_eq!(checksum(&m6, pseudo_sum_any(&s6, &d6, PROTO_ICMP6, m6.len())), 0);
+        assert_eq!(
+            checksum(&m6, pseudo_sum_any(&s6, &d6, PROTO_ICMP6, m6.len())),
+            0
+        );
         // Anything but an echo reply of the right family, or too short, is refused.
         let mut req = [8u8, 0, 0, 0, 0, 1, 0, 1];
         assert!(!restore_echo_reply(&mut req, 1, &mapped(A), &mapped(B)));
         let mut v4_in_v6 = [0u8, 0, 0, 0, 0, 1, 0, 1];
         assert!(!restore_echo_reply(&mut v4_in_v6, 1, &s6, &d6));
-        assert!(!restore_echo_reply(&mut [0u8; 7], 1, &mapped(A), &mapped(B)));
+        assert!(!restore_echo_reply(
+            &mut [0u8; 7],
+            1,
+            &mapped(A),
+            &mapped(B)
+        ));
     }
 
     #[test]
