@@ -148,6 +148,13 @@ pub fn usernet_frame(data: &[u8]) {
         Frame::Echo(_, _, echo) => {
             let n = wire::put_echo_reply(&mut out, &echo);
             assert_eq!(wire::checksum(&out[..n], 0), 0);
+            // As a reply from a ping socket with another id, given back the request's.
+            let a = wire::mapped([192, 0, 2, 1]);
+            assert!(wire::restore_echo_reply(&mut out[..n], 0x1234, &a, &a));
+            assert_eq!(
+                (out[4], out[5], wire::checksum(&out[..n], 0)),
+                (0x12, 0x34, 0)
+            );
         }
         Frame::Icmp6(_, ip, m) => {
             // What we answer parses back with a right checksum.
