@@ -290,18 +290,39 @@ fn tag(kind: u64, generation: u32, index: usize) -> u64 {
 /// The user-mode network.
 pub(crate) struct Stack {
     cfg: Config,
-    /// Frames on the tap carry a `virtio_net_hdr` ([`VNET_LEN`]).
-    vnet: bool,
-    tap: OwnedFd,
     ep: OwnedFd,
     rx: Box<[u8]>,
-    tx: Box<[u8]>,
-    child_mac: [u8; 6],
+    /// Where frames toward the namespace are built and sent.
+    link: Link,
     tcp: tcp::Table,
     udp: udp::Table,
     icmp: icmp::Table,
     ports: Vec<ports::Published>,
+}
+
+/// The tap side of the stack: what every frame toward the namespace is built in and sent on,
+/// apart from the tables, so that an [`Out`] can be had while the tables are borrowed too.
+struct Link {
+    tap: OwnedFd,
+    tx: Box<[u8]>,
+    child_mac: [u8; 6],
+    mtu: u32,
+    vnet: bool,
     counters: Counters,
+}
+
+impl Link {
+    /// An [`Out`] for the next frames.
+    fn out(&mut self) -> Out<'_> {
+        Out {
+            tap: self.tap.as_fd(),
+            buf: &mut self.tx,
+            child_mac: self.child_mac,
+            mtu: self.mtu,
+            vnet: self.vnet,
+            counters: &mut self.counters,
+        }
+    }
 }
 
 impl Stack {
@@ -329,14 +350,7 @@ impl Stack {
         let Some(gw) = self.cfg.gateway6 else {
             return;
         };
-        let mut out = Out {
-            tap: self.tap.as_fd(),
-            buf: &mut self.tx,
-            child_mac: self.child_mac,
-            mtu: self.cfg.mtu,
-            vnet: self.vnet,
-            counters: &mut self.counters,
-        };
+        let mut out = self.link.out();
         let mut prefix = [0u8; 16];
         prefix[..8].copy_from_slice(&gw[..8]);
         let len = wire::put_router_advert(
@@ -361,19 +375,23 @@ impl Stack {
         )
         .map_err(fail)?;
         Ok(Stack {
+            link: Link {
+                tap,
+                // Room for an IPv6 header in front of the largest IPv4 frame.
+                tx: vec![0u8; FRAME_MAX + IP6_LEN].into_boxed_slice(),
+                child_mac: CHILD_MAC,
+                mtu: cfg.mtu,
+                // Frames on the tap carry a `virtio_net_hdr` ([`VNET_LEN`]).
+                vnet,
+                counters: Counters::default(),
+            },
             cfg,
-            vnet,
-            tap,
             ep,
             rx: vec![0u8; VNET_LEN + FRAME_MAX].into_boxed_slice(),
-            // Room for an IPv6 header in front of the largest IPv4 frame.
-            tx: vec![0u8; FRAME_MAX + IP6_LEN].into_boxed_slice(),
-            child_mac: CHILD_MAC,
             tcp: tcp::Table::new(&cfg),
             udp: udp::Table::new(),
             icmp: icmp::Table::new(),
             ports: Vec::new(),
-            counters: Counters::default(),
         })
     }
 
@@ -439,7 +457,7 @@ impl Stack {
     #[cfg(test)]
     /// What was dropped so far.
     pub(crate) fn counters(&self) -> Counters {
-        self.counters
+        self.link.counters
     }
 
     /// How long until a timer is due, if one is armed.
@@ -472,27 +490,16 @@ impl Stack {
             let t = ev.data.u64();
             let (kind, generation, index) = (t >> 56, (t >> 32) as u32 & 0xff_ffff, t as u32);
             let Stack {
-                tap,
-                tx,
+                link,
                 tcp,
                 udp,
                 icmp,
-                counters,
-                child_mac,
                 ep,
                 cfg,
-                vnet,
                 ports,
                 ..
             } = self;
-            let mut out = Out {
-                tap: tap.as_fd(),
-                buf: tx,
-                child_mac: *child_mac,
-                mtu: cfg.mtu,
-                vnet: *vnet,
-                counters,
-            };
+            let mut out = link.out();
             match kind {
                 _ if t == TAG_TAP => tap_ready = true,
                 KIND_TCP => {
@@ -512,26 +519,14 @@ impl Stack {
             self.read_tap(now);
         }
         let Stack {
-            tap,
-            tx,
+            link,
             tcp,
             udp,
             icmp,
-            counters,
-            child_mac,
             ep,
-            cfg,
-            vnet,
             ..
         } = self;
-        let mut out = Out {
-            tap: tap.as_fd(),
-            buf: tx,
-            child_mac: *child_mac,
-            mtu: cfg.mtu,
-            vnet: *vnet,
-            counters,
-        };
+        let mut out = link.out();
         tcp.timers(&mut out, ep, now);
         udp.expire(ep, now);
         icmp.expire(ep, now);
@@ -540,14 +535,14 @@ impl Stack {
     /// Reads up to a batch of frames from the tap and handles each.
     fn read_tap(&mut self, now: Instant) {
         for _ in 0..TAP_BATCH {
-            let n = match rustix::io::read(&self.tap, &mut self.rx[..]) {
+            let n = match rustix::io::read(&self.link.tap, &mut self.rx[..]) {
                 Ok(n) => n,
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => break,
                 Err(e) => {
                     // The device is gone (deleted inside): stop watching it, or its error
                     // would wake us forever.
-                    let _ = epoll::delete(&self.ep, &self.tap);
+                    let _ = epoll::delete(&self.ep, &self.link.tap);
                     crate::warn(&format!(
                         "user-mode network: reading the tap failed: {}; the namespace has no network from now on",
                         sys::errno::text(e)
@@ -555,49 +550,28 @@ impl Stack {
                     break;
                 }
             };
-            let (start, verify) = match (self.vnet, self.rx.first()) {
+            let (start, verify) = match (self.link.vnet, self.rx.first()) {
                 (false, _) => (0, true),
                 (true, Some(flags)) if n >= VNET_LEN => (VNET_LEN, flags & VNET_NEEDS_CSUM == 0),
                 _ => continue,
             };
             self.frame(start, n, verify, now);
         }
-        let Stack {
-            tap,
-            tx,
-            tcp,
-            counters,
-            child_mac,
-            cfg,
-            vnet,
-            ..
-        } = self;
-        let mut out = Out {
-            tap: tap.as_fd(),
-            buf: tx,
-            child_mac: *child_mac,
-            mtu: cfg.mtu,
-            vnet: *vnet,
-            counters,
-        };
-        tcp.flush_acks(&mut out, now);
+        let Stack { link, tcp, .. } = self;
+        tcp.flush_acks(&mut link.out(), now);
     }
 
     /// Handles the frame at `start..end` of the receive buffer; `verify` false when the
     /// transport checksum was left to us.
     fn frame(&mut self, start: usize, end: usize, verify: bool, now: Instant) {
         let Stack {
+            link,
             cfg,
-            vnet,
-            tap,
             ep,
             rx,
-            tx,
-            child_mac,
             tcp,
             udp,
             icmp,
-            counters,
             ..
         } = self;
         let frame = Frame::parse_with(&rx[start..end], verify);
@@ -608,16 +582,9 @@ impl Stack {
         | Frame::Icmp6(eth, ip, _) = &frame
             && (ip.src == mapped(cfg.child) || cfg.gateway6.is_some_and(|g| ip.src[..8] == g[..8]))
         {
-            *child_mac = eth.src;
+            link.child_mac = eth.src;
         }
-        let mut out = Out {
-            tap: tap.as_fd(),
-            buf: tx,
-            child_mac: *child_mac,
-            mtu: cfg.mtu,
-            vnet: *vnet,
-            counters,
-        };
+        let mut out = link.out();
         match frame {
             Frame::Arp(_, arp) if arp.op == 1 && arp.tpa == cfg.gateway => {
                 let len = wire::put_arp_reply(out.buf, GATEWAY_MAC, cfg.gateway, arp.sha, arp.spa);
