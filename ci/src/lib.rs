@@ -632,8 +632,10 @@ pub fn serve_pong(l: std::net::TcpListener) {
             let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
             let mut buf = [0u8; 64];
             let n = c.read(&mut buf).unwrap_or(0);
-            let _ = c.write_all(b"pong:");
-            let _ = c.write_all(&buf[..n]);
+            // One write: a client may read once.
+            let mut reply = b"pong:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = c.write_all(&reply);
         }
     });
 }

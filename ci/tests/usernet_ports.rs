@@ -270,7 +270,7 @@ fn ipv6_script(port: u16) -> String {
          busybox ping -6 -c 2 -W 5 fd00::2 >/dev/null && echo ping-ok; echo --; \
          python3 -c \"import socket
 try:
-  s=socket.create_connection(('fd00::2',{port}),timeout=10);s.sendall(b'hi6');s.shutdown(socket.SHUT_WR);print(s.recv(100).decode())
+  s=socket.create_connection(('fd00::2',{port}),timeout=10);s.sendall(b'hi6');s.shutdown(socket.SHUT_WR);print(s.makefile('rb').read().decode())
 except OSError as e: print('refused', e.errno)\"; echo --; \
          python3 -c \"import socket
 u=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);u.settimeout(5)
