@@ -4,7 +4,7 @@
 //! It is started only by `rootlesskit`, with every input on its command line:
 //! `rootlesskit-child --fd N --state-dir DIR [--pidns] [--reaper] [--propagation P]
 //! [--copy-up DIR]... [--evacuate-cgroup2] [--listen-fds N [--rewrite-listen-pid]]
-//! [--detach-netns UNSHARE-HELPER] [--debug] -- CMD...`
+//! [--detach-netns UNSHARE-HELPER [--persistent-tap NAME]] [--debug] -- CMD...`
 
 use std::ffi::OsString;
 use std::net::IpAddr;
@@ -34,6 +34,9 @@ struct Args {
     rewrite_listen_pid: bool,
     /// `--detach-netns`: the `rootlesskit-unshare` binary that makes the detached namespace.
     detach_netns: Option<PathBuf>,
+    /// With `--detach-netns`: the driver's tap, made in that namespace as a persistent device
+    /// before the driver starts (see `sys::net::tun_set_persist`).
+    persistent_tap: Option<String>,
     command: Vec<OsString>,
 }
 
@@ -72,6 +75,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--rewrite-listen-pid" => a.rewrite_listen_pid = true,
             "--detach-netns" => a.detach_netns = Some(value(flag)?.into()),
+            "--persistent-tap" => {
+                a.persistent_tap = Some(value(flag)?.to_string_lossy().into_owned())
+            }
             "--debug" => {}
             "--version" => {
                 use std::io::Write;
@@ -228,6 +234,10 @@ impl Child {
             )?),
             None => None,
         };
+        if let (Some(ns), Some(tap)) = (&detached, &self.args.persistent_tap) {
+            // Best effort: a driver that finds no tap makes its own.
+            let _ = ns.within(|| Ok(sys::net::make_persistent_tap(tap)));
+        }
         self.send(&Msg::ChildInitUserNsCompleted)?;
         // The parent starts the network driver now, which takes a while (slirp4netns: an exec
         // and its own setup): do the mounts meanwhile, on the other core. Not with a detached

@@ -49,6 +49,10 @@ fn open_tap_with(name: &str, mac: [u8; 6], vnet: bool) -> Result<OwnedFd, String
         sys::net::tun_set_iff_tap(&fd, name)
     }
     .map_err(|e| fail(sys::errno::text(&e)))?;
+    // Persistent, so that the exit of whoever holds the last descriptor (we for vpnkit, the
+    // parent for its own network) does not wait for the device's teardown; it goes with the
+    // namespace. Best effort.
+    let _ = sys::net::tun_set_persist(&fd, true);
     let mut nl = sys::netlink::Netlink::open().map_err(|e| {
         format!(
             "failed to open a netlink socket for {name}: {}",

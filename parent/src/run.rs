@@ -208,7 +208,8 @@ impl<'a> Session<'a> {
         sigfd: &'a OwnedFd,
         driver: Option<Box<dyn net::Driver>>,
     ) -> Outcome {
-        let mut session = match Session::start(cfg, helper, unshare, maps, state, sigfd) {
+        let tap = driver.as_deref().and_then(|d| d.persistent_tap());
+        let mut session = match Session::start(cfg, helper, unshare, maps, state, sigfd, tap) {
             Ok(s) => s,
             Err(e) => return Outcome::parent_error(e),
         };
@@ -226,6 +227,7 @@ impl<'a> Session<'a> {
         maps: &idmap::IdMaps,
         state: &StateDir,
         sigfd: &'a OwnedFd,
+        tap: Option<String>,
     ) -> Result<Session<'a>, String> {
         let (sock, child_sock) = UnixStream::pair()
             .map_err(|e| format!("failed to create a socket pair: {}", sys::errno::text(&e)))?;
@@ -235,7 +237,11 @@ impl<'a> Session<'a> {
         let nfds = listen.map(|(n, _)| n).unwrap_or(0);
         let proto_fd: RawFd = 3 + nfds;
 
-        let argv = child_argv(cfg, state.path(), proto_fd, listen, unshare);
+        // The driver's tap, made persistent so that the driver's exit does not wait for its
+        // teardown: before the exec (the driver may start right after it), or by the child in
+        // the namespace it detaches.
+        let detached_tap = tap.as_deref().filter(|_| cfg.detach_netns);
+        let argv = child_argv(cfg, state.path(), proto_fd, listen, unshare, detached_tap);
         // Bound in the real directory; the target names it through the given one, as it does
         // the state dir.
         let notify = crate::notify::Relay::setup(
@@ -262,6 +268,12 @@ impl<'a> Session<'a> {
         }
         if cfg.ipcns {
             unshare |= UnshareFlags::NEWIPC;
+        }
+        if let Some(tap) = tap
+            .as_deref()
+            .filter(|_| !cfg.detach_netns && new_netns(cfg))
+        {
+            cmd.persistent_tap(tap);
         }
         cmd.clone_flags(clone_flags)
             .unshare(unshare)
@@ -973,6 +985,7 @@ fn child_argv(
     fd: RawFd,
     listen: Option<(i32, bool)>,
     unshare: Option<&Path>,
+    detached_tap: Option<&str>,
 ) -> Vec<OsString> {
     let mut v: Vec<OsString> = vec![CHILD_BIN.into(), "--fd".into(), fd.to_string().into()];
     v.push("--state-dir".into());
@@ -1007,6 +1020,10 @@ fn child_argv(
     if let Some(helper) = unshare {
         v.push("--detach-netns".into());
         v.push(helper.as_os_str().to_owned());
+        if let Some(tap) = detached_tap {
+            v.push("--persistent-tap".into());
+            v.push(tap.into());
+        }
     }
     if cfg.debug {
         v.push("--debug".into());

@@ -179,6 +179,50 @@ pub fn tun_set_iff_tap_vnet(fd: &OwnedFd, name: &str) -> io::Result<()> {
     .map(drop)
 }
 
+/// `ioctl(fd, TUNSETPERSIST, on)` on a descriptor attached to a tap: a persistent device outlives
+/// its last descriptor and goes with its network namespace. Closing the last descriptor of a
+/// plain tap unregisters the device, which waits for an RCU grace period (about 15 ms here)
+/// inside `close()` or the exit of whoever held it; a persistent one is let go in 0.1 ms and
+/// torn down later by the kernel's namespace cleanup, asynchronously.
+///
+/// # Errors
+/// The kernel's errno.
+pub fn tun_set_persist(fd: &OwnedFd, on: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TUNSETPERSIST takes its argument by value and touches no memory of ours.
+    check(unsafe {
+        syscall6(
+            g::__NR_ioctl,
+            [
+                fd.as_raw_fd() as usize,
+                linux_raw_sys::ioctl::TUNSETPERSIST as usize,
+                usize::from(on),
+                0,
+                0,
+                0,
+            ],
+        )
+    })
+    .map(drop)
+}
+
+/// Makes the tap `name` in the calling thread's network namespace as a persistent device
+/// ([`tun_set_persist`]) and lets go of it, for a program that attaches to it by name later
+/// (slirp4netns's `TUNSETIFF` of an existing tap attaches to it): its exit then does not wait
+/// for the device's teardown. Allocates nothing, so it may run between `clone` and `execve`.
+///
+/// # Errors
+/// The kernel's errno for the open or either ioctl.
+pub fn make_persistent_tap(name: &str) -> io::Result<()> {
+    let fd = rustix::fs::open(
+        "/dev/net/tun",
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    tun_set_iff(&fd, name, 0)?;
+    tun_set_persist(&fd, true)
+}
+
 fn tun_set_iff(fd: &OwnedFd, name: &str, extra: u32) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // `struct ifreq`: 16 bytes of name, then the union of which `ifr_flags` (a short) comes

@@ -478,10 +478,17 @@ pub fn activate_dev(
     nl.set_link_up(index).map_err(Error::sys("bring up", dev))?;
     nl.set_mtu(index, mtu)
         .map_err(Error::sys("set mtu of", dev))?;
+    // Already there is fine: a persistent tap keeps both when its driver restarts.
     nl.add_addr_v4(index, addr, prefix)
+        .or_else(exists_is_fine)
         .map_err(Error::sys("add address to", dev))?;
     nl.add_default_route_v4(index, gw)
+        .or_else(exists_is_fine)
         .map_err(Error::sys("add default route on", dev))
+}
+
+fn exists_is_fine(e: Errno) -> io::Result<()> {
+    if e == Errno::EXIST { Ok(()) } else { Err(e) }
 }
 
 #[cfg(all(test, target_endian = "little"))]

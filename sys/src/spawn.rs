@@ -114,6 +114,7 @@ pub struct Command {
     go: Option<OwnedFd>,
     pdeathsig: bool,
     setsid: bool,
+    persistent_tap: Option<String>,
 }
 
 impl Command {
@@ -140,6 +141,7 @@ impl Command {
             go: None,
             pdeathsig: true,
             setsid: false,
+            persistent_tap: None,
         })
     }
 
@@ -214,6 +216,14 @@ impl Command {
     /// Whether the new process starts a new session (loses its controlling terminal).
     pub fn setsid(&mut self, on: bool) -> &mut Self {
         self.setsid = on;
+        self
+    }
+
+    /// After the unshare, the new process makes the tap `name` in its network namespace as a
+    /// persistent device ([`crate::net::make_persistent_tap`]), for the network driver to
+    /// attach to; best effort (a driver that finds no tap makes its own, as before).
+    pub fn persistent_tap(&mut self, name: &str) -> &mut Self {
+        self.persistent_tap = Some(name.to_owned());
         self
     }
 
@@ -300,6 +310,9 @@ fn child_after_fork(
         && let Err(e) = process::unshare(cmd.unshare)
     {
         return (Stage::Unshare, e);
+    }
+    if let Some(name) = &cmd.persistent_tap {
+        let _ = crate::net::make_persistent_tap(name);
     }
     if cmd.setsid
         && let Err(e) = process::setsid()

@@ -159,6 +159,15 @@ pub(crate) trait Driver {
         Ok(())
     }
 
+    /// The tap the child makes as a persistent device before the driver attaches to it by
+    /// name (see [`sys::net::tun_set_persist`]): the driver's exit then does not wait for the
+    /// device's teardown. `None` for a driver that makes its device otherwise, and for pasta:
+    /// a restarted pasta (`--restart-net-driver`) adds its addresses again and fails with
+    /// "File exists" on the device that kept them.
+    fn persistent_tap(&self) -> Option<String> {
+        None
+    }
+
     /// Ends the program if it is still running and waits for it. Idempotent; also run on drop.
     fn stop(&mut self);
 

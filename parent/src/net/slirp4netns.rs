@@ -378,6 +378,14 @@ impl Driver for Slirp4netns {
         "slirp4netns"
     }
 
+    fn persistent_tap(&self) -> Option<String> {
+        if let Some(plan) = &self.plan {
+            return Some(plan.ifname.clone());
+        }
+        let (opts, _, _) = self.probing.as_ref()?;
+        super::interface_name(opts.ifname.as_deref()).ok()
+    }
+
     fn settle(&mut self) -> Result<(), String> {
         let Some((opts, binary, help)) = self.probing.take() else {
             return Ok(());
