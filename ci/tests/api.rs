@@ -26,7 +26,7 @@ fn info_over_the_socket_for_each_network() {
         assert_eq!(o.code, 1, "{flags:?}: {}", o.stderr);
         assert!(
             o.stdout.starts_with(
-                "- REST API version: 1.1.1\n- Implementation version: 2.3.6\n- State Directory: /"
+                "- REST API version: 1.1.1\n- Implementation version: 3.0.1\n- State Directory: /"
             ),
             "{}",
             o.stdout
@@ -73,7 +73,7 @@ fn info_json_with_slirp4netns_and_the_go_client() {
     let (json, go_out) = o.stdout.split_once("---\n").unwrap();
     for want in [
         "\"apiVersion\": \"1.1.1\"",
-        "\"version\": \"2.3.6\"",
+        "\"version\": \"3.0.1\"",
         "\"driver\": \"slirp4netns\"",
         "\"childIP\": \"10.0.2.100\"",
         "\"10.0.2.3\"",

@@ -68,7 +68,7 @@ fn listing_owners_and_checksums() {
     let name = tarball.file_name().unwrap().to_string_lossy().into_owned();
     let arch = std::env::consts::ARCH;
     assert!(
-        name.starts_with("rootlesskit-2.") && name.ends_with(&format!("-{arch}.tar.gz")),
+        name.starts_with("rootlesskit-3.") && name.ends_with(&format!("-{arch}.tar.gz")),
         "{name}"
     );
     let (ok, list, err) = run(Command::new("tar")

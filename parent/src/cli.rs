@@ -19,7 +19,7 @@ use crate::port::{PortSpec, check_family, parse_port_spec, validate_port_spec};
 use sys::goflag::{self, VERSION};
 
 /// The components of [`VERSION`], which `--print-semver` prints.
-const VERSION_PARTS: [u32; 3] = [2, 3, 6];
+const VERSION_PARTS: [u32; 3] = [3, 0, 1];
 
 /// `--net`: the network driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,7 +284,7 @@ impl Propagation {
 pub(crate) enum Action {
     /// `--help`: print [`help_text`] to stdout and exit 0.
     Help,
-    /// `--version`: print `rootlesskit version 2.3.6` to stdout and exit 0.
+    /// `--version`: print `rootlesskit version 3.0.1` to stdout and exit 0.
     Version,
     /// `--print-semver=major|minor|patch`: print the number and a newline to stdout, exit 0.
     PrintSemver(u32),
@@ -636,7 +636,7 @@ const FLAGS: &[Flag] = &[
         Kind::Str,
         Def::Str("none"),
         PORT,
-        "how ports reach a non-host network [none, implicit (for pasta), pesto (for pasta), builtin, slirp4netns]",
+        "how ports reach a non-host network [none, implicit (for pasta), builtin, slirp4netns, gvisor-tap-vsock(experimental), pesto (for pasta)]",
     ),
     Flag {
         name: "publish",
@@ -1362,7 +1362,9 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<Settings, String> {
     let net = cfg.net.as_str();
     if cfg.ipv6 {
         warn.push("ipv6 is experimental".into());
-        if !matches!(cfg.net, Net::Pasta | Net::Slirp4netns) {
+        // Upstream v3 warns that --ipv6 is discarded for gvisor-tap-vsock and then refuses it;
+        // ours routes IPv6 there, so neither is said.
+        if !matches!(cfg.net, Net::Pasta | Net::Slirp4netns | Net::GvisorTapVsock) {
             warn.push(format!("--ipv6 is discarded for --net={net}"));
         }
     }
@@ -2082,9 +2084,9 @@ mod tests {
             (&["-v"], Action::Version),
             (&["--version", "--net=bogus", "sh"], Action::Version),
             (&["--version", "--help"], Action::Help),
-            (&["--print-semver=major"], Action::PrintSemver(2)),
-            (&["--print-semver", "minor"], Action::PrintSemver(3)),
-            (&["-print-semver=patch", "sh"], Action::PrintSemver(6)),
+            (&["--print-semver=major"], Action::PrintSemver(3)),
+            (&["--print-semver", "minor"], Action::PrintSemver(0)),
+            (&["-print-semver=patch", "sh"], Action::PrintSemver(1)),
         ];
         for (args, want) in cases {
             assert_eq!(parse_args(args).as_ref(), Ok(want), "{args:?}");
@@ -2263,7 +2265,7 @@ mod tests {
                     match (f.id, parse_args(&args)) {
                         (Id::Help, Ok(Action::Help))
                         | (Id::Version, Ok(Action::Version))
-                        | (Id::PrintSemver, Ok(Action::PrintSemver(2)))
+                        | (Id::PrintSemver, Ok(Action::PrintSemver(3)))
                         | (Id::Check, Ok(Action::Check { json: false, .. }))
                         | (Id::CheckJson, Ok(Action::Check { json: true, .. })) => {}
                         (_, Ok(Action::Run(cfg))) => {
@@ -2376,7 +2378,8 @@ mod tests {
             "--help, -h  ",
             "--version, -v  ",
             "[host, none, pasta(experimental), slirp4netns, vpnkit, lxc-user-nic(experimental), gvisor-tap-vsock(experimental)] (default: \"host\")",
-            "[none, implicit (for pasta), pesto (for pasta), builtin, slirp4netns] (default: \"none\")",
+            // Upstream v3.0's list, in its order; pesto (v3.1) comes after it.
+            "[none, implicit (for pasta), builtin, slirp4netns, gvisor-tap-vsock(experimental), pesto (for pasta)] (default: \"none\")",
             "[auto, true, false] (default: \"false\")",
             "[rprivate, rslave] (default: \"rprivate\")",
             "[auto,true,false] (default: \"auto\")",
@@ -2384,7 +2387,7 @@ mod tests {
             "[tmpfs+symlink] (default: \"tmpfs+symlink\")",
             "[major, minor, patch]\n",
             "(default: true)\n",
-            "\nVERSION:\n   2.3.6\n",
+            "\nVERSION:\n   3.0.1\n",
         ] {
             assert!(help.contains(needle), "{needle:?} missing");
         }
@@ -2682,6 +2685,19 @@ mod tests {
                 &[
                     "\"gvisor-tap-vsock\" network driver is experimental",
                     "\"gvisor-tap-vsock\" port driver is experimental",
+                ],
+            ),
+            // Upstream v3 says --ipv6 is discarded here and then refuses it; ours routes it.
+            (
+                &[
+                    "--net=gvisor-tap-vsock",
+                    "--ipv6",
+                    "--disable-host-loopback",
+                    "sh",
+                ],
+                &[
+                    "ipv6 is experimental",
+                    "\"gvisor-tap-vsock\" network driver is experimental",
                 ],
             ),
             // vpnkit's MTU warning comes with its probe, after the binary is found.

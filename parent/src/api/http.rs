@@ -1179,11 +1179,11 @@ mod tests {
     fn client_requests_and_responses() {
         assert_eq!(
             encode_request("POST", "/v1/ports", Some(b"{}")),
-            b"POST /v1/ports HTTP/1.1\r\nHost: rootlesskit\r\nUser-Agent: rootlessctl/2.3.6\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+            b"POST /v1/ports HTTP/1.1\r\nHost: rootlesskit\r\nUser-Agent: rootlessctl/3.0.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
         );
         assert_eq!(
             encode_request("GET", "/v1/info", None),
-            b"GET /v1/info HTTP/1.1\r\nHost: rootlesskit\r\nUser-Agent: rootlessctl/2.3.6\r\nConnection: close\r\n\r\n"
+            b"GET /v1/info HTTP/1.1\r\nHost: rootlesskit\r\nUser-Agent: rootlessctl/3.0.1\r\nConnection: close\r\n\r\n"
         );
         let ok = |status: u16, body: &[u8]| {
             Ok(Some(ClientResponse {

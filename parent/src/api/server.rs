@@ -770,7 +770,7 @@ mod tests {
                 s
             })
         };
-        let info = r#"{"apiVersion":"1.1.1","version":"2.3.6","stateDir":"/run/user/1000/rk","childPID":4242,"networkDriver":{"driver":"slirp4netns","dns":["10.0.2.3"],"childIP":"10.0.2.100"}"#;
+        let info = r#"{"apiVersion":"1.1.1","version":"3.0.1","stateDir":"/run/user/1000/rk","childPID":4242,"networkDriver":{"driver":"slirp4netns","dns":["10.0.2.3"],"childIP":"10.0.2.100"}"#;
         let cases: Vec<(&Backend, &str, &str, &str, u16, String)> = vec![
             (&without, "GET", "/v1/info", "", 200, format!("{info}}}")),
             (&with, "GET", "/v1/info", "", 200, format!("{info},\"portDriver\":{{\"driver\":\"builtin\",\"protos\":[\"tcp\",\"tcp4\",\"tcp6\",\"udp\",\"udp4\",\"udp6\"]}}}}")),
@@ -1321,7 +1321,7 @@ mod tests {
                 0,
                 concat!(
                     "- REST API version: 1.1.1\n",
-                    "- Implementation version: 2.3.6\n",
+                    "- Implementation version: 3.0.1\n",
                     "- State Directory: /run/user/1000/rk\n",
                     "- Child PID: 4242\n",
                     "- Network Driver: slirp4netns\n",

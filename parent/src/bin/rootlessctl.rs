@@ -713,7 +713,7 @@ mod tests {
 
     #[test]
     fn help_and_version() {
-        let version = (0, "rootlessctl version 2.3.6\n".to_string(), String::new());
+        let version = (0, "rootlessctl version 3.0.1\n".to_string(), String::new());
         assert_eq!(ctl(&["--version"], None), version);
         assert_eq!(ctl(&["-v", "list-ports"], None), version);
         assert_eq!(ctl(&["-version"], None), version);
@@ -880,7 +880,7 @@ mod tests {
             (vec!["remove-ports", "--", "-7"], 1, String::new(), "error: unknown id: -7\n".into()),
             (vec!["info"], 0, format!(concat!(
                 "- REST API version: 1.1.1\n",
-                "- Implementation version: 2.3.6\n",
+                "- Implementation version: 3.0.1\n",
                 "- State Directory: {}\n",
                 "- Child PID: 31337\n",
                 "- Network Driver: slirp4netns\n",
@@ -892,7 +892,7 @@ mod tests {
             (vec!["info", "--json"], 0, format!(concat!(
                 "{{\n",
                 "    \"apiVersion\": \"1.1.1\",\n",
-                "    \"version\": \"2.3.6\",\n",
+                "    \"version\": \"3.0.1\",\n",
                 "    \"stateDir\": \"{}\",\n",
                 "    \"childPID\": 31337,\n",
                 "    \"networkDriver\": {{\n",

@@ -48,10 +48,8 @@ impl PortDriver for UsernetPorts {
     fn add(&self, mut spec: PortSpec) -> Result<PortStatus, String> {
         let mut list = self.list.borrow_mut();
         if !self.info().protos.contains(&spec.proto) {
-            return Err(format!(
-                "unsupported protocol {}",
-                sys::golang::quote(spec.proto.as_bytes())
-            ));
+            // Upstream's words for this driver (unquoted, unlike the slirp4netns driver's).
+            return Err(format!("unsupported protocol: {}", spec.proto));
         }
         validate_port_spec(&spec, &list)?;
         check_family(&spec)?;
