@@ -202,3 +202,38 @@ fn gvisor_tap_vsock_routes_ipv6_instead_of_discarding_it() {
         o.stdout
     );
 }
+
+/// v3 starts the target with a parent-death signal (upstream #514): when the rootlesskit child
+/// dies, even alone (no `--pidns`, so nothing else takes the target down), the target dies too.
+#[test]
+fn sigkill_of_the_child_kills_the_target() {
+    let d = Scratch::new("v3-pdeathsig");
+    let state = d.join("state");
+    let marker = d.join("target_pid");
+    let script = format!(
+        "echo $$ > {m}.tmp; mv {m}.tmp {m}; exec sleep 1000",
+        m = marker.display()
+    );
+    let child = rootlesskit([
+        format!("--state-dir={}", state.display()),
+        "--reaper=false".into(),
+        "sh".into(),
+        "-c".into(),
+        script,
+    ])
+    .spawn();
+    assert!(ci::wait_until(Duration::from_secs(10), || marker.exists()));
+    let child_pid: u32 = std::fs::read_to_string(state.join("child_pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let targets = ci::children_of(child_pid);
+    assert_eq!(targets.len(), 1, "{targets:?}");
+    ci::send_signal(child_pid, "KILL");
+    let o = ci::wait_output(child, Duration::from_secs(10));
+    assert_ne!(o.code, 0, "{}", o.stderr);
+    assert!(
+        ci::wait_until(Duration::from_secs(5), || !ci::pid_alive(targets[0])),
+        "the target survived SIGKILL of the rootlesskit child"
+    );
+}
