@@ -278,8 +278,8 @@ fn pesto_ports_through_rootlessctl() {
     assert_ne!(o.code, 0, "{o:?}");
     assert!(
         o.stderr.contains(
-            "the pesto port driver forwards only to the namespace's address (10.0.2.100), not \
-             to ChildIP 127.0.0.1"
+            "unsupported ChildIP \"127.0.0.1\": the pesto port driver only supports the \
+             namespace address \"10.0.2.100\""
         ),
         "{o:?}"
     );
@@ -287,7 +287,7 @@ fn pesto_ports_through_rootlessctl() {
     assert_ne!(o.code, 0, "{o:?}");
     assert!(
         o.stderr
-            .contains("the pesto port driver forwards IPv6 only with --ipv6 (ParentIP \"::1\")"),
+            .contains("IPv6 port forwarding (proto \"tcp6\", parent IP \"::1\") requires --ipv6"),
         "{o:?}"
     );
     assert!(sid::refused(addr("127.0.0.1", bad)));
@@ -345,8 +345,8 @@ fn pesto_refuses_a_bad_child_ip_at_start() {
         out.stderr
             .contains("[rootlesskit:parent] error: failed to expose port ")
             && out.stderr.contains(
-                "the pesto port driver forwards only to the namespace's address (10.0.2.100), not \
-             to ChildIP 10.0.2.99"
+                "unsupported ChildIP \"10.0.2.99\": the pesto port driver only supports the \
+                 namespace address \"10.0.2.100\""
             ),
         "{out:?}"
     );
@@ -457,7 +457,9 @@ fn pesto_missing_is_one_clear_error() {
     assert_eq!(o.code, 1, "{o:?}");
     assert_eq!(
         o.stderr.lines().last(),
-        Some(r#"[rootlesskit:parent] error: exec: "pesto": executable file not found in $PATH"#),
+        Some(
+            r#"[rootlesskit:parent] error: command "pesto --version" failed, make sure pesto is installed: "": exec: "pesto": executable file not found in $PATH"#
+        ),
         "{o:?}"
     );
     assert_eq!(

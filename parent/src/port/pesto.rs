@@ -169,19 +169,21 @@ pub(crate) fn rule(spec: &PortSpec, ipv6: bool) -> Result<(&'static str, String)
     let flag = match proto {
         "tcp" | "tcp4" | "tcp6" => "-t",
         "udp" | "udp4" | "udp6" => "-u",
-        _ => return Err(format!("unsupported protocol {}", go_quote(proto))),
+        _ => return Err(format!("unsupported protocol: {proto}")),
     };
     let family = proto.as_bytes()[3..].first().copied();
     let parent = parse_ip(&spec.parent_ip);
     let v6_parent = matches!(parent, Some(IpAddr::V6(ip)) if !ip.is_unspecified());
     if !ipv6 && (family == Some(b'6') || v6_parent) {
-        let what = if v6_parent {
-            format!("ParentIP {}", go_quote(&spec.parent_ip))
-        } else {
-            format!("proto {}", go_quote(proto))
+        // Upstream's words, with the parent IP it defaults an empty one to.
+        let parent_ip = match spec.parent_ip.as_str() {
+            "" => "::",
+            ip => ip,
         };
         return Err(format!(
-            "the pesto port driver forwards IPv6 only with --ipv6 ({what})"
+            "IPv6 port forwarding (proto {}, parent IP {}) requires --ipv6",
+            go_quote(proto),
+            go_quote(parent_ip)
         ));
     }
     let wildcard = parent.is_none_or(|ip| ip.is_unspecified());
@@ -223,14 +225,12 @@ impl PortDriver for PestoPorts {
         if !spec.child_ip.is_empty() {
             let got = parse_ip(&spec.child_ip);
             if got != Some(self.child_ip) && (got.is_none() || got != self.child_ip6) {
-                let mut own = self.child_ip.to_string();
-                if let Some(v6) = self.child_ip6 {
-                    own.push_str(&format!(" or {v6}"));
-                }
+                // Upstream's words, which name the IPv4 address (ours also takes the IPv6 one
+                // with --ipv6).
                 return Err(format!(
-                    "the pesto port driver forwards only to the namespace's address ({own}), \
-                     not to ChildIP {}",
-                    spec.child_ip
+                    "unsupported ChildIP {}: the pesto port driver only supports the namespace address {}",
+                    go_quote(&spec.child_ip),
+                    go_quote(&self.child_ip.to_string())
                 ));
             }
         }
@@ -251,7 +251,7 @@ impl PortDriver for PestoPorts {
     fn remove(&self, id: u32) -> Result<(), String> {
         let mut state = self.state.borrow_mut();
         let Some(at) = state.ports.iter().position(|(s, _, _)| s.id == id) else {
-            return Err(format!("unknown id: {id}"));
+            return Err(format!("invalid ID: {id}"));
         };
         let (_, flag, rule) = &state.ports[at];
         self.call("-D", flag, rule)?;
@@ -265,7 +265,11 @@ impl PortDriver for PestoPorts {
 /// # Errors
 /// Go's lookup error.
 pub(crate) fn look_up() -> Result<PathBuf, String> {
-    exec::look_path(OsStr::new(BINARY))
+    // Upstream runs `pesto --version` to find it; when that cannot start, its error reads so,
+    // with the (empty) output quoted.
+    exec::look_path(OsStr::new(BINARY)).map_err(|e| {
+        format!("command \"{BINARY} --version\" failed, make sure pesto is installed: \"\": {e}")
+    })
 }
 
 fn go_quote(s: &str) -> String {
@@ -329,15 +333,19 @@ mod tests {
         let bad = |s: PortSpec, want: &str| assert_eq!(rule(&s, false).unwrap_err(), want);
         bad(
             spec("tcp6", "", 8080, ""),
-            "the pesto port driver forwards IPv6 only with --ipv6 (proto \"tcp6\")",
+            "IPv6 port forwarding (proto \"tcp6\", parent IP \"::\") requires --ipv6",
         );
         bad(
             spec("tcp", "::1", 8080, ""),
-            "the pesto port driver forwards IPv6 only with --ipv6 (ParentIP \"::1\")",
+            "IPv6 port forwarding (proto \"tcp\", parent IP \"::1\") requires --ipv6",
+        );
+        bad(
+            spec("udp6", "::1", 8080, ""),
+            "IPv6 port forwarding (proto \"udp6\", parent IP \"::1\") requires --ipv6",
         );
         assert_eq!(
             rule(&spec("sctp", "", 1, ""), true).unwrap_err(),
-            "unsupported protocol \"sctp\""
+            "unsupported protocol: sctp"
         );
     }
 
@@ -376,8 +384,8 @@ mod tests {
         );
         assert_eq!(
             d.add(spec("tcp", "", 8082, "127.0.0.1")).unwrap_err(),
-            "the pesto port driver forwards only to the namespace's address (10.0.2.100), not \
-             to ChildIP 127.0.0.1"
+            "unsupported ChildIP \"127.0.0.1\": the pesto port driver only supports the \
+             namespace address \"10.0.2.100\""
         );
         assert_eq!(
             retry_busy(|| match d.add(spec("tcp", "", 9999, "")) {
@@ -389,7 +397,7 @@ mod tests {
             "pesto -A -t 0.0.0.0/9999:80: exit status 1: Unable to add rule TCP [0.0.0.0]:9999"
         );
         retry_busy(|| d.remove(1)).unwrap();
-        assert_eq!(d.remove(1).unwrap_err(), "unknown id: 1");
+        assert_eq!(d.remove(1).unwrap_err(), "invalid ID: 1");
         assert_eq!(d.list(), [b]);
         // Ids are not reused.
         assert_eq!(
@@ -499,8 +507,8 @@ mod tests {
         retry_busy(|| d.add(spec("tcp6", "::1", 8080, "fd00::100"))).unwrap();
         assert_eq!(
             d.add(spec("tcp6", "::1", 8081, "fd00::1")).unwrap_err(),
-            "the pesto port driver forwards only to the namespace's address (10.0.2.100 or \
-             fd00::100), not to ChildIP fd00::1"
+            "unsupported ChildIP \"fd00::1\": the pesto port driver only supports the \
+             namespace address \"10.0.2.100\""
         );
     }
 }
