@@ -630,7 +630,7 @@ impl Stack {
                     _ => {}
                 }
             }
-            Frame::Udp(_, ip, u) => udp.from_child(&ip, &u, &mut out, cfg, ep, now),
+            Frame::Udp(eth, ip, u) => udp.from_child(eth.payload, &ip, &u, &mut out, cfg, ep, now),
             Frame::Tcp(_, ip, t) => tcp.from_child(&ip, &t, &mut out, cfg, ep, now),
             Frame::Arp(..) => {}
             _ => out.counters.dropped += 1,
@@ -1315,6 +1315,34 @@ mod tests {
         host.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         assert!(host.recv_from(&mut buf).is_err());
+    }
+
+    #[test]
+    fn a_closed_host_port_gives_the_namespace_port_unreachable() {
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let (mut st, peer) = stack(true);
+        let sent = datagram(GW4, port, b"anyone?");
+        rustix::io::write(&peer, &sent).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let f = &got[0];
+        let ip = wire::Ipv4::parse(&f[ETH_LEN..]).unwrap();
+        assert_eq!((ip.src, ip.dst, ip.proto), (GW4, CHILD4, wire::PROTO_ICMP));
+        let m = ip.payload;
+        assert_eq!((m[0], m[1]), (3, 3), "port unreachable");
+        assert_eq!(wire::checksum(m, 0), 0);
+        // The datagram's IP header and UDP header, as sent.
+        assert_eq!(&m[8..], &sent[ETH_LEN..ETH_LEN + IP_LEN + wire::UDP_LEN]);
+        // A flood gets a burst of six, then one a second.
+        for _ in 0..20 {
+            rustix::io::write(&peer, &sent).unwrap();
+            st.ready(Instant::now());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let more = frames(&mut st, &peer, 100);
+        assert!((4..=6).contains(&more.len()), "{}", more.len());
     }
 
     #[test]

@@ -7,6 +7,13 @@
 //! datagram goes into the namespace from the client's address and port, and the namespace's
 //! replies leave through the published socket (a duplicate of it, which the flow owns) to that
 //! client.
+//!
+//! A host socket of ours reports the ICMP errors the host gets for what it sent (`IP_RECVERR`,
+//! `IPV6_RECVERR`): port, host and network unreachable go on to the namespace as ICMP or ICMPv6
+//! destination-unreachable messages from the address it sent to, quoting the flow's last
+//! datagram (a fixed copy of its headers), at most one a second per flow after a burst of six,
+//! as the kernel's `icmp_ratelimit`. So a client of a closed port learns it at once
+//! (`ECONNREFUSED`), as it would on a wire.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -15,7 +22,7 @@ use rustix::event::epoll;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrAny, SocketFlags, SocketType};
 
-use super::wire::{self, Addr, Ip, UDP_LEN, Udp};
+use super::wire::{self, Addr, Ip, UDP_LEN, Udp, unmapped};
 use super::{Config, KIND_UDP, Out, tag, watch};
 
 /// The most UDP flows at once.
@@ -27,6 +34,39 @@ pub(crate) const IDLE: Duration = Duration::from_secs(60);
 pub(crate) const DNS_IDLE: Duration = Duration::from_secs(10);
 /// How often idle flows are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
+/// ICMP errors toward the namespace: one per flow per this long…
+const ERROR_INTERVAL: Duration = Duration::from_secs(1);
+/// …after a burst of this many (the kernel's `icmp_ratelimit` and `XRLIM_BURST_FACTOR`).
+const ERROR_BURST: u32 = 6;
+
+/// A token bucket in time: `allow` takes [`ERROR_INTERVAL`] of credit, which grows with the
+/// time that passes, up to [`ERROR_BURST`] intervals.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    credit: Duration,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(now: Instant) -> Bucket {
+        Bucket {
+            credit: ERROR_INTERVAL * ERROR_BURST,
+            at: now,
+        }
+    }
+
+    /// Whether one more error may go at `now`.
+    fn allow(&mut self, now: Instant) -> bool {
+        self.credit = (self.credit + now.saturating_duration_since(self.at))
+            .min(ERROR_INTERVAL * ERROR_BURST);
+        self.at = self.at.max(now);
+        let ok = self.credit >= ERROR_INTERVAL;
+        if ok {
+            self.credit -= ERROR_INTERVAL;
+        }
+        ok
+    }
+}
 
 struct Flow {
     sock: OwnedFd,
@@ -36,6 +76,47 @@ struct Flow {
     last: Instant,
     /// A published port's flow: the client replies go to, and the port's id.
     reply_to: Option<(SocketAddrAny, u32)>,
+    /// The IP header and first 8 bytes of the last datagram from the namespace, quoted in an
+    /// ICMP error about it.
+    quote: [u8; wire::QUOTE_MAX],
+    quote_len: u8,
+    /// How many ICMP errors may go to the namespace.
+    errors: Bucket,
+}
+
+impl Flow {
+    /// The host reported error `e` (`send` or `recv` gave it) for a datagram of this flow:
+    /// the namespace gets the matching destination-unreachable message, rate-limited, and the
+    /// error's entry leaves the socket's error queue.
+    fn host_error(&mut self, e: Errno, out: &mut Out<'_>, now: Instant) {
+        let mut none = [0u8; 0];
+        let _ = rustix::net::recv(
+            &self.sock,
+            &mut none,
+            RecvFlags::DONTWAIT | RecvFlags::ERRQUEUE,
+        );
+        let v6 = unmapped(&self.child.0).is_none();
+        let Some(code) = wire::unreachable_code(e, v6) else {
+            return;
+        };
+        if self.reply_to.is_some() || self.quote_len == 0 || !self.errors.allow(now) {
+            return;
+        }
+        let quote = &self.quote[..usize::from(self.quote_len)];
+        let len = wire::put_unreachable(
+            &mut out.buf[Out::L4..],
+            code,
+            quote,
+            &self.remote.0,
+            &self.child.0,
+        );
+        let proto = if v6 {
+            wire::PROTO_ICMP6
+        } else {
+            wire::PROTO_ICMP
+        };
+        out.send_ip(self.remote.0, self.child.0, proto, len);
+    }
 }
 
 /// The flow table.
@@ -76,10 +157,13 @@ impl Table {
         self.next_sweep
     }
 
-    /// A datagram from the namespace: sent on its flow's socket, the flow made if needed.
+    /// A datagram from the namespace (IP packet `packet`): sent on its flow's socket, the
+    /// flow made if needed.
     #[allow(clippy::wrong_self_convention, reason = "input from the child")]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_child(
         &mut self,
+        packet: &[u8],
         ip: &Ip<'_>,
         u: &Udp<'_>,
         out: &mut Out<'_>,
@@ -104,12 +188,25 @@ impl Table {
             return;
         };
         flow.last = now;
-        // A full socket buffer or an earlier ICMP error loses this datagram, as a wire would.
+        // A full socket buffer loses this datagram, as a wire would.
         let how = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
-        let _ = match &flow.reply_to {
-            Some((to, _)) => rustix::net::sendto(&flow.sock, u.payload, how, to),
-            None => rustix::net::send(&flow.sock, u.payload, how),
-        };
+        match &flow.reply_to {
+            Some((to, _)) => {
+                let _ = rustix::net::sendto(&flow.sock, u.payload, how, to);
+            }
+            None => {
+                // An error the host got for the last datagram, not read yet, is reported here
+                // instead of this one being sent: it goes to the namespace, and this one goes.
+                if let Err(e) = rustix::net::send(&flow.sock, u.payload, how)
+                    && e != Errno::AGAIN
+                {
+                    flow.host_error(e, out, now);
+                    let _ = rustix::net::send(&flow.sock, u.payload, how);
+                }
+            }
+        }
+        let n = wire::quote(packet, &mut flow.quote);
+        flow.quote_len = n as u8;
     }
 
     /// A published port `port`'s socket `sock` received `len` bytes (at [`Out::L4`] +
@@ -148,6 +245,9 @@ impl Table {
                     idle: IDLE,
                     last: now,
                     reply_to: Some((peer, port)),
+                    quote: [0; wire::QUOTE_MAX],
+                    quote_len: 0,
+                    errors: Bucket::new(now),
                 });
                 self.live += 1;
                 self.next_sweep.get_or_insert(now + SWEEP);
@@ -214,6 +314,14 @@ impl Table {
             None,
         )
         .ok()?;
+        // The host's ICMP errors for our datagrams, all of them (without this only port
+        // unreachable is reported on a connected socket), to pass on to the namespace.
+        let (level, name) = if addr.is_ipv4() {
+            (linux_raw_sys::net::SOL_IP, linux_raw_sys::net::IP_RECVERR)
+        } else {
+            (linux_raw_sys::net::SOL_IPV6, linux_raw_sys::net::IPV6_RECVERR)
+        };
+        let _ = sys::net::setsockopt_int(&sock, level, name, 1);
         rustix::net::connect(&sock, &addr).ok()?;
         self.generations[index] = self.generations[index].wrapping_add(1);
         if !watch(
@@ -236,6 +344,9 @@ impl Table {
             idle,
             last: now,
             reply_to: None,
+            quote: [0; wire::QUOTE_MAX],
+            quote_len: 0,
+            errors: Bucket::new(now),
         });
         self.live += 1;
         self.next_sweep.get_or_insert(now + SWEEP);
@@ -271,11 +382,12 @@ impl Table {
                 // Too big for the namespace's MTU: dropped.
                 Ok(_) => continue,
                 Err(Errno::INTR) => continue,
-                // An ICMP error from an earlier datagram is reported here: nothing to deliver.
-                Err(Errno::CONNREFUSED) | Err(Errno::HOSTUNREACH) | Err(Errno::NETUNREACH) => {
+                Err(Errno::AGAIN) => break,
+                // An ICMP error the host got for an earlier datagram.
+                Err(e) => {
+                    flow.host_error(e, out, now);
                     continue;
                 }
-                Err(_) => break,
             };
             flow.last = now;
             let len = wire::put_udp(&mut out.buf[Out::L4..], flow.remote, flow.child, n);
@@ -306,5 +418,25 @@ impl Table {
 impl Default for Table {
     fn default() -> Self {
         Table::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_come_in_bursts_of_six_then_one_a_second() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(t0);
+        assert_eq!((0..10).filter(|_| b.allow(t0)).count(), 6);
+        assert!(!b.allow(t0 + Duration::from_millis(900)));
+        assert!(b.allow(t0 + Duration::from_millis(1000)));
+        assert!(!b.allow(t0 + Duration::from_millis(1500)));
+        // Credit builds up again, to no more than a burst.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| b.allow(later)).count(), 6);
+        // A clock that goes back grants nothing.
+        assert!(!b.allow(t0));
     }
 }
