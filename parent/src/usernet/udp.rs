@@ -2,6 +2,9 @@
 //! and port, and the address and port it sends to), in a fixed table; a flow idle for a minute
 //! (DNS: ten seconds) is closed. Replies from the host socket go back to the namespace as if
 //! from the address it sent to, so DNS sent to the gateway comes back from the gateway.
+//! A DNS flow's socket is not connected: each query goes to the nameserver [`dns`] picks, and
+//! again to the next one when no answer came within [`dns::RETRY`]; answers are taken from
+//! any of the host's nameservers.
 //!
 //! A published UDP port makes flows the other way ([`Table::inbound`]): a host client's
 //! datagram goes into the namespace from the client's address and port, and the namespace's
@@ -23,7 +26,7 @@ use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrAny, SocketFlags, SocketType};
 
 use super::wire::{self, Addr, Ip, UDP_LEN, Udp, unmapped};
-use super::{Config, KIND_UDP, Out, tag, watch};
+use super::{Config, KIND_UDP, Out, dns, tag, watch};
 
 /// The most UDP flows at once.
 pub(crate) const MAX_FLOWS: usize = 256;
@@ -82,6 +85,8 @@ struct Flow {
     quote_len: u8,
     /// How many ICMP errors may go to the namespace.
     errors: Bucket,
+    /// DNS to the gateway: the socket is not connected, queries go where [`dns`] says.
+    dns: bool,
 }
 
 impl Flow {
@@ -99,7 +104,7 @@ impl Flow {
         let Some(code) = wire::unreachable_code(e, v6) else {
             return;
         };
-        if self.reply_to.is_some() || self.quote_len == 0 || !self.errors.allow(now) {
+        if self.reply_to.is_some() || self.dns || self.quote_len == 0 || !self.errors.allow(now) {
             return;
         }
         let quote = &self.quote[..usize::from(self.quote_len)];
@@ -126,17 +131,31 @@ pub(crate) struct Table {
     live: usize,
     next_sweep: Option<Instant>,
     warned: bool,
+    /// The host's nameservers, how they do, and the DNS queries waiting for an answer.
+    servers: dns::Servers,
+    health: dns::Health,
+    pending: dns::Pending,
+}
+
+/// Sends DNS query `q` on `sock` to nameserver `ns`.
+fn ask(sock: &OwnedFd, q: &[u8], ns: [u8; 4]) {
+    let to = std::net::SocketAddrV4::new(ns.into(), 53);
+    // A full socket buffer loses it; the retry or the resolver asks again.
+    let _ = rustix::net::sendto(sock, q, SendFlags::DONTWAIT | SendFlags::NOSIGNAL, &to);
 }
 
 impl Table {
-    /// An empty table, its slots allocated now.
-    pub(crate) fn new() -> Table {
+    /// An empty table, its slots allocated now, forwarding DNS to the gateway to `servers`.
+    pub(crate) fn new(servers: dns::Servers) -> Table {
         Table {
             flows: (0..MAX_FLOWS).map(|_| None).collect(),
             generations: vec![0; MAX_FLOWS],
             live: 0,
             next_sweep: None,
             warned: false,
+            servers,
+            health: dns::Health::default(),
+            pending: dns::Pending::new(),
         }
     }
 
@@ -154,7 +173,10 @@ impl Table {
 
     /// When the next sweep for idle flows is due.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.next_sweep
+        match (self.next_sweep, self.pending.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// A datagram from the namespace (IP packet `packet`): sent on its flow's socket, the
@@ -188,6 +210,20 @@ impl Table {
             return;
         };
         flow.last = now;
+        if flow.dns {
+            let (servers, n) = (&self.servers, self.servers.len());
+            let server = match wire::DnsHeader::parse(u.payload) {
+                Some(h) if !h.response => {
+                    let id = (index, self.generations[index]);
+                    self.pending.ask(id, h.id, u.payload, &self.health, n, now)
+                }
+                _ => self.health.pick(n, 0, now),
+            };
+            if let Some(ns) = server.and_then(|i| servers.get(i)) {
+                ask(&flow.sock, u.payload, ns);
+            }
+            return;
+        }
         // A full socket buffer loses this datagram, as a wire would.
         let how = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
         match &flow.reply_to {
@@ -248,6 +284,7 @@ impl Table {
                     quote: [0; wire::QUOTE_MAX],
                     quote_len: 0,
                     errors: Bucket::new(now),
+                    dns: false,
                 });
                 self.live += 1;
                 self.next_sweep.get_or_insert(now + SWEEP);
@@ -314,15 +351,21 @@ impl Table {
             None,
         )
         .ok()?;
-        // The host's ICMP errors for our datagrams, all of them (without this only port
-        // unreachable is reported on a connected socket), to pass on to the namespace.
-        let (level, name) = if addr.is_ipv4() {
-            (linux_raw_sys::net::SOL_IP, linux_raw_sys::net::IP_RECVERR)
-        } else {
-            (linux_raw_sys::net::SOL_IPV6, linux_raw_sys::net::IPV6_RECVERR)
-        };
-        let _ = sys::net::setsockopt_int(&sock, level, name, 1);
-        rustix::net::connect(&sock, &addr).ok()?;
+        let dns = self.servers.len() > 0 && remote.1 == 53 && cfg.is_gateway(&remote.0);
+        if !dns {
+            // The host's ICMP errors for our datagrams, all of them (without this only port
+            // unreachable is reported on a connected socket), to pass on to the namespace.
+            let (level, name) = if addr.is_ipv4() {
+                (linux_raw_sys::net::SOL_IP, linux_raw_sys::net::IP_RECVERR)
+            } else {
+                (
+                    linux_raw_sys::net::SOL_IPV6,
+                    linux_raw_sys::net::IPV6_RECVERR,
+                )
+            };
+            let _ = sys::net::setsockopt_int(&sock, level, name, 1);
+            rustix::net::connect(&sock, &addr).ok()?;
+        }
         self.generations[index] = self.generations[index].wrapping_add(1);
         if !watch(
             ep,
@@ -332,11 +375,7 @@ impl Table {
         ) {
             return None;
         }
-        let idle = if cfg.nameserver.is_some() && remote.1 == 53 && cfg.is_gateway(&remote.0) {
-            DNS_IDLE
-        } else {
-            IDLE
-        };
+        let idle = if dns { DNS_IDLE } else { IDLE };
         self.flows[index] = Some(Flow {
             sock,
             child,
@@ -347,6 +386,7 @@ impl Table {
             quote: [0; wire::QUOTE_MAX],
             quote_len: 0,
             errors: Bucket::new(now),
+            dns,
         });
         self.live += 1;
         self.next_sweep.get_or_insert(now + SWEEP);
@@ -365,21 +405,43 @@ impl Table {
         if self.generations.get(index).map(|g| g & 0xff_ffff) != Some(generation) {
             return;
         }
-        let Some(flow) = self.flows[index].as_mut() else {
+        let Table {
+            flows,
+            generations,
+            servers,
+            health,
+            pending,
+            ..
+        } = self;
+        let Some(flow) = flows[index].as_mut() else {
             return;
         };
+        let id = (index, generations[index]);
         let max = (cfg.mtu as usize)
             .saturating_sub(wire::ip_len(&flow.child.0) + UDP_LEN)
             .min(65507);
         for _ in 0..32 {
             let at = Out::L4 + UDP_LEN;
-            let n = match rustix::net::recv(
-                &flow.sock,
-                &mut out.buf[at..at + max],
-                RecvFlags::DONTWAIT | RecvFlags::TRUNC,
-            ) {
-                Ok((n, total)) if total <= n => n,
-                // Too big for the namespace's MTU: dropped.
+            let buf = &mut out.buf[at..at + max];
+            let how = RecvFlags::DONTWAIT | RecvFlags::TRUNC;
+            let got = if flow.dns {
+                rustix::net::recvfrom(&flow.sock, &mut *buf, how).map(|(n, total, from)| {
+                    let from = from.and_then(|a| std::net::SocketAddrV4::try_from(a).ok());
+                    let server = from
+                        .filter(|a| a.port() == 53)
+                        .and_then(|a| servers.index(a.ip().octets()));
+                    if let (Some(i), Some(h)) = (server, wire::DnsHeader::parse(&buf[..n])) {
+                        pending.answered(id, h.id, i, health);
+                    }
+                    // Only the nameservers' answers go on.
+                    (n, total, server.is_some())
+                })
+            } else {
+                rustix::net::recv(&flow.sock, buf, how).map(|(n, total)| (n, total, true))
+            };
+            let n = match got {
+                Ok((n, total, true)) if total <= n => n,
+                // Too big for the namespace's MTU, or not from a nameserver: dropped.
                 Ok(_) => continue,
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => break,
@@ -395,18 +457,39 @@ impl Table {
         }
     }
 
-    /// Closes the flows that have been idle too long.
+    /// Sends the DNS queries that were not answered in time to the next nameserver, and
+    /// closes the flows that have been idle too long.
     pub(crate) fn expire(&mut self, ep: &OwnedFd, now: Instant) {
+        while let Some(r) = self
+            .pending
+            .retry(&mut self.health, self.servers.len(), now)
+        {
+            let Some(q) = self.pending.query(r.slot) else {
+                continue;
+            };
+            let (i, generation) = q.flow;
+            match self.flows[i].as_ref() {
+                Some(f) if self.generations[i] == generation => {
+                    if let Some(ns) = self.servers.get(r.server) {
+                        ask(&f.sock, q.bytes(), ns);
+                    }
+                }
+                _ => self.pending.forget(q.flow),
+            }
+        }
         if self.next_sweep.is_none_or(|t| now < t) {
             return;
         }
-        for slot in &mut self.flows {
+        for (i, slot) in self.flows.iter_mut().enumerate() {
             if slot
                 .as_ref()
                 .is_some_and(|f| now.duration_since(f.last) >= f.idle)
             {
                 if let Some(f) = slot.take() {
                     let _ = epoll::delete(ep, &f.sock);
+                    if f.dns {
+                        self.pending.forget((i, self.generations[i]));
+                    }
                 }
                 self.live -= 1;
             }
@@ -417,7 +500,7 @@ impl Table {
 
 impl Default for Table {
     fn default() -> Self {
-        Table::new()
+        Table::new(dns::Servers::default())
     }
 }
 

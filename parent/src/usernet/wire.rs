@@ -707,7 +707,6 @@ pub(crate) fn put_tcp_partial(out: &mut [u8], seg: &TcpOut, payload_len: usize) 
     len
 }
 
-#[cfg(any(test, fuzzing))]
 /// The fixed header of a DNS message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DnsHeader {
@@ -723,7 +722,6 @@ pub(crate) struct DnsHeader {
     pub qdcount: u16,
 }
 
-#[cfg(any(test, fuzzing))]
 impl DnsHeader {
     /// Parses the 12-byte header of a DNS message.
     pub(crate) fn parse(m: &[u8]) -> Option<DnsHeader> {
@@ -891,7 +889,13 @@ pub(crate) fn quote(p: &[u8], out: &mut [u8; QUOTE_MAX]) -> usize {
 /// Writes a destination-unreachable error with code `code` quoting `quote` (see [`quote`]) at
 /// the start of `out`, from `src` to `dst`: ICMPv6 (type 1, checksum over the pseudo header)
 /// when either address is IPv6, ICMP (type 3) otherwise. Its length.
-pub(crate) fn put_unreachable(out: &mut [u8], code: u8, quote: &[u8], src: &Addr, dst: &Addr) -> usize {
+pub(crate) fn put_unreachable(
+    out: &mut [u8],
+    code: u8,
+    quote: &[u8],
+    src: &Addr,
+    dst: &Addr,
+) -> usize {
     let len = 8 + quote.len();
     let v4 = unmapped(src).is_some() && unmapped(dst).is_some();
     out[0] = if v4 { 3 } else { 1 };
@@ -944,7 +948,11 @@ mod tests {
         let n = quote(&p, &mut q);
         assert_eq!(&q[..n], &p[..32]);
         assert_eq!(quote(&p[..31], &mut q), 0, "short of the 8 bytes");
-        assert_eq!(quote(&[0x44; 40], &mut q), 0, "header shorter than 20 bytes");
+        assert_eq!(
+            quote(&[0x44; 40], &mut q),
+            0,
+            "header shorter than 20 bytes"
+        );
         assert_eq!(quote(&[], &mut q), 0);
         assert_eq!(quote(&[0x50; 60], &mut q), 0, "not IP");
         let mut m = [0u8; 8 + QUOTE_MAX];
@@ -953,7 +961,10 @@ mod tests {
         assert_eq!(checksum(&m[..len], 0), 0);
         assert_eq!(&m[8..len], &p[..32]);
         // IPv6: the 40-byte header; the checksum covers the pseudo header.
-        let (s6, d6) = ([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], [0xfd; 16]);
+        let (s6, d6) = (
+            [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            [0xfd; 16],
+        );
         let mut p6 = vec![0u8; IP6_LEN + 12];
         put_ipv6(&mut p6, &d6, &s6, PROTO_UDP, 12, 64);
         p6[IP6_LEN..].copy_from_slice(&[1, 2, 3, 4, 0, 12, 5, 6, 7, 8, 9, 10]);
@@ -961,7 +972,10 @@ mod tests {
         assert_eq!(&q[..n], &p6[..IP6_LEN + 8]);
         let len = put_unreachable(&mut m, 4, &q[..n], &s6, &d6);
         assert_eq!((len, m[0], m[1]), (56, 1, 4));
-        assert_eq!(checksum(&m[..len], pseudo_sum_any(&s6, &d6, PROTO_ICMP6, len)), 0);
+        assert_eq!(
+            checksum(&m[..len], pseudo_sum_any(&s6, &d6, PROTO_ICMP6, len)),
+            0
+        );
         // What the kernel's errors become.
         use rustix::io::Errno;
         assert_eq!(unreachable_code(Errno::CONNREFUSED, false), Some(3));
