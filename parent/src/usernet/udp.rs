@@ -135,6 +135,8 @@ pub(crate) struct Table {
     servers: dns::Servers,
     health: dns::Health,
     pending: dns::Pending,
+    /// How many ICMP errors about datagrams that made no flow may go to the namespace.
+    errors: Bucket,
 }
 
 /// Sends DNS query `q` on `sock` to nameserver `ns`.
@@ -156,6 +158,7 @@ impl Table {
             servers,
             health: dns::Health::default(),
             pending: dns::Pending::new(),
+            errors: Bucket::new(Instant::now()),
         }
     }
 
@@ -202,8 +205,14 @@ impl Table {
         let index = match found {
             Some(i) => i,
             None => match self.open(child, remote, cfg, ep, now, out) {
-                Some(i) => i,
-                None => return,
+                Ok(i) => i,
+                Err(e) => {
+                    // The host has no way there: the namespace learns it at once.
+                    if let Some(e) = e {
+                        self.unreachable(packet, ip, e, out, now);
+                    }
+                    return;
+                }
             },
         };
         let Some(flow) = self.flows[index].as_mut() else {
@@ -326,6 +335,37 @@ impl Table {
         index
     }
 
+    /// The host refused (`connect` failed with `e`) the datagram `packet` (`ip`): the
+    /// namespace gets the matching destination-unreachable message, at the table's rate.
+    fn unreachable(
+        &mut self,
+        packet: &[u8],
+        ip: &Ip<'_>,
+        e: Errno,
+        out: &mut Out<'_>,
+        now: Instant,
+    ) {
+        let v6 = unmapped(&ip.src).is_none();
+        let mut quote = [0u8; wire::QUOTE_MAX];
+        let n = wire::quote(packet, &mut quote);
+        let Some(code) = wire::unreachable_code(e, v6) else {
+            return;
+        };
+        if n == 0 || !self.errors.allow(now) {
+            return;
+        }
+        let len =
+            wire::put_unreachable(&mut out.buf[Out::L4..], code, &quote[..n], &ip.dst, &ip.src);
+        let proto = if v6 {
+            wire::PROTO_ICMP6
+        } else {
+            wire::PROTO_ICMP
+        };
+        out.send_ip(ip.dst, ip.src, proto, len);
+    }
+
+    /// A new flow for `child` to `remote`: its slot, or `Err(Some(e))` when the host has no
+    /// way there (`connect` said `e`), `Err(None)` when it is refused or the table is full.
     fn open(
         &mut self,
         child: (Addr, u16),
@@ -334,12 +374,12 @@ impl Table {
         ep: &OwnedFd,
         now: Instant,
         out: &mut Out<'_>,
-    ) -> Option<usize> {
+    ) -> Result<usize, Option<Errno>> {
         let Some(addr) = cfg.host_addr(remote.0, remote.1) else {
             out.counters.dropped += 1;
-            return None;
+            return Err(None);
         };
-        let index = self.free_slot(out)?;
+        let index = self.free_slot(out).ok_or(None)?;
         let sock = rustix::net::socket_with(
             if addr.is_ipv4() {
                 AddressFamily::INET
@@ -350,7 +390,7 @@ impl Table {
             SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
             None,
         )
-        .ok()?;
+        .map_err(|_| None)?;
         let dns = self.servers.len() > 0 && remote.1 == 53 && cfg.is_gateway(&remote.0);
         if !dns {
             // The host's ICMP errors for our datagrams, all of them (without this only port
@@ -364,7 +404,7 @@ impl Table {
                 )
             };
             let _ = sys::net::setsockopt_int(&sock, level, name, 1);
-            rustix::net::connect(&sock, &addr).ok()?;
+            rustix::net::connect(&sock, &addr).map_err(Some)?;
         }
         self.generations[index] = self.generations[index].wrapping_add(1);
         if !watch(
@@ -373,7 +413,7 @@ impl Table {
             tag(KIND_UDP, self.generations[index], index),
             epoll::EventFlags::IN,
         ) {
-            return None;
+            return Err(None);
         }
         let idle = if dns { DNS_IDLE } else { IDLE };
         self.flows[index] = Some(Flow {
@@ -390,7 +430,7 @@ impl Table {
         });
         self.live += 1;
         self.next_sweep.get_or_insert(now + SWEEP);
-        Some(index)
+        Ok(index)
     }
 
     /// A flow's host socket has datagrams: each goes to the namespace.
