@@ -18,6 +18,7 @@
 //! connection needs no buffer of its own.
 
 pub(crate) mod dns;
+pub(crate) mod flows;
 pub(crate) mod icmp;
 pub(crate) mod ports;
 pub(crate) mod tcp;

@@ -25,6 +25,7 @@ use rustix::event::epoll;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrAny, SocketFlags, SocketType};
 
+use super::flows::Flows;
 use super::wire::{self, Addr, Ip, UDP_LEN, Udp, unmapped};
 use super::{Config, KIND_UDP, Out, dns, tag, watch};
 
@@ -35,8 +36,6 @@ pub(crate) const IDLE: Duration = Duration::from_secs(60);
 /// How long a DNS flow lives without traffic: a resolver that has not answered by then never
 /// will, and queries come from a new port each time.
 pub(crate) const DNS_IDLE: Duration = Duration::from_secs(10);
-/// How often idle flows are looked for.
-const SWEEP: Duration = Duration::from_secs(1);
 /// ICMP errors toward the namespace: one per flow per this long…
 const ERROR_INTERVAL: Duration = Duration::from_secs(1);
 /// …after a burst of this many (the kernel's `icmp_ratelimit` and `XRLIM_BURST_FACTOR`).
@@ -126,11 +125,7 @@ impl Flow {
 
 /// The flow table.
 pub(crate) struct Table {
-    flows: Vec<Option<Flow>>,
-    generations: Vec<u32>,
-    live: usize,
-    next_sweep: Option<Instant>,
-    warned: bool,
+    flows: Flows<Flow>,
     /// The host's nameservers, how they do, and the DNS queries waiting for an answer.
     servers: dns::Servers,
     health: dns::Health,
@@ -150,11 +145,7 @@ impl Table {
     /// An empty table, its slots allocated now, forwarding DNS to the gateway to `servers`.
     pub(crate) fn new(servers: dns::Servers) -> Table {
         Table {
-            flows: (0..MAX_FLOWS).map(|_| None).collect(),
-            generations: vec![0; MAX_FLOWS],
-            live: 0,
-            next_sweep: None,
-            warned: false,
+            flows: Flows::new(MAX_FLOWS),
             servers,
             health: dns::Health::default(),
             pending: dns::Pending::new(),
@@ -165,18 +156,18 @@ impl Table {
     #[cfg(test)]
     /// How many flows are open.
     pub(crate) fn len(&self) -> usize {
-        self.live
+        self.flows.len()
     }
 
     #[cfg(test)]
     /// Whether no flow is open.
     pub(crate) fn is_empty(&self) -> bool {
-        self.live == 0
+        self.flows.len() == 0
     }
 
     /// When the next sweep for idle flows is due.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        match (self.next_sweep, self.pending.deadline()) {
+        match (self.flows.deadline(), self.pending.deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -198,10 +189,7 @@ impl Table {
     ) {
         let child = (ip.src, u.src_port);
         let remote = (ip.dst, u.dst_port);
-        let found = self.flows.iter().position(|f| {
-            f.as_ref()
-                .is_some_and(|f| f.child == child && f.remote == remote)
-        });
+        let found = self.flows.find(|f| f.child == child && f.remote == remote);
         let index = match found {
             Some(i) => i,
             None => match self.open(child, remote, cfg, ep, now, out) {
@@ -215,7 +203,8 @@ impl Table {
                 }
             },
         };
-        let Some(flow) = self.flows[index].as_mut() else {
+        let id = (index, self.flows.generation(index));
+        let Some(flow) = self.flows.get_mut(index) else {
             return;
         };
         flow.last = now;
@@ -223,7 +212,6 @@ impl Table {
             let (servers, n) = (&self.servers, self.servers.len());
             let server = match wire::DnsHeader::parse(u.payload) {
                 Some(h) if !h.response => {
-                    let id = (index, self.generations[index]);
                     self.pending.ask(id, h.id, u.payload, &self.health, n, now)
                 }
                 _ => self.health.pick(n, 0, now),
@@ -269,10 +257,7 @@ impl Table {
         out: &mut Out<'_>,
         now: Instant,
     ) {
-        let index = self.flows.iter().position(|f| {
-            f.as_ref()
-                .is_some_and(|f| f.child == child && f.remote == remote)
-        });
+        let index = self.flows.find(|f| f.child == child && f.remote == remote);
         let index = match index {
             Some(i) => i,
             None => {
@@ -282,8 +267,8 @@ impl Table {
                 let Ok(dup) = rustix::io::fcntl_dupfd_cloexec(sock, 0) else {
                     return;
                 };
-                self.generations[i] = self.generations[i].wrapping_add(1);
-                self.flows[i] = Some(Flow {
+                self.flows.renew(i);
+                let flow = Flow {
                     sock: dup,
                     child,
                     remote,
@@ -294,13 +279,12 @@ impl Table {
                     quote_len: 0,
                     errors: Bucket::new(now),
                     dns: false,
-                });
-                self.live += 1;
-                self.next_sweep.get_or_insert(now + SWEEP);
+                };
+                self.flows.insert(i, flow, now);
                 i
             }
         };
-        if let Some(flow) = self.flows[index].as_mut() {
+        if let Some(flow) = self.flows.get_mut(index) {
             flow.last = now;
         }
         let n = wire::put_udp(&mut out.buf[Out::L4..], remote, child, len);
@@ -309,30 +293,26 @@ impl Table {
 
     /// Closes the flows of published port `port`.
     pub(crate) fn close_port(&mut self, port: u32) {
-        for slot in &mut self.flows {
-            if slot
-                .as_ref()
-                .is_some_and(|f| f.reply_to.as_ref().is_some_and(|r| r.1 == port))
-            {
-                *slot = None;
-                self.live -= 1;
-            }
-        }
+        self.flows.close_where(
+            |f| f.reply_to.as_ref().is_some_and(|r| r.1 == port),
+            |_, _, _| {},
+        );
     }
 
     /// A free slot, or `None` (counted, warned about once) when the table is full.
     fn free_slot(&mut self, out: &mut Out<'_>) -> Option<usize> {
-        let index = self.flows.iter().position(Option::is_none);
-        if index.is_none() {
-            out.counters.udp_over_limit += 1;
-            if !self.warned {
-                self.warned = true;
-                crate::warn(&format!(
-                    "user-mode network: more than {MAX_FLOWS} UDP flows, dropping datagrams of new ones"
-                ));
+        match self.flows.free_slot() {
+            Ok(i) => Some(i),
+            Err(first) => {
+                out.counters.udp_over_limit += 1;
+                if first {
+                    crate::warn(&format!(
+                        "user-mode network: more than {MAX_FLOWS} UDP flows, dropping datagrams of new ones"
+                    ));
+                }
+                None
             }
         }
-        index
     }
 
     /// The host refused (`connect` failed with `e`) the datagram `packet` (`ip`): the
@@ -406,17 +386,17 @@ impl Table {
             let _ = sys::net::setsockopt_int(&sock, level, name, 1);
             rustix::net::connect(&sock, &addr).map_err(Some)?;
         }
-        self.generations[index] = self.generations[index].wrapping_add(1);
+        let generation = self.flows.renew(index);
         if !watch(
             ep,
             sock.as_fd(),
-            tag(KIND_UDP, self.generations[index], index),
+            tag(KIND_UDP, generation, index),
             epoll::EventFlags::IN,
         ) {
             return Err(None);
         }
         let idle = if dns { DNS_IDLE } else { IDLE };
-        self.flows[index] = Some(Flow {
+        let flow = Flow {
             sock,
             child,
             remote,
@@ -427,9 +407,8 @@ impl Table {
             quote_len: 0,
             errors: Bucket::new(now),
             dns,
-        });
-        self.live += 1;
-        self.next_sweep.get_or_insert(now + SWEEP);
+        };
+        self.flows.insert(index, flow, now);
         Ok(index)
     }
 
@@ -442,21 +421,17 @@ impl Table {
         cfg: &Config,
         now: Instant,
     ) {
-        if self.generations.get(index).map(|g| g & 0xff_ffff) != Some(generation) {
-            return;
-        }
         let Table {
             flows,
-            generations,
             servers,
             health,
             pending,
             ..
         } = self;
-        let Some(flow) = flows[index].as_mut() else {
+        let id = (index, flows.generation(index));
+        let Some(flow) = flows.tagged(index, generation) else {
             return;
         };
-        let id = (index, generations[index]);
         let max = (cfg.mtu as usize)
             .saturating_sub(wire::ip_len(&flow.child.0) + UDP_LEN)
             .min(65507);
@@ -508,33 +483,26 @@ impl Table {
                 continue;
             };
             let (i, generation) = q.flow;
-            match self.flows[i].as_ref() {
-                Some(f) if self.generations[i] == generation => {
+            match self.flows.get_if(i, generation) {
+                Some(f) => {
                     if let Some(ns) = self.servers.get(r.server) {
                         ask(&f.sock, q.bytes(), ns);
                     }
                 }
-                _ => self.pending.forget(q.flow),
+                None => self.pending.forget(q.flow),
             }
         }
-        if self.next_sweep.is_none_or(|t| now < t) {
-            return;
-        }
-        for (i, slot) in self.flows.iter_mut().enumerate() {
-            if slot
-                .as_ref()
-                .is_some_and(|f| now.duration_since(f.last) >= f.idle)
-            {
-                if let Some(f) = slot.take() {
-                    let _ = epoll::delete(ep, &f.sock);
-                    if f.dns {
-                        self.pending.forget((i, self.generations[i]));
-                    }
+        let pending = &mut self.pending;
+        self.flows.expire(
+            now,
+            |f| now.duration_since(f.last) >= f.idle,
+            |i, generation, f| {
+                let _ = epoll::delete(ep, &f.sock);
+                if f.dns {
+                    pending.forget((i, generation));
                 }
-                self.live -= 1;
-            }
-        }
-        self.next_sweep = (self.live > 0).then(|| now + SWEEP);
+            },
+        );
     }
 }
 
