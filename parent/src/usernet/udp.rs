@@ -89,6 +89,19 @@ struct Flow {
 }
 
 impl Flow {
+    /// Empties the socket's error queue of what no pending error stands for (errors of the
+    /// socket's own, which the kernel queues without setting it), or epoll would report the
+    /// socket forever. Bounded; the rest waits for the next wake-up.
+    fn drain_errors(&self) {
+        let mut none = [0u8; 0];
+        for _ in 0..8 {
+            let how = RecvFlags::DONTWAIT | RecvFlags::ERRQUEUE;
+            if rustix::net::recv(&self.sock, &mut none, how).is_err() {
+                break;
+            }
+        }
+    }
+
     /// The host reported error `e` (`send` or `recv` gave it) for a datagram of this flow:
     /// the namespace gets the matching destination-unreachable message, rate-limited, and the
     /// error's entry leaves the socket's error queue.
@@ -459,7 +472,10 @@ impl Table {
                 // Too big for the namespace's MTU, or not from a nameserver: dropped.
                 Ok(_) => continue,
                 Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) => break,
+                Err(Errno::AGAIN) => {
+                    flow.drain_errors();
+                    break;
+                }
                 // An ICMP error the host got for an earlier datagram.
                 Err(e) => {
                     flow.host_error(e, out, now);
