@@ -66,6 +66,15 @@ impl Servers {
     pub(crate) fn len(&self) -> usize {
         usize::from(self.len)
     }
+
+    /// The same nameservers, starting with nameserver `i` (the others after it in order).
+    pub(crate) fn starting_at(&self, i: usize) -> Servers {
+        let mut s = *self;
+        if i < s.len() {
+            s.addrs[..usize::from(s.len)].rotate_left(i);
+        }
+        s
+    }
 }
 
 /// How each nameserver has done lately.
@@ -284,6 +293,17 @@ mod tests {
             (None, Some(1), None)
         );
         assert_eq!(Servers::new(&[]).first(), None);
+        let r = s.starting_at(1);
+        assert_eq!(
+            (r.first(), r.get(1), r.get(2), r.len()),
+            (
+                Some([2, 2, 2, 2]),
+                Some([3, 3, 3, 3]),
+                Some([1, 1, 1, 1]),
+                3
+            )
+        );
+        assert_eq!(s.starting_at(5), s);
     }
 
     #[test]

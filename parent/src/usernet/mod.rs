@@ -77,7 +77,7 @@ pub(crate) struct Config {
     /// Whether the gateway address reaches the host's 127.0.0.1 (no `--disable-host-loopback`).
     pub host_loopback: bool,
     /// Where DNS queries to the gateway go: the host's IPv4 nameservers (UDP fails over from
-    /// one to the next; TCP goes to the first).
+    /// one to the next; TCP goes to the first that is not skipped).
     pub nameservers: dns::Servers,
     /// With `--ipv6`, the gateway's IPv6 address ([`GATEWAY6`]).
     pub gateway6: Option<Addr>,
@@ -634,6 +634,15 @@ impl Stack {
                 }
             }
             Frame::Udp(eth, ip, u) => udp.from_child(eth.payload, &ip, &u, &mut out, cfg, ep, now),
+            // DNS over TCP goes where a query over UDP would go now (not to a nameserver that
+            // keeps failing).
+            Frame::Tcp(_, ip, t) if t.dst_port == 53 && cfg.is_gateway(&ip.dst) => {
+                let c = Config {
+                    nameservers: udp.nameservers(now),
+                    ..*cfg
+                };
+                tcp.from_child(&ip, &t, &mut out, &c, ep, now)
+            }
             Frame::Tcp(_, ip, t) => tcp.from_child(&ip, &t, &mut out, cfg, ep, now),
             Frame::Arp(..) => {}
             _ => out.counters.dropped += 1,

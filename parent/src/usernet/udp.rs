@@ -178,6 +178,12 @@ impl Table {
         self.flows.len() == 0
     }
 
+    /// The host's nameservers, the one a DNS query would go to now first (for DNS over TCP).
+    pub(crate) fn nameservers(&self, now: Instant) -> dns::Servers {
+        let first = self.health.pick(self.servers.len(), 0, now).unwrap_or(0);
+        self.servers.starting_at(first)
+    }
+
     /// When the next sweep for idle flows is due.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match (self.flows.deadline(), self.pending.deadline()) {
@@ -531,6 +537,24 @@ impl Default for Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_over_tcp_follows_the_nameserver_udp_would_use() {
+        let (a, b) = ([192, 0, 2, 1], [192, 0, 2, 2]);
+        let mut t = Table::new(dns::Servers::new(&[a, b]));
+        let now = Instant::now();
+        assert_eq!(t.nameservers(now).first(), Some(a));
+        t.health.failed(0, now);
+        assert_eq!(
+            t.nameservers(now).first(),
+            Some(a),
+            "one failure is not enough"
+        );
+        t.health.failed(0, now);
+        let s = t.nameservers(now);
+        assert_eq!((s.first(), s.get(1)), (Some(b), Some(a)));
+        assert_eq!(t.nameservers(now + dns::SKIP).first(), Some(a));
+    }
 
     #[test]
     fn errors_come_in_bursts_of_six_then_one_a_second() {
