@@ -109,7 +109,19 @@ pub fn usernet_frame(data: &[u8]) {
     use crate::usernet::wire::{self, Frame};
     let mut out = vec![0u8; data.len() + 64];
     match Frame::parse(data) {
-        Frame::Udp(_, ip, u) => {
+        Frame::Udp(eth, ip, u) => {
+            // The headers an ICMP error about this datagram quotes, and that error, which
+            // checksums right and quotes the packet's own start.
+            let mut q = [0u8; wire::QUOTE_MAX];
+            let qn = wire::quote(eth.payload, &mut q);
+            assert!(qn >= wire::IP_LEN + 8 && eth.payload.starts_with(&q[..qn]));
+            let mut m = [0u8; 8 + wire::QUOTE_MAX];
+            let mn = wire::put_unreachable(&mut m, 3, &q[..qn], &ip.dst, &ip.src);
+            let initial = match wire::unmapped(&ip.src) {
+                Some(_) => 0,
+                None => wire::pseudo_sum_any(&ip.dst, &ip.src, wire::PROTO_ICMP6, mn),
+            };
+            assert_eq!((mn, wire::checksum(&m[..mn], initial)), (8 + qn, 0));
             let at = wire::UDP_LEN;
             out[at..at + u.payload.len()].copy_from_slice(u.payload);
             let n = wire::put_udp(

@@ -15,6 +15,7 @@ use rustix::event::epoll;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, ipproto};
 
+use super::flows::Flows;
 use super::wire::{self, Addr};
 use super::{Config, KIND_ICMP, Out, tag, watch};
 
@@ -22,8 +23,6 @@ use super::{Config, KIND_ICMP, Out, tag, watch};
 pub(crate) const MAX_FLOWS: usize = 64;
 /// How long a flow lives without traffic.
 pub(crate) const IDLE: Duration = Duration::from_secs(30);
-/// How often idle flows are looked for.
-const SWEEP: Duration = Duration::from_secs(1);
 
 struct Flow {
     sock: OwnedFd,
@@ -36,32 +35,24 @@ struct Flow {
 
 /// The flow table.
 pub(crate) struct Table {
-    flows: Vec<Option<Flow>>,
-    generations: Vec<u32>,
-    live: usize,
-    next_sweep: Option<Instant>,
+    flows: Flows<Flow>,
     /// Unprivileged ICMP sockets are not allowed to us (`EACCES`).
     denied: bool,
-    warned_full: bool,
 }
 
 impl Table {
     /// An empty table, its slots allocated now.
     pub(crate) fn new() -> Table {
         Table {
-            flows: (0..MAX_FLOWS).map(|_| None).collect(),
-            generations: vec![0; MAX_FLOWS],
-            live: 0,
-            next_sweep: None,
+            flows: Flows::new(MAX_FLOWS),
             denied: false,
-            warned_full: false,
         }
     }
 
     #[cfg(test)]
     /// How many flows are open.
     pub(crate) fn len(&self) -> usize {
-        self.live
+        self.flows.len()
     }
 
     #[cfg(test)]
@@ -72,7 +63,7 @@ impl Table {
 
     /// When the next sweep for idle flows is due.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.next_sweep
+        self.flows.deadline()
     }
 
     /// The echo request `message` (type, code, checksum, id, sequence, data; checked) from
@@ -94,10 +85,9 @@ impl Table {
             return;
         };
         let id = u16::from_be_bytes([a, b]);
-        let found = self.flows.iter().position(|f| {
-            f.as_ref()
-                .is_some_and(|f| f.id == id && f.child == child && f.remote == remote)
-        });
+        let found = self
+            .flows
+            .find(|f| f.id == id && f.child == child && f.remote == remote);
         let index = match found {
             Some(i) => i,
             None => match self.open(child, id, remote, cfg, ep, now) {
@@ -108,7 +98,7 @@ impl Table {
                 }
             },
         };
-        let Some(flow) = self.flows[index].as_mut() else {
+        let Some(flow) = self.flows.get_mut(index) else {
             return;
         };
         flow.last = now;
@@ -134,14 +124,16 @@ impl Table {
             return None;
         }
         let addr = cfg.host_addr(remote, 0)?;
-        let Some(index) = self.flows.iter().position(Option::is_none) else {
-            if !self.warned_full {
-                self.warned_full = true;
-                crate::warn(&format!(
-                    "user-mode network: more than {MAX_FLOWS} ICMP echo flows, dropping requests of new ones"
-                ));
+        let index = match self.flows.free_slot() {
+            Ok(i) => i,
+            Err(first) => {
+                if first {
+                    crate::warn(&format!(
+                        "user-mode network: more than {MAX_FLOWS} ICMP echo flows, dropping requests of new ones"
+                    ));
+                }
+                return None;
             }
-            return None;
         };
         let (family, proto) = if addr.is_ipv4() {
             (AddressFamily::INET, ipproto::ICMP)
@@ -166,24 +158,23 @@ impl Table {
             Err(_) => return None,
         };
         rustix::net::connect(&sock, &addr).ok()?;
-        self.generations[index] = self.generations[index].wrapping_add(1);
+        let generation = self.flows.renew(index);
         if !watch(
             ep,
             sock.as_fd(),
-            tag(KIND_ICMP, self.generations[index], index),
+            tag(KIND_ICMP, generation, index),
             epoll::EventFlags::IN,
         ) {
             return None;
         }
-        self.flows[index] = Some(Flow {
+        let flow = Flow {
             sock,
             child,
             id,
             remote,
             last: now,
-        });
-        self.live += 1;
-        self.next_sweep.get_or_insert(now + SWEEP);
+        };
+        self.flows.insert(index, flow, now);
         Some(index)
     }
 
@@ -196,10 +187,7 @@ impl Table {
         cfg: &Config,
         now: Instant,
     ) {
-        if self.generations.get(index).map(|g| g & 0xff_ffff) != Some(generation) {
-            return;
-        }
-        let Some(flow) = self.flows[index].as_mut() else {
+        let Some(flow) = self.flows.tagged(index, generation) else {
             return;
         };
         let max = (cfg.mtu as usize)
@@ -238,21 +226,13 @@ impl Table {
 
     /// Closes the flows that have been idle too long.
     pub(crate) fn expire(&mut self, ep: &OwnedFd, now: Instant) {
-        if self.next_sweep.is_none_or(|t| now < t) {
-            return;
-        }
-        for slot in &mut self.flows {
-            if slot
-                .as_ref()
-                .is_some_and(|f| now.duration_since(f.last) >= IDLE)
-            {
-                if let Some(f) = slot.take() {
-                    let _ = epoll::delete(ep, &f.sock);
-                }
-                self.live -= 1;
-            }
-        }
-        self.next_sweep = (self.live > 0).then(|| now + SWEEP);
+        self.flows.expire(
+            now,
+            |f| now.duration_since(f.last) >= IDLE,
+            |_, _, f| {
+                let _ = epoll::delete(ep, &f.sock);
+            },
+        );
     }
 }
 

@@ -4,7 +4,7 @@
 //! unprivileged ICMP sockets, [`icmp`]), carry UDP per flow and TCP per connection on
 //! host sockets (layer-4 translation, as pasta does: the namespace's TCP ends here and a host
 //! TCP connection carries the bytes on), and forward DNS sent to the gateway to the host's
-//! first nameserver. With `--ipv6` the same over IPv6 on `fd00::/64`: router advertisements
+//! nameservers (the next one when one does not answer, [`dns`]). With `--ipv6` the same over IPv6 on `fd00::/64`: router advertisements
 //! (the namespace configures itself by SLAAC), neighbor discovery and ICMPv6 echo for the
 //! gateway. Published ports (`--port-driver=gvisor-tap-vsock`, [`Stack::publish`]) run the
 //! other way: host sockets whose connections and datagrams we open into the namespace.
@@ -17,6 +17,8 @@
 //! has not acknowledged yet (peeked with `SO_PEEK_OFF`, dropped once acknowledged), so a
 //! connection needs no buffer of its own.
 
+pub(crate) mod dns;
+pub(crate) mod flows;
 pub(crate) mod icmp;
 pub(crate) mod ports;
 pub(crate) mod tcp;
@@ -74,15 +76,16 @@ pub(crate) struct Config {
     pub mtu: u32,
     /// Whether the gateway address reaches the host's 127.0.0.1 (no `--disable-host-loopback`).
     pub host_loopback: bool,
-    /// Where DNS queries to the gateway go: the host's first IPv4 nameserver.
-    pub nameserver: Option<[u8; 4]>,
+    /// Where DNS queries to the gateway go: the host's IPv4 nameservers (UDP fails over from
+    /// one to the next; TCP goes to the first that is not skipped).
+    pub nameservers: dns::Servers,
     /// With `--ipv6`, the gateway's IPv6 address ([`GATEWAY6`]).
     pub gateway6: Option<Addr>,
 }
 
 impl Config {
-    /// The network the child configured from `net`, with the host's first IPv4 nameserver
-    /// from its `/etc/resolv.conf` for DNS.
+    /// The network the child configured from `net`, with the host's IPv4 nameservers from its
+    /// `/etc/resolv.conf` for DNS.
     pub(crate) fn new(net: &proto::NetConfig, host_loopback: bool, ipv6: bool) -> Config {
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         Config {
@@ -91,7 +94,7 @@ impl Config {
             prefix: net.prefix,
             mtu: if net.mtu == 0 { DEFAULT_MTU } else { net.mtu },
             host_loopback,
-            nameserver: nameservers(&resolv).first().copied(),
+            nameservers: dns::Servers::new(&nameservers(&resolv)),
             gateway6: ipv6.then_some(GATEWAY6),
         }
     }
@@ -110,7 +113,7 @@ impl Config {
         let gw = self.gateway6?;
         if self.is_gateway(&dst) {
             if port == 53
-                && let Some(ns) = self.nameserver
+                && let Some(ns) = self.nameservers.first()
             {
                 return Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ns), 53)));
             }
@@ -135,7 +138,7 @@ impl Config {
     fn host_addr4(&self, dst: [u8; 4], port: u16) -> Option<SocketAddrV4> {
         if dst == self.gateway {
             if port == 53
-                && let Some(ns) = self.nameserver
+                && let Some(ns) = self.nameservers.first()
             {
                 return Some(SocketAddrV4::new(Ipv4Addr::from(ns), 53));
             }
@@ -389,7 +392,7 @@ impl Stack {
             ep,
             rx: vec![0u8; VNET_LEN + FRAME_MAX].into_boxed_slice(),
             tcp: tcp::Table::new(&cfg),
-            udp: udp::Table::new(),
+            udp: udp::Table::new(cfg.nameservers),
             icmp: icmp::Table::new(),
             ports: Vec::new(),
         })
@@ -630,7 +633,16 @@ impl Stack {
                     _ => {}
                 }
             }
-            Frame::Udp(_, ip, u) => udp.from_child(&ip, &u, &mut out, cfg, ep, now),
+            Frame::Udp(eth, ip, u) => udp.from_child(eth.payload, &ip, &u, &mut out, cfg, ep, now),
+            // DNS over TCP goes where a query over UDP would go now (not to a nameserver that
+            // keeps failing).
+            Frame::Tcp(_, ip, t) if t.dst_port == 53 && cfg.is_gateway(&ip.dst) => {
+                let c = Config {
+                    nameservers: udp.nameservers(now),
+                    ..*cfg
+                };
+                tcp.from_child(&ip, &t, &mut out, &c, ep, now)
+            }
             Frame::Tcp(_, ip, t) => tcp.from_child(&ip, &t, &mut out, cfg, ep, now),
             Frame::Arp(..) => {}
             _ => out.counters.dropped += 1,
@@ -693,7 +705,7 @@ mod tests {
             prefix: 24,
             mtu: 65520,
             host_loopback: true,
-            nameserver: Some([192, 0, 2, 53]),
+            nameservers: dns::Servers::new(&[[192, 0, 2, 53]]),
             gateway6: None,
         }
     }
@@ -739,7 +751,7 @@ mod tests {
             Some(at([192, 0, 2, 53], 53))
         );
         let no_dns = Config {
-            nameserver: None,
+            nameservers: dns::Servers::default(),
             host_loopback: false,
             ..c
         };
@@ -826,7 +838,7 @@ mod tests {
         .unwrap();
         let c = Config {
             host_loopback,
-            nameserver: None,
+            nameservers: dns::Servers::default(),
             ..cfg()
         };
         (Stack::with_vnet(tap, c, false).unwrap(), peer)
@@ -1315,6 +1327,34 @@ mod tests {
         host.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         assert!(host.recv_from(&mut buf).is_err());
+    }
+
+    #[test]
+    fn a_closed_host_port_gives_the_namespace_port_unreachable() {
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let (mut st, peer) = stack(true);
+        let sent = datagram(GW4, port, b"anyone?");
+        rustix::io::write(&peer, &sent).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let f = &got[0];
+        let ip = wire::Ipv4::parse(&f[ETH_LEN..]).unwrap();
+        assert_eq!((ip.src, ip.dst, ip.proto), (GW4, CHILD4, wire::PROTO_ICMP));
+        let m = ip.payload;
+        assert_eq!((m[0], m[1]), (3, 3), "port unreachable");
+        assert_eq!(wire::checksum(m, 0), 0);
+        // The datagram's IP header and UDP header, as sent.
+        assert_eq!(&m[8..], &sent[ETH_LEN..ETH_LEN + IP_LEN + wire::UDP_LEN]);
+        // A flood gets a burst of six, then one a second.
+        for _ in 0..20 {
+            rustix::io::write(&peer, &sent).unwrap();
+            st.ready(Instant::now());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let more = frames(&mut st, &peer, 100);
+        assert!((4..=6).contains(&more.len()), "{}", more.len());
     }
 
     #[test]

@@ -81,7 +81,7 @@ mod tests {
             prefix: 24,
             mtu: 1500,
             host_loopback: true,
-            nameserver: None,
+            nameservers: super::super::dns::Servers::default(),
             gateway6: None,
         };
         let child6: Addr = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];

@@ -2,11 +2,21 @@
 //! and port, and the address and port it sends to), in a fixed table; a flow idle for a minute
 //! (DNS: ten seconds) is closed. Replies from the host socket go back to the namespace as if
 //! from the address it sent to, so DNS sent to the gateway comes back from the gateway.
+//! A DNS flow's socket is not connected: each query goes to the nameserver [`dns`] picks, and
+//! again to the next one when no answer came within [`dns::RETRY`]; answers are taken from
+//! any of the host's nameservers.
 //!
 //! A published UDP port makes flows the other way ([`Table::inbound`]): a host client's
 //! datagram goes into the namespace from the client's address and port, and the namespace's
 //! replies leave through the published socket (a duplicate of it, which the flow owns) to that
 //! client.
+//!
+//! A host socket of ours reports the ICMP errors the host gets for what it sent (`IP_RECVERR`,
+//! `IPV6_RECVERR`): port, host and network unreachable go on to the namespace as ICMP or ICMPv6
+//! destination-unreachable messages from the address it sent to, quoting the flow's last
+//! datagram (a fixed copy of its headers), at most one a second per flow after a burst of six,
+//! as the kernel's `icmp_ratelimit`. So a client of a closed port learns it at once
+//! (`ECONNREFUSED`), as it would on a wire.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -15,8 +25,9 @@ use rustix::event::epoll;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrAny, SocketFlags, SocketType};
 
-use super::wire::{self, Addr, Ip, UDP_LEN, Udp};
-use super::{Config, KIND_UDP, Out, tag, watch};
+use super::flows::Flows;
+use super::wire::{self, Addr, Ip, UDP_LEN, Udp, unmapped};
+use super::{Config, KIND_UDP, Out, dns, tag, watch};
 
 /// The most UDP flows at once.
 pub(crate) const MAX_FLOWS: usize = 256;
@@ -25,8 +36,39 @@ pub(crate) const IDLE: Duration = Duration::from_secs(60);
 /// How long a DNS flow lives without traffic: a resolver that has not answered by then never
 /// will, and queries come from a new port each time.
 pub(crate) const DNS_IDLE: Duration = Duration::from_secs(10);
-/// How often idle flows are looked for.
-const SWEEP: Duration = Duration::from_secs(1);
+/// ICMP errors toward the namespace: one per flow per this long…
+const ERROR_INTERVAL: Duration = Duration::from_secs(1);
+/// …after a burst of this many (the kernel's `icmp_ratelimit` and `XRLIM_BURST_FACTOR`).
+const ERROR_BURST: u32 = 6;
+
+/// A token bucket in time: `allow` takes [`ERROR_INTERVAL`] of credit, which grows with the
+/// time that passes, up to [`ERROR_BURST`] intervals.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    credit: Duration,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(now: Instant) -> Bucket {
+        Bucket {
+            credit: ERROR_INTERVAL * ERROR_BURST,
+            at: now,
+        }
+    }
+
+    /// Whether one more error may go at `now`.
+    fn allow(&mut self, now: Instant) -> bool {
+        self.credit = (self.credit + now.saturating_duration_since(self.at))
+            .min(ERROR_INTERVAL * ERROR_BURST);
+        self.at = self.at.max(now);
+        let ok = self.credit >= ERROR_INTERVAL;
+        if ok {
+            self.credit -= ERROR_INTERVAL;
+        }
+        ok
+    }
+}
 
 struct Flow {
     sock: OwnedFd,
@@ -36,50 +78,127 @@ struct Flow {
     last: Instant,
     /// A published port's flow: the client replies go to, and the port's id.
     reply_to: Option<(SocketAddrAny, u32)>,
+    /// The IP header and first 8 bytes of the last datagram from the namespace, quoted in an
+    /// ICMP error about it.
+    quote: [u8; wire::QUOTE_MAX],
+    quote_len: u8,
+    /// How many ICMP errors may go to the namespace.
+    errors: Bucket,
+    /// DNS to the gateway: the socket is not connected, queries go where [`dns`] says.
+    dns: bool,
+}
+
+impl Flow {
+    /// Empties the socket's error queue of what no pending error stands for (errors of the
+    /// socket's own, which the kernel queues without setting it), or epoll would report the
+    /// socket forever. Bounded; the rest waits for the next wake-up.
+    fn drain_errors(&self) {
+        let mut none = [0u8; 0];
+        for _ in 0..8 {
+            let how = RecvFlags::DONTWAIT | RecvFlags::ERRQUEUE;
+            if rustix::net::recv(&self.sock, &mut none, how).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// The host reported error `e` (`send` or `recv` gave it) for a datagram of this flow:
+    /// the namespace gets the matching destination-unreachable message, rate-limited, and the
+    /// error's entry leaves the socket's error queue.
+    fn host_error(&mut self, e: Errno, out: &mut Out<'_>, now: Instant) {
+        let mut none = [0u8; 0];
+        let _ = rustix::net::recv(
+            &self.sock,
+            &mut none,
+            RecvFlags::DONTWAIT | RecvFlags::ERRQUEUE,
+        );
+        let v6 = unmapped(&self.child.0).is_none();
+        let Some(code) = wire::unreachable_code(e, v6) else {
+            return;
+        };
+        if self.reply_to.is_some() || self.dns || self.quote_len == 0 || !self.errors.allow(now) {
+            return;
+        }
+        let quote = &self.quote[..usize::from(self.quote_len)];
+        let len = wire::put_unreachable(
+            &mut out.buf[Out::L4..],
+            code,
+            quote,
+            &self.remote.0,
+            &self.child.0,
+        );
+        let proto = if v6 {
+            wire::PROTO_ICMP6
+        } else {
+            wire::PROTO_ICMP
+        };
+        out.send_ip(self.remote.0, self.child.0, proto, len);
+    }
 }
 
 /// The flow table.
 pub(crate) struct Table {
-    flows: Vec<Option<Flow>>,
-    generations: Vec<u32>,
-    live: usize,
-    next_sweep: Option<Instant>,
-    warned: bool,
+    flows: Flows<Flow>,
+    /// The host's nameservers, how they do, and the DNS queries waiting for an answer.
+    servers: dns::Servers,
+    health: dns::Health,
+    pending: dns::Pending,
+    /// How many ICMP errors about datagrams that made no flow may go to the namespace.
+    errors: Bucket,
+}
+
+/// Sends DNS query `q` on `sock` to nameserver `ns`.
+fn ask(sock: &OwnedFd, q: &[u8], ns: [u8; 4]) {
+    let to = std::net::SocketAddrV4::new(ns.into(), 53);
+    // A full socket buffer loses it; the retry or the resolver asks again.
+    let _ = rustix::net::sendto(sock, q, SendFlags::DONTWAIT | SendFlags::NOSIGNAL, &to);
 }
 
 impl Table {
-    /// An empty table, its slots allocated now.
-    pub(crate) fn new() -> Table {
+    /// An empty table, its slots allocated now, forwarding DNS to the gateway to `servers`.
+    pub(crate) fn new(servers: dns::Servers) -> Table {
         Table {
-            flows: (0..MAX_FLOWS).map(|_| None).collect(),
-            generations: vec![0; MAX_FLOWS],
-            live: 0,
-            next_sweep: None,
-            warned: false,
+            flows: Flows::new(MAX_FLOWS),
+            servers,
+            health: dns::Health::default(),
+            pending: dns::Pending::new(),
+            errors: Bucket::new(Instant::now()),
         }
     }
 
     #[cfg(test)]
     /// How many flows are open.
     pub(crate) fn len(&self) -> usize {
-        self.live
+        self.flows.len()
     }
 
     #[cfg(test)]
     /// Whether no flow is open.
     pub(crate) fn is_empty(&self) -> bool {
-        self.live == 0
+        self.flows.len() == 0
+    }
+
+    /// The host's nameservers, the one a DNS query would go to now first (for DNS over TCP).
+    pub(crate) fn nameservers(&self, now: Instant) -> dns::Servers {
+        let first = self.health.pick(self.servers.len(), 0, now).unwrap_or(0);
+        self.servers.starting_at(first)
     }
 
     /// When the next sweep for idle flows is due.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.next_sweep
+        match (self.flows.deadline(), self.pending.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// A datagram from the namespace: sent on its flow's socket, the flow made if needed.
+    /// A datagram from the namespace (IP packet `packet`): sent on its flow's socket, the
+    /// flow made if needed.
     #[allow(clippy::wrong_self_convention, reason = "input from the child")]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_child(
         &mut self,
+        packet: &[u8],
         ip: &Ip<'_>,
         u: &Udp<'_>,
         out: &mut Out<'_>,
@@ -89,27 +208,57 @@ impl Table {
     ) {
         let child = (ip.src, u.src_port);
         let remote = (ip.dst, u.dst_port);
-        let found = self.flows.iter().position(|f| {
-            f.as_ref()
-                .is_some_and(|f| f.child == child && f.remote == remote)
-        });
+        let found = self.flows.find(|f| f.child == child && f.remote == remote);
         let index = match found {
             Some(i) => i,
             None => match self.open(child, remote, cfg, ep, now, out) {
-                Some(i) => i,
-                None => return,
+                Ok(i) => i,
+                Err(e) => {
+                    // The host has no way there: the namespace learns it at once.
+                    if let Some(e) = e {
+                        self.unreachable(packet, ip, e, out, now);
+                    }
+                    return;
+                }
             },
         };
-        let Some(flow) = self.flows[index].as_mut() else {
+        let id = (index, self.flows.generation(index));
+        let Some(flow) = self.flows.get_mut(index) else {
             return;
         };
         flow.last = now;
-        // A full socket buffer or an earlier ICMP error loses this datagram, as a wire would.
+        if flow.dns {
+            let (servers, n) = (&self.servers, self.servers.len());
+            let server = match wire::DnsHeader::parse(u.payload) {
+                Some(h) if !h.response => {
+                    self.pending.ask(id, h.id, u.payload, &self.health, n, now)
+                }
+                _ => self.health.pick(n, 0, now),
+            };
+            if let Some(ns) = server.and_then(|i| servers.get(i)) {
+                ask(&flow.sock, u.payload, ns);
+            }
+            return;
+        }
+        // A full socket buffer loses this datagram, as a wire would.
         let how = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
-        let _ = match &flow.reply_to {
-            Some((to, _)) => rustix::net::sendto(&flow.sock, u.payload, how, to),
-            None => rustix::net::send(&flow.sock, u.payload, how),
-        };
+        match &flow.reply_to {
+            Some((to, _)) => {
+                let _ = rustix::net::sendto(&flow.sock, u.payload, how, to);
+            }
+            None => {
+                // An error the host got for the last datagram, not read yet, is reported here
+                // instead of this one being sent: it goes to the namespace, and this one goes.
+                if let Err(e) = rustix::net::send(&flow.sock, u.payload, how)
+                    && e != Errno::AGAIN
+                {
+                    flow.host_error(e, out, now);
+                    let _ = rustix::net::send(&flow.sock, u.payload, how);
+                }
+            }
+        }
+        let n = wire::quote(packet, &mut flow.quote);
+        flow.quote_len = n as u8;
     }
 
     /// A published port `port`'s socket `sock` received `len` bytes (at [`Out::L4`] +
@@ -127,10 +276,7 @@ impl Table {
         out: &mut Out<'_>,
         now: Instant,
     ) {
-        let index = self.flows.iter().position(|f| {
-            f.as_ref()
-                .is_some_and(|f| f.child == child && f.remote == remote)
-        });
+        let index = self.flows.find(|f| f.child == child && f.remote == remote);
         let index = match index {
             Some(i) => i,
             None => {
@@ -140,21 +286,24 @@ impl Table {
                 let Ok(dup) = rustix::io::fcntl_dupfd_cloexec(sock, 0) else {
                     return;
                 };
-                self.generations[i] = self.generations[i].wrapping_add(1);
-                self.flows[i] = Some(Flow {
+                self.flows.renew(i);
+                let flow = Flow {
                     sock: dup,
                     child,
                     remote,
                     idle: IDLE,
                     last: now,
                     reply_to: Some((peer, port)),
-                });
-                self.live += 1;
-                self.next_sweep.get_or_insert(now + SWEEP);
+                    quote: [0; wire::QUOTE_MAX],
+                    quote_len: 0,
+                    errors: Bucket::new(now),
+                    dns: false,
+                };
+                self.flows.insert(i, flow, now);
                 i
             }
         };
-        if let Some(flow) = self.flows[index].as_mut() {
+        if let Some(flow) = self.flows.get_mut(index) {
             flow.last = now;
         }
         let n = wire::put_udp(&mut out.buf[Out::L4..], remote, child, len);
@@ -163,32 +312,59 @@ impl Table {
 
     /// Closes the flows of published port `port`.
     pub(crate) fn close_port(&mut self, port: u32) {
-        for slot in &mut self.flows {
-            if slot
-                .as_ref()
-                .is_some_and(|f| f.reply_to.as_ref().is_some_and(|r| r.1 == port))
-            {
-                *slot = None;
-                self.live -= 1;
-            }
-        }
+        self.flows.close_where(
+            |f| f.reply_to.as_ref().is_some_and(|r| r.1 == port),
+            |_, _, _| {},
+        );
     }
 
     /// A free slot, or `None` (counted, warned about once) when the table is full.
     fn free_slot(&mut self, out: &mut Out<'_>) -> Option<usize> {
-        let index = self.flows.iter().position(Option::is_none);
-        if index.is_none() {
-            out.counters.udp_over_limit += 1;
-            if !self.warned {
-                self.warned = true;
-                crate::warn(&format!(
-                    "user-mode network: more than {MAX_FLOWS} UDP flows, dropping datagrams of new ones"
-                ));
+        match self.flows.free_slot() {
+            Ok(i) => Some(i),
+            Err(first) => {
+                out.counters.udp_over_limit += 1;
+                if first {
+                    crate::warn(&format!(
+                        "user-mode network: more than {MAX_FLOWS} UDP flows, dropping datagrams of new ones"
+                    ));
+                }
+                None
             }
         }
-        index
     }
 
+    /// The host refused (`connect` failed with `e`) the datagram `packet` (`ip`): the
+    /// namespace gets the matching destination-unreachable message, at the table's rate.
+    fn unreachable(
+        &mut self,
+        packet: &[u8],
+        ip: &Ip<'_>,
+        e: Errno,
+        out: &mut Out<'_>,
+        now: Instant,
+    ) {
+        let v6 = unmapped(&ip.src).is_none();
+        let mut quote = [0u8; wire::QUOTE_MAX];
+        let n = wire::quote(packet, &mut quote);
+        let Some(code) = wire::unreachable_code(e, v6) else {
+            return;
+        };
+        if n == 0 || !self.errors.allow(now) {
+            return;
+        }
+        let len =
+            wire::put_unreachable(&mut out.buf[Out::L4..], code, &quote[..n], &ip.dst, &ip.src);
+        let proto = if v6 {
+            wire::PROTO_ICMP6
+        } else {
+            wire::PROTO_ICMP
+        };
+        out.send_ip(ip.dst, ip.src, proto, len);
+    }
+
+    /// A new flow for `child` to `remote`: its slot, or `Err(Some(e))` when the host has no
+    /// way there (`connect` said `e`), `Err(None)` when it is refused or the table is full.
     fn open(
         &mut self,
         child: (Addr, u16),
@@ -197,12 +373,12 @@ impl Table {
         ep: &OwnedFd,
         now: Instant,
         out: &mut Out<'_>,
-    ) -> Option<usize> {
+    ) -> Result<usize, Option<Errno>> {
         let Some(addr) = cfg.host_addr(remote.0, remote.1) else {
             out.counters.dropped += 1;
-            return None;
+            return Err(None);
         };
-        let index = self.free_slot(out)?;
+        let index = self.free_slot(out).ok_or(None)?;
         let sock = rustix::net::socket_with(
             if addr.is_ipv4() {
                 AddressFamily::INET
@@ -213,33 +389,46 @@ impl Table {
             SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
             None,
         )
-        .ok()?;
-        rustix::net::connect(&sock, &addr).ok()?;
-        self.generations[index] = self.generations[index].wrapping_add(1);
+        .map_err(|_| None)?;
+        let dns = self.servers.len() > 0 && remote.1 == 53 && cfg.is_gateway(&remote.0);
+        if !dns {
+            // The host's ICMP errors for our datagrams, all of them (without this only port
+            // unreachable is reported on a connected socket), to pass on to the namespace.
+            let (level, name) = if addr.is_ipv4() {
+                (linux_raw_sys::net::SOL_IP, linux_raw_sys::net::IP_RECVERR)
+            } else {
+                (
+                    linux_raw_sys::net::SOL_IPV6,
+                    linux_raw_sys::net::IPV6_RECVERR,
+                )
+            };
+            let _ = sys::net::setsockopt_int(&sock, level, name, 1);
+            rustix::net::connect(&sock, &addr).map_err(Some)?;
+        }
+        let generation = self.flows.renew(index);
         if !watch(
             ep,
             sock.as_fd(),
-            tag(KIND_UDP, self.generations[index], index),
+            tag(KIND_UDP, generation, index),
             epoll::EventFlags::IN,
         ) {
-            return None;
+            return Err(None);
         }
-        let idle = if cfg.nameserver.is_some() && remote.1 == 53 && cfg.is_gateway(&remote.0) {
-            DNS_IDLE
-        } else {
-            IDLE
-        };
-        self.flows[index] = Some(Flow {
+        let idle = if dns { DNS_IDLE } else { IDLE };
+        let flow = Flow {
             sock,
             child,
             remote,
             idle,
             last: now,
             reply_to: None,
-        });
-        self.live += 1;
-        self.next_sweep.get_or_insert(now + SWEEP);
-        Some(index)
+            quote: [0; wire::QUOTE_MAX],
+            quote_len: 0,
+            errors: Bucket::new(now),
+            dns,
+        };
+        self.flows.insert(index, flow, now);
+        Ok(index)
     }
 
     /// A flow's host socket has datagrams: each goes to the namespace.
@@ -251,10 +440,15 @@ impl Table {
         cfg: &Config,
         now: Instant,
     ) {
-        if self.generations.get(index).map(|g| g & 0xff_ffff) != Some(generation) {
-            return;
-        }
-        let Some(flow) = self.flows[index].as_mut() else {
+        let Table {
+            flows,
+            servers,
+            health,
+            pending,
+            ..
+        } = self;
+        let id = (index, flows.generation(index));
+        let Some(flow) = flows.tagged(index, generation) else {
             return;
         };
         let max = (cfg.mtu as usize)
@@ -262,20 +456,37 @@ impl Table {
             .min(65507);
         for _ in 0..32 {
             let at = Out::L4 + UDP_LEN;
-            let n = match rustix::net::recv(
-                &flow.sock,
-                &mut out.buf[at..at + max],
-                RecvFlags::DONTWAIT | RecvFlags::TRUNC,
-            ) {
-                Ok((n, total)) if total <= n => n,
-                // Too big for the namespace's MTU: dropped.
+            let buf = &mut out.buf[at..at + max];
+            let how = RecvFlags::DONTWAIT | RecvFlags::TRUNC;
+            let got = if flow.dns {
+                rustix::net::recvfrom(&flow.sock, &mut *buf, how).map(|(n, total, from)| {
+                    let from = from.and_then(|a| std::net::SocketAddrV4::try_from(a).ok());
+                    let server = from
+                        .filter(|a| a.port() == 53)
+                        .and_then(|a| servers.index(a.ip().octets()));
+                    if let (Some(i), Some(h)) = (server, wire::DnsHeader::parse(&buf[..n])) {
+                        pending.answered(id, h.id, i, health);
+                    }
+                    // Only the nameservers' answers go on.
+                    (n, total, server.is_some())
+                })
+            } else {
+                rustix::net::recv(&flow.sock, buf, how).map(|(n, total)| (n, total, true))
+            };
+            let n = match got {
+                Ok((n, total, true)) if total <= n => n,
+                // Too big for the namespace's MTU, or not from a nameserver: dropped.
                 Ok(_) => continue,
                 Err(Errno::INTR) => continue,
-                // An ICMP error from an earlier datagram is reported here: nothing to deliver.
-                Err(Errno::CONNREFUSED) | Err(Errno::HOSTUNREACH) | Err(Errno::NETUNREACH) => {
+                Err(Errno::AGAIN) => {
+                    flow.drain_errors();
+                    break;
+                }
+                // An ICMP error the host got for an earlier datagram.
+                Err(e) => {
+                    flow.host_error(e, out, now);
                     continue;
                 }
-                Err(_) => break,
             };
             flow.last = now;
             let len = wire::put_udp(&mut out.buf[Out::L4..], flow.remote, flow.child, n);
@@ -283,28 +494,80 @@ impl Table {
         }
     }
 
-    /// Closes the flows that have been idle too long.
+    /// Sends the DNS queries that were not answered in time to the next nameserver, and
+    /// closes the flows that have been idle too long.
     pub(crate) fn expire(&mut self, ep: &OwnedFd, now: Instant) {
-        if self.next_sweep.is_none_or(|t| now < t) {
-            return;
-        }
-        for slot in &mut self.flows {
-            if slot
-                .as_ref()
-                .is_some_and(|f| now.duration_since(f.last) >= f.idle)
-            {
-                if let Some(f) = slot.take() {
-                    let _ = epoll::delete(ep, &f.sock);
+        while let Some(r) = self
+            .pending
+            .retry(&mut self.health, self.servers.len(), now)
+        {
+            let Some(q) = self.pending.query(r.slot) else {
+                continue;
+            };
+            let (i, generation) = q.flow;
+            match self.flows.get_if(i, generation) {
+                Some(f) => {
+                    if let Some(ns) = self.servers.get(r.server) {
+                        ask(&f.sock, q.bytes(), ns);
+                    }
                 }
-                self.live -= 1;
+                None => self.pending.forget(q.flow),
             }
         }
-        self.next_sweep = (self.live > 0).then(|| now + SWEEP);
+        let pending = &mut self.pending;
+        self.flows.expire(
+            now,
+            |f| now.duration_since(f.last) >= f.idle,
+            |i, generation, f| {
+                let _ = epoll::delete(ep, &f.sock);
+                if f.dns {
+                    pending.forget((i, generation));
+                }
+            },
+        );
     }
 }
 
 impl Default for Table {
     fn default() -> Self {
-        Table::new()
+        Table::new(dns::Servers::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_over_tcp_follows_the_nameserver_udp_would_use() {
+        let (a, b) = ([192, 0, 2, 1], [192, 0, 2, 2]);
+        let mut t = Table::new(dns::Servers::new(&[a, b]));
+        let now = Instant::now();
+        assert_eq!(t.nameservers(now).first(), Some(a));
+        t.health.failed(0, now);
+        assert_eq!(
+            t.nameservers(now).first(),
+            Some(a),
+            "one failure is not enough"
+        );
+        t.health.failed(0, now);
+        let s = t.nameservers(now);
+        assert_eq!((s.first(), s.get(1)), (Some(b), Some(a)));
+        assert_eq!(t.nameservers(now + dns::SKIP).first(), Some(a));
+    }
+
+    #[test]
+    fn errors_come_in_bursts_of_six_then_one_a_second() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(t0);
+        assert_eq!((0..10).filter(|_| b.allow(t0)).count(), 6);
+        assert!(!b.allow(t0 + Duration::from_millis(900)));
+        assert!(b.allow(t0 + Duration::from_millis(1000)));
+        assert!(!b.allow(t0 + Duration::from_millis(1500)));
+        // Credit builds up again, to no more than a burst.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| b.allow(later)).count(), 6);
+        // A clock that goes back grants nothing.
+        assert!(!b.allow(t0));
     }
 }

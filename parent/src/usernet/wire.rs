@@ -707,7 +707,6 @@ pub(crate) fn put_tcp_partial(out: &mut [u8], seg: &TcpOut, payload_len: usize) 
     len
 }
 
-#[cfg(any(test, fuzzing))]
 /// The fixed header of a DNS message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DnsHeader {
@@ -723,7 +722,6 @@ pub(crate) struct DnsHeader {
     pub qdcount: u16,
 }
 
-#[cfg(any(test, fuzzing))]
 impl DnsHeader {
     /// Parses the 12-byte header of a DNS message.
     pub(crate) fn parse(m: &[u8]) -> Option<DnsHeader> {
@@ -866,6 +864,70 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// The most bytes an ICMP error quotes of the datagram it reports: an IPv4 header with the
+/// most options (60 bytes; IPv6's is 40) and the first 8 bytes of its payload, as RFC 792 asks
+/// (RFC 4443 allows more; we quote the same).
+pub(crate) const QUOTE_MAX: usize = 60 + 8;
+
+/// Copies the IP header and the first 8 bytes of payload of IP packet `p` (as the namespace
+/// sent it) into `out`, for a later ICMP error about it; their length, or 0 when `p` is not a
+/// whole IPv4 or IPv6 header followed by 8 bytes.
+pub(crate) fn quote(p: &[u8], out: &mut [u8; QUOTE_MAX]) -> usize {
+    let header = match p.first().map(|b| b >> 4) {
+        Some(4) => usize::from(p[0] & 0xf) * 4,
+        Some(6) => IP6_LEN,
+        _ => return 0,
+    };
+    let n = header + 8;
+    if header < IP_LEN || n > p.len() {
+        return 0;
+    }
+    out[..n].copy_from_slice(&p[..n]);
+    n
+}
+
+/// Writes a destination-unreachable error with code `code` quoting `quote` (see [`quote`]) at
+/// the start of `out`, from `src` to `dst`: ICMPv6 (type 1, checksum over the pseudo header)
+/// when either address is IPv6, ICMP (type 3) otherwise. Its length.
+pub(crate) fn put_unreachable(
+    out: &mut [u8],
+    code: u8,
+    quote: &[u8],
+    src: &Addr,
+    dst: &Addr,
+) -> usize {
+    let len = 8 + quote.len();
+    let v4 = unmapped(src).is_some() && unmapped(dst).is_some();
+    out[0] = if v4 { 3 } else { 1 };
+    out[1] = code;
+    out[2..8].fill(0);
+    out[8..len].copy_from_slice(quote);
+    let c = if v4 {
+        checksum(&out[..len], 0)
+    } else {
+        checksum(&out[..len], pseudo_sum_any(src, dst, PROTO_ICMP6, len))
+    };
+    out[2..4].copy_from_slice(&c.to_be_bytes());
+    len
+}
+
+/// What the namespace is told about a datagram the host reported error `e` for (from a
+/// host ICMP or ICMPv6 destination-unreachable message): the code of the destination-unreachable
+/// message, ICMPv6's when `v6`, or `None` for errors that are no such message.
+pub(crate) fn unreachable_code(e: rustix::io::Errno, v6: bool) -> Option<u8> {
+    use rustix::io::Errno;
+    // (ICMP, ICMPv6): RFC 792 and RFC 4443's codes for what the kernel turned into `e`.
+    let (c4, c6) = match e {
+        Errno::CONNREFUSED => (3, 4),
+        Errno::HOSTUNREACH => (1, 3),
+        Errno::NETUNREACH => (0, 0),
+        // Administratively prohibited.
+        Errno::ACCESS => (13, 1),
+        _ => return None,
+    };
+    Some(if v6 { c6 } else { c4 })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -874,6 +936,56 @@ mod tests {
     const B: [u8; 4] = [10, 0, 2, 1];
     const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0x64];
     const MAC_B: [u8; 6] = [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xdd];
+
+    #[test]
+    fn unreachable_errors_quote_the_datagram() {
+        // An IPv4 datagram with a 4-byte option: the whole header and 8 bytes are quoted.
+        let mut p = vec![0u8; 24 + 8 + 5];
+        put_ipv4(&mut p, A, B, PROTO_UDP, 13);
+        p[0] = 0x46;
+        p[24..32].copy_from_slice(&[0x9c, 0x40, 0, 53, 0, 13, 0xab, 0xcd]);
+        let mut q = [0u8; QUOTE_MAX];
+        let n = quote(&p, &mut q);
+        assert_eq!(&q[..n], &p[..32]);
+        assert_eq!(quote(&p[..31], &mut q), 0, "short of the 8 bytes");
+        assert_eq!(
+            quote(&[0x44; 40], &mut q),
+            0,
+            "header shorter than 20 bytes"
+        );
+        assert_eq!(quote(&[], &mut q), 0);
+        assert_eq!(quote(&[0x50; 60], &mut q), 0, "not IP");
+        let mut m = [0u8; 8 + QUOTE_MAX];
+        let len = put_unreachable(&mut m, 3, &q[..n], &mapped(B), &mapped(A));
+        assert_eq!((len, m[0], m[1], &m[4..8]), (40, 3, 3, &[0u8; 4][..]));
+        assert_eq!(checksum(&m[..len], 0), 0);
+        assert_eq!(&m[8..len], &p[..32]);
+        // IPv6: the 40-byte header; the checksum covers the pseudo header.
+        let (s6, d6) = (
+            [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            [0xfd; 16],
+        );
+        let mut p6 = vec![0u8; IP6_LEN + 12];
+        put_ipv6(&mut p6, &d6, &s6, PROTO_UDP, 12, 64);
+        p6[IP6_LEN..].copy_from_slice(&[1, 2, 3, 4, 0, 12, 5, 6, 7, 8, 9, 10]);
+        let n = quote(&p6, &mut q);
+        assert_eq!(&q[..n], &p6[..IP6_LEN + 8]);
+        let len = put_unreachable(&mut m, 4, &q[..n], &s6, &d6);
+        assert_eq!((len, m[0], m[1]), (56, 1, 4));
+        assert_eq!(
+            checksum(&m[..len], pseudo_sum_any(&s6, &d6, PROTO_ICMP6, len)),
+            0
+        );
+        // What the kernel's errors become.
+        use rustix::io::Errno;
+        assert_eq!(unreachable_code(Errno::CONNREFUSED, false), Some(3));
+        assert_eq!(unreachable_code(Errno::CONNREFUSED, true), Some(4));
+        assert_eq!(unreachable_code(Errno::HOSTUNREACH, false), Some(1));
+        assert_eq!(unreachable_code(Errno::HOSTUNREACH, true), Some(3));
+        assert_eq!(unreachable_code(Errno::NETUNREACH, true), Some(0));
+        assert_eq!(unreachable_code(Errno::MSGSIZE, false), None);
+        assert_eq!(unreachable_code(Errno::AGAIN, false), None);
+    }
 
     #[test]
     fn checksums() {
