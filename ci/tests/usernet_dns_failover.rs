@@ -113,7 +113,9 @@ fn a_silent_first_nameserver_fails_over_to_the_next_and_is_then_skipped() {
     // failover); the third goes to it straight away.
     let t: Vec<f64> = lines.iter().map(|l| took(l)).collect();
     assert!(t[0] < 3.0 && t[1] < 3.0, "{t:?}");
-    assert!(t[2] < 0.5, "the silent nameserver is skipped: {t:?}");
+    // Under the failover delay (the count below is what shows the skip; this bound only
+    // guards against a retry through it).
+    assert!(t[2] < 0.9, "the silent nameserver is skipped: {t:?}");
     assert!(parts[1].contains("Address: 192.0.2.7"), "{}", parts[1]);
     // The silent one saw the two queries it failed, not the third (busybox's query may come
     // after its skip).
