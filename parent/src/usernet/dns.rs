@@ -12,6 +12,7 @@
 //! first nameserver is passed on too (the resolver takes whichever comes first) and counts as
 //! an answer for its health.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 /// The most nameservers used, as glibc's `MAXNS`.
@@ -27,44 +28,102 @@ pub(crate) const MAX_PENDING: usize = 32;
 /// The largest query kept for a retry (a larger one is sent once).
 pub(crate) const QUERY_MAX: usize = 512;
 
-/// The host's IPv4 nameservers, in order, at most [`MAX_NS`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The host's nameservers (IPv4 and IPv6, port 53), in order, at most [`MAX_NS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Servers {
-    addrs: [[u8; 4]; MAX_NS],
+    addrs: [SocketAddr; MAX_NS],
     len: u8,
 }
 
+impl Default for Servers {
+    fn default() -> Servers {
+        Servers {
+            addrs: [SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 53)); MAX_NS],
+            len: 0,
+        }
+    }
+}
+
 impl Servers {
-    /// The first [`MAX_NS`] of `addrs`.
-    pub(crate) fn new(addrs: &[[u8; 4]]) -> Servers {
+    #[cfg(test)]
+    /// The first [`MAX_NS`] of `addrs`, port 53.
+    pub(crate) fn new<A: Into<IpAddr> + Copy>(addrs: &[A]) -> Servers {
         let mut s = Servers::default();
-        for (slot, a) in s.addrs.iter_mut().zip(addrs) {
-            *slot = *a;
-            s.len += 1;
+        for a in addrs {
+            s.push(SocketAddr::new((*a).into(), 53));
         }
         s
     }
 
+    /// The nameservers of a resolv.conf text, in order, at most [`MAX_NS`] (as glibc, the
+    /// ones after the third are not used). `ifindex` gives the index of a network interface
+    /// by name, for the zone of a link-local IPv6 address (`fe80::1%eth0`); a link-local
+    /// address whose zone is missing or names no interface cannot be reached and is left out.
+    pub(crate) fn from_resolv_conf(text: &str, ifindex: impl Fn(&str) -> Option<u32>) -> Servers {
+        let mut s = Servers::default();
+        for l in text.lines() {
+            let mut words = l.split_whitespace();
+            if words.next() != Some("nameserver") {
+                continue;
+            }
+            if let Some(a) = words.next().and_then(|w| nameserver(w, &ifindex)) {
+                s.push(a);
+            }
+        }
+        s
+    }
+
+    /// Adds `a` at the end, if there is room.
+    fn push(&mut self, a: SocketAddr) {
+        if let Some(slot) = self.addrs.get_mut(usize::from(self.len)) {
+            *slot = a;
+            self.len += 1;
+        }
+    }
+
     /// The first nameserver, if there is one.
-    pub(crate) fn first(&self) -> Option<[u8; 4]> {
+    pub(crate) fn first(&self) -> Option<SocketAddr> {
         self.get(0)
     }
 
     /// Nameserver `i`.
-    pub(crate) fn get(&self, i: usize) -> Option<[u8; 4]> {
+    pub(crate) fn get(&self, i: usize) -> Option<SocketAddr> {
         self.addrs[..usize::from(self.len)].get(i).copied()
     }
 
-    /// Which nameserver `a` is.
-    pub(crate) fn index(&self, a: [u8; 4]) -> Option<usize> {
+    /// Which nameserver a datagram from `from` came from (an IPv4 address as an IPv6 socket
+    /// sees it, `::ffff:a.b.c.d`, is that IPv4 address); only port 53 is a nameserver's.
+    pub(crate) fn index(&self, from: SocketAddr) -> Option<usize> {
+        if from.port() != 53 {
+            return None;
+        }
+        let ip = from.ip().to_canonical();
         self.addrs[..usize::from(self.len)]
             .iter()
-            .position(|&x| x == a)
+            .position(|x| x.ip() == ip)
     }
 
     /// How many there are.
     pub(crate) fn len(&self) -> usize {
         usize::from(self.len)
+    }
+
+    /// Whether any is an IPv6 address.
+    pub(crate) fn any_v6(&self) -> bool {
+        self.addrs[..usize::from(self.len)]
+            .iter()
+            .any(SocketAddr::is_ipv6)
+    }
+
+    /// The IPv4 ones only (for a host without IPv6 sockets).
+    pub(crate) fn only_v4(&self) -> Servers {
+        let mut s = Servers::default();
+        for a in self.addrs[..usize::from(self.len)].iter() {
+            if a.is_ipv4() {
+                s.push(*a);
+            }
+        }
+        s
     }
 
     /// The same nameservers, starting with nameserver `i` (the others after it in order).
@@ -75,6 +134,47 @@ impl Servers {
         }
         s
     }
+}
+
+/// The address of a resolv.conf `nameserver` word: IPv4, or IPv6 with an optional `%zone`
+/// (an interface name or index; needed, and only kept, for a link-local address). An IPv6
+/// form of an IPv4 address (`::ffff:a.b.c.d`) is that IPv4 address.
+fn nameserver(word: &str, ifindex: &impl Fn(&str) -> Option<u32>) -> Option<SocketAddr> {
+    if let Ok(a) = word.parse::<Ipv4Addr>() {
+        return Some(SocketAddr::V4(SocketAddrV4::new(a, 53)));
+    }
+    let (ip, zone) = match word.split_once('%') {
+        Some((ip, zone)) => (ip, Some(zone)),
+        None => (word, None),
+    };
+    let ip: Ipv6Addr = ip.parse().ok()?;
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(SocketAddr::V4(SocketAddrV4::new(v4, 53)));
+    }
+    if ip.is_unspecified() || ip.is_multicast() {
+        return None;
+    }
+    let link_local = ip.segments()[0] & 0xffc0 == 0xfe80;
+    let scope = if link_local {
+        let zone = zone.filter(|z| !z.is_empty())?;
+        let index = match zone.parse::<u32>() {
+            Ok(i) => i,
+            Err(_) => ifindex(zone)?,
+        };
+        (index != 0).then_some(index)?
+    } else {
+        0
+    };
+    Some(SocketAddr::V6(SocketAddrV6::new(ip, 53, 0, scope)))
+}
+
+/// The index of host network interface `name`, from `/sys/class/net/NAME/ifindex`.
+pub(crate) fn sys_ifindex(name: &str) -> Option<u32> {
+    if name.is_empty() || name.len() > 15 || name.contains('/') || name.starts_with('.') {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).ok()?;
+    text.trim().parse().ok()
 }
 
 /// How each nameserver has done lately.
@@ -141,6 +241,22 @@ impl Query {
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.buf[..usize::from(self.len)]
     }
+}
+
+/// DNS response code: the server failed.
+pub(crate) const SERVFAIL: u8 = 2;
+/// DNS response code: the server refuses to answer.
+pub(crate) const REFUSED: u8 = 5;
+
+/// What becomes of an answer from a nameserver ([`Pending::answer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// It goes on to the namespace.
+    Pass,
+    /// It is dropped: the query waits for another nameserver's answer.
+    Drop,
+    /// It is dropped, and the query goes to another nameserver now.
+    Resend(Resend),
 }
 
 /// The queries waiting for an answer, in fixed slots.
@@ -213,21 +329,54 @@ impl Pending {
         Some(server)
     }
 
-    /// An answer with id `id` came for flow `flow` from nameserver `server`: its query no
-    /// longer waits, and the nameserver is good.
-    pub(crate) fn answered(
+    /// An answer with id `id` and response code `rcode` came for flow `flow` from nameserver
+    /// `server` at `now`; what becomes of it. An answer that is not a failure (anything but
+    /// SERVFAIL and REFUSED; NXDOMAIN is final) goes on, its query no longer waits, and the
+    /// nameserver is good. A failure from the nameserver the query waits for, when one of the
+    /// first `n` was not tried yet for it, is dropped and the query goes to that one now, as
+    /// glibc's resolver does; once all were tried the last failure goes on. A failure from a
+    /// nameserver the query no longer waits for (late, after a retry) is dropped. REFUSED
+    /// counts as a failure of the nameserver, SERVFAIL (which may be about the name, not the
+    /// nameserver) neither as a failure nor as an answer.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn answer(
         &mut self,
         flow: (usize, u32),
         id: u16,
         server: usize,
+        rcode: u8,
         health: &mut Health,
-    ) {
-        health.answered(server);
-        for s in self.slots.iter_mut() {
-            if s.as_ref().is_some_and(|s| s.flow == flow && s.id == id) {
-                *s = None;
+        n: usize,
+        now: Instant,
+    ) -> Verdict {
+        let failure = rcode == SERVFAIL || rcode == REFUSED;
+        if !failure {
+            health.answered(server);
+        } else if rcode == REFUSED {
+            health.failed(server, now);
+        }
+        let slot = self
+            .slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.flow == flow && s.id == id));
+        if failure
+            && let Some(slot) = slot
+            && let Some(q) = self.slots[slot].as_mut()
+        {
+            if q.server != server {
+                return Verdict::Drop;
+            }
+            if let Some(next) = health.pick(n, q.tried, now) {
+                q.server = next;
+                q.tried |= 1 << next;
+                q.due = now + RETRY;
+                return Verdict::Resend(Resend { slot, server: next });
             }
         }
+        if let Some(slot) = slot {
+            self.slots[slot] = None;
+        }
+        Verdict::Pass
     }
 
     /// The first query due at `now`: its nameserver counted as failed, and either where it
@@ -281,29 +430,160 @@ mod tests {
 
     const FLOW: (usize, u32) = (3, 1);
 
+    fn ns(a: [u8; 4]) -> Option<SocketAddr> {
+        Some(SocketAddr::new(a.into(), 53))
+    }
+
     #[test]
     fn servers_keep_the_first_three_in_order() {
         let s = Servers::new(&[[1, 1, 1, 1], [2, 2, 2, 2], [3, 3, 3, 3], [4, 4, 4, 4]]);
         assert_eq!(
             (s.len(), s.first(), s.get(2)),
-            (3, Some([1, 1, 1, 1]), Some([3, 3, 3, 3]))
+            (3, ns([1, 1, 1, 1]), ns([3, 3, 3, 3]))
         );
         assert_eq!(
-            (s.get(3), s.index([2, 2, 2, 2]), s.index([4, 4, 4, 4])),
+            (
+                s.get(3),
+                s.index(ns([2, 2, 2, 2]).unwrap()),
+                s.index(ns([4, 4, 4, 4]).unwrap())
+            ),
             (None, Some(1), None)
         );
-        assert_eq!(Servers::new(&[]).first(), None);
+        // Only port 53 is a nameserver's.
+        assert_eq!(s.index("2.2.2.2:54".parse().unwrap()), None);
+        assert_eq!(Servers::new::<[u8; 4]>(&[]).first(), None);
         let r = s.starting_at(1);
         assert_eq!(
             (r.first(), r.get(1), r.get(2), r.len()),
-            (
-                Some([2, 2, 2, 2]),
-                Some([3, 3, 3, 3]),
-                Some([1, 1, 1, 1]),
-                3
-            )
+            (ns([2, 2, 2, 2]), ns([3, 3, 3, 3]), ns([1, 1, 1, 1]), 3)
         );
         assert_eq!(s.starting_at(5), s);
+    }
+
+    #[test]
+    fn resolv_conf_nameservers_of_both_families() {
+        let eth0 = |name: &str| (name == "eth0").then_some(2);
+        let text = "# comment\nnameserver 127.0.0.53\nsearch lan\nnameserver ::1\n\
+                    nameserver   192.0.2.1 # trailing\noptions edns0\nnameserver bogus\n";
+        let s = Servers::from_resolv_conf(text, eth0);
+        let want: [SocketAddr; 3] = [
+            "127.0.0.53:53".parse().unwrap(),
+            "[::1]:53".parse().unwrap(),
+            "192.0.2.1:53".parse().unwrap(),
+        ];
+        assert_eq!(
+            (s.len(), s.get(0), s.get(1), s.get(2)),
+            (3, Some(want[0]), Some(want[1]), Some(want[2]))
+        );
+        assert!(s.any_v6());
+        assert_eq!(
+            s.only_v4(),
+            Servers::new(&[[127, 0, 0, 53], [192, 0, 2, 1]])
+        );
+        assert_eq!(Servers::from_resolv_conf("", eth0), Servers::default());
+        // Link-local: with a zone that names an interface (or is its index) it is reached
+        // through that interface; without one, or with an unknown one, it is left out.
+        let text = "nameserver fe80::1\nnameserver fe80::2%nope\nnameserver fe80::3%eth0\n\
+                    nameserver fe80::4%7\nnameserver fd00::53%eth0\nnameserver 1.2.3.4\n";
+        let s = Servers::from_resolv_conf(text, eth0);
+        let six =
+            |a: &str, scope| SocketAddr::V6(SocketAddrV6::new(a.parse().unwrap(), 53, 0, scope));
+        assert_eq!(
+            (s.len(), s.get(0), s.get(1), s.get(2)),
+            (
+                3,
+                Some(six("fe80::3", 2)),
+                Some(six("fe80::4", 7)),
+                Some(six("fd00::53", 0))
+            )
+        );
+        // An IPv4 nameserver written as IPv6 is IPv4; nonsense, `::` and multicast are not
+        // nameservers.
+        let text = "nameserver ::ffff:192.0.2.9\nnameserver ::\nnameserver ff02::1\n\
+                    nameserver fe80::1%\nnameserver 1.2.3\nnameserver\n";
+        let s = Servers::from_resolv_conf(text, eth0);
+        assert_eq!(s, Servers::new(&[[192, 0, 2, 9]]));
+        assert!(!s.any_v6());
+        // Answers from an IPv4 nameserver seen on an IPv6 socket.
+        let s = Servers::new(&[[127, 0, 0, 45]]);
+        assert_eq!(s.index("[::ffff:127.0.0.45]:53".parse().unwrap()), Some(0));
+        let s = Servers::new(&[Ipv6Addr::LOCALHOST]);
+        assert_eq!(s.index("[::1]:53".parse().unwrap()), Some(0));
+    }
+
+    #[test]
+    fn servfail_and_refused_go_to_the_next_nameserver_at_once() {
+        let t0 = Instant::now();
+        let mut h = Health::default();
+        let mut p = Pending::new();
+        assert_eq!(p.ask(FLOW, 7, b"query", &h, 2, t0), Some(0));
+        // REFUSED from the first: dropped, the query goes to the second now (and is due a
+        // second later), the first counts one failure.
+        let t1 = t0 + Duration::from_millis(10);
+        let v = p.answer(FLOW, 7, 0, REFUSED, &mut h, 2, t1);
+        let Verdict::Resend(r) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(
+            (r.server, p.query(r.slot).unwrap().bytes()),
+            (1, &b"query"[..])
+        );
+        assert_eq!(p.deadline(), Some(t1 + RETRY));
+        // The second answers: passed on, nothing waits.
+        assert_eq!(p.answer(FLOW, 7, 1, 0, &mut h, 2, t1), Verdict::Pass);
+        assert_eq!(p.deadline(), None);
+        // A second REFUSED from the first: it is skipped now.
+        assert_eq!(p.ask(FLOW, 8, b"q", &h, 2, t1), Some(0));
+        assert!(matches!(
+            p.answer(FLOW, 8, 0, REFUSED, &mut h, 2, t1),
+            Verdict::Resend(_)
+        ));
+        assert!(h.skipped(0, t1));
+        // The second fails too: every one was tried, the last failure goes on.
+        assert_eq!(p.answer(FLOW, 8, 1, SERVFAIL, &mut h, 2, t1), Verdict::Pass);
+        assert_eq!(p.deadline(), None);
+        // One nameserver: its failure goes on at once.
+        let mut h = Health::default();
+        assert_eq!(p.ask(FLOW, 9, b"q", &h, 1, t1), Some(0));
+        assert_eq!(p.answer(FLOW, 9, 0, REFUSED, &mut h, 1, t1), Verdict::Pass);
+        assert_eq!(p.deadline(), None);
+        // NXDOMAIN is final, and makes the nameserver good.
+        let mut h = Health::default();
+        h.failed(0, t1);
+        h.failed(0, t1);
+        assert_eq!(p.ask(FLOW, 10, b"q", &h, 2, t1), Some(1));
+        assert_eq!(p.answer(FLOW, 10, 1, 3, &mut h, 2, t1), Verdict::Pass);
+        assert_eq!(p.deadline(), None);
+        // SERVFAIL neither counts against a nameserver nor for it.
+        let mut h = Health::default();
+        h.failed(0, t1);
+        assert_eq!(p.ask(FLOW, 11, b"q", &h, 2, t1), Some(0));
+        assert!(matches!(
+            p.answer(FLOW, 11, 0, SERVFAIL, &mut h, 2, t1),
+            Verdict::Resend(_)
+        ));
+        assert_eq!(h.fails[0], 1);
+        // A late failure from a nameserver the query has moved on from is dropped: the
+        // query waits for the one it went to.
+        assert_eq!(
+            p.answer(FLOW, 11, 0, SERVFAIL, &mut h, 2, t1),
+            Verdict::Drop
+        );
+        assert!(p.deadline().is_some());
+        // An answer for a query that waits for nothing (not kept, or already answered).
+        assert_eq!(
+            p.answer((9, 9), 1, 0, REFUSED, &mut h, 2, t1),
+            Verdict::Pass
+        );
+        // Three nameservers: REFUSED, then silence, then the third.
+        let mut h = Health::default();
+        let mut p = Pending::new();
+        assert_eq!(p.ask(FLOW, 12, b"q", &h, 3, t0), Some(0));
+        assert!(matches!(
+            p.answer(FLOW, 12, 0, REFUSED, &mut h, 3, t0),
+            Verdict::Resend(Resend { server: 1, .. })
+        ));
+        assert_eq!(p.retry(&mut h, 3, t0 + RETRY).map(|r| r.server), Some(2));
     }
 
     #[test]
@@ -321,7 +601,10 @@ mod tests {
         assert_eq!(p.query(r.slot).unwrap().bytes(), b"query");
         assert!(!h.skipped(0, t0 + RETRY));
         // It answers: nothing waits any more.
-        p.answered(FLOW, 7, 1, &mut h);
+        assert_eq!(
+            p.answer(FLOW, 7, 1, 0, &mut h, 2, t0 + RETRY),
+            Verdict::Pass
+        );
         assert_eq!(p.deadline(), None);
         // A second query, also unanswered by the first: now it is skipped…
         let t1 = t0 + Duration::from_secs(5);
@@ -355,7 +638,7 @@ mod tests {
         h.failed(0, t1);
         h.failed(0, t1);
         assert!(h.skipped(0, t1));
-        p.answered(FLOW, 2, 0, &mut h);
+        assert_eq!(p.answer(FLOW, 2, 0, 0, &mut h, 3, t1), Verdict::Pass);
         assert!(!h.skipped(0, t1));
         // Other flows' queries and ids are apart; a closed flow's are forgotten.
         assert_eq!(p.ask((4, 1), 2, b"q", &h, 3, t1), Some(0));

@@ -4,7 +4,7 @@
 //! unprivileged ICMP sockets, [`icmp`]), carry UDP per flow and TCP per connection on
 //! host sockets (layer-4 translation, as pasta does: the namespace's TCP ends here and a host
 //! TCP connection carries the bytes on), and forward DNS sent to the gateway to the host's
-//! nameservers (the next one when one does not answer, [`dns`]). With `--ipv6` the same over IPv6 on `fd00::/64`: router advertisements
+//! nameservers, IPv4 and IPv6 (the next one when one does not answer or fails, [`dns`]). With `--ipv6` the same over IPv6 on `fd00::/64`: router advertisements
 //! (the namespace configures itself by SLAAC), neighbor discovery and ICMPv6 echo for the
 //! gateway. Published ports (`--port-driver=gvisor-tap-vsock`, [`Stack::publish`]) run the
 //! other way: host sockets whose connections and datagrams we open into the namespace.
@@ -76,15 +76,15 @@ pub(crate) struct Config {
     pub mtu: u32,
     /// Whether the gateway address reaches the host's 127.0.0.1 (no `--disable-host-loopback`).
     pub host_loopback: bool,
-    /// Where DNS queries to the gateway go: the host's IPv4 nameservers (UDP fails over from
-    /// one to the next; TCP goes to the first that is not skipped).
+    /// Where DNS queries to the gateway go: the host's nameservers, IPv4 and IPv6 (UDP fails
+    /// over from one to the next; TCP goes to the first that is not skipped).
     pub nameservers: dns::Servers,
     /// With `--ipv6`, the gateway's IPv6 address ([`GATEWAY6`]).
     pub gateway6: Option<Addr>,
 }
 
 impl Config {
-    /// The network the child configured from `net`, with the host's IPv4 nameservers from its
+    /// The network the child configured from `net`, with the host's nameservers from its
     /// `/etc/resolv.conf` for DNS.
     pub(crate) fn new(net: &proto::NetConfig, host_loopback: bool, ipv6: bool) -> Config {
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -94,7 +94,7 @@ impl Config {
             prefix: net.prefix,
             mtu: if net.mtu == 0 { DEFAULT_MTU } else { net.mtu },
             host_loopback,
-            nameservers: dns::Servers::new(&nameservers(&resolv)),
+            nameservers: dns::Servers::from_resolv_conf(&resolv, dns::sys_ifindex),
             gateway6: ipv6.then_some(GATEWAY6),
         }
     }
@@ -107,16 +107,18 @@ impl Config {
     /// Where a connection or datagram from the namespace to `dst:port` goes on the host, or
     /// `None` when it must be refused.
     pub(crate) fn host_addr(&self, dst: Addr, port: u16) -> Option<SocketAddr> {
+        // DNS to the gateway goes to the host's nameserver, of either family.
+        if port == 53
+            && self.is_gateway(&dst)
+            && let Some(ns) = self.nameservers.first()
+        {
+            return Some(ns);
+        }
         if let Some(d) = unmapped(&dst) {
             return self.host_addr4(d, port).map(SocketAddr::V4);
         }
         let gw = self.gateway6?;
         if self.is_gateway(&dst) {
-            if port == 53
-                && let Some(ns) = self.nameservers.first()
-            {
-                return Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ns), 53)));
-            }
             return self
                 .host_loopback
                 .then(|| SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, port, 0, 0)));
@@ -137,11 +139,6 @@ impl Config {
 
     fn host_addr4(&self, dst: [u8; 4], port: u16) -> Option<SocketAddrV4> {
         if dst == self.gateway {
-            if port == 53
-                && let Some(ns) = self.nameservers.first()
-            {
-                return Some(SocketAddrV4::new(Ipv4Addr::from(ns), 53));
-            }
             return self
                 .host_loopback
                 .then(|| SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
@@ -158,17 +155,6 @@ impl Config {
         }
         Some(SocketAddrV4::new(Ipv4Addr::from(dst), port))
     }
-}
-
-/// The IPv4 nameservers of a resolv.conf text, in order.
-pub(crate) fn nameservers(text: &str) -> Vec<[u8; 4]> {
-    text.lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            (words.next() == Some("nameserver")).then_some(())?;
-            words.next()?.parse::<Ipv4Addr>().ok().map(|a| a.octets())
-        })
-        .collect()
 }
 
 /// What went wrong, counted (a hostile or broken namespace must not fill our log).
@@ -796,14 +782,17 @@ mod tests {
             closed6.host_addr(GATEWAY6, 53),
             Some(at([192, 0, 2, 53], 53))
         );
-    }
-
-    #[test]
-    fn resolv_conf_nameservers() {
-        let text = "# comment\nnameserver 127.0.0.53\nsearch lan\nnameserver ::1\n\
-                    nameserver   192.0.2.1 # trailing\noptions edns0\nnameserver bogus\n";
-        assert_eq!(nameservers(text), vec![[127, 0, 0, 53], [192, 0, 2, 1]]);
-        assert!(nameservers("").is_empty());
+        // An IPv6 nameserver takes DNS to the gateway of either family.
+        let ns6 = Config {
+            nameservers: dns::Servers::new(&[Ipv6Addr::LOCALHOST]),
+            ..closed6
+        };
+        assert_eq!(ns6.host_addr(GATEWAY6, 53), Some(at6("::1", 53)));
+        assert_eq!(
+            ns6.host_addr(mapped([10, 0, 2, 1]), 53),
+            Some(at6("::1", 53))
+        );
+        assert_eq!(ns6.host_addr(mapped([10, 0, 2, 1]), 54), None);
     }
 
     #[test]

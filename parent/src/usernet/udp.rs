@@ -4,7 +4,10 @@
 //! from the address it sent to, so DNS sent to the gateway comes back from the gateway.
 //! A DNS flow's socket is not connected: each query goes to the nameserver [`dns`] picks, and
 //! again to the next one when no answer came within [`dns::RETRY`]; answers are taken from
-//! any of the host's nameservers.
+//! any of the host's nameservers. With an IPv6 nameserver among them, a DNS flow's socket is
+//! IPv6 and reaches the IPv4 ones too (as `::ffff:a.b.c.d`); a failure answer (SERVFAIL,
+//! REFUSED) is not passed on while a nameserver not tried yet for the query is left, which gets
+//! it at once ([`dns::Pending::answer`]).
 //!
 //! A published UDP port makes flows the other way ([`Table::inbound`]): a host client's
 //! datagram goes into the namespace from the client's address and port, and the namespace's
@@ -18,6 +21,7 @@
 //! as the kernel's `icmp_ratelimit`. So a client of a closed port learns it at once
 //! (`ECONNREFUSED`), as it would on a wire.
 
+use std::net::{SocketAddr, SocketAddrV6};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -143,13 +147,20 @@ pub(crate) struct Table {
     servers: dns::Servers,
     health: dns::Health,
     pending: dns::Pending,
+    /// Whether DNS flows have an IPv6 socket (for IPv6 nameservers; IPv4 ones through it).
+    dns6: bool,
     /// How many ICMP errors about datagrams that made no flow may go to the namespace.
     errors: Bucket,
 }
 
-/// Sends DNS query `q` on `sock` to nameserver `ns`.
-fn ask(sock: &OwnedFd, q: &[u8], ns: [u8; 4]) {
-    let to = std::net::SocketAddrV4::new(ns.into(), 53);
+/// Sends DNS query `q` on `sock` (IPv6 if `v6`) to nameserver `ns`.
+fn ask(sock: &OwnedFd, q: &[u8], ns: SocketAddr, v6: bool) {
+    let to = match ns {
+        SocketAddr::V4(a) if v6 => {
+            SocketAddr::V6(SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0))
+        }
+        a => a,
+    };
     // A full socket buffer loses it; the retry or the resolver asks again.
     let _ = rustix::net::sendto(sock, q, SendFlags::DONTWAIT | SendFlags::NOSIGNAL, &to);
 }
@@ -157,9 +168,16 @@ fn ask(sock: &OwnedFd, q: &[u8], ns: [u8; 4]) {
 impl Table {
     /// An empty table, its slots allocated now, forwarding DNS to the gateway to `servers`.
     pub(crate) fn new(servers: dns::Servers) -> Table {
+        // A host without IPv6 sockets reaches only the IPv4 nameservers.
+        let dns6 = servers.any_v6() && dns_socket(true).is_ok();
         Table {
             flows: Flows::new(MAX_FLOWS),
-            servers,
+            servers: if dns6 || !servers.any_v6() {
+                servers
+            } else {
+                servers.only_v4()
+            },
+            dns6,
             health: dns::Health::default(),
             pending: dns::Pending::new(),
             errors: Bucket::new(Instant::now()),
@@ -228,7 +246,7 @@ impl Table {
         };
         flow.last = now;
         if flow.dns {
-            let (servers, n) = (&self.servers, self.servers.len());
+            let (servers, n, v6) = (&self.servers, self.servers.len(), self.dns6);
             let server = match wire::DnsHeader::parse(u.payload) {
                 Some(h) if !h.response => {
                     self.pending.ask(id, h.id, u.payload, &self.health, n, now)
@@ -236,7 +254,7 @@ impl Table {
                 _ => self.health.pick(n, 0, now),
             };
             if let Some(ns) = server.and_then(|i| servers.get(i)) {
-                ask(&flow.sock, u.payload, ns);
+                ask(&flow.sock, u.payload, ns, v6);
             }
             return;
         }
@@ -379,18 +397,22 @@ impl Table {
             return Err(None);
         };
         let index = self.free_slot(out).ok_or(None)?;
-        let sock = rustix::net::socket_with(
-            if addr.is_ipv4() {
-                AddressFamily::INET
-            } else {
-                AddressFamily::INET6
-            },
-            SocketType::DGRAM,
-            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|_| None)?;
         let dns = self.servers.len() > 0 && remote.1 == 53 && cfg.is_gateway(&remote.0);
+        let sock = if dns {
+            dns_socket(self.dns6)
+        } else {
+            rustix::net::socket_with(
+                if addr.is_ipv4() {
+                    AddressFamily::INET
+                } else {
+                    AddressFamily::INET6
+                },
+                SocketType::DGRAM,
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+                None,
+            )
+        }
+        .map_err(|_| None)?;
         if !dns {
             // The host's ICMP errors for our datagrams, all of them (without this only port
             // unreachable is reported on a connected socket), to pass on to the namespace.
@@ -445,6 +467,7 @@ impl Table {
             servers,
             health,
             pending,
+            dns6,
             ..
         } = self;
         let id = (index, flows.generation(index));
@@ -460,15 +483,28 @@ impl Table {
             let how = RecvFlags::DONTWAIT | RecvFlags::TRUNC;
             let got = if flow.dns {
                 rustix::net::recvfrom(&flow.sock, &mut *buf, how).map(|(n, total, from)| {
-                    let from = from.and_then(|a| std::net::SocketAddrV4::try_from(a).ok());
-                    let server = from
-                        .filter(|a| a.port() == 53)
-                        .and_then(|a| servers.index(a.ip().octets()));
-                    if let (Some(i), Some(h)) = (server, wire::DnsHeader::parse(&buf[..n])) {
-                        pending.answered(id, h.id, i, health);
-                    }
-                    // Only the nameservers' answers go on.
-                    (n, total, server.is_some())
+                    let from = from.and_then(|a| SocketAddr::try_from(a).ok());
+                    let server = from.and_then(|a| servers.index(a));
+                    // Only the nameservers' answers go on, and not a failure while another
+                    // nameserver may do better.
+                    let pass = match (server, wire::DnsHeader::parse(&buf[..n])) {
+                        (Some(i), Some(h)) => {
+                            let n = servers.len();
+                            match pending.answer(id, h.id, i, h.rcode, health, n, now) {
+                                dns::Verdict::Pass => true,
+                                dns::Verdict::Drop => false,
+                                dns::Verdict::Resend(r) => {
+                                    let q = pending.query(r.slot);
+                                    if let (Some(q), Some(ns)) = (q, servers.get(r.server)) {
+                                        ask(&flow.sock, q.bytes(), ns, *dns6);
+                                    }
+                                    false
+                                }
+                            }
+                        }
+                        (server, _) => server.is_some(),
+                    };
+                    (n, total, pass)
                 })
             } else {
                 rustix::net::recv(&flow.sock, buf, how).map(|(n, total)| (n, total, true))
@@ -508,7 +544,7 @@ impl Table {
             match self.flows.get_if(i, generation) {
                 Some(f) => {
                     if let Some(ns) = self.servers.get(r.server) {
-                        ask(&f.sock, q.bytes(), ns);
+                        ask(&f.sock, q.bytes(), ns, self.dns6);
                     }
                 }
                 None => self.pending.forget(q.flow),
@@ -528,6 +564,21 @@ impl Table {
     }
 }
 
+/// A socket for a DNS flow: IPv6 reaching IPv4 too if `v6`, else IPv4.
+fn dns_socket(v6: bool) -> Result<OwnedFd, Errno> {
+    let family = if v6 {
+        AddressFamily::INET6
+    } else {
+        AddressFamily::INET
+    };
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let sock = rustix::net::socket_with(family, SocketType::DGRAM, flags, None)?;
+    if v6 {
+        rustix::net::sockopt::set_ipv6_v6only(&sock, false)?;
+    }
+    Ok(sock)
+}
+
 impl Default for Table {
     fn default() -> Self {
         Table::new(dns::Servers::default())
@@ -542,6 +593,7 @@ mod tests {
     fn dns_over_tcp_follows_the_nameserver_udp_would_use() {
         let (a, b) = ([192, 0, 2, 1], [192, 0, 2, 2]);
         let mut t = Table::new(dns::Servers::new(&[a, b]));
+        let (a, b) = (SocketAddr::new(a.into(), 53), SocketAddr::new(b.into(), 53));
         let now = Instant::now();
         assert_eq!(t.nameservers(now).first(), Some(a));
         t.health.failed(0, now);
