@@ -1,0 +1,277 @@
+//! DNS of `--net=gvisor-tap-vsock` with IPv6 nameservers and failure answers. The host's
+//! `/etc/resolv.conf` is a private one (bind mounted in a mount namespace of rootlesskit's own,
+//! which takes root; rootlesskit then runs as the test user) listing resolvers the test starts
+//! on loopback addresses:
+//! - only `nameserver ::1`: a query to the gateway is answered, over IPv4 (10.0.2.1) and, with
+//!   `--ipv6`, over IPv6 (fd00::2) (the old code ignored IPv6 nameservers: no DNS at all);
+//! - a silent `127.0.0.45` then `::1`: failover crosses families;
+//! - a refusing `127.0.0.46` then an answering `127.0.0.47`: the REFUSED answer is not passed
+//!   on, the second nameserver is asked at once (the old code passed REFUSED on); with only the
+//!   refusing one, REFUSED comes back at once (not a timeout).
+//!
+//! The tests share `[::1]:53`, so they run one at a time.
+// Tests run programs (unshare for a private /etc/resolv.conf): that is their job.
+#![allow(clippy::disallowed_methods)]
+
+use std::net::UdpSocket;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ci::{Scratch, have, skip, tun_usable};
+
+/// What a test resolver does with a query.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Reads it and says nothing.
+    Silent,
+    /// Answers an A record, 192.0.2.7.
+    Answer,
+    /// Answers REFUSED.
+    Refuse,
+}
+
+/// A resolver on `addr`:53, counting the queries it reads; stops (and frees the address) when
+/// dropped.
+struct Resolver {
+    seen: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Resolver {
+    /// `None` when the address is taken or does not exist.
+    fn start(addr: &str, mode: Mode) -> Option<Resolver> {
+        let s = UdpSocket::bind((addr, 53)).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
+        let seen = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, stopped) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !stopped.load(Ordering::SeqCst) {
+                let Ok((n, from)) = s.recv_from(&mut buf) else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                if n < 17 {
+                    continue;
+                }
+                let mut r = buf[..n].to_vec();
+                r[2] = 0x81;
+                match mode {
+                    Mode::Silent => continue,
+                    Mode::Refuse => {
+                        r[3] = 0x85;
+                        r[6..12].fill(0);
+                    }
+                    Mode::Answer => {
+                        // The question as asked, then one A record pointing back at its name.
+                        r[3] = 0x80;
+                        r[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]);
+                        r.extend_from_slice(&[
+                            0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7,
+                        ]);
+                    }
+                }
+                let _ = s.send_to(&r, from);
+            }
+        });
+        Some(Resolver {
+            seen,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn seen(&self) -> usize {
+        self.seen.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One test at a time holds `[::1]:53` (and the loopback resolvers).
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Inside: an A query for `host.rkrs.test` to each of `servers` (`4:ADDR` over IPv4, `6:ADDR`
+/// over IPv6, after waiting for the SLAAC address), printing a line each: `answer ADDR SECS`,
+/// `rcode N SECS` for an answer without records, or `timeout` after four seconds.
+fn client(servers: &[&str]) -> String {
+    let list = servers
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"
+import socket, struct, time
+def ready6():
+    for _ in range(100):
+        for l in open('/proc/net/if_inet6'):
+            w = l.split()
+            if w[0].startswith('fd00') and not int(w[4], 16) & 0x40:
+                return
+        time.sleep(0.1)
+for i, s in enumerate([{list}]):
+    fam, addr = s.split(':', 1)
+    if fam == '6':
+        ready6()
+    q = struct.pack('>HHHHHH', 0x4200 + i, 0x0100, 1, 0, 0, 0)
+    q += b'\x04host\x04rkrs\x04test\x00' + struct.pack('>HH', 1, 1)
+    sock = socket.socket(socket.AF_INET6 if fam == '6' else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(4)
+    t = time.monotonic()
+    sock.sendto(q, (addr, 53))
+    try:
+        r = sock.recv(512)
+        took = '%.2f' % (time.monotonic() - t)
+        if r[7] > 0:
+            print('answer', '.'.join(str(b) for b in r[-4:]), took)
+        else:
+            print('rcode', r[3] & 15, took)
+    except socket.timeout:
+        print('timeout')
+"#
+    )
+}
+
+/// Runs rootlesskit (`--net=gvisor-tap-vsock`, plus `extra`) as the test user with `resolv`
+/// as the host's `/etc/resolv.conf`, running the [`client`] for `servers`; its lines.
+fn run(name: &str, resolv: &str, extra: &str, servers: &[&str]) -> Vec<String> {
+    let user = ci::test_user().unwrap();
+    let d = Scratch::new(name);
+    std::fs::write(d.join("resolv.conf"), resolv).unwrap();
+    std::fs::write(d.join("client.py"), client(servers)).unwrap();
+    let script = format!(
+        "mount --bind {resolv} /etc/resolv.conf && exec setpriv --reuid={uid} --regid={gid} \
+         --clear-groups -- {rk} --net=gvisor-tap-vsock {extra} --copy-up=/etc \
+         python3 {client}",
+        resolv = d.join("resolv.conf").display(),
+        client = d.join("client.py").display(),
+        uid = user.uid,
+        gid = user.gid,
+        rk = ci::bin_dir().join("rootlesskit").display(),
+    );
+    let child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(&script)
+        .current_dir("/")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = ci::wait_output(child, Duration::from_secs(90));
+    let lines: Vec<String> = o.stdout.lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), servers.len(), "{}\n{}", o.stdout, o.stderr);
+    lines
+}
+
+/// Whether this host can run these tests (else the reason).
+fn unusable() -> Option<&'static str> {
+    if !tun_usable() || !have("python3") {
+        return Some("the tap or python3 is not usable");
+    }
+    if !ci::am_root() || !have("unshare") || !have("setpriv") {
+        return Some("needs root, unshare and setpriv to give rootlesskit its own /etc/resolv.conf");
+    }
+    None
+}
+
+/// The seconds of an `answer 192.0.2.7 SECS` line; fails on anything else.
+fn answered(l: &str) -> f64 {
+    let w: Vec<&str> = l.split_whitespace().collect();
+    assert_eq!(w.get(..2), Some(&["answer", "192.0.2.7"][..]), "{l}");
+    w[2].parse().unwrap()
+}
+
+#[test]
+fn an_ipv6_only_resolv_conf_answers_over_both_families() {
+    if let Some(why) = unusable() {
+        skip!("{why}");
+    }
+    let _one = one_at_a_time();
+    let Some(v6) = Resolver::start("::1", Mode::Answer) else {
+        skip!("the host has no IPv6 loopback, or [::1]:53 is taken");
+    };
+    let lines = run(
+        "usernet-dns6-only",
+        "nameserver ::1\n",
+        "--ipv6",
+        &["4:10.0.2.1", "6:fd00::2"],
+    );
+    // Generous bounds: what matters is that an answer came at all (the old code had no
+    // nameserver, so no DNS).
+    assert!(answered(&lines[0]) < 3.0, "{lines:?}");
+    assert!(answered(&lines[1]) < 3.0, "{lines:?}");
+    assert!(v6.seen() >= 2, "{lines:?}");
+}
+
+#[test]
+fn a_silent_ipv4_nameserver_fails_over_to_an_ipv6_one() {
+    if let Some(why) = unusable() {
+        skip!("{why}");
+    }
+    let _one = one_at_a_time();
+    let (Some(v6), Some(silent)) = (
+        Resolver::start("::1", Mode::Answer),
+        Resolver::start("127.0.0.45", Mode::Silent),
+    ) else {
+        skip!("the host has no IPv6 loopback, or [::1]:53 or 127.0.0.45:53 is taken");
+    };
+    let lines = run(
+        "usernet-dns6-mixed",
+        "nameserver 127.0.0.45\nnameserver ::1\n",
+        "",
+        &["4:10.0.2.1"],
+    );
+    // After the silent one's second of grace.
+    assert!(answered(&lines[0]) < 3.0, "{lines:?}");
+    assert_eq!(silent.seen(), 1, "{lines:?}");
+    assert!(v6.seen() >= 1, "{lines:?}");
+}
+
+#[test]
+fn refused_goes_to_the_next_nameserver_at_once() {
+    if let Some(why) = unusable() {
+        skip!("{why}");
+    }
+    let _one = one_at_a_time();
+    let (Some(refusing), Some(good)) = (
+        Resolver::start("127.0.0.46", Mode::Refuse),
+        Resolver::start("127.0.0.47", Mode::Answer),
+    ) else {
+        skip!("127.0.0.46:53 or 127.0.0.47:53 is taken");
+    };
+    let lines = run(
+        "usernet-dns-refused",
+        "nameserver 127.0.0.46\nnameserver 127.0.0.47\n",
+        "",
+        &["4:10.0.2.1"],
+    );
+    // The second nameserver's answer, well before a retry's second (the old code passed the
+    // REFUSED on).
+    assert!(answered(&lines[0]) < 0.9, "{lines:?}");
+    assert_eq!((refusing.seen(), good.seen()), (1, 1), "{lines:?}");
+    // With nothing else to ask, the refusal itself comes back at once.
+    let lines = run(
+        "usernet-dns-refused-only",
+        "nameserver 127.0.0.46\n",
+        "",
+        &["4:10.0.2.1"],
+    );
+    let w: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(w.get(..2), Some(&["rcode", "5"][..]), "{lines:?}");
+    assert!(w[2].parse::<f64>().unwrap() < 0.9, "{lines:?}");
+}
