@@ -43,7 +43,13 @@ struct Resolver {
 impl Resolver {
     /// `None` when the address is taken or does not exist.
     fn start(addr: &str, mode: Mode) -> Option<Resolver> {
-        let s = UdpSocket::bind((addr, 53)).ok()?;
+        let s = match UdpSocket::bind((addr, 53)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{addr}:53: {e}");
+                return None;
+            }
+        };
         s.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
         let seen = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -184,7 +190,9 @@ fn unusable() -> Option<&'static str> {
         return Some("the tap or python3 is not usable");
     }
     if !ci::am_root() || !have("unshare") || !have("setpriv") {
-        return Some("needs root, unshare and setpriv to give rootlesskit its own /etc/resolv.conf");
+        return Some(
+            "needs root, unshare and setpriv to give rootlesskit its own /etc/resolv.conf",
+        );
     }
     None
 }
