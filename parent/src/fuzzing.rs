@@ -196,6 +196,51 @@ pub fn usernet_frame(data: &[u8]) {
         }
         Frame::Arp(..) | Frame::Other => {}
     }
+    usernet_dns(data);
+}
+
+/// The input as the host's resolv.conf, and as a nameserver's answer to a query waiting for
+/// it: the nameservers are at most three, port 53, a link-local one has its zone; a failure
+/// answer is held back while another nameserver is left, anything else goes on.
+fn usernet_dns(data: &[u8]) {
+    use crate::usernet::{dns, wire};
+    use std::net::SocketAddr;
+    let text = String::from_utf8_lossy(data);
+    let s = dns::Servers::from_resolv_conf(&text, |n| (n == "eth0").then_some(2));
+    assert!(s.len() <= dns::MAX_NS && s.get(s.len()).is_none());
+    for a in (0..s.len()).filter_map(|i| s.get(i)) {
+        assert_eq!(a.port(), 53);
+        assert_eq!(
+            s.index(a).map(|i| s.get(i).map(|b| b.ip())),
+            Some(Some(a.ip()))
+        );
+        if let SocketAddr::V6(a) = a {
+            assert!(a.ip().to_ipv4_mapped().is_none());
+            assert!(!a.ip().is_unicast_link_local() || a.scope_id() != 0);
+        }
+    }
+    if let Some(h) = wire::DnsHeader::parse(data) {
+        let now = std::time::Instant::now();
+        let mut health = dns::Health::default();
+        let mut p = dns::Pending::new();
+        let flow = (1, 1);
+        assert_eq!(p.ask(flow, h.id, data, &health, 2, now), Some(0));
+        let v = p.answer(flow, h.id, 0, h.rcode, &mut health, 2, now);
+        let failure = h.rcode == dns::SERVFAIL || h.rcode == dns::REFUSED;
+        if failure && data.len() <= dns::QUERY_MAX {
+            assert!(
+                matches!(v, dns::Verdict::Resend(r) if r.server == 1),
+                "{v:?}"
+            );
+            assert_eq!(
+                p.answer(flow, h.id, 1, h.rcode, &mut health, 2, now),
+                dns::Verdict::Pass
+            );
+        } else {
+            assert_eq!(v, dns::Verdict::Pass);
+        }
+        assert_eq!(p.deadline(), None);
+    }
 }
 
 /// `sys::goflag`, the flag parser every binary shares: the input, split on NUL bytes, is the argv,

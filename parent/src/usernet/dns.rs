@@ -12,7 +12,7 @@
 //! first nameserver is passed on too (the resolver takes whichever comes first) and counts as
 //! an answer for its health.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 /// The most nameservers used, as glibc's `MAXNS`.
@@ -47,7 +47,7 @@ impl Default for Servers {
 impl Servers {
     #[cfg(test)]
     /// The first [`MAX_NS`] of `addrs`, port 53.
-    pub(crate) fn new<A: Into<IpAddr> + Copy>(addrs: &[A]) -> Servers {
+    pub(crate) fn new<A: Into<std::net::IpAddr> + Copy>(addrs: &[A]) -> Servers {
         let mut s = Servers::default();
         for a in addrs {
             s.push(SocketAddr::new((*a).into(), 53));
