@@ -4,8 +4,8 @@
 //! on loopback addresses:
 //! - only `nameserver ::1`: a query to the gateway is answered, over IPv4 (10.0.2.1) and, with
 //!   `--ipv6`, over IPv6 (fd00::2) (the old code ignored IPv6 nameservers: no DNS at all);
-//! - a silent `127.0.0.45` then `::1`: failover crosses families;
-//! - a refusing `127.0.0.46` then an answering `127.0.0.47`: the REFUSED answer is not passed
+//! - a silent `127.0.0.91` then `::1`: failover crosses families;
+//! - a refusing `127.0.0.92` then an answering `127.0.0.93`: the REFUSED answer is not passed
 //!   on, the second nameserver is asked at once (the old code passed REFUSED on); with only the
 //!   refusing one, REFUSED comes back at once (not a timeout).
 //!
@@ -105,6 +105,44 @@ impl Drop for Resolver {
     }
 }
 
+/// A DNS-over-TCP resolver on `addr`:53 answering every query with 192.0.2.7, counting them;
+/// stops when the returned flag is set. `None` when the address is taken.
+fn tcp_resolver(addr: &str) -> Option<(Arc<AtomicUsize>, Arc<AtomicBool>)> {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind((addr, 53)).ok()?;
+    l.set_nonblocking(true).ok()?;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (count, stopped) = (seen.clone(), stop.clone());
+    std::thread::spawn(move || {
+        while !stopped.load(Ordering::SeqCst) {
+            let Ok((mut c, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let _ = c.set_nonblocking(false);
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut len = [0u8; 2];
+            if c.read_exact(&mut len).is_err() {
+                continue;
+            }
+            let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            if q.len() < 17 || c.read_exact(&mut q).is_err() {
+                continue;
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            q[2] = 0x81;
+            q[3] = 0x80;
+            q[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]);
+            q.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+            let mut r = (q.len() as u16).to_be_bytes().to_vec();
+            r.extend_from_slice(&q);
+            let _ = c.write_all(&r);
+        }
+    });
+    Some((seen, stop))
+}
+
 /// One test at a time holds `[::1]:53` (and the loopback resolvers).
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -112,7 +150,7 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 }
 
 /// Inside: an A query for `host.rkrs.test` to each of `servers` (`4:ADDR` over IPv4, `6:ADDR`
-/// over IPv6, after waiting for the SLAAC address), printing a line each: `answer ADDR SECS`,
+/// over IPv6, after waiting for the SLAAC address, `t4:ADDR` over TCP and IPv4), printing a line each: `answer ADDR SECS`,
 /// `rcode N SECS` for an answer without records, or `timeout` after four seconds.
 fn client(servers: &[&str]) -> String {
     let list = servers
@@ -136,6 +174,21 @@ for i, s in enumerate([{list}]):
         ready6()
     q = struct.pack('>HHHHHH', 0x4200 + i, 0x0100, 1, 0, 0, 0)
     q += b'\x04host\x04rkrs\x04test\x00' + struct.pack('>HH', 1, 1)
+    if fam == 't4':
+        t = time.monotonic()
+        try:
+            sock = socket.create_connection((addr, 53), timeout=4)
+            sock.sendall(struct.pack('>H', len(q)) + q)
+            r = b''
+            while len(r) < 2 or len(r) < 2 + struct.unpack('>H', r[:2])[0]:
+                got = sock.recv(512)
+                if not got:
+                    break
+                r += got
+            print('answer', '.'.join(str(b) for b in r[-4:]), '%.2f' % (time.monotonic() - t))
+        except OSError as e:
+            print('error', type(e).__name__)
+        continue
     sock = socket.socket(socket.AF_INET6 if fam == '6' else socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(4)
     t = time.monotonic()
@@ -234,13 +287,13 @@ fn a_silent_ipv4_nameserver_fails_over_to_an_ipv6_one() {
     let _one = one_at_a_time();
     let (Some(v6), Some(silent)) = (
         Resolver::start("::1", Mode::Answer),
-        Resolver::start("127.0.0.45", Mode::Silent),
+        Resolver::start("127.0.0.91", Mode::Silent),
     ) else {
-        skip!("the host has no IPv6 loopback, or [::1]:53 or 127.0.0.45:53 is taken");
+        skip!("the host has no IPv6 loopback, or [::1]:53 or 127.0.0.91:53 is taken");
     };
     let lines = run(
         "usernet-dns6-mixed",
-        "nameserver 127.0.0.45\nnameserver ::1\n",
+        "nameserver 127.0.0.91\nnameserver ::1\n",
         "",
         &["4:10.0.2.1"],
     );
@@ -257,14 +310,14 @@ fn refused_goes_to_the_next_nameserver_at_once() {
     }
     let _one = one_at_a_time();
     let (Some(refusing), Some(good)) = (
-        Resolver::start("127.0.0.46", Mode::Refuse),
-        Resolver::start("127.0.0.47", Mode::Answer),
+        Resolver::start("127.0.0.92", Mode::Refuse),
+        Resolver::start("127.0.0.93", Mode::Answer),
     ) else {
-        skip!("127.0.0.46:53 or 127.0.0.47:53 is taken");
+        skip!("127.0.0.92:53 or 127.0.0.93:53 is taken");
     };
     let lines = run(
         "usernet-dns-refused",
-        "nameserver 127.0.0.46\nnameserver 127.0.0.47\n",
+        "nameserver 127.0.0.92\nnameserver 127.0.0.93\n",
         "",
         &["4:10.0.2.1"],
     );
@@ -275,11 +328,43 @@ fn refused_goes_to_the_next_nameserver_at_once() {
     // With nothing else to ask, the refusal itself comes back at once.
     let lines = run(
         "usernet-dns-refused-only",
-        "nameserver 127.0.0.46\n",
+        "nameserver 127.0.0.92\n",
         "",
         &["4:10.0.2.1"],
     );
     let w: Vec<&str> = lines[0].split_whitespace().collect();
     assert_eq!(w.get(..2), Some(&["rcode", "5"][..]), "{lines:?}");
     assert!(w[2].parse::<f64>().unwrap() < 0.9, "{lines:?}");
+}
+
+#[test]
+fn dns_over_tcp_goes_on_when_a_nameserver_refuses_the_connection() {
+    if let Some(why) = unusable() {
+        skip!("{why}");
+    }
+    let _one = one_at_a_time();
+    // 127.0.0.94 takes UDP (and says nothing) but refuses TCP; 127.0.0.95 answers over both.
+    let (Some(silent), Some((good, stop)), Some(good_udp)) = (
+        Resolver::start("127.0.0.94", Mode::Silent),
+        tcp_resolver("127.0.0.95"),
+        Resolver::start("127.0.0.95", Mode::Answer),
+    ) else {
+        skip!("127.0.0.94:53 or 127.0.0.95:53 is taken");
+    };
+    let lines = run(
+        "usernet-dns-tcp-refused",
+        "nameserver 127.0.0.94\nnameserver 127.0.0.95\n",
+        "",
+        &["t4:10.0.2.1", "t4:10.0.2.1", "4:10.0.2.1"],
+    );
+    stop.store(true, Ordering::SeqCst);
+    // Over TCP the second nameserver answers (the old code reset the connection).
+    assert!(answered(&lines[0]) < 3.0, "{lines:?}");
+    assert!(answered(&lines[1]) < 3.0, "{lines:?}");
+    assert_eq!(good.load(Ordering::SeqCst), 2, "{lines:?}");
+    // Two refused connects count as two failures: the UDP query goes straight to the second
+    // nameserver, the first never sees it (without that, it would go to the silent first and
+    // be answered by the second only after a second).
+    assert!(answered(&lines[2]) < 0.9, "{lines:?}");
+    assert_eq!((silent.seen(), good_udp.seen()), (0, 1), "{lines:?}");
 }

@@ -492,7 +492,8 @@ impl Stack {
             match kind {
                 _ if t == TAG_TAP => tap_ready = true,
                 KIND_TCP => {
-                    tcp.socket_ready(index as usize, generation, ev.flags, &mut out, ep, now)
+                    tcp.socket_ready(index as usize, generation, ev.flags, &mut out, ep, now);
+                    udp.dns_failed(tcp.take_dns_failures(), now);
                 }
                 KIND_UDP => udp.socket_ready(index as usize, generation, &mut out, cfg, now),
                 KIND_ICMP => icmp.socket_ready(index as usize, generation, &mut out, cfg, now),
@@ -627,7 +628,9 @@ impl Stack {
                     nameservers: udp.nameservers(now),
                     ..*cfg
                 };
-                tcp.from_child(&ip, &t, &mut out, &c, ep, now)
+                tcp.from_child(&ip, &t, &mut out, &c, ep, now);
+                // A nameserver that refused the connect counts as failed.
+                udp.dns_failed(tcp.take_dns_failures(), now);
             }
             Frame::Tcp(_, ip, t) => tcp.from_child(&ip, &t, &mut out, cfg, ep, now),
             Frame::Arp(..) => {}

@@ -16,7 +16,13 @@
 //! round: the parent accepted a host connection, and we open one into the namespace with a SYN
 //! from the client's own address and port ([`Table::open_inbound`]); once the namespace's
 //! SYN-ACK came, the connection is like any other.
+//!
+//! DNS over TCP to the gateway connects to the host's nameservers in the order given (the
+//! ones being passed over last): a connect that fails (refused, unreachable) goes on to the
+//! next, and the failed nameserver is reported ([`Table::take_dns_failures`]) to count
+//! against its health.
 
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -27,7 +33,7 @@ use rustix::net::{
 };
 
 use super::wire::{self, Addr, Ip, TCP_LEN, Tcp, TcpOut, flags, seq_ge, seq_gt};
-use super::{Config, KIND_TCP, Out, tag, watch};
+use super::{Config, KIND_TCP, Out, dns, tag, watch};
 
 /// The most TCP connections at once.
 pub(crate) const MAX_CONNS: usize = 512;
@@ -103,6 +109,8 @@ struct Conn {
     wnd_backoff: u8,
     retries: u8,
     dupacks: u8,
+    /// DNS to the gateway: the nameservers, and which one the connect is to.
+    dns: Option<(dns::Servers, u8)>,
 }
 
 impl Conn {
@@ -142,6 +150,7 @@ impl Conn {
             wnd_backoff: 0,
             retries: 0,
             dupacks: 0,
+            dns: None,
         }
     }
 
@@ -402,6 +411,26 @@ pub(crate) struct Table {
     pending_acks: Vec<usize>,
     warned: bool,
     seed: u32,
+    /// Nameservers a DNS connect failed to, not yet taken.
+    dns_failures: [Option<SocketAddr>; dns::MAX_NS],
+}
+
+/// Connects a new non-blocking socket to `addr`: the socket and whether it has `SO_PEEK_OFF`,
+/// or `None` when the socket cannot be made or the connect failed at once.
+fn connect(addr: &SocketAddr) -> Option<(OwnedFd, bool)> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let sock = rustix::net::socket_with(family, SocketType::STREAM, flags, None).ok()?;
+    let _ = sockopt::set_tcp_nodelay(&sock, true);
+    let peek_off = sys::net::set_peek_offset(sock.as_fd(), 0).is_ok();
+    match rustix::net::connect(&sock, addr) {
+        Ok(()) | Err(Errno::INPROGRESS) => Some((sock, peek_off)),
+        Err(_) => None,
+    }
 }
 
 impl Table {
@@ -417,7 +446,33 @@ impl Table {
             pending_acks: Vec::with_capacity(MAX_CONNS),
             warned: false,
             seed: t ^ u32::from_be_bytes(cfg.child),
+            dns_failures: [None; dns::MAX_NS],
         }
+    }
+
+    /// The nameservers a DNS connect failed to since the last call.
+    pub(crate) fn take_dns_failures(&mut self) -> [Option<SocketAddr>; dns::MAX_NS] {
+        std::mem::take(&mut self.dns_failures)
+    }
+
+    /// Nameserver `ns` refused a DNS connect (or could not be reached).
+    fn dns_failed(&mut self, ns: SocketAddr) {
+        if let Some(slot) = self.dns_failures.iter_mut().find(|f| f.is_none()) {
+            *slot = Some(ns);
+        }
+    }
+
+    /// A connect to nameserver `from` of `servers` or, when that fails at once, to the next:
+    /// the socket, whether it has `SO_PEEK_OFF`, and which nameserver it is to.
+    fn dns_connect(&mut self, servers: &dns::Servers, from: usize) -> Option<(OwnedFd, bool, u8)> {
+        for i in from..servers.len() {
+            let ns = servers.get(i)?;
+            match connect(&ns) {
+                Some((sock, peek_off)) => return Some((sock, peek_off, i as u8)),
+                None => self.dns_failed(ns),
+            }
+        }
+        None
     }
 
     #[cfg(test)]
@@ -697,31 +752,17 @@ impl Table {
             reset_unknown(out, child, remote, t);
             return;
         };
-        let sock = match rustix::net::socket_with(
-            if addr.is_ipv4() {
-                AddressFamily::INET
-            } else {
-                AddressFamily::INET6
-            },
-            SocketType::STREAM,
-            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-            None,
-        ) {
-            Ok(s) => s,
-            Err(_) => {
-                reset_unknown(out, child, remote, t);
-                return;
-            }
+        let dns = remote.1 == 53 && cfg.is_gateway(&remote.0) && cfg.nameservers.len() > 0;
+        let connected = if dns {
+            self.dns_connect(&cfg.nameservers, 0)
+                .map(|(sock, peek_off, i)| (sock, peek_off, Some((cfg.nameservers, i))))
+        } else {
+            connect(&addr).map(|(sock, peek_off)| (sock, peek_off, None))
         };
-        let _ = sockopt::set_tcp_nodelay(&sock, true);
-        let peek_off = sys::net::set_peek_offset(sock.as_fd(), 0).is_ok();
-        match rustix::net::connect(&sock, &addr) {
-            Ok(()) | Err(Errno::INPROGRESS) => {}
-            Err(_) => {
-                reset_unknown(out, child, remote, t);
-                return;
-            }
-        }
+        let Some((sock, peek_off, dns)) = connected else {
+            reset_unknown(out, child, remote, t);
+            return;
+        };
         self.generations[index] = self.generations[index].wrapping_add(1);
         let interest = epoll::EventFlags::IN
             | epoll::EventFlags::OUT
@@ -738,6 +779,7 @@ impl Table {
         }
         let iss = self.next_iss(t.src_port);
         let mut c = Conn::new(sock, child, remote, iss, peek_off);
+        c.dns = dns;
         if let Some(ws) = t.wscale {
             (c.child_ws, c.our_ws) = (ws, OUR_WSCALE);
         }
@@ -785,6 +827,31 @@ impl Table {
                     c.arm(now);
                 }
                 _ => {
+                    if let Some((servers, i)) = c.dns {
+                        // DNS: on to the next nameserver, on a new socket under the same tag.
+                        let from = usize::from(i);
+                        if let Some(ns) = servers.get(from) {
+                            self.dns_failed(ns);
+                        }
+                        if let Some((sock, peek_off, next)) = self.dns_connect(&servers, from + 1) {
+                            let interest = epoll::EventFlags::IN
+                                | epoll::EventFlags::OUT
+                                | epoll::EventFlags::RDHUP
+                                | epoll::EventFlags::ET;
+                            let t = tag(KIND_TCP, self.generations[index], index);
+                            if watch(ep, sock.as_fd(), t, interest)
+                                && let Some(c) = self.conns[index].as_mut()
+                            {
+                                let _ = epoll::delete(ep, &c.sock);
+                                (c.sock, c.peek_off) = (sock, peek_off);
+                                c.dns = Some((servers, next));
+                                return;
+                            }
+                        }
+                    }
+                    let Some(c) = self.conns[index].as_mut() else {
+                        return;
+                    };
                     let (seq, ack) = (0, c.rcv_nxt);
                     let seg = TcpOut {
                         src: c.remote,

@@ -202,6 +202,17 @@ impl Table {
         self.servers.starting_at(first)
     }
 
+    /// DNS over TCP could not connect to these nameservers: each counts as failed.
+    pub(crate) fn dns_failed(&mut self, failed: [Option<SocketAddr>; dns::MAX_NS], now: Instant) {
+        for i in failed
+            .into_iter()
+            .flatten()
+            .filter_map(|a| self.servers.index(a))
+        {
+            self.health.failed(i, now);
+        }
+    }
+
     /// When the next sweep for idle flows is due.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match (self.flows.deadline(), self.pending.deadline()) {
