@@ -7,7 +7,10 @@
 //! - a silent `127.0.0.91` then `::1`: failover crosses families;
 //! - a refusing `127.0.0.92` then an answering `127.0.0.93`: the REFUSED answer is not passed
 //!   on, the second nameserver is asked at once (the old code passed REFUSED on); with only the
-//!   refusing one, REFUSED comes back at once (not a timeout).
+//!   refusing one, REFUSED comes back at once (not a timeout); refused by the first and no
+//!   answer from the second, the REFUSED comes back after the second's second of grace;
+//! - a nameserver refusing DNS over TCP: the connection goes on to the next, and the refusals
+//!   count against the first's health.
 //!
 //! The tests share `[::1]:53`, so they run one at a time.
 // Tests run programs (unshare for a private /etc/resolv.conf): that is their job.
@@ -335,6 +338,23 @@ fn refused_goes_to_the_next_nameserver_at_once() {
     let w: Vec<&str> = lines[0].split_whitespace().collect();
     assert_eq!(w.get(..2), Some(&["rcode", "5"][..]), "{lines:?}");
     assert!(w[2].parse::<f64>().unwrap() < 0.9, "{lines:?}");
+    // Refused by the first, nothing from the second (silent 127.0.0.94): after the second's
+    // second of grace the refusal held back comes back, not a timeout.
+    drop(good);
+    let Some(silent) = Resolver::start("127.0.0.94", Mode::Silent) else {
+        skip!("127.0.0.94:53 is taken");
+    };
+    let lines = run(
+        "usernet-dns-refused-silent",
+        "nameserver 127.0.0.92\nnameserver 127.0.0.94\n",
+        "",
+        &["4:10.0.2.1"],
+    );
+    let w: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(w.get(..2), Some(&["rcode", "5"][..]), "{lines:?}");
+    let took = w[2].parse::<f64>().unwrap();
+    assert!((0.8..3.0).contains(&took), "{lines:?}");
+    assert_eq!(silent.seen(), 1, "{lines:?}");
 }
 
 #[test]

@@ -151,7 +151,7 @@ pub fn usernet_frame(data: &[u8]) {
             if wire::DnsHeader::parse(u.payload).is_some() {
                 let mut answer = [0u8; 1024];
                 if let Some(n) =
-                    wire::put_dns_servfail(&mut answer, &u.payload[..u.payload.len().min(1024)])
+                    wire::put_dns_failure(&mut answer, &u.payload[..u.payload.len().min(1024)], 2)
                 {
                     assert!(n >= 12 && n <= u.payload.len());
                 }

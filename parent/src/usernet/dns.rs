@@ -232,6 +232,8 @@ pub(crate) struct Query {
     pub tried: u8,
     /// When it goes to the next nameserver.
     pub due: Instant,
+    /// The response code of the last failure answer held back (0: none).
+    pub failure: u8,
     len: u16,
     buf: [u8; QUERY_MAX],
 }
@@ -257,6 +259,19 @@ pub(crate) enum Verdict {
     Drop,
     /// It is dropped, and the query goes to another nameserver now.
     Resend(Resend),
+}
+
+/// What to do with a query that was not answered in time ([`Pending::retry`]).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the query moves out of its fixed slot: no allocation per query"
+)]
+pub(crate) enum Retry {
+    /// Send it to another nameserver.
+    Send(Resend),
+    /// Every nameserver was tried, and one answered with the failure `.failure`: that goes to
+    /// the namespace, as an answer to this query.
+    Fail(Query),
 }
 
 /// The queries waiting for an answer, in fixed slots.
@@ -323,6 +338,7 @@ impl Pending {
             server,
             tried: tried | 1 << server,
             due: now + RETRY,
+            failure: 0,
             len: q.len() as u16,
             buf,
         });
@@ -364,12 +380,14 @@ impl Pending {
             && let Some(q) = self.slots[slot].as_mut()
         {
             if q.server != server {
+                q.failure = rcode;
                 return Verdict::Drop;
             }
             if let Some(next) = health.pick(n, q.tried, now) {
                 q.server = next;
                 q.tried |= 1 << next;
                 q.due = now + RETRY;
+                q.failure = rcode;
                 return Verdict::Resend(Resend { slot, server: next });
             }
         }
@@ -380,9 +398,10 @@ impl Pending {
     }
 
     /// The first query due at `now`: its nameserver counted as failed, and either where it
-    /// goes next (and when it is due again) or, when every nameserver was tried, dropped (the
-    /// namespace's resolver asks again itself). Call until `None`.
-    pub(crate) fn retry(&mut self, health: &mut Health, n: usize, now: Instant) -> Option<Resend> {
+    /// goes next (and when it is due again) or, when every nameserver was tried, dropped: the
+    /// namespace's resolver asks again itself, unless a nameserver answered it with a failure
+    /// that was held back, which it then gets ([`Retry::Fail`]). Call until `None`.
+    pub(crate) fn retry(&mut self, health: &mut Health, n: usize, now: Instant) -> Option<Retry> {
         loop {
             let slot = self
                 .slots
@@ -397,9 +416,15 @@ impl Pending {
                     q.server = server;
                     q.tried |= 1 << server;
                     q.due = now + RETRY;
-                    return Some(Resend { slot, server });
+                    return Some(Retry::Send(Resend { slot, server }));
                 }
-                None => self.slots[slot] = None,
+                None => {
+                    if let Some(q) = self.slots[slot].take()
+                        && q.failure != 0
+                    {
+                        return Some(Retry::Fail(q));
+                    }
+                }
             }
         }
     }
@@ -429,6 +454,14 @@ mod tests {
     use super::*;
 
     const FLOW: (usize, u32) = (3, 1);
+
+    /// The nameserver a retry sends to.
+    fn sent(r: Option<Retry>) -> Option<usize> {
+        match r? {
+            Retry::Send(r) => Some(r.server),
+            Retry::Fail(_) => None,
+        }
+    }
 
     fn ns(a: [u8; 4]) -> Option<SocketAddr> {
         Some(SocketAddr::new(a.into(), 53))
@@ -583,7 +616,14 @@ mod tests {
             p.answer(FLOW, 12, 0, REFUSED, &mut h, 3, t0),
             Verdict::Resend(Resend { server: 1, .. })
         ));
-        assert_eq!(p.retry(&mut h, 3, t0 + RETRY).map(|r| r.server), Some(2));
+        assert_eq!(sent(p.retry(&mut h, 3, t0 + RETRY)), Some(2));
+        // The third says nothing either: the REFUSED held back goes to the namespace after all.
+        let Some(Retry::Fail(q)) = p.retry(&mut h, 3, t0 + RETRY * 2) else {
+            panic!("the held-back failure is not given")
+        };
+        assert_eq!((q.failure, q.id, q.bytes()), (REFUSED, 12, &b"q"[..]));
+        assert!(p.retry(&mut h, 3, t0 + RETRY * 2).is_none());
+        assert_eq!(p.deadline(), None);
     }
 
     #[test]
@@ -594,9 +634,11 @@ mod tests {
         // The first query goes to the first nameserver; nothing is due before a second.
         assert_eq!(p.ask(FLOW, 7, b"query", &h, 2, t0), Some(0));
         assert_eq!(p.deadline(), Some(t0 + RETRY));
-        assert_eq!(p.retry(&mut h, 2, t0 + RETRY / 2), None);
+        assert!(p.retry(&mut h, 2, t0 + RETRY / 2).is_none());
         // Unanswered after a second: to the second nameserver, with the same bytes.
-        let r = p.retry(&mut h, 2, t0 + RETRY).unwrap();
+        let Some(Retry::Send(r)) = p.retry(&mut h, 2, t0 + RETRY) else {
+            panic!("no retry")
+        };
         assert_eq!(r.server, 1);
         assert_eq!(p.query(r.slot).unwrap().bytes(), b"query");
         assert!(!h.skipped(0, t0 + RETRY));
@@ -609,7 +651,7 @@ mod tests {
         // A second query, also unanswered by the first: now it is skipped…
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(p.ask(FLOW, 8, b"again", &h, 2, t1), Some(0));
-        assert_eq!(p.retry(&mut h, 2, t1 + RETRY).map(|r| r.server), Some(1));
+        assert_eq!(sent(p.retry(&mut h, 2, t1 + RETRY)), Some(1));
         assert!(h.skipped(0, t1 + RETRY));
         // …so the next query goes straight to the second…
         let t2 = t1 + Duration::from_secs(2);
@@ -624,8 +666,8 @@ mod tests {
         let mut h = Health::default();
         let mut p = Pending::new();
         assert_eq!(p.ask(FLOW, 1, b"q", &h, 2, t0), Some(0));
-        assert_eq!(p.retry(&mut h, 2, t0 + RETRY).map(|r| r.server), Some(1));
-        assert_eq!(p.retry(&mut h, 2, t0 + RETRY * 2), None);
+        assert_eq!(sent(p.retry(&mut h, 2, t0 + RETRY)), Some(1));
+        assert!(p.retry(&mut h, 2, t0 + RETRY * 2).is_none());
         assert_eq!(p.deadline(), None);
         // The resolver asks again with the same id while it waits: it goes on to the next.
         let t1 = t0 + Duration::from_secs(1);

@@ -518,7 +518,7 @@ impl Stack {
         } = self;
         let mut out = link.out();
         tcp.timers(&mut out, ep, now);
-        udp.expire(ep, now);
+        udp.expire(&mut out, ep, now);
         icmp.expire(ep, now);
     }
 

@@ -541,13 +541,29 @@ impl Table {
         }
     }
 
-    /// Sends the DNS queries that were not answered in time to the next nameserver, and
-    /// closes the flows that have been idle too long.
-    pub(crate) fn expire(&mut self, ep: &OwnedFd, now: Instant) {
+    /// Sends the DNS queries that were not answered in time to the next nameserver (or, when
+    /// all were tried, answers with the failure one of them gave), and closes the flows that
+    /// have been idle too long.
+    pub(crate) fn expire(&mut self, out: &mut Out<'_>, ep: &OwnedFd, now: Instant) {
         while let Some(r) = self
             .pending
             .retry(&mut self.health, self.servers.len(), now)
         {
+            let r = match r {
+                dns::Retry::Send(r) => r,
+                dns::Retry::Fail(q) => {
+                    let (i, generation) = q.flow;
+                    if let Some(f) = self.flows.get_if(i, generation) {
+                        let at = Out::L4 + UDP_LEN;
+                        let answer = &mut out.buf[at..at + dns::QUERY_MAX];
+                        if let Some(n) = wire::put_dns_failure(answer, q.bytes(), q.failure) {
+                            let len = wire::put_udp(&mut out.buf[Out::L4..], f.remote, f.child, n);
+                            out.send_ip(f.remote.0, f.child.0, wire::PROTO_UDP, len);
+                        }
+                    }
+                    continue;
+                }
+            };
             let Some(q) = self.pending.query(r.slot) else {
                 continue;
             };

@@ -738,17 +738,17 @@ impl DnsHeader {
     }
 }
 
-#[cfg(any(test, fuzzing))]
-/// Writes a SERVFAIL answer to the query `q` into `out` (header and question section copied;
-/// no records); returns its length, or `None` if `q` is not a query or `out` is too small.
-pub(crate) fn put_dns_servfail(out: &mut [u8], q: &[u8]) -> Option<usize> {
+/// Writes an answer with response code `rcode` (a failure: no records) to the query `q` into
+/// `out` (header and question section copied); returns its length, or `None` if `q` is not a
+/// query or `out` is too small.
+pub(crate) fn put_dns_failure(out: &mut [u8], q: &[u8], rcode: u8) -> Option<usize> {
     let h = DnsHeader::parse(q)?;
     if h.response || q.len() > out.len() {
         return None;
     }
     out[..q.len()].copy_from_slice(q);
     out[2] = 0x80 | (q[2] & 0x79);
-    out[3] = 0x80 | 2;
+    out[3] = 0x80 | (rcode & 0xf);
     // No answer, authority or additional records.
     out[6..12].fill(0);
     // Only the question section stays: cut any additional (EDNS) records a query carried.
@@ -759,7 +759,6 @@ pub(crate) fn put_dns_servfail(out: &mut [u8], q: &[u8]) -> Option<usize> {
     Some(end)
 }
 
-#[cfg(any(test, fuzzing))]
 /// The end of the question section of `m` with `count` questions.
 fn skip_questions(m: &[u8], count: u16) -> Option<usize> {
     let mut at = 12;
@@ -1221,12 +1220,16 @@ mod tests {
             (0x1234, false, 0, 1)
         );
         let mut out = [0u8; 512];
-        let n = put_dns_servfail(&mut out, &q).unwrap();
+        let n = put_dns_failure(&mut out, &q, 2).unwrap();
         assert_eq!(n, q.len());
         let r = DnsHeader::parse(&out[..n]).unwrap();
         assert_eq!((r.id, r.response, r.rcode, r.qdcount), (0x1234, true, 2, 1));
         let answer = out;
-        assert_eq!(put_dns_servfail(&mut out, &answer[..n]), None);
+        assert_eq!(put_dns_failure(&mut out, &answer[..n], 2), None);
+        let n = put_dns_failure(&mut out, &q, 5).unwrap();
+        assert_eq!(DnsHeader::parse(&out[..n]).unwrap().rcode, 5);
+        // Too small a buffer.
+        assert_eq!(put_dns_failure(&mut out[..q.len() - 1], &q, 2), None);
         assert_eq!(DnsHeader::parse(&q[..11]), None);
     }
 
