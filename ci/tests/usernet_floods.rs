@@ -352,6 +352,36 @@ def frames(R):
         else:
             yield rb(R.randrange(0, 80))
 
+def with_vnet(R):
+    # Frames with a virtio_net_hdr of our own (PACKET_VNET_HDR): checksums left to the
+    # parent over garbage, and TCP segments for it to take whole at any segment size.
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    s.setsockopt(263, 15, 1)
+    s.bind(('tap0', 0))
+    gen = frames(R)
+    n = 0
+    for i in range(8000):
+        kind = R.randrange(3)
+        if kind == 1:
+            flags = R.choice((0x18, 0x10, 0x11, 0x02, R.randrange(512)))
+            l4 = struct.pack('!HHIIBBHHH', R.randrange(1024, 65536), R.choice((pong, R.randrange(65536))),
+                             R.getrandbits(32), R.getrandbits(32), 5 << 4 | flags >> 8, flags & 0xff,
+                             65535, R.getrandbits(16), 0) + R.randbytes(R.randrange(0, 60000))
+            f = MAC_GW + MAC_ME + b'\x08\x00' + valid4(6, l4, GW4)
+            hdr = struct.pack('<BBHHHH', 1, R.choice((1, 1, 4, 3)), 54,
+                              R.choice((1, 8, 536, 1448, 65535)), 34, 16)
+        else:
+            f = next(gen)
+            start = R.choice((34, 54, 14, R.randrange(max(1, len(f)))))
+            hdr = struct.pack('<BBHHHH', R.choice((1, 1, 2, 3)), 0, 0, 0, start, R.choice((16, 6, 2, 0)))
+        try:
+            s.send(hdr + f)
+            n += 1
+        except OSError:
+            pass
+        pace(i)
+    return n
+
 def malformed():
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     s.bind(('tap0', 0))
@@ -370,6 +400,7 @@ def malformed():
         n += 1
         if n >= 30000:
             break
+    say('vnet', with_vnet(R))
     say('tap', stat('tx_packets') - before[0], stat('tx_dropped') - before[1])
     return sent
 
