@@ -3,8 +3,10 @@
 //! addresses, thousands of DNS queries to a nameserver that never answers, and tens of
 //! thousands of malformed Ethernet frames written straight onto the tap. While and after each,
 //! the parent's descriptors and resident memory stay bounded, `rootlessctl info` answers
-//! promptly, a published port still serves a host client, and afterwards a TCP round trip
-//! through the gateway works (and, for DNS, a query is answered once the nameserver answers).
+//! promptly, a published TCP port and a published UDP port (new clients included: the
+//! namespace cannot take the whole UDP flow table) still serve host clients, and afterwards a
+//! TCP round trip through the gateway works (and, for DNS, a query is answered once the
+//! nameserver answers).
 //! The timing bound (2 s for `info`) is generous for a busy 2-core machine, but a frozen loop
 //! never answers at all.
 // The DNS test runs unshare for a private /etc/resolv.conf: that is its job.
@@ -44,7 +46,15 @@ def serve():
             pass
         c.close()
 
+def userve():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(('0.0.0.0', 8002))
+    while True:
+        d, a = u.recvfrom(100)
+        u.sendto(b'served ' + d, a)
+
 threading.Thread(target=serve, daemon=True).start()
+threading.Thread(target=userve, daemon=True).start()
 time.sleep(0.2)
 say('ready')
 while not os.path.exists(go):
@@ -96,6 +106,22 @@ def icmp():
         m = struct.pack('!BBHHH', 8, 0, 0, 0x4000 + i, 1) + b'flood'
         s.sendto(m[:2] + struct.pack('!H', csum(m)) + m[4:], (d, 0))
     return for_a_while(send, 3000)
+
+def tcp():
+    # More connections than the namespace may have, held for three seconds.
+    held = []
+    for i in range(600):
+        c = socket.socket()
+        c.settimeout(5)
+        try:
+            c.connect(('10.0.2.1', pong))
+            held.append(c)
+        except OSError:
+            c.close()
+    time.sleep(3)
+    for c in held:
+        c.close()
+    return len(held)
 
 def query(ident):
     return struct.pack('>HHHHHH', ident, 0x0100, 1, 0, 0, 0) + \
@@ -419,7 +445,7 @@ def roundtrip():
     return 'failed %s' % last
 
 t = time.monotonic()
-n = {'udp': udp, 'icmp': icmp, 'dns': dns, 'malformed': malformed}[mode]()
+n = {'udp': udp, 'icmp': icmp, 'tcp': tcp, 'dns': dns, 'malformed': malformed}[mode]()
 say('flooded', n, '%.1f' % (time.monotonic() - t))
 if mode == 'dns':
     while not os.path.exists(go + '.answering'):
@@ -432,6 +458,10 @@ say('roundtrip', roundtrip())
 while True:
     time.sleep(60)
 "#;
+
+/// How many clients of the published UDP port a test makes (each a flow, with a descriptor,
+/// for a minute).
+const UDP_CLIENTS: usize = 16;
 
 /// The parent's open descriptors.
 fn fd_count(pid: u32) -> usize {
@@ -463,6 +493,8 @@ struct Seen {
     infos: usize,
     served: usize,
     not_served: Vec<String>,
+    udp_served: usize,
+    udp_not_served: usize,
 }
 
 impl Kit {
@@ -480,6 +512,7 @@ impl Kit {
             "--net=gvisor-tap-vsock".into(),
             "--port-driver=gvisor-tap-vsock".into(),
             format!("--publish=127.0.0.1:{port}:8002/tcp"),
+            format!("--publish=127.0.0.1:{port}:8002/udp"),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         args.extend([
@@ -551,7 +584,8 @@ impl Kit {
     /// A host client of the published port: `Ok` when the server inside said `served`.
     fn served(&self) -> Result<(), String> {
         let to = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        let mut s =
+            TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(5)))
             .map_err(|e| e.to_string())?;
         let mut text = String::new();
@@ -563,11 +597,31 @@ impl Kit {
         }
     }
 
+    /// A host client of the published UDP port, look `i`'s: the first [`UDP_CLIENTS`] each a new one (a
+    /// flow of its own), then those again; whether the server inside answered within two
+    /// seconds (three tries).
+    fn served_udp(&self, clients: &mut Vec<UdpSocket>, i: usize) -> bool {
+        if i < UDP_CLIENTS {
+            clients.push(UdpSocket::bind("127.0.0.1:0").unwrap());
+        }
+        let u = &clients[i % clients.len()];
+        u.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        (0..3).any(|_| {
+            u.send_to(b"udp", ("127.0.0.1", self.port)).is_ok()
+                && u.recv(&mut buf).is_ok_and(|n| &buf[..n] == b"served udp")
+        })
+    }
+
     /// How long `rootlessctl info` took (it must succeed).
     fn info(&self) -> Duration {
         let t0 = Instant::now();
         let o = Run::bin("rootlessctl")
-            .args([format!("--socket={}", self.state.join("api.sock").display())])
+            .args([format!(
+                "--socket={}",
+                self.state.join("api.sock").display()
+            )])
             .args(["info"])
             .timeout(Duration::from_secs(30))
             .output();
@@ -589,7 +643,8 @@ impl Kit {
         };
         std::fs::write(&self.go, "").unwrap();
         let start = Instant::now();
-        let look = |seen: &mut Seen| {
+        let mut clients = Vec::new();
+        let mut look = |seen: &mut Seen| {
             assert!(ci::pid_alive(self.pid), "the parent died: {}", self.text());
             seen.most_fds = seen.most_fds.max(fd_count(self.pid));
             seen.most_rss = seen.most_rss.max(ci::rss_kib(self.pid));
@@ -598,6 +653,10 @@ impl Kit {
             match self.served() {
                 Ok(()) => seen.served += 1,
                 Err(e) => seen.not_served.push(e),
+            }
+            match self.served_udp(&mut clients, seen.udp_served + seen.udp_not_served) {
+                true => seen.udp_served += 1,
+                false => seen.udp_not_served += 1,
             }
         };
         while !self.says(until) {
@@ -615,13 +674,13 @@ impl Kit {
     }
 
     /// The checks every flood shares: bounded descriptors (`flows` over the baseline at most,
-    /// plus a few), resident memory under 8 MiB, `info` within 2 s each time, the published
+    /// plus the published UDP port's clients and a few), resident memory under 8 MiB, `info` within 2 s each time, the published
     /// port served every time, and the round trip through the gateway afterwards.
     fn check(&self, seen: &Seen, flows: usize) {
         let text = self.text();
         eprintln!("{seen:?}\n{text}");
         assert!(
-            seen.most_fds <= seen.base_fds + flows + 16,
+            seen.most_fds <= seen.base_fds + flows + UDP_CLIENTS + 16,
             "descriptors: {seen:?}"
         );
         assert!(
@@ -638,6 +697,10 @@ impl Kit {
         assert!(
             seen.not_served.is_empty() && seen.served >= 2,
             "the published port: {seen:?}"
+        );
+        assert!(
+            seen.udp_not_served == 0 && seen.udp_served >= 2,
+            "the published UDP port: {seen:?}"
         );
         assert_eq!(
             self.said("roundtrip").as_deref(),
@@ -695,7 +758,7 @@ fn times(text: &str, what: &str) -> usize {
 }
 
 #[test]
-fn udp_to_eight_thousand_destinations_stays_bounded() {
+fn udp_to_eight_thousand_destinations_stays_bounded_and_leaves_published_ports_flows() {
     if !usable() {
         skip!("the tap or python3 is not usable");
     }
@@ -703,8 +766,29 @@ fn udp_to_eight_thousand_destinations_stays_bounded() {
     let seen = kit.flood("roundtrip", |_| {});
     kit.check(&seen, 256);
     let text = kit.text();
-    // Far more than the table holds reached the parent: one warning, no more.
-    assert_eq!(times(&text, "more than 256 UDP flows"), 1, "{text}");
+    // Far more than the namespace's 256 flows reached the parent: one warning, no more (and
+    // the published UDP port's clients still got flows, checked above).
+    assert_eq!(times(&text, "more than 256 UDP flows,"), 1, "{text}");
+}
+
+#[test]
+fn tcp_connections_beyond_the_limit_leave_published_ports_connections() {
+    if !usable() {
+        skip!("the tap or python3 is not usable");
+    }
+    let kit = Kit::start("usernet-floods-tcp", "tcp", pong_server(), &[], None);
+    let seen = kit.flood("roundtrip", |_| {});
+    // The namespace's 512, and the published ports' clients on top (checked served above).
+    kit.check(&seen, 512 + 64);
+    let text = kit.text();
+    assert_eq!(
+        kit.said("flooded")
+            .as_deref()
+            .and_then(|s| s.split_whitespace().next()),
+        Some("512"),
+        "{text}"
+    );
+    assert_eq!(times(&text, "more than 512 TCP connections,"), 1, "{text}");
 }
 
 #[test]
@@ -788,9 +872,10 @@ fn dns_queries_to_a_silent_nameserver_stay_bounded_and_it_answers_later() {
     // The nameserver read many of them (not one per retry forever: each at most twice).
     let n = read.load(Ordering::SeqCst);
     assert!((100..=2 * 2300 + 50).contains(&n), "read {n}");
-    // The flood's flows expire: the descriptors come back near the baseline.
+    // The flood's flows expire: the descriptors come back near the baseline (and the flows
+    // of the published port's clients, which live a minute).
     let back = ci::wait_until(Duration::from_secs(20), || {
-        fd_count(kit.pid) <= seen.base_fds + 4
+        fd_count(kit.pid) <= seen.base_fds + UDP_CLIENTS + 4
     });
     assert!(
         back,
@@ -813,8 +898,9 @@ fn thirty_thousand_malformed_frames_are_dropped_and_the_network_still_works() {
         None,
     );
     let seen = kit.flood("roundtrip", |_| {});
-    // Frames that happen to be valid can open flows and connections; all tables at most.
-    kit.check(&seen, 512 + 256 + 64);
+    // Frames that happen to be valid can open flows and connections: all tables at most (TCP
+    // 512 and 64 more for published ports, UDP 256 and 32 more, ICMP 64).
+    kit.check(&seen, 576 + 288 + 64);
     let sent: usize = kit
         .said("flooded")
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
@@ -825,5 +911,8 @@ fn thirty_thousand_malformed_frames_are_dropped_and_the_network_still_works() {
         .said("tap")
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap();
-    assert!(queued > 30_000, "only {queued} frames reached the tap's queue");
+    assert!(
+        queued > 30_000,
+        "only {queued} frames reached the tap's queue"
+    );
 }

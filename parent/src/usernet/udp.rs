@@ -29,8 +29,11 @@ use super::flows::Flows;
 use super::wire::{self, Addr, Ip, UDP_LEN, Udp, unmapped};
 use super::{Config, KIND_UDP, Out, dns, tag, watch};
 
-/// The most UDP flows at once.
+/// The most UDP flows at once one way: the namespace's own, or those of published ports'
+/// clients. The table has [`SLOTS`], so a flood either way leaves the other some.
 pub(crate) const MAX_FLOWS: usize = 256;
+/// The table's slots: [`MAX_FLOWS`] and an eighth more.
+const SLOTS: usize = MAX_FLOWS + MAX_FLOWS / 8;
 /// How long a flow lives without traffic.
 pub(crate) const IDLE: Duration = Duration::from_secs(60);
 /// How long a DNS flow lives without traffic: a resolver that has not answered by then never
@@ -158,7 +161,7 @@ impl Table {
     /// An empty table, its slots allocated now, forwarding DNS to the gateway to `servers`.
     pub(crate) fn new(servers: dns::Servers) -> Table {
         Table {
-            flows: Flows::new(MAX_FLOWS),
+            flows: Flows::new(SLOTS),
             servers,
             health: dns::Health::default(),
             pending: dns::Pending::new(),
@@ -280,7 +283,7 @@ impl Table {
         let index = match index {
             Some(i) => i,
             None => {
-                let Some(i) = self.free_slot(out) else {
+                let Some(i) = self.free_slot(out, true) else {
                     return;
                 };
                 let Ok(dup) = rustix::io::fcntl_dupfd_cloexec(sock, 0) else {
@@ -318,15 +321,21 @@ impl Table {
         );
     }
 
-    /// A free slot, or `None` (counted, warned about once) when the table is full.
-    fn free_slot(&mut self, out: &mut Out<'_>) -> Option<usize> {
-        match self.flows.free_slot() {
+    /// A free slot for a flow in from a published port (`inbound`) or out from the namespace,
+    /// or `None` (counted, warned about once) when that way has [`MAX_FLOWS`] or the table is
+    /// full.
+    fn free_slot(&mut self, out: &mut Out<'_>, inbound: bool) -> Option<usize> {
+        match self
+            .flows
+            .free_slot_for(MAX_FLOWS, |f| f.reply_to.is_some() == inbound)
+        {
             Ok(i) => Some(i),
             Err(first) => {
                 out.counters.udp_over_limit += 1;
                 if first {
                     crate::warn(&format!(
-                        "user-mode network: more than {MAX_FLOWS} UDP flows, dropping datagrams of new ones"
+                        "user-mode network: more than {MAX_FLOWS} UDP flows{}, dropping datagrams of new ones",
+                        if inbound { " to published ports" } else { "" }
                     ));
                 }
                 None
@@ -378,7 +387,7 @@ impl Table {
             out.counters.dropped += 1;
             return Err(None);
         };
-        let index = self.free_slot(out).ok_or(None)?;
+        let index = self.free_slot(out, false).ok_or(None)?;
         let sock = rustix::net::socket_with(
             if addr.is_ipv4() {
                 AddressFamily::INET
