@@ -1,14 +1,14 @@
 //! `--net=gvisor-tap-vsock` attacked from inside by the namespace's owner, run as the
 //! unprivileged test user: UDP to thousands of host destinations, ICMP echo to thousands of
-//! addresses, thousands of DNS queries to a nameserver that never answers, and tens of
-//! thousands of malformed Ethernet frames written straight onto the tap. While and after each,
-//! the parent's descriptors and resident memory stay bounded, `rootlessctl info` answers
-//! promptly, a published TCP port and a published UDP port (new clients included: the
-//! namespace cannot take the whole UDP flow table) still serve host clients, and afterwards a
-//! TCP round trip through the gateway works (and, for DNS, a query is answered once the
-//! nameserver answers).
-//! The timing bound (2 s for `info`) is generous for a busy 2-core machine, but a frozen loop
-//! never answers at all.
+//! addresses, more TCP connections than the namespace may have, thousands of DNS queries to a
+//! nameserver that never answers (as root, for a private resolv.conf), and tens of thousands
+//! of malformed Ethernet frames written straight onto the tap. While and after each, the
+//! parent's descriptors and resident memory stay bounded, `rootlessctl info` answers
+//! promptly, a published TCP port and a published UDP port still serve host clients, new ones
+//! included (the namespace cannot take the slots of published ports' clients), and afterwards
+//! a TCP round trip through the gateway works (and, for DNS, a query is answered once the
+//! nameserver answers). The timing bound (2 s for `info`) is generous for a busy 2-core
+//! machine, but a frozen loop never answers at all.
 // The DNS test runs unshare for a private /etc/resolv.conf: that is its job.
 #![allow(clippy::disallowed_methods)]
 
