@@ -82,6 +82,19 @@ impl<F> Flows<F> {
         }
     }
 
+    /// As [`Flows::free_slot`] for a flow of the kind `kind` picks out, and full for it while
+    /// `most` of that kind are open already (so the other kinds keep the rest of the table).
+    pub(crate) fn free_slot_for(
+        &mut self,
+        most: usize,
+        kind: impl Fn(&F) -> bool,
+    ) -> Result<usize, bool> {
+        if self.slots.iter().flatten().filter(|f| kind(f)).count() >= most {
+            return Err(!std::mem::replace(&mut self.full_before, true));
+        }
+        self.free_slot()
+    }
+
     /// Starts a new generation in free slot `i`, for the flow about to go there: its number.
     pub(crate) fn renew(&mut self, i: usize) -> u32 {
         self.generations[i] = self.generations[i].wrapping_add(1);
@@ -168,6 +181,10 @@ mod tests {
         assert!(t.tagged(i, g & 0xff_ffff).is_none());
         assert_eq!(t.get_mut(i).map(|f| f.0), Some(9));
         assert_eq!(g2, g + 1);
+        // A kind held to one slot: full for it, not for the other kind.
+        assert_eq!(t.free_slot_for(1, |f| f.0 == 9), Err(false));
+        t.close_where(|f| f.0 == 8, |_, _, _| {});
+        assert_eq!(t.free_slot_for(1, |f| f.0 == 8), Ok(j));
         // Closed by a predicate; the last one gone, no sweep is armed.
         t.close_where(|f| f.0 == 9, |_, _, _| {});
         let later = now + SWEEP * 20;

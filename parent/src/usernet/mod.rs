@@ -1145,6 +1145,110 @@ mod tests {
         assert!(frames(&mut st, &peer, 0).is_empty());
     }
 
+    #[test]
+    fn a_udp_flood_either_way_leaves_the_other_way_flows() {
+        // The namespace sends to 260 host ports: it gets its 256 flows, no more...
+        let (mut st, peer) = stack(true);
+        for chunk in (0..260u16).collect::<Vec<_>>().chunks(16) {
+            for &i in chunk {
+                rustix::io::write(&peer, &datagram(GW4, 20000 + i, b"out")).unwrap();
+            }
+            frames(&mut st, &peer, 0);
+        }
+        assert_eq!(st.udp.len(), udp::MAX_FLOWS);
+        assert_eq!(st.counters().udp_over_limit, 260 - udp::MAX_FLOWS as u64);
+        // ...and a new client of a published port still gets in.
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let uport = u.local_addr().unwrap().port();
+        u.set_nonblocking(true).unwrap();
+        st.publish(2, u.into(), true, (CHILD, 53)).unwrap();
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.send_to(b"in", ("127.0.0.1", uport)).unwrap();
+        let got = frames(&mut st, &peer, 1);
+        assert!(
+            got.iter()
+                .any(|f| matches!(Frame::parse(f), Frame::Udp(_, ip, d) if ip.dst == CHILD && d.payload == b"in")),
+            "the published port's client was dropped"
+        );
+        drop(st);
+        // The other way round: 260 clients of a published port, and the namespace still
+        // gets a flow out.
+        let (mut st, peer) = stack(true);
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let uport = u.local_addr().unwrap().port();
+        u.set_nonblocking(true).unwrap();
+        st.publish(2, u.into(), true, (CHILD, 53)).unwrap();
+        let clients: Vec<_> = (0..260)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for chunk in clients.chunks(16) {
+            for c in chunk {
+                c.send_to(b"in", ("127.0.0.1", uport)).unwrap();
+            }
+            frames(&mut st, &peer, 0);
+        }
+        assert_eq!(st.udp.len(), udp::MAX_FLOWS);
+        let host = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = host.local_addr().unwrap().port();
+        rustix::io::write(&peer, &datagram(GW4, port, b"out")).unwrap();
+        frames(&mut st, &peer, 0);
+        host.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            host.recv(&mut buf).ok(),
+            Some(3),
+            "the namespace's datagram was dropped"
+        );
+    }
+
+    #[test]
+    fn a_tcp_flood_from_the_namespace_leaves_published_ports_connections() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (mut st, peer) = stack(true);
+        let syn = |sport: u16| {
+            let seg = TcpOut {
+                src: (CHILD, sport),
+                dst: (GW, port),
+                seq: 1,
+                ack: 0,
+                flags: flags::SYN,
+                window: 65535,
+                syn_opts: Some((1460, None)),
+            };
+            let mut f = vec![0u8; L4 + wire::tcp_header_len(&seg)];
+            let n = wire::put_tcp(&mut f[L4..], &seg, 0);
+            wire::put_ethernet(&mut f, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
+            wire::put_ipv4(&mut f[ETH_LEN..], CHILD4, GW4, wire::PROTO_TCP, n);
+            f
+        };
+        // One more connection than the namespace may have: refused, counted.
+        for chunk in (0..=tcp::MAX_CONNS as u16).collect::<Vec<_>>().chunks(16) {
+            for &i in chunk {
+                rustix::io::write(&peer, &syn(30000 + i)).unwrap();
+            }
+            frames(&mut st, &peer, 0);
+        }
+        assert_eq!(st.tcp.len(), tcp::MAX_CONNS);
+        assert_eq!(st.counters().tcp_over_limit, 1);
+        // A client of a published port still gets its SYN into the namespace.
+        let p = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let pport = p.local_addr().unwrap().port();
+        p.set_nonblocking(true).unwrap();
+        st.publish(1, p.into(), false, (CHILD, 80)).unwrap();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", pport)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut syn_in = false;
+        while !syn_in && Instant::now() < deadline {
+            syn_in = frames(&mut st, &peer, 0).iter().any(|f| {
+                matches!(Frame::parse(f), Frame::Tcp(_, ip, t)
+                    if ip.dst == CHILD && t.dst_port == 80 && t.flags == flags::SYN)
+            });
+        }
+        assert!(syn_in, "the published port's client was refused");
+        assert_eq!(st.tcp.len(), tcp::MAX_CONNS + 1);
+    }
+
     /// The namespace's SLAAC address from [`CHILD_MAC`].
     const CHILD6: Addr = [
         0xfd, 0, 0, 0, 0, 0, 0, 0, 0x58, 0x94, 0xef, 0xff, 0xfe, 0xe4, 0x0c, 0xee,

@@ -35,8 +35,11 @@ use rustix::net::{
 use super::wire::{self, Addr, Ip, TCP_LEN, Tcp, TcpOut, flags, seq_ge, seq_gt};
 use super::{Config, KIND_TCP, Out, dns, tag, watch};
 
-/// The most TCP connections at once.
+/// The most TCP connections at once one way: the namespace's own, or those of published ports'
+/// clients. The table has [`SLOTS`], so a flood either way leaves the other some.
 pub(crate) const MAX_CONNS: usize = 512;
+/// The table's slots: [`MAX_CONNS`] and an eighth more.
+const SLOTS: usize = MAX_CONNS + MAX_CONNS / 8;
 /// The window scale we announce when the namespace offers one.
 const OUR_WSCALE: u8 = 7;
 /// The window we advertise at most (with scaling; 65535 without).
@@ -79,6 +82,8 @@ struct Conn {
     child: (Addr, u16),
     remote: (Addr, u16),
     state: State,
+    /// A published port's connection, into the namespace.
+    inbound: bool,
     // Namespace → host.
     rcv_nxt: u32,
     child_fin: bool,
@@ -127,6 +132,7 @@ impl Conn {
             child,
             remote,
             state: State::Connecting,
+            inbound: false,
             rcv_nxt: 0,
             child_fin: false,
             write_blocked: false,
@@ -441,9 +447,9 @@ impl Table {
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         Table {
-            conns: (0..MAX_CONNS).map(|_| None).collect(),
-            generations: vec![0; MAX_CONNS],
-            pending_acks: Vec::with_capacity(MAX_CONNS),
+            conns: (0..SLOTS).map(|_| None).collect(),
+            generations: vec![0; SLOTS],
+            pending_acks: Vec::with_capacity(SLOTS),
             warned: false,
             seed: t ^ u32::from_be_bytes(cfg.child),
             dns_failures: [None; dns::MAX_NS],
@@ -663,15 +669,20 @@ impl Table {
         }
     }
 
-    /// A free slot, or `None` (counted, warned about once) when the table is full.
-    fn free_slot(&mut self, out: &mut Out<'_>) -> Option<usize> {
-        let index = self.conns.iter().position(Option::is_none);
+    /// A free slot for a connection in from a published port (`inbound`) or out from the
+    /// namespace, or `None` (counted, warned about once) when that way has [`MAX_CONNS`].
+    fn free_slot(&mut self, out: &mut Out<'_>, inbound: bool) -> Option<usize> {
+        let open = self.conns.iter().flatten();
+        let index = (open.filter(|c| c.inbound == inbound).count() < MAX_CONNS)
+            .then(|| self.conns.iter().position(Option::is_none))
+            .flatten();
         if index.is_none() {
             out.counters.tcp_over_limit += 1;
             if !self.warned {
                 self.warned = true;
                 crate::warn(&format!(
-                    "user-mode network: more than {MAX_CONNS} TCP connections, refusing new ones"
+                    "user-mode network: more than {MAX_CONNS} TCP connections{}, refusing new ones",
+                    if inbound { " from published ports" } else { "" }
                 ));
             }
         }
@@ -695,7 +706,11 @@ impl Table {
             .iter()
             .flatten()
             .any(|c| c.child == child && c.remote == remote);
-        let index = if taken { None } else { self.free_slot(out) };
+        let index = if taken {
+            None
+        } else {
+            self.free_slot(out, true)
+        };
         let Some(index) = index else {
             let _ = sockopt::set_socket_linger(&sock, Some(Duration::ZERO));
             return false;
@@ -714,6 +729,7 @@ impl Table {
         let iss = self.next_iss(remote.1);
         let mut c = Conn::new(sock, child, remote, iss, peek_off);
         c.state = State::SynOut;
+        c.inbound = true;
         c.our_ws = OUR_WSCALE;
         c.sent_up_to(iss.wrapping_add(1));
         if !c.send_flags(out, iss, flags::SYN) {
@@ -748,7 +764,7 @@ impl Table {
             reset_unknown(out, child, remote, t);
             return;
         };
-        let Some(index) = self.free_slot(out) else {
+        let Some(index) = self.free_slot(out, false) else {
             reset_unknown(out, child, remote, t);
             return;
         };

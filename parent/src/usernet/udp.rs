@@ -33,8 +33,11 @@ use super::flows::Flows;
 use super::wire::{self, Addr, Ip, UDP_LEN, Udp, unmapped};
 use super::{Config, KIND_UDP, Out, dns, tag, watch};
 
-/// The most UDP flows at once.
+/// The most UDP flows at once one way: the namespace's own, or those of published ports'
+/// clients. The table has [`SLOTS`], so a flood either way leaves the other some.
 pub(crate) const MAX_FLOWS: usize = 256;
+/// The table's slots: [`MAX_FLOWS`] and an eighth more.
+const SLOTS: usize = MAX_FLOWS + MAX_FLOWS / 8;
 /// How long a flow lives without traffic.
 pub(crate) const IDLE: Duration = Duration::from_secs(60);
 /// How long a DNS flow lives without traffic: a resolver that has not answered by then never
@@ -171,7 +174,7 @@ impl Table {
         // A host without IPv6 sockets reaches only the IPv4 nameservers.
         let dns6 = servers.any_v6() && dns_socket(true).is_ok();
         Table {
-            flows: Flows::new(MAX_FLOWS),
+            flows: Flows::new(SLOTS),
             servers: if dns6 || !servers.any_v6() {
                 servers
             } else {
@@ -309,7 +312,7 @@ impl Table {
         let index = match index {
             Some(i) => i,
             None => {
-                let Some(i) = self.free_slot(out) else {
+                let Some(i) = self.free_slot(out, true) else {
                     return;
                 };
                 let Ok(dup) = rustix::io::fcntl_dupfd_cloexec(sock, 0) else {
@@ -347,15 +350,21 @@ impl Table {
         );
     }
 
-    /// A free slot, or `None` (counted, warned about once) when the table is full.
-    fn free_slot(&mut self, out: &mut Out<'_>) -> Option<usize> {
-        match self.flows.free_slot() {
+    /// A free slot for a flow in from a published port (`inbound`) or out from the namespace,
+    /// or `None` (counted, warned about once) when that way has [`MAX_FLOWS`] or the table is
+    /// full.
+    fn free_slot(&mut self, out: &mut Out<'_>, inbound: bool) -> Option<usize> {
+        match self
+            .flows
+            .free_slot_for(MAX_FLOWS, |f| f.reply_to.is_some() == inbound)
+        {
             Ok(i) => Some(i),
             Err(first) => {
                 out.counters.udp_over_limit += 1;
                 if first {
                     crate::warn(&format!(
-                        "user-mode network: more than {MAX_FLOWS} UDP flows, dropping datagrams of new ones"
+                        "user-mode network: more than {MAX_FLOWS} UDP flows{}, dropping datagrams of new ones",
+                        if inbound { " to published ports" } else { "" }
                     ));
                 }
                 None
@@ -407,7 +416,7 @@ impl Table {
             out.counters.dropped += 1;
             return Err(None);
         };
-        let index = self.free_slot(out).ok_or(None)?;
+        let index = self.free_slot(out, false).ok_or(None)?;
         let dns = self.servers.len() > 0 && remote.1 == 53 && cfg.is_gateway(&remote.0);
         let sock = if dns {
             dns_socket(self.dns6)
