@@ -1325,7 +1325,10 @@ fn flag_usage(f: &Flag, lxc_default: &str) -> String {
 /// stderr (the target keeps those), and not the same one twice. Whether they are open for
 /// writing is checked when the run starts (`statusfd`), still before anything exists.
 fn check_status_fds(cfg: &Config) -> Result<(), String> {
-    for (flag, n) in [("info-fd", cfg.info_fd), ("json-status-fd", cfg.json_status_fd)] {
+    for (flag, n) in [
+        ("info-fd", cfg.info_fd),
+        ("json-status-fd", cfg.json_status_fd),
+    ] {
         if let Some(n) = n
             && !(3..=i64::from(i32::MAX)).contains(&n)
         {
@@ -2400,7 +2403,10 @@ mod tests {
         assert_eq!(check(&["--info-fd=3", "--json-status-fd=4", "sh"]), Ok(()));
         assert_eq!(
             check(&["--info-fd=1", "sh"]),
-            Err("--info-fd=1: the descriptor must be 3 or more (0, 1 and 2 stay the command's)".into())
+            Err(
+                "--info-fd=1: the descriptor must be 3 or more (0, 1 and 2 stay the command's)"
+                    .into()
+            )
         );
         assert_eq!(
             check(&["--json-status-fd", "-5", "sh"]),

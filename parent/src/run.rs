@@ -211,6 +211,8 @@ enum Abort {
 }
 
 impl<'a> Session<'a> {
+    // What `run` has made ready for the session, each used once; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         cfg: &'a Config,
         helper: &Path,
@@ -508,10 +510,7 @@ impl<'a> Session<'a> {
         if new_netns(self.cfg) {
             wanted.push(("net-namespace", proc("net")));
         } else if self.cfg.detach_netns {
-            wanted.push((
-                "net-namespace",
-                detached_netns_path(self.pid, state.path()),
-            ));
+            wanted.push(("net-namespace", detached_netns_path(self.pid, state.path())));
         }
         for (made, key, kind) in [
             (self.cfg.pidns, "pid-namespace", "pid"),

@@ -50,9 +50,7 @@ impl StatusFds {
         taken: RawFd,
     ) -> Result<StatusFds, String> {
         Ok(StatusFds {
-            info: info
-                .map(|n| adopt_one("info-fd", n, taken))
-                .transpose()?,
+            info: info.map(|n| adopt_one("info-fd", n, taken)).transpose()?,
             status: status
                 .map(|n| adopt_one("json-status-fd", n, taken))
                 .transpose()?,
@@ -69,7 +67,10 @@ impl StatusFds {
             write_all(&fd, text.as_bytes());
         }
         if let Some(fd) = &self.status {
-            write_all(fd, format!("{{\"child-pid\":{}}}\n", info.child_pid).as_bytes());
+            write_all(
+                fd,
+                format!("{{\"child-pid\":{}}}\n", info.child_pid).as_bytes(),
+            );
             self.started = true;
         }
     }
@@ -148,7 +149,7 @@ pub(crate) fn encode_info(info: &ReadyInfo<'_>) -> String {
 /// The inode number of a namespace file (`/proc/<pid>/ns/<kind>`, or a bind mount of one),
 /// which identifies the namespace as `lsns` and bubblewrap show it.
 pub(crate) fn namespace_id(path: &std::path::Path) -> Option<u64> {
-    rustix::fs::stat(path).ok().map(|st| st.st_ino as u64)
+    rustix::fs::stat(path).ok().map(|st| st.st_ino)
 }
 
 #[cfg(test)]
@@ -161,7 +162,10 @@ mod tests {
             child_pid: 4242,
             state_dir: "/tmp/rk \"x\"",
             api_socket: "/tmp/rk \"x\"/api.sock",
-            namespaces: vec![("user-namespace", 4026532001), ("mnt-namespace", 4026532002)],
+            namespaces: vec![
+                ("user-namespace", 4026532001),
+                ("mnt-namespace", 4026532002),
+            ],
             net: Some(("slirp4netns", "10.0.2.100")),
         };
         assert_eq!(
