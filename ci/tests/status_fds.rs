@@ -287,6 +287,20 @@ fn descriptors_that_cannot_be_written_are_refused_before_anything_exists() {
         &output_passing(&run, Vec::new()),
         "--info-fd=2: the descriptor must be 3 or more (0, 1 and 2 stay the command's)",
     );
+    // Socket-activation descriptors go to the command.
+    let (_r, w) = pipe();
+    let n = w.n();
+    let run = rootlesskit([format!("--info-fd={n}"), "true".into()])
+        .env("TMPDIR", tmpdir)
+        .env("LISTEN_FDS", &(n - 2).to_string())
+        .env("LISTEN_PID", "1");
+    refused(
+        &output_passing(&run, vec![w]),
+        &format!(
+            "--info-fd={n}: descriptor {n} is one of the {} socket-activation descriptors ($LISTEN_FDS) that go to the command",
+            n - 2
+        ),
+    );
     let (_r, w) = pipe();
     let n = w.n();
     let run = rootlesskit([

@@ -50,6 +50,7 @@ pub(crate) fn run(cfg: &Config, settings: &crate::cli::Settings, sigfd: &OwnedFd
         cfg.info_fd.and_then(|n| i32::try_from(n).ok()),
         cfg.json_status_fd.and_then(|n| i32::try_from(n).ok()),
         sigfd.as_raw_fd(),
+        listen_fds().map_or(0, |(n, _)| n),
     ) {
         Ok(s) => s,
         Err(e) => return Outcome::parent_error(e),

@@ -43,16 +43,20 @@ pub(crate) struct ReadyInfo<'a> {
 impl StatusFds {
     /// Takes `--info-fd` and `--json-status-fd` (already checked to be 3 or more and distinct
     /// by `cli::check`); `taken` is our own signalfd, the one descriptor this process opened
-    /// before, whose number is "not open" as far as the caller is concerned.
+    /// before, whose number is "not open" as far as the caller is concerned; `listen_fds` is
+    /// `$LISTEN_FDS`, the socket-activation descriptors from 3 on, which go to the command.
     pub(crate) fn adopt(
         info: Option<i32>,
         status: Option<i32>,
         taken: RawFd,
+        listen_fds: i32,
     ) -> Result<StatusFds, String> {
         Ok(StatusFds {
-            info: info.map(|n| adopt_one("info-fd", n, taken)).transpose()?,
+            info: info
+                .map(|n| adopt_one("info-fd", n, taken, listen_fds))
+                .transpose()?,
             status: status
-                .map(|n| adopt_one("json-status-fd", n, taken))
+                .map(|n| adopt_one("json-status-fd", n, taken, listen_fds))
                 .transpose()?,
             started: false,
         })
@@ -87,7 +91,12 @@ impl StatusFds {
     }
 }
 
-fn adopt_one(flag: &str, n: i32, taken: RawFd) -> Result<OwnedFd, String> {
+fn adopt_one(flag: &str, n: i32, taken: RawFd, listen_fds: i32) -> Result<OwnedFd, String> {
+    if (3..3i32.saturating_add(listen_fds)).contains(&n) {
+        return Err(format!(
+            "--{flag}={n}: descriptor {n} is one of the {listen_fds} socket-activation descriptors ($LISTEN_FDS) that go to the command"
+        ));
+    }
     let not_open = || format!("--{flag}={n}: descriptor {n} is not open");
     if n == taken {
         return Err(not_open());
