@@ -190,6 +190,10 @@ pub(crate) struct Config {
     pub subid_source: SubidSource,
     /// `--notify-ready`: who sends systemd `READY=1` through `$NOTIFY_SOCKET`.
     pub notify_ready: crate::notify::Ready,
+    /// `--info-fd`: where the JSON info object goes once the namespaces are set up.
+    pub info_fd: Option<i64>,
+    /// `--json-status-fd`: where the `child-pid` and `exit-code` lines go.
+    pub json_status_fd: Option<i64>,
     /// The target command and its arguments (never empty after a successful parse of a run).
     pub command: Vec<OsString>,
 }
@@ -409,6 +413,8 @@ enum Id {
     EvacuateCgroup2,
     SubidSource,
     NotifyReady,
+    InfoFd,
+    JsonStatusFd,
     Check,
     CheckJson,
     Help,
@@ -508,6 +514,22 @@ const FLAGS: &[Flag] = &[
         Def::Hidden,
         STATE,
         "directory for the lock, the API socket and the other run-time files (a new temporary directory if unset)",
+    ),
+    flag(
+        "info-fd",
+        Id::InfoFd,
+        Kind::Int,
+        Def::Hidden,
+        STATE,
+        "write one JSON object (child-pid, state-dir, api-socket, the namespaces' ids, net-driver, child-ip) to this open descriptor once the namespaces are set up, then close it",
+    ),
+    flag(
+        "json-status-fd",
+        Id::JsonStatusFd,
+        Kind::Int,
+        Def::Hidden,
+        STATE,
+        "write {\"child-pid\":N} to this open descriptor once the namespaces are set up, and {\"exit-code\":N} when rootlesskit exits",
     ),
     flag(
         "net",
@@ -823,6 +845,8 @@ struct Raw {
     evacuate_cgroup2: String,
     subid_source: String,
     notify_ready: String,
+    info_fd: Option<i64>,
+    json_status_fd: Option<i64>,
     check: bool,
     check_json: bool,
     help: bool,
@@ -893,6 +917,8 @@ fn store(raw: &mut Raw, id: Id, value: OsString) -> Result<(), &'static str> {
         Id::EvacuateCgroup2 => raw.evacuate_cgroup2 = text()?,
         Id::SubidSource => raw.subid_source = text()?,
         Id::NotifyReady => raw.notify_ready = text()?,
+        Id::InfoFd => raw.info_fd = Some(goflag::parse_int(value.as_bytes())?),
+        Id::JsonStatusFd => raw.json_status_fd = Some(goflag::parse_int(value.as_bytes())?),
         Id::Check => raw.check = bool_value()?,
         Id::CheckJson => raw.check_json = bool_value()?,
         Id::Help => raw.help = bool_value()?,
@@ -1037,6 +1063,8 @@ fn build(
         evacuate_cgroup2: non_empty(raw.evacuate_cgroup2),
         subid_source,
         notify_ready,
+        info_fd: raw.info_fd,
+        json_status_fd: raw.json_status_fd,
         command,
     })
 }
@@ -1293,6 +1321,32 @@ fn flag_usage(f: &Flag, lxc_default: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Validation.
 
+/// `--info-fd` and `--json-status-fd` name descriptors we may take over: not stdin, stdout or
+/// stderr (the target keeps those), and not the same one twice. Whether they are open for
+/// writing is checked when the run starts (`statusfd`), still before anything exists.
+fn check_status_fds(cfg: &Config) -> Result<(), String> {
+    for (flag, n) in [
+        ("info-fd", cfg.info_fd),
+        ("json-status-fd", cfg.json_status_fd),
+    ] {
+        if let Some(n) = n
+            && !(3..=i64::from(i32::MAX)).contains(&n)
+        {
+            return Err(format!(
+                "--{flag}={n}: the descriptor must be 3 or more (0, 1 and 2 stay the command's)"
+            ));
+        }
+    }
+    if let (Some(a), Some(b)) = (cfg.info_fd, cfg.json_status_fd)
+        && a == b
+    {
+        return Err(format!(
+            "--info-fd and --json-status-fd name the same descriptor {a}"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 /// Checks a parsed [`Config`] without touching the system: upstream's parent-side checks
 /// (`createParentOpt`) and child-side checks (`createChildOpt`) in upstream's order, then the
@@ -1348,6 +1402,7 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<Settings, String> {
         }
         None => None,
     };
+    check_status_fds(cfg)?;
     let mut settings = Settings {
         mtu,
         cidr,
@@ -1661,6 +1716,8 @@ mod tests {
             evacuate_cgroup2: None,
             subid_source: SubidSource::Auto,
             notify_ready: crate::notify::Ready::Target,
+            info_fd: None,
+            json_status_fd: None,
             command: cmd(&["sh"]),
         };
         assert_eq!(run(&["sh"]), expect);
@@ -2338,6 +2395,28 @@ mod tests {
         for (flag, get) in strings {
             assert_eq!(get(&run(&[flag, "v", "sh"])), "v", "{flag}");
         }
+    }
+
+    #[test]
+    fn status_fds_must_be_distinct_and_not_stdio() {
+        let check = |args: &[&str]| validate(&run(args)).map(|_| ());
+        assert_eq!(check(&["--info-fd=3", "--json-status-fd=4", "sh"]), Ok(()));
+        assert_eq!(
+            check(&["--info-fd=1", "sh"]),
+            Err(
+                "--info-fd=1: the descriptor must be 3 or more (0, 1 and 2 stay the command's)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            check(&["--json-status-fd", "-5", "sh"]),
+            Err("--json-status-fd=-5: the descriptor must be 3 or more (0, 1 and 2 stay the command's)".into())
+        );
+        assert!(check(&["--info-fd=4294967299", "sh"]).is_err());
+        assert_eq!(
+            check(&["--info-fd=0x7", "--json-status-fd=7", "sh"]),
+            Err("--info-fd and --json-status-fd name the same descriptor 7".into())
+        );
     }
 
     #[test]

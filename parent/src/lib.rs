@@ -20,6 +20,7 @@ pub mod notify;
 pub mod port;
 pub(crate) mod run;
 pub(crate) mod statedir;
+pub(crate) mod statusfd;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub(crate) mod usernet;

@@ -45,6 +45,16 @@ impl Outcome {
 
 /// Everything after validation. Never returns without having removed the state directory.
 pub(crate) fn run(cfg: &Config, settings: &crate::cli::Settings, sigfd: &OwnedFd) -> Outcome {
+    // First of all, while the only descriptor we opened is the signalfd.
+    let mut status = match crate::statusfd::StatusFds::adopt(
+        cfg.info_fd.and_then(|n| i32::try_from(n).ok()),
+        cfg.json_status_fd.and_then(|n| i32::try_from(n).ok()),
+        sigfd.as_raw_fd(),
+        listen_fds().map_or(0, |(n, _)| n),
+    ) {
+        Ok(s) => s,
+        Err(e) => return Outcome::parent_error(e),
+    };
     let helper = match find_helper(CHILD_BIN) {
         Ok(p) => p,
         Err(e) => return Outcome::parent_error(e),
@@ -91,10 +101,13 @@ pub(crate) fn run(cfg: &Config, settings: &crate::cli::Settings, sigfd: &OwnedFd
         &state,
         sigfd,
         driver,
+        &mut status,
     );
     if let Err(e) = state.remove() {
         warn(&e);
     }
+    // After the cleanup, so that a reader of the exit code finds the state dir gone.
+    status.exited(outcome.code);
     outcome
 }
 
@@ -199,6 +212,8 @@ enum Abort {
 }
 
 impl<'a> Session<'a> {
+    // What `run` has made ready for the session, each used once; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         cfg: &'a Config,
         helper: &Path,
@@ -207,6 +222,7 @@ impl<'a> Session<'a> {
         state: &StateDir,
         sigfd: &'a OwnedFd,
         driver: Option<Box<dyn net::Driver>>,
+        status: &mut crate::statusfd::StatusFds,
     ) -> Outcome {
         let tap = driver.as_deref().and_then(|d| d.persistent_tap());
         let mut session = match Session::start(cfg, helper, unshare, maps, state, sigfd, tap) {
@@ -214,7 +230,7 @@ impl<'a> Session<'a> {
             Err(e) => return Outcome::parent_error(e),
         };
         session.driver = driver;
-        match session.handshake(state) {
+        match session.handshake(state, status) {
             Ok(()) => session.supervise(),
             Err(abort) => session.abort(abort),
         }
@@ -341,7 +357,11 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn handshake(&mut self, state: &StateDir) -> Result<(), Abort> {
+    fn handshake(
+        &mut self,
+        state: &StateDir,
+        status: &mut crate::statusfd::StatusFds,
+    ) -> Result<(), Abort> {
         // The child's namespaces exist once it has exec'd, so the driver can start while the
         // child is still starting up; not with --detach-netns (the child makes that namespace
         // after its exec) or --evacuate-cgroup2 (the processes move first, as upstream).
@@ -421,6 +441,10 @@ impl<'a> Session<'a> {
             } else {
                 None
             };
+        let net_shown = self
+            .net_info
+            .as_ref()
+            .map(|n| (n.driver.clone(), n.child_ip.clone()));
         let backend = api::Backend {
             state_dir: state.given_path().to_string_lossy().into_owned(),
             child_pid: self.pid,
@@ -448,6 +472,18 @@ impl<'a> Session<'a> {
             );
             self.healer = Some(healer.map_err(|e| Abort::Error("parent", e))?);
         }
+        // Ready as child_pid is: the info and status descriptors hear of it before the target
+        // starts.
+        let given = state.given_path().to_string_lossy();
+        let api_socket = state.given_path().join("api.sock");
+        let api_socket = api_socket.to_string_lossy();
+        status.ready(&crate::statusfd::ReadyInfo {
+            child_pid: self.pid,
+            state_dir: &given,
+            api_socket: &api_socket,
+            namespaces: self.namespace_ids(state),
+            net: net_shown.as_ref().map(|(d, ip)| (d.as_str(), ip.as_str())),
+        });
         self.send(&Msg::ParentGo)?;
         if self.cfg.notify_ready == crate::notify::Ready::Child
             && let Some(n) = self.notify.as_mut()
@@ -462,6 +498,35 @@ impl<'a> Session<'a> {
             ports.attach_child(sock);
         }
         Ok(())
+    }
+
+    /// The inode ids of the namespaces made for the child, as `--info-fd` reports them; the
+    /// detached network namespace's with `--detach-netns`.
+    fn namespace_ids(&self, state: &StateDir) -> Vec<(&'static str, u64)> {
+        let proc = |kind: &str| PathBuf::from(format!("/proc/{}/ns/{kind}", self.pid));
+        let mut wanted = vec![
+            ("user-namespace", proc("user")),
+            ("mnt-namespace", proc("mnt")),
+        ];
+        if new_netns(self.cfg) {
+            wanted.push(("net-namespace", proc("net")));
+        } else if self.cfg.detach_netns {
+            wanted.push(("net-namespace", detached_netns_path(self.pid, state.path())));
+        }
+        for (made, key, kind) in [
+            (self.cfg.pidns, "pid-namespace", "pid"),
+            (self.cfg.cgroupns, "cgroup-namespace", "cgroup"),
+            (self.cfg.utsns, "uts-namespace", "uts"),
+            (self.cfg.ipcns, "ipc-namespace", "ipc"),
+        ] {
+            if made {
+                wanted.push((key, proc(kind)));
+            }
+        }
+        wanted
+            .into_iter()
+            .filter_map(|(key, path)| crate::statusfd::namespace_id(&path).map(|id| (key, id)))
+            .collect()
     }
 
     /// Starts the network driver (if any) and writes `resolv.conf` and `hosts` for it; what
