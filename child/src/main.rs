@@ -3,7 +3,7 @@
 //!
 //! It is started only by `rootlesskit`, with every input on its command line:
 //! `rootlesskit-child --fd N --state-dir DIR [--pidns] [--reaper] [--propagation P]
-//! [--copy-up DIR]... [--evacuate-cgroup2] [--listen-fds N [--rewrite-listen-pid]]
+//! [--copy-up DIR]... [--copy-up-mode overlay] [--evacuate-cgroup2] [--listen-fds N [--rewrite-listen-pid]]
 //! [--detach-netns UNSHARE-HELPER [--persistent-tap NAME]] [--debug] -- CMD...`
 
 use std::ffi::OsString;
@@ -29,6 +29,8 @@ struct Args {
     reaper: bool,
     propagation: String,
     copy_up: Vec<PathBuf>,
+    /// `--copy-up-mode overlay`; without it, upstream's `tmpfs+symlink`.
+    copy_up_overlay: bool,
     evacuate_cgroup2: bool,
     listen_fds: i32,
     rewrite_listen_pid: bool,
@@ -66,6 +68,11 @@ fn parse_args() -> Result<Args, String> {
             "--reaper" => a.reaper = true,
             "--propagation" => a.propagation = value(flag)?.to_string_lossy().into_owned(),
             "--copy-up" => a.copy_up.push(value(flag)?.into()),
+            "--copy-up-mode" => match value(flag)?.to_str() {
+                Some("overlay") => a.copy_up_overlay = true,
+                Some("tmpfs+symlink") => a.copy_up_overlay = false,
+                _ => return Err("bad value for --copy-up-mode".into()),
+            },
             "--evacuate-cgroup2" => a.evacuate_cgroup2 = true,
             "--listen-fds" => {
                 a.listen_fds = value(flag)?
@@ -384,7 +391,12 @@ impl Child {
         if let Some(p) = child::mount::Propagation::from_str(&self.args.propagation) {
             child::mount::set_propagation(p).map_err(|e| e.to_string())?;
         }
-        child::mount::copy_up(&self.args.copy_up).map_err(|e| e.to_string())
+        let mode = if self.args.copy_up_overlay {
+            child::mount::CopyUpMode::Overlay
+        } else {
+            child::mount::CopyUpMode::TmpfsSymlink
+        };
+        child::mount::copy_up(&self.args.copy_up, mode).map_err(|e| e.to_string())
     }
 
     /// Hands the tap of a [`NetMode::Tap`] network to the parent, whose user-mode network

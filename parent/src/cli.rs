@@ -119,10 +119,12 @@ impl Tristate {
     }
 }
 
-/// `--copy-up-mode`: upstream knows one.
+/// `--copy-up-mode`: upstream knows `tmpfs+symlink`; `overlay` is ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CopyUpMode {
     TmpfsSymlink,
+    /// An unprivileged overlayfs (kernel 5.11+) with a tmpfs upper layer.
+    Overlay,
 }
 
 impl CopyUpMode {
@@ -130,6 +132,7 @@ impl CopyUpMode {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             CopyUpMode::TmpfsSymlink => "tmpfs+symlink",
+            CopyUpMode::Overlay => "overlay",
         }
     }
 }
@@ -628,7 +631,7 @@ const FLAGS: &[Flag] = &[
         Kind::Str,
         Def::Str("tmpfs+symlink"),
         MOUNT,
-        "how the copy is made [tmpfs+symlink]",
+        "how the copy is made [tmpfs+symlink, overlay]",
     ),
     flag(
         "port-driver",
@@ -1503,6 +1506,7 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<Settings, String> {
     }
     settings.copy_up_mode = match cfg.copy_up_mode.as_str() {
         "tmpfs+symlink" => CopyUpMode::TmpfsSymlink,
+        "overlay" => CopyUpMode::Overlay,
         other => return Err(format!("unknown copy-up mode: {other}")),
     };
     if !cfg.copy_up.is_empty()
