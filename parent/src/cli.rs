@@ -2388,7 +2388,7 @@ mod tests {
             "[rprivate, rslave] (default: \"rprivate\")",
             "[auto,true,false] (default: \"auto\")",
             "[auto,dynamic,static] (default: \"auto\")",
-            "[tmpfs+symlink] (default: \"tmpfs+symlink\")",
+            "[tmpfs+symlink, overlay] (default: \"tmpfs+symlink\")",
             "[major, minor, patch]\n",
             "(default: true)\n",
             "\nVERSION:\n   3.0.1\n",
@@ -2818,6 +2818,25 @@ mod tests {
         assert_eq!(
             s.map(|s| (s.mtu, s.cidr, s.slirp4netns_sandbox, s.slirp4netns_seccomp)),
             Ok((0, None, Tristate::False, Tristate::False))
+        );
+        // Our copy-up mode beyond upstream's; the shared-propagation refusal names it.
+        let mode = |args: &[&str]| settings(args).map(|s| s.copy_up_mode);
+        assert_eq!(
+            mode(&["--copy-up-mode=overlay", "--copy-up=/etc", "sh"]),
+            Ok(CopyUpMode::Overlay)
+        );
+        assert_eq!(
+            mode(&["--copy-up-mode=tmpfs+symlink", "sh"]),
+            Ok(CopyUpMode::TmpfsSymlink)
+        );
+        assert_eq!(
+            mode(&[
+                "--copy-up-mode=overlay",
+                "--copy-up=/etc",
+                "--propagation=rshared",
+                "sh"
+            ]),
+            Err("propagation rshared does not support copy-up driver overlay".into())
         );
     }
 
