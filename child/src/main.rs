@@ -422,8 +422,10 @@ impl Child {
     }
 
     /// Puts the `resolv.conf` and `hosts` the parent wrote into the state dir over the ones in
-    /// /etc. With /etc copied up, the top-level entries are symlinks into the host's /etc: they
-    /// are replaced by empty files first, so the host's files are never covered.
+    /// /etc. With /etc copied up, the top-level entries are symlinks into the host's /etc
+    /// (`tmpfs+symlink`) or the host's files seen through the overlay (`overlay`): they are
+    /// replaced by empty files first (in the overlay's tmpfs layer), so the host's files, or
+    /// whatever a host symlink points to, are never covered.
     fn bind_etc_files(&self) -> Result<(), String> {
         let etc_copied = self
             .args
