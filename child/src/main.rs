@@ -5,6 +5,7 @@
 //! `rootlesskit-child --fd N --state-dir DIR [--pidns] [--reaper] [--propagation P]
 //! [--copy-up DIR]... [--copy-up-mode overlay] [--evacuate-cgroup2] [--listen-fds N [--rewrite-listen-pid]]
 //! [--detach-netns UNSHARE-HELPER [--persistent-tap NAME]] [--debug] -- CMD...`
+//! (`rootlesskit --check` also runs `rootlesskit-child --probe-overlay` in a trial namespace).
 
 use std::ffi::OsString;
 use std::net::IpAddr;
@@ -117,6 +118,12 @@ fn main() {
             sys::errno::text(&e)
         )),
     };
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "--probe-overlay")
+    {
+        probe_overlay();
+    }
     let args = match parse_args() {
         Ok(a) if a.fd >= 3 && !a.command.is_empty() => a,
         Ok(_) => {
@@ -175,6 +182,27 @@ fn configure_detached(ns: &Netns, net: &NetConfig) -> Result<(), String> {
 fn say(line: std::fmt::Arguments) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// `rootlesskit-child --probe-overlay`, for `rootlesskit --check`, which starts it as root of a
+/// trial user and mount namespace: copies up /etc with an overlayfs as a run would (after making
+/// the root mount `rprivate`) and prints `ok` or the error, exiting 0 or 1. The mounts die with the
+/// trial's mount namespace.
+fn probe_overlay() -> ! {
+    use std::io::Write;
+    let result = child::mount::set_propagation(child::mount::Propagation::RPrivate)
+        .and_then(|()| child::mount::copy_up_overlay(std::path::Path::new("/etc")));
+    let mut out = std::io::stdout().lock();
+    match result {
+        Ok(()) => {
+            let _ = out.write_all(b"ok\n");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            let _ = writeln!(out, "{e}");
+            std::process::exit(1)
+        }
+    }
 }
 
 fn die(msg: &str) -> ! {

@@ -185,3 +185,69 @@ fn modes_are_checked_and_the_default_stays_tmpfs_with_symlinks() {
         &tmp.path,
     );
 }
+
+/// The line of `rootlesskit --check` for `name`.
+fn check_line(stdout: &str, name: &str) -> String {
+    stdout
+        .lines()
+        .find(|l| {
+            l.get(6..)
+                .is_some_and(|r| r.starts_with(&format!("{name} ")))
+        })
+        .unwrap_or_else(|| panic!("no {name} line:\n{stdout}"))
+        .to_owned()
+}
+
+#[test]
+fn check_says_whether_overlay_copy_up_works() {
+    let s = Scratch::new("copyup-overlay-check");
+    let o = rootlesskit(["--check"])
+        .env("TMPDIR", s.path.to_str().unwrap())
+        .output();
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(
+        check_line(&o.stdout, "overlayfs"),
+        "ok    overlayfs      unprivileged overlayfs: --copy-up-mode=overlay --copy-up=/etc works"
+    );
+    assert_eq!(fs::read_dir(&s.path).unwrap().count(), 0);
+}
+
+/// A mount below /etc (as a container runtime makes for /etc/hosts), in a mount namespace of this
+/// test only: overlayfs refuses such a lower directory, and the check warns without failing.
+#[test]
+fn check_warns_when_a_mount_below_etc_stops_overlay() {
+    if !ci::am_root() || !have("unshare") {
+        skip!("needs root and unshare(1) for a private mount namespace");
+    }
+    let user = test_user().unwrap();
+    let bin = ci::bin_dir().join("rootlesskit");
+    let script = "mount --bind /etc/hostname /etc/hostname && exec setpriv --reuid=\"$1\" --regid=\"$2\" --clear-groups -- \"$3\" --check";
+    #[allow(clippy::disallowed_methods)]
+    let out = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(user.uid.to_string())
+        .arg(user.gid.to_string())
+        .arg(&bin)
+        .env("HOME", "/")
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let l = check_line(&stdout, "overlayfs");
+    assert!(
+        l.starts_with(
+            "warn  overlayfs      unprivileged overlayfs: failed to copy-up /etc with overlayfs: "
+        ) && l.contains("; hint: --copy-up-mode=overlay needs"),
+        "{l}"
+    );
+}
