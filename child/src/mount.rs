@@ -202,6 +202,14 @@ pub fn copy_up_overlay(d: &Path) -> Result<(), Error> {
         .map_err(|e| fail(e, None))?
         .st_mode
         & 0o7777;
+    // Every step below names the directory by the path the kernel resolved it to: `move_mount`
+    // would not follow a symlink such as `/var/run` where `mount` and `umount2` do.
+    let real = rustix::fs::readlink(
+        format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&lower)),
+        Vec::new(),
+    )
+    .map_err(|e| fail(e, None))?;
+    let d = Path::new(OsStr::from_bytes(real.as_bytes()));
     mount_fs("tmpfs", d, MountFlags::empty()).map_err(|e| fail(e, None))?;
     let made = rustix::fs::open(
         d,

@@ -251,3 +251,25 @@ fn check_warns_when_a_mount_below_etc_stops_overlay() {
         "{l}"
     );
 }
+
+/// A directory named through a symlink (`/var/run` → `/run` on most hosts) is copied up where the
+/// symlink points, as `tmpfs+symlink` does, and the symlink stays.
+#[test]
+fn overlay_follows_a_symlinked_directory() {
+    if !fs::symlink_metadata("/var/run").is_ok_and(|m| m.file_type().is_symlink())
+        || !fs::metadata("/var/run").is_ok_and(|m| m.is_dir())
+    {
+        skip!("/var/run is not a symlink to a directory here");
+    }
+    let o = rootlesskit([
+        "--copy-up-mode=overlay",
+        "--copy-up=/var/run",
+        "sh",
+        "-c",
+        "stat -f -c %T /var/run/; [ -L /var/run ] && echo link; touch /var/run/rkrs-overlay && echo made",
+    ])
+    .output();
+    ok(&o);
+    assert_eq!(o.stdout, "overlayfs\nlink\nmade\n");
+    assert!(!Path::new("/var/run/rkrs-overlay").exists());
+}
