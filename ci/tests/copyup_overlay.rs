@@ -273,3 +273,25 @@ fn overlay_follows_a_symlinked_directory() {
     assert_eq!(o.stdout, "overlayfs\nlink\nmade\n");
     assert!(!Path::new("/var/run/rkrs-overlay").exists());
 }
+
+/// A path with characters overlayfs's option string gives meaning to (`:` `\` `=`) is copied up like
+/// any other: the layers are never named by the user's path. (A `,` cannot reach the child: the
+/// `--copy-up` list is split at commas, as upstream's.)
+#[test]
+fn overlay_takes_paths_with_option_characters() {
+    let d = Scratch::new("copyup:over\\lay=x");
+    let dir = d.path.to_str().unwrap();
+    let copy_up = format!("--copy-up={dir}");
+    let script = format!("cd '{dir}' && stat -f -c %T . && echo in > new && cat new");
+    let o = rootlesskit([
+        "--copy-up-mode=overlay",
+        copy_up.as_str(),
+        "sh",
+        "-c",
+        script.as_str(),
+    ])
+    .output();
+    ok(&o);
+    assert_eq!(o.stdout, "overlayfs\nin\n");
+    assert_eq!(fs::read_dir(&d.path).unwrap().count(), 0);
+}
