@@ -3,8 +3,9 @@
 //!
 //! It is started only by `rootlesskit`, with every input on its command line:
 //! `rootlesskit-child --fd N --state-dir DIR [--pidns] [--reaper] [--propagation P]
-//! [--copy-up DIR]... [--evacuate-cgroup2] [--listen-fds N [--rewrite-listen-pid]]
+//! [--copy-up DIR]... [--copy-up-mode overlay] [--evacuate-cgroup2] [--listen-fds N [--rewrite-listen-pid]]
 //! [--detach-netns UNSHARE-HELPER [--persistent-tap NAME]] [--debug] -- CMD...`
+//! (`rootlesskit --check` also runs `rootlesskit-child --probe-overlay` in a trial namespace).
 
 use std::ffi::OsString;
 use std::net::IpAddr;
@@ -29,6 +30,8 @@ struct Args {
     reaper: bool,
     propagation: String,
     copy_up: Vec<PathBuf>,
+    /// `--copy-up-mode overlay`; without it, upstream's `tmpfs+symlink`.
+    copy_up_overlay: bool,
     evacuate_cgroup2: bool,
     listen_fds: i32,
     rewrite_listen_pid: bool,
@@ -66,6 +69,11 @@ fn parse_args() -> Result<Args, String> {
             "--reaper" => a.reaper = true,
             "--propagation" => a.propagation = value(flag)?.to_string_lossy().into_owned(),
             "--copy-up" => a.copy_up.push(value(flag)?.into()),
+            "--copy-up-mode" => match value(flag)?.to_str() {
+                Some("overlay") => a.copy_up_overlay = true,
+                Some("tmpfs+symlink") => a.copy_up_overlay = false,
+                _ => return Err("bad value for --copy-up-mode".into()),
+            },
             "--evacuate-cgroup2" => a.evacuate_cgroup2 = true,
             "--listen-fds" => {
                 a.listen_fds = value(flag)?
@@ -110,6 +118,12 @@ fn main() {
             sys::errno::text(&e)
         )),
     };
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "--probe-overlay")
+    {
+        probe_overlay();
+    }
     let args = match parse_args() {
         Ok(a) if a.fd >= 3 && !a.command.is_empty() => a,
         Ok(_) => {
@@ -168,6 +182,27 @@ fn configure_detached(ns: &Netns, net: &NetConfig) -> Result<(), String> {
 fn say(line: std::fmt::Arguments) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// `rootlesskit-child --probe-overlay`, for `rootlesskit --check`, which starts it as root of a
+/// trial user and mount namespace: copies up /etc with an overlayfs as a run would (after making
+/// the root mount `rprivate`) and prints `ok` or the error, exiting 0 or 1. The mounts die with the
+/// trial's mount namespace.
+fn probe_overlay() -> ! {
+    use std::io::Write;
+    let result = child::mount::set_propagation(child::mount::Propagation::RPrivate)
+        .and_then(|()| child::mount::copy_up_overlay(std::path::Path::new("/etc")));
+    let mut out = std::io::stdout().lock();
+    match result {
+        Ok(()) => {
+            let _ = out.write_all(b"ok\n");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            let _ = writeln!(out, "{e}");
+            std::process::exit(1)
+        }
+    }
 }
 
 fn die(msg: &str) -> ! {
@@ -384,7 +419,12 @@ impl Child {
         if let Some(p) = child::mount::Propagation::from_str(&self.args.propagation) {
             child::mount::set_propagation(p).map_err(|e| e.to_string())?;
         }
-        child::mount::copy_up(&self.args.copy_up).map_err(|e| e.to_string())
+        let mode = if self.args.copy_up_overlay {
+            child::mount::CopyUpMode::Overlay
+        } else {
+            child::mount::CopyUpMode::TmpfsSymlink
+        };
+        child::mount::copy_up(&self.args.copy_up, mode).map_err(|e| e.to_string())
     }
 
     /// Hands the tap of a [`NetMode::Tap`] network to the parent, whose user-mode network
@@ -410,8 +450,10 @@ impl Child {
     }
 
     /// Puts the `resolv.conf` and `hosts` the parent wrote into the state dir over the ones in
-    /// /etc. With /etc copied up, the top-level entries are symlinks into the host's /etc: they
-    /// are replaced by empty files first, so the host's files are never covered.
+    /// /etc. With /etc copied up, the top-level entries are symlinks into the host's /etc
+    /// (`tmpfs+symlink`) or the host's files seen through the overlay (`overlay`): they are
+    /// replaced by empty files first (in the overlay's tmpfs layer), so the host's files, or
+    /// whatever a host symlink points to, are never covered.
     fn bind_etc_files(&self) -> Result<(), String> {
         let etc_copied = self
             .args

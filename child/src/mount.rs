@@ -107,7 +107,18 @@ pub fn mount_proc_read_only() -> Result<(), Error> {
     mount_fs("proc", "/proc", MountFlags::RDONLY).map_err(Error::sys("mount procfs on", "/proc"))
 }
 
-/// Copies up each directory in `dirs` in upstream's `tmpfs+symlink` mode.
+/// How `--copy-up` makes a directory writable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyUpMode {
+    /// Upstream's mode: a tmpfs with a symlink per entry of the original (the default).
+    TmpfsSymlink,
+    /// Ours: an unprivileged overlayfs whose lower layer is the original and whose upper layer is a
+    /// tmpfs that no path reaches.
+    Overlay,
+}
+
+/// Copies up each directory in `dirs`, in upstream's `tmpfs+symlink` mode or with an overlayfs
+/// (see [`copy_up_overlay`]).
 ///
 /// For each directory `d` (lexically cleaned), in order:
 /// 1. the root tmp dir is refused (`/tmp cannot be copied up`);
@@ -124,7 +135,7 @@ pub fn mount_proc_read_only() -> Result<(), Error> {
 ///
 /// The first failure stops the whole copy-up (the child fails fast, directories already copied stay so).
 /// A missing directory gives `failed to create bind mount on <d>: no such file or directory`.
-pub fn copy_up(dirs: &[PathBuf]) -> Result<(), Error> {
+pub fn copy_up(dirs: &[PathBuf], mode: CopyUpMode) -> Result<(), Error> {
     let mut names = NameSource::new();
     for d in dirs {
         let d = clean_path(d);
@@ -135,9 +146,148 @@ pub fn copy_up(dirs: &[PathBuf]) -> Result<(), Error> {
                 path: ROOT_TMP.to_owned(),
             });
         }
-        copy_up_one(&d, &mut names)?;
+        match mode {
+            CopyUpMode::TmpfsSymlink => copy_up_one(&d, &mut names)?,
+            CopyUpMode::Overlay => copy_up_overlay(&d)?,
+        }
     }
     Ok(())
+}
+
+/// `--copy-up-mode=overlay`: mounts an overlayfs on `d` whose lower layer is the original `d` and whose
+/// upper and work directories are on a fresh tmpfs, so that `d` shows the original's own files (not
+/// symlinks) and every write lands in the tmpfs, which dies with the namespace.
+///
+/// 1. `d` is opened `O_PATH`: this descriptor keeps reaching the original once `d` is covered.
+/// 2. A scaffold tmpfs is mounted on `d` itself (a directory that surely exists, and which we cover
+///    anyway), with `upper` (the original's mode, owned by root in the namespace) and `work` in it.
+/// 3. The overlay is made with the new mount API (`fsopen("overlay")`, one `fsconfig` per option,
+///    `fsmount`) as a detached mount. The layers are named `/proc/self/fd/N[/upper|/work]`, never by the
+///    user's path, so no `,` `:` `\` or `=` in a path can change the options. `userxattr` keeps
+///    overlay's metadata in `user.*` xattrs (what a user namespace may write); `index` and `metacopy`
+///    are off whatever the kernel's defaults say. `redirect_dir` is left alone: with `userxattr` the
+///    kernel picks `nofollow` itself and refuses `off`, which means `follow` on most kernels.
+///    The source is named `overlay`, so mountinfo reads like a mount made by `mount -t overlay`.
+/// 4. The scaffold is detached (`umount2(MNT_DETACH)`); the overlay keeps its own private clones of the
+///    layers, so the tmpfs lives on but no path in any namespace reaches it.
+/// 5. The overlay is attached on `d` (`move_mount`).
+///
+/// The scaffold is mounted on `d` rather than beside it because the kernel clones only layers that are
+/// attached in our namespace (a detached tmpfs is refused before Linux 6.15).
+/// Nothing is made outside the child's mount namespace, and on any failure the scaffold is detached
+/// again, so `d` is left as it was.
+///
+/// # Errors
+///
+/// `failed to copy-up <d> with overlayfs: <errno>`, with the kernel's reason in parentheses when its
+/// file system context logged one (for example `overlayfs: failed to clone lowerpath` when another mount
+/// lies below `d`, which overlayfs cannot show).
+///
+/// # References
+///  - [overlayfs](https://docs.kernel.org/filesystems/overlayfs.html)
+///  - [fsopen(2)](https://man7.org/linux/man-pages/man2/fsopen.2.html)
+pub fn copy_up_overlay(d: &Path) -> Result<(), Error> {
+    let fail = |errno, detail| Error::Overlay {
+        path: d.display().to_string(),
+        errno,
+        detail,
+    };
+    let lower = rustix::fs::open(
+        d,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| fail(e, None))?;
+    let mode = rustix::fs::fstat(&lower)
+        .map_err(|e| fail(e, None))?
+        .st_mode
+        & 0o7777;
+    // Every step below names the directory by the path the kernel resolved it to: `move_mount`
+    // would not follow a symlink such as `/var/run` where `mount` and `umount2` do.
+    let real = rustix::fs::readlink(
+        format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&lower)),
+        Vec::new(),
+    )
+    .map_err(|e| fail(e, None))?;
+    let d = Path::new(OsStr::from_bytes(real.as_bytes()));
+    mount_fs("tmpfs", d, MountFlags::empty()).map_err(|e| fail(e, None))?;
+    let made = rustix::fs::open(
+        d,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| (e, None))
+    .and_then(|scaffold| make_overlay(&lower, &scaffold, mode));
+    // Whatever happened, the scaffold leaves the tree: the overlay holds what it needs of it.
+    let detached = rustix::mount::unmount(d, rustix::mount::UnmountFlags::DETACH);
+    let overlay = made.map_err(|(e, detail)| fail(e, detail))?;
+    detached.map_err(|e| fail(e, None))?;
+    rustix::mount::move_mount(
+        &overlay,
+        "",
+        CWD,
+        d,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| fail(e, None))
+}
+
+/// Steps 2 and 3 of [`copy_up_overlay`]: the layer directories in the scaffold, then the detached
+/// overlay. A failure carries the kernel's logged reason when there is one.
+fn make_overlay(
+    lower: &OwnedFd,
+    scaffold: &OwnedFd,
+    mode: u32,
+) -> Result<OwnedFd, (Errno, Option<String>)> {
+    use rustix::fd::AsRawFd;
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
+    let bare = |e| (e, None);
+    rustix::fs::mkdirat(scaffold, "upper", Mode::from_raw_mode(0o700)).map_err(bare)?;
+    // Set after the fact: mkdir's mode is cut by the umask.
+    rustix::fs::chmodat(
+        scaffold,
+        "upper",
+        Mode::from_raw_mode(mode),
+        AtFlags::empty(),
+    )
+    .map_err(bare)?;
+    rustix::fs::mkdirat(scaffold, "work", Mode::from_raw_mode(0o700)).map_err(bare)?;
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(bare)?;
+    let logged = |e| (e, kernel_reason(&fs));
+    rustix::mount::fsconfig_set_string(&fs, "source", "overlay").map_err(logged)?;
+    let at = |fd: &OwnedFd, sub: &str| format!("/proc/self/fd/{}{sub}", fd.as_raw_fd());
+    rustix::mount::fsconfig_set_string(&fs, "lowerdir", at(lower, "")).map_err(logged)?;
+    rustix::mount::fsconfig_set_string(&fs, "upperdir", at(scaffold, "/upper")).map_err(logged)?;
+    rustix::mount::fsconfig_set_string(&fs, "workdir", at(scaffold, "/work")).map_err(logged)?;
+    rustix::mount::fsconfig_set_flag(&fs, "userxattr").map_err(logged)?;
+    for (key, value) in [("index", "off"), ("metacopy", "off")] {
+        rustix::mount::fsconfig_set_string(&fs, key, value).map_err(logged)?;
+    }
+    rustix::mount::fsconfig_create(&fs).map_err(logged)?;
+    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+        .map_err(logged)
+}
+
+/// What the kernel logged on a file system context (`read(2)` on the `fsopen` descriptor gives one
+/// message per read, `e <text>` for an error): the first error, else the last message, without its
+/// level prefix; `None` if it logged nothing.
+fn kernel_reason(fs: &OwnedFd) -> Option<String> {
+    let mut buf = [0u8; 256];
+    let mut last = None;
+    // The log holds a handful of messages at most.
+    for _ in 0..8 {
+        let n = match rustix::io::read(fs, &mut buf) {
+            Ok(n) if n > 0 => n,
+            _ => break,
+        };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let text = text.trim_end();
+        if let Some(e) = text.strip_prefix("e ") {
+            return Some(e.to_owned());
+        }
+        last = Some(text.get(2..).unwrap_or(text).to_owned());
+    }
+    last
 }
 
 fn copy_up_one(d: &Path, names: &mut NameSource) -> Result<(), Error> {
@@ -444,8 +594,10 @@ mod tests {
     fn root_tmp_is_refused_in_any_spelling() {
         #[track_caller]
         fn check(input: &str) {
-            let err = copy_up(&[PathBuf::from(input)]).unwrap_err();
-            assert_eq!(err.to_string(), "/tmp cannot be copied up", "{input:?}");
+            for mode in [CopyUpMode::TmpfsSymlink, CopyUpMode::Overlay] {
+                let err = copy_up(&[PathBuf::from(input)], mode).unwrap_err();
+                assert_eq!(err.to_string(), "/tmp cannot be copied up", "{input:?}");
+            }
         }
         check("/tmp");
         check("/tmp/");

@@ -270,6 +270,8 @@ fn runs_only_the_programs_it_reports_on() {
         "pasta.avx2",
         "passt.avx2",
         "rootlesskit",
+        // `--probe-overlay`, in a second trial namespace: the overlayfs line.
+        "rootlesskit-child",
         "setpriv",
         "slirp4netns",
         "vpnkit",

@@ -5,7 +5,9 @@
 //! given with `--check` needs it.
 //! The user namespace is tried for real: a process is cloned into new user and mount namespaces,
 //! gets its id maps the way a run would give them (newuidmap/newgidmap, or the single-id
-//! fallback), and exits without running anything.
+//! fallback), and exits without running anything. A second such process execs
+//! `rootlesskit-child --probe-overlay` to try `--copy-up-mode=overlay` on /etc; its mounts die
+//! with its mount namespace.
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -154,15 +156,19 @@ fn checks(cfg: &Config) -> Vec<Line> {
     out.push(idmap_tool("newgidmap", single));
     out.push(getsubids(cfg.subid_source));
     out.push(trial(&user, &maps));
-    out.push(match libexec::find_helper(libexec::CHILD_BIN) {
+    let helper = libexec::find_helper(libexec::CHILD_BIN);
+    out.push(match &helper {
         Ok(p) => ok("helper", p.display().to_string()),
         Err(e) => line(
             "helper",
             Status::Fail,
-            e,
+            e.clone(),
             "install rootlesskit-child next to rootlesskit or in ../libexec/rootlesskit",
         ),
     });
+    if let (Ok(h), Ok(m)) = (&helper, &maps) {
+        out.push(overlayfs(h, m));
+    }
     out.push(tun());
     out.push(slirp4netns(&cfg.slirp4netns_binary));
     out.push(driver("pasta", &cfg.pasta_binary));
@@ -428,6 +434,48 @@ fn trial(user: &Result<idmap::User, String>, maps: &Result<idmap::IdMaps, String
                 "new user and mount namespaces, {} uid map line(s) written",
                 maps.uid.len()
             ),
+        ),
+    }
+}
+
+/// Whether `--copy-up-mode=overlay --copy-up=/etc` works: `rootlesskit-child --probe-overlay`
+/// does that copy-up in a trial user and mount namespace, mapped as a run maps it, and the
+/// namespace takes its mounts with it. A warning at most: the default mode does not need it.
+fn overlayfs(helper: &Path, maps: &idmap::IdMaps) -> Line {
+    const NAME: &str = "overlayfs";
+    const HINT: &str = "--copy-up-mode=overlay needs Linux 5.11+ and no other mount below the copied-up directory (a container's /etc/hosts is one); the default tmpfs+symlink mode does not need it";
+    let flags =
+        u64::from(linux_raw_sys::general::CLONE_NEWUSER | linux_raw_sys::general::CLONE_NEWNS);
+    match exec::trial_exec(flags, helper, &["--probe-overlay"], |pid| {
+        idmap::apply(pid, maps)
+    }) {
+        Ok(Ok((0, _))) => ok(
+            NAME,
+            "unprivileged overlayfs: --copy-up-mode=overlay --copy-up=/etc works".into(),
+        ),
+        Ok(Ok((_, why))) if !why.is_empty() => line(
+            NAME,
+            Status::Warn,
+            format!("unprivileged overlayfs: {why}"),
+            HINT,
+        ),
+        Ok(Ok((code, _))) => line(
+            NAME,
+            Status::Warn,
+            format!("unprivileged overlayfs: the probe exited with {code}"),
+            HINT,
+        ),
+        Ok(Err(e)) => line(
+            NAME,
+            Status::Warn,
+            format!("unprivileged overlayfs: {e}"),
+            HINT,
+        ),
+        Err(e) => line(
+            NAME,
+            Status::Warn,
+            format!("unprivileged overlayfs: {}", errno(&e)),
+            HINT,
         ),
     }
 }

@@ -119,10 +119,12 @@ impl Tristate {
     }
 }
 
-/// `--copy-up-mode`: upstream knows one.
+/// `--copy-up-mode`: upstream knows `tmpfs+symlink`; `overlay` is ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CopyUpMode {
     TmpfsSymlink,
+    /// An unprivileged overlayfs (kernel 5.11+) with a tmpfs upper layer.
+    Overlay,
 }
 
 impl CopyUpMode {
@@ -130,6 +132,7 @@ impl CopyUpMode {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             CopyUpMode::TmpfsSymlink => "tmpfs+symlink",
+            CopyUpMode::Overlay => "overlay",
         }
     }
 }
@@ -650,7 +653,7 @@ const FLAGS: &[Flag] = &[
         Kind::Str,
         Def::Str("tmpfs+symlink"),
         MOUNT,
-        "how the copy is made [tmpfs+symlink]",
+        "how the copy is made [tmpfs+symlink, overlay]",
     ),
     flag(
         "port-driver",
@@ -1558,6 +1561,7 @@ fn checks(cfg: &Config, warn: &mut Vec<String>) -> Result<Settings, String> {
     }
     settings.copy_up_mode = match cfg.copy_up_mode.as_str() {
         "tmpfs+symlink" => CopyUpMode::TmpfsSymlink,
+        "overlay" => CopyUpMode::Overlay,
         other => return Err(format!("unknown copy-up mode: {other}")),
     };
     if !cfg.copy_up.is_empty()
@@ -2463,7 +2467,7 @@ mod tests {
             "[rprivate, rslave] (default: \"rprivate\")",
             "[auto,true,false] (default: \"auto\")",
             "[auto,dynamic,static] (default: \"auto\")",
-            "[tmpfs+symlink] (default: \"tmpfs+symlink\")",
+            "[tmpfs+symlink, overlay] (default: \"tmpfs+symlink\")",
             "[major, minor, patch]\n",
             "(default: true)\n",
             "\nVERSION:\n   3.0.1\n",
@@ -2893,6 +2897,25 @@ mod tests {
         assert_eq!(
             s.map(|s| (s.mtu, s.cidr, s.slirp4netns_sandbox, s.slirp4netns_seccomp)),
             Ok((0, None, Tristate::False, Tristate::False))
+        );
+        // Our copy-up mode beyond upstream's; the shared-propagation refusal names it.
+        let mode = |args: &[&str]| settings(args).map(|s| s.copy_up_mode);
+        assert_eq!(
+            mode(&["--copy-up-mode=overlay", "--copy-up=/etc", "sh"]),
+            Ok(CopyUpMode::Overlay)
+        );
+        assert_eq!(
+            mode(&["--copy-up-mode=tmpfs+symlink", "sh"]),
+            Ok(CopyUpMode::TmpfsSymlink)
+        );
+        assert_eq!(
+            mode(&[
+                "--copy-up-mode=overlay",
+                "--copy-up=/etc",
+                "--propagation=rshared",
+                "sh"
+            ]),
+            Err("propagation rshared does not support copy-up driver overlay".into())
         );
     }
 

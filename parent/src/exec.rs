@@ -467,6 +467,59 @@ pub(crate) fn trial_namespaces<R>(flags: u64, with: impl FnOnce(i32) -> R) -> io
     Ok(result)
 }
 
+/// Like [`trial_namespaces`], but once `with` has acted (written the id maps) the new process
+/// execs `exe args...` (`rootlesskit-child --probe-overlay`) as root of the new namespaces, with
+/// an empty environment and its stdout on a pipe. Returns `with`'s result, then the program's
+/// exit code and what it printed (a line at most), once it is reaped. Whatever the program
+/// mounts dies with its mount namespace.
+///
+/// # Errors
+/// The `clone3` failure, or reading the program's output.
+pub(crate) fn trial_exec(
+    flags: u64,
+    exe: &Path,
+    args: &[&str],
+    with: impl FnOnce(i32) -> Result<(), String>,
+) -> io::Result<Result<(i32, String), String>> {
+    let (go_r, go_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let mut argv = vec![exe.as_os_str().to_os_string()];
+    argv.extend(args.iter().map(OsString::from));
+    let none: [OsString; 0] = [];
+    let mut cmd = sys::spawn::Command::new(exe, &argv, none)?;
+    cmd.clone_flags(flags)
+        .wait_for_go(go_r)
+        .fd(out_w, 1)
+        .close_in_child(std::os::fd::AsRawFd::as_raw_fd(&go_w))
+        .close_in_child(std::os::fd::AsRawFd::as_raw_fd(&out_r));
+    let started = cmd.spawn()?;
+    let applied = with(started.pid);
+    if applied.is_ok() {
+        let _ = rustix::io::write(&go_w, &[1]);
+    }
+    drop(go_w);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match rustix::io::read(&out_r, &mut buf) {
+            Ok(0) => break,
+            Ok(n) if out.len() < 4096 => out.extend_from_slice(&buf[..n]),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                let _ = wait_status(started.pid);
+                return Err(e.into());
+            }
+        }
+    }
+    let status = wait_status(started.pid);
+    Ok(applied.and_then(|()| {
+        let code = status?.code().unwrap_or(-1);
+        let text = String::from_utf8_lossy(&out);
+        Ok((code, text.lines().next().unwrap_or("").to_owned()))
+    }))
+}
+
 // ---------------------------------------------------------------------------------------------
 // The real `docker-proxy` (used by `rootlesskit-docker-proxy`).
 

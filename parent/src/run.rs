@@ -1072,6 +1072,11 @@ fn child_argv(
         v.push("--copy-up".into());
         v.push(d.as_os_str().to_owned());
     }
+    // `cli::check` accepted the mode already; the child is told only when it is not the default.
+    if !cfg.copy_up.is_empty() && cfg.copy_up_mode == crate::cli::CopyUpMode::Overlay.as_str() {
+        v.push("--copy-up-mode".into());
+        v.push("overlay".into());
+    }
     if cfg.evacuate_cgroup2.is_some() {
         v.push("--evacuate-cgroup2".into());
     }

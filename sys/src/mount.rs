@@ -24,6 +24,17 @@ pub enum Error {
         /// The refused directory.
         path: String,
     },
+    /// `--copy-up-mode=overlay` could not make its overlayfs; printed as
+    /// `failed to copy-up <path> with overlayfs: <errno>`, then ` (<kernel's words>)` when the
+    /// kernel logged a reason on the file system context.
+    Overlay {
+        /// The directory to copy up.
+        path: String,
+        /// The error the kernel returned.
+        errno: Errno,
+        /// The kernel's own message for the failure, if it gave one.
+        detail: Option<String>,
+    },
 }
 
 impl Error {
@@ -44,6 +55,17 @@ impl fmt::Display for Error {
                 write!(f, "failed to {what} {path}: {}", crate::errno::text(*errno))
             }
             Error::NotCopyable { path } => write!(f, "{path} cannot be copied up"),
+            Error::Overlay {
+                path,
+                errno,
+                detail,
+            } => {
+                let why = crate::errno::text(*errno);
+                match detail {
+                    Some(d) => write!(f, "failed to copy-up {path} with overlayfs: {why} ({d})"),
+                    None => write!(f, "failed to copy-up {path} with overlayfs: {why}"),
+                }
+            }
         }
     }
 }
@@ -87,6 +109,22 @@ mod tests {
                 path: "/tmp".into(),
             },
             "/tmp cannot be copied up",
+        );
+        check(
+            Error::Overlay {
+                path: "/etc".into(),
+                errno: Errno::PERM,
+                detail: None,
+            },
+            "failed to copy-up /etc with overlayfs: operation not permitted",
+        );
+        check(
+            Error::Overlay {
+                path: "/proc/sys".into(),
+                errno: Errno::INVAL,
+                detail: Some("overlayfs: failed to clone lowerpath".into()),
+            },
+            "failed to copy-up /proc/sys with overlayfs: invalid argument (overlayfs: failed to clone lowerpath)",
         );
     }
 }
