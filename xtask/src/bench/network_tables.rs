@@ -382,6 +382,12 @@ impl Report {
                     commands(&n.outbound)
                 );
                 s.push_str(&self.outbound_table(notes).markdown());
+                s.push_str(
+                    "\nDebian 12's pasta (2023) is erratic in this direction on this machine: the rounds of \
+                     one run have spanned 0.05 to 3.4 Gbps at MTU 1500, with our binaries old and new \
+                     alike, so the \"÷ pasta\" ratios move by up to ten times between runs; slirp4netns \
+                     and gvisor-tap-vsock stay within about 10%.\n",
+                );
                 let _ = writeln!(
                     s,
                     "\n### Host → namespace TCP\n\n`iperf3 -s` inside, published as `127.0.0.1:$PORT` by the \
