@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod dns;
 pub mod docker;
 pub mod ports;
 pub mod sid;
@@ -371,6 +372,37 @@ impl Run {
         let child = self.spawn();
         wait_output(child, self.timeout)
     }
+}
+
+/// A command running `rootlesskit ARGS` as the test user in a mount namespace of its own, where
+/// `source` is bind-mounted on `target` first; that takes root and unshare(1) (`None`
+/// otherwise). unshare, sh and setpriv each exec the next, so the pid of the spawned command is
+/// rootlesskit's. Working directory `/`, `HOME=/`.
+pub fn rootlesskit_over_bind<S: AsRef<std::ffi::OsStr>>(
+    source: &Path,
+    target: &Path,
+    args: &[S],
+) -> Option<Command> {
+    if !am_root() || !have("unshare") {
+        return None;
+    }
+    let user = test_user()?;
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(
+            "mount --bind \"$1\" \"$2\" && uid=$3 gid=$4 && shift 4 && \
+             exec setpriv --reuid=$uid --regid=$gid --clear-groups -- \"$@\"",
+        )
+        .arg("sh")
+        .arg(source)
+        .arg(target)
+        .arg(user.uid.to_string())
+        .arg(user.gid.to_string())
+        .arg(bin_dir().join("rootlesskit"))
+        .args(args)
+        .current_dir("/")
+        .env("HOME", "/");
+    Some(cmd)
 }
 
 /// Waits for a spawned run, collecting its output; panics at the timeout after killing it.

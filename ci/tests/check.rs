@@ -212,32 +212,15 @@ fn unusable_tun_warns_with_a_hint() {
     if !ci::am_root() || !ci::have("unshare") || !std::path::Path::new("/dev/net/tun").exists() {
         skip!("needs root, unshare(1) and /dev/net/tun for a private mount namespace");
     }
-    let user = ci::test_user().unwrap();
     let s = Scratch::new("check-tun");
     let blocker = s.join("tun");
     fs::write(&blocker, b"").unwrap();
     fs::set_permissions(&blocker, fs::Permissions::from_mode(0o000)).unwrap();
-    let bin = ci::bin_dir().join("rootlesskit");
-    let script = "mount --bind \"$1\" /dev/net/tun && exec setpriv --reuid=\"$2\" --regid=\"$3\" --clear-groups -- \"$4\" --check";
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
-        .arg(&blocker)
-        .arg(user.uid.to_string())
-        .arg(user.gid.to_string())
-        .arg(&bin)
-        .env("HOME", "/")
-        .current_dir("/")
-        .output()
-        .unwrap();
+    let out =
+        ci::rootlesskit_over_bind(&blocker, std::path::Path::new("/dev/net/tun"), &["--check"])
+            .expect("root and unshare, checked above")
+            .output()
+            .unwrap();
     let o = Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

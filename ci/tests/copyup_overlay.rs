@@ -219,26 +219,9 @@ fn check_warns_when_a_mount_below_etc_stops_overlay() {
     if !ci::am_root() || !have("unshare") {
         skip!("needs root and unshare(1) for a private mount namespace");
     }
-    let user = test_user().unwrap();
-    let bin = ci::bin_dir().join("rootlesskit");
-    let script = "mount --bind /etc/hostname /etc/hostname && exec setpriv --reuid=\"$1\" --regid=\"$2\" --clear-groups -- \"$3\" --check";
-    #[allow(clippy::disallowed_methods)]
-    let out = std::process::Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
-        .arg(user.uid.to_string())
-        .arg(user.gid.to_string())
-        .arg(&bin)
-        .env("HOME", "/")
-        .current_dir("/")
+    let hostname = Path::new("/etc/hostname");
+    let out = ci::rootlesskit_over_bind(hostname, hostname, &["--check"])
+        .expect("root and unshare, checked above")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

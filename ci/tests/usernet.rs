@@ -292,28 +292,26 @@ fn dns_at_the_gateway_goes_to_the_hosts_nameserver() {
     let Some(seen) = dns_server() else {
         skip!("127.0.0.42:53 is taken");
     };
-    let user = ci::test_user().unwrap();
     let d = Scratch::new("usernet-dns");
     std::fs::write(d.join("resolv.conf"), "nameserver 127.0.0.42\n").unwrap();
     let inner = "busybox nslookup host.rkrs.test 10.0.2.1; echo --; \
                  busybox nslookup missing.rkrs.test; echo --; \
                  busybox nslookup slow.rkrs.test; echo \"rc=$?\"";
-    let script = format!(
-        "mount --bind {resolv} /etc/resolv.conf && exec setpriv --reuid={uid} --regid={gid} \
-         --clear-groups -- {rk} --net=gvisor-tap-vsock --copy-up=/etc sh -c '{inner}'",
-        resolv = d.join("resolv.conf").display(),
-        uid = user.uid,
-        gid = user.gid,
-        rk = ci::bin_dir().join("rootlesskit").display(),
-    );
-    let child = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg(&script)
-        .current_dir("/")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = ci::dns::rootlesskit_with_resolv_conf(
+        &d.join("resolv.conf"),
+        &[
+            "--net=gvisor-tap-vsock",
+            "--copy-up=/etc",
+            "sh",
+            "-c",
+            inner,
+        ],
+    )
+    .expect("root and unshare, checked above")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
     let start = std::time::Instant::now();
     let o = ci::wait_output(child, Duration::from_secs(90));
     let parts: Vec<&str> = o.stdout.split("--\n").collect();

@@ -13,100 +13,14 @@
 //!   count against the first's health.
 //!
 //! The tests share `[::1]:53`, so they run one at a time.
-// Tests run programs (unshare for a private /etc/resolv.conf): that is their job.
-#![allow(clippy::disallowed_methods)]
 
-use std::net::UdpSocket;
-use std::process::Command;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use ci::dns::{Mode, Resolver};
 use ci::{Scratch, have, skip, tun_usable};
-
-/// What a test resolver does with a query.
-#[derive(Clone, Copy)]
-enum Mode {
-    /// Reads it and says nothing.
-    Silent,
-    /// Answers an A record, 192.0.2.7.
-    Answer,
-    /// Answers REFUSED.
-    Refuse,
-}
-
-/// A resolver on `addr`:53, counting the queries it reads; stops (and frees the address) when
-/// dropped.
-struct Resolver {
-    seen: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Resolver {
-    /// `None` when the address is taken or does not exist.
-    fn start(addr: &str, mode: Mode) -> Option<Resolver> {
-        let s = match UdpSocket::bind((addr, 53)) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("{addr}:53: {e}");
-                return None;
-            }
-        };
-        s.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
-        let seen = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (count, stopped) = (seen.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !stopped.load(Ordering::SeqCst) {
-                let Ok((n, from)) = s.recv_from(&mut buf) else {
-                    continue;
-                };
-                count.fetch_add(1, Ordering::SeqCst);
-                if n < 17 {
-                    continue;
-                }
-                let mut r = buf[..n].to_vec();
-                r[2] = 0x81;
-                match mode {
-                    Mode::Silent => continue,
-                    Mode::Refuse => {
-                        r[3] = 0x85;
-                        r[6..12].fill(0);
-                    }
-                    Mode::Answer => {
-                        // The question as asked, then one A record pointing back at its name.
-                        r[3] = 0x80;
-                        r[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]);
-                        r.extend_from_slice(&[
-                            0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7,
-                        ]);
-                    }
-                }
-                let _ = s.send_to(&r, from);
-            }
-        });
-        Some(Resolver {
-            seen,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    fn seen(&self) -> usize {
-        self.seen.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Resolver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// A DNS-over-TCP resolver on `addr`:53 answering every query with 192.0.2.7, counting them;
 /// stops when the returned flag is set. `None` when the address is taken.
@@ -134,12 +48,9 @@ fn tcp_resolver(addr: &str) -> Option<(Arc<AtomicUsize>, Arc<AtomicBool>)> {
                 continue;
             }
             count.fetch_add(1, Ordering::SeqCst);
-            q[2] = 0x81;
-            q[3] = 0x80;
-            q[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]);
-            q.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
-            let mut r = (q.len() as u16).to_be_bytes().to_vec();
-            r.extend_from_slice(&q);
+            let a = ci::dns::answer_a(&q);
+            let mut r = (a.len() as u16).to_be_bytes().to_vec();
+            r.extend_from_slice(&a);
             let _ = c.write_all(&r);
         }
     });
@@ -212,26 +123,17 @@ for i, s in enumerate([{list}]):
 /// Runs rootlesskit (`--net=gvisor-tap-vsock`, plus `extra`) as the test user with `resolv`
 /// as the host's `/etc/resolv.conf`, running the [`client`] for `servers`; its lines.
 fn run(name: &str, resolv: &str, extra: &str, servers: &[&str]) -> Vec<String> {
-    let user = ci::test_user().unwrap();
     let d = Scratch::new(name);
     std::fs::write(d.join("resolv.conf"), resolv).unwrap();
     std::fs::write(d.join("client.py"), client(servers)).unwrap();
-    let script = format!(
-        "mount --bind {resolv} /etc/resolv.conf && exec setpriv --reuid={uid} --regid={gid} \
-         --clear-groups -- {rk} --net=gvisor-tap-vsock {extra} --copy-up=/etc \
-         python3 {client}",
-        resolv = d.join("resolv.conf").display(),
-        client = d.join("client.py").display(),
-        uid = user.uid,
-        gid = user.gid,
-        rk = ci::bin_dir().join("rootlesskit").display(),
-    );
-    let child = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg(&script)
-        .current_dir("/")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+    let client = d.join("client.py").display().to_string();
+    let mut args = vec!["--net=gvisor-tap-vsock"];
+    args.extend(extra.split_whitespace());
+    args.extend(["--copy-up=/etc", "python3", &client]);
+    let child = ci::dns::rootlesskit_with_resolv_conf(&d.join("resolv.conf"), &args)
+        .expect("root and unshare, checked by unusable()")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let o = ci::wait_output(child, Duration::from_secs(90));

@@ -4,42 +4,13 @@
 //! queries and never answers. A query to the gateway is answered by the second within about a
 //! second (without failover it is never answered), and once the first has failed twice it is
 //! passed over, so the third query is answered at once and the first never sees it.
-// Tests run programs (unshare for a private /etc/resolv.conf): that is their job.
-#![allow(clippy::disallowed_methods)]
 
-use std::net::UdpSocket;
 use std::path::Path;
-use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Stdio;
 use std::time::Duration;
 
+use ci::dns::{Mode, Resolver};
 use ci::{Scratch, have, skip, tun_usable};
-
-/// A resolver on `addr`:53 that counts the queries it reads and, if `answer`, gives every A
-/// query the address 192.0.2.7. `None` when the address is taken.
-fn resolver(addr: &str, answer: bool) -> Option<Arc<AtomicUsize>> {
-    let s = UdpSocket::bind((addr, 53)).ok()?;
-    let seen = Arc::new(AtomicUsize::new(0));
-    let count = seen.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1500];
-        while let Ok((n, from)) = s.recv_from(&mut buf) {
-            count.fetch_add(1, Ordering::SeqCst);
-            if !answer || n < 17 {
-                continue;
-            }
-            // The question as asked, then one A record pointing back at its name.
-            let mut r = buf[..n].to_vec();
-            r[2] = 0x81;
-            r[3] = 0x80;
-            r[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]);
-            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
-            let _ = s.send_to(&r, from);
-        }
-    });
-    Some(seen)
-}
 
 /// Inside: three A queries for `host.rkrs.test` to the gateway one after another, each
 /// printing the address it got and how long it took, or `timeout` after four seconds (the
@@ -68,11 +39,12 @@ fn a_silent_first_nameserver_fails_over_to_the_next_and_is_then_skipped() {
     if !ci::am_root() || !have("unshare") {
         skip!("needs root and unshare to give rootlesskit its own /etc/resolv.conf");
     }
-    let (Some(silent), Some(good)) = (resolver("127.0.0.43", false), resolver("127.0.0.44", true))
-    else {
+    let (Some(silent), Some(good)) = (
+        Resolver::start("127.0.0.43", Mode::Silent),
+        Resolver::start("127.0.0.44", Mode::Answer),
+    ) else {
         skip!("127.0.0.43:53 or 127.0.0.44:53 is taken");
     };
-    let user = ci::test_user().unwrap();
     let d = Scratch::new("usernet-dns-failover");
     std::fs::write(
         d.join("resolv.conf"),
@@ -80,24 +52,25 @@ fn a_silent_first_nameserver_fails_over_to_the_next_and_is_then_skipped() {
     )
     .unwrap();
     std::fs::write(d.join("client.py"), CLIENT).unwrap();
-    let script = format!(
-        "mount --bind {resolv} /etc/resolv.conf && exec setpriv --reuid={uid} --regid={gid} \
-         --clear-groups -- {rk} --net=gvisor-tap-vsock --copy-up=/etc sh -c \
-         'python3 {client}; echo --; busybox nslookup host.rkrs.test'",
-        resolv = d.join("resolv.conf").display(),
-        client = d.join("client.py").display(),
-        uid = user.uid,
-        gid = user.gid,
-        rk = ci::bin_dir().join("rootlesskit").display(),
+    let inner = format!(
+        "python3 {}; echo --; busybox nslookup host.rkrs.test",
+        d.join("client.py").display()
     );
-    let child = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg(&script)
-        .current_dir("/")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = ci::dns::rootlesskit_with_resolv_conf(
+        &d.join("resolv.conf"),
+        &[
+            "--net=gvisor-tap-vsock",
+            "--copy-up=/etc",
+            "sh",
+            "-c",
+            &inner,
+        ],
+    )
+    .expect("root and unshare, checked above")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let o = ci::wait_output(child, Duration::from_secs(90));
     let parts: Vec<&str> = o.stdout.split("--\n").collect();
     assert_eq!(parts.len(), 2, "{}\n{}", o.stdout, o.stderr);
@@ -119,6 +92,6 @@ fn a_silent_first_nameserver_fails_over_to_the_next_and_is_then_skipped() {
     assert!(parts[1].contains("Address: 192.0.2.7"), "{}", parts[1]);
     // The silent one saw the two queries it failed, not the third (busybox's query may come
     // after its skip).
-    assert_eq!(silent.load(Ordering::SeqCst), 2, "{}", o.stdout);
-    assert!(good.load(Ordering::SeqCst) >= 3);
+    assert_eq!(silent.seen(), 2, "{}", o.stdout);
+    assert!(good.seen() >= 3);
 }

@@ -9,17 +9,15 @@
 //! a TCP round trip through the gateway works (and, for DNS, a query is answered once the
 //! nameserver answers). The timing bound (2 s for `info`) is generous for a busy 2-core
 //! machine, but a frozen loop never answers at all.
-// The DNS test runs unshare for a private /etc/resolv.conf: that is its job.
-#![allow(clippy::disallowed_methods)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use ci::dns::{Mode, Resolver};
 use ci::{Run, Scratch, have, rootlesskit, skip, tun_usable};
 
 /// Inside: a server on TCP 8002 (the published port leads there) telling each client
@@ -526,22 +524,10 @@ impl Kit {
         let child = match resolv {
             None => rootlesskit(args).spawn_logged(&log),
             Some(resolv) => {
-                // unshare, sh and setpriv each exec the next: the pid is rootlesskit's.
-                let user = ci::test_user().unwrap();
+                // The pid of this command is rootlesskit's.
                 let file = std::fs::File::create(&log).unwrap();
-                Command::new("unshare")
-                    .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-                    .arg(
-                        "mount --bind \"$0\" /etc/resolv.conf && uid=$1 gid=$2 && shift 2 && \
-                         exec setpriv --reuid=$uid --regid=$gid --clear-groups -- \"$@\"",
-                    )
-                    .arg(resolv)
-                    .arg(user.uid.to_string())
-                    .arg(user.gid.to_string())
-                    .arg(ci::bin_dir().join("rootlesskit"))
-                    .args(&args)
-                    .current_dir("/")
-                    .env("HOME", "/")
+                ci::dns::rootlesskit_with_resolv_conf(resolv, &args)
+                    .expect("root and unshare, checked by the test")
                     .stdin(Stdio::null())
                     .stdout(file.try_clone().unwrap())
                     .stderr(file)
@@ -819,29 +805,10 @@ fn dns_queries_to_a_silent_nameserver_stay_bounded_and_it_answers_later() {
         skip!("needs root and unshare to give rootlesskit its own /etc/resolv.conf");
     }
     // A nameserver that reads and counts queries, and answers only once told to.
-    let Ok(ns) = UdpSocket::bind("127.0.0.47:53") else {
+    let Some(ns) = Resolver::start("127.0.0.47", Mode::Silent) else {
         skip!("127.0.0.47:53 is taken");
     };
-    let read = Arc::new(AtomicUsize::new(0));
-    let answer = Arc::new(AtomicBool::new(false));
-    {
-        let (read, answer) = (read.clone(), answer.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while let Ok((n, from)) = ns.recv_from(&mut buf) {
-                read.fetch_add(1, Ordering::SeqCst);
-                if !answer.load(Ordering::SeqCst) || n < 17 {
-                    continue;
-                }
-                let mut r = buf[..n].to_vec();
-                r[2] = 0x81;
-                r[3] = 0x80;
-                r[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]);
-                r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
-                let _ = ns.send_to(&r, from);
-            }
-        });
-    }
+    let answering = AtomicBool::new(false);
     let d = Scratch::new("usernet-floods-resolv");
     let resolv = d.join("resolv.conf");
     std::fs::write(&resolv, "nameserver 127.0.0.47\n").unwrap();
@@ -853,7 +820,8 @@ fn dns_queries_to_a_silent_nameserver_stay_bounded_and_it_answers_later() {
         Some(&resolv),
     );
     let seen = kit.flood("roundtrip", |k| {
-        if k.says("flooded") && !answer.swap(true, Ordering::SeqCst) {
+        if k.says("flooded") && !answering.swap(true, Ordering::SeqCst) {
+            ns.set_mode(Mode::Answer);
             std::fs::write(k.go.with_extension("answering"), "").unwrap();
         }
     });
@@ -870,7 +838,7 @@ fn dns_queries_to_a_silent_nameserver_stay_bounded_and_it_answers_later() {
     assert!(secs("answer-old") < 0.9, "{text}");
     assert!(secs("answer-new") < 20.0, "{text}");
     // The nameserver read many of them (not one per retry forever: each at most twice).
-    let n = read.load(Ordering::SeqCst);
+    let n = ns.seen();
     assert!((100..=2 * 2300 + 50).contains(&n), "read {n}");
     // The flood's flows expire: the descriptors come back near the baseline (and the flows
     // of the published port's clients, which live a minute).
