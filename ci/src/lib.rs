@@ -654,20 +654,30 @@ pub fn api_request(sock: &Path, method: &str, path: &str, body: &str) -> (u16, S
     (code, body)
 }
 
+/// The parent's warnings in a run's stderr, without their `[rootlesskit:parent] warning: `.
+pub fn parent_warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("[rootlesskit:parent] warning: "))
+        .collect()
+}
+
 /// Answers each connection to `l` with "pong:" and what it read (64 bytes at most), in a
 /// thread of its own.
 pub fn serve_pong(l: std::net::TcpListener) {
     use std::io::{Read, Write};
     std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = [0u8; 64];
-            let n = c.read(&mut buf).unwrap_or(0);
-            // One write: a client may read once.
-            let mut reply = b"pong:".to_vec();
-            reply.extend_from_slice(&buf[..n]);
-            let _ = c.write_all(&reply);
+        // A thread per connection: one a client opens and leaves does not hold up the next.
+        for mut c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = [0u8; 64];
+                let n = c.read(&mut buf).unwrap_or(0);
+                // One write: a client may read once.
+                let mut reply = b"pong:".to_vec();
+                reply.extend_from_slice(&buf[..n]);
+                let _ = c.write_all(&reply);
+            });
         }
     });
 }

@@ -534,11 +534,7 @@ fn lxc_user_nic_warnings_come_first() {
     .env("TMPDIR", d.path.to_str().unwrap())
     .output();
     assert_eq!(o.code, 1);
-    let warnings: Vec<&str> = o
-        .stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("[rootlesskit:parent] warning: "))
-        .collect();
+    let warnings = ci::parent_warnings(&o.stderr);
     for w in [
         "\"lxc-user-nic\" network driver is experimental",
         "--disable-host-loopback is implicitly set for lxc-user-nic",

@@ -10,7 +10,7 @@
 //! nameserver answers). The timing bound (2 s for `info`) is generous for a busy 2-core
 //! machine, but a frozen loop never answers at all.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -714,23 +714,11 @@ impl Drop for Kit {
     }
 }
 
-/// A host listener on 127.0.0.1 answering "pong:<what it read>", a thread per connection (so
-/// the connections a flood opens and leaves do not hold up the next).
+/// A host listener on 127.0.0.1 answering "pong:<what it read>" ([`ci::serve_pong`]).
 fn pong_server() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut c in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut buf = [0u8; 64];
-                let n = c.read(&mut buf).unwrap_or(0);
-                let mut reply = b"pong:".to_vec();
-                reply.extend_from_slice(&buf[..n]);
-                let _ = c.write_all(&reply);
-            });
-        }
-    });
+    ci::serve_pong(l);
     port
 }
 

@@ -113,11 +113,7 @@ fn gvisor_tap_vsock_warnings_and_refusals_in_upstreams_words() {
     .timeout(Duration::from_secs(30))
     .output();
     ok(&o);
-    let warned: Vec<&str> = o
-        .stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("[rootlesskit:parent] warning: "))
-        .collect();
+    let warned = ci::parent_warnings(&o.stderr);
     assert_eq!(
         warned,
         [
@@ -178,11 +174,7 @@ fn gvisor_tap_vsock_routes_ipv6_instead_of_discarding_it() {
     .timeout(Duration::from_secs(30))
     .output();
     ok(&o);
-    let warned: Vec<&str> = o
-        .stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("[rootlesskit:parent] warning: "))
-        .collect();
+    let warned = ci::parent_warnings(&o.stderr);
     assert_eq!(
         warned,
         [
