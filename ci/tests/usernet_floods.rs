@@ -572,10 +572,15 @@ impl Kit {
         let to = SocketAddr::from(([127, 0, 0, 1], self.port));
         let mut s =
             TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))
+        // Generous: one look in a full-suite run once waited over 5 s for its answer during
+        // the DNS flood (cause not found; the loop answered `info` in 15 ms meanwhile). A
+        // frozen loop never answers at all.
+        s.set_read_timeout(Some(Duration::from_secs(15)))
             .map_err(|e| e.to_string())?;
         let mut text = String::new();
-        s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+        let t0 = Instant::now();
+        s.read_to_string(&mut text)
+            .map_err(|e| format!("{e} after {:?} with {text:?} read", t0.elapsed()))?;
         if text == "served\n" {
             Ok(())
         } else {
