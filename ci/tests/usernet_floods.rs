@@ -488,6 +488,7 @@ struct Seen {
     most_fds: usize,
     most_rss: u64,
     slowest_info: Duration,
+    slowest_served: Duration,
     infos: usize,
     served: usize,
     not_served: Vec<String>,
@@ -572,15 +573,28 @@ impl Kit {
         let to = SocketAddr::from(([127, 0, 0, 1], self.port));
         let mut s =
             TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-        // Generous: one look in a full-suite run once waited over 5 s for its answer during
-        // the DNS flood (cause not found; the loop answered `info` in 15 ms meanwhile). A
-        // frozen loop never answers at all.
-        s.set_read_timeout(Some(Duration::from_secs(15)))
+        // A client port the host gives out again met the server's TIME_WAIT of the last
+        // connection inside and stalled (fixed in usernet::tcp): say which port, and whether
+        // this test used it before.
+        s.set_read_timeout(Some(Duration::from_secs(5)))
             .map_err(|e| e.to_string())?;
         let mut text = String::new();
         let t0 = Instant::now();
-        s.read_to_string(&mut text)
-            .map_err(|e| format!("{e} after {:?} with {text:?} read", t0.elapsed()))?;
+        let me = s.local_addr().map(|a| a.port()).unwrap_or(0);
+        static USED: std::sync::Mutex<Vec<(u16, u16)>> = std::sync::Mutex::new(Vec::new());
+        let before = USED
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&u| u == (self.port, me))
+            .count();
+        USED.lock().unwrap().push((self.port, me));
+        s.read_to_string(&mut text).map_err(|e| {
+            format!(
+                "{e} after {:?} with {text:?} read (client port {me}, used {before} times before)",
+                t0.elapsed()
+            )
+        })?;
         if text == "served\n" {
             Ok(())
         } else {
@@ -641,7 +655,10 @@ impl Kit {
             seen.most_rss = seen.most_rss.max(ci::rss_kib(self.pid));
             seen.slowest_info = seen.slowest_info.max(self.info());
             seen.infos += 1;
-            match self.served() {
+            let t0 = Instant::now();
+            let served = self.served();
+            seen.slowest_served = seen.slowest_served.max(t0.elapsed());
+            match served {
                 Ok(()) => seen.served += 1,
                 Err(e) => seen.not_served.push(e),
             }

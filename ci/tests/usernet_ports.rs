@@ -141,6 +141,61 @@ fn servers_inside_see_the_clients_real_address() {
     drop(r);
 }
 
+/// A client that comes back from the same address and port while the server inside still
+/// holds the last connection in TIME_WAIT (it closed first) is served at once: our SYN gets
+/// that TIME_WAIT's acknowledgment, which we reset, as a client's kernel does, and the SYN
+/// goes again. (Without that, whether it was served depended on how our initial sequence
+/// number fell against the old connection's: six tries always met a stall.)
+#[test]
+fn a_client_back_from_the_same_port_is_served_at_once() {
+    let pt = free_port();
+    let Some(r) = start(
+        "uports-reuse",
+        &["-p".into(), format!("127.0.0.1:{pt}:8002/tcp")],
+    ) else {
+        skip!("the tap or python3 is not usable");
+    };
+    let _ = wait_seen(IpAddr::V4(Ipv4Addr::LOCALHOST), pt);
+    let me = free_port();
+    // Six connections from 127.0.0.1:`me`, each read to EOF within 5 s (a connect refused
+    // because the host still holds the last one is tried again).
+    let client = format!(
+        "import socket, time
+for i in range(6):
+    for _ in range(50):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(('127.0.0.1', {me}))
+        s.settimeout(5)
+        try:
+            s.connect(('127.0.0.1', {pt}))
+            break
+        except OSError:
+            s.close()
+            time.sleep(0.1)
+    try:
+        r = b''
+        while True:
+            d = s.recv(100)
+            if not d:
+                break
+            r += d
+        print(r.decode().strip())
+    except socket.timeout:
+        print('timeout')
+    s.close()
+"
+    );
+    let o = std::process::Command::new("python3")
+        .args(["-c", &client])
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&o.stdout).into_owned();
+    let want = format!("10.0.2.1 {me}\n").repeat(6);
+    assert_eq!(lines, want, "{}", String::from_utf8_lossy(&o.stderr));
+    drop(r);
+}
+
 #[test]
 fn ports_added_listed_removed_and_1mb_arrives_intact() {
     let (p1, p2) = (free_port(), free_port());

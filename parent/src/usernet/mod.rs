@@ -1249,6 +1249,58 @@ mod tests {
         assert_eq!(st.tcp.len(), tcp::MAX_CONNS + 1);
     }
 
+    #[test]
+    fn a_time_wait_answering_a_published_ports_syn_is_reset_and_the_syn_sent_again() {
+        let (mut st, peer) = stack(true);
+        let p = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let pport = p.local_addr().unwrap().port();
+        p.set_nonblocking(true).unwrap();
+        st.publish(1, p.into(), false, (CHILD, 80)).unwrap();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", pport)).unwrap();
+        let is_syn = |f: &[u8]| match Frame::parse(f) {
+            Frame::Tcp(_, ip, t)
+                if ip.dst == CHILD && t.dst_port == 80 && t.flags == flags::SYN =>
+            {
+                Some((t.src_port, t.seq))
+            }
+            _ => None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut syn = None;
+        while syn.is_none() && Instant::now() < deadline {
+            syn = frames(&mut st, &peer, 0).iter().find_map(|f| is_syn(f));
+        }
+        let (sport, iss) = syn.expect("the SYN into the namespace");
+        // The server's TIME_WAIT of an earlier connection from that address and port answers
+        // with an acknowledgment of its own sequence space, not a SYN-ACK.
+        let stale = TcpOut {
+            src: (CHILD, 80),
+            dst: (GW, sport),
+            seq: 7000,
+            ack: iss.wrapping_add(12345),
+            flags: flags::ACK,
+            window: 65535,
+            syn_opts: None,
+        };
+        let mut f = vec![0u8; L4 + wire::tcp_header_len(&stale)];
+        let n = wire::put_tcp(&mut f[L4..], &stale, 0);
+        wire::put_ethernet(&mut f, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
+        wire::put_ipv4(&mut f[ETH_LEN..], CHILD4, GW4, wire::PROTO_TCP, n);
+        rustix::io::write(&peer, &f).unwrap();
+        let got = frames(&mut st, &peer, 0);
+        // A reset in the TIME_WAIT's own sequence space, then the SYN again at once.
+        let rst = got.iter().position(|f| {
+            matches!(Frame::parse(f), Frame::Tcp(_, ip, t)
+                if ip.dst == CHILD && t.dst_port == 80 && t.src_port == sport
+                    && t.flags == flags::RST && t.seq == iss.wrapping_add(12345))
+        });
+        let again = got.iter().position(|f| is_syn(f) == Some((sport, iss)));
+        assert!(
+            matches!((rst, again), (Some(r), Some(a)) if r < a),
+            "{rst:?} {again:?}"
+        );
+    }
+
     /// The namespace's SLAAC address from [`CHILD_MAC`].
     const CHILD6: Addr = [
         0xfd, 0, 0, 0, 0, 0, 0, 0, 0x58, 0x94, 0xef, 0xff, 0xfe, 0xe4, 0x0c, 0xee,

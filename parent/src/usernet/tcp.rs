@@ -563,6 +563,13 @@ impl Table {
                 if c.pump(out, now).is_err() {
                     self.reset(index, out, ep);
                 }
+            } else if t.flags & flags::ACK != 0 && t.ack != c.iss.wrapping_add(1) {
+                // Not for this SYN: the server's TIME_WAIT of an earlier connection from the
+                // same client address and port, whose sequence numbers ours did not pass.
+                // Reset it, as a client in SYN-SENT does (RFC 9293 3.10.7.3), and ask again at
+                // once: without this the SYN is answered so until it gives up.
+                reset_unknown(out, c.child, c.remote, t);
+                c.send_flags(out, c.iss, flags::SYN);
             }
             return;
         }
