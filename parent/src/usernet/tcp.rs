@@ -708,11 +708,23 @@ impl Table {
         ep: &OwnedFd,
         now: Instant,
     ) -> bool {
-        let taken = self
-            .conns
-            .iter()
-            .flatten()
-            .any(|c| c.child == child && c.remote == remote);
+        let same = |c: &Option<Conn>| {
+            c.as_ref()
+                .is_some_and(|c| c.child == child && c.remote == remote)
+        };
+        if let Some(old) = self.conns.iter().position(same) {
+            // The host gave the client's address and port out again (a loopback client shows
+            // as the gateway with its own port): if the old connection's host socket has no
+            // peer any more, it is over on the host's side while the namespace still closes
+            // it. Reset that, rather than the new client.
+            let gone = self.conns[old]
+                .as_ref()
+                .is_some_and(|c| rustix::net::getpeername(&c.sock).is_err());
+            if gone {
+                self.reset(old, out, ep);
+            }
+        }
+        let taken = self.conns.iter().any(same);
         let index = if taken {
             None
         } else {
