@@ -821,6 +821,15 @@ mod tests {
     /// A stack on one end of a datagram socketpair standing in for the tap; the other end is
     /// the namespace.
     fn stack(host_loopback: bool) -> (Stack, OwnedFd) {
+        stack_with(Config {
+            host_loopback,
+            nameservers: dns::Servers::default(),
+            ..cfg()
+        })
+    }
+
+    /// [`stack`] with the configuration `c`.
+    fn stack_with(c: Config) -> (Stack, OwnedFd) {
         let (tap, peer) = rustix::net::socketpair(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -828,11 +837,6 @@ mod tests {
             None,
         )
         .unwrap();
-        let c = Config {
-            host_loopback,
-            nameservers: dns::Servers::default(),
-            ..cfg()
-        };
         (Stack::with_vnet(tap, c, false).unwrap(), peer)
     }
 
@@ -864,10 +868,15 @@ mod tests {
             window: 65535,
             syn_opts: (fl & flags::SYN != 0).then_some((1460, wscale.then_some(7))),
         };
-        let hl = wire::tcp_header_len(&seg);
+        tcp_frame(&seg, data)
+    }
+
+    /// The IPv4 frame from the child to the gateway carrying `seg` with `data`.
+    fn tcp_frame(seg: &TcpOut, data: &[u8]) -> Vec<u8> {
+        let hl = wire::tcp_header_len(seg);
         let mut f = vec![0u8; L4 + hl + data.len()];
         f[L4 + hl..].copy_from_slice(data);
-        let n = wire::put_tcp(&mut f[L4..], &seg, data.len());
+        let n = wire::put_tcp(&mut f[L4..], seg, data.len());
         wire::put_ethernet(&mut f, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
         wire::put_ipv4(&mut f[ETH_LEN..], CHILD4, GW4, wire::PROTO_TCP, n);
         f
@@ -1099,11 +1108,7 @@ mod tests {
             window: 65535,
             syn_opts: Some((1460, None)),
         };
-        let hl = wire::tcp_header_len(&seg);
-        let mut f = vec![0u8; L4 + hl];
-        let n = wire::put_tcp(&mut f[L4..], &seg, 0);
-        wire::put_ethernet(&mut f, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
-        wire::put_ipv4(&mut f[ETH_LEN..], CHILD4, GW4, wire::PROTO_TCP, n);
+        let f = tcp_frame(&seg, &[]);
         client.write_all(b"GET").unwrap();
         rustix::io::write(&peer, &f).unwrap();
         let got = frames(&mut st, &peer, 2);
@@ -1216,11 +1221,7 @@ mod tests {
                 window: 65535,
                 syn_opts: Some((1460, None)),
             };
-            let mut f = vec![0u8; L4 + wire::tcp_header_len(&seg)];
-            let n = wire::put_tcp(&mut f[L4..], &seg, 0);
-            wire::put_ethernet(&mut f, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
-            wire::put_ipv4(&mut f[ETH_LEN..], CHILD4, GW4, wire::PROTO_TCP, n);
-            f
+            tcp_frame(&seg, &[])
         };
         // One more connection than the namespace may have: refused, counted.
         for chunk in (0..=tcp::MAX_CONNS as u16).collect::<Vec<_>>().chunks(16) {
@@ -1282,10 +1283,7 @@ mod tests {
             window: 65535,
             syn_opts: None,
         };
-        let mut f = vec![0u8; L4 + wire::tcp_header_len(&stale)];
-        let n = wire::put_tcp(&mut f[L4..], &stale, 0);
-        wire::put_ethernet(&mut f, GATEWAY_MAC, CHILD_MAC, wire::ETHERTYPE_IPV4);
-        wire::put_ipv4(&mut f[ETH_LEN..], CHILD4, GW4, wire::PROTO_TCP, n);
+        let f = tcp_frame(&stale, &[]);
         rustix::io::write(&peer, &f).unwrap();
         let got = frames(&mut st, &peer, 0);
         // A reset in the TIME_WAIT's own sequence space, then the SYN again at once.
@@ -1322,18 +1320,10 @@ mod tests {
 
     #[test]
     fn ipv6_router_neighbor_echo_and_tcp_to_the_hosts_loopback() {
-        let (tap, peer) = rustix::net::socketpair(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
-        let c = Config {
+        let (mut st, peer) = stack_with(Config {
             gateway6: Some(GATEWAY6),
             ..cfg()
-        };
-        let mut st = Stack::with_vnet(tap, c, false).unwrap();
+        });
         // An advertisement at once: our prefix, from the router's link-local address.
         let got = frames(&mut st, &peer, 1);
         let Frame::Icmp6(_, ip, m) = Frame::parse(&got[0]) else {
