@@ -158,22 +158,24 @@ pub fn tun_set_iff_tap(fd: &OwnedFd, name: &str) -> io::Result<()> {
 /// # Errors
 /// As [`tun_set_iff_tap`], or the kernel's errno for the offloads.
 pub fn tun_set_iff_tap_vnet(fd: &OwnedFd, name: &str) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     tun_set_iff(fd, name, linux_raw_sys::if_tun::IFF_VNET_HDR)?;
     let offloads = linux_raw_sys::if_tun::TUN_F_CSUM | linux_raw_sys::if_tun::TUN_F_TSO4;
-    // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long of flags) and
-    // touches no memory of ours.
+    tun_ioctl_value(fd, linux_raw_sys::ioctl::TUNSETOFFLOAD, offloads as usize)
+}
+
+/// `ioctl(fd, request, value)` for the tun requests that take their argument by value
+/// (`TUNSETOFFLOAD`, `TUNSETPERSIST`).
+fn tun_ioctl_value(fd: &OwnedFd, request: u32, value: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    debug_assert!(matches!(
+        request,
+        linux_raw_sys::ioctl::TUNSETOFFLOAD | linux_raw_sys::ioctl::TUNSETPERSIST
+    ));
+    // SAFETY: both requests take an unsigned long by value and touch no memory of ours.
     check(unsafe {
         syscall6(
             g::__NR_ioctl,
-            [
-                fd.as_raw_fd() as usize,
-                linux_raw_sys::ioctl::TUNSETOFFLOAD as usize,
-                offloads as usize,
-                0,
-                0,
-                0,
-            ],
+            [fd.as_raw_fd() as usize, request as usize, value, 0, 0, 0],
         )
     })
     .map(drop)
@@ -188,22 +190,7 @@ pub fn tun_set_iff_tap_vnet(fd: &OwnedFd, name: &str) -> io::Result<()> {
 /// # Errors
 /// The kernel's errno.
 pub fn tun_set_persist(fd: &OwnedFd, on: bool) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: TUNSETPERSIST takes its argument by value and touches no memory of ours.
-    check(unsafe {
-        syscall6(
-            g::__NR_ioctl,
-            [
-                fd.as_raw_fd() as usize,
-                linux_raw_sys::ioctl::TUNSETPERSIST as usize,
-                usize::from(on),
-                0,
-                0,
-                0,
-            ],
-        )
-    })
-    .map(drop)
+    tun_ioctl_value(fd, linux_raw_sys::ioctl::TUNSETPERSIST, usize::from(on))
 }
 
 /// Makes the tap `name` in the calling thread's network namespace as a persistent device
